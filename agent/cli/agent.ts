@@ -1,0 +1,60 @@
+/** `skein agent`: runs the agent until SIGTERM/SIGINT, then drains and exits 0. */
+import { loadConfig } from '../config/load.ts';
+import { createLogger } from '../log/index.ts';
+import { startAgent } from '../runtime/index.ts';
+import { parseFlags } from './args.ts';
+import type { Io } from './io.ts';
+
+export const AGENT_USAGE = `Usage: skein agent [--config PATH] [--listen HOST:PORT] [--log-level LEVEL] [--log-format json|text]
+
+Runs the agent: HTTP/2 + mutual TLS listener, persistent Python workers.
+
+  --config PATH       config file (default: ./agent.config.json, else the embedded default)
+  --listen HOST:PORT  overrides agent.listen (env SKEIN_LISTEN)
+  --log-level LEVEL   debug | info | warn | error (env SKEIN_LOG_LEVEL)
+  --log-format F      json | text (env SKEIN_LOG_FORMAT)
+
+Without tls.cert/key/ca a development PKI is created in agent.stateDir on first start,
+and the paths of its client certificate are logged.
+SIGTERM or SIGINT: stop accepting, drain in-flight calls (limits.drainTimeoutMs), exit 0.
+Exit codes: 0 stopped cleanly, 1 runtime failure, 2 usage or configuration error.`;
+
+export async function runAgent(argv: string[], io: Io): Promise<number> {
+  const { values } = parseFlags(argv, {
+    config: { type: 'string' },
+    listen: { type: 'string' },
+    'log-level': { type: 'string' },
+    'log-format': { type: 'string' },
+  });
+  if (values.help) {
+    io.out(AGENT_USAGE);
+    return 0;
+  }
+  const loaded = loadConfig({
+    path: values.config,
+    flags: { 'agent.listen': values.listen, 'log.level': values['log-level'], 'log.format': values['log-format'] },
+  });
+  const { config } = loaded;
+  const log = createLogger({ level: config.log.level, format: config.log.format });
+  log.info('starting skein agent', { config: loaded.source, pid: process.pid });
+  const agent = await startAgent({ config, log, embedded: loaded.source === 'embedded' });
+
+  return new Promise<number>((resolve) => {
+    let signals = 0;
+    const onSignal = (signal: NodeJS.Signals) => {
+      signals++;
+      if (signals > 1) {
+        log.warn('second signal: exiting without draining', { signal });
+        resolve(1);
+        return;
+      }
+      log.info('signal received; shutting down', { signal });
+      agent.stop().then(() => resolve(0), (err) => {
+        log.error('shutdown failed', { error: (err as Error).message });
+        resolve(1);
+      });
+    };
+    process.on('SIGTERM', onSignal);
+    process.on('SIGINT', onSignal);
+  });
+}

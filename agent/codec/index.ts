@@ -1,0 +1,101 @@
+/**
+ * Request/response bodies: CBOR (RFC 8949) or JSON, chosen by Content-Type. Routine values
+ * cross into Python as JSON, so a body may hold only what JSON can carry: CBOR byte strings,
+ * tags, undefined, non-finite floats and over-deep nesting are refused with the path named.
+ */
+import { Decoder, Encoder } from 'cbor-x';
+import { SkeinError } from '../errors/index.ts';
+
+export type MediaType = 'application/cbor' | 'application/json';
+export const MAX_DEPTH = 64;
+
+// Plain objects and no record extension: the output must be standard CBOR any client decodes.
+const encoder = new Encoder({ useRecords: false, mapsAsObjects: true, tagUint8Array: false });
+const decoder = new Decoder({ useRecords: false, mapsAsObjects: true });
+
+/** Maps a Content-Type header to a codec; undefined when unsupported. */
+export function mediaTypeOf(header: string | undefined | null): MediaType | undefined {
+  if (!header) return undefined;
+  const base = header.split(';', 1)[0]!.trim().toLowerCase();
+  if (base === 'application/cbor') return 'application/cbor';
+  if (base === 'application/json') return 'application/json';
+  return undefined;
+}
+
+export function encodeBody(type: MediaType, value: unknown): Uint8Array {
+  return type === 'application/cbor' ? encoder.encode(value) : Buffer.from(JSON.stringify(value));
+}
+
+export function decodeBody(type: MediaType, bytes: Uint8Array): unknown {
+  if (type === 'application/json') {
+    try {
+      return JSON.parse(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('utf8'));
+    } catch (err) {
+      throw new SkeinError('SKEIN_ERR_BAD_REQUEST', `body is not valid JSON: ${(err as Error).message}`);
+    }
+  }
+  let value: unknown;
+  try {
+    value = decoder.decode(bytes);
+  } catch (err) {
+    throw new SkeinError('SKEIN_ERR_BAD_REQUEST', `body is not valid CBOR: ${(err as Error).message}`);
+  }
+  assertJsonCompatible(value, 'body', 0);
+  return value;
+}
+
+export interface CallBody {
+  args: unknown[];
+  kwargs: Record<string, unknown>;
+}
+
+/** Validates `{ args?: [...], kwargs?: {...} }` and nothing else. */
+export function parseCallBody(value: unknown): CallBody {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+    throw new SkeinError('SKEIN_ERR_BAD_REQUEST', 'body must be an object like {"args": [...], "kwargs": {...}}');
+  }
+  const body = value as Record<string, unknown>;
+  for (const key of Object.keys(body)) {
+    if (key !== 'args' && key !== 'kwargs') throw new SkeinError('SKEIN_ERR_BAD_REQUEST', `unknown body field "${key}" (allowed: args, kwargs)`);
+  }
+  const args = body.args ?? [];
+  const kwargs = body.kwargs ?? {};
+  if (!Array.isArray(args)) throw new SkeinError('SKEIN_ERR_BAD_REQUEST', '"args" must be an array');
+  if (typeof kwargs !== 'object' || kwargs === null || Array.isArray(kwargs)) throw new SkeinError('SKEIN_ERR_BAD_REQUEST', '"kwargs" must be an object');
+  for (const key of Object.keys(kwargs)) {
+    if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(key)) throw new SkeinError('SKEIN_ERR_BAD_REQUEST', `kwargs key ${JSON.stringify(key)} is not a Python identifier`);
+  }
+  checkDepth(args, 'args', 1);
+  checkDepth(kwargs, 'kwargs', 1);
+  return { args, kwargs: kwargs as Record<string, unknown> };
+}
+
+function checkDepth(value: unknown, path: string, depth: number): void {
+  if (depth > MAX_DEPTH) throw new SkeinError('SKEIN_ERR_BAD_REQUEST', `${path}: nesting deeper than ${MAX_DEPTH} levels`);
+  if (typeof value !== 'object' || value === null) return;
+  if (Array.isArray(value)) value.forEach((v, i) => checkDepth(v, `${path}[${i}]`, depth + 1));
+  else for (const [k, v] of Object.entries(value)) checkDepth(v, `${path}.${k}`, depth + 1);
+}
+
+function assertJsonCompatible(value: unknown, path: string, depth: number): void {
+  if (depth > MAX_DEPTH) throw new SkeinError('SKEIN_ERR_BAD_REQUEST', `${path}: nesting deeper than ${MAX_DEPTH} levels`);
+  switch (typeof value) {
+    case 'string':
+    case 'boolean':
+      return;
+    case 'number':
+      if (!Number.isFinite(value)) throw new SkeinError('SKEIN_ERR_BAD_REQUEST', `${path}: non-finite number ${value} cannot be passed to a routine`);
+      return;
+    case 'object': {
+      if (value === null) return;
+      if (Array.isArray(value)) return value.forEach((v, i) => assertJsonCompatible(v, `${path}[${i}]`, depth + 1));
+      if (Object.getPrototypeOf(value) !== Object.prototype) {
+        throw new SkeinError('SKEIN_ERR_BAD_REQUEST', `${path}: CBOR ${value instanceof Uint8Array ? 'byte string' : 'tagged value'} is not supported; use strings, numbers, booleans, null, arrays and maps with string keys`);
+      }
+      for (const [k, v] of Object.entries(value)) assertJsonCompatible(v, `${path}.${k}`, depth + 1);
+      return;
+    }
+    default:
+      throw new SkeinError('SKEIN_ERR_BAD_REQUEST', `${path}: CBOR ${typeof value === 'bigint' ? 'integer beyond 2^53' : typeof value} is not supported`);
+  }
+}

@@ -1,0 +1,130 @@
+/**
+ * Loading the configuration: layers, lowest first, merged by one function —
+ *   schema defaults < fleet file(s) named by `extends` < the host file < SKEIN_* env < flags.
+ * Each file layer is checked on its own (so an error names the file and the key) and its
+ * relative paths are resolved against that file's folder before merging.
+ */
+import { existsSync, readFileSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
+import { SkeinError } from '../errors/index.ts';
+import defaultConfigJson from '../../agent.config.json' with { type: 'json' };
+import { CONFIG_SCHEMA, type AgentConfig } from './schema.ts';
+import { checkLayer, complete, configError, envLayer, mergeLayers, parseScalar, redact } from './schema-dsl.ts';
+
+export const DEFAULT_CONFIG_FILE = 'agent.config.json';
+const MAX_EXTENDS_DEPTH = 8;
+
+export interface LoadOptions {
+  /** Config file; undefined means ./agent.config.json if present, else the embedded default. */
+  path?: string;
+  env?: NodeJS.ProcessEnv;
+  /** Dotted keys from command-line flags, e.g. { 'agent.listen': '0.0.0.0:7443' }. */
+  flags?: Record<string, string | undefined>;
+  cwd?: string;
+}
+
+export interface LoadedConfig {
+  config: AgentConfig;
+  /** Absolute path of the file read, or "embedded" for the built-in default. */
+  source: string;
+  /** Folder relative paths were resolved against. */
+  baseDir: string;
+}
+
+export function loadConfig(options: LoadOptions = {}): LoadedConfig {
+  const cwd = options.cwd ?? process.cwd();
+  const env = options.env ?? process.env;
+  const explicit = options.path ?? env.SKEIN_CONFIG;
+
+  let fileLayers: unknown[];
+  let source: string;
+  let baseDir: string;
+  if (explicit) {
+    source = resolve(cwd, explicit);
+    baseDir = dirname(source);
+    fileLayers = readChain(source, []);
+  } else if (existsSync(resolve(cwd, DEFAULT_CONFIG_FILE))) {
+    source = resolve(cwd, DEFAULT_CONFIG_FILE);
+    baseDir = cwd;
+    fileLayers = readChain(source, []);
+  } else {
+    source = 'embedded';
+    baseDir = cwd;
+    fileLayers = [checkLayer(CONFIG_SCHEMA, structuredClone(defaultConfigJson), '', cwd, 'embedded default config')];
+  }
+
+  const envValues = envLayer(CONFIG_SCHEMA, env);
+  const flagValues = flagLayer(options.flags ?? {});
+  // Env and flag values are checked like a file whose folder is the working directory.
+  const overrides = [envValues, flagValues].map((layer, i) => (layer === undefined ? undefined : checkLayer(CONFIG_SCHEMA, layer, '', cwd, i === 0 ? 'environment' : 'command line')));
+  const merged = mergeLayers(...fileLayers, ...overrides) as Record<string, unknown>;
+  delete merged.extends;
+  delete merged.$schema;
+  const config = complete(CONFIG_SCHEMA, merged, '') as AgentConfig;
+  crossCheck(config);
+  return { config, source, baseDir };
+}
+
+/** Reads a file and the fleet files it extends, returning layers lowest-precedence first. */
+function readChain(file: string, seen: string[]): unknown[] {
+  if (seen.includes(file)) throw configError('extends', `cycle: ${[...seen, file].join(' → ')}`, file);
+  if (seen.length >= MAX_EXTENDS_DEPTH) throw configError('extends', `more than ${MAX_EXTENDS_DEPTH} levels of extends`, file);
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (err) {
+    const reason = (err as NodeJS.ErrnoException).code === 'ENOENT' ? 'file not found' : (err as Error).message;
+    throw new SkeinError('SKEIN_ERR_CONFIG', `cannot read config file ${file}: ${reason}`, { source: file });
+  }
+  let raw: unknown;
+  try {
+    raw = JSON.parse(text);
+  } catch (err) {
+    throw new SkeinError('SKEIN_ERR_CONFIG', `config file ${file} is not valid JSON: ${(err as Error).message}`, { source: file });
+  }
+  const layer = checkLayer(CONFIG_SCHEMA, raw, '', dirname(file), file) as Record<string, unknown>;
+  const parent = typeof layer.extends === 'string' ? readChain(layer.extends, [...seen, file]) : [];
+  return [...parent, layer];
+}
+
+function flagLayer(flags: Record<string, string | undefined>): unknown {
+  const out: Record<string, unknown> = {};
+  for (const [dotted, raw] of Object.entries(flags)) {
+    if (raw === undefined) continue;
+    const keys = dotted.split('.');
+    let node = CONFIG_SCHEMA;
+    let target = out;
+    keys.forEach((key, i) => {
+      if (node.kind !== 'object' || !node.fields[key]) throw new Error(`flag maps to unknown config key ${dotted}`);
+      node = node.fields[key];
+      if (i === keys.length - 1) target[key] = parseScalar(node, raw, `${dotted} (from the command line)`);
+      else target = (target[key] ??= {}) as Record<string, unknown>;
+    });
+  }
+  return Object.keys(out).length ? out : undefined;
+}
+
+function crossCheck(config: AgentConfig): void {
+  const { cert, key, ca } = config.tls;
+  const set = [cert, key, ca].filter((v) => v !== undefined).length;
+  if (set !== 0 && set !== 3) {
+    const missing = (['cert', 'key', 'ca'] as const).filter((k) => config.tls[k] === undefined).map((k) => `tls.${k}`);
+    throw configError(missing[0]!, `tls.cert, tls.key and tls.ca must be set together (missing: ${missing.join(', ')}); leave all three unset for the development PKI`);
+  }
+  if (config.limits.defaultTimeoutMs > config.limits.maxTimeoutMs) {
+    throw configError('limits.defaultTimeoutMs', `(${config.limits.defaultTimeoutMs}) must not exceed limits.maxTimeoutMs (${config.limits.maxTimeoutMs})`);
+  }
+  const port = Number(config.agent.listen.slice(config.agent.listen.lastIndexOf(':') + 1));
+  if (port > 65535) throw configError('agent.listen', `port ${port} is out of range`);
+}
+
+export function parseHostPort(value: string): { host: string; port: number } {
+  const i = value.lastIndexOf(':');
+  let host = value.slice(0, i);
+  if (host.startsWith('[') && host.endsWith(']')) host = host.slice(1, -1);
+  return { host, port: Number(value.slice(i + 1)) };
+}
+
+export function redactedConfig(config: AgentConfig): unknown {
+  return redact(CONFIG_SCHEMA, config);
+}

@@ -1,0 +1,111 @@
+/**
+ * The agent's configuration schema: every key, its type, range, default and env override.
+ * `AgentConfig` below is the typed result of validating a file against it; keep the two in
+ * step (test/unit/config.test.ts checks that defaults validate and cover every key).
+ */
+import type { Node } from './schema-dsl.ts';
+
+const HOST_PORT = /^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):(\d{1,5})$/;
+const NAME = /^[A-Za-z_][A-Za-z0-9_.-]{0,63}$/;
+const PY_IDENT = /^[A-Za-z_][A-Za-z0-9_]*$/;
+const MiB = 1024 * 1024;
+
+export const CONFIG_SCHEMA: Node = {
+  kind: 'object',
+  description: 'skein agent configuration',
+  fields: {
+    $schema: { kind: 'string', description: 'Path or URL of the JSON Schema (for editors; ignored by the agent).' },
+    extends: { kind: 'string', path: true, description: 'A fleet config file this file builds on; values here win. Relative to this file.' },
+    agent: {
+      kind: 'object',
+      description: 'Identity and listener of this agent.',
+      fields: {
+        name: { kind: 'string', pattern: NAME, patternHint: 'a name of letters, digits, "_", "." or "-" (max 64)', description: 'Agent name, used in its SPIFFE ID and logs. Defaults to "dev".', default: 'dev', env: 'SKEIN_AGENT_NAME' },
+        listen: { kind: 'string', pattern: HOST_PORT, patternHint: 'HOST:PORT (IPv6 as [addr]:port)', default: '127.0.0.1:7443', description: 'Address the HTTP/2 + mTLS listener binds.', env: 'SKEIN_LISTEN' },
+        stateDir: { kind: 'string', path: true, default: '.skein', description: 'Directory for the development PKI and runtime state. Relative to the config file.', env: 'SKEIN_STATE_DIR' },
+      },
+    },
+    log: {
+      kind: 'object',
+      description: 'Logging to stderr.',
+      fields: {
+        level: { kind: 'enum', values: ['debug', 'info', 'warn', 'error'], default: 'info', description: 'Minimum level written.', env: 'SKEIN_LOG_LEVEL' },
+        format: { kind: 'enum', values: ['json', 'text'], default: 'json', description: 'JSON lines for machines, text for people.', env: 'SKEIN_LOG_FORMAT' },
+      },
+    },
+    tls: {
+      kind: 'object',
+      description: 'Mutual TLS. Leave cert, key and ca unset to use a development PKI created in agent.stateDir on first start.',
+      fields: {
+        cert: { kind: 'string', path: true, description: 'PEM certificate chain the agent presents.', env: 'SKEIN_TLS_CERT' },
+        key: { kind: 'string', path: true, secret: false, description: 'PEM private key of the certificate (the file path is not secret; its content never appears in output).', env: 'SKEIN_TLS_KEY' },
+        ca: { kind: 'string', path: true, description: 'PEM CA bundle that client certificates must chain to.', env: 'SKEIN_TLS_CA' },
+        minVersion: { kind: 'enum', values: ['TLSv1.3', 'TLSv1.2'], default: 'TLSv1.3', description: 'Lowest TLS version accepted. TLS 1.2, if enabled, allows only ECDHE AEAD suites.' },
+        trustDomain: { kind: 'string', pattern: /^[a-z0-9.-]+$/, patternHint: 'a lower-case DNS-like name', default: 'skein.local', description: 'SPIFFE trust domain of the development PKI.' },
+      },
+    },
+    limits: {
+      kind: 'object',
+      description: 'Request, queue and deadline limits.',
+      fields: {
+        maxBodyBytes: { kind: 'integer', min: 64, max: 256 * MiB, default: MiB, description: 'Largest request body accepted; larger gets 413.' },
+        maxResultBytes: { kind: 'integer', min: 1024, max: 1024 * MiB, default: 16 * MiB, description: 'Largest reply line a worker may send; larger kills the worker.' },
+        queueSize: { kind: 'integer', min: 0, max: 1_000_000, default: 1024, description: 'Calls that may wait for a free worker; beyond it, 503 at once.' },
+        defaultTimeoutMs: { kind: 'integer', min: 1, max: 86_400_000, default: 30_000, description: 'Deadline of a call when the request names none.' },
+        maxTimeoutMs: { kind: 'integer', min: 1, max: 86_400_000, default: 300_000, description: 'Cap on a deadline requested with the x-skein-timeout-ms header.' },
+        drainTimeoutMs: { kind: 'integer', min: 0, max: 3_600_000, default: 10_000, description: 'On SIGTERM/SIGINT, how long in-flight calls may finish before workers are stopped.' },
+      },
+    },
+    workers: {
+      kind: 'object',
+      description: 'The pool of persistent Python workers.',
+      fields: {
+        poolSize: { kind: 'integer', min: 0, max: 1024, default: 0, description: 'Number of workers; 0 means one per CPU.', env: 'SKEIN_POOL_SIZE' },
+        python: { kind: 'string', default: 'python3', description: 'Python interpreter (name on PATH or absolute path).', env: 'SKEIN_PYTHON' },
+        memoryLimitMb: { kind: 'integer', min: 32, max: 1_048_576, default: 1024, description: 'Address-space limit per worker (RLIMIT_AS), MiB.' },
+        maxOpenFiles: { kind: 'integer', min: 16, max: 65_536, default: 64, description: 'Open-file limit per worker (RLIMIT_NOFILE).' },
+        startTimeoutMs: { kind: 'integer', min: 100, max: 600_000, default: 10_000, description: 'A worker not ready within this is killed and counted as a crash.' },
+      },
+    },
+    routines: {
+      kind: 'record',
+      keyPattern: NAME,
+      keyHint: 'letters, digits, "_", "." or "-", starting with a letter or "_" (max 64)',
+      description: 'Routines this agent runs, by the name callers dispatch.',
+      default: {},
+      value: {
+        kind: 'object',
+        description: 'A Python function loaded from a file.',
+        required: ['file'],
+        fields: {
+          file: { kind: 'string', path: true, description: 'Python source file, relative to the config file that names it.' },
+          function: { kind: 'string', pattern: PY_IDENT, patternHint: 'a Python identifier', description: 'Function to call; defaults to the routine name.' },
+          timeoutMs: { kind: 'integer', min: 1, max: 86_400_000, description: 'Default deadline for this routine (still capped by limits.maxTimeoutMs).' },
+        },
+      },
+    },
+  },
+};
+
+export interface RoutineConfig {
+  file: string;
+  function?: string;
+  timeoutMs?: number;
+}
+
+export interface AgentConfig {
+  extends?: string;
+  agent: { name: string; listen: string; stateDir: string };
+  log: { level: 'debug' | 'info' | 'warn' | 'error'; format: 'json' | 'text' };
+  tls: { cert?: string; key?: string; ca?: string; minVersion: 'TLSv1.3' | 'TLSv1.2'; trustDomain: string };
+  limits: {
+    maxBodyBytes: number;
+    maxResultBytes: number;
+    queueSize: number;
+    defaultTimeoutMs: number;
+    maxTimeoutMs: number;
+    drainTimeoutMs: number;
+  };
+  workers: { poolSize: number; python: string; memoryLimitMb: number; maxOpenFiles: number; startTimeoutMs: number };
+  routines: Record<string, RoutineConfig>;
+}

@@ -1,0 +1,75 @@
+/**
+ * Every error skein reports carries a stable `code`. Callers (the CLI, the client library,
+ * tests, operators grepping logs) match on the code, never on the message. The table below
+ * is the single source of truth: HTTP status for server-side codes, CLI exit code, and a
+ * one-line description used by docs/errors.md.
+ *
+ * @example
+ *   throw new SkeinError('SKEIN_ERR_UNKNOWN_ROUTINE', `no routine named "${name}"`)
+ */
+export const ERROR_TABLE = {
+  // Request problems (the caller can fix them).
+  SKEIN_ERR_BAD_REQUEST: { status: 400, exit: 3, what: 'malformed request body or header' },
+  SKEIN_ERR_UNSUPPORTED_MEDIA_TYPE: { status: 415, exit: 3, what: 'body is neither application/cbor nor application/json' },
+  SKEIN_ERR_UNKNOWN_ROUTINE: { status: 404, exit: 3, what: 'no routine with that name is configured' },
+  SKEIN_ERR_NOT_FOUND: { status: 404, exit: 3, what: 'no such endpoint' },
+  SKEIN_ERR_METHOD_NOT_ALLOWED: { status: 405, exit: 3, what: 'wrong HTTP method for the endpoint' },
+  SKEIN_ERR_BODY_TOO_LARGE: { status: 413, exit: 3, what: 'request body over limits.maxBodyBytes' },
+  // Identity (reserved for the plugins issue; listed so codes never get reused).
+  SKEIN_ERR_UNAUTHENTICATED: { status: 401, exit: 3, what: 'no valid credential' },
+  SKEIN_ERR_FORBIDDEN: { status: 403, exit: 3, what: 'identity may not run this routine' },
+  // Routine outcomes.
+  SKEIN_ERR_ROUTINE_RAISED: { status: 422, exit: 4, what: 'the Python routine raised an exception' },
+  SKEIN_ERR_DEADLINE_EXCEEDED: { status: 504, exit: 5, what: 'the call ran past its deadline; the worker was killed' },
+  SKEIN_ERR_WORKER_CRASHED: { status: 502, exit: 4, what: 'the worker died during the call' },
+  SKEIN_ERR_WORKER_PROTOCOL: { status: 502, exit: 4, what: 'the worker sent a malformed or unexpected reply and was killed' },
+  SKEIN_ERR_RESULT_TOO_LARGE: { status: 502, exit: 4, what: 'the routine result exceeded limits.maxResultBytes' },
+  // Capacity and lifecycle.
+  SKEIN_ERR_OVERLOADED: { status: 503, exit: 3, what: 'all workers busy and the queue is full; retry after Retry-After' },
+  SKEIN_ERR_SHUTTING_DOWN: { status: 503, exit: 3, what: 'the agent is draining and accepts no new calls' },
+  SKEIN_ERR_INTERNAL: { status: 500, exit: 1, what: 'unexpected agent failure (a bug: please report it)' },
+  // Client side: never sent by a server.
+  SKEIN_ERR_TLS: { status: 0, exit: 6, what: 'TLS handshake failed (certificate refused, unknown CA, wrong name)' },
+  SKEIN_ERR_TRANSPORT: { status: 0, exit: 6, what: 'connection refused, reset or closed before a response' },
+  SKEIN_ERR_CLIENT_TIMEOUT: { status: 0, exit: 5, what: 'no response within the client-side deadline' },
+  SKEIN_ERR_ABORTED: { status: 0, exit: 6, what: 'the caller aborted the call' },
+  SKEIN_ERR_BAD_RESPONSE: { status: 0, exit: 6, what: 'the server answered with something that is not a skein response' },
+  // Configuration and usage.
+  SKEIN_ERR_CONFIG: { status: 0, exit: 2, what: 'invalid configuration; the message names the key' },
+  SKEIN_ERR_USAGE: { status: 0, exit: 2, what: 'invalid command line' },
+  SKEIN_ERR_PKI: { status: 0, exit: 1, what: 'certificate or key could not be created or read' },
+} as const satisfies Record<string, { status: number; exit: number; what: string }>;
+
+export type ErrorCode = keyof typeof ERROR_TABLE;
+
+export function isErrorCode(value: unknown): value is ErrorCode {
+  return typeof value === 'string' && Object.hasOwn(ERROR_TABLE, value);
+}
+
+export class SkeinError extends Error {
+  override readonly name = 'SkeinError';
+  readonly code: ErrorCode;
+  /** Extra structured facts (exception type, peer, limit…) that travel with the error. */
+  readonly details: Record<string, unknown>;
+
+  constructor(code: ErrorCode, message: string, details: Record<string, unknown> = {}, options?: { cause?: unknown }) {
+    super(message, options);
+    this.code = code;
+    this.details = details;
+  }
+
+  get status(): number {
+    return ERROR_TABLE[this.code].status;
+  }
+
+  get exitCode(): number {
+    return ERROR_TABLE[this.code].exit;
+  }
+}
+
+/** Normalises anything thrown into a SkeinError, keeping the original as `cause`. */
+export function toSkeinError(err: unknown): SkeinError {
+  if (err instanceof SkeinError) return err;
+  const message = err instanceof Error ? err.message : String(err);
+  return new SkeinError('SKEIN_ERR_INTERNAL', message, {}, { cause: err });
+}

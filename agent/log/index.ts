@@ -1,0 +1,72 @@
+/**
+ * Structured logger. One line per event on stderr (stdout is reserved for command output):
+ * JSON lines by default so fleets can ship them, or `text` for a human at a terminal.
+ * Child loggers bind fields (requestId, peer, worker) so every line of a request carries them.
+ *
+ * @example
+ *   const log = createLogger({ level: 'info' }).child({ requestId });
+ *   log.warn('worker stderr', { worker: 'w1', line });
+ */
+export const LOG_LEVELS = ['debug', 'info', 'warn', 'error'] as const;
+export type LogLevel = (typeof LOG_LEVELS)[number];
+export type LogFormat = 'json' | 'text';
+export type Fields = Record<string, unknown>;
+
+const RANK: Record<LogLevel, number> = { debug: 10, info: 20, warn: 30, error: 40 };
+
+export interface Logger {
+  debug(msg: string, fields?: Fields): void;
+  info(msg: string, fields?: Fields): void;
+  warn(msg: string, fields?: Fields): void;
+  error(msg: string, fields?: Fields): void;
+  enabled(level: LogLevel): boolean;
+  child(fields: Fields): Logger;
+}
+
+export interface LoggerOptions {
+  level?: LogLevel;
+  format?: LogFormat;
+  /** Where lines go; defaults to stderr. Injected by tests. */
+  write?: (line: string) => void;
+  now?: () => Date;
+}
+
+export function createLogger(options: LoggerOptions = {}): Logger {
+  const min = RANK[options.level ?? 'info'];
+  const format = options.format ?? 'json';
+  const write = options.write ?? ((line: string) => process.stderr.write(line));
+  const now = options.now ?? (() => new Date());
+
+  const make = (bound: Fields): Logger => {
+    const emit = (level: LogLevel, msg: string, fields?: Fields) => {
+      if (RANK[level] < min) return;
+      const record = { ts: now().toISOString(), level, msg, ...bound, ...fields };
+      write(format === 'json' ? `${safeStringify(record)}\n` : `${formatText(record)}\n`);
+    };
+    return {
+      debug: (m, f) => emit('debug', m, f),
+      info: (m, f) => emit('info', m, f),
+      warn: (m, f) => emit('warn', m, f),
+      error: (m, f) => emit('error', m, f),
+      enabled: (level) => RANK[level] >= min,
+      child: (fields) => make({ ...bound, ...fields }),
+    };
+  };
+  return make({});
+}
+
+function formatText(record: Fields): string {
+  const { ts, level, msg, ...rest } = record;
+  const tail = Object.entries(rest)
+    .map(([k, v]) => `${k}=${typeof v === 'string' ? v : safeStringify(v)}`)
+    .join(' ');
+  return `${String(ts).slice(11, 23)} ${String(level).toUpperCase().padEnd(5)} ${String(msg)}${tail ? `  ${tail}` : ''}`;
+}
+
+function safeStringify(value: unknown): string {
+  try {
+    return JSON.stringify(value, (_k, v) => (v instanceof Error ? { name: v.name, message: v.message } : typeof v === 'bigint' ? String(v) : v));
+  } catch {
+    return '"[unserialisable]"';
+  }
+}

@@ -1,0 +1,154 @@
+/**
+ * Assembles a running agent from a validated config: TLS material (the development PKI
+ * when none is configured), routine sources, the worker pool, the HTTP/2 listener, and a
+ * graceful `stop()` that drains in-flight calls. The CLI owns signals and exit codes.
+ */
+import { spawnSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { mkdirSync, readFileSync } from 'node:fs';
+import { cpus } from 'node:os';
+import { basename, join } from 'node:path';
+import type { AgentConfig } from '../config/schema.ts';
+import { parseHostPort } from '../config/load.ts';
+import { SkeinError } from '../errors/index.ts';
+import type { Logger } from '../log/index.ts';
+import { ensureDevPki } from '../pki/index.ts';
+import { createApp, type RoutineInfo } from '../server/app.ts';
+import { listen, type Listener, type TlsMaterial } from '../server/listener.ts';
+import { WorkerPool } from '../workers/pool.ts';
+import type { RoutineSource } from '../workers/worker.ts';
+import { embeddedRoutineSource } from './embedded.ts';
+
+export interface RunningAgent {
+  address: { host: string; port: number };
+  pool: WorkerPool;
+  /** Stops accepting, drains in-flight calls up to limits.drainTimeoutMs, stops workers. Idempotent. */
+  stop(): Promise<void>;
+}
+
+export interface StartOptions {
+  config: AgentConfig;
+  log: Logger;
+  /** True when running the built-in default config: routine files may come from the binary. */
+  embedded?: boolean;
+}
+
+export async function startAgent({ config, log, embedded = false }: StartOptions): Promise<RunningAgent> {
+  const { host, port } = parseHostPort(config.agent.listen);
+  const tls = await loadTls(config, host, log);
+  const { sources, infos } = loadRoutines(config, log, embedded);
+  const python = resolvePython(config.workers.python);
+  const cwd = join(config.agent.stateDir, 'run', 'empty');
+  mkdirSync(cwd, { recursive: true, mode: 0o755 });
+
+  const pool = new WorkerPool({
+    size: config.workers.poolSize || cpus().length,
+    queueSize: config.limits.queueSize,
+    log,
+    spec: {
+      python,
+      cwd,
+      routines: sources,
+      limits: { memoryBytes: config.workers.memoryLimitMb * 1024 * 1024, openFiles: config.workers.maxOpenFiles },
+      maxReplyBytes: config.limits.maxResultBytes,
+      startTimeoutMs: config.workers.startTimeoutMs,
+    },
+  });
+  try {
+    const ready = await pool.start();
+    log.info('workers ready', { count: ready.length, python, version: ready[0]?.python, layers: ready[0]?.layers });
+  } catch (err) {
+    await pool.close(0);
+    throw err;
+  }
+
+  let draining = false;
+  const app = createApp({ pool, routines: infos, limits: config.limits, log, isDraining: () => draining });
+  let listener: Listener;
+  try {
+    listener = await listen(app, tls, host, port, log);
+  } catch (err) {
+    await pool.close(0);
+    const e = err as NodeJS.ErrnoException;
+    throw new SkeinError('SKEIN_ERR_CONFIG', `cannot listen on ${config.agent.listen} (agent.listen): ${e.code === 'EADDRINUSE' ? 'address already in use' : e.message}`, { key: 'agent.listen' });
+  }
+  const address = listener.address;
+  log.info('listening', { address: `${address.host.includes(':') ? `[${address.host}]` : address.host}:${address.port}`, routines: [...infos.keys()] });
+
+  let stopping: Promise<void> | undefined;
+  return {
+    address,
+    pool,
+    stop() {
+      stopping ??= (async () => {
+        draining = true;
+        const grace = config.limits.drainTimeoutMs;
+        log.info('draining', { inFlight: pool.stats.inFlight, graceMs: grace });
+        listener.stopAccepting();
+        await pool.close(grace);
+        await listener.idle(Math.min(grace, 2000));
+        listener.destroy();
+        log.info('stopped');
+      })();
+      return stopping;
+    },
+  };
+}
+
+async function loadTls(config: AgentConfig, listenHost: string, log: Logger): Promise<TlsMaterial> {
+  let { cert, key, ca } = config.tls;
+  if (!cert || !key || !ca) {
+    const dev = await ensureDevPki(config.agent.stateDir, { trustDomain: config.tls.trustDomain, agentName: config.agent.name, listenHost });
+    ({ cert, key, ca } = dev.agent);
+    log[dev.created ? 'warn' : 'info']('using the development PKI (set tls.cert, tls.key and tls.ca for production)', {
+      dir: dev.dir,
+      created: dev.created,
+      clientCert: dev.client.cert,
+      clientKey: dev.client.key,
+      ca: dev.client.ca,
+    });
+  }
+  const read = (path: string, k: string) => {
+    try {
+      return readFileSync(path);
+    } catch (err) {
+      throw new SkeinError('SKEIN_ERR_CONFIG', `cannot read ${k} file ${path}: ${(err as Error).message}`, { key: k });
+    }
+  };
+  return { cert: read(cert, 'tls.cert'), key: read(key, 'tls.key'), ca: read(ca, 'tls.ca'), minVersion: config.tls.minVersion };
+}
+
+function loadRoutines(config: AgentConfig, log: Logger, embedded: boolean) {
+  const sources: Record<string, RoutineSource> = {};
+  const infos = new Map<string, RoutineInfo>();
+  for (const [name, r] of Object.entries(config.routines)) {
+    let source: string;
+    try {
+      source = readFileSync(r.file, 'utf8');
+    } catch (err) {
+      const fallback = embedded ? embeddedRoutineSource(r.file) : undefined;
+      if (fallback === undefined) throw new SkeinError('SKEIN_ERR_CONFIG', `config key "routines.${name}.file": cannot read ${r.file}: ${(err as Error).message}`, { key: `routines.${name}.file` });
+      source = fallback;
+    }
+    const sha256 = createHash('sha256').update(source).digest('hex');
+    const fn = r.function ?? name;
+    if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(fn)) throw new SkeinError('SKEIN_ERR_CONFIG', `config key "routines.${name}.function": "${fn}" is not a Python identifier; set "function" explicitly`, { key: `routines.${name}.function` });
+    sources[name] = { file: r.file, function: fn, source };
+    infos.set(name, { name, function: fn, file: basename(r.file), sha256, ...(r.timeoutMs ? { timeoutMs: r.timeoutMs } : {}) });
+    log.info('routine loaded', { routine: name, file: r.file, function: fn, sha256 });
+  }
+  return { sources, infos };
+}
+
+/**
+ * Resolves the interpreter once at start-up to its real executable: version-manager shims
+ * (pyenv, asdf) are shell scripts that would add tens of milliseconds to every spawn.
+ */
+function resolvePython(python: string): string {
+  const r = spawnSync(python, ['-I', '-S', '-c', 'import sys; print(sys.executable)'], { encoding: 'utf8', timeout: 10_000 });
+  if (r.error || r.status !== 0) {
+    throw new SkeinError('SKEIN_ERR_CONFIG', `config key "workers.python": cannot run ${python}: ${r.error?.message ?? r.stderr.trim() ?? `exit ${r.status}`}`, { key: 'workers.python' });
+  }
+  const exe = r.stdout.trim();
+  return exe || python;
+}

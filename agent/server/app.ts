@@ -1,0 +1,163 @@
+/**
+ * HTTP routes (hono). The dispatch route is the hot path: identity comes from a per-session
+ * cache, the body is read straight from the HTTP/2 stream with the size limit enforced while
+ * reading, and the reply is encoded in the request's own media type.
+ *
+ *   POST /v1/dispatch/:routine   {args, kwargs} as CBOR or JSON → {result}
+ *   GET  /v1/routines            configured routines
+ *   GET  /healthz                liveness, worker and queue counts
+ */
+import { randomUUID } from 'node:crypto';
+import type { Http2ServerRequest } from 'node:http2';
+import { Hono, type Context } from 'hono';
+import type { Http2Bindings } from '@hono/node-server';
+import { decodeBody, encodeBody, mediaTypeOf, parseCallBody, type MediaType } from '../codec/index.ts';
+import { SkeinError, toSkeinError } from '../errors/index.ts';
+import type { Logger } from '../log/index.ts';
+import type { WorkerPool } from '../workers/pool.ts';
+import { identityOfSession, type PeerIdentity } from './identity.ts';
+
+export interface RoutineInfo {
+  name: string;
+  function: string;
+  file: string;
+  sha256: string;
+  timeoutMs?: number;
+}
+
+export interface AppDeps {
+  pool: WorkerPool;
+  routines: Map<string, RoutineInfo>;
+  limits: { maxBodyBytes: number; defaultTimeoutMs: number; maxTimeoutMs: number };
+  log: Logger;
+  isDraining: () => boolean;
+}
+
+type Env = { Bindings: Http2Bindings; Variables: { requestId: string; peer: PeerIdentity; mediaType: MediaType } };
+
+const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
+export const TIMEOUT_HEADER = 'x-skein-timeout-ms';
+
+export function createApp(deps: AppDeps): Hono<Env> {
+  const app = new Hono<Env>();
+  const { log, pool, routines, limits } = deps;
+
+  app.use('*', async (c, next) => {
+    // Raw node headers: cheaper than materialising a fetch Headers object per request.
+    const headers = c.env.incoming.headers;
+    const given = headers['x-request-id'] as string | undefined;
+    const requestId = given && REQUEST_ID.test(given) ? given : randomUUID();
+    c.set('requestId', requestId);
+    c.set('peer', identityOfSession(c.env.incoming.stream?.session));
+    c.set('mediaType', mediaTypeOf(headers['content-type']) ?? 'application/json');
+    c.header('x-request-id', requestId);
+    await next();
+  });
+
+  app.post('/v1/dispatch/:routine', async (c) => {
+    const name = c.req.param('routine');
+    const routine = routines.get(name);
+    if (!routine) throw new SkeinError('SKEIN_ERR_UNKNOWN_ROUTINE', `no routine named "${name}" (GET /v1/routines lists them)`, { routine: name });
+    const headers = c.env.incoming.headers;
+    const mediaType = mediaTypeOf(headers['content-type']);
+    if (!mediaType) throw new SkeinError('SKEIN_ERR_UNSUPPORTED_MEDIA_TYPE', `content-type must be application/cbor or application/json, got ${JSON.stringify(headers['content-type'] ?? '(none)')}`);
+    const timeoutMs = deadlineOf(headers[TIMEOUT_HEADER] as string | undefined, routine.timeoutMs ?? limits.defaultTimeoutMs, limits.maxTimeoutMs);
+    const bytes = await readBody(c.env.incoming, limits.maxBodyBytes);
+    const body = parseCallBody(bytes.length === 0 ? {} : decodeBody(mediaType, bytes));
+
+    // Cancellation: a reset stream or a closed connection aborts the call and its worker.
+    const abort = new AbortController();
+    const stream = c.env.incoming.stream;
+    const onClose = () => abort.abort();
+    stream?.once('close', onClose);
+    const outcome = await pool.dispatch({ routine: name, args: body.args, kwargs: body.kwargs, timeoutMs, signal: abort.signal });
+    stream?.off('close', onClose);
+
+    if (!outcome.ok) throw outcome.error;
+    if (log.enabled('debug')) log.debug('dispatched', { requestId: c.get('requestId'), peer: c.get('peer').id, routine: name });
+    return reply(c, 200, { result: outcome.value });
+  });
+
+  app.get('/v1/routines', (c) =>
+    reply(c, 200, {
+      routines: [...routines.values()].map((r) => ({ name: r.name, function: r.function, sha256: r.sha256, ...(r.timeoutMs ? { timeoutMs: r.timeoutMs } : {}) })),
+    }),
+  );
+
+  app.get('/healthz', (c) => {
+    const draining = deps.isDraining();
+    return reply(c, draining ? 503 : 200, { status: draining ? 'draining' : 'ok', ...pool.stats });
+  });
+
+  app.notFound((c) => {
+    throw new SkeinError('SKEIN_ERR_NOT_FOUND', `no endpoint ${c.req.method} ${c.req.path}`);
+  });
+
+  app.onError((err, c) => {
+    const e = toSkeinError(err);
+    const requestId = c.get('requestId') ?? randomUUID();
+    const peer = c.get('peer') ?? { id: 'anonymous' };
+    const fields = { requestId, peer: peer.id, code: e.code, path: c.req.path };
+    if (e.code === 'SKEIN_ERR_INTERNAL') log.error('internal error', { ...fields, error: e.message, stack: (e.cause as Error | undefined)?.stack });
+    else if (e.code === 'SKEIN_ERR_ROUTINE_RAISED') log.info('routine raised', { ...fields, exception: e.details.exception, trace: e.details.trace });
+    else log.warn('request failed', { ...fields, message: e.message });
+    if (e.code === 'SKEIN_ERR_OVERLOADED' || e.code === 'SKEIN_ERR_SHUTTING_DOWN') c.header('retry-after', String(e.details.retryAfterSeconds ?? 1));
+    const { trace: _trace, retryAfterSeconds: _r, ...details } = e.details;
+    return reply(c, e.status || 500, { code: e.code, message: e.message, requestId, meta: { peer: peer.id, ...details } });
+  });
+
+  return app;
+}
+
+function reply(c: Context<Env>, status: number, value: unknown): Response {
+  const type = c.get('mediaType') ?? 'application/json';
+  return c.body(encodeBody(type, value) as Uint8Array<ArrayBuffer>, status as 200, { 'content-type': type });
+}
+
+function deadlineOf(header: string | undefined, fallback: number, cap: number): number {
+  if (header === undefined) return Math.min(fallback, cap);
+  if (!/^\d{1,9}$/.test(header) || Number(header) < 1) {
+    throw new SkeinError('SKEIN_ERR_BAD_REQUEST', `${TIMEOUT_HEADER} must be a positive integer of milliseconds, got ${JSON.stringify(header)}`);
+  }
+  return Math.min(Number(header), cap);
+}
+
+/** Reads the request body, refusing (413) as soon as it passes `max` bytes. */
+function readBody(incoming: Http2ServerRequest, max: number): Promise<Buffer> {
+  const declared = Number(incoming.headers['content-length']);
+  if (declared > max) return Promise.reject(tooLarge(max));
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    const onData = (chunk: Buffer) => {
+      size += chunk.length;
+      if (size > max) {
+        cleanup();
+        incoming.resume(); // discard the rest so the stream can still carry our 413
+        reject(tooLarge(max));
+        return;
+      }
+      chunks.push(chunk);
+    };
+    const onEnd = () => {
+      cleanup();
+      resolve(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks));
+    };
+    const onError = (err: Error) => {
+      cleanup();
+      reject(new SkeinError('SKEIN_ERR_BAD_REQUEST', `request body could not be read: ${err.message}`));
+    };
+    const cleanup = () => {
+      incoming.off('data', onData);
+      incoming.off('end', onEnd);
+      incoming.off('error', onError);
+    };
+    incoming.on('data', onData);
+    incoming.on('end', onEnd);
+    incoming.on('error', onError);
+  });
+}
+
+function tooLarge(max: number): SkeinError {
+  return new SkeinError('SKEIN_ERR_BODY_TOO_LARGE', `request body exceeds limits.maxBodyBytes (${max} bytes)`, { limit: max });
+}

@@ -1,0 +1,51 @@
+/**
+ * Peer identity from the client certificate: the SPIFFE ID in the URI SAN, else the subject
+ * CN. Read once per HTTP/2 session (one TLS handshake) and cached, not once per request.
+ */
+import type { Http2Session } from 'node:http2';
+import type { TLSSocket } from 'node:tls';
+
+export interface PeerIdentity {
+  /** spiffe://… when the certificate has one, else "cn:<subject CN>", else "anonymous". */
+  id: string;
+  spiffeId?: string;
+  subjectCN?: string;
+  /** SHA-256 fingerprint of the peer certificate (colon-separated hex, as node reports it). */
+  fingerprint?: string;
+}
+
+const cache = new WeakMap<object, PeerIdentity>();
+export const ANONYMOUS: PeerIdentity = { id: 'anonymous' };
+
+export function identityOfSession(session: Http2Session | undefined): PeerIdentity {
+  if (!session) return ANONYMOUS;
+  let identity = cache.get(session);
+  if (!identity) {
+    identity = identityOfSocket(session.socket as TLSSocket | undefined);
+    cache.set(session, identity);
+  }
+  return identity;
+}
+
+export function identityOfSocket(socket: TLSSocket | undefined): PeerIdentity {
+  const cert = socket?.getPeerCertificate?.();
+  if (!cert || Object.keys(cert).length === 0) return ANONYMOUS;
+  const spiffeId = spiffeIdFromSan(cert.subjectaltname);
+  const cn = cert.subject?.CN;
+  const subjectCN = Array.isArray(cn) ? cn[0] : cn;
+  return {
+    id: spiffeId ?? (subjectCN ? `cn:${subjectCN}` : 'anonymous'),
+    ...(spiffeId ? { spiffeId } : {}),
+    ...(subjectCN ? { subjectCN } : {}),
+    ...(cert.fingerprint256 ? { fingerprint: cert.fingerprint256 } : {}),
+  };
+}
+
+/** Picks the first `URI:spiffe://…` entry of an OpenSSL-style subjectAltName string. */
+export function spiffeIdFromSan(san: string | undefined): string | undefined {
+  if (!san) return undefined;
+  for (const part of san.split(/,\s*/)) {
+    if (part.startsWith('URI:spiffe://')) return part.slice(4);
+  }
+  return undefined;
+}

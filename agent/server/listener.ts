@@ -1,0 +1,110 @@
+/**
+ * The HTTP/2 + mutual TLS listener. Client certificates are required and verified against
+ * the configured CA during the handshake (`requestCert` + `rejectUnauthorized`), so no
+ * request from an unauthenticated peer ever reaches a route. HTTP/1 is refused.
+ */
+import http2 from 'node:http2';
+import type { AddressInfo } from 'node:net';
+import type { TLSSocket } from 'node:tls';
+import { createAdaptorServer } from '@hono/node-server';
+import type { Hono } from 'hono';
+import type { Logger } from '../log/index.ts';
+import { identityOfSession } from './identity.ts';
+
+export interface TlsMaterial {
+  cert: string | Buffer;
+  key: string | Buffer;
+  ca: string | Buffer;
+  minVersion: 'TLSv1.3' | 'TLSv1.2';
+}
+
+// When TLS 1.2 is enabled at all, only forward-secret AEAD suites (TLS 1.3 suites are
+// configured separately by OpenSSL/BoringSSL and are all AEAD).
+const TLS12_CIPHERS = [
+  'ECDHE-ECDSA-AES128-GCM-SHA256',
+  'ECDHE-RSA-AES128-GCM-SHA256',
+  'ECDHE-ECDSA-AES256-GCM-SHA384',
+  'ECDHE-RSA-AES256-GCM-SHA384',
+  'ECDHE-ECDSA-CHACHA20-POLY1305',
+  'ECDHE-RSA-CHACHA20-POLY1305',
+].join(':');
+
+export interface Listener {
+  address: { host: string; port: number };
+  /** Stops accepting connections and sends GOAWAY so clients open no new streams. */
+  stopAccepting(): void;
+  /** Resolves once every open stream has finished, or after `ms`. */
+  idle(ms: number): Promise<void>;
+  /** Destroys every remaining session. */
+  destroy(): void;
+}
+
+export async function listen(app: Hono<any>, tls: TlsMaterial, host: string, port: number, log: Logger): Promise<Listener> {
+  const server = createAdaptorServer({
+    fetch: app.fetch,
+    createServer: http2.createSecureServer,
+    serverOptions: {
+      cert: tls.cert,
+      key: tls.key,
+      ca: tls.ca,
+      requestCert: true,
+      rejectUnauthorized: true,
+      allowHTTP1: false,
+      minVersion: tls.minVersion,
+      ...(tls.minVersion === 'TLSv1.2' ? { ciphers: TLS12_CIPHERS } : {}),
+      settings: { maxConcurrentStreams: 256 },
+    },
+  }) as http2.Http2SecureServer;
+
+  const sessions = new Set<http2.ServerHttp2Session>();
+  let openStreams = 0;
+  let onIdle: (() => void) | undefined;
+
+  server.on('session', (session: http2.ServerHttp2Session) => {
+    sessions.add(session);
+    const peer = identityOfSession(session);
+    const remote = (session.socket as TLSSocket | undefined)?.remoteAddress;
+    log.info('peer connected', { peer: peer.id, remote, tls: (session.socket as TLSSocket | undefined)?.getProtocol?.() });
+    session.on('close', () => sessions.delete(session));
+    session.on('error', (err) => log.debug('session error', { peer: peer.id, error: err.message }));
+  });
+  server.on('stream', (stream: http2.ServerHttp2Stream) => {
+    openStreams++;
+    stream.once('close', () => {
+      openStreams--;
+      if (openStreams === 0) onIdle?.();
+    });
+  });
+  server.on('tlsClientError', (err: Error & { code?: string }, socket: TLSSocket) => {
+    // Handshake refusals (no client certificate, unknown CA) are expected noise from
+    // scanners, so debug level; the client sees the TLS alert.
+    log.debug('TLS handshake refused', { remote: socket.remoteAddress, error: err.code ?? err.message });
+  });
+
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  const addr = server.address() as AddressInfo;
+
+  return {
+    address: { host: addr.address, port: addr.port },
+    stopAccepting() {
+      server.close();
+      for (const s of sessions) if (!s.closed) s.close();
+    },
+    idle(ms) {
+      if (openStreams === 0) return Promise.resolve();
+      return new Promise<void>((resolve) => {
+        onIdle = resolve;
+        setTimeout(resolve, ms).unref?.();
+      });
+    },
+    destroy() {
+      for (const s of sessions) s.destroy();
+    },
+  };
+}

@@ -1,0 +1,115 @@
+# skein worker bootstrap. Started as `python3 -I -S -u -c <this file>`; the agent sends one
+# init line on stdin, then one call per line. Replies go on a private descriptor (the
+# original fd 1): fd 1 is pointed at stderr so a routine's print() can never forge a reply.
+# Protocol (JSON lines, documented in docs/protocol.md):
+#   agent -> worker  {"v":1,"worker":"w1","routines":{name:{source,file,function}},"limits":{...}}
+#   worker -> agent  {"ready":true,"pid":N,"python":"3.11.7","layers":[...]}
+#                    or {"ready":false,"error":{"routine":..,"type":..,"message":..}}
+#   agent -> worker  {"id":N,"r":"echo","a":[...],"k":{...}}
+#   worker -> agent  {"id":N,"ok":<result>}  or  {"id":N,"err":{"type":..,"message":..,"trace":..}}
+import sys, os, json, builtins, traceback
+
+_stdin = sys.stdin.buffer
+_init = json.loads(_stdin.readline() or b'null')
+if not isinstance(_init, dict):
+    os._exit(3)
+
+# Protocol onto a private descriptor; fd 1 becomes stderr for routine output.
+_proto = os.dup(1)
+os.dup2(2, 1)
+sys.stdout = sys.stderr
+_layers = []
+
+
+def _send(obj):
+    data = (json.dumps(obj, separators=(',', ':'), allow_nan=False) + '\n').encode()
+    view = memoryview(data)
+    while view:
+        n = os.write(_proto, view)
+        view = view[n:]
+
+
+def _apply_limits(limits):
+    import resource
+    pairs = (
+        ('memoryBytes', resource.RLIMIT_AS),
+        ('openFiles', resource.RLIMIT_NOFILE),
+        ('fileSizeBytes', resource.RLIMIT_FSIZE),
+        ('cpuSeconds', resource.RLIMIT_CPU),
+    )
+    for key, res in pairs:
+        value = limits.get(key)
+        if isinstance(value, int) and value > 0:
+            resource.setrlimit(res, (value, value))
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    _layers.append('rlimits')
+
+
+def _die_with_parent():
+    # PR_SET_PDEATHSIG: the kernel kills this worker if the agent dies, even by SIGKILL.
+    try:
+        import ctypes, signal
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(1, int(signal.SIGKILL), 0, 0, 0) == 0:
+            _layers.append('pdeathsig')
+        if os.getppid() != _init.get('agentPid', os.getppid()):
+            os._exit(4)  # the agent died before prctl took effect
+    except Exception:
+        pass
+
+
+def _load_routines(spec):
+    table = {}
+    for name, r in spec.items():
+        g = {'__name__': 'skein.routine.' + name, '__builtins__': builtins, '__file__': r.get('file', name)}
+        try:
+            exec(compile(r['source'], r.get('file', name), 'exec'), g)
+            fn = g.get(r['function'])
+            if not callable(fn):
+                raise NameError('function %r is not defined in %s' % (r['function'], r.get('file', name)))
+        except BaseException as e:
+            _send({'ready': False, 'error': {'routine': name, 'type': type(e).__name__, 'message': str(e)}})
+            os._exit(5)
+        table[name] = fn
+    return table
+
+
+def _trace(e, limit=4096):
+    tb = e.__traceback__
+    # Drop the bootstrap's own frame so the trace starts in routine code.
+    if tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    text = ''.join(traceback.format_exception(type(e), e, tb))
+    return text[-limit:]
+
+
+def _serve(table):
+    readline = _stdin.readline
+    loads = json.loads
+    send = _send
+    while True:
+        line = readline()
+        if not line:
+            return
+        msg = loads(line)
+        cid = msg['id']
+        fn = table.get(msg['r'])
+        try:
+            if fn is None:
+                raise LookupError('routine %r is not loaded in this worker' % msg['r'])
+            result = fn(*msg.get('a') or (), **msg.get('k') or {})
+        except BaseException as e:
+            send({'id': cid, 'err': {'type': type(e).__name__, 'message': str(e)[:4096], 'trace': _trace(e)}})
+            continue
+        try:
+            send({'id': cid, 'ok': result})
+        except (TypeError, ValueError) as e:
+            send({'id': cid, 'err': {'type': 'ResultNotSerializable', 'message': 'routine returned a value that is not JSON-serialisable: %s' % e, 'trace': ''}})
+
+
+_die_with_parent()
+_apply_limits(_init.get('limits') or {})
+_table = _load_routines(_init.get('routines') or {})
+del _init
+_send({'ready': True, 'pid': os.getpid(), 'python': '%d.%d.%d' % sys.version_info[:3], 'layers': _layers})
+_serve(_table)

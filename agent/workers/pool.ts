@@ -1,0 +1,173 @@
+/**
+ * The worker pool: N persistent workers, a bounded FIFO queue in front of them, a wall-clock
+ * deadline per call (queue time included), cancellation, and replacement of dead workers.
+ *
+ * Lifecycle (undici style): `start()` once, `dispatch()` many, `close()` drains and is
+ * idempotent; dispatch after close throws SKEIN_ERR_SHUTTING_DOWN.
+ */
+import { SkeinError } from '../errors/index.ts';
+import type { Logger } from '../log/index.ts';
+import { Worker, type CallOutcome, type ReadyInfo, type WorkerSpec } from './worker.ts';
+
+export interface PoolOptions {
+  size: number;
+  queueSize: number;
+  spec: WorkerSpec;
+  log: Logger;
+}
+
+export interface DispatchRequest {
+  routine: string;
+  args: unknown[];
+  kwargs: Record<string, unknown>;
+  timeoutMs: number;
+  signal?: AbortSignal;
+}
+
+interface Job {
+  req: DispatchRequest;
+  resolve: (o: CallOutcome) => void;
+  timer: ReturnType<typeof setTimeout>;
+  worker?: Worker;
+  done: boolean;
+  onAbort?: () => void;
+}
+
+const RESPAWN_BACKOFF_MS = [0, 100, 250, 500, 1000, 2000, 5000];
+
+export class WorkerPool {
+  #opts: PoolOptions;
+  #workers = new Set<Worker>();
+  #idle: Worker[] = [];
+  #queue: Job[] = [];
+  #nextWorker = 1;
+  #nextCall = 1;
+  #closed = false;
+  #inFlight = 0;
+  #consecutiveFailures = 0;
+  #drained: (() => void) | undefined;
+  #log: Logger;
+
+  constructor(opts: PoolOptions) {
+    this.#opts = opts;
+    this.#log = opts.log;
+  }
+
+  /** Starts every worker; resolves when all are ready, rejects with the first start failure. */
+  async start(): Promise<ReadyInfo[]> {
+    const workers = Array.from({ length: this.#opts.size }, () => this.#spawn());
+    return Promise.all(workers.map((w) => w.ready()));
+  }
+
+  get stats() {
+    return { workers: this.#workers.size, idle: this.#idle.length, queued: this.#queue.length, inFlight: this.#inFlight };
+  }
+
+  dispatch(req: DispatchRequest): Promise<CallOutcome> {
+    if (this.#closed) return Promise.resolve({ ok: false, error: new SkeinError('SKEIN_ERR_SHUTTING_DOWN', 'the agent is shutting down and accepts no new calls') });
+    if (req.signal?.aborted) return Promise.resolve({ ok: false, error: new SkeinError('SKEIN_ERR_ABORTED', 'the caller cancelled the call') });
+    const worker = this.#idle.pop();
+    if (!worker && this.#queue.length >= this.#opts.queueSize) {
+      return Promise.resolve({
+        ok: false,
+        error: new SkeinError('SKEIN_ERR_OVERLOADED', `all ${this.#workers.size} workers are busy and ${this.#queue.length} calls are queued (limits.queueSize); retry later`, { retryAfterSeconds: 1 }),
+      });
+    }
+    this.#inFlight++;
+    return new Promise<CallOutcome>((resolve) => {
+      const job: Job = { req, resolve, done: false, timer: undefined as unknown as ReturnType<typeof setTimeout> };
+      job.timer = setTimeout(() => this.#expire(job), req.timeoutMs);
+      if (req.signal) {
+        job.onAbort = () => this.#cancel(job);
+        req.signal.addEventListener('abort', job.onAbort, { once: true });
+      }
+      if (worker) this.#run(worker, job);
+      else this.#queue.push(job);
+    });
+  }
+
+  /** Stops taking calls, waits up to `graceMs` for in-flight ones, then kills every worker. */
+  async close(graceMs: number): Promise<void> {
+    if (!this.#closed) {
+      this.#closed = true;
+      if (this.#inFlight > 0) {
+        await new Promise<void>((resolve) => {
+          this.#drained = resolve;
+          setTimeout(resolve, graceMs).unref?.();
+        });
+      }
+    }
+    for (const job of this.#queue.splice(0)) this.#finish(job, { ok: false, error: new SkeinError('SKEIN_ERR_SHUTTING_DOWN', 'the agent shut down before the call started') });
+    for (const w of this.#workers) w.kill('shutdown');
+  }
+
+  #run(worker: Worker, job: Job): void {
+    job.worker = worker;
+    worker.call(this.#nextCall++, job.req.routine, job.req.args, job.req.kwargs).then((outcome) => {
+      this.#finish(job, outcome);
+      if (worker.state === 'idle') this.#release(worker);
+    });
+  }
+
+  #release(worker: Worker): void {
+    const next = this.#queue.shift();
+    if (next) this.#run(worker, next);
+    else this.#idle.push(worker);
+  }
+
+  #finish(job: Job, outcome: CallOutcome): void {
+    if (job.done) return;
+    job.done = true;
+    clearTimeout(job.timer);
+    if (job.onAbort) job.req.signal?.removeEventListener('abort', job.onAbort);
+    this.#inFlight--;
+    job.resolve(outcome);
+    if (this.#inFlight === 0) this.#drained?.();
+  }
+
+  #expire(job: Job): void {
+    if (job.done) return;
+    if (job.worker) return job.worker.kill('deadline'); // settles the call through the worker
+    this.#queue.splice(this.#queue.indexOf(job), 1);
+    this.#finish(job, { ok: false, error: new SkeinError('SKEIN_ERR_DEADLINE_EXCEEDED', `the call waited ${job.req.timeoutMs} ms in the queue without a free worker`) });
+  }
+
+  #cancel(job: Job): void {
+    if (job.done) return;
+    if (job.worker) return job.worker.kill('cancelled');
+    this.#queue.splice(this.#queue.indexOf(job), 1);
+    this.#finish(job, { ok: false, error: new SkeinError('SKEIN_ERR_ABORTED', 'the caller cancelled the call') });
+  }
+
+  #spawn(): Worker {
+    const worker = new Worker(`w${this.#nextWorker++}`, this.#opts.spec, this.#log);
+    this.#workers.add(worker);
+    worker.onExit = (w, info) => this.#onWorkerExit(w, info);
+    worker.ready().then(
+      (info) => {
+        this.#consecutiveFailures = 0;
+        this.#log.debug('worker ready', { worker: worker.id, pid: info.pid, layers: info.layers });
+        if (this.#closed) return worker.kill('shutdown');
+        this.#release(worker);
+      },
+      () => {},
+    );
+    return worker;
+  }
+
+  #onWorkerExit(worker: Worker, info: { code: number | null; signal: string | null; reason: string | undefined }): void {
+    this.#workers.delete(worker);
+    const i = this.#idle.indexOf(worker);
+    if (i !== -1) this.#idle.splice(i, 1);
+    if (this.#closed) return;
+    const expected = info.reason === 'deadline' || info.reason === 'cancelled';
+    if (!expected) this.#consecutiveFailures++;
+    const level = expected ? 'info' : 'warn';
+    this.#log[level]('worker exited; starting a replacement', { worker: worker.id, exitCode: info.code, signal: info.signal, reason: info.reason ?? 'crash' });
+    const delay = RESPAWN_BACKOFF_MS[Math.min(this.#consecutiveFailures, RESPAWN_BACKOFF_MS.length - 1)]!;
+    const t = setTimeout(() => {
+      if (!this.#closed) this.#spawn();
+    }, delay);
+    t.unref?.();
+  }
+}

@@ -1,0 +1,262 @@
+/**
+ * One persistent Python worker: a child process that runs one call at a time over the JSON
+ * line protocol in bootstrap.py. Every line from the worker is untrusted input: a reply with
+ * the wrong id, a second reply, an oversize or malformed line kills the worker.
+ */
+import { spawn, type ChildProcessByStdio } from 'node:child_process';
+import type { Readable, Writable } from 'node:stream';
+import { SkeinError } from '../errors/index.ts';
+import type { Logger } from '../log/index.ts';
+import BOOTSTRAP from './bootstrap.py' with { type: 'text' };
+
+export interface RoutineSource {
+  file: string;
+  function: string;
+  source: string;
+}
+
+export interface WorkerSpec {
+  python: string;
+  cwd: string;
+  routines: Record<string, RoutineSource>;
+  limits: { memoryBytes: number; openFiles: number };
+  maxReplyBytes: number;
+  startTimeoutMs: number;
+}
+
+export type CallOutcome =
+  | { ok: true; value: unknown }
+  | { ok: false; error: SkeinError };
+
+export interface ReadyInfo {
+  pid: number;
+  python: string;
+  layers: string[];
+}
+
+type State = 'starting' | 'idle' | 'busy' | 'dead';
+
+const KILL_REASON_CODES = {
+  deadline: 'SKEIN_ERR_DEADLINE_EXCEEDED',
+  protocol: 'SKEIN_ERR_WORKER_PROTOCOL',
+  oversize: 'SKEIN_ERR_RESULT_TOO_LARGE',
+  cancelled: 'SKEIN_ERR_ABORTED',
+} as const;
+export type KillReason = keyof typeof KILL_REASON_CODES | 'shutdown';
+
+export class Worker {
+  readonly id: string;
+  #state: State = 'starting';
+  #child: ChildProcessByStdio<Writable, Readable, Readable>;
+  #log: Logger;
+  #maxReply: number;
+  #buffered: Buffer[] = [];
+  #bufferedBytes = 0;
+  #current: { id: number; settle: (o: CallOutcome) => void } | undefined;
+  #ready: Promise<ReadyInfo>;
+  #onReady!: (info: ReadyInfo) => void;
+  #onStartFail!: (err: SkeinError) => void;
+  #killReason: KillReason | undefined;
+  /** Called once when the process has gone, whatever the cause. */
+  onExit: (worker: Worker, info: { code: number | null; signal: string | null; reason: KillReason | undefined }) => void = () => {};
+  calls = 0;
+
+  constructor(id: string, spec: WorkerSpec, log: Logger) {
+    this.id = id;
+    this.#log = log.child({ worker: id });
+    this.#maxReply = spec.maxReplyBytes;
+    this.#ready = new Promise<ReadyInfo>((res, rej) => {
+      this.#onReady = res;
+      this.#onStartFail = rej;
+    });
+    // Swallow here so an unobserved start failure is not an unhandled rejection; callers of
+    // ready() still see it.
+    this.#ready.catch(() => {});
+
+    this.#child = spawn(spec.python, ['-I', '-S', '-u', '-c', BOOTSTRAP], {
+      cwd: spec.cwd,
+      // Minimal environment: nothing of the agent's (tokens, keys, paths) reaches routines.
+      env: { LC_ALL: 'C.UTF-8', LANG: 'C.UTF-8' },
+      // detached → setsid: the worker leads its own process group, so a kill reaches
+      // anything it started.
+      detached: true,
+      stdio: ['pipe', 'pipe', 'pipe'],
+    });
+    this.#child.on('error', (err) => this.#fail('spawn', new SkeinError('SKEIN_ERR_WORKER_CRASHED', `cannot start ${spec.python}: ${err.message}`)));
+    this.#child.on('exit', (code, signal) => this.#exited(code, signal));
+    this.#child.stdin.on('error', () => {}); // EPIPE after death is reported through 'exit'
+    this.#child.stdout.on('data', (chunk: Buffer) => this.#onData(chunk));
+    this.#readStderr();
+
+    const init = { v: 1, worker: id, agentPid: process.pid, routines: spec.routines, limits: spec.limits };
+    this.#child.stdin.write(`${JSON.stringify(init)}\n`);
+    const timer = setTimeout(() => {
+      if (this.#state === 'starting') this.#fail('start', new SkeinError('SKEIN_ERR_WORKER_CRASHED', `worker ${id} was not ready within ${spec.startTimeoutMs} ms`));
+    }, spec.startTimeoutMs);
+    timer.unref();
+    this.#ready.then(() => clearTimeout(timer), () => clearTimeout(timer));
+  }
+
+  get pid(): number | undefined {
+    return this.#child.pid;
+  }
+
+  get state(): State {
+    return this.#state;
+  }
+
+  ready(): Promise<ReadyInfo> {
+    return this.#ready;
+  }
+
+  /** Sends one call; resolves with its outcome. The pool guarantees one call at a time. */
+  call(callId: number, routine: string, args: unknown[], kwargs: Record<string, unknown>): Promise<CallOutcome> {
+    if (this.#state !== 'idle') throw new Error(`worker ${this.id} is ${this.#state}, not idle`);
+    this.#state = 'busy';
+    this.calls++;
+    return new Promise<CallOutcome>((settle) => {
+      this.#current = { id: callId, settle };
+      this.#child.stdin.write(`{"id":${callId},"r":${JSON.stringify(routine)},"a":${JSON.stringify(args)},"k":${JSON.stringify(kwargs)}}\n`);
+    });
+  }
+
+  /** Kills the worker's whole process group; the current call (if any) settles with `reason`. */
+  kill(reason: KillReason): void {
+    if (this.#state === 'dead') return;
+    this.#killReason ??= reason;
+    const pid = this.#child.pid;
+    if (pid !== undefined) {
+      try {
+        process.kill(-pid, 'SIGKILL');
+      } catch {
+        this.#child.kill('SIGKILL');
+      }
+    }
+    if (reason !== 'shutdown' && this.#current) {
+      const code = KILL_REASON_CODES[reason];
+      const msg =
+        reason === 'deadline' ? 'the call ran past its deadline; its worker was killed'
+        : reason === 'cancelled' ? 'the caller cancelled the call; its worker was killed'
+        : reason === 'oversize' ? `the worker's reply exceeded limits.maxResultBytes (${this.#maxReply} bytes); the worker was killed`
+        : 'the worker sent a malformed or unexpected reply and was killed';
+      this.#settle({ ok: false, error: new SkeinError(code, msg, { worker: this.id }) });
+    }
+  }
+
+  #settle(outcome: CallOutcome): void {
+    const current = this.#current;
+    this.#current = undefined;
+    current?.settle(outcome);
+  }
+
+  #onData(chunk: Buffer): void {
+    let start = 0;
+    for (;;) {
+      const nl = chunk.indexOf(10, start);
+      if (nl === -1) break;
+      let line: Buffer;
+      if (this.#bufferedBytes) {
+        this.#buffered.push(chunk.subarray(start, nl));
+        line = Buffer.concat(this.#buffered);
+        this.#buffered = [];
+        this.#bufferedBytes = 0;
+      } else {
+        line = chunk.subarray(start, nl);
+      }
+      start = nl + 1;
+      if (line.length > this.#maxReply) return this.#protocolViolation('oversize', `reply of ${line.length} bytes`);
+      this.#onLine(line);
+      if (this.#state === 'dead' || this.#killReason) return;
+    }
+    if (start < chunk.length) {
+      this.#bufferedBytes += chunk.length - start;
+      if (this.#bufferedBytes > this.#maxReply) return this.#protocolViolation('oversize', `partial reply over ${this.#maxReply} bytes`);
+      this.#buffered.push(chunk.subarray(start));
+    }
+  }
+
+  #onLine(line: Buffer): void {
+    let msg: unknown;
+    try {
+      msg = JSON.parse(line.toString('utf8'));
+    } catch {
+      return this.#protocolViolation('protocol', 'reply is not JSON');
+    }
+    if (typeof msg !== 'object' || msg === null || Array.isArray(msg)) return this.#protocolViolation('protocol', 'reply is not an object');
+    const m = msg as Record<string, unknown>;
+    if (this.#state === 'starting') return this.#onHello(m);
+    const current = this.#current;
+    if (!current) return this.#protocolViolation('protocol', 'reply while no call was running');
+    if (m.id !== current.id) return this.#protocolViolation('protocol', `reply for call ${JSON.stringify(m.id)} while call ${current.id} was running`);
+    if ('ok' in m && !('err' in m)) {
+      this.#state = 'idle';
+      this.#settle({ ok: true, value: m.ok });
+      return;
+    }
+    const err = m.err as Record<string, unknown> | undefined;
+    if (err && typeof err === 'object' && typeof err.type === 'string' && typeof err.message === 'string') {
+      this.#state = 'idle';
+      const trace = typeof err.trace === 'string' ? err.trace : '';
+      this.#settle({
+        ok: false,
+        error: new SkeinError('SKEIN_ERR_ROUTINE_RAISED', `${err.type}: ${err.message}`, { exception: { type: err.type, message: err.message }, trace }),
+      });
+      return;
+    }
+    this.#protocolViolation('protocol', 'reply has neither a valid "ok" nor "err"');
+  }
+
+  #onHello(m: Record<string, unknown>): void {
+    if (m.ready === true && typeof m.pid === 'number') {
+      this.#state = 'idle';
+      this.#onReady({ pid: m.pid, python: String(m.python ?? '?'), layers: Array.isArray(m.layers) ? m.layers.map(String) : [] });
+      return;
+    }
+    const e = m.error as Record<string, unknown> | undefined;
+    if (m.ready === false && e && typeof e === 'object') {
+      this.#fail('start', new SkeinError('SKEIN_ERR_CONFIG', `routine "${String(e.routine)}" failed to load: ${String(e.type)}: ${String(e.message)}`, { key: `routines.${String(e.routine)}` }));
+      return;
+    }
+    this.#protocolViolation('protocol', 'first line was not a ready message');
+  }
+
+  #protocolViolation(reason: 'protocol' | 'oversize', what: string): void {
+    this.#log.warn('worker protocol violation; killing worker', { reason, what });
+    if (this.#state === 'starting') this.#onStartFail(new SkeinError('SKEIN_ERR_WORKER_PROTOCOL', `worker ${this.id} sent an invalid hello: ${what}`));
+    this.kill(reason);
+  }
+
+  #fail(stage: string, err: SkeinError): void {
+    if (this.#state === 'starting') this.#onStartFail(err);
+    this.#log.debug('worker failed', { stage, error: err.message });
+    this.kill('protocol');
+  }
+
+  #exited(code: number | null, signal: string | null): void {
+    if (this.#state === 'dead') return;
+    const wasStarting = this.#state === 'starting';
+    this.#state = 'dead';
+    if (wasStarting) this.#onStartFail(new SkeinError('SKEIN_ERR_WORKER_CRASHED', `worker ${this.id} exited during start-up (code ${code}, signal ${signal})`));
+    if (this.#current) {
+      this.#settle({ ok: false, error: new SkeinError('SKEIN_ERR_WORKER_CRASHED', `the worker died during the call (${signal ? `signal ${signal}` : `exit code ${code}`})`, { worker: this.id, signal, exitCode: code }) });
+    }
+    this.onExit(this, { code, signal, reason: this.#killReason });
+  }
+
+  #readStderr(): void {
+    let pending = '';
+    this.#child.stderr.setEncoding('utf8');
+    this.#child.stderr.on('data', (text: string) => {
+      pending += text;
+      let nl: number;
+      while ((nl = pending.indexOf('\n')) !== -1) {
+        this.#log.warn('worker stderr', { line: pending.slice(0, Math.min(nl, 4096)) });
+        pending = pending.slice(nl + 1);
+      }
+      if (pending.length > 4096) {
+        this.#log.warn('worker stderr', { line: pending.slice(0, 4096), truncated: true });
+        pending = '';
+      }
+    });
+  }
+}
