@@ -2,7 +2,20 @@
  * Compiles agent/main.ts into the single binary dist/skein (Bun runtime embedded).
  * Run with `bun build.ts` (npm run build).
  */
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { CONFIG_SCHEMA } from './agent/config/schema.ts';
+import { toJsonSchema } from './agent/config/schema-dsl.ts';
+import { configReference } from './agent/config/reference.ts';
+
+// `bun build.ts --schema` regenerates the published JSON Schema and key reference from the
+// validator's own description; test/unit/config.test.ts fails when the committed copy drifts.
+if (process.argv.includes('--schema')) {
+  const schema = { $schema: 'https://json-schema.org/draft/2020-12/schema', title: 'skein agent configuration', ...toJsonSchema(CONFIG_SCHEMA) };
+  writeFileSync('docs/config.schema.json', `${JSON.stringify(schema, null, 2)}\n`);
+  writeFileSync('docs/config-reference.md', configReference(CONFIG_SCHEMA));
+  console.log('wrote docs/config.schema.json and docs/config-reference.md');
+  process.exit(0);
+}
 
 const outfile = process.env.SKEIN_OUTFILE ?? 'dist/skein';
 mkdirSync('dist', { recursive: true });

@@ -105,6 +105,7 @@ function resolveTarget(values: { peer?: string; cert?: string; key?: string; ca?
   let peer = values.peer;
   if (!peer) {
     const { host, port } = parseHostPort(config.agent.listen);
+    if (port === 0) throw new SkeinError('SKEIN_ERR_USAGE', `agent.listen in the config is ${config.agent.listen} (a port picked at start): pass --peer HOST:PORT`);
     const local = host === '0.0.0.0' ? '127.0.0.1' : host === '::' ? '::1' : host;
     peer = `${local.includes(':') ? `[${local}]` : local}:${port}`;
   }

@@ -60,7 +60,7 @@ export function loadConfig(options: LoadOptions = {}): LoadedConfig {
   const merged = mergeLayers(...fileLayers, ...overrides) as Record<string, unknown>;
   delete merged.extends;
   delete merged.$schema;
-  const config = complete(CONFIG_SCHEMA, merged, '') as AgentConfig;
+  const config = complete(CONFIG_SCHEMA, merged, '', baseDir) as AgentConfig;
   crossCheck(config);
   return { config, source, baseDir };
 }

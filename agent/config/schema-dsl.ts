@@ -89,8 +89,11 @@ export function checkLayer(node: Node, value: Json, path: string, baseDir: strin
   }
 }
 
-/** Fills defaults and enforces `required` on the merged result. */
-export function complete(node: Node, value: Json, path: string): Json {
+/**
+ * Fills defaults and enforces `required` on the merged result. Path defaults (e.g. the
+ * state directory) are resolved against `baseDir`, the folder of the top config file.
+ */
+export function complete(node: Node, value: Json, path: string, baseDir: string): Json {
   switch (node.kind) {
     case 'object': {
       const obj = (value ?? {}) as Record<string, Json>;
@@ -99,20 +102,21 @@ export function complete(node: Node, value: Json, path: string): Json {
         const childPath = path ? `${path}.${key}` : key;
         if (obj[key] === undefined) {
           if (node.required?.includes(key)) throw configError(childPath, 'is required');
-          if (field.kind === 'object') out[key] = complete(field, {}, childPath);
+          if (field.kind === 'object') out[key] = complete(field, {}, childPath, baseDir);
+          else if (field.kind === 'string' && field.path && field.default !== undefined) out[key] = resolve(baseDir, field.default);
           else if ('default' in field && field.default !== undefined) out[key] = structuredClone(field.default);
           continue;
         }
-        out[key] = complete(field, obj[key], childPath);
+        out[key] = complete(field, obj[key], childPath, baseDir);
       }
       return out;
     }
     case 'record': {
       const obj = (value ?? {}) as Record<string, Json>;
-      return Object.fromEntries(Object.entries(obj).map(([k, v]) => [k, complete(node.value, v, `${path}.${k}`)]));
+      return Object.fromEntries(Object.entries(obj).map(([k, v]) => [k, complete(node.value, v, `${path}.${k}`, baseDir)]));
     }
     case 'array':
-      return (value as Json[]).map((v, i) => complete(node.items, v, `${path}[${i}]`));
+      return (value as Json[]).map((v, i) => complete(node.items, v, `${path}[${i}]`, baseDir));
     default:
       return value;
   }

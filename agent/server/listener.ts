@@ -31,11 +31,15 @@ const TLS12_CIPHERS = [
 
 export interface Listener {
   address: { host: string; port: number };
-  /** Stops accepting connections and sends GOAWAY so clients open no new streams. */
+  /** Stops accepting new connections; open sessions keep working until destroy(). */
   stopAccepting(): void;
   /** Resolves once every open stream has finished, or after `ms`. */
   idle(ms: number): Promise<void>;
-  /** Destroys every remaining session. */
+  /**
+   * Sends GOAWAY on every session, then destroys what is left. Called only once in-flight
+   * calls have finished: undici fails in-flight streams on GOAWAY instead of letting streams
+   * below the last-stream-id complete, so GOAWAY must not be sent while calls are running.
+   */
   destroy(): void;
 }
 
@@ -60,7 +64,9 @@ export async function listen(app: Hono<any>, tls: TlsMaterial, host: string, por
   let openStreams = 0;
   let onIdle: (() => void) | undefined;
 
+  let refusing = false;
   server.on('session', (session: http2.ServerHttp2Session) => {
+    if (refusing) return session.destroy();
     sessions.add(session);
     const peer = identityOfSession(session);
     const remote = (session.socket as TLSSocket | undefined)?.remoteAddress;
@@ -93,8 +99,10 @@ export async function listen(app: Hono<any>, tls: TlsMaterial, host: string, por
   return {
     address: { host: addr.address, port: addr.port },
     stopAccepting() {
-      server.close();
-      for (const s of sessions) if (!s.closed) s.close();
+      // Not server.close(): under Bun it also sends GOAWAY on open sessions, which fails
+      // their in-flight calls in undici. New connections are dropped instead, and the
+      // listening socket is closed in destroy().
+      refusing = true;
     },
     idle(ms) {
       if (openStreams === 0) return Promise.resolve();
@@ -104,7 +112,11 @@ export async function listen(app: Hono<any>, tls: TlsMaterial, host: string, por
       });
     },
     destroy() {
-      for (const s of sessions) s.destroy();
+      server.close();
+      for (const s of sessions) {
+        if (!s.closed) s.close();
+        s.destroy();
+      }
     },
   };
 }

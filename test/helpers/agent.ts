@@ -8,6 +8,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'no
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { SkeinClient } from '../../agent/client/index.ts';
+import { SkeinError } from '../../agent/errors/index.ts';
 
 export const ROOT = resolve(import.meta.dirname, '../..');
 export const BINARY = join(ROOT, 'dist/skein');
@@ -201,3 +202,14 @@ export function deepMerge(a: Record<string, unknown>, b: Record<string, unknown>
 }
 
 const isObj = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+
+/** Awaits a call that must fail with a SkeinError, and returns the error (details loosely typed). */
+export async function failure(call: Promise<unknown>): Promise<SkeinError & { details: Record<string, any> }> {
+  try {
+    await call;
+  } catch (err) {
+    if (err instanceof SkeinError) return err as SkeinError & { details: Record<string, any> };
+    throw err;
+  }
+  throw new Error('expected the call to fail, but it succeeded');
+}

@@ -1,0 +1,35 @@
+/**
+ * The raw baseline: a bare node:http2 + mTLS server under Bun that answers a dispatch-shaped
+ * CBOR request with its first argument, with no routing, no Python and no pool. Driven by the
+ * same client as the agent, it shows what the transport alone costs in the same run.
+ * Usage: bun bench/baseline-server.ts CERT KEY CA → prints the port, serves until SIGTERM.
+ */
+import http2 from 'node:http2';
+import { readFileSync } from 'node:fs';
+import { Decoder, Encoder } from 'cbor-x';
+
+const [cert, key, ca] = process.argv.slice(2);
+const decoder = new Decoder({ useRecords: false, mapsAsObjects: true });
+const encoder = new Encoder({ useRecords: false, mapsAsObjects: true });
+const server = http2.createSecureServer({
+  cert: readFileSync(cert!),
+  key: readFileSync(key!),
+  ca: readFileSync(ca!),
+  requestCert: true,
+  rejectUnauthorized: true,
+  allowHTTP1: false,
+  minVersion: 'TLSv1.3',
+});
+server.on('stream', (stream) => {
+  const chunks: Buffer[] = [];
+  stream.on('data', (c: Buffer) => chunks.push(c));
+  stream.on('end', () => {
+    const body = decoder.decode(Buffer.concat(chunks)) as { args?: unknown[] };
+    stream.respond({ ':status': 200, 'content-type': 'application/cbor', 'x-request-id': 'baseline' });
+    stream.end(encoder.encode({ result: body.args?.[0] ?? null }));
+  });
+});
+server.listen(0, '127.0.0.1', () => {
+  process.stdout.write(`${(server.address() as { port: number }).port}\n`);
+});
+process.on('SIGTERM', () => process.exit(0));

@@ -1,0 +1,121 @@
+/**
+ * `npm run bench`: the compiled agent on loopback over mTLS with the `echo` routine, next to
+ * the raw baseline (bench/baseline-server.ts) measured in the same run with the same client.
+ * Prints medians over ROUNDS rounds: sequential p50/p99 latency and throughput at 64
+ * concurrent calls on one HTTP/2 connection. Every process started here is stopped by PID.
+ *
+ * Env: SKEIN_BENCH_ROUNDS (default 5), SKEIN_BENCH_SEQ (calls per sequential round, 2000),
+ * SKEIN_BENCH_CONC_CALLS (calls per concurrent round, 20000).
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { SkeinClient } from '../agent/client/index.ts';
+
+const ROOT = resolve(import.meta.dir, '..');
+const ROUNDS = Number(process.env.SKEIN_BENCH_ROUNDS ?? 5);
+const SEQ = Number(process.env.SKEIN_BENCH_SEQ ?? 2000);
+const CONC_CALLS = Number(process.env.SKEIN_BENCH_CONC_CALLS ?? 20000);
+const CONCURRENCY = 64;
+
+const children: ChildProcess[] = [];
+const dir = mkdtempSync(join(tmpdir(), 'skein-bench-'));
+const cleanup = () => {
+  for (const c of children) c.kill('SIGKILL');
+  rmSync(dir, { recursive: true, force: true });
+};
+process.on('exit', cleanup);
+
+/** Starts a process and resolves with the first stdout/stderr line matching `pattern`. */
+function startAndWait(cmd: string, args: string[], pattern: RegExp, stream: 'stdout' | 'stderr'): Promise<{ proc: ChildProcess; match: RegExpMatchArray }> {
+  const proc = spawn(cmd, args, { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, CBOR_NATIVE_ACCELERATION_DISABLED: 'true' } });
+  children.push(proc);
+  return new Promise((res, rej) => {
+    let seen = '';
+    const timer = setTimeout(() => rej(new Error(`${cmd} did not start:\n${seen}`)), 20_000);
+    proc[stream]!.on('data', (d) => {
+      seen += d;
+      const m = seen.match(pattern);
+      if (m) {
+        clearTimeout(timer);
+        res({ proc, match: m });
+      }
+    });
+    proc.on('exit', (code) => rej(new Error(`${cmd} exited ${code}:\n${seen}`)));
+  });
+}
+
+const quantile = (sorted: number[], q: number) => sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]!;
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+
+async function sequential(client: SkeinClient): Promise<{ p50: number; p99: number }> {
+  const times: number[] = [];
+  for (let i = 0; i < SEQ; i++) {
+    const t = performance.now();
+    await client.dispatch('echo', { args: [i] });
+    times.push(performance.now() - t);
+  }
+  times.sort((a, b) => a - b);
+  return { p50: quantile(times, 0.5), p99: quantile(times, 0.99) };
+}
+
+async function concurrent(client: SkeinClient): Promise<number> {
+  let next = 0;
+  const t = performance.now();
+  const lane = async () => {
+    while (next < CONC_CALLS) {
+      next++;
+      await client.dispatch('echo', { args: [next] });
+    }
+  };
+  await Promise.all(Array.from({ length: CONCURRENCY }, lane));
+  return CONC_CALLS / ((performance.now() - t) / 1000);
+}
+
+async function measure(name: string, client: SkeinClient) {
+  for (let i = 0; i < 300; i++) await client.dispatch('echo', { args: [i] }); // warm-up
+  const rounds = [];
+  for (let r = 0; r < ROUNDS; r++) {
+    const seq = await sequential(client);
+    const tput = await concurrent(client);
+    rounds.push({ ...seq, tput });
+    process.stderr.write(`  ${name} round ${r + 1}/${ROUNDS}: p50 ${seq.p50.toFixed(3)} ms, p99 ${seq.p99.toFixed(3)} ms, ${Math.round(tput)} calls/s\n`);
+  }
+  return { p50: median(rounds.map((r) => r.p50)), p99: median(rounds.map((r) => r.p99)), tput: median(rounds.map((r) => r.tput)) };
+}
+
+const config = {
+  agent: { name: 'bench', listen: '127.0.0.1:0', stateDir: 'state' },
+  log: { level: 'warn', format: 'json' },
+  routines: { echo: { file: join(ROOT, 'routines/examples.py') } },
+};
+writeFileSync(join(dir, 'agent.config.json'), JSON.stringify(config));
+const bin = join(ROOT, 'dist/skein');
+// `warn` level hides the listening line, so ask for info on start-up only via env.
+const agent = await startAndWait(bin, ['agent', '--config', join(dir, 'agent.config.json'), '--log-level', 'info'], /"msg":"listening","address":"[^"]*:(\d+)"/, 'stderr');
+const agentPort = Number(agent.match[1]);
+const pki = join(dir, 'state/pki');
+const creds = { cert: readFileSync(join(pki, 'client-dev-client.crt')), key: readFileSync(join(pki, 'client-dev-client.key')), ca: readFileSync(join(pki, 'ca.crt')) };
+const baseline = await startAndWait(process.execPath, [join(ROOT, 'bench/baseline-server.ts'), join(pki, 'agent-bench.crt'), join(pki, 'agent-bench.key'), join(pki, 'ca.crt')], /^(\d+)\n/, 'stdout');
+const basePort = Number(baseline.match[1]);
+
+console.log(`skein bench: ${ROUNDS} rounds, ${SEQ} sequential + ${CONC_CALLS} calls at ${CONCURRENCY} concurrent per round; medians\n`);
+const baseClient = new SkeinClient({ peer: `127.0.0.1:${basePort}`, ...creds });
+const base = await measure('baseline', baseClient);
+await baseClient.close();
+const skeinClient = new SkeinClient({ peer: `127.0.0.1:${agentPort}`, ...creds });
+const sk = await measure('skein', skeinClient);
+await skeinClient.close();
+
+const fmt = (n: number) => n.toFixed(3).padStart(8);
+console.log('\n| measure | raw h2 baseline | skein (echo, Python, mTLS) | ratio |');
+console.log('|---|---|---|---|');
+console.log(`| sequential p50 (ms) | ${fmt(base.p50)} | ${fmt(sk.p50)} | ${(sk.p50 / base.p50).toFixed(2)}× |`);
+console.log(`| sequential p99 (ms) | ${fmt(base.p99)} | ${fmt(sk.p99)} | ${(sk.p99 / base.p99).toFixed(2)}× |`);
+console.log(`| throughput @${CONCURRENCY} (calls/s) | ${Math.round(base.tput)} | ${Math.round(sk.tput)} | ${(sk.tput / base.tput).toFixed(2)}× |`);
+console.log(`\ntargets (binary issue): p50 ≤ 0.5 ms → ${sk.p50 <= 0.5 ? 'met' : 'NOT met'}; ≥ 5000 calls/s → ${sk.tput >= 5000 ? 'met' : 'NOT met'}`);
+
+agent.proc.kill('SIGTERM');
+baseline.proc.kill('SIGTERM');
+process.exit(0);

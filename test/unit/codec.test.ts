@@ -1,0 +1,78 @@
+import { encode } from 'cbor-x';
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import { decodeBody, encodeBody, MAX_DEPTH, mediaTypeOf, parseCallBody } from '../../agent/codec/index.ts';
+import { SkeinError } from '../../agent/errors/index.ts';
+
+const badRequest = (fn: () => unknown, message: RegExp) => {
+  let caught: unknown;
+  try {
+    fn();
+  } catch (err) {
+    caught = err;
+  }
+  expect(caught).toBeInstanceOf(SkeinError);
+  expect((caught as SkeinError).code).toBe('SKEIN_ERR_BAD_REQUEST');
+  expect((caught as SkeinError).message).toMatch(message);
+};
+
+describe('media types', () => {
+  it.each([
+    ['application/cbor', 'application/cbor'],
+    ['Application/JSON; charset=utf-8', 'application/json'],
+    ['text/plain', undefined],
+    [undefined, undefined],
+  ])('%s → %s', (header, expected) => expect(mediaTypeOf(header)).toBe(expected));
+});
+
+describe('round trips', () => {
+  it('JSON-compatible values survive CBOR and JSON encoding', () => {
+    const json = fc.jsonValue({ maxDepth: 5 }).filter((v) => !Object.is(v, -0));
+    fc.assert(
+      fc.property(json, (value) => {
+        for (const type of ['application/cbor', 'application/json'] as const) {
+          expect(decodeBody(type, encodeBody(type, { v: value }))).toEqual({ v: value });
+        }
+      }),
+      { numRuns: 200 },
+    );
+  });
+
+  it('random bytes never crash the CBOR decoder: a value or a 400', () => {
+    fc.assert(
+      fc.property(fc.uint8Array({ maxLength: 64 }), (bytes) => {
+        try {
+          decodeBody('application/cbor', bytes);
+        } catch (err) {
+          expect((err as SkeinError).code).toBe('SKEIN_ERR_BAD_REQUEST');
+        }
+      }),
+      { numRuns: 500 },
+    );
+  });
+});
+
+describe('refusals', () => {
+  it('values JSON cannot carry to Python', () => {
+    badRequest(() => decodeBody('application/cbor', encode({ args: [new Uint8Array([1])] })), /body.args\[0\]: CBOR byte string/);
+    badRequest(() => decodeBody('application/cbor', encode({ args: [undefined] })), /body.args\[0\]: CBOR undefined/);
+    badRequest(() => decodeBody('application/cbor', encode({ args: [Number.NaN] })), /non-finite/);
+    badRequest(() => decodeBody('application/cbor', encode({ args: [2n ** 70n] })), /integer beyond 2\^53/);
+  });
+
+  it('nesting deeper than the limit', () => {
+    let deep: unknown = 1;
+    for (let i = 0; i < MAX_DEPTH + 2; i++) deep = [deep];
+    badRequest(() => decodeBody('application/cbor', encode({ args: [deep] })), /nesting deeper than 64/);
+    badRequest(() => parseCallBody({ args: [deep] }), /nesting deeper than 64/);
+  });
+
+  it('body shape', () => {
+    badRequest(() => parseCallBody([]), /must be an object/);
+    badRequest(() => parseCallBody({ args: {} }), /"args" must be an array/);
+    badRequest(() => parseCallBody({ kwargs: [] }), /"kwargs" must be an object/);
+    badRequest(() => parseCallBody({ kwargs: { 'not-ident': 1 } }), /not a Python identifier/);
+    badRequest(() => parseCallBody({ extra: 1 }), /unknown body field "extra"/);
+    expect(parseCallBody({})).toEqual({ args: [], kwargs: {} });
+  });
+});
