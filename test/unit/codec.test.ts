@@ -27,7 +27,8 @@ describe('media types', () => {
 
 describe('round trips', () => {
   it('JSON-compatible values survive CBOR and JSON encoding', () => {
-    const json = fc.jsonValue({ maxDepth: 5 }).filter((v) => !Object.is(v, -0));
+    // Normalised through JSON first: JSON has no -0, and that is not what this checks.
+    const json = fc.jsonValue({ maxDepth: 5 }).map((v) => JSON.parse(JSON.stringify(v)) as unknown);
     fc.assert(
       fc.property(json, (value) => {
         for (const type of ['application/cbor', 'application/json'] as const) {
