@@ -11,7 +11,9 @@ export const MAX_DEPTH = 64;
 
 // Plain objects and no record extension: the output must be standard CBOR any client decodes.
 const encoder = new Encoder({ useRecords: false, mapsAsObjects: true, tagUint8Array: false });
-const decoder = new Decoder({ useRecords: false, mapsAsObjects: true });
+// Maps decode as Map and are converted by toPlain(): cbor-x's own object conversion turns
+// non-string keys into strings and renames "__proto__", changing data without a word.
+const decoder = new Decoder({ useRecords: false, mapsAsObjects: false });
 
 /** Maps a Content-Type header to a codec; undefined when unsupported. */
 export function mediaTypeOf(header: string | undefined | null): MediaType | undefined {
@@ -40,8 +42,7 @@ export function decodeBody(type: MediaType, bytes: Uint8Array): unknown {
   } catch (err) {
     throw new SkeinError('SKEIN_ERR_BAD_REQUEST', `body is not valid CBOR: ${(err as Error).message}`);
   }
-  assertJsonCompatible(value, 'body', 0);
-  return value;
+  return toPlain(value, 'body', 0);
 }
 
 export interface CallBody {
@@ -77,23 +78,29 @@ function checkDepth(value: unknown, path: string, depth: number): void {
   else for (const [k, v] of Object.entries(value)) checkDepth(v, `${path}.${k}`, depth + 1);
 }
 
-function assertJsonCompatible(value: unknown, path: string, depth: number): void {
+/** Converts decoded CBOR into plain JSON-compatible values, refusing what JSON cannot carry. */
+function toPlain(value: unknown, path: string, depth: number): unknown {
   if (depth > MAX_DEPTH) throw new SkeinError('SKEIN_ERR_BAD_REQUEST', `${path}: nesting deeper than ${MAX_DEPTH} levels`);
   switch (typeof value) {
     case 'string':
     case 'boolean':
-      return;
+      return value;
     case 'number':
       if (!Number.isFinite(value)) throw new SkeinError('SKEIN_ERR_BAD_REQUEST', `${path}: non-finite number ${value} cannot be passed to a routine`);
-      return;
+      return value;
     case 'object': {
-      if (value === null) return;
-      if (Array.isArray(value)) return value.forEach((v, i) => assertJsonCompatible(v, `${path}[${i}]`, depth + 1));
-      if (Object.getPrototypeOf(value) !== Object.prototype) {
-        throw new SkeinError('SKEIN_ERR_BAD_REQUEST', `${path}: CBOR ${value instanceof Uint8Array ? 'byte string' : 'tagged value'} is not supported; use strings, numbers, booleans, null, arrays and maps with string keys`);
+      if (value === null) return null;
+      if (Array.isArray(value)) return value.map((v, i) => toPlain(v, `${path}[${i}]`, depth + 1));
+      if (value instanceof Map) {
+        const out: Record<string, unknown> = {};
+        for (const [k, v] of value) {
+          if (typeof k !== 'string') throw new SkeinError('SKEIN_ERR_BAD_REQUEST', `${path}: map key ${String(k)} is not a string; routine arguments need string keys`);
+          // defineProperty, not assignment: a "__proto__" key stays an ordinary own key.
+          Object.defineProperty(out, k, { value: toPlain(v, `${path}.${k}`, depth + 1), enumerable: true, writable: true, configurable: true });
+        }
+        return out;
       }
-      for (const [k, v] of Object.entries(value)) assertJsonCompatible(v, `${path}.${k}`, depth + 1);
-      return;
+      throw new SkeinError('SKEIN_ERR_BAD_REQUEST', `${path}: CBOR ${value instanceof Uint8Array ? 'byte string' : 'tagged value'} is not supported; use strings, numbers, booleans, null, arrays and maps with string keys`);
     }
     default:
       throw new SkeinError('SKEIN_ERR_BAD_REQUEST', `${path}: CBOR ${typeof value === 'bigint' ? 'integer beyond 2^53' : typeof value} is not supported`);

@@ -61,6 +61,13 @@ describe('refusals', () => {
     badRequest(() => decodeBody('application/cbor', encode({ args: [2n ** 70n] })), /integer beyond 2\^53/);
   });
 
+  it('non-string map keys are refused, "__proto__" stays an ordinary key', () => {
+    badRequest(() => decodeBody('application/cbor', encode({ args: [new Map([[1, 'a']])] })), /body.args\[0\]: map key 1 is not a string/);
+    const decoded = decodeBody('application/cbor', encode(new Map<string, unknown>([['kwargs', new Map([['__proto__', { x: 1 }]])]]))) as { kwargs: Record<string, unknown> };
+    expect(Object.getPrototypeOf(decoded.kwargs)).toBe(Object.prototype);
+    expect(Object.keys(decoded.kwargs)).toEqual(['__proto__']);
+  });
+
   it('nesting deeper than the limit', () => {
     let deep: unknown = 1;
     for (let i = 0; i < MAX_DEPTH + 2; i++) deep = [deep];
