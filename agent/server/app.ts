@@ -70,7 +70,7 @@ export function createApp(deps: AppDeps): Hono<Env> {
     const stream = c.env.incoming.stream;
     const onClose = () => abort.abort();
     stream?.once('close', onClose);
-    const outcome = await pool.dispatch({ routine: name, args: body.args, kwargs: body.kwargs, timeoutMs, signal: abort.signal });
+    const outcome = await pool.dispatch({ routine: name, args: body.args, kwargs: body.kwargs, timeoutMs, signal: abort.signal, requestId: c.get('requestId') });
     stream?.off('close', onClose);
 
     if (!outcome.ok) throw outcome.error;

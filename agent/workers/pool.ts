@@ -22,6 +22,8 @@ export interface DispatchRequest {
   kwargs: Record<string, unknown>;
   timeoutMs: number;
   signal?: AbortSignal;
+  /** Correlation id, carried onto the worker's log lines for this call. */
+  requestId?: string;
 }
 
 interface Job {
@@ -103,7 +105,7 @@ export class WorkerPool {
 
   #run(worker: Worker, job: Job): void {
     job.worker = worker;
-    worker.call(this.#nextCall++, job.req.routine, job.req.args, job.req.kwargs).then((outcome) => {
+    worker.call(this.#nextCall++, job.req.routine, job.req.args, job.req.kwargs, job.req.requestId).then((outcome) => {
       this.#finish(job, outcome);
       if (worker.state === 'idle') this.#release(worker);
     });

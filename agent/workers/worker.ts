@@ -52,7 +52,7 @@ export class Worker {
   #maxReply: number;
   #buffered: Buffer[] = [];
   #bufferedBytes = 0;
-  #current: { id: number; settle: (o: CallOutcome) => void } | undefined;
+  #current: { id: number; requestId: string | undefined; settle: (o: CallOutcome) => void } | undefined;
   #ready: Promise<ReadyInfo>;
   #onReady!: (info: ReadyInfo) => void;
   #onStartFail!: (err: SkeinError) => void;
@@ -110,12 +110,12 @@ export class Worker {
   }
 
   /** Sends one call; resolves with its outcome. The pool guarantees one call at a time. */
-  call(callId: number, routine: string, args: unknown[], kwargs: Record<string, unknown>): Promise<CallOutcome> {
+  call(callId: number, routine: string, args: unknown[], kwargs: Record<string, unknown>, requestId?: string): Promise<CallOutcome> {
     if (this.#state !== 'idle') throw new Error(`worker ${this.id} is ${this.#state}, not idle`);
     this.#state = 'busy';
     this.calls++;
     return new Promise<CallOutcome>((settle) => {
-      this.#current = { id: callId, settle };
+      this.#current = { id: callId, requestId, settle };
       this.#child.stdin.write(`{"id":${callId},"r":${JSON.stringify(routine)},"a":${JSON.stringify(args)},"k":${JSON.stringify(kwargs)}}\n`);
     });
   }
@@ -250,11 +250,12 @@ export class Worker {
       pending += text;
       let nl: number;
       while ((nl = pending.indexOf('\n')) !== -1) {
-        this.#log.warn('worker stderr', { line: pending.slice(0, Math.min(nl, 4096)) });
+        // Tagged with the running call's request id so a routine's output can be traced.
+        this.#log.warn('worker stderr', { line: pending.slice(0, Math.min(nl, 4096)), requestId: this.#current?.requestId });
         pending = pending.slice(nl + 1);
       }
       if (pending.length > 4096) {
-        this.#log.warn('worker stderr', { line: pending.slice(0, 4096), truncated: true });
+        this.#log.warn('worker stderr', { line: pending.slice(0, 4096), truncated: true, requestId: this.#current?.requestId });
         pending = '';
       }
     });

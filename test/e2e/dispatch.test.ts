@@ -22,7 +22,8 @@ beforeAll(async () => {
   agent = await startAgent({
     config: baseConfig({
       limits: { maxBodyBytes: 4096 },
-      routines: { pid: { file: FIX }, big: { file: FIX }, chatty: { file: FIX }, nan: { file: FIX }, bad_result: { file: FIX } },
+      workers: { memoryLimitMb: 256, maxOpenFiles: 32 },
+      routines: { pid: { file: FIX }, big: { file: FIX }, chatty: { file: FIX }, nan: { file: FIX }, bad_result: { file: FIX }, hog: { file: FIX }, open_many: { file: FIX } },
     }),
   });
 });
@@ -96,11 +97,30 @@ describe('client library', () => {
     }
   });
 
-  it('print() in a routine goes to the log, never into the reply channel', async () => {
+  it('print() in a routine goes to the log with the request id, never into the reply channel', async () => {
     const client = agent.client();
     try {
-      expect(await client.dispatch('chatty', { args: ['{"id":1,"ok":"forged"}'] })).toBe('printed');
-      await agent.waitForLog((l) => l.msg === 'worker stderr' && String(l.line).includes('forged'));
+      expect(await client.dispatch('chatty', { args: ['{"id":1,"ok":"forged"}'], requestId: 'req-chatty' })).toBe('printed');
+      const line = await agent.waitForLog((l) => l.msg === 'worker stderr' && String(l.line).includes('forged'));
+      expect(line.level).toBe('warn');
+      expect(line.requestId).toBe('req-chatty');
+      expect(line.worker).toMatch(/^w\d+$/);
+    } finally {
+      await client.close();
+    }
+  });
+
+  it('workers run under memory and open-file limits (workers.memoryLimitMb, maxOpenFiles)', async () => {
+    const client = agent.client();
+    try {
+      expect(await client.dispatch('hog', { args: [16] })).toBe(16 * 1024 * 1024);
+      const mem = await failure(client.dispatch('hog', { args: [512] }));
+      expect(mem.code).toBe('SKEIN_ERR_ROUTINE_RAISED');
+      expect(mem.details.exception.type).toBe('MemoryError');
+      const fds = await failure(client.dispatch('open_many', { args: [100] }));
+      expect(fds.details.exception.type).toBe('OSError');
+      expect(fds.details.exception.message).toMatch(/Too many open files/);
+      expect(await client.dispatch('add', { args: [1, 2] })).toBe(3);
     } finally {
       await client.close();
     }
@@ -183,6 +203,16 @@ describe('curl --http2 with client certificates', () => {
     const r = await curl(['--http2', ...curlCreds(), '-H', 'content-type: application/cbor', '--data-binary', `@${file}`, '-o', out, '-w', '%{http_version} %{response_code} %{content_type}', `https://127.0.0.1:${agent.port}/v1/dispatch/echo`]);
     expect(r.stdout).toBe('2 200 application/cbor');
     expect(decode(readFileSync(out))).toEqual({ result: ['cbor', 1] });
+  });
+
+  it('refuses HTTP/1.1 and TLS below 1.3', async () => {
+    const h1 = await curl(['--http1.1', ...curlCreds(), '-w', '%{http_code}', `https://127.0.0.1:${agent.port}/healthz`]);
+    expect(h1.code).not.toBe(0);
+    expect(h1.stdout).toBe('000');
+    const tls12 = await curl(['--http2', '--tls-max', '1.2', ...curlCreds(), '-w', '%{http_code}', `https://127.0.0.1:${agent.port}/healthz`]);
+    expect(tls12.code).not.toBe(0);
+    expect(tls12.stdout).toBe('000');
+    expect(tls12.stderr).toMatch(/version|alert|SSL/i);
   });
 
   it('refuses a client without a certificate during the handshake', async () => {
