@@ -65,6 +65,17 @@ export const CONFIG_SCHEMA: Node = {
         memoryLimitMb: { kind: 'integer', min: 32, max: 1_048_576, default: 1024, description: 'Address-space limit per worker (RLIMIT_AS), MiB.' },
         maxOpenFiles: { kind: 'integer', min: 16, max: 65_536, default: 64, description: 'Open-file limit per worker (RLIMIT_NOFILE).' },
         startTimeoutMs: { kind: 'integer', min: 100, max: 600_000, default: 10_000, description: 'A worker not ready within this is killed and counted as a crash.' },
+        maxCallsPerWorker: { kind: 'integer', min: 0, max: 1_000_000_000, default: 100_000, description: 'A worker is replaced after this many calls (0: never), bounding slow leaks in routines.' },
+        recycleMemoryMb: { kind: 'integer', min: 0, max: 1_048_576, default: 512, description: 'A worker whose resident memory passes this (checked every 8 calls) is replaced after its call (0: never).' },
+        circuit: {
+          kind: 'object',
+          description: 'Per-routine circuit breaker for routines that keep killing their workers (crash, protocol violation, oversize reply).',
+          fields: {
+            failures: { kind: 'integer', min: 1, max: 1000, default: 5, description: 'Worker kills within windowMs that open the circuit.' },
+            windowMs: { kind: 'integer', min: 100, max: 86_400_000, default: 60_000, description: 'Window in which kills are counted.' },
+            cooldownMs: { kind: 'integer', min: 100, max: 86_400_000, default: 30_000, description: 'How long an open circuit refuses calls (503 SKEIN_ERR_CIRCUIT_OPEN) before one trial call.' },
+          },
+        },
       },
     },
     routines: {
@@ -106,6 +117,15 @@ export interface AgentConfig {
     maxTimeoutMs: number;
     drainTimeoutMs: number;
   };
-  workers: { poolSize: number; python: string; memoryLimitMb: number; maxOpenFiles: number; startTimeoutMs: number };
+  workers: {
+    poolSize: number;
+    python: string;
+    memoryLimitMb: number;
+    maxOpenFiles: number;
+    startTimeoutMs: number;
+    maxCallsPerWorker: number;
+    recycleMemoryMb: number;
+    circuit: { failures: number; windowMs: number; cooldownMs: number };
+  };
   routines: Record<string, RoutineConfig>;
 }

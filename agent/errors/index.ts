@@ -27,6 +27,7 @@ export const ERROR_TABLE = {
   // Capacity and lifecycle.
   SKEIN_ERR_OVERLOADED: { status: 503, exit: 3, what: 'all workers busy and the queue is full; retry after Retry-After' },
   SKEIN_ERR_SHUTTING_DOWN: { status: 503, exit: 3, what: 'the agent is draining and accepts no new calls' },
+  SKEIN_ERR_CIRCUIT_OPEN: { status: 503, exit: 3, what: 'this routine kept killing its workers; refused until the cool-down passes (Retry-After)' },
   SKEIN_ERR_INTERNAL: { status: 500, exit: 1, what: 'unexpected agent failure (a bug: please report it)' },
   // Client side: never sent by a server.
   SKEIN_ERR_TLS: { status: 0, exit: 6, what: 'TLS handshake failed (certificate refused, unknown CA, wrong name)' },

@@ -45,6 +45,9 @@ export async function startAgent({ config, log, embedded = false }: StartOptions
     size: config.workers.poolSize || cpus().length,
     queueSize: config.limits.queueSize,
     log,
+    circuit: config.workers.circuit,
+    maxCallsPerWorker: config.workers.maxCallsPerWorker,
+    recycleRssBytes: config.workers.recycleMemoryMb * 1024 * 1024,
     spec: {
       python,
       cwd,

@@ -101,7 +101,7 @@ export function createApp(deps: AppDeps): Hono<Env> {
     if (e.code === 'SKEIN_ERR_INTERNAL') log.error('internal error', { ...fields, error: e.message, stack: (e.cause as Error | undefined)?.stack });
     else if (e.code === 'SKEIN_ERR_ROUTINE_RAISED') log.info('routine raised', { ...fields, exception: e.details.exception, trace: e.details.trace });
     else log.warn('request failed', { ...fields, message: e.message });
-    if (e.code === 'SKEIN_ERR_OVERLOADED' || e.code === 'SKEIN_ERR_SHUTTING_DOWN') c.header('retry-after', String(e.details.retryAfterSeconds ?? 1));
+    if (e.code === 'SKEIN_ERR_OVERLOADED' || e.code === 'SKEIN_ERR_SHUTTING_DOWN' || e.code === 'SKEIN_ERR_CIRCUIT_OPEN') c.header('retry-after', String(e.details.retryAfterSeconds ?? 1));
     const { trace: _trace, retryAfterSeconds: _r, ...details } = e.details;
     return reply(c, e.status || 500, { code: e.code, message: e.message, requestId, meta: { peer: peer.id, ...details } });
   });

@@ -7,6 +7,7 @@
  */
 import { SkeinError } from '../errors/index.ts';
 import type { Logger } from '../log/index.ts';
+import { CircuitBreaker, type CircuitOptions } from './circuit.ts';
 import { Worker, type CallOutcome, type ReadyInfo, type WorkerSpec } from './worker.ts';
 
 export interface PoolOptions {
@@ -14,7 +15,17 @@ export interface PoolOptions {
   queueSize: number;
   spec: WorkerSpec;
   log: Logger;
+  circuit: CircuitOptions;
+  /** Retire a worker after this many calls (0: never). */
+  maxCallsPerWorker: number;
+  /** Retire a worker whose resident memory passed this (0: never); checked every RSS_CHECK_EVERY calls. */
+  recycleRssBytes: number;
 }
+
+/** Outcomes that mean the routine killed its worker; they count toward the circuit. */
+const KILLING_CODES = new Set(['SKEIN_ERR_WORKER_CRASHED', 'SKEIN_ERR_WORKER_PROTOCOL', 'SKEIN_ERR_RESULT_TOO_LARGE']);
+// Reading /proc/<pid>/statm costs a few microseconds; every 8th call keeps it off the hot path.
+const RSS_CHECK_EVERY = 8;
 
 export interface DispatchRequest {
   routine: string;
@@ -49,10 +60,12 @@ export class WorkerPool {
   #consecutiveFailures = 0;
   #drained: (() => void) | undefined;
   #log: Logger;
+  #circuit: CircuitBreaker;
 
   constructor(opts: PoolOptions) {
     this.#opts = opts;
     this.#log = opts.log;
+    this.#circuit = new CircuitBreaker(opts.circuit);
   }
 
   /** Starts every worker; resolves when all are ready, rejects with the first start failure. */
@@ -68,6 +81,14 @@ export class WorkerPool {
   dispatch(req: DispatchRequest): Promise<CallOutcome> {
     if (this.#closed) return Promise.resolve({ ok: false, error: new SkeinError('SKEIN_ERR_SHUTTING_DOWN', 'the agent is shutting down and accepts no new calls') });
     if (req.signal?.aborted) return Promise.resolve({ ok: false, error: new SkeinError('SKEIN_ERR_ABORTED', 'the caller cancelled the call') });
+    const blockedMs = this.#circuit.blockedFor(req.routine);
+    if (blockedMs > 0) {
+      const seconds = Math.ceil(blockedMs / 1000);
+      return Promise.resolve({
+        ok: false,
+        error: new SkeinError('SKEIN_ERR_CIRCUIT_OPEN', `routine "${req.routine}" kept killing its workers; it is refused for ${seconds} s more (workers.circuit)`, { routine: req.routine, retryAfterSeconds: seconds }),
+      });
+    }
     const worker = this.#idle.pop();
     if (!worker && this.#queue.length >= this.#opts.queueSize) {
       return Promise.resolve({
@@ -107,8 +128,28 @@ export class WorkerPool {
     job.worker = worker;
     worker.call(this.#nextCall++, job.req.routine, job.req.args, job.req.kwargs, job.req.requestId).then((outcome) => {
       this.#finish(job, outcome);
-      if (worker.state === 'idle') this.#release(worker);
+      if (!outcome.ok && KILLING_CODES.has(outcome.error.code)) {
+        if (this.#circuit.recordKill(job.req.routine)) this.#log.warn('circuit opened: routine keeps killing its workers', { routine: job.req.routine, cooldownMs: this.#opts.circuit.cooldownMs });
+      } else {
+        this.#circuit.recordSuccess(job.req.routine);
+      }
+      if (worker.state !== 'idle') return;
+      if (this.#shouldRetire(worker)) return worker.kill('recycle');
+      this.#release(worker);
     });
+  }
+
+  #shouldRetire(worker: Worker): boolean {
+    const { maxCallsPerWorker, recycleRssBytes } = this.#opts;
+    if (maxCallsPerWorker > 0 && worker.calls >= maxCallsPerWorker) return true;
+    if (recycleRssBytes > 0 && worker.calls % RSS_CHECK_EVERY === 0) {
+      const rss = worker.rssBytes();
+      if (rss !== undefined && rss > recycleRssBytes) {
+        this.#log.info('worker over workers.recycleMemoryMb; recycling', { worker: worker.id, rssBytes: rss });
+        return true;
+      }
+    }
+    return false;
   }
 
   #release(worker: Worker): void {
@@ -162,7 +203,7 @@ export class WorkerPool {
     const i = this.#idle.indexOf(worker);
     if (i !== -1) this.#idle.splice(i, 1);
     if (this.#closed) return;
-    const expected = info.reason === 'deadline' || info.reason === 'cancelled';
+    const expected = info.reason === 'deadline' || info.reason === 'cancelled' || info.reason === 'recycle';
     if (!expected) this.#consecutiveFailures++;
     const level = expected ? 'info' : 'warn';
     this.#log[level]('worker exited; starting a replacement', { worker: worker.id, exitCode: info.code, signal: info.signal, reason: info.reason ?? 'crash' });

@@ -4,6 +4,7 @@
  * the wrong id, a second reply, an oversize or malformed line kills the worker.
  */
 import { spawn, type ChildProcessByStdio } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import type { Readable, Writable } from 'node:stream';
 import { SkeinError } from '../errors/index.ts';
 import type { Logger } from '../log/index.ts';
@@ -35,6 +36,7 @@ export interface ReadyInfo {
 }
 
 type State = 'starting' | 'idle' | 'busy' | 'dead';
+const PAGE_SIZE = 4096;
 
 const KILL_REASON_CODES = {
   deadline: 'SKEIN_ERR_DEADLINE_EXCEEDED',
@@ -42,7 +44,8 @@ const KILL_REASON_CODES = {
   oversize: 'SKEIN_ERR_RESULT_TOO_LARGE',
   cancelled: 'SKEIN_ERR_ABORTED',
 } as const;
-export type KillReason = keyof typeof KILL_REASON_CODES | 'shutdown';
+/** Kills without a call to fail: the pool stopping, or retiring a worker after its quota. */
+export type KillReason = keyof typeof KILL_REASON_CODES | 'shutdown' | 'recycle';
 
 export class Worker {
   readonly id: string;
@@ -101,6 +104,16 @@ export class Worker {
     return this.#child.pid;
   }
 
+  /** Resident memory in bytes, from /proc (Linux); undefined if it cannot be read. */
+  rssBytes(): number | undefined {
+    try {
+      const statm = readFileSync(`/proc/${this.#child.pid}/statm`, 'latin1');
+      return Number(statm.split(' ', 2)[1]) * PAGE_SIZE;
+    } catch {
+      return undefined;
+    }
+  }
+
   get state(): State {
     return this.#state;
   }
@@ -132,7 +145,7 @@ export class Worker {
         this.#child.kill('SIGKILL');
       }
     }
-    if (reason !== 'shutdown' && this.#current) {
+    if (reason !== 'shutdown' && reason !== 'recycle' && this.#current) {
       const code = KILL_REASON_CODES[reason];
       const msg =
         reason === 'deadline' ? 'the call ran past its deadline; its worker was killed'
