@@ -42,6 +42,7 @@ const KIND_BY_EXIT: Record<number, string> = {
   5: 'deadline exceeded',
   6: 'transport failure',
 };
+const KIND_BY_CODE: Partial<Record<string, string>> = { SKEIN_ERR_TLS: 'TLS failure' };
 
 export async function runDispatch(argv: string[], io: Io): Promise<number> {
   const { values, positionals } = parseFlags(
@@ -87,7 +88,7 @@ export async function runDispatch(argv: string[], io: Io): Promise<number> {
     const e = toSkeinError(err);
     const exit = ERROR_TABLE[e.code].exit;
     if (values.json) io.out(JSON.stringify({ code: e.code, message: e.message, ...e.details }));
-    const kind = KIND_BY_EXIT[exit] ?? 'failed';
+    const kind = KIND_BY_CODE[e.code] ?? KIND_BY_EXIT[exit] ?? 'failed';
     const id = e.details.requestId ? ` (request ${String(e.details.requestId)})` : '';
     io.err(`error [${e.code}]: ${kind}: ${e.message}${id}`);
     return exit;

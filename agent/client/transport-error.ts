@@ -9,6 +9,6 @@ export function transportError(err: unknown): SkeinError {
   const code = e?.code ?? e?.cause?.code ?? '';
   const message = e?.message ?? String(err);
   const detail = [code, message, e?.cause?.message].filter(Boolean).join(': ');
-  if (TLS_HINTS.test(code) || TLS_HINTS.test(message)) return new SkeinError('SKEIN_ERR_TLS', `TLS failure: ${detail}`, { cause: code }, { cause: err });
-  return new SkeinError('SKEIN_ERR_TRANSPORT', `transport failure: ${detail}`, { cause: code }, { cause: err });
+  if (TLS_HINTS.test(code) || TLS_HINTS.test(message)) return new SkeinError('SKEIN_ERR_TLS', detail, { cause: code }, { cause: err });
+  return new SkeinError('SKEIN_ERR_TRANSPORT', detail, { cause: code }, { cause: err });
 }

@@ -78,6 +78,22 @@ export const CONFIG_SCHEMA: Node = {
         },
       },
     },
+    sandbox: {
+      kind: 'object',
+      description: 'Confinement of Python workers (docs/sandbox.md).',
+      fields: {
+        profile: { kind: 'enum', values: ['strict', 'standard', 'none'], default: 'strict', env: 'SKEIN_SANDBOX_PROFILE', description: 'strict: refuse to start unless seccomp, Landlock (or bubblewrap) and a network cut-off apply and the canary fails everything; standard: apply what the host offers, warn about the rest; none: debugging only, loud warning.' },
+        bubblewrap: { kind: 'boolean', default: false, description: 'Run workers inside bwrap (mount and pid namespaces, cleared environment) as an outer layer when bwrap is on PATH.' },
+        blockedModules: { kind: 'array', maxItems: 1000, items: { kind: 'string', pattern: /^[A-Za-z_][A-Za-z0-9_.]*$/, patternHint: 'a Python module name', description: 'Module name.' }, default: ['ctypes', 'subprocess', 'multiprocessing', 'socket', 'pty'], description: 'Modules routines may not import (audit-hook tripwire; defence in depth, not the boundary).' },
+        allowedPackages: { kind: 'array', maxItems: 1000, items: { kind: 'string', pattern: /^[A-Za-z_][A-Za-z0-9_]*$/, patternHint: 'a top-level package name', description: 'Package name.' }, default: [], env: 'SKEIN_PYTHON_ALLOWED_PACKAGES', description: 'Third-party top-level packages routines may import from sandbox.packagePaths; Landlock makes every other package there unreadable.' },
+        packagePaths: { kind: 'array', maxItems: 100, items: { kind: 'string', path: true, description: 'Directory.' }, default: [], description: 'Directories holding third-party packages (e.g. a site-packages); added to sys.path, readable only for allowedPackages.' },
+        allowedCodeHosts: { kind: 'array', maxItems: 1000, items: { kind: 'string', pattern: /^[a-z0-9.-]+$/, patternHint: 'a lower-case host name', description: 'Host.' }, default: [], description: 'Hosts that routine code may be fetched from (routines.<name>.url).' },
+        allowPrivateCodeAddresses: { kind: 'boolean', default: false, description: 'Tests only: let routine URLs resolve to loopback/private addresses. Logged as a warning.' },
+        cpuSeconds: { kind: 'integer', min: 0, max: 31_536_000, default: 3600, description: 'RLIMIT_CPU backstop per worker over its life; the pool recycles a worker at 80% of it (0: off). Deadlines are enforced by the agent, not by this.' },
+        fileSizeMb: { kind: 'integer', min: 0, max: 1_048_576, default: 16, description: 'RLIMIT_FSIZE per worker in MiB (0: unlimited); under strict, Landlock leaves no writable path anyway.' },
+        processes: { kind: 'integer', min: 0, max: 100_000, default: 256, description: 'RLIMIT_NPROC for workers (threads count; not enforced for root).' },
+      },
+    },
     routines: {
       kind: 'record',
       keyPattern: NAME,
@@ -127,5 +143,19 @@ export interface AgentConfig {
     recycleMemoryMb: number;
     circuit: { failures: number; windowMs: number; cooldownMs: number };
   };
+  sandbox: SandboxConfig;
   routines: Record<string, RoutineConfig>;
+}
+
+export interface SandboxConfig {
+  profile: 'strict' | 'standard' | 'none';
+  bubblewrap: boolean;
+  blockedModules: string[];
+  allowedPackages: string[];
+  packagePaths: string[];
+  allowedCodeHosts: string[];
+  allowPrivateCodeAddresses: boolean;
+  cpuSeconds: number;
+  fileSizeMb: number;
+  processes: number;
 }

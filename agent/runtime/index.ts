@@ -13,6 +13,7 @@ import { parseHostPort } from '../config/load.ts';
 import { SkeinError } from '../errors/index.ts';
 import type { Logger } from '../log/index.ts';
 import { ensureDevPki } from '../pki/index.ts';
+import { CONFINE_SOURCE, canaryFailures, planProfile, probeHost, runCanary } from '../sandbox/index.ts';
 import { createApp, type RoutineInfo } from '../server/app.ts';
 import { listen, type Listener, type TlsMaterial } from '../server/listener.ts';
 import { WorkerPool } from '../workers/pool.ts';
@@ -40,6 +41,7 @@ export async function startAgent({ config, log, embedded = false }: StartOptions
   const python = resolvePython(config.workers.python);
   const cwd = join(config.agent.stateDir, 'run', 'empty');
   mkdirSync(cwd, { recursive: true, mode: 0o755 });
+  const confine = prepareSandbox(config, python, log);
 
   const pool = new WorkerPool({
     size: config.workers.poolSize || cpus().length,
@@ -48,11 +50,14 @@ export async function startAgent({ config, log, embedded = false }: StartOptions
     circuit: config.workers.circuit,
     maxCallsPerWorker: config.workers.maxCallsPerWorker,
     recycleRssBytes: config.workers.recycleMemoryMb * 1024 * 1024,
+    // Retire a worker well before the kernel's RLIMIT_CPU backstop would kill it mid-call.
+    recycleCpuSeconds: Math.floor(config.sandbox.cpuSeconds * 0.8),
     spec: {
       python,
       cwd,
       routines: sources,
-      limits: { memoryBytes: config.workers.memoryLimitMb * 1024 * 1024, openFiles: config.workers.maxOpenFiles },
+      limits: workerLimits(config),
+      ...(confine ? { confine } : {}),
       maxReplyBytes: config.limits.maxResultBytes,
       startTimeoutMs: config.workers.startTimeoutMs,
     },
@@ -96,6 +101,49 @@ export async function startAgent({ config, log, embedded = false }: StartOptions
       return stopping;
     },
   };
+}
+
+function workerLimits(config: AgentConfig): Record<string, number> {
+  const MiB = 1024 * 1024;
+  return {
+    memoryBytes: config.workers.memoryLimitMb * MiB,
+    openFiles: config.workers.maxOpenFiles,
+    fileSizeBytes: config.sandbox.fileSizeMb * MiB,
+    cpuSeconds: config.sandbox.cpuSeconds,
+    processes: config.sandbox.processes,
+  };
+}
+
+/**
+ * Decides the worker confinement for the configured profile, refusing to start when strict
+ * cannot be had, and proves it with the canary before any worker serves a call.
+ */
+function prepareSandbox(config: AgentConfig, python: string, log: Logger) {
+  const { profile } = config.sandbox;
+  const caps = probeHost(python);
+  const plan = planProfile(config.sandbox, caps, workerLimits(config));
+  if (plan.missing.length) {
+    throw new SkeinError(
+      'SKEIN_ERR_SANDBOX',
+      `sandbox.profile "strict" cannot be provided on this host; missing:\n${plan.missing.map((m) => `  - ${m}`).join('\n')}\n` +
+        'Run "skein doctor" for the host\'s capabilities, or set sandbox.profile to "standard" to run with what it offers.',
+      { missing: plan.missing },
+    );
+  }
+  if (profile === 'none') {
+    log.warn('SANDBOX DISABLED: sandbox.profile is "none"; routines run with the agent\'s privileges, network and file system. Use only for debugging.', { profile });
+    return { source: CONFINE_SOURCE, policy: plan.policy, packagePaths: plan.packagePaths };
+  }
+  for (const layer of plan.degraded) log.warn('sandbox layer unavailable on this host', { profile, layer });
+  const { layers, canary } = runCanary(python, plan.policy);
+  const failures = canaryFailures(canary);
+  if (failures.length && profile === 'strict') {
+    throw new SkeinError('SKEIN_ERR_SANDBOX', `sandbox canary: a confined test worker could still ${failures.join(', ')}; refusing to start with sandbox.profile "strict"`, { canary });
+  }
+  for (const probe of failures) log.warn('sandbox canary: a confined worker can still do this', { profile, probe });
+  log.info('sandbox ready', { profile, layers, canary: failures.length ? canary : 'all blocked' });
+  if (config.sandbox.allowPrivateCodeAddresses) log.warn('sandbox.allowPrivateCodeAddresses is true: routine URLs may point at loopback and private addresses (tests only)');
+  return { source: CONFINE_SOURCE, policy: plan.policy, packagePaths: plan.packagePaths };
 }
 
 async function loadTls(config: AgentConfig, listenHost: string, log: Logger): Promise<TlsMaterial> {

@@ -2,7 +2,8 @@
 # init line on stdin, then one call per line. Replies go on a private descriptor (the
 # original fd 1): fd 1 is pointed at stderr so a routine's print() can never forge a reply.
 # Protocol (JSON lines, documented in docs/protocol.md):
-#   agent -> worker  {"v":1,"worker":"w1","routines":{name:{source,file,function}},"limits":{...}}
+#   agent -> worker  {"v":1,"worker":"w1","routines":{name:{source,file,function}},"limits":{...},
+#                     "packagePaths":[...],"confine":"<confine.py source>"|null,"policy":{...}|null}
 #   worker -> agent  {"ready":true,"pid":N,"python":"3.11.7","layers":[...]}
 #                    or {"ready":false,"error":{"routine":..,"type":..,"message":..}}
 #   agent -> worker  {"id":N,"r":"echo","a":[...],"k":{...}}
@@ -58,6 +59,18 @@ def _die_with_parent():
         pass
 
 
+def _confine(source, policy):
+    # The kernel layers (agent/sandbox/confine.py), before any routine code exists in this
+    # process. A required layer that cannot be applied ends the worker with a clear error.
+    ns = {'__name__': 'skein_confine'}
+    exec(compile(source, '<skein-confine>', 'exec'), ns)
+    try:
+        _layers.extend(ns['apply'](policy))
+    except ns['ConfinementError'] as e:
+        _send({'ready': False, 'error': {'routine': None, 'type': 'ConfinementError', 'message': str(e)}})
+        os._exit(6)
+
+
 def _load_routines(spec):
     table = {}
     for name, r in spec.items():
@@ -108,7 +121,12 @@ def _serve(table):
 
 
 _die_with_parent()
-_apply_limits(_init.get('limits') or {})
+# Explicit import path: the interpreter's stdlib (all -I -S leaves) plus allowed package dirs.
+sys.path.extend(p for p in _init.get('packagePaths') or () if p not in sys.path)
+if _init.get('policy') is not None:
+    _confine(_init['confine'], _init['policy'])
+else:
+    _apply_limits(_init.get('limits') or {})
 _table = _load_routines(_init.get('routines') or {})
 del _init
 _send({'ready': True, 'pid': os.getpid(), 'python': '%d.%d.%d' % sys.version_info[:3], 'layers': _layers})

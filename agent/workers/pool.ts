@@ -20,6 +20,8 @@ export interface PoolOptions {
   maxCallsPerWorker: number;
   /** Retire a worker whose resident memory passed this (0: never); checked every RSS_CHECK_EVERY calls. */
   recycleRssBytes: number;
+  /** Retire a worker whose CPU time passed this (0: never); checked with the RSS. */
+  recycleCpuSeconds: number;
 }
 
 /** Outcomes that mean the routine killed its worker; they count toward the circuit. */
@@ -140,12 +142,20 @@ export class WorkerPool {
   }
 
   #shouldRetire(worker: Worker): boolean {
-    const { maxCallsPerWorker, recycleRssBytes } = this.#opts;
+    const { maxCallsPerWorker, recycleRssBytes, recycleCpuSeconds } = this.#opts;
     if (maxCallsPerWorker > 0 && worker.calls >= maxCallsPerWorker) return true;
-    if (recycleRssBytes > 0 && worker.calls % RSS_CHECK_EVERY === 0) {
+    if (worker.calls % RSS_CHECK_EVERY !== 0) return false;
+    if (recycleRssBytes > 0) {
       const rss = worker.rssBytes();
       if (rss !== undefined && rss > recycleRssBytes) {
         this.#log.info('worker over workers.recycleMemoryMb; recycling', { worker: worker.id, rssBytes: rss });
+        return true;
+      }
+    }
+    if (recycleCpuSeconds > 0) {
+      const cpu = worker.cpuSeconds();
+      if (cpu !== undefined && cpu > recycleCpuSeconds) {
+        this.#log.info('worker near its sandbox.cpuSeconds backstop; recycling', { worker: worker.id, cpuSeconds: cpu });
         return true;
       }
     }

@@ -20,7 +20,9 @@ export interface WorkerSpec {
   python: string;
   cwd: string;
   routines: Record<string, RoutineSource>;
-  limits: { memoryBytes: number; openFiles: number };
+  limits: Record<string, number>;
+  /** Confinement applied by the bootstrap before routines load; undefined: rlimits only. */
+  confine?: { source: string; policy: unknown; packagePaths: string[] };
   maxReplyBytes: number;
   startTimeoutMs: number;
 }
@@ -37,6 +39,7 @@ export interface ReadyInfo {
 
 type State = 'starting' | 'idle' | 'busy' | 'dead';
 const PAGE_SIZE = 4096;
+const CLOCK_TICKS = 100; // USER_HZ on Linux
 
 const KILL_REASON_CODES = {
   deadline: 'SKEIN_ERR_DEADLINE_EXCEEDED',
@@ -91,7 +94,16 @@ export class Worker {
     this.#child.stdout.on('data', (chunk: Buffer) => this.#onData(chunk));
     this.#readStderr();
 
-    const init = { v: 1, worker: id, agentPid: process.pid, routines: spec.routines, limits: spec.limits };
+    const init = {
+      v: 1,
+      worker: id,
+      agentPid: process.pid,
+      routines: spec.routines,
+      limits: spec.limits,
+      packagePaths: spec.confine?.packagePaths ?? [],
+      confine: spec.confine?.source ?? null,
+      policy: spec.confine?.policy ?? null,
+    };
     this.#child.stdin.write(`${JSON.stringify(init)}\n`);
     const timer = setTimeout(() => {
       if (this.#state === 'starting') this.#fail('start', new SkeinError('SKEIN_ERR_WORKER_CRASHED', `worker ${id} was not ready within ${spec.startTimeoutMs} ms`));
@@ -109,6 +121,17 @@ export class Worker {
     try {
       const statm = readFileSync(`/proc/${this.#child.pid}/statm`, 'latin1');
       return Number(statm.split(' ', 2)[1]) * PAGE_SIZE;
+    } catch {
+      return undefined;
+    }
+  }
+
+  /** User + system CPU seconds used so far, from /proc/<pid>/stat; undefined if unreadable. */
+  cpuSeconds(): number | undefined {
+    try {
+      const stat = readFileSync(`/proc/${this.#child.pid}/stat`, 'latin1');
+      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS;
     } catch {
       return undefined;
     }
@@ -226,6 +249,10 @@ export class Worker {
       return;
     }
     const e = m.error as Record<string, unknown> | undefined;
+    if (m.ready === false && e && typeof e === 'object' && e.type === 'ConfinementError') {
+      this.#fail('start', new SkeinError('SKEIN_ERR_SANDBOX', `worker ${this.id} could not apply a required sandbox layer: ${String(e.message)}`));
+      return;
+    }
     if (m.ready === false && e && typeof e === 'object') {
       this.#fail('start', new SkeinError('SKEIN_ERR_CONFIG', `routine "${String(e.routine)}" failed to load: ${String(e.type)}: ${String(e.message)}`, { key: `routines.${String(e.routine)}` }));
       return;

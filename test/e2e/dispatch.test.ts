@@ -178,6 +178,13 @@ describe('skein dispatch (the binary as a client)', () => {
     const down = await runCli(['dispatch', 'echo', '--peer', '127.0.0.1:1', '--config', agent.configPath]);
     expect(down.code).toBe(6);
     expect(down.stderr).toMatch(/^error \[SKEIN_ERR_TRANSPORT\]: transport failure: .*ECONNREFUSED/);
+
+    // An agent certificate the client's CA did not sign: a TLS failure, same exit code.
+    const other = tempDir();
+    expect((await runCli(['pki', 'init', '--dir', other])).code).toBe(0);
+    const tls = await runCli(['dispatch', 'echo', '--peer', `127.0.0.1:${agent.port}`, '--cert', agent.pki.cert, '--key', agent.pki.key, '--ca', join(other, 'ca.crt')]);
+    expect(tls.code).toBe(6);
+    expect(tls.stderr).toMatch(/^error \[SKEIN_ERR_TLS\]: TLS failure: .*(self[- ]signed|unable to verify|certificate)/i);
   });
 
   it('usage errors exit 2 naming the flag', async () => {

@@ -1,0 +1,136 @@
+/**
+ * The agent's side of worker confinement: what the host offers (probe), what a profile
+ * requires of it (plan), and proof that the layers hold (canary). The layers themselves are
+ * applied inside each worker by confine.py, whose source is sent in the worker's init line.
+ *
+ *   strict    seccomp + (Landlock or bubblewrap) + a network cut-off, all required; the
+ *             canary must fail every probe, else the agent refuses to start (exit 2).
+ *   standard  every layer the host offers; each missing one is a warning.
+ *   none      rlimits only; for debugging, with a loud warning on every start.
+ */
+import { spawnSync } from 'node:child_process';
+import { readdirSync } from 'node:fs';
+import { join } from 'node:path';
+import type { SandboxConfig } from '../config/schema.ts';
+import { SkeinError } from '../errors/index.ts';
+import CONFINE from './confine.py' with { type: 'text' };
+
+export const CONFINE_SOURCE: string = CONFINE;
+
+export interface HostCapabilities {
+  python: string;
+  arch: string;
+  kernel: string;
+  seccomp: { available: boolean; actions: string[]; mode: number; reason?: string };
+  landlock: { abi: number };
+  userns: boolean;
+  usernsError?: string;
+  bwrap: string | null;
+  noNewPrivs: boolean;
+  uid: number;
+}
+
+export interface Policy {
+  required: string[];
+  setsid: boolean;
+  namespaces: boolean;
+  landlock: boolean;
+  seccomp: boolean;
+  limits: Record<string, number>;
+  readPaths: string[];
+  auditHook: { blockedModules: string[]; allowedPackages: string[] | null } | false;
+}
+
+export interface Plan {
+  profile: SandboxConfig['profile'];
+  policy: Policy;
+  /** Capabilities the profile needs that the host lacks (strict refuses to start on any). */
+  missing: string[];
+  /** Layers the host cannot provide that the profile would have liked (standard warns). */
+  degraded: string[];
+  /** sys.path entries added for allowed packages. */
+  packagePaths: string[];
+}
+
+const CANARY_PROBES = ['socket', 'fork', 'readEtcPasswd', 'writeTmp', 'signalParent'] as const;
+export type CanaryResult = Record<(typeof CANARY_PROBES)[number], 'blocked' | 'allowed'> & { errno?: Record<string, string> };
+
+/** Runs confine.probe() in a throwaway interpreter: the host's capabilities, unconfined. */
+export function probeHost(python: string): HostCapabilities {
+  const r = runPython(python, `${CONFINE}\nimport json as _j\nprint(_j.dumps(probe()))`, '');
+  return JSON.parse(r) as HostCapabilities;
+}
+
+export function planProfile(sandbox: SandboxConfig, caps: HostCapabilities, limits: Record<string, number>): Plan {
+  const { readPaths, packagePaths } = packageGrants(sandbox);
+  const audit = { blockedModules: sandbox.blockedModules, allowedPackages: sandbox.allowedPackages.length || sandbox.packagePaths.length ? sandbox.allowedPackages : null };
+  if (sandbox.profile === 'none') {
+    return {
+      profile: 'none',
+      policy: { required: [], setsid: true, namespaces: false, landlock: false, seccomp: false, limits, readPaths, auditHook: false },
+      missing: [],
+      degraded: [],
+      packagePaths,
+    };
+  }
+  const landlock = caps.landlock.abi >= 1;
+  const bwrap = sandbox.bubblewrap && caps.bwrap !== null;
+  const missing: string[] = [];
+  const degraded: string[] = [];
+  if (!caps.seccomp.available) missing.push(`seccomp (${caps.seccomp.reason ?? `actions available: ${caps.seccomp.actions.join(' ') || 'none'}`})`);
+  if (!landlock && !bwrap) missing.push(`Landlock or bubblewrap (Landlock ABI ${caps.landlock.abi}; bwrap ${caps.bwrap ?? 'not on PATH'}${caps.bwrap && !sandbox.bubblewrap ? ', sandbox.bubblewrap is false' : ''})`);
+  // seccomp refusing socket() is itself a network cut-off; namespaces and Landlock add to it.
+  if (!caps.seccomp.available && !caps.userns && caps.landlock.abi < 4) missing.push('a network cut-off (network namespace, Landlock ABI ≥ 4 or seccomp)');
+  if (!caps.userns) degraded.push(`user/network/IPC namespaces (${caps.usernsError ?? 'unshare refused'})`);
+  if (caps.landlock.abi > 0 && caps.landlock.abi < 4) degraded.push(`Landlock TCP rules (ABI ${caps.landlock.abi} < 4)`);
+  if (caps.landlock.abi > 0 && caps.landlock.abi < 6) degraded.push(`Landlock signal scoping (ABI ${caps.landlock.abi} < 6)`);
+  const required = sandbox.profile === 'strict' ? ['seccomp', ...(landlock ? ['landlock'] : [])] : [];
+  return {
+    profile: sandbox.profile,
+    policy: { required, setsid: true, namespaces: caps.userns, landlock, seccomp: caps.seccomp.available, limits, readPaths, auditHook: audit },
+    missing: sandbox.profile === 'strict' ? missing : [],
+    degraded: sandbox.profile === 'strict' ? degraded : [...missing, ...degraded],
+    packagePaths,
+  };
+}
+
+/** Confines a throwaway interpreter with the policy and tries what must fail. */
+export function runCanary(python: string, policy: Policy): { layers: string[]; canary: CanaryResult } {
+  const code = `${CONFINE}\nimport json as _j, sys as _s\n_p = _j.loads(_s.stdin.readline())\n_l = apply(_p)\nprint(_j.dumps({"layers": _l, "canary": canary()}))`;
+  return JSON.parse(runPython(python, code, `${JSON.stringify(policy)}\n`));
+}
+
+/** The probes that were not blocked. */
+export function canaryFailures(result: CanaryResult): string[] {
+  return CANARY_PROBES.filter((p) => result[p] !== 'blocked');
+}
+
+/**
+ * Landlock read grants for allowed packages: only the entries of each package directory
+ * that belong to an allowed package (pkg/, pkg.py, pkg.*.so, pkg-*.dist-info), so every
+ * other package in the same site-packages is unreadable to routines.
+ */
+function packageGrants(sandbox: SandboxConfig): { readPaths: string[]; packagePaths: string[] } {
+  const readPaths: string[] = [];
+  for (const dir of sandbox.packagePaths) {
+    let entries: string[];
+    try {
+      entries = readdirSync(dir);
+    } catch (err) {
+      throw new SkeinError('SKEIN_ERR_CONFIG', `config key "sandbox.packagePaths": cannot read ${dir}: ${(err as Error).message}`, { key: 'sandbox.packagePaths' });
+    }
+    for (const entry of entries) {
+      const owner = entry.split(/[.-]/, 1)[0]!;
+      if (sandbox.allowedPackages.includes(owner)) readPaths.push(join(dir, entry));
+    }
+  }
+  return { readPaths, packagePaths: sandbox.packagePaths };
+}
+
+function runPython(python: string, code: string, input: string): string {
+  const r = spawnSync(python, ['-I', '-S', '-c', code], { input, encoding: 'utf8', timeout: 15_000, env: { LC_ALL: 'C.UTF-8' } });
+  if (r.error || r.status !== 0) {
+    throw new SkeinError('SKEIN_ERR_INTERNAL', `sandbox probe with ${python} failed: ${r.error?.message ?? r.stderr.trim().split('\n').slice(-1)[0] ?? `exit ${r.status}`}`);
+  }
+  return r.stdout.trim().split('\n').pop() ?? '';
+}
