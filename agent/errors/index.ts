@@ -35,6 +35,21 @@ export const ERROR_TABLE = {
   SKEIN_ERR_CLIENT_TIMEOUT: { status: 0, exit: 5, what: 'no response within the client-side deadline' },
   SKEIN_ERR_ABORTED: { status: 0, exit: 6, what: 'the caller aborted the call' },
   SKEIN_ERR_BAD_RESPONSE: { status: 0, exit: 6, what: 'the server answered with something that is not a skein response' },
+  // Signatures (signing/): advertisements, plugin files, key files.
+  SKEIN_ERR_SIG_MALFORMED: { status: 0, exit: 1, what: 'signed object or signature file cannot be decoded, has the wrong shape or an unsupported version' },
+  SKEIN_ERR_SIG_NONCANONICAL: { status: 0, exit: 1, what: 'CBOR is well formed but not in the one deterministic encoding skein signs' },
+  SKEIN_ERR_SIG_TOO_DEEP: { status: 0, exit: 1, what: 'CBOR nesting deeper than the allowed depth' },
+  SKEIN_ERR_SIG_OVERSIZE: { status: 0, exit: 1, what: 'input larger than the allowed byte size or item count' },
+  SKEIN_ERR_SIG_UNENCODABLE: { status: 0, exit: 1, what: 'value cannot be canonically encoded or signed' },
+  SKEIN_ERR_SIG_CONTEXT: { status: 0, exit: 1, what: 'signed for another purpose (domain-separation context differs)' },
+  SKEIN_ERR_SIG_UNKNOWN_KEY: { status: 0, exit: 1, what: 'signed by a key that is not in the trust store' },
+  SKEIN_ERR_SIG_INVALID: { status: 0, exit: 1, what: 'signature does not verify against the trusted key' },
+  SKEIN_ERR_SIG_MISSING: { status: 0, exit: 2, what: 'file has no detached signature (<file>.sig)' },
+  SKEIN_ERR_SIG_TAMPERED: { status: 0, exit: 2, what: 'file content does not match the SHA-256 in its signature' },
+  SKEIN_ERR_SIG_NAME_MISMATCH: { status: 0, exit: 2, what: 'signature is valid but names another plugin than expected' },
+  SKEIN_ERR_SIG_KEY_PERMISSIONS: { status: 0, exit: 2, what: 'private key file is readable or writable by group or others (chmod 600)' },
+  SKEIN_ERR_SIG_KEY_EXISTS: { status: 0, exit: 2, what: 'refusing to overwrite an existing private key' },
+  SKEIN_ERR_SIG_KEY_INVALID: { status: 0, exit: 2, what: 'key file or key text is missing, unreadable or not an Ed25519 key' },
   // Configuration and usage.
   SKEIN_ERR_CONFIG: { status: 0, exit: 2, what: 'invalid configuration; the message names the key' },
   SKEIN_ERR_USAGE: { status: 0, exit: 2, what: 'invalid command line' },
@@ -49,7 +64,7 @@ export function isErrorCode(value: unknown): value is ErrorCode {
 }
 
 export class SkeinError extends Error {
-  override readonly name = 'SkeinError';
+  override readonly name: string = 'SkeinError';
   readonly code: ErrorCode;
   /** Extra structured facts (exception type, peer, limit…) that travel with the error. */
   readonly details: Record<string, unknown>;
