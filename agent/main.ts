@@ -6,6 +6,7 @@
 import { ERROR_TABLE, SkeinError, toSkeinError } from './errors/index.ts';
 import { runAgent } from './cli/agent.ts';
 import { runDispatch } from './cli/dispatch.ts';
+import { runDoctor } from './cli/doctor.ts';
 import { processIo, type Io } from './cli/io.ts';
 import { runPki } from './cli/pki.ts';
 import { runValidate } from './cli/validate.ts';
@@ -18,6 +19,7 @@ Usage: skein COMMAND [options]   (every command takes --help)
 Commands:
   agent      run the agent
   dispatch   run a routine on an agent and print its result
+  doctor     show the host's sandbox capabilities and what each profile applies
   pki        create a CA and issue agent/client certificates
   validate   check a config file and print the effective configuration
   version    print the version
@@ -28,6 +30,7 @@ Exit codes: 0 ok, 1 runtime failure, 2 usage or configuration error
 const COMMANDS: Record<string, (argv: string[], io: Io) => Promise<number>> = {
   agent: runAgent,
   dispatch: runDispatch,
+  doctor: runDoctor,
   pki: (argv, io) => runPki(argv, io),
   validate: runValidate,
   version: async (_argv, io) => {
