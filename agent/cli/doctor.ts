@@ -1,8 +1,8 @@
 /** `skein doctor`: what this host offers for confining workers, and what each profile would do. */
-import { spawnSync } from 'node:child_process';
 import { loadConfig } from '../config/load.ts';
 import type { SandboxConfig } from '../config/schema.ts';
-import { canaryFailures, planProfile, probeHost, runCanary, type Plan } from '../sandbox/index.ts';
+import { canaryFailures, planProfile, runCanary, type Plan } from '../sandbox/index.ts';
+import { planSandbox } from '../sandbox/prepare.ts';
 import { parseFlags } from './args.ts';
 import type { Io } from './io.ts';
 
@@ -23,12 +23,12 @@ export async function runDoctor(argv: string[], io: Io): Promise<number> {
     return 0;
   }
   const { config, source } = loadConfig({ path: values.config });
-  const python = spawnSync(config.workers.python, ['-I', '-S', '-c', 'import sys; print(sys.executable)'], { encoding: 'utf8' }).stdout.trim() || config.workers.python;
-  const caps = probeHost(python);
   const limits = { memoryBytes: config.workers.memoryLimitMb * 1024 * 1024, openFiles: config.workers.maxOpenFiles };
+  const { python: pythonInfo, caps, launcher } = planSandbox(config, limits);
+  const python = pythonInfo.executable;
   const plans = Object.fromEntries(PROFILES.map((p) => [p, planProfile({ ...config.sandbox, profile: p }, caps, limits)])) as Record<string, Plan>;
   const configured = plans[config.sandbox.profile]!;
-  const canary = configured.missing.length === 0 && config.sandbox.profile !== 'none' ? runCanary(python, configured.policy) : undefined;
+  const canary = configured.missing.length === 0 && config.sandbox.profile !== 'none' ? runCanary(launcher, configured.policy) : undefined;
   const failures = canary ? canaryFailures(canary.canary) : [];
   const ok = configured.missing.length === 0 && (config.sandbox.profile !== 'strict' || failures.length === 0);
 
@@ -73,6 +73,7 @@ function layerNames(plan: Plan): string[] {
   const p = plan.policy;
   return [
     'rlimits',
+    ...(plan.bwrap ? ['bubblewrap'] : []),
     ...(p.namespaces ? ['user/net/ipc namespaces'] : []),
     ...(p.landlock ? ['Landlock'] : []),
     ...(p.seccomp ? ['seccomp'] : []),

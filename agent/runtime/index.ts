@@ -3,7 +3,6 @@
  * when none is configured), routine sources, the worker pool, the HTTP/2 listener, and a
  * graceful `stop()` that drains in-flight calls. The CLI owns signals and exit codes.
  */
-import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { mkdirSync, readFileSync } from 'node:fs';
 import { cpus } from 'node:os';
@@ -13,7 +12,7 @@ import { parseHostPort } from '../config/load.ts';
 import { SkeinError } from '../errors/index.ts';
 import type { Logger } from '../log/index.ts';
 import { ensureDevPki } from '../pki/index.ts';
-import { CONFINE_SOURCE, canaryFailures, planProfile, probeHost, runCanary } from '../sandbox/index.ts';
+import { prepareSandbox } from '../sandbox/prepare.ts';
 import { createApp, type RoutineInfo } from '../server/app.ts';
 import { listen, type Listener, type TlsMaterial } from '../server/listener.ts';
 import { WorkerPool } from '../workers/pool.ts';
@@ -38,10 +37,9 @@ export async function startAgent({ config, log, embedded = false }: StartOptions
   const { host, port } = parseHostPort(config.agent.listen);
   const tls = await loadTls(config, host, log);
   const { sources, infos } = loadRoutines(config, log, embedded);
-  const python = resolvePython(config.workers.python);
   const cwd = join(config.agent.stateDir, 'run', 'empty');
   mkdirSync(cwd, { recursive: true, mode: 0o755 });
-  const confine = prepareSandbox(config, python, log);
+  const sandbox = prepareSandbox(config, workerLimits(config), log);
 
   const pool = new WorkerPool({
     size: config.workers.poolSize || cpus().length,
@@ -53,18 +51,18 @@ export async function startAgent({ config, log, embedded = false }: StartOptions
     // Retire a worker well before the kernel's RLIMIT_CPU backstop would kill it mid-call.
     recycleCpuSeconds: Math.floor(config.sandbox.cpuSeconds * 0.8),
     spec: {
-      python,
+      launcher: sandbox.launcher,
       cwd,
       routines: sources,
       limits: workerLimits(config),
-      ...(confine ? { confine } : {}),
+      confine: sandbox.confine,
       maxReplyBytes: config.limits.maxResultBytes,
       startTimeoutMs: config.workers.startTimeoutMs,
     },
   });
   try {
     const ready = await pool.start();
-    log.info('workers ready', { count: ready.length, python, version: ready[0]?.python, layers: ready[0]?.layers });
+    log.info('workers ready', { count: ready.length, python: sandbox.python.executable, version: ready[0]?.python, layers: [...(sandbox.launcher.wrapped ? ['bwrap'] : []), ...(ready[0]?.layers ?? [])] });
   } catch (err) {
     await pool.close(0);
     throw err;
@@ -114,38 +112,6 @@ function workerLimits(config: AgentConfig): Record<string, number> {
   };
 }
 
-/**
- * Decides the worker confinement for the configured profile, refusing to start when strict
- * cannot be had, and proves it with the canary before any worker serves a call.
- */
-function prepareSandbox(config: AgentConfig, python: string, log: Logger) {
-  const { profile } = config.sandbox;
-  const caps = probeHost(python);
-  const plan = planProfile(config.sandbox, caps, workerLimits(config));
-  if (plan.missing.length) {
-    throw new SkeinError(
-      'SKEIN_ERR_SANDBOX',
-      `sandbox.profile "strict" cannot be provided on this host; missing:\n${plan.missing.map((m) => `  - ${m}`).join('\n')}\n` +
-        'Run "skein doctor" for the host\'s capabilities, or set sandbox.profile to "standard" to run with what it offers.',
-      { missing: plan.missing },
-    );
-  }
-  if (profile === 'none') {
-    log.warn('SANDBOX DISABLED: sandbox.profile is "none"; routines run with the agent\'s privileges, network and file system. Use only for debugging.', { profile });
-    return { source: CONFINE_SOURCE, policy: plan.policy, packagePaths: plan.packagePaths };
-  }
-  for (const layer of plan.degraded) log.warn('sandbox layer unavailable on this host', { profile, layer });
-  const { layers, canary } = runCanary(python, plan.policy);
-  const failures = canaryFailures(canary);
-  if (failures.length && profile === 'strict') {
-    throw new SkeinError('SKEIN_ERR_SANDBOX', `sandbox canary: a confined test worker could still ${failures.join(', ')}; refusing to start with sandbox.profile "strict"`, { canary });
-  }
-  for (const probe of failures) log.warn('sandbox canary: a confined worker can still do this', { profile, probe });
-  log.info('sandbox ready', { profile, layers, canary: failures.length ? canary : 'all blocked' });
-  if (config.sandbox.allowPrivateCodeAddresses) log.warn('sandbox.allowPrivateCodeAddresses is true: routine URLs may point at loopback and private addresses (tests only)');
-  return { source: CONFINE_SOURCE, policy: plan.policy, packagePaths: plan.packagePaths };
-}
-
 async function loadTls(config: AgentConfig, listenHost: string, log: Logger): Promise<TlsMaterial> {
   let { cert, key, ca } = config.tls;
   if (!cert || !key || !ca) {
@@ -189,17 +155,4 @@ function loadRoutines(config: AgentConfig, log: Logger, embedded: boolean) {
     log.info('routine loaded', { routine: name, file: r.file, function: fn, sha256 });
   }
   return { sources, infos };
-}
-
-/**
- * Resolves the interpreter once at start-up to its real executable: version-manager shims
- * (pyenv, asdf) are shell scripts that would add tens of milliseconds to every spawn.
- */
-function resolvePython(python: string): string {
-  const r = spawnSync(python, ['-I', '-S', '-c', 'import sys; print(sys.executable)'], { encoding: 'utf8', timeout: 10_000 });
-  if (r.error || r.status !== 0) {
-    throw new SkeinError('SKEIN_ERR_CONFIG', `config key "workers.python": cannot run ${python}: ${r.error?.message ?? r.stderr.trim() ?? `exit ${r.status}`}`, { key: 'workers.python' });
-  }
-  const exe = r.stdout.trim();
-  return exe || python;
 }

@@ -4,18 +4,33 @@
 # any routine code is loaded:
 #
 #     exec(compile(CONFINE_SOURCE, '<skein-confine>', 'exec'), ns)
-#     applied = ns['apply'](policy)      # list of layer names; ConfinementError if a required one fails
+#     applied = ns['apply'](policy)   # layer names; ConfinementError if a required one fails
 #
 # and `skein doctor` runs `python3 -I -S -c <this text + "print(json.dumps(probe()))">`.
+# Compiling this file costs 6-15 ms per process (more than all the layers): a worker should get
+# the code object the agent compiled once with the same interpreter (marshal), see README.md.
 #
 # Why the kernel and not Python: a module block-list or an audit hook is bypassable from inside
-# the interpreter (see /work/shared/SANDBOX.md). The boundary is made of
-#   user+net+ipc namespaces  (uid 65534, no network interfaces, private SysV IPC)
-#   rlimits                  (memory, files, CPU, core dumps)
-#   Landlock                 (read-only stdlib/system libraries/allowed packages; no writes, no
-#                             exec, no TCP, no signals or abstract sockets outside the worker)
-#   seccomp-bpf              (no sockets, exec, fork, ptrace, mount, namespaces, keyrings, ...)
+# the interpreter (see SANDBOX.md). The boundary is made of
+#   user+net+ipc namespaces  uid 65534, only a downed loopback, private SysV IPC
+#   rlimits                  memory, open files, file size, CPU, processes, no core dumps
+#   Landlock                 read-only stdlib/system libraries/allowed packages; no writes, no
+#                            exec, no TCP, no signals or abstract sockets leaving the worker
+#   seccomp-bpf              no sockets, exec, fork, ptrace, mounts, namespaces, keyrings,
+#                            set*id, chmod/chown/xattr, nor prlimit/renice of other processes
 # with the audit hook last, as a tripwire and telemetry source only.
+#
+# Policy (all keys optional; a layer the host lacks is skipped unless it is in "required"):
+#   required     [layer, ...]  must apply, else ConfinementError("<layer>: <reason>")
+#   setsid       bool (True)   new session unless already leader
+#   namespaces   bool (True)   layers userns, netns, ipcns
+#   limits       {memoryBytes, openFiles, fileSizeBytes, cpuSeconds, processes}; layer rlimits
+#   landlock     bool (True)   layers landlock, landlock-net (ABI 4), landlock-scope (ABI 6)
+#   readPaths    [path, ...]   extra read-only trees (allowed package directories)
+#   seccomp      bool (True)   layer seccomp
+#   canary       bool (False)  run canary() after the kernel layers; layer canary if all blocked
+#   auditHook    {blockedModules, allowedPackages, blockedAs: "PermissionError"|"ImportError"}
+#                or None (default {}); layer audit
 #
 # Public API: probe(), apply(policy), canary(), audit_counts(), ConfinementError, LAYERS,
 # last_report (what the last apply() applied and why anything was skipped).
@@ -27,6 +42,11 @@ import sys
 
 class ConfinementError(RuntimeError):
     """A layer named in policy["required"] could not be applied. Message: "<layer>: <reason>"."""
+
+
+class BlockedImportError(ImportError):
+    """Raised for a blocked import when auditHook.blockedAs is "ImportError": optional imports
+    (numpy's `try: import ctypes except ImportError`) then degrade instead of failing."""
 
 
 # Layer names apply() can report, in the order it applies them.
@@ -91,7 +111,8 @@ BPF_JGT_K = 0x25
 BPF_JGE_K = 0x35
 BPF_JSET_K = 0x45
 BPF_RET_K = 0x06
-OFF_NR, OFF_ARCH, OFF_ARG0, OFF_ARG1 = 0, 4, 16, 24   # struct seccomp_data, low 32 bits of args
+# struct seccomp_data: int nr; u32 arch; u64 ip; u64 args[6]. Loads read the low 32 bits.
+OFF_NR, OFF_ARCH, OFF_ARGS = 0, 4, (16, 24, 32, 40, 48, 56)
 X32_SYSCALL_BIT = 0x40000000
 TIOCSTI, TIOCLINUX = 0x5412, 0x541C  # terminal input injection / console control ioctls
 
@@ -116,13 +137,29 @@ SECCOMP_DENY = (
     # identity
     'setuid', 'setgid', 'setreuid', 'setregid', 'setresuid', 'setresgid', 'setfsuid',
     'setfsgid', 'setgroups',
-    # file handles bypass path-based checks
-    'name_to_handle_at', 'open_by_handle_at',
+    # file handles bypass path-based checks; watches reveal activity in unreadable places
+    'name_to_handle_at', 'open_by_handle_at', 'inotify_add_watch', 'fanotify_init',
+    'fanotify_mark',
     # metadata Landlock does not cover
     'chmod', 'fchmod', 'fchmodat', 'fchmodat2', 'chown', 'fchown', 'lchown', 'fchownat',
     'setxattr', 'lsetxattr', 'fsetxattr', 'setxattrat', 'removexattr', 'lremovexattr',
     'fremovexattr', 'removexattrat', 'file_setattr', 'utime', 'utimes', 'futimesat', 'utimensat',
 )
+
+# Syscalls that act on a process named by pid: allowed only on this process (pid 0 or our
+# own), because the kernel lets a same-uid process use them on its parent even from inside the
+# sandbox: prlimit64(agent, RLIMIT_CPU, 1) would kill the agent past Landlock's signal scope.
+# name -> (index of the pid argument, index and required value of a "which" argument or None)
+PRIO_PROCESS, IOPRIO_WHO_PROCESS = 0, 1
+SECCOMP_SELF_ONLY = {
+    'prlimit64': (0, None),
+    'setpriority': (1, (0, PRIO_PROCESS)),
+    'ioprio_set': (1, (0, IOPRIO_WHO_PROCESS)),
+    'sched_setaffinity': (0, None),
+    'sched_setscheduler': (0, None),
+    'sched_setparam': (0, None),
+    'sched_setattr': (0, None),
+}
 
 # Syscall numbers (from arch/x86/entry/syscalls/syscall_64.tbl and asm-generic/unistd.h).
 # Every number above MAX_REVIEWED_NR (newer than the kernel this table was reviewed against)
@@ -139,7 +176,10 @@ _NR_X86_64 = dict(
     kexec_file_load=320, uselib=134, syslog=103, acct=163, swapon=167, swapoff=168, reboot=169,
     quotactl=179, quotactl_fd=443, vhangup=153, lsm_set_self_attr=460, setuid=105, setgid=106,
     setreuid=113, setregid=114, setresuid=117, setresgid=119, setfsuid=122, setfsgid=123,
-    setgroups=116, name_to_handle_at=303, open_by_handle_at=304, chmod=90, fchmod=91,
+    setgroups=116, name_to_handle_at=303, open_by_handle_at=304, inotify_add_watch=254,
+    fanotify_init=300, fanotify_mark=301, prlimit64=302, setpriority=141, ioprio_set=251,
+    sched_setaffinity=203, sched_setscheduler=144, sched_setparam=142, sched_setattr=314,
+    chmod=90, fchmod=91,
     fchmodat=268, fchmodat2=452, chown=92, fchown=93, lchown=94, fchownat=260, setxattr=188,
     lsetxattr=189, fsetxattr=190, setxattrat=463, removexattr=197, lremovexattr=198,
     fremovexattr=199, removexattrat=466, file_setattr=469, utime=132, utimes=235,
@@ -157,8 +197,10 @@ _NR_AARCH64 = dict(   # asm-generic numbering; aarch64 has no fork/vfork/chmod/c
     kexec_file_load=294, syslog=116, acct=89, swapon=224, swapoff=225, reboot=142, quotactl=60,
     quotactl_fd=443, vhangup=58, lsm_set_self_attr=460, setuid=146, setgid=144, setreuid=145,
     setregid=143, setresuid=147, setresgid=149, setfsuid=151, setfsgid=152, setgroups=159,
-    name_to_handle_at=264, open_by_handle_at=265, fchmod=52, fchmodat=53, fchmodat2=452,
-    fchown=55, fchownat=54, setxattr=5, lsetxattr=6, fsetxattr=7, setxattrat=463,
+    name_to_handle_at=264, open_by_handle_at=265, inotify_add_watch=27, fanotify_init=262,
+    fanotify_mark=263, prlimit64=261, setpriority=140, ioprio_set=30, sched_setaffinity=122,
+    sched_setscheduler=119, sched_setparam=118, sched_setattr=274, fchmod=52, fchmodat=53,
+    fchmodat2=452, fchown=55, fchownat=54, setxattr=5, lsetxattr=6, fsetxattr=7, setxattrat=463,
     removexattr=14, lremovexattr=15, fremovexattr=16, removexattrat=466, file_setattr=469,
     utimensat=88,
 )
@@ -204,10 +246,17 @@ def _libc():
 def _check(ret, what):
     """Raise OSError(errno) when a libc call returned -1."""
     if ret == -1:
-        ctypes = _libc()[0]
-        err = ctypes.get_errno()
-        raise OSError(err, '%s: %s' % (what, os.strerror(err)))
+        err = _libc()[0].get_errno()
+        raise OSError(err, '%s: %s' % (what, _errname(OSError(err, ''))))
     return ret
+
+
+def _why(e):
+    """A short reason for a skipped layer: "what: ERRNO" for our own calls, else the error."""
+    if isinstance(e, OSError) and e.errno:
+        text = e.strerror if ': ' in (e.strerror or '') else _errname(e)
+        return text + (' (%s)' % e.filename if e.filename else '')
+    return '%s: %s' % (type(e).__name__, e)
 
 
 def _syscall(nr, *args):
@@ -341,6 +390,21 @@ def _enabled(policy, key):
     return value is not False and value is not None
 
 
+def _step(rep, names, enabled, fn, *args):
+    """Run one layer. A layer the host lacks is skipped (ConfinementError if required); an
+    unexpected exception is reported the same way instead of escaping half-way through."""
+    if not enabled:
+        rep.miss(names, 'disabled by policy')
+        return
+    try:
+        fn(rep, *args)
+    except ConfinementError:
+        raise
+    except Exception as e:
+        rep.miss([n for n in names if n not in rep.applied and n not in rep.skipped],
+                 'unexpected %s' % _why(e))
+
+
 def apply(policy=None):
     """Confine the calling process. Returns the names of the layers applied, in order."""
     global last_report, _LIBC
@@ -356,56 +420,39 @@ def apply(policy=None):
     last_report = {'applied': rep.applied, 'skipped': rep.skipped, 'threads': threads}
 
     # 1. setsid: the agent spawns workers detached; this covers callers that did not.
-    if _enabled(policy, 'setsid'):
-        _do_setsid(rep)
-    else:
-        rep.miss(['setsid'], 'disabled by policy')
+    _step(rep, ['setsid'], _enabled(policy, 'setsid'), _do_setsid)
     # 2. namespaces: unshare(CLONE_NEWUSER) needs a single-threaded process, so it goes first.
-    if _enabled(policy, 'namespaces'):
-        _do_namespaces(rep, outer_uid, outer_gid, threads)
-    else:
-        rep.miss(['userns', 'netns', 'ipcns'], 'disabled by policy')
+    _step(rep, ['userns', 'netns', 'ipcns'], _enabled(policy, 'namespaces'), _do_namespaces,
+          outer_uid, outer_gid, threads)
     # 3. resource limits (always at least RLIMIT_CORE = 0)
-    _do_rlimits(rep, policy.get('limits') or {}, outer_uid)
-    # 4/5. Landlock then seccomp; both need no_new_privs (seccomp forbids unshare, so it is last).
-    want_ll, want_sc = _enabled(policy, 'landlock'), _enabled(policy, 'seccomp')
-    nnp_error = None
-    if want_ll or want_sc:
-        try:
-            _check(_prctl(PR_SET_NO_NEW_PRIVS, 1), 'prctl(PR_SET_NO_NEW_PRIVS)')
-        except OSError as e:
-            nnp_error = 'no_new_privs: %s' % _errname(e)
-    ll_names = ['landlock', 'landlock-net', 'landlock-scope']
-    if not want_ll:
-        rep.miss(ll_names, 'disabled by policy')
-    elif nnp_error:
-        rep.miss(ll_names, nnp_error)
-    else:
-        _do_landlock(rep, policy.get('readPaths') or (), _thread_count())
-    if not want_sc:
-        rep.miss(['seccomp'], 'disabled by policy')
-    elif nnp_error:
-        rep.miss(['seccomp'], nnp_error)
-    else:
-        _do_seccomp(rep, actions)
-    # Optionally prove the kernel layers before the audit hook could mask what they do.
-    if policy.get('canary'):
-        result = last_report['canary'] = canary()
-        allowed = [k for k, v in result.items() if v == 'allowed']
-        if allowed:
-            rep.miss(['canary'], 'not blocked: %s' % ', '.join(allowed))
-        else:
-            rep.ok('canary')
-    else:
-        rep.miss(['canary'], 'disabled by policy')
+    _step(rep, ['rlimits'], True, _do_rlimits, policy.get('limits') or {}, outer_uid)
+    # 4. Landlock, then 5. seccomp, which forbids unshare and so comes last.
+    _step(rep, ['landlock', 'landlock-net', 'landlock-scope'], _enabled(policy, 'landlock'),
+          _do_landlock, policy.get('readPaths') or ())
+    _step(rep, ['seccomp'], _enabled(policy, 'seccomp'), _do_seccomp, actions)
+    # Optionally prove the kernel layers, before the audit hook can mask what they do.
+    _step(rep, ['canary'], bool(policy.get('canary')), _do_canary)
     # 6. the audit hook, after the last ctypes use; drop our handle on libc first.
     _LIBC = None
     audit = policy.get('auditHook', {})
-    if audit is False or audit is None:
-        rep.miss(['audit'], 'disabled by policy')
-    else:
-        _do_audit(rep, audit if isinstance(audit, dict) else {})
+    _step(rep, ['audit'], audit is not False and audit is not None, _do_audit,
+          audit if isinstance(audit, dict) else {})
     return list(rep.applied)
+
+
+def _no_new_privs():
+    """Landlock and seccomp both require no_new_privs (or CAP_SYS_ADMIN); it is harmless to a
+    worker that can no longer exec anything anyway."""
+    _check(_prctl(PR_SET_NO_NEW_PRIVS, 1), 'prctl(PR_SET_NO_NEW_PRIVS)')
+
+
+def _do_canary(rep):
+    result = last_report['canary'] = canary()
+    allowed = [k for k, v in result.items() if v == 'allowed']
+    if allowed:
+        rep.miss(['canary'], 'not blocked: %s' % ', '.join(allowed))
+    else:
+        rep.ok('canary')
 
 
 def _do_setsid(rep):
@@ -472,7 +519,7 @@ def _do_namespaces(rep, uid, gid, threads):
         _drop_capabilities()
     except OSError as e:   # still in the new namespaces, as an unmapped user
         rep.ok('netns', 'ipcns')
-        rep.miss(['userns'], 'after unshare: %s' % e)
+        rep.miss(['userns'], 'after unshare: %s' % _why(e))
         return
     rep.ok(*names)
 
@@ -503,7 +550,7 @@ def _do_rlimits(rep, limits, outer_uid):
             resource.setrlimit(res, (soft, new_hard))
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     except (OSError, ValueError) as e:
-        rep.miss(['rlimits'], 'setrlimit: %s' % e)
+        rep.miss(['rlimits'], 'setrlimit: %s' % _why(e))
         return
     rep.ok('rlimits')
 
@@ -614,12 +661,13 @@ def _read_rules(extra_paths):
     return rules
 
 
-def _do_landlock(rep, extra_paths, threads):
+def _do_landlock(rep, extra_paths):
     names = ['landlock', 'landlock-net', 'landlock-scope']
     abi = _landlock_abi()
     if abi < 1:
         rep.miss(names, 'Landlock is not supported or not enabled by this kernel')
         return
+    threads = _thread_count()
     if threads > 1:   # landlock_restrict_self() only confines the calling thread (ABI < 8)
         rep.miss(names, 'process has %d threads; Landlock would leave the others free' % threads)
         return
@@ -648,10 +696,11 @@ def _do_landlock(rep, extra_paths, threads):
         attr.scoped = SCOPE_ABSTRACT_UNIX_SOCKET | SCOPE_SIGNAL
         size = 24
     try:
+        _no_new_privs()
         ruleset = _check(_syscall(NR_LANDLOCK_CREATE_RULESET, ctypes.byref(attr), size, 0),
                          'landlock_create_ruleset')
     except OSError as e:
-        rep.miss(names, 'landlock_create_ruleset: %s' % _errname(e))
+        rep.miss(names, _why(e))
         return
     stdlib = (_resolve(os.path.dirname(os.__file__)) or ('?',))[0]
     granted_stdlib = False
@@ -680,7 +729,7 @@ def _do_landlock(rep, extra_paths, threads):
             return
         _check(_syscall(NR_LANDLOCK_RESTRICT_SELF, ruleset, 0), 'landlock_restrict_self')
     except OSError as e:
-        rep.miss(names, str(e))
+        rep.miss(names, _why(e))
         return
     finally:
         os.close(ruleset)
@@ -697,9 +746,10 @@ def _do_landlock(rep, extra_paths, threads):
 
 # --- seccomp ---------------------------------------------------------------------------------
 
-def seccomp_program(arch):
+def seccomp_program(arch, pid):
     """The classic-BPF filter as (code, jt, jf, k) tuples. Mostly constant per syscall number,
-    so the kernel's action cache lets read/write/futex & co. skip the filter entirely."""
+    so the kernel's action cache lets read/write/futex & co. skip the filter entirely. `pid` is
+    this process (the filter is never inherited: fork and exec are denied)."""
     info = _ARCHES[arch]
     nr = info['nr']
     deny, nosys = SECCOMP_RET_ERRNO | EPERM, SECCOMP_RET_ERRNO | ENOSYS
@@ -721,16 +771,30 @@ def seccomp_program(arch):
     # clone(): threads only (CLONE_THREAD set, no namespace flags).
     prog += [
         (BPF_JEQ_K, 0, 5, nr['clone']),
-        (BPF_LD_W_ABS, 0, 0, OFF_ARG0),
+        (BPF_LD_W_ABS, 0, 0, OFF_ARGS[0]),
         (BPF_JSET_K, 2, 0, CLONE_NS_MASK),
         (BPF_JSET_K, 0, 1, CLONE_THREAD),
         (BPF_RET_K, 0, 0, SECCOMP_RET_ALLOW),
         (BPF_RET_K, 0, 0, deny),
     ]
+    # Process-directed calls: only pid 0 (= self) or our own pid. The pid arguments are
+    # pid_t/int, so the low 32 bits the filter sees are what the kernel uses.
+    for name, (pid_arg, which) in SECCOMP_SELF_ONLY.items():
+        check_pid = [
+            (BPF_LD_W_ABS, 0, 0, OFF_ARGS[pid_arg]),
+            (BPF_JEQ_K, 1, 0, 0),
+            (BPF_JEQ_K, 0, 1, pid),
+            (BPF_RET_K, 0, 0, SECCOMP_RET_ALLOW),
+            (BPF_RET_K, 0, 0, deny),
+        ]
+        if which is not None:   # e.g. setpriority(PRIO_PROCESS, ...), never PRIO_PGRP/USER
+            check_pid = [(BPF_LD_W_ABS, 0, 0, OFF_ARGS[which[0]]),
+                         (BPF_JEQ_K, 0, len(check_pid) - 1, which[1])] + check_pid
+        prog += [(BPF_JEQ_K, 0, len(check_pid), nr[name])] + check_pid
     # ioctl(): no terminal input injection (TIOCSTI) or console control (TIOCLINUX).
     prog += [
         (BPF_JEQ_K, 0, 5, nr['ioctl']),
-        (BPF_LD_W_ABS, 0, 0, OFF_ARG1),
+        (BPF_LD_W_ABS, 0, 0, OFF_ARGS[1]),
         (BPF_JEQ_K, 2, 0, TIOCSTI),
         (BPF_JEQ_K, 1, 0, TIOCLINUX),
         (BPF_RET_K, 0, 0, SECCOMP_RET_ALLOW),
@@ -755,15 +819,17 @@ def _do_seccomp(rep, actions):
     class SockFprog(ctypes.Structure):
         _fields_ = [('len', ctypes.c_ushort), ('filter', ctypes.c_void_p)]
 
-    insns = seccomp_program(arch)
+    insns = seccomp_program(arch, os.getpid())
     # struct sock_filter {u16 code; u8 jt; u8 jf; u32 k;}, in native byte order
     table = ctypes.create_string_buffer(b''.join([struct.pack('=HBBI', *i) for i in insns]))
     fprog = SockFprog(len(insns), ctypes.addressof(table))
     try:
+        _no_new_privs()
         ret = _check(_syscall(_ARCHES[arch]['nr']['seccomp'], SECCOMP_SET_MODE_FILTER,
-                              SECCOMP_FILTER_FLAG_TSYNC, ctypes.byref(fprog)), 'seccomp')
+                              SECCOMP_FILTER_FLAG_TSYNC, ctypes.byref(fprog)),
+                     'seccomp(SET_MODE_FILTER)')
     except OSError as e:
-        rep.miss(['seccomp'], 'seccomp(SET_MODE_FILTER): %s' % _errname(e))
+        rep.miss(['seccomp'], _why(e))
         return
     if ret != 0:   # TSYNC: the id of a thread that could not be synchronised
         rep.miss(['seccomp'], 'thread %d could not take the filter' % ret)
@@ -805,12 +871,13 @@ def _do_audit(rep, cfg):
     # A blocked top-level module's C accelerator is blocked with it: "socket" without
     # "_socket" (or "ctypes" without "_ctypes") would block nothing.
     names = [str(m) for m in cfg.get('blockedModules') or ()]
-    blocked = frozenset(names + ['_' + m for m in names if '.' not in m and not m.startswith('_')])
+    blocked = frozenset(names + ['_' + m for m in names if '.' not in m and m[:1] != '_'])
     allowed = cfg.get('allowedPackages')
     allowed = None if allowed is None else frozenset(str(p) for p in allowed)
     stdlib = frozenset(sys.stdlib_module_names) | frozenset(sys.builtin_module_names)
     watched = AUDIT_COUNTED | {'import'}
     find_spec = sys.modules['_frozen_importlib_external'].PathFinder.find_spec
+    error = BlockedImportError if cfg.get('blockedAs') == 'ImportError' else PermissionError
     write_flags = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
 
     def blocked_name(name):
@@ -825,7 +892,8 @@ def _do_audit(rep, cfg):
 
     # Runs on every audit event in the process: one frozenset lookup for the uninteresting ones.
     def hook(event, args, watched=watched, counts=_AUDIT_COUNTS, blocked=blocked,
-             allowed=allowed, stdlib=stdlib, write_flags=write_flags, str=str, type=type):
+             allowed=allowed, stdlib=stdlib, write_flags=write_flags, write_modes=frozenset('wax+'),
+             error=error, type=type):
         if event not in watched:
             return
         if event == 'import':
@@ -833,20 +901,21 @@ def _do_audit(rep, cfg):
             if type(name) is not str:
                 return
             if blocked and blocked_name(name):
-                raise PermissionError('skein sandbox: import of %r is blocked by policy '
-                                      '(blockedModules: %s)' % (name, blocked_name(name)))
+                raise error('skein sandbox: import of %r is blocked by policy '
+                            '(blockedModules: %s)' % (name, blocked_name(name)))
             if allowed is not None:
                 top = name.partition('.')[0]
                 # Probes for optional packages (copy.py tries org.python.core) must still end in
                 # the ImportError their try/except expects: refuse only what really exists.
-                if (top not in stdlib and top not in allowed and not top.startswith('_sysconfigdata')
+                if (top not in stdlib and top not in allowed
+                        and not top.startswith('_sysconfigdata')   # named per platform
                         and find_spec(top) is not None):
-                    raise PermissionError('skein sandbox: package %r is not on the allowed '
-                                          'package list' % top)
+                    raise error('skein sandbox: package %r is not on the allowed package list'
+                                % top)
             return
         if event == 'open':
-            mode, flags = args[1], args[2]
-            if not ((type(mode) is str and ('w' in mode or 'a' in mode or 'x' in mode or '+' in mode))
+            mode, flags = args[1], args[2]   # open(): mode string; os.open(): flags
+            if not ((type(mode) is str and not write_modes.isdisjoint(mode))
                     or (type(flags) is int and flags & write_flags)):
                 return
             event = 'open:write'
@@ -857,7 +926,8 @@ def _do_audit(rep, cfg):
     # forget it so the next import statement goes through the hook (core modules excepted).
     if blocked:
         for name in list(sys.modules):
-            if name not in _CORE_MODULES and not name.startswith('encodings') and blocked_name(name):
+            if (name not in _CORE_MODULES and not name.startswith('encodings')
+                    and blocked_name(name)):
                 del sys.modules[name]
     rep.ok('audit')
 
@@ -867,8 +937,9 @@ def _do_audit(rep, cfg):
 # ---------------------------------------------------------------------------------------------
 
 def _raw_module(name):
-    """Load a module without the import statement, so the audit hook's block-list cannot mask
-    what the kernel would do (a routine could load it this way too)."""
+    """Load a module without the import statement, as a routine could. Built-in modules then
+    raise no audit event at all; extension modules still raise "import" (from
+    _imp.create_dynamic), which is why apply() runs its canary before installing the hook."""
     module = sys.modules.get(name)
     if module is not None:
         return module

@@ -9,6 +9,7 @@
  *   none      rlimits only; for debugging, with a loud warning on every start.
  */
 import { spawnSync } from 'node:child_process';
+import type { Launcher } from './bwrap.ts';
 import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import type { SandboxConfig } from '../config/schema.ts';
@@ -50,6 +51,8 @@ export interface Plan {
   degraded: string[];
   /** sys.path entries added for allowed packages. */
   packagePaths: string[];
+  /** Run workers inside bubblewrap (sandbox.bubblewrap and bwrap on PATH). */
+  bwrap: boolean;
 }
 
 const CANARY_PROBES = ['socket', 'fork', 'readEtcPasswd', 'writeTmp', 'signalParent'] as const;
@@ -57,7 +60,7 @@ export type CanaryResult = Record<(typeof CANARY_PROBES)[number], 'blocked' | 'a
 
 /** Runs confine.probe() in a throwaway interpreter: the host's capabilities, unconfined. */
 export function probeHost(python: string): HostCapabilities {
-  const r = runPython(python, `${CONFINE}\nimport json as _j\nprint(_j.dumps(probe()))`, '');
+  const r = runPython({ command: python, prefix: [], wrapped: false }, `${CONFINE}\nimport json as _j\nprint(_j.dumps(probe()))`, '');
   return JSON.parse(r) as HostCapabilities;
 }
 
@@ -71,6 +74,7 @@ export function planProfile(sandbox: SandboxConfig, caps: HostCapabilities, limi
       missing: [],
       degraded: [],
       packagePaths,
+      bwrap: false,
     };
   }
   const landlock = caps.landlock.abi >= 1;
@@ -84,6 +88,8 @@ export function planProfile(sandbox: SandboxConfig, caps: HostCapabilities, limi
   if (!caps.userns) degraded.push(`user/network/IPC namespaces (${caps.usernsError ?? 'unshare refused'})`);
   if (caps.landlock.abi > 0 && caps.landlock.abi < 4) degraded.push(`Landlock TCP rules (ABI ${caps.landlock.abi} < 4)`);
   if (caps.landlock.abi > 0 && caps.landlock.abi < 6) degraded.push(`Landlock signal scoping (ABI ${caps.landlock.abi} < 6)`);
+  if (sandbox.bubblewrap && !caps.bwrap) degraded.push('bubblewrap (sandbox.bubblewrap is true but bwrap is not on PATH)');
+  // With bubblewrap the mount namespace is the file-system layer when Landlock is missing.
   const required = sandbox.profile === 'strict' ? ['seccomp', ...(landlock ? ['landlock'] : [])] : [];
   return {
     profile: sandbox.profile,
@@ -91,13 +97,16 @@ export function planProfile(sandbox: SandboxConfig, caps: HostCapabilities, limi
     missing: sandbox.profile === 'strict' ? missing : [],
     degraded: sandbox.profile === 'strict' ? degraded : [...missing, ...degraded],
     packagePaths,
+    bwrap,
   };
 }
 
 /** Confines a throwaway interpreter with the policy and tries what must fail. */
-export function runCanary(python: string, policy: Policy): { layers: string[]; canary: CanaryResult } {
+export function runCanary(launcher: Launcher, policy: Policy): { layers: string[]; canary: CanaryResult } {
   const code = `${CONFINE}\nimport json as _j, sys as _s\n_p = _j.loads(_s.stdin.readline())\n_l = apply(_p)\nprint(_j.dumps({"layers": _l, "canary": canary()}))`;
-  return JSON.parse(runPython(python, code, `${JSON.stringify(policy)}\n`));
+  const result = JSON.parse(runPython(launcher, code, `${JSON.stringify(policy)}\n`)) as { layers: string[]; canary: CanaryResult };
+  if (launcher.wrapped) result.layers.unshift('bwrap');
+  return result;
 }
 
 /** The probes that were not blocked. */
@@ -127,10 +136,10 @@ function packageGrants(sandbox: SandboxConfig): { readPaths: string[]; packagePa
   return { readPaths, packagePaths: sandbox.packagePaths };
 }
 
-function runPython(python: string, code: string, input: string): string {
-  const r = spawnSync(python, ['-I', '-S', '-c', code], { input, encoding: 'utf8', timeout: 15_000, env: { LC_ALL: 'C.UTF-8' } });
+function runPython(launcher: Launcher, code: string, input: string): string {
+  const r = spawnSync(launcher.command, [...launcher.prefix, '-I', '-S', '-c', code], { input, encoding: 'utf8', timeout: 15_000, env: { LC_ALL: 'C.UTF-8' } });
   if (r.error || r.status !== 0) {
-    throw new SkeinError('SKEIN_ERR_INTERNAL', `sandbox probe with ${python} failed: ${r.error?.message ?? r.stderr.trim().split('\n').slice(-1)[0] ?? `exit ${r.status}`}`);
+    throw new SkeinError('SKEIN_ERR_SANDBOX', `sandbox self-test with ${launcher.command} failed: ${r.error?.message ?? (r.stderr.trim().split('\n').slice(-1)[0] || `exit ${r.status}`)}`);
   }
   return r.stdout.trim().split('\n').pop() ?? '';
 }

@@ -53,7 +53,8 @@ def _die_with_parent():
         libc = ctypes.CDLL(None, use_errno=True)
         if libc.prctl(1, int(signal.SIGKILL), 0, 0, 0) == 0:
             _layers.append('pdeathsig')
-        if os.getppid() != _init.get('agentPid', os.getppid()):
+        agent = _init.get('agentPid')
+        if agent is not None and os.getppid() != agent:
             os._exit(4)  # the agent died before prctl took effect
     except Exception:
         pass

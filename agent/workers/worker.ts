@@ -8,6 +8,7 @@ import { readFileSync } from 'node:fs';
 import type { Readable, Writable } from 'node:stream';
 import { SkeinError } from '../errors/index.ts';
 import type { Logger } from '../log/index.ts';
+import type { Launcher } from '../sandbox/bwrap.ts';
 import BOOTSTRAP from './bootstrap.py' with { type: 'text' };
 
 export interface RoutineSource {
@@ -17,7 +18,8 @@ export interface RoutineSource {
 }
 
 export interface WorkerSpec {
-  python: string;
+  /** How to start the interpreter: directly, or inside bubblewrap. */
+  launcher: Launcher;
   cwd: string;
   routines: Record<string, RoutineSource>;
   limits: Record<string, number>;
@@ -66,6 +68,8 @@ export class Worker {
   /** Called once when the process has gone, whatever the cause. */
   onExit: (worker: Worker, info: { code: number | null; signal: string | null; reason: KillReason | undefined }) => void = () => {};
   calls = 0;
+  #wrapped: boolean;
+  #statPid: number | undefined;
 
   constructor(id: string, spec: WorkerSpec, log: Logger) {
     this.id = id;
@@ -79,7 +83,8 @@ export class Worker {
     // ready() still see it.
     this.#ready.catch(() => {});
 
-    this.#child = spawn(spec.python, ['-I', '-S', '-u', '-c', BOOTSTRAP], {
+    this.#wrapped = spec.launcher.wrapped;
+    this.#child = spawn(spec.launcher.command, [...spec.launcher.prefix, '-I', '-S', '-u', '-c', BOOTSTRAP], {
       cwd: spec.cwd,
       // Minimal environment: nothing of the agent's (tokens, keys, paths) reaches routines.
       env: { LC_ALL: 'C.UTF-8', LANG: 'C.UTF-8' },
@@ -88,7 +93,7 @@ export class Worker {
       detached: true,
       stdio: ['pipe', 'pipe', 'pipe'],
     });
-    this.#child.on('error', (err) => this.#fail('spawn', new SkeinError('SKEIN_ERR_WORKER_CRASHED', `cannot start ${spec.python}: ${err.message}`)));
+    this.#child.on('error', (err) => this.#fail('spawn', new SkeinError('SKEIN_ERR_WORKER_CRASHED', `cannot start ${spec.launcher.command}: ${err.message}`)));
     this.#child.on('exit', (code, signal) => this.#exited(code, signal));
     this.#child.stdin.on('error', () => {}); // EPIPE after death is reported through 'exit'
     this.#child.stdout.on('data', (chunk: Buffer) => this.#onData(chunk));
@@ -97,7 +102,8 @@ export class Worker {
     const init = {
       v: 1,
       worker: id,
-      agentPid: process.pid,
+      // Under bubblewrap the worker's parent is bwrap (--die-with-parent covers it).
+      agentPid: spec.launcher.wrapped ? null : process.pid,
       routines: spec.routines,
       limits: spec.limits,
       packagePaths: spec.confine?.packagePaths ?? [],
@@ -119,7 +125,7 @@ export class Worker {
   /** Resident memory in bytes, from /proc (Linux); undefined if it cannot be read. */
   rssBytes(): number | undefined {
     try {
-      const statm = readFileSync(`/proc/${this.#child.pid}/statm`, 'latin1');
+      const statm = readFileSync(`/proc/${this.#hostPid()}/statm`, 'latin1');
       return Number(statm.split(' ', 2)[1]) * PAGE_SIZE;
     } catch {
       return undefined;
@@ -129,12 +135,23 @@ export class Worker {
   /** User + system CPU seconds used so far, from /proc/<pid>/stat; undefined if unreadable. */
   cpuSeconds(): number | undefined {
     try {
-      const stat = readFileSync(`/proc/${this.#child.pid}/stat`, 'latin1');
+      const stat = readFileSync(`/proc/${this.#hostPid()}/stat`, 'latin1');
       const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
       return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS;
     } catch {
       return undefined;
     }
+  }
+
+  /** The interpreter's pid on the host: the child itself, or bwrap's child when wrapped. */
+  #hostPid(): number | undefined {
+    if (!this.#wrapped) return this.#child.pid;
+    if (this.#statPid === undefined) {
+      const pid = this.#child.pid;
+      const children = readFileSync(`/proc/${pid}/task/${pid}/children`, 'latin1').trim().split(' ');
+      this.#statPid = Number(children[0]) || undefined;
+    }
+    return this.#statPid;
   }
 
   get state(): State {

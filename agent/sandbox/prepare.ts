@@ -1,0 +1,57 @@
+/**
+ * Start-up of the sandbox: resolve the interpreter, probe the host, plan the configured
+ * profile, refuse strict when it cannot be had, and prove the layers with the canary
+ * before any worker serves a call.
+ */
+import type { AgentConfig } from '../config/schema.ts';
+import { SkeinError } from '../errors/index.ts';
+import type { Logger } from '../log/index.ts';
+import { bwrapLauncher, directLauncher, type Launcher } from './bwrap.ts';
+import { CONFINE_SOURCE, canaryFailures, planProfile, probeHost, runCanary, type HostCapabilities, type Plan } from './index.ts';
+import { resolvePython, type PythonInfo } from './python.ts';
+
+export interface PreparedSandbox {
+  python: PythonInfo;
+  caps: HostCapabilities;
+  plan: Plan;
+  launcher: Launcher;
+  /** What the worker bootstrap needs to confine itself. */
+  confine: { source: string; policy: unknown; packagePaths: string[] };
+}
+
+/** Plans the profile on this host without starting anything (also used by `skein doctor`). */
+export function planSandbox(config: AgentConfig, limits: Record<string, number>) {
+  const python = resolvePython(config.workers.python);
+  const caps = probeHost(python.executable);
+  const plan = planProfile(config.sandbox, caps, limits);
+  const launcher = plan.bwrap && caps.bwrap ? bwrapLauncher(caps.bwrap, python, plan.packagePaths) : directLauncher(python);
+  return { python, caps, plan, launcher };
+}
+
+export function prepareSandbox(config: AgentConfig, limits: Record<string, number>, log: Logger): PreparedSandbox {
+  const { profile } = config.sandbox;
+  const { python, caps, plan, launcher } = planSandbox(config, limits);
+  const prepared = { python, caps, plan, launcher, confine: { source: CONFINE_SOURCE, policy: plan.policy, packagePaths: plan.packagePaths } };
+  if (plan.missing.length) {
+    throw new SkeinError(
+      'SKEIN_ERR_SANDBOX',
+      `sandbox.profile "strict" cannot be provided on this host; missing:\n${plan.missing.map((m) => `  - ${m}`).join('\n')}\n` +
+        'Run "skein doctor" for the host\'s capabilities, or set sandbox.profile to "standard" to run with what it offers.',
+      { missing: plan.missing },
+    );
+  }
+  if (profile === 'none') {
+    log.warn('SANDBOX DISABLED: sandbox.profile is "none"; routines run with the agent\'s privileges, network and file system. Use only for debugging.', { profile });
+    return prepared;
+  }
+  for (const layer of plan.degraded) log.warn('sandbox layer unavailable on this host', { profile, layer });
+  const { layers, canary } = runCanary(launcher, plan.policy);
+  const failures = canaryFailures(canary);
+  if (failures.length && profile === 'strict') {
+    throw new SkeinError('SKEIN_ERR_SANDBOX', `sandbox canary: a confined test worker could still ${failures.join(', ')}; refusing to start with sandbox.profile "strict"`, { canary });
+  }
+  for (const probe of failures) log.warn('sandbox canary: a confined worker can still do this', { profile, probe });
+  log.info('sandbox ready', { profile, layers, canary: failures.length ? canary : 'all blocked' });
+  if (config.sandbox.allowPrivateCodeAddresses) log.warn('sandbox.allowPrivateCodeAddresses is true: routine URLs may point at loopback and private addresses (tests only)');
+  return prepared;
+}

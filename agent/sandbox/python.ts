@@ -1,0 +1,23 @@
+import { spawnSync } from 'node:child_process';
+import { SkeinError } from '../errors/index.ts';
+
+export interface PythonInfo {
+  /** The real interpreter binary (version-manager shims resolved). */
+  executable: string;
+  /** sys.base_prefix: the tree a bubblewrap mount namespace must expose read-only. */
+  prefix: string;
+}
+
+/**
+ * Resolves the interpreter once at start-up to its real executable: version-manager shims
+ * (pyenv, asdf) are shell scripts that would add tens of milliseconds to every spawn.
+ */
+export function resolvePython(python: string): PythonInfo {
+  const r = spawnSync(python, ['-I', '-S', '-c', 'import sys; print(sys.executable); print(sys.base_prefix)'], { encoding: 'utf8', timeout: 10_000 });
+  if (r.error || r.status !== 0) {
+    const why = r.error?.message ?? (r.stderr.trim() || `exit ${r.status}`);
+    throw new SkeinError('SKEIN_ERR_CONFIG', `config key "workers.python": cannot run ${python}: ${why}`, { key: 'workers.python' });
+  }
+  const [executable, prefix] = r.stdout.trim().split('\n');
+  return { executable: executable || python, prefix: prefix || '/usr' };
+}

@@ -1,0 +1,128 @@
+/**
+ * Sandbox profiles through the binary: strict (the default) applies and proves every layer,
+ * refuses to start on a host that lacks them, standard degrades with warnings, none warns
+ * loudly, bubblewrap wraps workers when enabled, and `skein doctor` reports it all.
+ */
+import { execFileSync } from 'node:child_process';
+import { existsSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { baseConfig, failure, FIXTURES, runCli, startAgent, stopAll, tempDir } from '../helpers/agent.ts';
+
+const BARE_HOST_PYTHON = join(FIXTURES, 'bare-host/python3');
+const REAL_PYTHON = execFileSync('python3', ['-I', '-S', '-c', 'import sys; print(sys.executable)'], { encoding: 'utf8' }).trim();
+const HAS_BWRAP = ['/usr/bin/bwrap', '/bin/bwrap'].some((p) => existsSync(p));
+const FIX = join(FIXTURES, 'routines.py');
+
+afterAll(stopAll);
+
+function writeConfig(config: Record<string, unknown>): string {
+  const dir = tempDir();
+  const path = join(dir, 'agent.config.json');
+  writeFileSync(path, JSON.stringify(config));
+  return path;
+}
+
+describe('strict (the default)', () => {
+  it('applies every kernel layer in each worker and proves them with the canary', async () => {
+    const agent = await startAgent({ config: baseConfig({ workers: { poolSize: 1 } }) });
+    try {
+      const sandbox = await agent.waitForLog((l) => l.msg === 'sandbox ready');
+      expect(sandbox.profile).toBe('strict');
+      expect(sandbox.canary).toBe('all blocked');
+      const ready = await agent.waitForLog((l) => l.msg === 'workers ready');
+      expect(ready.layers).toEqual(expect.arrayContaining(['pdeathsig', 'userns', 'netns', 'rlimits', 'landlock', 'seccomp', 'audit']));
+      const client = agent.client();
+      expect(await client.dispatch('add', { args: [1, 2] })).toBe(3);
+      await client.close();
+    } finally {
+      await agent.stop();
+    }
+  });
+
+  it('refuses to start on a host without the layers, exit 2, listing each missing one', async () => {
+    const path = writeConfig(baseConfig({ agent: { listen: '127.0.0.1:0', stateDir: 'state' }, workers: { python: BARE_HOST_PYTHON } }));
+    const r = await runCli(['agent', '--config', path], { env: { SKEIN_TEST_REAL_PYTHON: REAL_PYTHON } });
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/error \[SKEIN_ERR_SANDBOX\]: sandbox.profile "strict" cannot be provided on this host; missing:/);
+    expect(r.stderr).toMatch(/  - seccomp \(actions available: allow\)/);
+    expect(r.stderr).toMatch(/  - Landlock or bubblewrap \(Landlock ABI 0; bwrap not on PATH\)/);
+    expect(r.stderr).toMatch(/skein doctor/);
+  });
+});
+
+describe('standard and none', () => {
+  it('standard on a bare host starts, naming each missing layer and each canary that got through', async () => {
+    const agent = await startAgent({
+      config: baseConfig({ workers: { poolSize: 1, python: BARE_HOST_PYTHON }, sandbox: { profile: 'standard' } }),
+      env: { SKEIN_TEST_REAL_PYTHON: REAL_PYTHON },
+    });
+    try {
+      const missing = agent.logs.filter((l) => l.msg === 'sandbox layer unavailable on this host').map((l) => String(l.layer));
+      expect(missing.join('\n')).toMatch(/seccomp/);
+      expect(missing.join('\n')).toMatch(/Landlock or bubblewrap/);
+      expect(missing.join('\n')).toMatch(/namespaces/);
+      const leaks = agent.logs.filter((l) => l.msg === 'sandbox canary: a confined worker can still do this').map((l) => l.probe);
+      expect(leaks).toEqual(expect.arrayContaining(['socket', 'fork', 'readEtcPasswd']));
+      const client = agent.client();
+      expect(await client.dispatch('echo', { args: ['ok'] })).toBe('ok');
+      await client.close();
+    } finally {
+      await agent.stop();
+    }
+  });
+
+  it('none warns loudly on every start and confines nothing but rlimits', async () => {
+    const agent = await startAgent({ config: baseConfig({ workers: { poolSize: 1 }, sandbox: { profile: 'none' }, routines: { pid: { file: FIX } } }) });
+    try {
+      const warning = await agent.waitForLog((l) => l.msg.startsWith('SANDBOX DISABLED'));
+      expect(warning.level).toBe('warn');
+      const ready = await agent.waitForLog((l) => l.msg === 'workers ready');
+      expect(ready.layers).not.toContain('seccomp');
+      expect(ready.layers).toContain('rlimits');
+    } finally {
+      await agent.stop();
+    }
+  });
+});
+
+describe.skipIf(!HAS_BWRAP)('bubblewrap outer layer (sandbox.bubblewrap)', () => {
+  it('wraps every worker in bwrap, with the kernel layers inside', async () => {
+    const agent = await startAgent({ config: baseConfig({ workers: { poolSize: 1 }, sandbox: { bubblewrap: true }, routines: { pid: { file: FIX }, chatty: { file: FIX } } }) });
+    const client = agent.client();
+    try {
+      const ready = await agent.waitForLog((l) => l.msg === 'workers ready');
+      expect(ready.layers).toEqual(expect.arrayContaining(['bwrap', 'landlock', 'seccomp']));
+      // Inside bwrap's pid namespace the interpreter is a low pid, not the host pid.
+      expect(await client.dispatch<number>('pid')).toBeLessThan(10);
+      expect(await client.dispatch('chatty', { args: ['hello from bwrap'] })).toBe('printed');
+      const err = await failure(client.dispatch('sleep', { args: [5], timeoutMs: 200 }));
+      expect(err.code).toBe('SKEIN_ERR_DEADLINE_EXCEEDED');
+      expect(await client.dispatch('add', { args: [2, 2] })).toBe(4);
+    } finally {
+      await client.close();
+      await agent.stop();
+    }
+  });
+});
+
+describe('skein doctor', () => {
+  it('prints host capabilities, each profile and the canary; exit 0 when the profile can run', async () => {
+    const r = await runCli(['doctor', '--config', writeConfig({})]);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/seccomp\s+yes \(actions: .*errno/);
+    expect(r.stdout).toMatch(/Landlock ABI\s+\d/);
+    expect(r.stdout).toMatch(/strict \*\s+would apply rlimits.*Landlock, seccomp/);
+    expect(r.stdout).toMatch(/Canary \(strict\): socket blocked, fork blocked, readEtcPasswd blocked, writeTmp blocked, signalParent blocked/);
+    const json = JSON.parse((await runCli(['doctor', '--json', '--config', writeConfig({})])).stdout);
+    expect(json.ok).toBe(true);
+    expect(json.host.seccomp.available).toBe(true);
+  });
+
+  it('exit 1 and says why on a host that cannot run strict', async () => {
+    const r = await runCli(['doctor', '--config', writeConfig({ workers: { python: BARE_HOST_PYTHON } })], { env: { SKEIN_TEST_REAL_PYTHON: REAL_PYTHON } });
+    expect(r.code).toBe(1);
+    expect(r.stdout).toMatch(/strict \*\s+cannot run: missing seccomp/);
+    expect(r.stdout).toMatch(/NOT OK/);
+  });
+});
