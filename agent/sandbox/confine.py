@@ -8,7 +8,7 @@
 #
 # and `skein doctor` runs `python3 -I -S -c <this text + "print(json.dumps(probe()))">`.
 # Compiling this file costs 6-15 ms per process (more than all the layers): a worker should get
-# the code object the agent compiled once with the same interpreter (marshal), see README.md.
+# the code object the agent compiled once with the same interpreter (marshal), see confine.md.
 #
 # Why the kernel and not Python: a module block-list or an audit hook is bypassable from inside
 # the interpreter (see SANDBOX.md). The boundary is made of
@@ -810,7 +810,7 @@ def _do_seccomp(rep, actions):
         rep.miss(['seccomp'], 'no syscall table for %s (%d-bit interpreter)'
                  % (os.uname().machine, 64 if sys.maxsize > 2 ** 32 else 32))
         return
-    if 'errno' not in actions:
+    if actions and 'errno' not in actions:   # unreadable (no /proc): let the kernel decide
         rep.miss(['seccomp'], 'kernel lacks seccomp filters with the errno action')
         return
     ctypes, _ = _libc()

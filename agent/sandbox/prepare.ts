@@ -7,7 +7,7 @@ import type { AgentConfig } from '../config/schema.ts';
 import { SkeinError } from '../errors/index.ts';
 import type { Logger } from '../log/index.ts';
 import { bwrapLauncher, directLauncher, type Launcher } from './bwrap.ts';
-import { CONFINE_SOURCE, canaryFailures, planProfile, probeHost, runCanary, type HostCapabilities, type Plan } from './index.ts';
+import { canaryFailures, compileConfine, planProfile, probeHost, runCanary, type HostCapabilities, type Plan } from './index.ts';
 import { resolvePython, type PythonInfo } from './python.ts';
 
 export interface PreparedSandbox {
@@ -15,8 +15,8 @@ export interface PreparedSandbox {
   caps: HostCapabilities;
   plan: Plan;
   launcher: Launcher;
-  /** What the worker bootstrap needs to confine itself. */
-  confine: { source: string; policy: unknown; packagePaths: string[] };
+  /** What the worker bootstrap needs to confine itself (code: marshalled confine.py, base64). */
+  confine: { code: string; policy: unknown; packagePaths: string[] };
 }
 
 /** Plans the profile on this host without starting anything (also used by `skein doctor`). */
@@ -31,7 +31,7 @@ export function planSandbox(config: AgentConfig, limits: Record<string, number>)
 export function prepareSandbox(config: AgentConfig, limits: Record<string, number>, log: Logger): PreparedSandbox {
   const { profile } = config.sandbox;
   const { python, caps, plan, launcher } = planSandbox(config, limits);
-  const prepared = { python, caps, plan, launcher, confine: { source: CONFINE_SOURCE, policy: plan.policy, packagePaths: plan.packagePaths } };
+  const prepared = { python, caps, plan, launcher, confine: { code: compileConfine(python.executable), policy: plan.policy, packagePaths: plan.packagePaths } };
   if (plan.missing.length) {
     throw new SkeinError(
       'SKEIN_ERR_SANDBOX',

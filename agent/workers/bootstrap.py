@@ -3,7 +3,7 @@
 # original fd 1): fd 1 is pointed at stderr so a routine's print() can never forge a reply.
 # Protocol (JSON lines, documented in docs/protocol.md):
 #   agent -> worker  {"v":1,"worker":"w1","routines":{name:{source,file,function}},"limits":{...},
-#                     "packagePaths":[...],"confine":"<confine.py source>"|null,"policy":{...}|null}
+#                     "packagePaths":[...],"confine":"<marshalled confine.py, base64>"|null,"policy":{...}|null}
 #   worker -> agent  {"ready":true,"pid":N,"python":"3.11.7","layers":[...]}
 #                    or {"ready":false,"error":{"routine":..,"type":..,"message":..}}
 #   agent -> worker  {"id":N,"r":"echo","a":[...],"k":{...}}
@@ -60,11 +60,13 @@ def _die_with_parent():
         pass
 
 
-def _confine(source, policy):
+def _confine(code, policy):
     # The kernel layers (agent/sandbox/confine.py), before any routine code exists in this
     # process. A required layer that cannot be applied ends the worker with a clear error.
+    # The agent compiled confine.py once with this interpreter; marshal + binascii are built in.
+    import marshal, binascii
     ns = {'__name__': 'skein_confine'}
-    exec(compile(source, '<skein-confine>', 'exec'), ns)
+    exec(marshal.loads(binascii.a2b_base64(code)), ns)
     try:
         _layers.extend(ns['apply'](policy))
     except ns['ConfinementError'] as e:

@@ -23,8 +23,8 @@ export interface WorkerSpec {
   cwd: string;
   routines: Record<string, RoutineSource>;
   limits: Record<string, number>;
-  /** Confinement applied by the bootstrap before routines load; undefined: rlimits only. */
-  confine?: { source: string; policy: unknown; packagePaths: string[] };
+  /** Confinement applied by the bootstrap before routines load (code: marshalled confine.py). */
+  confine?: { code: string; policy: unknown; packagePaths: string[] };
   maxReplyBytes: number;
   startTimeoutMs: number;
 }
@@ -107,7 +107,7 @@ export class Worker {
       routines: spec.routines,
       limits: spec.limits,
       packagePaths: spec.confine?.packagePaths ?? [],
-      confine: spec.confine?.source ?? null,
+      confine: spec.confine?.code ?? null,
       policy: spec.confine?.policy ?? null,
     };
     this.#child.stdin.write(`${JSON.stringify(init)}\n`);

@@ -1,0 +1,34 @@
+/**
+ * Reason codes for routine-source failures. Until they join ERROR_TABLE they travel as
+ * SKEIN_ERR_CONFIG with `details.reason` holding the specific code, so callers can already
+ * match on `err.details.reason`. `sourceError` is the one place to change when they land.
+ */
+import { SkeinError } from '../errors/index.ts';
+
+export const SOURCE_REASONS = [
+  'SKEIN_ERR_SOURCE_SCHEME',
+  'SKEIN_ERR_SOURCE_HOST',
+  'SKEIN_ERR_SOURCE_ADDRESS',
+  'SKEIN_ERR_SOURCE_REDIRECT',
+  'SKEIN_ERR_SOURCE_TOO_LARGE',
+  'SKEIN_ERR_SOURCE_TIMEOUT',
+  'SKEIN_ERR_SOURCE_HTTP',
+  'SKEIN_ERR_SOURCE_PIN_MISMATCH',
+  'SKEIN_ERR_SOURCE_PIN_MISSING',
+  'SKEIN_ERR_SOURCE_TLS',
+  'SKEIN_ERR_SOURCE_ENCODING',
+  'SKEIN_ERR_SOURCE_NETWORK',
+] as const;
+
+export type SourceReason = (typeof SOURCE_REASONS)[number];
+
+export function sourceError(reason: SourceReason, message: string, details: Record<string, unknown> = {}, cause?: unknown): SkeinError {
+  return new SkeinError('SKEIN_ERR_CONFIG', message, { ...details, reason }, cause === undefined ? undefined : { cause });
+}
+
+/** The reason code of a routine-source failure, or undefined for any other error. */
+export function sourceReason(err: unknown): SourceReason | undefined {
+  if (!(err instanceof SkeinError)) return undefined;
+  const reason = err.details.reason;
+  return (SOURCE_REASONS as readonly unknown[]).includes(reason) ? (reason as SourceReason) : undefined;
+}

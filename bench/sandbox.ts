@@ -1,0 +1,83 @@
+/**
+ * Sandbox costs, measured in one run (part of `npm run bench`): a worker's spawn-to-ready
+ * time per profile and the per-call round trip (agent → Python → agent, no HTTP) versus
+ * `none`. Workers are driven directly through agent/workers/worker.ts, so the figures are
+ * the sandbox's own cost. Medians over SKEIN_BENCH_SPAWNS spawns and SKEIN_BENCH_CALLS calls.
+ */
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { loadConfig } from '../agent/config/load.ts';
+import { createLogger } from '../agent/log/index.ts';
+import { compileConfine } from '../agent/sandbox/index.ts';
+import { planSandbox } from '../agent/sandbox/prepare.ts';
+import { Worker, type WorkerSpec } from '../agent/workers/worker.ts';
+
+const ROOT = resolve(import.meta.dir, '..');
+const SPAWNS = Number(process.env.SKEIN_BENCH_SPAWNS ?? 20);
+const CALLS = Number(process.env.SKEIN_BENCH_CALLS ?? 3000);
+const dir = mkdtempSync(join(tmpdir(), 'skein-bench-sandbox-'));
+process.on('exit', () => rmSync(dir, { recursive: true, force: true }));
+const log = createLogger({ level: 'error' });
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+const limits = { memoryBytes: 1024 * 1024 * 1024, openFiles: 64 };
+const routines = { echo: { file: 'examples.py', function: 'echo', source: readFileSync(join(ROOT, 'routines/examples.py'), 'utf8') } };
+
+async function measure(name: string, overrides: Record<string, unknown>) {
+  const { config } = loadConfig({ path: join(ROOT, 'agent.config.json'), env: {} });
+  Object.assign(config.sandbox, overrides);
+  const { plan, launcher, python } = planSandbox(config, limits);
+  if (plan.missing.length) return { name, skipped: plan.missing.join('; ') };
+  const spec: WorkerSpec = {
+    launcher,
+    cwd: dir,
+    routines,
+    limits,
+    maxReplyBytes: 1 << 20,
+    startTimeoutMs: 10_000,
+    ...(config.sandbox.profile === 'none' ? {} : { confine: { code: compileConfine(python.executable), policy: plan.policy, packagePaths: plan.packagePaths } }),
+  };
+  const spawnTimes: number[] = [];
+  let layers: string[] = [];
+  for (let i = 0; i < SPAWNS; i++) {
+    const t = performance.now();
+    const w = new Worker(`b${i}`, spec, log);
+    layers = (await w.ready()).layers;
+    spawnTimes.push(performance.now() - t);
+    w.kill('shutdown');
+  }
+  const w = new Worker('calls', spec, log);
+  await w.ready();
+  const callTimes: number[] = [];
+  for (let i = 0; i < CALLS; i++) {
+    const t = performance.now();
+    const r = await w.call(i, 'echo', [i], {});
+    if (!r.ok) throw r.error;
+    callTimes.push(performance.now() - t);
+  }
+  w.kill('shutdown');
+  return { name, spawn: median(spawnTimes), call: median(callTimes), layers: (launcher.wrapped ? ['bwrap', ...layers] : layers).length };
+}
+
+const rows = [];
+for (const [name, o] of [
+  ['none', { profile: 'none' }],
+  ['standard', { profile: 'standard' }],
+  ['strict', { profile: 'strict' }],
+  ['strict + bubblewrap', { profile: 'strict', bubblewrap: true }],
+] as const) {
+  rows.push(await measure(name, o));
+}
+const base = rows[0] as { spawn: number; call: number };
+console.log(`\nsandbox: ${SPAWNS} spawns and ${CALLS} sequential echo calls per profile; medians\n`);
+console.log('| profile | layers | spawn → ready (ms) | added vs none | call round trip (µs) | added vs none |');
+console.log('|---|---|---|---|---|---|');
+for (const r of rows) {
+  if ('skipped' in r) {
+    console.log(`| ${r.name} | — | cannot run here: ${r.skipped} | | | |`);
+    continue;
+  }
+  console.log(`| ${r.name} | ${r.layers} | ${r.spawn.toFixed(1)} | ${(r.spawn - base.spawn).toFixed(1)} | ${(r.call * 1000).toFixed(0)} | ${((r.call - base.call) * 1000).toFixed(0)} |`);
+}
+console.log('\ntargets (sandbox issue): ≤ 5 ms added at spawn, no measurable per-call cost');
+process.exit(0);
