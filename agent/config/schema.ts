@@ -108,6 +108,18 @@ export const CONFIG_SCHEMA: Node = {
           file: { kind: 'string', path: true, description: 'Python source file, relative to the config file that names it.' },
           function: { kind: 'string', pattern: PY_IDENT, patternHint: 'a Python identifier', description: 'Function to call; defaults to the routine name.' },
           timeoutMs: { kind: 'integer', min: 1, max: 86_400_000, description: 'Default deadline for this routine (still capped by limits.maxTimeoutMs).' },
+          limits: {
+            kind: 'object',
+            description: 'Resource limits for this routine\'s workers, overriding workers.* and sandbox.*; a routine with its own limits gets a pool of its own.',
+            fields: {
+              memoryMb: { kind: 'integer', min: 32, max: 1_048_576, description: 'RLIMIT_AS, MiB (default workers.memoryLimitMb).' },
+              openFiles: { kind: 'integer', min: 16, max: 65_536, description: 'RLIMIT_NOFILE (default workers.maxOpenFiles).' },
+              fileSizeMb: { kind: 'integer', min: 0, max: 1_048_576, description: 'RLIMIT_FSIZE, MiB (default sandbox.fileSizeMb).' },
+              cpuSeconds: { kind: 'integer', min: 0, max: 31_536_000, description: 'RLIMIT_CPU backstop (default sandbox.cpuSeconds).' },
+              processes: { kind: 'integer', min: 0, max: 100_000, description: 'RLIMIT_NPROC (default sandbox.processes).' },
+            },
+          },
+          workers: { kind: 'integer', min: 1, max: 1024, description: 'Size of this routine\'s own pool when it has limits (default 1).' },
         },
       },
     },
@@ -118,6 +130,8 @@ export interface RoutineConfig {
   file: string;
   function?: string;
   timeoutMs?: number;
+  limits?: { memoryMb?: number; openFiles?: number; fileSizeMb?: number; cpuSeconds?: number; processes?: number };
+  workers?: number;
 }
 
 export interface AgentConfig {

@@ -5,7 +5,6 @@
  */
 import { createHash } from 'node:crypto';
 import { mkdirSync, readFileSync } from 'node:fs';
-import { cpus } from 'node:os';
 import { basename, join } from 'node:path';
 import type { AgentConfig } from '../config/schema.ts';
 import { parseHostPort } from '../config/load.ts';
@@ -15,13 +14,14 @@ import { ensureDevPki } from '../pki/index.ts';
 import { prepareSandbox } from '../sandbox/prepare.ts';
 import { createApp, type RoutineInfo } from '../server/app.ts';
 import { listen, type Listener, type TlsMaterial } from '../server/listener.ts';
-import { WorkerPool } from '../workers/pool.ts';
+import type { PoolSet } from '../workers/pool-set.ts';
+import { buildPools, workerLimits } from './pools.ts';
 import type { RoutineSource } from '../workers/worker.ts';
 import { embeddedRoutineSource } from './embedded.ts';
 
 export interface RunningAgent {
   address: { host: string; port: number };
-  pool: WorkerPool;
+  pool: PoolSet;
   /** Stops accepting, drains in-flight calls up to limits.drainTimeoutMs, stops workers. Idempotent. */
   stop(): Promise<void>;
 }
@@ -41,25 +41,7 @@ export async function startAgent({ config, log, embedded = false }: StartOptions
   mkdirSync(cwd, { recursive: true, mode: 0o755 });
   const sandbox = prepareSandbox(config, workerLimits(config), log);
 
-  const pool = new WorkerPool({
-    size: config.workers.poolSize || cpus().length,
-    queueSize: config.limits.queueSize,
-    log,
-    circuit: config.workers.circuit,
-    maxCallsPerWorker: config.workers.maxCallsPerWorker,
-    recycleRssBytes: config.workers.recycleMemoryMb * 1024 * 1024,
-    // Retire a worker well before the kernel's RLIMIT_CPU backstop would kill it mid-call.
-    recycleCpuSeconds: Math.floor(config.sandbox.cpuSeconds * 0.8),
-    spec: {
-      launcher: sandbox.launcher,
-      cwd,
-      routines: sources,
-      limits: workerLimits(config),
-      confine: sandbox.confine,
-      maxReplyBytes: config.limits.maxResultBytes,
-      startTimeoutMs: config.workers.startTimeoutMs,
-    },
-  });
+  const pool = buildPools(config, sources, sandbox, cwd, log);
   try {
     const ready = await pool.start();
     log.info('workers ready', { count: ready.length, python: sandbox.python.executable, version: ready[0]?.python, layers: [...(sandbox.launcher.wrapped ? ['bwrap'] : []), ...(ready[0]?.layers ?? [])] });
@@ -98,17 +80,6 @@ export async function startAgent({ config, log, embedded = false }: StartOptions
       })();
       return stopping;
     },
-  };
-}
-
-function workerLimits(config: AgentConfig): Record<string, number> {
-  const MiB = 1024 * 1024;
-  return {
-    memoryBytes: config.workers.memoryLimitMb * MiB,
-    openFiles: config.workers.maxOpenFiles,
-    fileSizeBytes: config.sandbox.fileSizeMb * MiB,
-    cpuSeconds: config.sandbox.cpuSeconds,
-    processes: config.sandbox.processes,
   };
 }
 

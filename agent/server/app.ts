@@ -14,7 +14,7 @@ import type { Http2Bindings } from '@hono/node-server';
 import { decodeBody, encodeBody, mediaTypeOf, parseCallBody, type MediaType } from '../codec/index.ts';
 import { SkeinError, toSkeinError } from '../errors/index.ts';
 import type { Logger } from '../log/index.ts';
-import type { WorkerPool } from '../workers/pool.ts';
+import type { Dispatcher } from '../workers/pool-set.ts';
 import { identityOfSession, type PeerIdentity } from './identity.ts';
 
 export interface RoutineInfo {
@@ -26,7 +26,7 @@ export interface RoutineInfo {
 }
 
 export interface AppDeps {
-  pool: WorkerPool;
+  pool: Dispatcher;
   routines: Map<string, RoutineInfo>;
   limits: { maxBodyBytes: number; defaultTimeoutMs: number; maxTimeoutMs: number };
   log: Logger;

@@ -106,6 +106,36 @@ describe.skipIf(!HAS_BWRAP)('bubblewrap outer layer (sandbox.bubblewrap)', () =>
   });
 });
 
+describe('per-routine limits', () => {
+  it('a routine with its own limits runs in its own pool under them; others keep the defaults', async () => {
+    const agent = await startAgent({
+      config: baseConfig({
+        workers: { poolSize: 1, memoryLimitMb: 1024 },
+        routines: {
+          hog: { file: FIX },
+          small_hog: { file: FIX, function: 'hog', limits: { memoryMb: 96 } },
+          few_files: { file: FIX, function: 'open_many', limits: { openFiles: 20 }, workers: 2 },
+          open_many: { file: FIX },
+        },
+      }),
+    });
+    const client = agent.client();
+    try {
+      expect(await client.dispatch('hog', { args: [128] })).toBe(128 * 1024 * 1024);
+      const mem = await failure(client.dispatch('small_hog', { args: [128] }));
+      expect(mem.details.exception.type).toBe('MemoryError');
+      expect(await client.dispatch('open_many', { args: [40] })).toBe(40);
+      const fds = await failure(client.dispatch('few_files', { args: [40] }));
+      expect(fds.details.exception.message).toMatch(/Too many open files/);
+      // main pool (1) + small_hog (1) + few_files (2)
+      expect((await client.health()).workers).toBe(4);
+    } finally {
+      await client.close();
+      await agent.stop();
+    }
+  });
+});
+
 describe('skein doctor', () => {
   it('prints host capabilities, each profile and the canary; exit 0 when the profile can run', async () => {
     const r = await runCli(['doctor', '--config', writeConfig({})]);

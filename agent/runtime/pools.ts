@@ -1,0 +1,64 @@
+/**
+ * Builds the worker pools: one main pool for routines on the default limits, and one pool
+ * per distinct set of routine limits (rlimits apply to a whole process).
+ */
+import { cpus } from 'node:os';
+import type { AgentConfig, RoutineConfig } from '../config/schema.ts';
+import type { Logger } from '../log/index.ts';
+import type { PreparedSandbox } from '../sandbox/prepare.ts';
+import { PoolSet } from '../workers/pool-set.ts';
+import { WorkerPool } from '../workers/pool.ts';
+import type { RoutineSource } from '../workers/worker.ts';
+
+const MiB = 1024 * 1024;
+
+/** The rlimits of a routine's workers: its own overrides on top of workers.* and sandbox.*. */
+export function workerLimits(config: AgentConfig, routine?: RoutineConfig): Record<string, number> {
+  const o = routine?.limits ?? {};
+  return {
+    memoryBytes: (o.memoryMb ?? config.workers.memoryLimitMb) * MiB,
+    openFiles: o.openFiles ?? config.workers.maxOpenFiles,
+    fileSizeBytes: (o.fileSizeMb ?? config.sandbox.fileSizeMb) * MiB,
+    cpuSeconds: o.cpuSeconds ?? config.sandbox.cpuSeconds,
+    processes: o.processes ?? config.sandbox.processes,
+  };
+}
+
+export function buildPools(config: AgentConfig, sources: Record<string, RoutineSource>, sandbox: PreparedSandbox, cwd: string, log: Logger): PoolSet {
+  const defaults = JSON.stringify(workerLimits(config));
+  const groups = new Map<string, { routines: string[]; size: number; limits: Record<string, number> }>();
+  for (const [name, routine] of Object.entries(config.routines)) {
+    const limits = workerLimits(config, routine);
+    const key = JSON.stringify(limits);
+    const shared = key === defaults;
+    const group = groups.get(key) ?? { routines: [], size: shared ? config.workers.poolSize || cpus().length : 0, limits };
+    if (!shared) group.size = Math.max(group.size, routine.workers ?? 1);
+    group.routines.push(name);
+    groups.set(key, group);
+  }
+  return new PoolSet(
+    [...groups.values()].map(({ routines, size, limits }) => ({
+      routines,
+      pool: new WorkerPool({
+        size,
+        queueSize: config.limits.queueSize,
+        log,
+        circuit: config.workers.circuit,
+        maxCallsPerWorker: config.workers.maxCallsPerWorker,
+        recycleRssBytes: config.workers.recycleMemoryMb * MiB,
+        // Retire a worker well before the kernel's RLIMIT_CPU backstop would kill it mid-call.
+        recycleCpuSeconds: Math.floor(limits.cpuSeconds! * 0.8),
+        spec: {
+          launcher: sandbox.launcher,
+          cwd,
+          // Each pool's workers load only the routines they serve.
+          routines: Object.fromEntries(routines.map((r) => [r, sources[r]!])),
+          limits,
+          confine: { ...sandbox.confine, policy: { ...(sandbox.confine.policy as object), limits } },
+          maxReplyBytes: config.limits.maxResultBytes,
+          startTimeoutMs: config.workers.startTimeoutMs,
+        },
+      }),
+    })),
+  );
+}
