@@ -35,7 +35,7 @@ async function measure(name: string, overrides: Record<string, unknown>) {
     limits,
     maxReplyBytes: 1 << 20,
     startTimeoutMs: 10_000,
-    ...(config.sandbox.profile === 'none' ? {} : { confine: { code: compileConfine(python.executable), policy: plan.policy, packagePaths: plan.packagePaths } }),
+    ...(config.sandbox.profile === 'none' ? {} : { confine: { ...compileConfine(python.executable), policy: plan.policy, packagePaths: plan.packagePaths } }),
   };
   const spawnTimes: number[] = [];
   let layers: string[] = [];

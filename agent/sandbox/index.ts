@@ -39,7 +39,7 @@ export interface Policy {
   seccomp: boolean;
   limits: Record<string, number>;
   readPaths: string[];
-  auditHook: { blockedModules: string[]; allowedPackages: string[] | null } | false;
+  auditHook: { blockedModules: string[]; allowedPackages: string[] | null; blockedAs: 'ImportError' } | false;
 }
 
 export interface Plan {
@@ -66,7 +66,13 @@ export function probeHost(python: string): HostCapabilities {
 
 export function planProfile(sandbox: SandboxConfig, caps: HostCapabilities, limits: Record<string, number>): Plan {
   const { readPaths, packagePaths } = packageGrants(sandbox);
-  const audit = { blockedModules: sandbox.blockedModules, allowedPackages: sandbox.allowedPackages.length || sandbox.packagePaths.length ? sandbox.allowedPackages : null };
+  // Blocked imports raise an ImportError subclass: libraries guard optional imports with
+  // `except ImportError` (numpy's ctypes helpers, copy.py), and PermissionError broke them.
+  const audit = {
+    blockedModules: sandbox.blockedModules,
+    allowedPackages: sandbox.allowedPackages.length || sandbox.packagePaths.length ? sandbox.allowedPackages : null,
+    blockedAs: 'ImportError' as const,
+  };
   if (sandbox.profile === 'none') {
     return {
       profile: 'none',
@@ -105,14 +111,16 @@ export function planProfile(sandbox: SandboxConfig, caps: HostCapabilities, limi
  * Compiles confine.py once, in the workers' own interpreter, to a marshalled code object
  * (base64): compiling its source took ~9 ms of every worker spawn.
  */
-export function compileConfine(python: string): string {
-  const code = 'import sys, marshal, binascii\nsrc = sys.stdin.read()\nsys.stdout.write(binascii.b2a_base64(marshal.dumps(compile(src, "<skein-confine>", "exec")), newline=False).decode())\nprint()';
-  return runPython({ command: python, prefix: [], wrapped: false }, code, CONFINE);
+export function compileConfine(python: string): { code: string; pythonVersion: string } {
+  const code = 'import sys, json, marshal, binascii\nsrc = sys.stdin.read()\nprint(json.dumps({"code": binascii.b2a_base64(marshal.dumps(compile(src, "<skein-confine>", "exec")), newline=False).decode(), "pythonVersion": sys.version}))';
+  return JSON.parse(runPython({ command: python, prefix: [], wrapped: false }, code, CONFINE));
 }
 
 /** Confines a throwaway interpreter with the policy and tries what must fail. */
 export function runCanary(launcher: Launcher, policy: Policy): { layers: string[]; canary: CanaryResult } {
-  const code = `${CONFINE}\nimport json as _j, sys as _s\n_p = _j.loads(_s.stdin.readline())\n_l = apply(_p)\nprint(_j.dumps({"layers": _l, "canary": canary()}))`;
+  // canary: true runs the probes inside apply(), after the kernel layers and before the audit
+  // hook, so a refusal is the kernel's and not the tripwire's.
+  const code = `${CONFINE}\nimport json as _j, sys as _s\n_p = _j.loads(_s.stdin.readline())\n_p["canary"] = True\n_l = apply(_p)\nprint(_j.dumps({"layers": [l for l in _l if l != "canary"], "canary": last_report["canary"]}))`;
   const result = JSON.parse(runPython(launcher, code, `${JSON.stringify(policy)}\n`)) as { layers: string[]; canary: CanaryResult };
   if (launcher.wrapped) result.layers.unshift('bwrap');
   return result;

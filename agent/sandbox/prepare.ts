@@ -16,7 +16,7 @@ export interface PreparedSandbox {
   plan: Plan;
   launcher: Launcher;
   /** What the worker bootstrap needs to confine itself (code: marshalled confine.py, base64). */
-  confine: { code: string; policy: unknown; packagePaths: string[] };
+  confine: { code: string; pythonVersion: string; policy: unknown; packagePaths: string[] };
 }
 
 /** Plans the profile on this host without starting anything (also used by `skein doctor`). */
@@ -31,7 +31,7 @@ export function planSandbox(config: AgentConfig, limits: Record<string, number>)
 export function prepareSandbox(config: AgentConfig, limits: Record<string, number>, log: Logger): PreparedSandbox {
   const { profile } = config.sandbox;
   const { python, caps, plan, launcher } = planSandbox(config, limits);
-  const prepared = { python, caps, plan, launcher, confine: { code: compileConfine(python.executable), policy: plan.policy, packagePaths: plan.packagePaths } };
+  const prepared = { python, caps, plan, launcher, confine: { ...compileConfine(python.executable), policy: plan.policy, packagePaths: plan.packagePaths } };
   if (plan.missing.length) {
     throw new SkeinError(
       'SKEIN_ERR_SANDBOX',

@@ -60,18 +60,26 @@ def _die_with_parent():
         pass
 
 
-def _confine(code, policy):
+def _refuse(message, code):
+    _send({'ready': False, 'error': {'routine': None, 'type': 'ConfinementError', 'message': message}})
+    os._exit(code)
+
+
+def _confine(code, built_for, policy):
     # The kernel layers (agent/sandbox/confine.py), before any routine code exists in this
     # process. A required layer that cannot be applied ends the worker with a clear error.
-    # The agent compiled confine.py once with this interpreter; marshal + binascii are built in.
+    # The agent compiled confine.py once with this interpreter; marshal data is only valid
+    # for the exact version that wrote it.
     import marshal, binascii
+    if built_for != sys.version:
+        _refuse('the Python interpreter changed since the agent started (%s, now %s); restart the agent'
+                % (built_for, sys.version.split()[0]), 7)
     ns = {'__name__': 'skein_confine'}
     exec(marshal.loads(binascii.a2b_base64(code)), ns)
     try:
         _layers.extend(ns['apply'](policy))
     except ns['ConfinementError'] as e:
-        _send({'ready': False, 'error': {'routine': None, 'type': 'ConfinementError', 'message': str(e)}})
-        os._exit(6)
+        _refuse(str(e), 6)
 
 
 def _load_routines(spec):
@@ -127,7 +135,7 @@ _die_with_parent()
 # Explicit import path: the interpreter's stdlib (all -I -S leaves) plus allowed package dirs.
 sys.path.extend(p for p in _init.get('packagePaths') or () if p not in sys.path)
 if _init.get('policy') is not None:
-    _confine(_init['confine'], _init['policy'])
+    _confine(_init['confine'], _init.get('confineFor'), _init['policy'])
 else:
     _apply_limits(_init.get('limits') or {})
 _table = _load_routines(_init.get('routines') or {})

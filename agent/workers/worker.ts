@@ -24,7 +24,7 @@ export interface WorkerSpec {
   routines: Record<string, RoutineSource>;
   limits: Record<string, number>;
   /** Confinement applied by the bootstrap before routines load (code: marshalled confine.py). */
-  confine?: { code: string; policy: unknown; packagePaths: string[] };
+  confine?: { code: string; pythonVersion: string; policy: unknown; packagePaths: string[] };
   maxReplyBytes: number;
   startTimeoutMs: number;
 }
@@ -108,6 +108,7 @@ export class Worker {
       limits: spec.limits,
       packagePaths: spec.confine?.packagePaths ?? [],
       confine: spec.confine?.code ?? null,
+      confineFor: spec.confine?.pythonVersion ?? null,
       policy: spec.confine?.policy ?? null,
     };
     this.#child.stdin.write(`${JSON.stringify(init)}\n`);
