@@ -14,7 +14,7 @@ import { hostname } from 'node:os';
 import { join, resolve } from 'node:path';
 import { SkeinError } from '../errors/index.ts';
 import { parseCertificate, parseOpenSslDate, subjectAltNames } from './describe.ts';
-import { ensurePrivateDir, writeFileAtomic } from './files.ts';
+import { ensurePrivateDir, writeFileAtomic } from '../fs/index.ts';
 import { createCaCertificate, createLeafCertificate, generateKeyPair, privateKeyFromPem, privateKeyToPem } from './x509.ts';
 
 export { describeCertificate, type CertificateSummary } from './describe.ts';

@@ -1,10 +1,10 @@
 /**
- * Crash-safe writes for keys and signatures (internal to signing/, which may not import the
- * agent's own helpers). Both write a temp file in the target's directory, created O_EXCL with
+ * Crash-safe writes for certificates, keys and signatures (used by agent/pki and signing/;
+ * depends on nothing else in the project). Both write a temp file in the target's directory, created O_EXCL with
  * its final mode (so a private key is never readable by others, not even for a moment) and
  * fsynced, then publish it in one step, so a reader never sees a partial file.
  */
-import { closeSync, fsyncSync, linkSync, openSync, renameSync, rmSync, writeSync } from 'node:fs';
+import { closeSync, fsyncSync, linkSync, mkdirSync, openSync, renameSync, rmSync, writeSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { basename, dirname, join } from 'node:path';
 
@@ -47,4 +47,9 @@ export function writeFileExclusive(path: string, data: string, mode: number): vo
   } finally {
     rmSync(tmp, { force: true });
   }
+}
+
+/** Creates dir (and parents) with 0700; an existing directory keeps its mode. */
+export function ensurePrivateDir(dir: string): void {
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
 }
