@@ -6,6 +6,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { CONFIG_SCHEMA } from './agent/config/schema.ts';
 import { toJsonSchema } from './agent/config/schema-dsl.ts';
 import { configReference } from './agent/config/reference.ts';
+import { pluginApiCopy } from './agent/plugin-host/publish.ts';
 
 // `bun build.ts --schema` regenerates the published JSON Schema and key reference from the
 // validator's own description; test/unit/config.test.ts fails when the committed copy drifts.
@@ -13,7 +14,8 @@ if (process.argv.includes('--schema')) {
   const schema = { $schema: 'https://json-schema.org/draft/2020-12/schema', title: 'skein agent configuration', ...toJsonSchema(CONFIG_SCHEMA) };
   writeFileSync('docs/config.schema.json', `${JSON.stringify(schema, null, 2)}\n`);
   writeFileSync('docs/config-reference.md', configReference(CONFIG_SCHEMA));
-  console.log('wrote docs/config.schema.json and docs/config-reference.md');
+  writeFileSync('plugins/skein-plugin.ts', pluginApiCopy());
+  console.log('wrote docs/config.schema.json, docs/config-reference.md and plugins/skein-plugin.ts');
   process.exit(0);
 }
 

@@ -4,3 +4,4 @@ declare module '*.py' {
   const text: string;
   export default text;
 }
+

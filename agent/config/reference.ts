@@ -11,6 +11,11 @@ export function configReference(root: Node): string {
       for (const [k, f] of Object.entries(node.fields)) if (!k.startsWith('$')) walk(f, path ? `${path}.${k}` : k);
       return;
     }
+    if (node.kind === 'array' && node.items.kind === 'object') {
+      rows.push(row(path, 'array', '`[]`', node.description, node.env));
+      walk(node.items, `${path}[]`);
+      return;
+    }
     if (node.kind === 'record') {
       rows.push(row(path, 'object', '{}', node.description, node.env));
       walk(node.value, `${path}.<name>`);
@@ -20,6 +25,7 @@ export function configReference(root: Node): string {
       node.kind === 'enum' ? node.values.map((v) => `\`${v}\``).join(' \\| ')
       : node.kind === 'integer' ? `integer ${node.min}–${node.max}`
       : node.kind === 'string' && node.path ? 'path'
+      : node.kind === 'json' ? 'any JSON'
       : node.kind;
     const dflt = 'default' in node && node.default !== undefined ? `\`${JSON.stringify(node.default)}\`` : '';
     rows.push(row(path, type, dflt, node.description, node.env));

@@ -19,7 +19,9 @@ export type Node =
   | (Common & { kind: 'enum'; values: readonly string[]; default?: string })
   | (Common & { kind: 'object'; fields: Record<string, Node>; required?: readonly string[] })
   | (Common & { kind: 'record'; keyPattern: RegExp; keyHint: string; value: Node; default?: Record<string, unknown> })
-  | (Common & { kind: 'array'; items: Node; maxItems: number; default?: unknown[] });
+  | (Common & { kind: 'array'; items: Node; maxItems: number; default?: unknown[] })
+  /** Free-form JSON checked by its consumer (a plugin's options); redacted when printed. */
+  | (Common & { kind: 'json' });
 
 type Json = unknown;
 
@@ -81,6 +83,8 @@ export function checkLayer(node: Node, value: Json, path: string, baseDir: strin
       }
       return out;
     }
+    case 'json':
+      return value;
     case 'array': {
       if (!Array.isArray(value)) throw configError(path, `must be an array, got ${describe(value)}`, source);
       if (value.length > node.maxItems) throw configError(path, `must have at most ${node.maxItems} items`, source);
@@ -190,6 +194,8 @@ export function redact(node: Node, value: Json): Json {
       return Object.fromEntries(Object.entries(value as Record<string, Json>).map(([k, v]) => [k, redact(node.value, v)]));
     case 'array':
       return (value as Json[]).map((v) => redact(node.items, v));
+    case 'json':
+      return '[redacted: validated by its plugin]';
     default:
       return value;
   }
@@ -219,5 +225,7 @@ export function toJsonSchema(node: Node): Record<string, unknown> {
       return { ...base, type: 'object', propertyNames: { pattern: node.keyPattern.source }, additionalProperties: toJsonSchema(node.value) };
     case 'array':
       return { ...base, type: 'array', maxItems: node.maxItems, items: toJsonSchema(node.items) };
+    case 'json':
+      return base;
   }
 }

@@ -42,6 +42,7 @@ export const CONFIG_SCHEMA: Node = {
         ca: { kind: 'string', path: true, description: 'PEM CA bundle that client certificates must chain to.', env: 'SKEIN_TLS_CA' },
         minVersion: { kind: 'enum', values: ['TLSv1.3', 'TLSv1.2'], default: 'TLSv1.3', description: 'Lowest TLS version accepted. TLS 1.2, if enabled, allows only ECDHE AEAD suites.' },
         trustDomain: { kind: 'string', pattern: /^[a-z0-9.-]+$/, patternHint: 'a lower-case DNS-like name', default: 'skein.local', description: 'SPIFFE trust domain of the development PKI.' },
+        clientCerts: { kind: 'enum', values: ['require', 'optional'], default: 'require', description: 'require: mutual TLS; optional: one-way TLS where callers without a certificate must authenticate with a token plugin.' },
       },
     },
     limits: {
@@ -94,6 +95,32 @@ export const CONFIG_SCHEMA: Node = {
         processes: { kind: 'integer', min: 0, max: 100_000, default: 256, description: 'RLIMIT_NPROC for workers (threads count; not enforced for root).' },
       },
     },
+    plugins: {
+      kind: 'object',
+      description: 'Authentication and authorization hooks loaded from the plugins folder (docs/plugins.md).',
+      fields: {
+        dir: { kind: 'string', path: true, default: 'plugins', description: 'Folder plugins are loaded from, relative to the config file.' },
+        enabled: {
+          kind: 'array',
+          maxItems: 64,
+          default: [],
+          description: 'Plugins to run, in order: authenticate hooks in this order, then every authorize hook (any deny wins).',
+          items: {
+            kind: 'object',
+            description: 'One enabled plugin.',
+            required: ['name'],
+            fields: {
+              name: { kind: 'string', pattern: /^[a-z0-9][a-z0-9-]{0,63}$/, patternHint: 'a plugin name (lower-case letters, digits, "-")', description: 'Plugin name: loads <dir>/<name>.ts, .mjs or .js.' },
+              options: { kind: 'json', description: 'Options for the plugin, validated by the plugin itself.' },
+            },
+          },
+        },
+        requireSignature: { kind: 'boolean', default: false, description: 'Load only plugins whose <file>.sig verifies against plugins.trustedKeys.' },
+        trustedKeys: { kind: 'array', maxItems: 100, default: [], items: { kind: 'string', pattern: /^ed25519:[A-Za-z0-9_-]{43}$/, patternHint: 'an "ed25519:<base64url>" public key (skein keygen)', description: 'Public key.' }, description: 'Keys trusted to sign plugins.' },
+        hookTimeoutMs: { kind: 'integer', min: 1, max: 60_000, default: 1000, description: 'Time budget of one hook call; a hook that exceeds it fails closed.' },
+        requireToken: { kind: 'boolean', default: false, description: 'Require a token-authenticated identity on top of the client certificate (second factor).' },
+      },
+    },
     routines: {
       kind: 'record',
       keyPattern: NAME,
@@ -138,7 +165,7 @@ export interface AgentConfig {
   extends?: string;
   agent: { name: string; listen: string; stateDir: string };
   log: { level: 'debug' | 'info' | 'warn' | 'error'; format: 'json' | 'text' };
-  tls: { cert?: string; key?: string; ca?: string; minVersion: 'TLSv1.3' | 'TLSv1.2'; trustDomain: string };
+  tls: { cert?: string; key?: string; ca?: string; minVersion: 'TLSv1.3' | 'TLSv1.2'; trustDomain: string; clientCerts: 'require' | 'optional' };
   limits: {
     maxBodyBytes: number;
     maxResultBytes: number;
@@ -158,7 +185,17 @@ export interface AgentConfig {
     circuit: { failures: number; windowMs: number; cooldownMs: number };
   };
   sandbox: SandboxConfig;
+  plugins: PluginsConfig;
   routines: Record<string, RoutineConfig>;
+}
+
+export interface PluginsConfig {
+  dir: string;
+  enabled: Array<{ name: string; options?: unknown }>;
+  requireSignature: boolean;
+  trustedKeys: string[];
+  hookTimeoutMs: number;
+  requireToken: boolean;
 }
 
 export interface SandboxConfig {

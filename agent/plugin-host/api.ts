@@ -1,0 +1,161 @@
+/**
+ * The published plugin API. A plugin is a .ts/.mjs/.js file in the plugins folder whose
+ * default export is `definePlugin({ name, version, options?, setup })`. The compiled binary
+ * loads it from disk; a plugin has no dependencies of its own: everything it needs (logger,
+ * clock, constant-time comparison, JWT/JWS and Ed25519 verification, its options) comes
+ * through the context passed to `setup`.
+ *
+ * Plugins do not import this file from the binary (bare imports resolve from the plugins
+ * folder): `skein plugin new` writes a copy, `skein-plugin.ts`, next to them.
+ *
+ * @example
+ *   import { definePlugin, type AuthnResult } from './skein-plugin.ts';
+ *   export default definePlugin({
+ *     name: 'header-key',
+ *     version: '1.0.0',
+ *     options: (raw, fail) => {
+ *       const o = raw as { key?: unknown };
+ *       if (typeof o?.key !== 'string') throw fail('key', 'must be a string');
+ *       return { key: o.key };
+ *     },
+ *     setup: (ctx) => ({
+ *       authenticate(req): AuthnResult {
+ *         const given = req.headers['x-api-key'];
+ *         if (given === undefined) return { outcome: 'skip' };
+ *         return ctx.crypto.timingSafeEqual(given, ctx.options.key)
+ *           ? { outcome: 'authenticated', identity: 'api-key:ops' }
+ *           : { outcome: 'rejected', reason: 'BAD_KEY', message: 'wrong API key' };
+ *       },
+ *     }),
+ *   });
+ */
+
+export const PLUGIN_API_VERSION = 1;
+
+/** Who is calling, as far as the transport knows (the mTLS client certificate). */
+export interface PeerInfo {
+  /** spiffe://… from the URI SAN, "cn:<CN>", or "anonymous" without a client certificate. */
+  id: string;
+  spiffeId?: string;
+  subjectCN?: string;
+  fingerprint?: string;
+}
+
+/** What authentication established: the transport peer plus identities from token hooks. */
+export interface Identity {
+  peer: PeerInfo;
+  /** Identities asserted by authenticate hooks, e.g. "jwt:alice" or "nonce:deploy-bot". */
+  principals: string[];
+  /** Claims from tokens, keyed by the plugin that verified them. */
+  claims: Record<string, Record<string, unknown>>;
+}
+
+export interface RequestInfo {
+  requestId: string;
+  /** The routine the request targets (undefined for non-dispatch endpoints). */
+  routine: string | undefined;
+  method: string;
+  path: string;
+  /** Lower-case header names. */
+  headers: Readonly<Record<string, string | undefined>>;
+  /** The client address. */
+  remoteAddress: string | undefined;
+}
+
+export interface AuthnRequest extends RequestInfo {
+  peer: PeerInfo;
+}
+
+export type AuthnResult =
+  /** This plugin's credential is not present: let others decide. */
+  | { outcome: 'skip' }
+  | { outcome: 'authenticated'; identity: string; claims?: Record<string, unknown> }
+  /** A credential was presented and is invalid: 401 with this reason code. */
+  | { outcome: 'rejected'; reason: string; message?: string };
+
+export interface AuthzRequest extends RequestInfo {
+  identity: Identity;
+}
+
+export type AuthzResult =
+  | { decision: 'allow'; reason?: string }
+  | { decision: 'deny'; reason: string; message?: string }
+  /** No opinion (the rule set does not cover this request). */
+  | { decision: 'abstain' };
+
+export interface Hooks {
+  authenticate?(req: AuthnRequest): AuthnResult | Promise<AuthnResult>;
+  authorize?(req: AuthzRequest): AuthzResult | Promise<AuthzResult>;
+  /** Called once when the agent stops. */
+  close?(): void | Promise<void>;
+}
+
+export interface PluginLogger {
+  debug(msg: string, fields?: Record<string, unknown>): void;
+  info(msg: string, fields?: Record<string, unknown>): void;
+  warn(msg: string, fields?: Record<string, unknown>): void;
+  error(msg: string, fields?: Record<string, unknown>): void;
+}
+
+export interface JwtVerifyOptions {
+  /** Accepted algorithms; tokens with any other `alg` (including "none") are refused. */
+  algorithms: Array<'EdDSA' | 'ES256' | 'RS256' | 'HS256'>;
+  /** Keys: PEM public keys (EdDSA/ES256/RS256), JWKs, or HS256 secrets ({ kty: 'oct', k }). */
+  keys: Array<string | Record<string, unknown>>;
+  issuer?: string | string[];
+  audience?: string | string[];
+  /** Allowed clock skew in seconds for exp/nbf/iat (default 30). */
+  clockToleranceSec?: number;
+  /** Require an `exp` claim (default true). */
+  requireExp?: boolean;
+}
+
+export interface JwtVerified {
+  header: Record<string, unknown>;
+  payload: Record<string, unknown>;
+}
+
+/** Thrown by ctx.crypto.verifyJwt; `reason` is a stable code for 401 reason fields. */
+export interface JwtFailure extends Error {
+  reason: 'MALFORMED' | 'ALG_NOT_ALLOWED' | 'BAD_SIGNATURE' | 'EXPIRED' | 'NOT_YET_VALID' | 'WRONG_ISSUER' | 'WRONG_AUDIENCE' | 'MISSING_EXP' | 'NO_MATCHING_KEY' | 'INVALID_CLAIMS';
+}
+
+export interface PluginContext<O> {
+  /** The plugin's name as configured. */
+  name: string;
+  /** Options after the plugin's own `options` validation. */
+  options: O;
+  /** Logger whose lines carry { plugin: name }. */
+  log: PluginLogger;
+  /** Milliseconds since the epoch; injected so tests can move time. */
+  now(): number;
+  crypto: {
+    /** Constant-time comparison of two strings or byte arrays (false on length mismatch). */
+    timingSafeEqual(a: string | Uint8Array, b: string | Uint8Array): boolean;
+    sha256Hex(data: string | Uint8Array): string;
+    /** Verifies a compact JWS/JWT; throws a JwtFailure. */
+    verifyJwt(token: string, options: JwtVerifyOptions): Promise<JwtVerified>;
+    /** Ed25519 verification; `publicKey` is "ed25519:<base64url>", PEM or 32 raw bytes. */
+    verifyEd25519(publicKey: string | Uint8Array, message: Uint8Array, signature: Uint8Array): boolean;
+    /** Parses "ed25519:<base64url>" or PEM into 32 raw bytes; throws on anything else. */
+    parseEd25519PublicKey(text: string): Uint8Array;
+  };
+  /** Reads a file relative to the config file's folder (e.g. a JWKS); for setup only. */
+  readFile(path: string): string;
+}
+
+/** Builds the error `options` validation throws: it names the plugin and the key. */
+export type OptionsFail = (key: string, message: string) => Error;
+
+export interface PluginDefinition<O = unknown> {
+  name: string;
+  version: string;
+  /** Validates raw options from config (`plugins.enabled[].options`); throw `fail(key, msg)`. */
+  options?: (raw: unknown, fail: OptionsFail) => O;
+  setup(ctx: PluginContext<O>): Hooks | Promise<Hooks>;
+}
+
+/** Identity helper that gives a plugin definition its types. */
+export function definePlugin<O>(definition: PluginDefinition<O>): PluginDefinition<O> {
+  return definition;
+}
