@@ -37,7 +37,7 @@ export async function runAgent(argv: string[], io: Io): Promise<number> {
   const { config } = loaded;
   const log = createLogger({ level: config.log.level, format: config.log.format });
   log.info('starting skein agent', { config: loaded.source, pid: process.pid });
-  const agent = await startAgent({ config, log, embedded: loaded.source === 'embedded' });
+  const agent = await startAgent({ config, log, embedded: loaded.source === 'embedded', baseDir: loaded.baseDir });
 
   return new Promise<number>((resolve) => {
     let signals = 0;

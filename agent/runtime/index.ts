@@ -11,6 +11,8 @@ import { parseHostPort } from '../config/load.ts';
 import { SkeinError } from '../errors/index.ts';
 import type { Logger } from '../log/index.ts';
 import { ensureDevPki } from '../pki/index.ts';
+import { loadPlugins } from '../plugin-host/loader.ts';
+import { AuthPipeline } from '../plugin-host/pipeline.ts';
 import { prepareSandbox } from '../sandbox/prepare.ts';
 import { createApp, type RoutineInfo } from '../server/app.ts';
 import { listen, type Listener, type TlsMaterial } from '../server/listener.ts';
@@ -31,9 +33,11 @@ export interface StartOptions {
   log: Logger;
   /** True when running the built-in default config: routine files may come from the binary. */
   embedded?: boolean;
+  /** Folder of the config file (plugins' readFile paths resolve against it). */
+  baseDir: string;
 }
 
-export async function startAgent({ config, log, embedded = false }: StartOptions): Promise<RunningAgent> {
+export async function startAgent({ config, log, embedded = false, baseDir }: StartOptions): Promise<RunningAgent> {
   const { host, port } = parseHostPort(config.agent.listen);
   const tls = await loadTls(config, host, log);
   const { sources, infos } = loadRoutines(config, log, embedded);
@@ -50,8 +54,16 @@ export async function startAgent({ config, log, embedded = false }: StartOptions
     throw err;
   }
 
+  let auth: AuthPipeline;
+  try {
+    auth = await startPlugins(config, baseDir, log);
+  } catch (err) {
+    await pool.close(0);
+    throw err;
+  }
+
   let draining = false;
-  const app = createApp({ pool, routines: infos, limits: config.limits, log, isDraining: () => draining });
+  const app = createApp({ pool, routines: infos, limits: config.limits, log, isDraining: () => draining, auth });
   let listener: Listener;
   try {
     listener = await listen(app, tls, host, port, log);
@@ -76,11 +88,20 @@ export async function startAgent({ config, log, embedded = false }: StartOptions
         await pool.close(grace);
         await listener.idle(Math.min(grace, 2000));
         listener.destroy();
+        await auth.close();
         log.info('stopped');
       })();
       return stopping;
     },
   };
+}
+
+async function startPlugins(config: AgentConfig, baseDir: string, log: Logger): Promise<AuthPipeline> {
+  const plugins = await loadPlugins(config.plugins, { log, baseDir, runDir: join(config.agent.stateDir, 'run', 'plugins') });
+  if (config.tls.clientCerts === 'optional' && !plugins.some((p) => p.hooks.authenticate)) {
+    log.warn('tls.clientCerts is "optional" but no enabled plugin authenticates tokens: every caller without a client certificate will be refused');
+  }
+  return new AuthPipeline(plugins, { hookTimeoutMs: config.plugins.hookTimeoutMs, requireToken: config.plugins.requireToken, log });
 }
 
 async function loadTls(config: AgentConfig, listenHost: string, log: Logger): Promise<TlsMaterial> {
@@ -103,7 +124,7 @@ async function loadTls(config: AgentConfig, listenHost: string, log: Logger): Pr
       throw new SkeinError('SKEIN_ERR_CONFIG', `cannot read ${k} file ${path}: ${(err as Error).message}`, { key: k });
     }
   };
-  return { cert: read(cert, 'tls.cert'), key: read(key, 'tls.key'), ca: read(ca, 'tls.ca'), minVersion: config.tls.minVersion };
+  return { cert: read(cert, 'tls.cert'), key: read(key, 'tls.key'), ca: read(ca, 'tls.ca'), minVersion: config.tls.minVersion, clientCerts: config.tls.clientCerts };
 }
 
 function loadRoutines(config: AgentConfig, log: Logger, embedded: boolean) {

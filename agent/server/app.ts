@@ -15,6 +15,8 @@ import { decodeBody, encodeBody, mediaTypeOf, parseCallBody, type MediaType } fr
 import { SkeinError, toSkeinError } from '../errors/index.ts';
 import type { Logger } from '../log/index.ts';
 import type { Dispatcher } from '../workers/pool-set.ts';
+import type { AuthPipeline } from '../plugin-host/pipeline.ts';
+import type { Identity, RequestInfo } from '../plugin-host/api.ts';
 import { identityOfSession, type PeerIdentity } from './identity.ts';
 
 export interface RoutineInfo {
@@ -31,6 +33,7 @@ export interface AppDeps {
   limits: { maxBodyBytes: number; defaultTimeoutMs: number; maxTimeoutMs: number };
   log: Logger;
   isDraining: () => boolean;
+  auth: AuthPipeline;
 }
 
 type Env = { Bindings: Http2Bindings; Variables: { requestId: string; peer: PeerIdentity; mediaType: MediaType } };
@@ -40,7 +43,17 @@ export const TIMEOUT_HEADER = 'x-skein-timeout-ms';
 
 export function createApp(deps: AppDeps): Hono<Env> {
   const app = new Hono<Env>();
-  const { log, pool, routines, limits } = deps;
+  const { log, pool, routines, limits, auth } = deps;
+
+  const requestInfo = (c: Context<Env>, routine: string | undefined): RequestInfo => ({
+    requestId: c.get('requestId'),
+    routine,
+    method: c.req.method,
+    path: c.req.path,
+    headers: c.env.incoming.headers as Record<string, string | undefined>,
+    remoteAddress: c.env.incoming.socket?.remoteAddress,
+  });
+  const authenticate = (c: Context<Env>, info: RequestInfo): Promise<Identity> => auth.authenticate(info, c.get('peer'));
 
   app.use('*', async (c, next) => {
     // Raw node headers: cheaper than materialising a fetch Headers object per request.
@@ -56,8 +69,12 @@ export function createApp(deps: AppDeps): Hono<Env> {
 
   app.post('/v1/dispatch/:routine', async (c) => {
     const name = c.req.param('routine');
+    // Authenticate before saying whether a routine exists; authorize before any body is read.
+    const info = requestInfo(c, name);
+    const identity = await authenticate(c, info);
     const routine = routines.get(name);
     if (!routine) throw new SkeinError('SKEIN_ERR_UNKNOWN_ROUTINE', `no routine named "${name}" (GET /v1/routines lists them)`, { routine: name });
+    await auth.authorize(info, identity);
     const headers = c.env.incoming.headers;
     const mediaType = mediaTypeOf(headers['content-type']);
     if (!mediaType) throw new SkeinError('SKEIN_ERR_UNSUPPORTED_MEDIA_TYPE', `content-type must be application/cbor or application/json, got ${JSON.stringify(headers['content-type'] ?? '(none)')}`);
@@ -78,11 +95,12 @@ export function createApp(deps: AppDeps): Hono<Env> {
     return reply(c, 200, { result: outcome.value });
   });
 
-  app.get('/v1/routines', (c) =>
-    reply(c, 200, {
+  app.get('/v1/routines', async (c) => {
+    await authenticate(c, requestInfo(c, undefined));
+    return reply(c, 200, {
       routines: [...routines.values()].map((r) => ({ name: r.name, function: r.function, sha256: r.sha256, ...(r.timeoutMs ? { timeoutMs: r.timeoutMs } : {}) })),
-    }),
-  );
+    });
+  });
 
   app.get('/healthz', (c) => {
     const draining = deps.isDraining();

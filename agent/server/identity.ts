@@ -12,6 +12,8 @@ export interface PeerIdentity {
   subjectCN?: string;
   /** SHA-256 fingerprint of the peer certificate (colon-separated hex, as node reports it). */
   fingerprint?: string;
+  /** Set when a certificate was presented but did not verify (possible only with tls.clientCerts "optional"). */
+  certificateError?: string;
 }
 
 const cache = new WeakMap<object, PeerIdentity>();
@@ -30,6 +32,9 @@ export function identityOfSession(session: Http2Session | undefined): PeerIdenti
 export function identityOfSocket(socket: TLSSocket | undefined): PeerIdentity {
   const cert = socket?.getPeerCertificate?.();
   if (!cert || Object.keys(cert).length === 0) return ANONYMOUS;
+  // With optional client certificates the handshake accepts any certificate; an unverified
+  // one identifies no one and is refused by the auth pipeline.
+  if (socket && !socket.authorized) return { id: 'anonymous', certificateError: String(socket.authorizationError ?? 'not verified') };
   const spiffeId = spiffeIdFromSan(cert.subjectaltname);
   const cn = cert.subject?.CN;
   const subjectCN = Array.isArray(cn) ? cn[0] : cn;

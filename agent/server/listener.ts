@@ -16,6 +16,8 @@ export interface TlsMaterial {
   key: string | Buffer;
   ca: string | Buffer;
   minVersion: 'TLSv1.3' | 'TLSv1.2';
+  /** require: mutual TLS; optional: callers without a certificate authenticate with a token. */
+  clientCerts: 'require' | 'optional';
 }
 
 // When TLS 1.2 is enabled at all, only forward-secret AEAD suites (TLS 1.3 suites are
@@ -52,7 +54,9 @@ export async function listen(app: Hono<any>, tls: TlsMaterial, host: string, por
       key: tls.key,
       ca: tls.ca,
       requestCert: true,
-      rejectUnauthorized: true,
+      // "optional" lets the handshake finish without (or with an unverifiable) certificate;
+      // identity.ts then marks the peer anonymous and the auth pipeline demands a token.
+      rejectUnauthorized: tls.clientCerts === 'require',
       allowHTTP1: false,
       minVersion: tls.minVersion,
       ...(tls.minVersion === 'TLSv1.2' ? { ciphers: TLS12_CIPHERS } : {}),

@@ -1,0 +1,146 @@
+/**
+ * Loads the enabled plugins at start-up. Any failure — no file, a bad signature, a syntax
+ * error, a missing or malformed default export, bad options, a hook that is not a function —
+ * stops the agent (exit 2) with a message naming the plugin: it never runs half-configured.
+ *
+ * The verified bytes are what runs: each plugin is copied into a private run directory
+ * (with our own copy of the plugin API beside it) and imported from there, so a file swapped
+ * in the plugins folder after its signature was checked is never executed.
+ */
+import { createHash } from 'node:crypto';
+import { existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
+import { extname, join } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { isSigningError, trustStore, verifyFile } from '../../signing/index.ts';
+import type { PluginsConfig } from '../config/schema.ts';
+import { SkeinError } from '../errors/index.ts';
+import { writeFileAtomic } from '../fs/index.ts';
+import type { Logger } from '../log/index.ts';
+import type { Hooks, PluginDefinition } from './api.ts';
+import { createContext } from './context.ts';
+import { PLUGIN_API_FILE, pluginApiCopy } from './publish.ts';
+
+export interface LoadedPlugin {
+  name: string;
+  version: string;
+  file: string;
+  sha256: string;
+  hooks: Hooks;
+}
+
+export interface LoadDeps {
+  log: Logger;
+  /** Folder of the config file: plugins' readFile() paths resolve against it. */
+  baseDir: string;
+  /** Private directory the verified copies are imported from. */
+  runDir: string;
+  now?: () => number;
+}
+
+const EXTENSIONS = ['.ts', '.mjs', '.js'];
+const SETUP_TIMEOUT_MS = 10_000;
+
+export function pluginError(name: string, message: string, cause?: unknown): SkeinError {
+  return new SkeinError('SKEIN_ERR_PLUGIN_LOAD', `plugin "${name}": ${message}`, { plugin: name }, cause ? { cause } : undefined);
+}
+
+export async function loadPlugins(config: PluginsConfig, deps: LoadDeps): Promise<LoadedPlugin[]> {
+  if (config.enabled.length === 0) return [];
+  rmSync(deps.runDir, { recursive: true, force: true });
+  mkdirSync(deps.runDir, { recursive: true, mode: 0o700 });
+  writeFileAtomic(join(deps.runDir, PLUGIN_API_FILE), pluginApiCopy(), 0o600);
+  const trusted = trustStore(config.trustedKeys);
+  const loaded: LoadedPlugin[] = [];
+  const seen = new Set<string>();
+  for (const entry of config.enabled) {
+    if (seen.has(entry.name)) throw pluginError(entry.name, 'is enabled twice in plugins.enabled');
+    seen.add(entry.name);
+    loaded.push(await loadOne(entry, config, trusted, deps));
+  }
+  return loaded;
+}
+
+async function loadOne(entry: { name: string; options?: unknown }, config: PluginsConfig, trusted: ReturnType<typeof trustStore>, deps: LoadDeps): Promise<LoadedPlugin> {
+  const { name } = entry;
+  const file = EXTENSIONS.map((ext) => join(config.dir, `${name}${ext}`)).find((f) => existsSync(f));
+  if (!file) throw pluginError(name, `no file ${join(config.dir, name)}{${EXTENSIONS.join(',')}} (plugins.dir is ${config.dir})`);
+
+  let bytes: Buffer;
+  try {
+    bytes = readFileSync(file);
+  } catch (err) {
+    throw pluginError(name, `cannot read ${file}: ${(err as Error).message}`, err);
+  }
+  const sha256 = createHash('sha256').update(bytes).digest('hex');
+  if (config.requireSignature) {
+    try {
+      const verified = verifyFile(file, { trustedKeys: trusted, expectedName: name });
+      // Check the bytes we will run, not just the file verifyFile read.
+      if (verified.sha256 !== sha256) throw pluginError(name, `${file} changed while it was being verified`);
+    } catch (err) {
+      if (isSigningError(err)) throw pluginError(name, `signature check failed (${err.code}): ${err.message}`, err);
+      throw err;
+    }
+  }
+
+  const copy = join(deps.runDir, `${name}-${sha256.slice(0, 12)}${extname(file)}`);
+  writeFileAtomic(copy, bytes.toString('utf8'), 0o600);
+  let mod: { default?: unknown };
+  try {
+    mod = (await import(pathToFileURL(copy).href)) as { default?: unknown };
+  } catch (err) {
+    throw pluginError(name, `${file} failed to load: ${(err as Error).name}: ${(err as Error).message}`, err);
+  }
+  const def = checkDefinition(name, mod.default);
+
+  const fail = (key: string, message: string) => new SkeinError('SKEIN_ERR_CONFIG', `plugin "${name}": option "${key}": ${message}`, { plugin: name, key: `plugins.enabled.${name}.options.${key}` });
+  let options: unknown = entry.options;
+  if (def.options) {
+    try {
+      options = def.options(entry.options ?? {}, fail);
+    } catch (err) {
+      if (err instanceof SkeinError) throw err;
+      throw pluginError(name, `options rejected: ${(err as Error).message}`, err);
+    }
+  } else if (entry.options !== undefined) {
+    throw pluginError(name, 'takes no options, but plugins.enabled sets some');
+  }
+
+  const ctx = createContext(name, options, { log: deps.log, baseDir: deps.baseDir, ...(deps.now ? { now: deps.now } : {}) });
+  let hooks: unknown;
+  try {
+    hooks = await Promise.race([
+      Promise.resolve().then(() => def.setup(ctx)),
+      new Promise((_, reject) => setTimeout(() => reject(new Error(`setup did not finish within ${SETUP_TIMEOUT_MS} ms`)), SETUP_TIMEOUT_MS).unref?.()),
+    ]);
+  } catch (err) {
+    if (err instanceof SkeinError) throw err;
+    throw pluginError(name, `setup failed: ${(err as Error).message}`, err);
+  }
+  const checked = checkHooks(name, hooks);
+  deps.log.info('plugin loaded', { plugin: name, version: def.version, file, sha256, signed: config.requireSignature, hooks: Object.keys(checked) });
+  return { name, version: def.version, file, sha256, hooks: checked };
+}
+
+function checkDefinition(name: string, value: unknown): PluginDefinition {
+  if (typeof value !== 'object' || value === null) throw pluginError(name, 'has no default export (export default definePlugin({ name, version, setup }))');
+  const def = value as Record<string, unknown>;
+  if (typeof def.name !== 'string') throw pluginError(name, 'default export has no "name"');
+  if (def.name !== name) throw pluginError(name, `default export is named "${def.name}", but it is enabled as "${name}"`);
+  if (typeof def.version !== 'string' || def.version === '') throw pluginError(name, 'default export has no "version"');
+  if (typeof def.setup !== 'function') throw pluginError(name, '"setup" is not a function');
+  if (def.options !== undefined && typeof def.options !== 'function') throw pluginError(name, '"options" is not a function');
+  return def as unknown as PluginDefinition;
+}
+
+function checkHooks(name: string, value: unknown): Hooks {
+  if (typeof value !== 'object' || value === null) throw pluginError(name, 'setup() must return an object of hooks');
+  const hooks = value as Record<string, unknown>;
+  const known = ['authenticate', 'authorize', 'close'];
+  for (const [key, hook] of Object.entries(hooks)) {
+    if (!known.includes(key)) throw pluginError(name, `setup() returned an unknown hook "${key}" (known: ${known.join(', ')})`);
+    if (typeof hook !== 'function') throw pluginError(name, `hook "${key}" is not a function`);
+  }
+  if (!hooks.authenticate && !hooks.authorize) throw pluginError(name, 'setup() returned neither an authenticate nor an authorize hook');
+  return hooks as Hooks;
+}

@@ -1,0 +1,136 @@
+/**
+ * Authentication then authorization, before a routine is queued.
+ *
+ *  - Every authenticate hook runs, in plugins.enabled order: `skip` (no credential of
+ *    mine), `authenticated` (adds a principal and its claims) or `rejected` (401 at once).
+ *  - A caller with neither a valid client certificate nor a principal gets 401; with
+ *    plugins.requireToken a principal is required on top of the certificate.
+ *  - Every authorize hook then sees the identity; the first deny wins (403, the routine is
+ *    never run). With no authorize hook, any authenticated caller may run any routine.
+ *  - A hook that throws, returns something invalid or exceeds plugins.hookTimeoutMs fails
+ *    closed with reason PLUGIN_FAILED, logged with the plugin's name.
+ * Every decision is one structured "audit" log line.
+ */
+import { SkeinError } from '../errors/index.ts';
+import type { Logger } from '../log/index.ts';
+import type { AuthnRequest, AuthnResult, AuthzResult, Identity, PeerInfo, RequestInfo } from './api.ts';
+import type { LoadedPlugin } from './loader.ts';
+
+export interface PipelineOptions {
+  hookTimeoutMs: number;
+  requireToken: boolean;
+  log: Logger;
+}
+
+const REASON = /^[A-Z][A-Z0-9_]{0,63}$/;
+
+export class AuthPipeline {
+  #authn: LoadedPlugin[];
+  #authz: LoadedPlugin[];
+  #opts: PipelineOptions;
+
+  constructor(plugins: LoadedPlugin[], opts: PipelineOptions) {
+    this.#authn = plugins.filter((p) => p.hooks.authenticate);
+    this.#authz = plugins.filter((p) => p.hooks.authorize);
+    this.#opts = opts;
+  }
+
+  /** Authenticates the request; throws 401 SkeinErrors. */
+  async authenticate(req: RequestInfo, peer: PeerInfo & { certificateError?: string }): Promise<Identity> {
+    if (peer.certificateError) this.#reject(req, peer, 'BAD_CLIENT_CERTIFICATE', undefined, `the client certificate was refused: ${peer.certificateError}`);
+    const identity: Identity = { peer, principals: [], claims: {} };
+    if (this.#authn.length) {
+      const authnReq: AuthnRequest = { ...req, peer };
+      for (const plugin of this.#authn) {
+        const result = await this.#call(plugin, 'authenticate', authnReq, 'UNAUTHENTICATED', req, peer);
+        const r = checkAuthn(result);
+        if (!r) this.#reject(req, peer, 'PLUGIN_FAILED', plugin.name, `plugin "${plugin.name}" returned an invalid authentication result`);
+        else if (r.outcome === 'rejected') this.#reject(req, peer, r.reason, plugin.name, r.message ?? `credential refused by plugin "${plugin.name}"`);
+        else if (r.outcome === 'authenticated') {
+          identity.principals.push(r.identity);
+          if (r.claims) identity.claims[plugin.name] = r.claims;
+        }
+      }
+    }
+    if (peer.id === 'anonymous' && identity.principals.length === 0) this.#reject(req, peer, 'CREDENTIAL_REQUIRED', undefined, 'a client certificate or a token is required');
+    if (this.#opts.requireToken && identity.principals.length === 0) this.#reject(req, peer, 'TOKEN_REQUIRED', undefined, 'a token is required on top of the client certificate (plugins.requireToken)');
+    return identity;
+  }
+
+  /** Authorizes the call of `req.routine`; throws a 403 SkeinError on the first deny. */
+  async authorize(req: RequestInfo, identity: Identity): Promise<void> {
+    for (const plugin of this.#authz) {
+      const result = await this.#call(plugin, 'authorize', { ...req, identity }, 'FORBIDDEN', req, identity.peer);
+      const r = checkAuthz(result);
+      if (!r) this.#deny(req, identity, 'PLUGIN_FAILED', plugin.name, `plugin "${plugin.name}" returned an invalid authorization result`);
+      else if (r.decision === 'deny') this.#deny(req, identity, r.reason, plugin.name, r.message);
+    }
+    if (this.#authn.length || this.#authz.length) this.#audit(req, identity.peer, identity.principals, 'allow', undefined, undefined);
+  }
+
+  async close(): Promise<void> {
+    for (const p of new Set([...this.#authn, ...this.#authz])) {
+      try {
+        await p.hooks.close?.();
+      } catch (err) {
+        this.#opts.log.warn('plugin close hook failed', { plugin: p.name, error: (err as Error).message });
+      }
+    }
+  }
+
+  /** Calls a hook within its time budget; anything but a result fails closed. */
+  async #call(plugin: LoadedPlugin, hook: 'authenticate' | 'authorize', arg: unknown, kind: 'UNAUTHENTICATED' | 'FORBIDDEN', req: RequestInfo, peer: PeerInfo): Promise<unknown> {
+    const fn = plugin.hooks[hook] as unknown as (a: unknown) => unknown;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    try {
+      const value = fn.call(plugin.hooks, arg);
+      // Synchronous hooks (most policy checks) need no timer.
+      if (!(value instanceof Promise)) return value;
+      return await Promise.race([
+        value,
+        new Promise((_, reject) => {
+          timer = setTimeout(() => reject(new Error(`no answer within plugins.hookTimeoutMs (${this.#opts.hookTimeoutMs} ms)`)), this.#opts.hookTimeoutMs);
+        }),
+      ]);
+    } catch (err) {
+      this.#opts.log.error('plugin hook failed; failing closed', { plugin: plugin.name, hook, requestId: req.requestId, error: (err as Error)?.message ?? String(err) });
+      const message = `plugin "${plugin.name}" failed in ${hook}; failing closed`;
+      if (kind === 'UNAUTHENTICATED') this.#reject(req, peer, 'PLUGIN_FAILED', plugin.name, message);
+      this.#deny(req, { peer, principals: [], claims: {} }, 'PLUGIN_FAILED', plugin.name, message);
+    } finally {
+      if (timer) clearTimeout(timer);
+    }
+  }
+
+  #reject(req: RequestInfo, peer: PeerInfo, reason: string, plugin: string | undefined, message: string): never {
+    this.#audit(req, peer, [], 'unauthenticated', plugin, reason);
+    throw new SkeinError('SKEIN_ERR_UNAUTHENTICATED', `authentication failed: ${message}`, { reason, ...(plugin ? { plugin } : {}) });
+  }
+
+  #deny(req: RequestInfo, identity: Identity, reason: string, plugin: string, message: string | undefined): never {
+    this.#audit(req, identity.peer, identity.principals, 'deny', plugin, reason);
+    const who = identity.principals[0] ?? identity.peer.id;
+    throw new SkeinError('SKEIN_ERR_FORBIDDEN', `${who} may not run routine "${req.routine}"${message ? `: ${message}` : ''}`, { reason, plugin, routine: req.routine });
+  }
+
+  #audit(req: RequestInfo, peer: PeerInfo, principals: string[], decision: string, plugin: string | undefined, reason: string | undefined): void {
+    this.#opts.log.info('audit', { requestId: req.requestId, peer: peer.id, principals, routine: req.routine, decision, ...(plugin ? { plugin } : {}), ...(reason ? { reason } : {}) });
+  }
+}
+
+function checkAuthn(v: unknown): AuthnResult | undefined {
+  const r = v as AuthnResult | undefined;
+  if (!r || typeof r !== 'object') return undefined;
+  if (r.outcome === 'skip') return r;
+  if (r.outcome === 'authenticated' && typeof r.identity === 'string' && r.identity.length > 0 && (r.claims === undefined || typeof r.claims === 'object')) return r;
+  if (r.outcome === 'rejected' && typeof r.reason === 'string' && REASON.test(r.reason)) return r;
+  return undefined;
+}
+
+function checkAuthz(v: unknown): AuthzResult | undefined {
+  const r = v as AuthzResult | undefined;
+  if (!r || typeof r !== 'object') return undefined;
+  if (r.decision === 'allow' || r.decision === 'abstain') return r;
+  if (r.decision === 'deny' && typeof r.reason === 'string' && REASON.test(r.reason)) return r;
+  return undefined;
+}
