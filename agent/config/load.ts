@@ -111,6 +111,11 @@ function crossCheck(config: AgentConfig): void {
     const missing = (['cert', 'key', 'ca'] as const).filter((k) => config.tls[k] === undefined).map((k) => `tls.${k}`);
     throw configError(missing[0]!, `tls.cert, tls.key and tls.ca must be set together (missing: ${missing.join(', ')}); leave all three unset for the development PKI`);
   }
+  for (const [name, r] of Object.entries(config.routines)) {
+    if ((r.file === undefined) === (r.url === undefined)) throw configError(`routines.${name}`, 'set exactly one of "file" and "url"');
+    if (r.url !== undefined && r.sha256 === undefined) throw configError(`routines.${name}.sha256`, 'is required with "url": pin the code you reviewed (sha256sum of the file)');
+    if (r.file !== undefined && r.sha256 !== undefined) throw configError(`routines.${name}.sha256`, 'applies only to "url" routines');
+  }
   if (config.limits.defaultTimeoutMs > config.limits.maxTimeoutMs) {
     throw configError('limits.defaultTimeoutMs', `(${config.limits.defaultTimeoutMs}) must not exceed limits.maxTimeoutMs (${config.limits.maxTimeoutMs})`);
   }

@@ -90,6 +90,7 @@ export const CONFIG_SCHEMA: Node = {
         packagePaths: { kind: 'array', maxItems: 100, items: { kind: 'string', path: true, description: 'Directory.' }, default: [], description: 'Directories holding third-party packages (e.g. a site-packages); added to sys.path, readable only for allowedPackages.' },
         allowedCodeHosts: { kind: 'array', maxItems: 1000, items: { kind: 'string', pattern: /^[a-z0-9.-]+$/, patternHint: 'a lower-case host name', description: 'Host.' }, default: [], description: 'Hosts that routine code may be fetched from (routines.<name>.url).' },
         allowPrivateCodeAddresses: { kind: 'boolean', default: false, description: 'Tests only: let routine URLs resolve to loopback/private addresses. Logged as a warning.' },
+        codeCa: { kind: 'string', path: true, description: 'Extra PEM CA bundle trusted for routine URLs (on top of the system CAs).' },
         cpuSeconds: { kind: 'integer', min: 0, max: 31_536_000, default: 3600, description: 'RLIMIT_CPU backstop per worker over its life; the pool recycles a worker at 80% of it (0: off). Deadlines are enforced by the agent, not by this.' },
         fileSizeMb: { kind: 'integer', min: 0, max: 1_048_576, default: 16, description: 'RLIMIT_FSIZE per worker in MiB (0: unlimited); under strict, Landlock leaves no writable path anyway.' },
         processes: { kind: 'integer', min: 0, max: 100_000, default: 256, description: 'RLIMIT_NPROC for workers (threads count; not enforced for root).' },
@@ -129,10 +130,11 @@ export const CONFIG_SCHEMA: Node = {
       default: {},
       value: {
         kind: 'object',
-        description: 'A Python function loaded from a file.',
-        required: ['file'],
+        description: 'A Python function loaded from a file or an https URL.',
         fields: {
-          file: { kind: 'string', path: true, description: 'Python source file, relative to the config file that names it.' },
+          file: { kind: 'string', path: true, description: 'Python source file, relative to the config file that names it (or set url).' },
+          url: { kind: 'string', pattern: /^https:\/\/\S+$/, patternHint: 'an https:// URL', description: 'Fetch the source from this https URL at start-up instead of a file: host on sandbox.allowedCodeHosts, public address only, sha256 required.' },
+          sha256: { kind: 'string', pattern: /^[0-9a-f]{64}$/, patternHint: '64 lower-case hex characters', description: 'Required SHA-256 pin of the code fetched from url.' },
           function: { kind: 'string', pattern: PY_IDENT, patternHint: 'a Python identifier', description: 'Function to call; defaults to the routine name.' },
           timeoutMs: { kind: 'integer', min: 1, max: 86_400_000, description: 'Default deadline for this routine (still capped by limits.maxTimeoutMs).' },
           limits: {
@@ -154,7 +156,9 @@ export const CONFIG_SCHEMA: Node = {
 };
 
 export interface RoutineConfig {
-  file: string;
+  file?: string;
+  url?: string;
+  sha256?: string;
   function?: string;
   timeoutMs?: number;
   limits?: { memoryMb?: number; openFiles?: number; fileSizeMb?: number; cpuSeconds?: number; processes?: number };
@@ -206,6 +210,7 @@ export interface SandboxConfig {
   packagePaths: string[];
   allowedCodeHosts: string[];
   allowPrivateCodeAddresses: boolean;
+  codeCa?: string;
   cpuSeconds: number;
   fileSizeMb: number;
   processes: number;

@@ -3,9 +3,8 @@
  * when none is configured), routine sources, the worker pool, the HTTP/2 listener, and a
  * graceful `stop()` that drains in-flight calls. The CLI owns signals and exit codes.
  */
-import { createHash } from 'node:crypto';
 import { mkdirSync, readFileSync } from 'node:fs';
-import { basename, join } from 'node:path';
+import { join } from 'node:path';
 import type { AgentConfig } from '../config/schema.ts';
 import { parseHostPort } from '../config/load.ts';
 import { SkeinError } from '../errors/index.ts';
@@ -14,12 +13,11 @@ import { ensureDevPki } from '../pki/index.ts';
 import { loadPlugins } from '../plugin-host/loader.ts';
 import { AuthPipeline } from '../plugin-host/pipeline.ts';
 import { prepareSandbox } from '../sandbox/prepare.ts';
-import { createApp, type RoutineInfo } from '../server/app.ts';
+import { createApp } from '../server/app.ts';
 import { listen, type Listener, type TlsMaterial } from '../server/listener.ts';
 import type { PoolSet } from '../workers/pool-set.ts';
 import { buildPools, workerLimits } from './pools.ts';
-import type { RoutineSource } from '../workers/worker.ts';
-import { embeddedRoutineSource } from './embedded.ts';
+import { loadRoutines } from './routines.ts';
 
 export interface RunningAgent {
   address: { host: string; port: number };
@@ -40,7 +38,7 @@ export interface StartOptions {
 export async function startAgent({ config, log, embedded = false, baseDir }: StartOptions): Promise<RunningAgent> {
   const { host, port } = parseHostPort(config.agent.listen);
   const tls = await loadTls(config, host, log);
-  const { sources, infos } = loadRoutines(config, log, embedded);
+  const { sources, infos } = await loadRoutines(config, log, embedded);
   const cwd = join(config.agent.stateDir, 'run', 'empty');
   mkdirSync(cwd, { recursive: true, mode: 0o755 });
   const sandbox = prepareSandbox(config, workerLimits(config), log);
@@ -127,24 +125,3 @@ async function loadTls(config: AgentConfig, listenHost: string, log: Logger): Pr
   return { cert: read(cert, 'tls.cert'), key: read(key, 'tls.key'), ca: read(ca, 'tls.ca'), minVersion: config.tls.minVersion, clientCerts: config.tls.clientCerts };
 }
 
-function loadRoutines(config: AgentConfig, log: Logger, embedded: boolean) {
-  const sources: Record<string, RoutineSource> = {};
-  const infos = new Map<string, RoutineInfo>();
-  for (const [name, r] of Object.entries(config.routines)) {
-    let source: string;
-    try {
-      source = readFileSync(r.file, 'utf8');
-    } catch (err) {
-      const fallback = embedded ? embeddedRoutineSource(r.file) : undefined;
-      if (fallback === undefined) throw new SkeinError('SKEIN_ERR_CONFIG', `config key "routines.${name}.file": cannot read ${r.file}: ${(err as Error).message}`, { key: `routines.${name}.file` });
-      source = fallback;
-    }
-    const sha256 = createHash('sha256').update(source).digest('hex');
-    const fn = r.function ?? name;
-    if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(fn)) throw new SkeinError('SKEIN_ERR_CONFIG', `config key "routines.${name}.function": "${fn}" is not a Python identifier; set "function" explicitly`, { key: `routines.${name}.function` });
-    sources[name] = { file: r.file, function: fn, source };
-    infos.set(name, { name, function: fn, file: basename(r.file), sha256, ...(r.timeoutMs ? { timeoutMs: r.timeoutMs } : {}) });
-    log.info('routine loaded', { routine: name, file: r.file, function: fn, sha256 });
-  }
-  return { sources, infos };
-}

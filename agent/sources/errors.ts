@@ -1,7 +1,6 @@
 /**
- * Reason codes for routine-source failures. Until they join ERROR_TABLE they travel as
- * SKEIN_ERR_CONFIG with `details.reason` holding the specific code, so callers can already
- * match on `err.details.reason`. `sourceError` is the one place to change when they land.
+ * Codes for routine-source failures (in ERROR_TABLE). The code is also kept in
+ * `details.reason`, so callers can match either way.
  */
 import { SkeinError } from '../errors/index.ts';
 
@@ -23,7 +22,7 @@ export const SOURCE_REASONS = [
 export type SourceReason = (typeof SOURCE_REASONS)[number];
 
 export function sourceError(reason: SourceReason, message: string, details: Record<string, unknown> = {}, cause?: unknown): SkeinError {
-  return new SkeinError('SKEIN_ERR_CONFIG', message, { ...details, reason }, cause === undefined ? undefined : { cause });
+  return new SkeinError(reason, message, { ...details, reason }, cause === undefined ? undefined : { cause });
 }
 
 /** The reason code of a routine-source failure, or undefined for any other error. */

@@ -1,0 +1,55 @@
+/**
+ * Reads every configured routine's source: a local file, or an https URL fetched once at
+ * start-up under the SSRF rules of agent/sources and pinned by SHA-256. Each source's hash
+ * is logged; any failure stops start-up naming the routine.
+ */
+import { createHash } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { basename } from 'node:path';
+import type { AgentConfig } from '../config/schema.ts';
+import { SkeinError } from '../errors/index.ts';
+import type { Logger } from '../log/index.ts';
+import type { RoutineInfo } from '../server/app.ts';
+import { fetchUrlSource } from '../sources/index.ts';
+import type { RoutineSource } from '../workers/worker.ts';
+import { embeddedRoutineSource } from './embedded.ts';
+
+export async function loadRoutines(config: AgentConfig, log: Logger, embedded: boolean) {
+  const sources: Record<string, RoutineSource> = {};
+  const infos = new Map<string, RoutineInfo>();
+  const fetched = new Map<string, Promise<string>>();
+  const ca = config.sandbox.codeCa ? readFileSync(config.sandbox.codeCa) : undefined;
+  for (const [name, r] of Object.entries(config.routines)) {
+    const fn = r.function ?? name;
+    if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(fn)) throw new SkeinError('SKEIN_ERR_CONFIG', `config key "routines.${name}.function": "${fn}" is not a Python identifier; set "function" explicitly`, { key: `routines.${name}.function` });
+    let source: string;
+    let origin: string;
+    if (r.url !== undefined) {
+      origin = r.url;
+      const key = `${r.url} ${r.sha256}`;
+      if (!fetched.has(key)) {
+        fetched.set(key, fetchUrlSource({ url: r.url, sha256: r.sha256!, allowedHosts: config.sandbox.allowedCodeHosts, allowPrivateAddresses: config.sandbox.allowPrivateCodeAddresses, ...(ca ? { ca } : {}) }).then((f) => f.source));
+      }
+      try {
+        source = await fetched.get(key)!;
+      } catch (err) {
+        const e = err as SkeinError;
+        throw new SkeinError(e.code ?? 'SKEIN_ERR_CONFIG', `routine "${name}": ${e.message}`, { ...e.details, key: `routines.${name}.url` }, { cause: err });
+      }
+    } else {
+      origin = r.file!;
+      try {
+        source = readFileSync(r.file!, 'utf8');
+      } catch (err) {
+        const fallback = embedded ? embeddedRoutineSource(r.file!) : undefined;
+        if (fallback === undefined) throw new SkeinError('SKEIN_ERR_CONFIG', `config key "routines.${name}.file": cannot read ${r.file}: ${(err as Error).message}`, { key: `routines.${name}.file` });
+        source = fallback;
+      }
+    }
+    const sha256 = createHash('sha256').update(source).digest('hex');
+    sources[name] = { file: origin, function: fn, source };
+    infos.set(name, { name, function: fn, file: basename(origin), sha256, ...(r.timeoutMs ? { timeoutMs: r.timeoutMs } : {}) });
+    log.info('routine loaded', { routine: name, ...(r.url ? { url: r.url } : { file: r.file }), function: fn, sha256 });
+  }
+  return { sources, infos };
+}
