@@ -61,7 +61,8 @@ export const CONFIG_SCHEMA: Node = {
       kind: 'object',
       description: 'The pool of persistent Python workers.',
       fields: {
-        poolSize: { kind: 'integer', min: 0, max: 1024, default: 0, description: 'Number of workers; 0 means one per CPU.', env: 'SKEIN_POOL_SIZE' },
+        poolSize: { kind: 'integer', min: 0, max: 1024, default: 0, description: 'Workers per pool (per routine under isolation "routine"); 0 means one per CPU.', env: 'SKEIN_POOL_SIZE' },
+        isolation: { kind: 'enum', values: ['routine', 'shared'], default: 'routine', description: 'routine: each routine has workers of its own, so a hostile routine can never see or answer another routine\'s calls; shared: all routines share one pool (fewer processes, no isolation between routines).' },
         python: { kind: 'string', default: 'python3', description: 'Python interpreter (name on PATH or absolute path).', env: 'SKEIN_PYTHON' },
         memoryLimitMb: { kind: 'integer', min: 32, max: 1_048_576, default: 1024, description: 'Address-space limit per worker (RLIMIT_AS), MiB.' },
         maxOpenFiles: { kind: 'integer', min: 16, max: 65_536, default: 64, description: 'Open-file limit per worker (RLIMIT_NOFILE).' },
@@ -148,7 +149,7 @@ export const CONFIG_SCHEMA: Node = {
               processes: { kind: 'integer', min: 0, max: 100_000, description: 'RLIMIT_NPROC (default sandbox.processes).' },
             },
           },
-          workers: { kind: 'integer', min: 1, max: 1024, description: 'Size of this routine\'s own pool when it has limits (default 1).' },
+          workers: { kind: 'integer', min: 1, max: 1024, description: 'Size of this routine\'s own pool (under isolation "routine", or when it has its own limits); default workers.poolSize, or 1 for a limits-only pool in shared mode.' },
         },
       },
     },
@@ -180,6 +181,7 @@ export interface AgentConfig {
   };
   workers: {
     poolSize: number;
+    isolation: 'routine' | 'shared';
     python: string;
     memoryLimitMb: number;
     maxOpenFiles: number;

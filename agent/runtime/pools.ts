@@ -1,6 +1,9 @@
 /**
- * Builds the worker pools: one main pool for routines on the default limits, and one pool
- * per distinct set of routine limits (rlimits apply to a whole process).
+ * Builds the worker pools. Under workers.isolation "routine" (the default) every routine has
+ * a pool of its own: a routine shares its process with the bootstrap, so it can forge an early
+ * reply and keep running to read and answer the next call sent to its worker — harmless only
+ * if that next call is for the same routine. Under "shared", routines on the default limits
+ * share one pool and each distinct set of routine limits gets its own (rlimits are per process).
  */
 import { cpus } from 'node:os';
 import type { AgentConfig, RoutineConfig } from '../config/schema.ts';
@@ -26,13 +29,15 @@ export function workerLimits(config: AgentConfig, routine?: RoutineConfig): Reco
 
 export function buildPools(config: AgentConfig, sources: Record<string, RoutineSource>, sandbox: PreparedSandbox, cwd: string, log: Logger): PoolSet {
   const defaults = JSON.stringify(workerLimits(config));
+  const defaultSize = config.workers.poolSize || cpus().length;
+  const isolated = config.workers.isolation === 'routine';
   const groups = new Map<string, { routines: string[]; size: number; limits: Record<string, number> }>();
   for (const [name, routine] of Object.entries(config.routines)) {
     const limits = workerLimits(config, routine);
-    const key = JSON.stringify(limits);
-    const shared = key === defaults;
-    const group = groups.get(key) ?? { routines: [], size: shared ? config.workers.poolSize || cpus().length : 0, limits };
-    if (!shared) group.size = Math.max(group.size, routine.workers ?? 1);
+    const key = isolated ? `routine:${name}` : JSON.stringify(limits);
+    const shared = !isolated && key === defaults;
+    const group = groups.get(key) ?? { routines: [], size: shared ? defaultSize : 0, limits };
+    if (!shared) group.size = Math.max(group.size, routine.workers ?? (isolated ? defaultSize : 1));
     group.routines.push(name);
     groups.set(key, group);
   }

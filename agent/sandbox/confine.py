@@ -27,6 +27,9 @@
 #   limits       {memoryBytes, openFiles, fileSizeBytes, cpuSeconds, processes}; layer rlimits
 #   landlock     bool (True)   layers landlock, landlock-net (ABI 4), landlock-scope (ABI 6)
 #   readPaths    [path, ...]   extra read-only trees (allowed package directories)
+#   listPaths    [path, ...]   directories that may be listed but whose files stay unreadable
+#                              (sys.path entries holding allowed packages: the import system
+#                              lists them to find a package, then reads only what readPaths grant)
 #   seccomp      bool (True)   layer seccomp
 #   canary       bool (False)  run canary() after the kernel layers; layer canary if all blocked
 #   auditHook    {blockedModules, allowedPackages, blockedAs: "PermissionError"|"ImportError"}
@@ -428,7 +431,7 @@ def apply(policy=None):
     _step(rep, ['rlimits'], True, _do_rlimits, policy.get('limits') or {}, outer_uid)
     # 4. Landlock, then 5. seccomp, which forbids unshare and so comes last.
     _step(rep, ['landlock', 'landlock-net', 'landlock-scope'], _enabled(policy, 'landlock'),
-          _do_landlock, policy.get('readPaths') or ())
+          _do_landlock, policy.get('readPaths') or (), policy.get('listPaths') or ())
     _step(rep, ['seccomp'], _enabled(policy, 'seccomp'), _do_seccomp, actions)
     # Optionally prove the kernel layers, before the audit hook can mask what they do.
     _step(rep, ['canary'], bool(policy.get('canary')), _do_canary)
@@ -629,7 +632,7 @@ def _resolve(path):
         os.close(fd)
 
 
-def _read_rules(extra_paths):
+def _read_rules(extra_paths, list_paths=()):
     """{real path: access} for the Landlock ruleset. Roots are resolved first so that /lib ->
     /usr/lib is not granted whole behind the carve-outs' back. Access on non-directories is
     limited to file rights (directory rights on a file are EINVAL)."""
@@ -658,10 +661,14 @@ def _read_rules(extra_paths):
         if resolved:
             real, is_dir = resolved
             rules[real] = rules.get(real, 0) | (DIR_READ if is_dir else FS_READ_FILE)
+    for path in list_paths:    # listing only: READ_DIR beneath, no READ_FILE
+        resolved = _resolve(path) if isinstance(path, str) and path else None
+        if resolved and resolved[1]:
+            rules[resolved[0]] = rules.get(resolved[0], 0) | FS_READ_DIR
     return rules
 
 
-def _do_landlock(rep, extra_paths):
+def _do_landlock(rep, extra_paths, list_paths=()):
     names = ['landlock', 'landlock-net', 'landlock-scope']
     abi = _landlock_abi()
     if abi < 1:
@@ -710,7 +717,7 @@ def _do_landlock(rep, extra_paths):
     rule = PathBeneath(0, -1)
     rule_ref = ctypes.byref(rule)
     try:
-        for path, access in _read_rules(extra_paths).items():
+        for path, access in _read_rules(extra_paths, list_paths).items():
             try:
                 fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
             except OSError:

@@ -39,6 +39,8 @@ export interface Policy {
   seccomp: boolean;
   limits: Record<string, number>;
   readPaths: string[];
+  /** Package directories: listable (so imports can find allowed packages), files unreadable. */
+  listPaths: string[];
   auditHook: { blockedModules: string[]; allowedPackages: string[] | null; blockedAs: 'ImportError' } | false;
 }
 
@@ -76,7 +78,7 @@ export function planProfile(sandbox: SandboxConfig, caps: HostCapabilities, limi
   if (sandbox.profile === 'none') {
     return {
       profile: 'none',
-      policy: { required: [], setsid: true, namespaces: false, landlock: false, seccomp: false, limits, readPaths, auditHook: false },
+      policy: { required: [], setsid: true, namespaces: false, landlock: false, seccomp: false, limits, readPaths, listPaths: packagePaths, auditHook: false },
       missing: [],
       degraded: [],
       packagePaths,
@@ -99,7 +101,7 @@ export function planProfile(sandbox: SandboxConfig, caps: HostCapabilities, limi
   const required = sandbox.profile === 'strict' ? ['seccomp', ...(landlock ? ['landlock'] : [])] : [];
   return {
     profile: sandbox.profile,
-    policy: { required, setsid: true, namespaces: caps.userns, landlock, seccomp: caps.seccomp.available, limits, readPaths, auditHook: audit },
+    policy: { required, setsid: true, namespaces: caps.userns, landlock, seccomp: caps.seccomp.available, limits, readPaths, listPaths: packagePaths, auditHook: audit },
     missing: sandbox.profile === 'strict' ? missing : [],
     degraded: sandbox.profile === 'strict' ? degraded : [...missing, ...degraded],
     packagePaths,

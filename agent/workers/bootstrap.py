@@ -127,7 +127,8 @@ def _serve(table):
             continue
         try:
             send({'id': cid, 'ok': result})
-        except (TypeError, ValueError) as e:
+        except (TypeError, ValueError, RecursionError) as e:
+            # RecursionError: a result nested too deep for json; reported, not a dead worker.
             send({'id': cid, 'err': {'type': 'ResultNotSerializable', 'message': 'routine returned a value that is not JSON-serialisable: %s' % e, 'trace': ''}})
 
 

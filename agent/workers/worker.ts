@@ -8,6 +8,7 @@ import { readFileSync } from 'node:fs';
 import type { Readable, Writable } from 'node:stream';
 import { SkeinError } from '../errors/index.ts';
 import type { Logger } from '../log/index.ts';
+import { MAX_DEPTH } from '../codec/index.ts';
 import type { Launcher } from '../sandbox/bwrap.ts';
 import BOOTSTRAP from './bootstrap.py' with { type: 'text' };
 
@@ -244,6 +245,12 @@ export class Worker {
     if (m.id !== current.id) return this.#protocolViolation('protocol', `reply for call ${JSON.stringify(m.id)} while call ${current.id} was running`);
     if ('ok' in m && !('err' in m)) {
       this.#state = 'idle';
+      // Refused here rather than when encoding the response (a stack overflow there) or in
+      // the client's decoder, which enforces the same limit.
+      if (deeperThan(m.ok, MAX_DEPTH)) {
+        this.#settle({ ok: false, error: new SkeinError('SKEIN_ERR_ROUTINE_RAISED', `ResultNotSerializable: the result nests deeper than ${MAX_DEPTH} levels`, { exception: { type: 'ResultNotSerializable', message: `the result nests deeper than ${MAX_DEPTH} levels` } }) });
+        return;
+      }
       this.#settle({ ok: true, value: m.ok });
       return;
     }
@@ -318,4 +325,18 @@ export class Worker {
       }
     });
   }
+}
+
+/** Iterative (a recursive walk is what a hostile depth would overflow). */
+function deeperThan(value: unknown, limit: number): boolean {
+  if (typeof value !== 'object' || value === null) return false;
+  const stack: Array<[unknown, number]> = [[value, 1]];
+  while (stack.length) {
+    const [v, depth] = stack.pop()!;
+    if (depth > limit) return true;
+    for (const child of Array.isArray(v) ? v : Object.values(v as object)) {
+      if (typeof child === 'object' && child !== null) stack.push([child, depth + 1]);
+    }
+  }
+  return false;
 }

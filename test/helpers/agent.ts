@@ -50,13 +50,17 @@ export interface StartedAgent {
   stop(signal?: NodeJS.Signals, timeoutMs?: number): Promise<number | string>;
 }
 
-/** Default test config: the example routines, a loopback ephemeral port, JSON logs. */
+/**
+ * Default test config: the example routines, a loopback ephemeral port, JSON logs, and one
+ * shared pool (so tests can compare worker pids across routines and keep worker counts low;
+ * the escape suite runs the default per-routine isolation).
+ */
 export function baseConfig(overrides: Record<string, unknown> = {}): Record<string, unknown> {
   return deepMerge(
     {
       agent: { name: 'test', listen: '127.0.0.1:0', stateDir: 'state' },
       log: { level: 'info', format: 'json' },
-      workers: { poolSize: 2 },
+      workers: { poolSize: 2, isolation: 'shared' },
       routines: {
         echo: { file: EXAMPLES },
         add: { file: EXAMPLES },
