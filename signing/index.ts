@@ -36,6 +36,7 @@ export {
   type TrustedKeys,
 } from './keys.ts';
 export { DEFAULT_ENVELOPE_MAX_BYTES, ENVELOPE_VERSION, open, sign, type OpenOptions, type Opened } from './envelope.ts';
+export { NONCE_CONTEXT, NONCE_SCHEME, signNonceToken, type SignNonceOptions } from './nonce.ts';
 export {
   PLUGIN_SIGNATURE_CONTEXT,
   signFile,
