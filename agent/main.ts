@@ -7,6 +7,9 @@ import { ERROR_TABLE, SkeinError, toSkeinError } from './errors/index.ts';
 import { runAgent } from './cli/agent.ts';
 import { runDispatch } from './cli/dispatch.ts';
 import { runDoctor } from './cli/doctor.ts';
+import { runKeygen } from './cli/keygen.ts';
+import { runPlugin } from './cli/plugin.ts';
+import { runToken } from './cli/token.ts';
 import { processIo, type Io } from './cli/io.ts';
 import { runPki } from './cli/pki.ts';
 import { runValidate } from './cli/validate.ts';
@@ -20,6 +23,9 @@ Commands:
   agent      run the agent
   dispatch   run a routine on an agent and print its result
   doctor     show the host's sandbox capabilities and what each profile applies
+  keygen     create an Ed25519 key pair (plugin signing, signed-nonce tokens)
+  plugin     scaffold, sign and verify plugins
+  token      create tokens for token plugins (signed nonces)
   pki        create a CA and issue agent/client certificates
   validate   check a config file and print the effective configuration
   version    print the version
@@ -31,6 +37,9 @@ const COMMANDS: Record<string, (argv: string[], io: Io) => Promise<number>> = {
   agent: runAgent,
   dispatch: runDispatch,
   doctor: runDoctor,
+  keygen: runKeygen,
+  plugin: runPlugin,
+  token: runToken,
   pki: (argv, io) => runPki(argv, io),
   validate: runValidate,
   version: async (_argv, io) => {

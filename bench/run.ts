@@ -11,6 +11,8 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
+import { generateKeyPairSync } from 'node:crypto';
+import { SignJWT } from 'jose';
 import { SkeinClient } from '../agent/client/index.ts';
 
 const ROOT = resolve(import.meta.dir, '..');
@@ -75,6 +77,10 @@ async function concurrent(client: SkeinClient): Promise<number> {
 
 async function measure(name: string, client: SkeinClient) {
   for (let i = 0; i < 300; i++) await client.dispatch('echo', { args: [i] }); // warm-up
+  return measureRounds(name, client);
+}
+
+async function measureRounds(name: string, client: SkeinClient) {
   const rounds = [];
   for (let r = 0; r < ROUNDS; r++) {
     const seq = await sequential(client);
@@ -92,6 +98,22 @@ const config = {
 };
 writeFileSync(join(dir, 'agent.config.json'), JSON.stringify(config));
 const bin = join(ROOT, 'dist/skein');
+// The same agent with authentication and authorization plugins: bearer-jwt (EdDSA) and
+// routine-policy, for the overhead figure (target: p50 within 15% of without).
+const jwtKey = generateKeyPairSync('ed25519');
+const pluginConfig = {
+  ...config,
+  agent: { name: 'bench-auth', listen: '127.0.0.1:0', stateDir: 'state-auth' },
+  plugins: {
+    dir: join(ROOT, 'plugins'),
+    enabled: [
+      { name: 'bearer-jwt', options: { algorithms: ['EdDSA'], keys: [jwtKey.publicKey.export({ type: 'spki', format: 'pem' }).toString()], audience: 'skein' } },
+      { name: 'routine-policy', options: { rules: [{ effect: 'allow', identities: ['jwt:bench'], routines: ['echo'] }], default: 'deny' } },
+    ],
+  },
+};
+writeFileSync(join(dir, 'agent-auth.config.json'), JSON.stringify(pluginConfig));
+const token = await new SignJWT({ sub: 'bench', aud: 'skein' }).setProtectedHeader({ alg: 'EdDSA' }).setExpirationTime('1h').sign(jwtKey.privateKey);
 // `warn` level hides the listening line, so ask for info on start-up only via env.
 const agent = await startAndWait(bin, ['agent', '--config', join(dir, 'agent.config.json'), '--log-level', 'info'], /"msg":"listening","address":"[^"]*:(\d+)"/, 'stderr');
 const agentPort = Number(agent.match[1]);
@@ -107,6 +129,18 @@ await baseClient.close();
 const skeinClient = new SkeinClient({ peer: `127.0.0.1:${agentPort}`, ...creds });
 const sk = await measure('skein', skeinClient);
 await skeinClient.close();
+const authAgent = await startAndWait(bin, ['agent', '--config', join(dir, 'agent-auth.config.json'), '--log-level', 'info'], /"msg":"listening","address":"[^"]*:(\d+)"/, 'stderr');
+const authPki = join(dir, 'state-auth/pki');
+const authClient = new SkeinClient({
+  peer: `127.0.0.1:${Number(authAgent.match[1])}`,
+  cert: readFileSync(join(authPki, 'client-dev-client.crt')),
+  key: readFileSync(join(authPki, 'client-dev-client.key')),
+  ca: readFileSync(join(authPki, 'ca.crt')),
+  headers: { authorization: `Bearer ${token}` },
+});
+const auth = await measure('skein + bearer-jwt + routine-policy', authClient);
+await authClient.close();
+authAgent.proc.kill('SIGTERM');
 
 const fmt = (n: number) => n.toFixed(3).padStart(8);
 console.log('\n| measure | raw h2 baseline | skein (echo, Python, mTLS) | ratio |');
@@ -114,7 +148,9 @@ console.log('|---|---|---|---|');
 console.log(`| sequential p50 (ms) | ${fmt(base.p50)} | ${fmt(sk.p50)} | ${(sk.p50 / base.p50).toFixed(2)}× |`);
 console.log(`| sequential p99 (ms) | ${fmt(base.p99)} | ${fmt(sk.p99)} | ${(sk.p99 / base.p99).toFixed(2)}× |`);
 console.log(`| throughput @${CONCURRENCY} (calls/s) | ${Math.round(base.tput)} | ${Math.round(sk.tput)} | ${(sk.tput / base.tput).toFixed(2)}× |`);
-console.log(`\ntargets (binary issue): p50 ≤ 0.5 ms → ${sk.p50 <= 0.5 ? 'met' : 'NOT met'}; ≥ 5000 calls/s → ${sk.tput >= 5000 ? 'met' : 'NOT met'}`);
+console.log(`| with bearer-jwt + routine-policy: p50 (ms) | | ${fmt(auth.p50)} | ${(auth.p50 / sk.p50).toFixed(2)}× of skein |`);
+console.log(`| with bearer-jwt + routine-policy: throughput @${CONCURRENCY} | | ${Math.round(auth.tput)} | ${(auth.tput / sk.tput).toFixed(2)}× of skein |`);
+console.log(`\ntargets: p50 ≤ 0.5 ms → ${sk.p50 <= 0.5 ? 'met' : 'NOT met'}; ≥ 5000 calls/s → ${sk.tput >= 5000 ? 'met' : 'NOT met'}; auth p50 within 15% → ${auth.p50 <= sk.p50 * 1.15 ? 'met' : 'NOT met'}`);
 
 agent.proc.kill('SIGTERM');
 baseline.proc.kill('SIGTERM');

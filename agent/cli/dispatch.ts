@@ -5,15 +5,15 @@
  */
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { SkeinClient } from '../client/index.ts';
+import { authorizationHeader, SkeinClient } from '../client/index.ts';
 import { loadConfig, parseHostPort } from '../config/load.ts';
 import { ERROR_TABLE, SkeinError, toSkeinError } from '../errors/index.ts';
 import { parseFlags, parseIntFlag } from './args.ts';
 import type { Io } from './io.ts';
 
 export const DISPATCH_USAGE = `Usage: skein dispatch ROUTINE [--args JSON] [--kwargs JSON] [--peer HOST:PORT]
-                      [--cert PATH --key PATH --ca PATH] [--timeout MS] [--encoding cbor|json]
-                      [--json] [--config PATH]
+                      [--cert PATH --key PATH --ca PATH] [--token T | --token-file F]
+                      [--timeout MS] [--encoding cbor|json] [--json] [--config PATH]
 
 Runs ROUTINE on an agent and prints its result.
 
@@ -22,6 +22,10 @@ Runs ROUTINE on an agent and prints its result.
   --peer HOST:PORT   agent to call (default: agent.listen of the config)
   --cert/--key/--ca  client certificate, its key, and the CA of the agent
                      (default: the development PKI in the config's agent.stateDir)
+  --token T          token for the agent's token plugins, sent as "authorization: Bearer T",
+                     or verbatim when T contains a space (e.g. "SkeinNonce …")
+  --token-file F     read the token from F (surrounding whitespace trimmed); keeps it out
+                     of the process list and shell history
   --timeout MS       deadline of the call (sent as x-skein-timeout-ms)
   --encoding E       request encoding, cbor (default) or json
   --json             print {"result", "requestId"} or the error object as JSON on stdout
@@ -58,6 +62,8 @@ export async function runDispatch(argv: string[], io: Io): Promise<number> {
       encoding: { type: 'string' },
       json: { type: 'boolean' },
       config: { type: 'string' },
+      token: { type: 'string' },
+      'token-file': { type: 'string' },
     },
     true,
   );
@@ -72,6 +78,8 @@ export async function runDispatch(argv: string[], io: Io): Promise<number> {
   const timeoutMs = parseIntFlag(values.timeout, 'timeout', 1, 86_400_000);
   if (values.encoding !== undefined && values.encoding !== 'cbor' && values.encoding !== 'json') throw new SkeinError('SKEIN_ERR_USAGE', `--encoding must be cbor or json, got ${JSON.stringify(values.encoding)}`);
 
+  const token = readToken(values.token, values['token-file']);
+
   const target = resolveTarget(values);
   const client = new SkeinClient({
     peer: target.peer,
@@ -79,6 +87,7 @@ export async function runDispatch(argv: string[], io: Io): Promise<number> {
     key: readCredential(target.key, 'key'),
     ca: readCredential(target.ca, 'ca'),
     ...(values.encoding ? { encoding: values.encoding as 'cbor' | 'json' } : {}),
+    ...(token !== undefined ? { token } : {}),
   });
   try {
     const { result, requestId } = await client.dispatchDetailed(routine, { args: args ?? [], kwargs: kwargs ?? {}, ...(timeoutMs ? { timeoutMs } : {}) });
@@ -120,6 +129,28 @@ function resolveTarget(values: { peer?: string; cert?: string; key?: string; ca?
     throw new SkeinError('SKEIN_ERR_USAGE', `no development client certificate at ${paths.cert}: start the agent once (npm start) to create it, or pass --cert, --key and --ca`);
   }
   return { peer, ...paths };
+}
+
+/** --token or the trimmed content of --token-file; checked here so a bad one is exit 2. */
+function readToken(token: string | undefined, file: string | undefined): string | undefined {
+  if (token !== undefined && file !== undefined) throw new SkeinError('SKEIN_ERR_USAGE', '--token and --token-file cannot be given together');
+  let value = token;
+  let flag = '--token';
+  if (file !== undefined) {
+    flag = `--token-file ${file}`;
+    try {
+      value = readFileSync(file, 'utf8').trim();
+    } catch (err) {
+      throw new SkeinError('SKEIN_ERR_USAGE', `cannot read --token-file ${file}: ${(err as Error).message}`);
+    }
+  }
+  if (value === undefined) return undefined;
+  try {
+    authorizationHeader(value);
+  } catch (err) {
+    throw new SkeinError('SKEIN_ERR_USAGE', `${flag}: ${(err as Error).message}`);
+  }
+  return value;
 }
 
 function readCredential(path: string, flag: string): Buffer {

@@ -13,6 +13,8 @@
  *   const client = new SkeinClient({ peer: '127.0.0.1:7443', cert, key, ca });
  *   const sum = await client.dispatch<number>('add', { args: [2, 3] });
  *   await client.close();
+ *   // One-way TLS with a token plugin (tls.clientCerts: "optional"): no client certificate.
+ *   const viaToken = new SkeinClient({ peer: '127.0.0.1:7443', ca, token: jwt }); // sends "Bearer <jwt>"
  */
 import http2 from 'node:http2';
 import { decodeBody, encodeBody, mediaTypeOf, type MediaType } from '../codec/index.ts';
@@ -34,6 +36,11 @@ export interface ClientOptions {
   connectTimeoutMs?: number;
   /** Extra headers on every call (e.g. authorization for token plugins). */
   headers?: Record<string, string>;
+  /**
+   * Token for the agent's token plugins, sent on every call as the authorization header:
+   * "Bearer <token>", or verbatim when it contains a space (e.g. "SkeinNonce …").
+   */
+  token?: string;
 }
 
 export interface DispatchOptions {
@@ -45,6 +52,8 @@ export interface DispatchOptions {
   encoding?: 'cbor' | 'json';
   requestId?: string;
   headers?: Record<string, string>;
+  /** Token for this call; replaces the client's token and any authorization header. */
+  token?: string;
 }
 
 export interface DispatchResult<T> {
@@ -68,10 +77,20 @@ export class SkeinClient {
   #sessionError: Error | undefined;
   #closed = false;
   #inFlight = 0;
+  /** The client-wide authorization value, checked once (a bad token fails construction). */
+  #authorization: string | undefined;
 
   constructor(opts: ClientOptions) {
     this.#opts = opts;
     this.#origin = opts.peer.startsWith('https://') ? opts.peer : `https://${opts.peer}`;
+    this.#authorization = opts.token === undefined ? undefined : authorizationHeader(opts.token);
+  }
+
+  /** Headers every request carries: the client's extra headers and its token. */
+  #baseHeaders(): http2.OutgoingHttpHeaders {
+    const headers: http2.OutgoingHttpHeaders = { ...this.#opts.headers };
+    if (this.#authorization !== undefined) setAuthorization(headers, this.#authorization);
+    return headers;
   }
 
   /** Runs a routine and returns its result; throws SkeinError on any failure. */
@@ -87,9 +106,16 @@ export class SkeinClient {
       ':method': 'POST',
       ':path': `/v1/dispatch/${encodeURIComponent(routine)}`,
       'content-type': mediaType,
-      ...this.#opts.headers,
-      ...options.headers,
+      // Most specific wins: call token > call headers > client token > client headers.
+      ...this.#baseHeaders(),
     };
+    if (options.headers) {
+      for (const [name, value] of Object.entries(options.headers)) {
+        if (name.toLowerCase() === 'authorization') setAuthorization(headers, value);
+        else headers[name] = value;
+      }
+    }
+    if (options.token !== undefined) setAuthorization(headers, authorizationHeader(options.token));
     if (options.timeoutMs !== undefined) headers['x-skein-timeout-ms'] = String(options.timeoutMs);
     if (options.requestId) headers['x-request-id'] = options.requestId;
     const { status, value, requestId } = await this.#request(headers, body, options);
@@ -98,13 +124,13 @@ export class SkeinClient {
   }
 
   async routines(): Promise<Array<{ name: string; function: string; sha256: string; timeoutMs?: number }>> {
-    const { status, value, requestId } = await this.#request({ ':method': 'GET', ':path': '/v1/routines' }, undefined, {});
+    const { status, value, requestId } = await this.#request({ ...this.#baseHeaders(), ':method': 'GET', ':path': '/v1/routines' }, undefined, {});
     if (status !== 200) throw responseError(status, value, requestId);
     return (value as { routines: Array<{ name: string; function: string; sha256: string }> }).routines;
   }
 
   async health(): Promise<Record<string, unknown>> {
-    const { status, value, requestId } = await this.#request({ ':method': 'GET', ':path': '/healthz' }, undefined, {});
+    const { status, value, requestId } = await this.#request({ ...this.#baseHeaders(), ':method': 'GET', ':path': '/healthz' }, undefined, {});
     if (status !== 200 && status !== 503) throw responseError(status, value, requestId);
     return value as Record<string, unknown>;
   }
@@ -207,6 +233,28 @@ export class SkeinClient {
       if (body !== undefined) stream.end(body);
     });
   }
+}
+
+/**
+ * The authorization header value for a token: verbatim when it contains a space (it names
+ * its own scheme, e.g. "SkeinNonce …" or "Bearer …"), else "Bearer <token>". Throws
+ * SKEIN_ERR_USAGE for an empty token or one with control characters (they cannot travel in
+ * a header). The token itself never appears in the message.
+ *
+ * @example
+ *   authorizationHeader('eyJhbGciOi…') // 'Bearer eyJhbGciOi…'
+ *   authorizationHeader('SkeinNonce bot.1736160000.c2ln') // unchanged
+ */
+export function authorizationHeader(token: string): string {
+  if (typeof token !== 'string' || token.trim() === '') throw new SkeinError('SKEIN_ERR_USAGE', 'token must be a non-empty string');
+  if (/[\x00-\x1f\x7f]/.test(token)) throw new SkeinError('SKEIN_ERR_USAGE', 'token contains a control character (a newline?); it cannot be sent in a header');
+  return token.includes(' ') ? token : `Bearer ${token}`;
+}
+
+/** Sets authorization, dropping any differently-cased copy so exactly one is sent. */
+function setAuthorization(headers: http2.OutgoingHttpHeaders, value: string): void {
+  for (const name of Object.keys(headers)) if (name.toLowerCase() === 'authorization') delete headers[name];
+  headers.authorization = value;
 }
 
 function decodeResponse(status: number, headers: http2.IncomingHttpHeaders, bytes: Buffer, sent: http2.OutgoingHttpHeaders): RawResponse {
