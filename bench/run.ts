@@ -8,9 +8,9 @@
  * SKEIN_BENCH_CONC_CALLS (calls per concurrent round, 20000).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { basename, join, resolve } from 'node:path';
 import { generateKeyPairSync } from 'node:crypto';
 import { SignJWT } from 'jose';
 import { SkeinClient } from '../agent/client/index.ts';
@@ -29,22 +29,52 @@ const cleanup = () => {
 };
 process.on('exit', cleanup);
 
-/** Starts a process and resolves with the first stdout/stderr line matching `pattern`. */
+/**
+ * Starts a process and resolves with the first match of `pattern` in its output. An agent's
+ * stderr goes to a file, as a deployed agent's logs do: a pipe read by this process would wake
+ * it for every audit line and bill the agent for a context switch per call.
+ */
 function startAndWait(cmd: string, args: string[], pattern: RegExp, stream: 'stdout' | 'stderr'): Promise<{ proc: ChildProcess; match: RegExpMatchArray }> {
-  const proc = spawn(cmd, args, { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, CBOR_NATIVE_ACCELERATION_DISABLED: 'true' } });
+  const logFile = join(dir, `${basename(cmd)}-${children.length}.log`);
+  const fd = openSync(logFile, 'w');
+  const proc = spawn(cmd, args, {
+    cwd: dir,
+    stdio: stream === 'stderr' ? ['ignore', 'ignore', fd] : ['ignore', 'pipe', fd],
+    env: { ...process.env, CBOR_NATIVE_ACCELERATION_DISABLED: 'true' },
+  });
+  closeSync(fd);
   children.push(proc);
   return new Promise((res, rej) => {
     let seen = '';
-    const timer = setTimeout(() => rej(new Error(`${cmd} did not start:\n${seen}`)), 20_000);
-    proc[stream]!.on('data', (d) => {
-      seen += d;
+    let done = false;
+    const check = () => {
+      if (done) return;
+      if (stream === 'stderr') seen = readFileSync(logFile, 'utf8');
       const m = seen.match(pattern);
       if (m) {
+        done = true;
+        clearInterval(poll);
         clearTimeout(timer);
+        proc.stdout?.resume();
         res({ proc, match: m });
       }
+    };
+    const poll = setInterval(check, 20);
+    const timer = setTimeout(() => {
+      clearInterval(poll);
+      rej(new Error(`${cmd} did not start:\n${seen || readFileSync(logFile, 'utf8')}`));
+    }, 20_000);
+    proc.stdout?.on('data', (d: Buffer) => {
+      if (!done) seen += d;
+      check();
     });
-    proc.on('exit', (code) => rej(new Error(`${cmd} exited ${code}:\n${seen}`)));
+    proc.on('exit', (code) => {
+      if (!done) {
+        clearInterval(poll);
+        clearTimeout(timer);
+        rej(new Error(`${cmd} exited ${code}:\n${readFileSync(logFile, 'utf8')}`));
+      }
+    });
   });
 }
 
@@ -75,20 +105,24 @@ async function concurrent(client: SkeinClient): Promise<number> {
   return CONC_CALLS / ((performance.now() - t) / 1000);
 }
 
-async function measure(name: string, client: SkeinClient) {
-  for (let i = 0; i < 300; i++) await client.dispatch('echo', { args: [i] }); // warm-up
-  return measureRounds(name, client);
-}
-
-async function measureRounds(name: string, client: SkeinClient) {
-  const rounds = [];
+/**
+ * Rounds are interleaved across targets (baseline, skein, skein + plugins), so every target
+ * sees the same machine conditions in each round and the ratios compare like with like.
+ */
+async function measureAll(targets: Array<{ name: string; client: SkeinClient }>) {
+  for (const t of targets) for (let i = 0; i < 300; i++) await t.client.dispatch('echo', { args: [i] }); // warm-up
+  const rounds = new Map<string, Array<{ p50: number; p99: number; tput: number }>>(targets.map((t) => [t.name, []]));
   for (let r = 0; r < ROUNDS; r++) {
-    const seq = await sequential(client);
-    const tput = await concurrent(client);
-    rounds.push({ ...seq, tput });
-    process.stderr.write(`  ${name} round ${r + 1}/${ROUNDS}: p50 ${seq.p50.toFixed(3)} ms, p99 ${seq.p99.toFixed(3)} ms, ${Math.round(tput)} calls/s\n`);
+    for (const t of targets) {
+      const seq = await sequential(t.client);
+      const tput = await concurrent(t.client);
+      rounds.get(t.name)!.push({ ...seq, tput });
+      process.stderr.write(`  round ${r + 1}/${ROUNDS} ${t.name}: p50 ${seq.p50.toFixed(3)} ms, p99 ${seq.p99.toFixed(3)} ms, ${Math.round(tput)} calls/s\n`);
+    }
   }
-  return { p50: median(rounds.map((r) => r.p50)), p99: median(rounds.map((r) => r.p99)), tput: median(rounds.map((r) => r.tput)) };
+  return Object.fromEntries(
+    [...rounds].map(([name, rs]) => [name, { p50: median(rs.map((x) => x.p50)), p99: median(rs.map((x) => x.p99)), tput: median(rs.map((x) => x.tput)) }]),
+  );
 }
 
 const config = {
@@ -114,7 +148,6 @@ const pluginConfig = {
 };
 writeFileSync(join(dir, 'agent-auth.config.json'), JSON.stringify(pluginConfig));
 const token = await new SignJWT({ sub: 'bench', aud: 'skein' }).setProtectedHeader({ alg: 'EdDSA' }).setExpirationTime('1h').sign(jwtKey.privateKey);
-// `warn` level hides the listening line, so ask for info on start-up only via env.
 const agent = await startAndWait(bin, ['agent', '--config', join(dir, 'agent.config.json'), '--log-level', 'info'], /"msg":"listening","address":"[^"]*:(\d+)"/, 'stderr');
 const agentPort = Number(agent.match[1]);
 const pki = join(dir, 'state/pki');
@@ -122,24 +155,28 @@ const creds = { cert: readFileSync(join(pki, 'client-dev-client.crt')), key: rea
 const baseline = await startAndWait(process.execPath, [join(ROOT, 'bench/baseline-server.ts'), join(pki, 'agent-bench.crt'), join(pki, 'agent-bench.key'), join(pki, 'ca.crt')], /^(\d+)\n/, 'stdout');
 const basePort = Number(baseline.match[1]);
 
-console.log(`skein bench: ${ROUNDS} rounds, ${SEQ} sequential + ${CONC_CALLS} calls at ${CONCURRENCY} concurrent per round; medians\n`);
-const baseClient = new SkeinClient({ peer: `127.0.0.1:${basePort}`, ...creds });
-const base = await measure('baseline', baseClient);
-await baseClient.close();
-const skeinClient = new SkeinClient({ peer: `127.0.0.1:${agentPort}`, ...creds });
-const sk = await measure('skein', skeinClient);
-await skeinClient.close();
 const authAgent = await startAndWait(bin, ['agent', '--config', join(dir, 'agent-auth.config.json'), '--log-level', 'info'], /"msg":"listening","address":"[^"]*:(\d+)"/, 'stderr');
 const authPki = join(dir, 'state-auth/pki');
+
+console.log(`skein bench: ${ROUNDS} interleaved rounds, ${SEQ} sequential + ${CONC_CALLS} calls at ${CONCURRENCY} concurrent per round and target; medians\n`);
+const baseClient = new SkeinClient({ peer: `127.0.0.1:${basePort}`, ...creds });
+const skeinClient = new SkeinClient({ peer: `127.0.0.1:${agentPort}`, ...creds });
 const authClient = new SkeinClient({
   peer: `127.0.0.1:${Number(authAgent.match[1])}`,
   cert: readFileSync(join(authPki, 'client-dev-client.crt')),
   key: readFileSync(join(authPki, 'client-dev-client.key')),
   ca: readFileSync(join(authPki, 'ca.crt')),
-  headers: { authorization: `Bearer ${token}` },
+  token,
 });
-const auth = await measure('skein + bearer-jwt + routine-policy', authClient);
-await authClient.close();
+const results = await measureAll([
+  { name: 'baseline', client: baseClient },
+  { name: 'skein', client: skeinClient },
+  { name: 'auth', client: authClient },
+]);
+const base = results.baseline!;
+const sk = results.skein!;
+const auth = results.auth!;
+for (const c of [baseClient, skeinClient, authClient]) await c.close();
 authAgent.proc.kill('SIGTERM');
 
 const fmt = (n: number) => n.toFixed(3).padStart(8);
