@@ -23,53 +23,70 @@ const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.len
 const limits = { memoryBytes: 1024 * 1024 * 1024, openFiles: 64 };
 const routines = { echo: { file: 'examples.py', function: 'echo', source: readFileSync(join(ROOT, 'routines/examples.py'), 'utf8') } };
 
-async function measure(name: string, overrides: Record<string, unknown>) {
+function specFor(overrides: Record<string, unknown>): { spec?: WorkerSpec; skipped?: string; wrapped: boolean } {
   const { config } = loadConfig({ path: join(ROOT, 'agent.config.json'), env: {} });
   Object.assign(config.sandbox, overrides);
   const { plan, launcher, python } = planSandbox(config, limits);
-  if (plan.missing.length) return { name, skipped: plan.missing.join('; ') };
-  const spec: WorkerSpec = {
-    launcher,
-    cwd: dir,
-    routines,
-    limits,
-    maxReplyBytes: 1 << 20,
-    startTimeoutMs: 10_000,
-    ...(config.sandbox.profile === 'none' ? {} : { confine: { ...compileConfine(python.executable), policy: plan.policy, packagePaths: plan.packagePaths } }),
+  if (plan.missing.length) return { skipped: plan.missing.join('; '), wrapped: false };
+  return {
+    wrapped: launcher.wrapped,
+    spec: {
+      launcher,
+      cwd: dir,
+      routines,
+      limits,
+      maxReplyBytes: 1 << 20,
+      startTimeoutMs: 10_000,
+      ...(config.sandbox.profile === 'none' ? {} : { confine: { ...compileConfine(python.executable), policy: plan.policy, packagePaths: plan.packagePaths } }),
+    },
   };
-  const spawnTimes: number[] = [];
-  let layers: string[] = [];
-  for (let i = 0; i < SPAWNS; i++) {
-    const t = performance.now();
-    const w = new Worker(`b${i}`, spec, log);
-    layers = (await w.ready()).layers;
-    spawnTimes.push(performance.now() - t);
-    w.kill('shutdown');
-  }
-  const w = new Worker('calls', spec, log);
-  await w.ready();
-  const callTimes: number[] = [];
-  for (let i = 0; i < CALLS; i++) {
-    const t = performance.now();
-    const r = await w.call(i, 'echo', [i], {});
-    if (!r.ok) throw r.error;
-    callTimes.push(performance.now() - t);
-  }
-  w.kill('shutdown');
-  return { name, spawn: median(spawnTimes), call: median(callTimes), layers: (launcher.wrapped ? ['bwrap', ...layers] : layers).length };
 }
 
-const rows = [];
-for (const [name, o] of [
+const profiles = [
   ['none', { profile: 'none' }],
   ['standard', { profile: 'standard' }],
   ['strict', { profile: 'strict' }],
   ['strict + bubblewrap', { profile: 'strict', bubblewrap: true }],
-] as const) {
-  rows.push(await measure(name, o));
+] as const;
+const specs = profiles.map(([name, o]) => ({ name, ...specFor(o) }));
+// Spawns are interleaved across profiles (none, standard, strict, … then again) so that
+// machine drift hits every profile alike; the table shows medians.
+const spawnTimes = new Map<string, number[]>(specs.map((s) => [s.name, []]));
+const layerCounts = new Map<string, number>();
+for (let i = 0; i < SPAWNS; i++) {
+  for (const s of specs) {
+    if (!s.spec) continue;
+    const t = performance.now();
+    const w = new Worker(`b${i}`, s.spec, log);
+    const info = await w.ready();
+    spawnTimes.get(s.name)!.push(performance.now() - t);
+    layerCounts.set(s.name, info.layers.length + (s.wrapped ? 1 : 0));
+    w.kill('shutdown');
+    // The kernel tears a dead worker's network namespace down asynchronously; let it finish so
+    // it is not billed to the next spawn (real spawns are occasional: start-up, replacements).
+    await new Promise((r) => setTimeout(r, 60));
+  }
 }
+const callTimes = new Map<string, number>();
+for (const s of specs) {
+  if (!s.spec) continue;
+  const w = new Worker('calls', s.spec, log);
+  await w.ready();
+  const times: number[] = [];
+  for (let i = 0; i < CALLS; i++) {
+    const t = performance.now();
+    const r = await w.call(i, 'echo', [i], {});
+    if (!r.ok) throw r.error;
+    times.push(performance.now() - t);
+  }
+  callTimes.set(s.name, median(times));
+  w.kill('shutdown');
+}
+const rows = specs.map((s) =>
+  s.spec ? { name: s.name, spawn: median(spawnTimes.get(s.name)!), call: callTimes.get(s.name)!, layers: layerCounts.get(s.name)! } : { name: s.name, skipped: s.skipped! },
+);
 const base = rows[0] as { spawn: number; call: number };
-console.log(`\nsandbox: ${SPAWNS} spawns and ${CALLS} sequential echo calls per profile; medians\n`);
+console.log(`\nsandbox: ${SPAWNS} interleaved spawns and ${CALLS} sequential echo calls per profile; medians\n`);
 console.log('| profile | layers | spawn → ready (ms) | added vs none | call round trip (µs) | added vs none |');
 console.log('|---|---|---|---|---|---|');
 for (const r of rows) {
