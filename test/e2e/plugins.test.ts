@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { generateKeyPair, formatPublicKey, signFile } from '../../signing/index.ts';
 import { connect, postJson } from '../helpers/h2.ts';
-import { baseConfig, failure, FIXTURES, runCli, startAgent, stopAll, tempDir } from '../helpers/agent.ts';
+import { baseConfig, failure, FIXTURES, startAgent, startMustFail, stopAll, tempDir } from '../helpers/agent.ts';
 
 const PLUGINS = join(FIXTURES, 'plugins');
 const FIX = join(FIXTURES, 'routines.py');
@@ -25,14 +25,6 @@ function withPlugins(enabled: unknown[], plugins: Record<string, unknown> = {}, 
   });
 }
 
-async function startFails(config: Record<string, unknown>): Promise<string> {
-  const dir = tempDir();
-  const path = join(dir, 'agent.config.json');
-  writeFileSync(path, JSON.stringify({ ...config, agent: { name: 't', listen: '127.0.0.1:0', stateDir: 'state' } }));
-  const r = await runCli(['agent', '--config', path]);
-  expect(r.code).toBe(2);
-  return r.stderr;
-}
 
 describe('authorization', () => {
   it('an identity allowed echo but not add gets 403 on add, and the denied routine never runs', async () => {
@@ -110,7 +102,7 @@ describe('load failures stop start-up (exit 2) naming the plugin', () => {
     ['bad options', [{ name: 'test-key', options: { keys: 5 } }], /SKEIN_ERR_CONFIG\]: plugin "test-key": option "keys": must be an object/],
     ['a missing file', [{ name: 'nope' }], /plugin "nope": no file .*nope\{\.ts,\.mjs,\.js\}/],
   ])('%s', async (_name, enabled, message) => {
-    expect(await startFails(withPlugins(enabled))).toMatch(message);
+    expect(await startMustFail(withPlugins(enabled))).toMatch(message);
   });
 });
 
@@ -139,11 +131,11 @@ describe('signed plugins (plugins.requireSignature)', () => {
   it('unsigned, tampered or signed by an untrusted key: start-up stops naming the plugin', async () => {
     const { plugins, key } = signedDir();
     const trusted = [formatPublicKey(key.publicKey)];
-    expect(await startFails(withPlugins([{ name: 'only-echo' }], { dir: plugins, requireSignature: true, trustedKeys: [formatPublicKey(generateKeyPair().publicKey)] }))).toMatch(/plugin "only-echo": signature check failed \(SKEIN_ERR_SIG_UNKNOWN_KEY\)/);
+    expect(await startMustFail(withPlugins([{ name: 'only-echo' }], { dir: plugins, requireSignature: true, trustedKeys: [formatPublicKey(generateKeyPair().publicKey)] }))).toMatch(/plugin "only-echo": signature check failed \(SKEIN_ERR_SIG_UNKNOWN_KEY\)/);
     writeFileSync(join(plugins, 'only-echo.ts'), `${readFileSync(join(plugins, 'only-echo.ts'), 'utf8')}\n// tampered\n`);
-    expect(await startFails(withPlugins([{ name: 'only-echo' }], { dir: plugins, requireSignature: true, trustedKeys: trusted }))).toMatch(/plugin "only-echo": signature check failed \(SKEIN_ERR_SIG_TAMPERED\)/);
+    expect(await startMustFail(withPlugins([{ name: 'only-echo' }], { dir: plugins, requireSignature: true, trustedKeys: trusted }))).toMatch(/plugin "only-echo": signature check failed \(SKEIN_ERR_SIG_TAMPERED\)/);
     copyFileSync(join(PLUGINS, 'throws.ts'), join(plugins, 'throws.ts'));
-    expect(await startFails(withPlugins([{ name: 'throws' }], { dir: plugins, requireSignature: true, trustedKeys: trusted }))).toMatch(/plugin "throws": signature check failed \(SKEIN_ERR_SIG_MISSING\)/);
+    expect(await startMustFail(withPlugins([{ name: 'throws' }], { dir: plugins, requireSignature: true, trustedKeys: trusted }))).toMatch(/plugin "throws": signature check failed \(SKEIN_ERR_SIG_MISSING\)/);
   });
 });
 

@@ -4,11 +4,11 @@
  * oversize body each stop start-up (exit 2) with their own code.
  */
 import { createHash } from 'node:crypto';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:https';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { baseConfig, EXAMPLES, runCli, startAgent, stopAll, tempDir } from '../helpers/agent.ts';
+import { baseConfig, EXAMPLES, runCli, startAgent, startMustFail, stopAll, tempDir } from '../helpers/agent.ts';
 
 const CODE = readFileSync(EXAMPLES, 'utf8');
 const PIN = createHash('sha256').update(CODE).digest('hex');
@@ -44,14 +44,6 @@ const urlConfig = (path: string, sandbox: Record<string, unknown> = {}, sha256 =
   routines: { echo: { url: `https://localhost:${port}${path}`, sha256 }, add: { url: `https://localhost:${port}${path}`, sha256 } },
 });
 
-async function refusal(config: Record<string, unknown>): Promise<string> {
-  const dir = tempDir();
-  const path = join(dir, 'agent.config.json');
-  writeFileSync(path, JSON.stringify({ ...config, agent: { name: 't', listen: '127.0.0.1:0', stateDir: 'state' } }));
-  const r = await runCli(['agent', '--config', path]);
-  expect(r.code).toBe(2);
-  return r.stderr;
-}
 
 describe('routine code from a URL', () => {
   it('a good pin loads, logs the URL and hash, and runs', async () => {
@@ -75,7 +67,7 @@ describe('routine code from a URL', () => {
     ['a redirect off the allow-list', () => urlConfig('/redirect-away'), /SKEIN_ERR_SOURCE_HOST.*evil.example/],
     ['an oversize body', () => urlConfig('/huge.py', {}, createHash('sha256').update('#'.repeat(2 * 1024 * 1024)).digest('hex')), /SKEIN_ERR_SOURCE_TOO_LARGE/],
   ])('%s stops start-up with its code', async (_name, config, message) => {
-    const stderr = await refusal(config());
+    const stderr = await startMustFail(config());
     expect(stderr).toMatch(message);
   });
 });

@@ -6,7 +6,7 @@
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { connect, postJson } from '../helpers/h2.ts';
-import { baseConfig, failure, FIXTURES, startAgent, stopAll, type StartedAgent } from '../helpers/agent.ts';
+import { alive, baseConfig, failure, FIXTURES, startAgent, stopAll, type StartedAgent } from '../helpers/agent.ts';
 
 const FIX = join(FIXTURES, 'routines.py');
 const FORGERIES = ['wrong_id', 'not_json', 'not_object', 'oversize', 'late'];
@@ -31,14 +31,6 @@ afterAll(async () => {
   await stopAll();
 });
 
-const alive = (pid: number) => {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-};
 
 async function gone(pid: number): Promise<boolean> {
   for (let i = 0; i < 40; i++) {

@@ -23,7 +23,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SkeinClient } from '../../agent/client/index.ts';
 import type { ErrorCode } from '../../agent/errors/index.ts';
-import { baseConfig, BINARY, EXAMPLES, failure, requireBinary, startAgent, stopAll, tempDir, type LogLine, type StartedAgent } from '../helpers/agent.ts';
+import { alive, baseConfig, BINARY, EXAMPLES, failure, requireBinary, startAgent, stopAll, tempDir, type LogLine, type StartedAgent } from '../helpers/agent.ts';
 
 const HOSTILE = join(import.meta.dirname, 'routines/hostile.py');
 const MiB = 1024 * 1024;
@@ -307,14 +307,6 @@ interface AgentHandle {
   waitForLogs(pred: (l: LogLine) => boolean, count: number, timeoutMs?: number): Promise<LogLine[]>;
 }
 
-const alive = (pid: number) => {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-};
 
 function logWaiter(logs: LogLine[]) {
   return async (pred: (l: LogLine) => boolean, count: number, timeoutMs = 5_000): Promise<LogLine[]> => {

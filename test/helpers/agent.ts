@@ -217,3 +217,22 @@ export async function failure(call: Promise<unknown>): Promise<SkeinError & { de
   }
   throw new Error('expected the call to fail, but it succeeded');
 }
+
+/** Starts the binary with `config` (on an ephemeral port) and expects start-up to fail with exit 2; returns stderr. */
+export async function startMustFail(config: Record<string, unknown>): Promise<string> {
+  const path = join(tempDir(), 'agent.config.json');
+  writeFileSync(path, JSON.stringify({ ...config, agent: { name: 't', listen: '127.0.0.1:0', stateDir: 'state' } }));
+  const r = await runCli(['agent', '--config', path]);
+  if (r.code !== 2) throw new Error(`expected exit 2, got ${r.code}; stderr:\n${r.stderr}`);
+  return r.stderr;
+}
+
+/** True while a process with this pid exists (signal 0 probes without signalling). */
+export function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}

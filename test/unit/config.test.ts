@@ -6,6 +6,7 @@ import { loadConfig } from '../../agent/config/load.ts';
 import { CONFIG_SCHEMA } from '../../agent/config/schema.ts';
 import { toJsonSchema } from '../../agent/config/schema-dsl.ts';
 import { configReference } from '../../agent/config/reference.ts';
+import { pluginApiCopy } from '../../agent/plugin-host/publish.ts';
 import { SkeinError } from '../../agent/errors/index.ts';
 
 const dirs: string[] = [];
@@ -130,6 +131,10 @@ describe('published JSON Schema', () => {
   it('docs/config.schema.json is the one generated from the validator (run npm run schema)', () => {
     const published = JSON.parse(readFileSync(join(import.meta.dirname, '../../docs/config.schema.json'), 'utf8'));
     expect(published).toEqual({ $schema: 'https://json-schema.org/draft/2020-12/schema', title: 'skein agent configuration', ...toJsonSchema(CONFIG_SCHEMA) });
+  });
+
+  it('plugins/skein-plugin.ts is the published copy of the plugin API (run npm run schema)', () => {
+    expect(readFileSync(join(import.meta.dirname, '../../plugins/skein-plugin.ts'), 'utf8')).toBe(pluginApiCopy());
   });
 
   it('docs/config-reference.md lists every key as the schema says (run npm run schema)', () => {
