@@ -58,9 +58,16 @@ export function createLogger(options: LoggerOptions = {}): Logger {
 function formatText(record: Fields): string {
   const { ts, level, msg, ...rest } = record;
   const tail = Object.entries(rest)
-    .map(([k, v]) => `${k}=${typeof v === 'string' ? v : safeStringify(v)}`)
+    .map(([k, v]) => `${k}=${typeof v === 'string' ? printable(v) : safeStringify(v)}`)
     .join(' ');
-  return `${String(ts).slice(11, 23)} ${String(level).toUpperCase().padEnd(5)} ${String(msg)}${tail ? `  ${tail}` : ''}`;
+  return `${String(ts).slice(11, 23)} ${String(level).toUpperCase().padEnd(5)} ${printable(String(msg))}${tail ? `  ${tail}` : ''}`;
+}
+
+// Control characters (newlines, CR, ANSI escapes) in a value - e.g. a worker's stderr - are
+// escaped, so one event stays one line and cannot forge or repaint lines on a terminal.
+const CONTROL = /[\u0000-\u001f\u007f-\u009f]/;
+function printable(s: string): string {
+  return CONTROL.test(s) ? JSON.stringify(s).slice(1, -1) : s;
 }
 
 function safeStringify(value: unknown): string {

@@ -316,7 +316,7 @@ export class Worker {
       let nl: number;
       while ((nl = pending.indexOf('\n')) !== -1) {
         // Tagged with the running call's request id so a routine's output can be traced.
-        this.#log.warn('worker stderr', { line: pending.slice(0, Math.min(nl, 4096)), requestId: this.#current?.requestId });
+        this.#log.warn('worker stderr', { line: pending.slice(0, Math.min(nl, 4096)), requestId: this.#current?.requestId, ...(nl > 4096 ? { truncated: true } : {}) });
         pending = pending.slice(nl + 1);
       }
       if (pending.length > 4096) {
