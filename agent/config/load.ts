@@ -116,6 +116,18 @@ function crossCheck(config: AgentConfig): void {
     if (r.url !== undefined && r.sha256 === undefined) throw configError(`routines.${name}.sha256`, 'is required with "url": pin the code you reviewed (sha256sum of the file)');
     if (r.file !== undefined && r.sha256 !== undefined) throw configError(`routines.${name}.sha256`, 'applies only to "url" routines');
   }
+  if (config.discovery.enabled) {
+    for (const key of ['fleet', 'signingKey'] as const) {
+      if (config.discovery[key] === undefined) throw configError(`discovery.${key}`, 'is required when discovery.enabled is true');
+    }
+    if (config.discovery.trustedKeys.length === 0 && config.discovery.rootKeys.length === 0) {
+      throw configError('discovery.trustedKeys', 'discovery needs a trust store: set discovery.trustedKeys or discovery.rootKeys');
+    }
+    const host = parseHostPort(config.agent.listen).host;
+    if (config.discovery.advertise.length === 0 && (host === '0.0.0.0' || host === '::')) {
+      throw configError('discovery.advertise', `agent.listen is ${config.agent.listen}; name the endpoints peers should dial`);
+    }
+  }
   if (config.limits.defaultTimeoutMs > config.limits.maxTimeoutMs) {
     throw configError('limits.defaultTimeoutMs', `(${config.limits.defaultTimeoutMs}) must not exceed limits.maxTimeoutMs (${config.limits.maxTimeoutMs})`);
   }

@@ -123,6 +123,24 @@ export const CONFIG_SCHEMA: Node = {
         requireToken: { kind: 'boolean', default: false, description: 'Require a token-authenticated identity on top of the client certificate (second factor).' },
       },
     },
+    discovery: {
+      kind: 'object',
+      description: 'Signed multicast advertisements: peers are believed only if signed by a trusted or endorsed key (docs/discovery.md).',
+      fields: {
+        enabled: { kind: 'boolean', default: false, description: 'Advertise this agent and listen for peers.' },
+        fleet: { kind: 'string', pattern: /^[A-Za-z0-9_.-]{1,64}$/, patternHint: 'a fleet id (letters, digits, "_", ".", "-")', description: 'Fleet id; advertisements of other fleets are dropped.' },
+        signingKey: { kind: 'string', path: true, description: 'Ed25519 private key that signs this agent\'s advertisements (skein keygen); refused if group/other can read it.' },
+        endorsement: { kind: 'string', path: true, description: 'Endorsement of the signing key by a fleet root key (skein key endorse), carried in every advertisement.' },
+        trustedKeys: { kind: 'array', maxItems: 10_000, default: [], items: { kind: 'string', pattern: /^ed25519:[A-Za-z0-9_-]{43}(@spiffe:\/\/\S+)?$/, patternHint: '"ed25519:<base64url>", optionally "@spiffe://…" to pin the SPIFFE ID it may claim', description: 'Agent key.' }, description: 'Agent public keys whose advertisements are believed.' },
+        rootKeys: { kind: 'array', maxItems: 100, default: [], items: { kind: 'string', pattern: /^ed25519:[A-Za-z0-9_-]{43}$/, patternHint: 'an "ed25519:<base64url>" public key', description: 'Root key.' }, description: 'Fleet root keys whose endorsements make an agent key trusted (for the SPIFFE ID it names).' },
+        groups: { kind: 'array', maxItems: 4, default: ['239.255.77.77:7946'], items: { kind: 'string', pattern: /^(\[[0-9a-fA-F:]+\]|[0-9.]+):\d{1,5}$/, patternHint: 'GROUP:PORT (IPv6 as [ff15::7777]:7946)', description: 'Multicast group.' }, description: 'Multicast groups advertisements are sent to and received from.' },
+        interface: { kind: 'string', default: '127.0.0.1', description: 'Local IPv4 address of the interface multicast uses (127.0.0.1 keeps it on this host).' },
+        advertise: { kind: 'array', maxItems: 8, default: [], items: { kind: 'string', pattern: /^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$/, patternHint: 'HOST:PORT', description: 'Endpoint.' }, description: 'Endpoints peers should dial (default: agent.listen; required when listening on 0.0.0.0).' },
+        intervalMs: { kind: 'integer', min: 100, max: 600_000, default: 2000, description: 'Advertisement interval (±20 % jitter).' },
+        ttlMs: { kind: 'integer', min: 300, max: 3_600_000, default: 6000, description: 'How long peers believe an advertisement without a newer one.' },
+        maxSkewMs: { kind: 'integer', min: 0, max: 3_600_000, default: 30_000, description: 'Accepted clock skew of advertisement timestamps.' },
+      },
+    },
     routines: {
       kind: 'record',
       keyPattern: NAME,
@@ -192,7 +210,23 @@ export interface AgentConfig {
   };
   sandbox: SandboxConfig;
   plugins: PluginsConfig;
+  discovery: DiscoveryConfig;
   routines: Record<string, RoutineConfig>;
+}
+
+export interface DiscoveryConfig {
+  enabled: boolean;
+  fleet?: string;
+  signingKey?: string;
+  endorsement?: string;
+  trustedKeys: string[];
+  rootKeys: string[];
+  groups: string[];
+  interface: string;
+  advertise: string[];
+  intervalMs: number;
+  ttlMs: number;
+  maxSkewMs: number;
 }
 
 export interface PluginsConfig {

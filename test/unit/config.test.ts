@@ -113,6 +113,10 @@ describe('errors name the key (and the file)', () => {
     [{ routines: { echo: { file: 'x.py', function: 'not-ident' } } }, /config key "routines.echo.function".*Python identifier/],
     [{ tls: { cert: 'a.pem' } }, /config key "tls.key".*must be set together \(missing: tls.key, tls.ca\)/],
     [{ limits: { defaultTimeoutMs: 10, maxTimeoutMs: 5 } }, /config key "limits.defaultTimeoutMs"/],
+    [{ discovery: { enabled: true, signingKey: 'k' } }, /config key "discovery.fleet": is required when discovery.enabled is true/],
+    [{ discovery: { enabled: true, fleet: 'f', signingKey: 'k' } }, /config key "discovery.trustedKeys": discovery needs a trust store/],
+    [{ agent: { listen: '0.0.0.0:7443' }, discovery: { enabled: true, fleet: 'f', signingKey: 'k', rootKeys: ['ed25519:' + 'A'.repeat(43)] } }, /config key "discovery.advertise"/],
+    [{ discovery: { groups: ['239.1.1.1'] } }, /config key "discovery.groups\[0\]".*GROUP:PORT/],
   ])('%j', (layer, message) => {
     const dir = files({ 'a.json': layer });
     expect(configError(() => loadConfig({ path: join(dir, 'a.json'), env: {} })).message).toMatch(message);
