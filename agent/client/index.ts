@@ -17,6 +17,8 @@
  *   const viaToken = new SkeinClient({ peer: '127.0.0.1:7443', ca, token: jwt }); // sends "Bearer <jwt>"
  */
 import http2 from 'node:http2';
+import type { TLSSocket } from 'node:tls';
+import { spiffeIdFromSan } from '../server/identity.ts';
 import { decodeBody, encodeBody, mediaTypeOf, type MediaType } from '../codec/index.ts';
 import { isErrorCode, SkeinError, type ErrorCode } from '../errors/index.ts';
 import { transportError } from './transport-error.ts';
@@ -36,6 +38,12 @@ export interface ClientOptions {
   connectTimeoutMs?: number;
   /** Extra headers on every call (e.g. authorization for token plugins). */
   headers?: Record<string, string>;
+  /**
+   * Identity the server must present (a discovered peer's advertised certificate): checked
+   * after the handshake and before any request is sent; a mismatch fails every call with
+   * SKEIN_ERR_PEER_IDENTITY.
+   */
+  pin?: { spiffeId: string; sha256: string };
   /**
    * Token for the agent's token plugins, sent on every call as the authorization header:
    * "Bearer <token>", or verbatim when it contains a space (e.g. "SkeinNonce …").
@@ -77,6 +85,8 @@ export class SkeinClient {
   #sessionError: Error | undefined;
   #closed = false;
   #inFlight = 0;
+  /** Settles once the current session's server identity was checked against `pin`. */
+  #verified: Promise<void> | undefined;
   /** The client-wide authorization value, checked once (a bad token fails construction). */
   #authorization: string | undefined;
 
@@ -169,6 +179,7 @@ export class SkeinClient {
       clearTimeout(timer);
       this.#sessionError = err;
     });
+    if (this.#opts.pin) this.#verified = pinCheck(session, this.#opts.pin, this.#opts.peer);
     session.once('close', () => {
       clearTimeout(timer);
       if (this.#session === session) this.#session = undefined;
@@ -179,10 +190,12 @@ export class SkeinClient {
     return session;
   }
 
-  #request(headers: http2.OutgoingHttpHeaders, body: Uint8Array | undefined, options: DispatchOptions): Promise<RawResponse> {
-    if (this.#closed) return Promise.reject(new SkeinError('SKEIN_ERR_TRANSPORT', 'the client is closed'));
-    if (options.signal?.aborted) return Promise.reject(new SkeinError('SKEIN_ERR_ABORTED', 'the call was aborted by the caller'));
+  async #request(headers: http2.OutgoingHttpHeaders, body: Uint8Array | undefined, options: DispatchOptions): Promise<RawResponse> {
+    if (this.#closed) throw new SkeinError('SKEIN_ERR_TRANSPORT', 'the client is closed', { sent: false });
+    if (options.signal?.aborted) throw new SkeinError('SKEIN_ERR_ABORTED', 'the call was aborted by the caller', { sent: false });
     const session = this.#connect();
+    // A pinned peer proves its identity before it sees a single request.
+    if (this.#verified) await this.#verified;
     return new Promise<RawResponse>((resolve, reject) => {
       let settled = false;
       let status = 0;
@@ -220,6 +233,9 @@ export class SkeinClient {
       });
       stream.on('data', (chunk: Buffer) => chunks.push(chunk));
       stream.on('end', () => {
+        // The stream can end without response headers when the connection dies mid-call:
+        // that is a transport failure (the call may have run), not a malformed response.
+        if (!status) return finish(transportError(this.#sessionError ?? new Error('the connection closed before a response arrived')));
         try {
           finish(undefined, decodeResponse(status, responseHeaders, Buffer.concat(chunks), headers));
         } catch (err) {
@@ -255,6 +271,31 @@ export function authorizationHeader(token: string): string {
 function setAuthorization(headers: http2.OutgoingHttpHeaders, value: string): void {
   for (const name of Object.keys(headers)) if (name.toLowerCase() === 'authorization') delete headers[name];
   headers.authorization = value;
+}
+
+/** Resolves once the server certificate matches `pin`; otherwise destroys the session. */
+function pinCheck(session: http2.ClientHttp2Session, pin: { spiffeId: string; sha256: string }, peer: string): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    session.once('connect', () => {
+      const cert = (session.socket as TLSSocket).getPeerCertificate?.();
+      const sha256 = String(cert?.fingerprint256 ?? '').replaceAll(':', '').toLowerCase();
+      const spiffeId = spiffeIdFromSan(cert?.subjectaltname);
+      if (sha256 === pin.sha256.toLowerCase() && spiffeId === pin.spiffeId) return resolve();
+      const err = new SkeinError(
+        'SKEIN_ERR_PEER_IDENTITY',
+        `peer ${peer} presented ${spiffeId ?? 'no SPIFFE ID'} with certificate sha256 ${sha256.slice(0, 16)}…, not the advertised ${pin.spiffeId} (${pin.sha256.slice(0, 16)}…); nothing was sent`,
+        { sent: false, presented: { spiffeId, sha256 }, expected: pin },
+      );
+      session.destroy(err);
+      reject(err);
+    });
+    session.once('error', (err) => {
+      const e = transportError(err);
+      e.details.sent = false;
+      reject(e);
+    });
+    session.once('close', () => reject(new SkeinError('SKEIN_ERR_TRANSPORT', `connection to ${peer} closed before the handshake finished`, { sent: false })));
+  });
 }
 
 function decodeResponse(status: number, headers: http2.IncomingHttpHeaders, bytes: Buffer, sent: http2.OutgoingHttpHeaders): RawResponse {

@@ -35,6 +35,8 @@ export const ERROR_TABLE = {
   SKEIN_ERR_CLIENT_TIMEOUT: { status: 0, exit: 5, what: 'no response within the client-side deadline' },
   SKEIN_ERR_ABORTED: { status: 0, exit: 6, what: 'the caller aborted the call' },
   SKEIN_ERR_BAD_RESPONSE: { status: 0, exit: 6, what: 'the server answered with something that is not a skein response' },
+  SKEIN_ERR_PEER_IDENTITY: { status: 0, exit: 6, what: 'a peer presented another certificate or SPIFFE ID than it advertised; nothing was sent to it' },
+  SKEIN_ERR_NO_PEERS: { status: 0, exit: 3, what: 'no trusted peer offers the routine (or every one failed)' },
   // Signatures (signing/): advertisements, plugin files, key files.
   SKEIN_ERR_SIG_MALFORMED: { status: 0, exit: 1, what: 'signed object or signature file cannot be decoded, has the wrong shape or an unsupported version' },
   SKEIN_ERR_SIG_NONCANONICAL: { status: 0, exit: 1, what: 'CBOR is well formed but not in the one deterministic encoding skein signs' },
