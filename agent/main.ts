@@ -8,6 +8,7 @@ import { runAgent } from './cli/agent.ts';
 import { runDispatch } from './cli/dispatch.ts';
 import { runDoctor } from './cli/doctor.ts';
 import { runKeygen } from './cli/keygen.ts';
+import { runPeers } from './cli/peers.ts';
 import { runPlugin } from './cli/plugin.ts';
 import { runToken } from './cli/token.ts';
 import { processIo, type Io } from './cli/io.ts';
@@ -24,6 +25,7 @@ Commands:
   dispatch   run a routine on an agent and print its result
   doctor     show the host's sandbox capabilities and what each profile applies
   keygen     create an Ed25519 key pair (plugin signing, signed-nonce tokens)
+  peers      list the peers the agent discovered (and rejected advertisements)
   plugin     scaffold, sign and verify plugins
   token      create tokens for token plugins (signed nonces)
   pki        create a CA and issue agent/client certificates
@@ -38,6 +40,7 @@ const COMMANDS: Record<string, (argv: string[], io: Io) => Promise<number>> = {
   dispatch: runDispatch,
   doctor: runDoctor,
   keygen: runKeygen,
+  peers: runPeers,
   plugin: runPlugin,
   token: runToken,
   pki: (argv, io) => runPki(argv, io),

@@ -5,7 +5,8 @@
  */
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { authorizationHeader, SkeinClient } from '../client/index.ts';
+import { authorizationHeader, SkeinClient, type DispatchOptions } from '../client/index.ts';
+import { PeerPool, type PeerEndpoint } from '../client/pool.ts';
 import { loadConfig, parseHostPort } from '../config/load.ts';
 import { ERROR_TABLE, SkeinError, toSkeinError } from '../errors/index.ts';
 import { parseFlags, parseIntFlag } from './args.ts';
@@ -27,6 +28,8 @@ Runs ROUTINE on an agent and prints its result.
   --token-file F     read the token from F (surrounding whitespace trimmed); keeps it out
                      of the process list and shell history
   --timeout MS       deadline of the call (sent as x-skein-timeout-ms)
+  --discover         run on a peer of the local agent that offers ROUTINE (least loaded;
+                     its advertised identity pinned; fails over when a peer is unreachable)
   --encoding E       request encoding, cbor (default) or json
   --json             print {"result", "requestId"} or the error object as JSON on stdout
   --config PATH      config used for the defaults (default ./agent.config.json, else embedded)
@@ -64,6 +67,7 @@ export async function runDispatch(argv: string[], io: Io): Promise<number> {
       config: { type: 'string' },
       token: { type: 'string' },
       'token-file': { type: 'string' },
+      discover: { type: 'boolean' },
     },
     true,
   );
@@ -89,8 +93,17 @@ export async function runDispatch(argv: string[], io: Io): Promise<number> {
     ...(values.encoding ? { encoding: values.encoding as 'cbor' | 'json' } : {}),
     ...(token !== undefined ? { token } : {}),
   });
+  const call = { args: args ?? [], kwargs: kwargs ?? {}, ...(timeoutMs ? { timeoutMs } : {}) };
   try {
-    const { result, requestId } = await client.dispatchDetailed(routine, { args: args ?? [], kwargs: kwargs ?? {}, ...(timeoutMs ? { timeoutMs } : {}) });
+    if (values.discover) {
+      // The local agent's verified peer table decides where the call goes; the pool pins
+      // each peer's advertised identity and fails over.
+      const { result, peer } = await dispatchDiscovered(client, routine, call, { cert: readCredential(target.cert, 'cert'), key: readCredential(target.key, 'key'), ca: readCredential(target.ca, 'ca'), ...(token !== undefined ? { token } : {}) });
+      io.out(values.json ? JSON.stringify({ result, peer: peer.agent }) : typeof result === 'string' ? result : JSON.stringify(result, null, 2));
+      if (!values.json) io.err(`(ran on peer ${peer.agent})`);
+      return 0;
+    }
+    const { result, requestId } = await client.dispatchDetailed(routine, call);
     io.out(values.json ? JSON.stringify({ result, requestId }) : typeof result === 'string' ? result : JSON.stringify(result, null, 2));
     return 0;
   } catch (err) {
@@ -106,7 +119,18 @@ export async function runDispatch(argv: string[], io: Io): Promise<number> {
   }
 }
 
-function resolveTarget(values: { peer?: string; cert?: string; key?: string; ca?: string; config?: string }) {
+async function dispatchDiscovered(local: SkeinClient, routine: string, call: DispatchOptions, creds: { cert: Buffer; key: Buffer; ca: Buffer; token?: string }) {
+  const { enabled, peers } = await local.peers();
+  if (!enabled) throw new SkeinError('SKEIN_ERR_USAGE', 'the local agent has discovery disabled (discovery.enabled); --discover needs its peer table');
+  const pool = new PeerPool({ ...creds, peers: () => peers as unknown as PeerEndpoint[] });
+  try {
+    return await pool.dispatch(routine, call);
+  } finally {
+    await pool.close();
+  }
+}
+
+export function resolveTarget(values: { peer?: string; cert?: string; key?: string; ca?: string; config?: string }) {
   const creds = [values.cert, values.key, values.ca].filter(Boolean).length;
   if (creds !== 0 && creds !== 3) throw new SkeinError('SKEIN_ERR_USAGE', '--cert, --key and --ca must be given together');
   if (values.peer && creds === 3) return { peer: values.peer, cert: values.cert!, key: values.key!, ca: values.ca! };
@@ -153,7 +177,7 @@ function readToken(token: string | undefined, file: string | undefined): string 
   return value;
 }
 
-function readCredential(path: string, flag: string): Buffer {
+export function readCredential(path: string, flag: string): Buffer {
   try {
     return readFileSync(path);
   } catch (err) {

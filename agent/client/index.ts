@@ -139,6 +139,13 @@ export class SkeinClient {
     return (value as { routines: Array<{ name: string; function: string; sha256: string }> }).routines;
   }
 
+  /** The agent's verified peers (GET /v1/peers). */
+  async peers(): Promise<{ enabled: boolean; peers: Array<Record<string, unknown>>; rejected?: Record<string, number> }> {
+    const { status, value, requestId } = await this.#request({ ...this.#baseHeaders(), ':method': 'GET', ':path': '/v1/peers' }, undefined, {});
+    if (status !== 200) throw responseError(status, value, requestId);
+    return value as { enabled: boolean; peers: Array<Record<string, unknown>>; rejected?: Record<string, number> };
+  }
+
   async health(): Promise<Record<string, unknown>> {
     const { status, value, requestId } = await this.#request({ ...this.#baseHeaders(), ':method': 'GET', ':path': '/healthz' }, undefined, {});
     if (status !== 200 && status !== 503) throw responseError(status, value, requestId);

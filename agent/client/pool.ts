@@ -28,6 +28,8 @@ export interface PeerPoolOptions {
   cert?: string | Buffer;
   key?: string | Buffer;
   ca?: string | Buffer;
+  /** Token sent to every peer (see ClientOptions.token). */
+  token?: string;
   /** Current peers, e.g. from an agent's GET /v1/peers or a discovery listener. */
   peers: () => PeerEndpoint[] | Promise<PeerEndpoint[]>;
   /** Routines whose calls may be sent twice (config: declared idempotent). */
@@ -103,7 +105,14 @@ export class PeerPool {
     const id = `${peer.agent}|${endpoint}|${peer.tlsFingerprint}`;
     let client = this.#clients.get(id);
     if (!client) {
-      client = new SkeinClient({ peer: endpoint, cert: this.#opts.cert, key: this.#opts.key, ca: this.#opts.ca, pin: { spiffeId: peer.spiffe, sha256: peer.tlsFingerprint } });
+      client = new SkeinClient({
+        peer: endpoint,
+        cert: this.#opts.cert,
+        key: this.#opts.key,
+        ca: this.#opts.ca,
+        ...(this.#opts.token !== undefined ? { token: this.#opts.token } : {}),
+        pin: { spiffeId: peer.spiffe, sha256: peer.tlsFingerprint },
+      });
       this.#clients.set(id, client);
     }
     return client;

@@ -9,7 +9,8 @@ import type { AgentConfig } from '../config/schema.ts';
 import { parseHostPort } from '../config/load.ts';
 import { SkeinError } from '../errors/index.ts';
 import type { Logger } from '../log/index.ts';
-import { ensureDevPki } from '../pki/index.ts';
+import { DiscoveryService } from '../discovery/service.ts';
+import { describeCertificate, ensureDevPki } from '../pki/index.ts';
 import { loadPlugins } from '../plugin-host/loader.ts';
 import { AuthPipeline } from '../plugin-host/pipeline.ts';
 import { prepareSandbox } from '../sandbox/prepare.ts';
@@ -61,7 +62,16 @@ export async function startAgent({ config, log, embedded = false, baseDir }: Sta
   }
 
   let draining = false;
-  const app = createApp({ pool, routines: infos, limits: config.limits, log, isDraining: () => draining, auth });
+  let discovery: DiscoveryService | undefined;
+  const app = createApp({
+    pool,
+    routines: infos,
+    limits: config.limits,
+    log,
+    isDraining: () => draining,
+    auth,
+    peers: () => (discovery ? { enabled: true, peers: discovery.peers(), rejected: discovery.counters() } : { enabled: false, peers: [] }),
+  });
   let listener: Listener;
   try {
     listener = await listen(app, tls, host, port, log);
@@ -71,7 +81,32 @@ export async function startAgent({ config, log, embedded = false, baseDir }: Sta
     throw new SkeinError('SKEIN_ERR_CONFIG', `cannot listen on ${config.agent.listen} (agent.listen): ${e.code === 'EADDRINUSE' ? 'address already in use' : e.message}`, { key: 'agent.listen' });
   }
   const address = listener.address;
-  log.info('listening', { address: `${address.host.includes(':') ? `[${address.host}]` : address.host}:${address.port}`, routines: [...infos.keys()] });
+  const hostPort = `${address.host.includes(':') ? `[${address.host}]` : address.host}:${address.port}`;
+  log.info('listening', { address: hostPort, routines: [...infos.keys()] });
+
+  if (config.discovery.enabled) {
+    const cert = describeCertificate(tls.cert.toString());
+    try {
+      discovery = await DiscoveryService.start({
+        config: config.discovery,
+        trustDomain: config.tls.trustDomain,
+        log,
+        self: {
+          agent: config.agent.name,
+          spiffe: cert.spiffeId ?? `spiffe://${config.tls.trustDomain}/agent/${config.agent.name}`,
+          tlsFingerprint: cert.sha256,
+          endpoints: config.discovery.advertise.length ? config.discovery.advertise : [hostPort],
+          routines: [...infos.keys()],
+          capacity: pool.stats.workers,
+          load: () => pool.stats.inFlight,
+        },
+      });
+    } catch (err) {
+      listener.destroy();
+      await pool.close(0);
+      throw err;
+    }
+  }
 
   let stopping: Promise<void> | undefined;
   return {
@@ -80,6 +115,8 @@ export async function startAgent({ config, log, embedded = false, baseDir }: Sta
     stop() {
       stopping ??= (async () => {
         draining = true;
+        // Goodbye first, so peers stop sending work while in-flight calls drain.
+        await discovery?.stop();
         const grace = config.limits.drainTimeoutMs;
         log.info('draining', { inFlight: pool.stats.inFlight, graceMs: grace });
         listener.stopAccepting();

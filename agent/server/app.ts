@@ -34,6 +34,8 @@ export interface AppDeps {
   log: Logger;
   isDraining: () => boolean;
   auth: AuthPipeline;
+  /** The discovery plane's view: verified peers and rejection counters. */
+  peers: () => { enabled: boolean; peers: unknown[]; rejected?: Record<string, number> };
 }
 
 type Env = { Bindings: Http2Bindings; Variables: { requestId: string; peer: PeerIdentity; mediaType: MediaType } };
@@ -100,6 +102,11 @@ export function createApp(deps: AppDeps): Hono<Env> {
     return reply(c, 200, {
       routines: [...routines.values()].map((r) => ({ name: r.name, function: r.function, sha256: r.sha256, ...(r.timeoutMs ? { timeoutMs: r.timeoutMs } : {}) })),
     });
+  });
+
+  app.get('/v1/peers', async (c) => {
+    await authenticate(c, requestInfo(c, undefined));
+    return reply(c, 200, deps.peers());
   });
 
   app.get('/healthz', (c) => {

@@ -1,0 +1,49 @@
+/** `skein peers`: the local agent's verified peers and its advertisement rejection counters. */
+import { SkeinClient } from '../client/index.ts';
+import { parseFlags } from './args.ts';
+import { readCredential, resolveTarget } from './dispatch.ts';
+import type { Io } from './io.ts';
+
+export const PEERS_USAGE = `Usage: skein peers [--peer HOST:PORT] [--cert PATH --key PATH --ca PATH] [--json] [--config PATH]
+
+Lists the peers the agent believes (advertisements signed by a trusted or endorsed key):
+identity, endpoints, routines, load, age; and how many advertisements it rejected, by reason.
+Defaults as for skein dispatch: the agent of the local config, with its development client
+certificate.`;
+
+export async function runPeers(argv: string[], io: Io): Promise<number> {
+  const { values } = parseFlags(argv, {
+    peer: { type: 'string' },
+    cert: { type: 'string' },
+    key: { type: 'string' },
+    ca: { type: 'string' },
+    json: { type: 'boolean' },
+    config: { type: 'string' },
+  });
+  if (values.help) {
+    io.out(PEERS_USAGE);
+    return 0;
+  }
+  const target = resolveTarget(values);
+  const client = new SkeinClient({ peer: target.peer, cert: readCredential(target.cert, 'cert'), key: readCredential(target.key, 'key'), ca: readCredential(target.ca, 'ca') });
+  try {
+    const answer = await client.peers();
+    if (values.json) {
+      io.out(JSON.stringify(answer));
+      return 0;
+    }
+    if (!answer.enabled) {
+      io.out('discovery is disabled on this agent (discovery.enabled)');
+      return 0;
+    }
+    const rows = answer.peers.map((p) => [String(p.agent), String(p.spiffe), (p.endpoints as string[]).join(' '), (p.routines as string[]).join(','), `${String(p.load)}/${String(p.capacity)}`, `${Math.round(Number(p.ageMs) / 100) / 10}s`]);
+    const header = ['AGENT', 'SPIFFE ID', 'ENDPOINTS', 'ROUTINES', 'LOAD', 'AGE'];
+    const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
+    io.out([header, ...rows].map((r) => r.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd()).join('\n'));
+    const rejected = Object.entries(answer.rejected ?? {}).filter(([k, v]) => k !== 'accepted' && v > 0);
+    if (rejected.length) io.out(`\nrejected advertisements: ${rejected.map(([k, v]) => `${k} ${v}`).join(', ')}`);
+    return 0;
+  } finally {
+    await client.destroy();
+  }
+}

@@ -1,0 +1,230 @@
+/**
+ * The peer table: what this agent currently believes about its fleet. Fed only with adverts
+ * the verifier accepted; entries leave on a signed goodbye or when their TTL passes without a
+ * newer advert. The clock is injected, so expiry and cool-downs are testable without waiting.
+ *
+ * Expiry is measured from when the advert was RECEIVED (local clock) plus its ttl, not from
+ * its iat: the verifier already bounds |iat − now| by maxSkewMs, and a ttl (6 s by default)
+ * shorter than the skew window (30 s) would otherwise expire a peer whose clock is a few
+ * seconds behind before its next advert arrives.
+ *
+ * Peers that fail identity pinning on connect (SKEIN_ERR_PEER_IDENTITY) are marked untrusted
+ * until a deadline; peers that fail `failureThreshold` times in a row are put in a cool-down.
+ * Either way `offering()` skips them until the deadline passes, even if they keep
+ * advertising, and `list()` shows the remaining cool-down.
+ *
+ * @example
+ *   const peers = new PeerTable({ now: Date.now });
+ *   if (r.ok) peers.upsert(r.payload, r.keyId, rinfo.address);
+ *   setTimeout(function tick() { peers.expire(); … }, peers.nextExpiry() - Date.now());
+ *   const [best] = peers.offering('echo');
+ */
+import type { AdvertPayload } from './advert.ts';
+
+export interface PeerTableOptions {
+  now: () => number;
+  /** Consecutive failures (recordFailure) that put a peer in a cool-down (default 3). */
+  failureThreshold?: number;
+  /** Length of that cool-down (default 30,000 ms). */
+  failureCoolDownMs?: number;
+  /** Most peers held; adverts of further agents are ignored (default 4,096). */
+  maxPeers?: number;
+}
+
+export interface PeerInfo {
+  agent: string;
+  spiffe: string;
+  keyId: string;
+  endpoints: string[];
+  routines: string[];
+  load: number;
+  capacity: number;
+  tlsFingerprint: string;
+  seq: number;
+  /** Address the last accepted advert came from. */
+  source: string;
+  /** Time since the last accepted advert. */
+  ageMs: number;
+  /** Time left before the peer expires without a newer advert. */
+  expiresInMs: number;
+  /** Time left in an untrusted/failure cool-down; 0 when the peer may be used. */
+  coolDownMs: number;
+}
+
+export type UpsertResult = 'added' | 'updated' | 'removed' | 'ignored';
+
+interface Entry {
+  payload: AdvertPayload;
+  keyId: string;
+  source: string;
+  receivedAt: number;
+  expiresAt: number;
+}
+
+export class PeerTable {
+  private readonly peers = new Map<string, Entry>();
+  /** agent → end of its cool-down (kept across re-adverts, dropped once passed). */
+  private readonly coolDowns = new Map<string, number>();
+  private readonly failures = new Map<string, number>();
+  private readonly now: () => number;
+  private readonly failureThreshold: number;
+  private readonly failureCoolDownMs: number;
+  private readonly maxPeers: number;
+
+  constructor(options: PeerTableOptions) {
+    this.now = options.now;
+    this.failureThreshold = options.failureThreshold ?? 3;
+    this.failureCoolDownMs = options.failureCoolDownMs ?? 30_000;
+    this.maxPeers = options.maxPeers ?? 4096;
+  }
+
+  get size(): number {
+    return this.peers.size;
+  }
+
+  /**
+   * Records a verified advert. A goodbye removes the agent (only when signed by the key of
+   * the entry it removes). An advert from the same key with a sequence number not above the
+   * entry's is ignored; one from another key replaces the entry (key rotation).
+   */
+  upsert(payload: AdvertPayload, keyId: string, sourceAddress: string): UpsertResult {
+    const now = this.now();
+    const current = this.peers.get(payload.agent);
+    if (payload.goodbye) {
+      if (!current || current.keyId !== keyId) return 'ignored';
+      this.peers.delete(payload.agent);
+      this.failures.delete(payload.agent);
+      return 'removed';
+    }
+    if (current && current.keyId === keyId && payload.seq <= current.payload.seq) return 'ignored';
+    if (!current && this.peers.size >= this.maxPeers) {
+      this.expire();
+      if (this.peers.size >= this.maxPeers) return 'ignored';
+    }
+    this.peers.set(payload.agent, { payload, keyId, source: sourceAddress, receivedAt: now, expiresAt: now + payload.ttl });
+    return current ? 'updated' : 'added';
+  }
+
+  /** Removes a peer (e.g. when its goodbye arrives through another path). */
+  remove(agent: string): boolean {
+    this.failures.delete(agent);
+    return this.peers.delete(agent);
+  }
+
+  /** Removes peers whose ttl has passed and cool-downs that are over; returns the removed agents. */
+  expire(): string[] {
+    const now = this.now();
+    const removed: string[] = [];
+    for (const [agent, e] of this.peers) {
+      if (e.expiresAt <= now) {
+        this.peers.delete(agent);
+        this.failures.delete(agent);
+        removed.push(agent);
+      }
+    }
+    for (const [agent, until] of this.coolDowns) if (until <= now) this.coolDowns.delete(agent);
+    return removed;
+  }
+
+  /** When the next peer expires (unix ms, the injected clock's), or undefined with no peers. */
+  nextExpiry(): number | undefined {
+    let next: number | undefined;
+    for (const e of this.peers.values()) if (next === undefined || e.expiresAt < next) next = e.expiresAt;
+    return next;
+  }
+
+  private info(agent: string, e: Entry, now: number): PeerInfo {
+    const p = e.payload;
+    const until = this.coolDowns.get(agent);
+    return {
+      agent,
+      spiffe: p.spiffe,
+      keyId: e.keyId,
+      endpoints: [...p.endpoints],
+      routines: [...p.routines],
+      load: p.load,
+      capacity: p.capacity,
+      tlsFingerprint: p.tlsFingerprint,
+      seq: p.seq,
+      source: e.source,
+      ageMs: Math.max(0, now - e.receivedAt),
+      expiresInMs: Math.max(0, e.expiresAt - now),
+      coolDownMs: until !== undefined && until > now ? until - now : 0,
+    };
+  }
+
+  /** One peer, if present and not expired. */
+  get(agent: string): PeerInfo | undefined {
+    const now = this.now();
+    const e = this.peers.get(agent);
+    return e && e.expiresAt > now ? this.info(agent, e, now) : undefined;
+  }
+
+  /** Every unexpired peer (cooling-down ones included, with coolDownMs > 0), by agent name. */
+  list(): PeerInfo[] {
+    const now = this.now();
+    const out: PeerInfo[] = [];
+    for (const [agent, e] of this.peers) if (e.expiresAt > now) out.push(this.info(agent, e, now));
+    return out.sort((a, b) => (a.agent < b.agent ? -1 : a.agent > b.agent ? 1 : 0));
+  }
+
+  /**
+   * Unexpired peers offering `routine` that are not cooling down, least loaded first
+   * (load / capacity; capacity 0 sorts last), ties by agent name. Callers rotate among
+   * equally loaded peers for round robin.
+   */
+  offering(routine: string): PeerInfo[] {
+    const now = this.now();
+    const out: { info: PeerInfo; ratio: number }[] = [];
+    for (const [agent, e] of this.peers) {
+      if (e.expiresAt <= now || !e.payload.routines.includes(routine) || this.coolingDown(agent, now)) continue;
+      const { load, capacity } = e.payload;
+      out.push({ info: this.info(agent, e, now), ratio: capacity > 0 ? load / capacity : Number.POSITIVE_INFINITY });
+    }
+    out.sort((a, b) => a.ratio - b.ratio || (a.info.agent < b.info.agent ? -1 : a.info.agent > b.info.agent ? 1 : 0));
+    return out.map((o) => o.info);
+  }
+
+  private coolingDown(agent: string, now: number): boolean {
+    const until = this.coolDowns.get(agent);
+    if (until === undefined) return false;
+    if (until > now) return true;
+    this.coolDowns.delete(agent);
+    return false;
+  }
+
+  /**
+   * Skips `agent` in offering() until `untilMs` (the injected clock's unix ms), e.g. after it
+   * presented another certificate than it advertised. A later deadline extends it; an
+   * earlier one never shortens it.
+   */
+  markUntrusted(agent: string, untilMs: number): void {
+    const current = this.coolDowns.get(agent);
+    if (current === undefined || untilMs > current) this.coolDowns.set(agent, untilMs);
+    this.failures.delete(agent);
+  }
+
+  /** True while `agent` is cooling down. */
+  isCoolingDown(agent: string): boolean {
+    return this.coolingDown(agent, this.now());
+  }
+
+  /**
+   * Counts a connection/handshake failure. At `failureThreshold` in a row the peer is put in
+   * a cool-down of `failureCoolDownMs`; returns true when this call started one.
+   */
+  recordFailure(agent: string): boolean {
+    const n = (this.failures.get(agent) ?? 0) + 1;
+    if (n >= this.failureThreshold) {
+      this.markUntrusted(agent, this.now() + this.failureCoolDownMs);
+      return true;
+    }
+    this.failures.set(agent, n);
+    return false;
+  }
+
+  /** A successful call resets the failure count. */
+  recordSuccess(agent: string): void {
+    this.failures.delete(agent);
+  }
+}

@@ -1,0 +1,188 @@
+/**
+ * The running discovery plane of one agent: advertises itself on the configured multicast
+ * groups (on an interval with ±20 % jitter, at once on start, and a signed goodbye on stop),
+ * and believes a peer only when its advertisement passes the verifier (trusted or endorsed
+ * key, fleet, freshness, sequence, SPIFFE ID). Rejections are counted by reason; warnings
+ * about them are rate-limited so a flood cannot flood the log as well.
+ */
+import { readFileSync } from 'node:fs';
+import { readPrivateKey, type KeyPair } from '../../signing/index.ts';
+import type { DiscoveryConfig } from '../config/schema.ts';
+import { SkeinError } from '../errors/index.ts';
+import type { Logger } from '../log/index.ts';
+import { encodeAdvert, nextSeq, type AdvertPayload } from './advert.ts';
+import { PeerTable, type PeerInfo } from './peers.ts';
+import type { CounterName } from './reasons.ts';
+import { createMulticastTransport } from './transport.ts';
+import { createAdvertVerifier, type AdvertVerifier, type TrustedKeySpec } from './verifier.ts';
+
+export interface SelfDescription {
+  agent: string;
+  spiffe: string;
+  tlsFingerprint: string;
+  endpoints: string[];
+  routines: string[];
+  capacity: number;
+  load: () => number;
+}
+
+export interface DiscoveryOptions {
+  config: DiscoveryConfig;
+  trustDomain: string;
+  self: SelfDescription;
+  log: Logger;
+  now?: () => number;
+}
+
+const WARN_EVERY_MS = 10_000;
+
+export class DiscoveryService {
+  #opts: DiscoveryOptions;
+  #key: KeyPair;
+  #endorsement: Uint8Array | null;
+  #verifier: AdvertVerifier;
+  #table: PeerTable;
+  #transport: Awaited<ReturnType<typeof createMulticastTransport>> | undefined;
+  #seq: number | undefined;
+  #timer: ReturnType<typeof setTimeout> | undefined;
+  #expiry: ReturnType<typeof setInterval> | undefined;
+  #lastWarn = new Map<string, number>();
+  #stopped = false;
+  #now: () => number;
+
+  private constructor(opts: DiscoveryOptions) {
+    const { config } = opts;
+    this.#opts = opts;
+    this.#now = opts.now ?? (() => Date.now());
+    this.#key = readPrivateKey(config.signingKey!);
+    this.#endorsement = config.endorsement ? readFileSync(config.endorsement) : null;
+    this.#verifier = createAdvertVerifier({
+      fleet: config.fleet!,
+      trustedKeys: config.trustedKeys.map(parseTrustedKey),
+      rootKeys: config.rootKeys,
+      trustDomain: opts.trustDomain,
+      maxSkewMs: config.maxSkewMs,
+      now: this.#now,
+    });
+    this.#table = new PeerTable({ now: this.#now });
+  }
+
+  /** Opens the multicast sockets, sends the first advertisement and starts the timers. */
+  static async start(opts: DiscoveryOptions): Promise<DiscoveryService> {
+    const service = new DiscoveryService(opts);
+    const { config, log } = opts;
+    try {
+      service.#transport = await createMulticastTransport({
+        groups: config.groups.map(parseGroup),
+        interface: config.interface,
+        onDatagram: (data, from) => service.#receive(data, from.address),
+        onError: (err) => log.warn('discovery socket error', { error: err.message }),
+      });
+    } catch (err) {
+      throw new SkeinError('SKEIN_ERR_CONFIG', `config key "discovery.groups": ${(err as Error).message}`, { key: 'discovery.groups' }, { cause: err });
+    }
+    // Sign once now: a payload that cannot be advertised (too big) stops start-up.
+    await service.#advertise();
+    service.#schedule();
+    service.#expiry = setInterval(() => {
+      for (const agent of service.#table.expire()) log.info('peer expired', { peer: agent });
+    }, Math.max(100, Math.min(1000, config.ttlMs / 3)));
+    service.#expiry.unref?.();
+    log.info('discovery started', { fleet: config.fleet, keyId: service.#key.keyId, groups: config.groups, endorsed: service.#endorsement !== null });
+    return service;
+  }
+
+  peers(): PeerInfo[] {
+    return this.#table.list();
+  }
+
+  table(): PeerTable {
+    return this.#table;
+  }
+
+  counters(): Record<CounterName, number> {
+    return this.#verifier.counters();
+  }
+
+  /** Sends a signed goodbye and closes the sockets. Idempotent. */
+  async stop(): Promise<void> {
+    if (this.#stopped) return;
+    this.#stopped = true;
+    if (this.#timer) clearTimeout(this.#timer);
+    if (this.#expiry) clearInterval(this.#expiry);
+    try {
+      await this.#advertise(true);
+    } catch (err) {
+      this.#opts.log.warn('discovery goodbye not sent', { error: (err as Error).message });
+    }
+    await this.#transport?.close();
+  }
+
+  #payload(goodbye: boolean): AdvertPayload {
+    const { self, config } = this.#opts;
+    this.#seq = nextSeq(this.#seq, this.#now());
+    return {
+      v: 1,
+      fleet: config.fleet!,
+      agent: self.agent,
+      spiffe: self.spiffe,
+      endpoints: self.endpoints,
+      routines: self.routines,
+      load: self.load(),
+      capacity: self.capacity,
+      tlsFingerprint: self.tlsFingerprint,
+      seq: this.#seq,
+      iat: this.#now(),
+      ttl: config.ttlMs,
+      ...(goodbye ? { goodbye: true as const } : {}),
+    };
+  }
+
+  async #advertise(goodbye = false): Promise<void> {
+    const bytes = encodeAdvert(this.#payload(goodbye), this.#key, this.#endorsement);
+    await this.#transport?.send(bytes);
+  }
+
+  #schedule(): void {
+    if (this.#stopped) return;
+    const interval = this.#opts.config.intervalMs;
+    const jitter = interval * 0.2 * (Math.random() * 2 - 1);
+    this.#timer = setTimeout(() => {
+      this.#advertise().catch((err) => this.#warn('send', 'discovery advertisement not sent', { error: (err as Error).message }));
+      this.#schedule();
+    }, interval + jitter);
+    this.#timer.unref?.();
+  }
+
+  #receive(data: Buffer, source: string): void {
+    const result = this.#verifier.verify(data, source);
+    if (!result.ok) {
+      this.#warn(result.reason, 'advertisement rejected', { reason: result.reason, source, detail: result.detail, counts: this.#verifier.counters()[result.reason] });
+      return;
+    }
+    const { payload, keyId } = result;
+    if (keyId === this.#key.keyId && payload.agent === this.#opts.self.agent) return; // our own, looped back
+    const change = this.#table.upsert(payload, keyId, source);
+    if (change === 'added') this.#opts.log.info('peer discovered', { peer: payload.agent, spiffe: payload.spiffe, endpoints: payload.endpoints, routines: payload.routines, keyId, endorsed: result.endorsed });
+    else if (change === 'removed') this.#opts.log.info('peer said goodbye', { peer: payload.agent });
+  }
+
+  /** At most one warning per kind every WARN_EVERY_MS; the counters carry the totals. */
+  #warn(kind: string, msg: string, fields: Record<string, unknown>): void {
+    const now = this.#now();
+    if (now - (this.#lastWarn.get(kind) ?? -Infinity) < WARN_EVERY_MS) return;
+    this.#lastWarn.set(kind, now);
+    this.#opts.log.warn(msg, fields);
+  }
+}
+
+/** "ed25519:<key>" or "ed25519:<key>@spiffe://td/agent/x" (the SPIFFE ID the key may claim). */
+export function parseTrustedKey(entry: string): TrustedKeySpec {
+  const at = entry.indexOf('@spiffe://');
+  return at === -1 ? entry : { key: entry.slice(0, at), spiffe: entry.slice(at + 1) };
+}
+
+function parseGroup(value: string): { address: string; port: number } {
+  const i = value.lastIndexOf(':');
+  return { address: value.slice(0, i).replace(/^\[|\]$/g, ''), port: Number(value.slice(i + 1)) };
+}

@@ -1,0 +1,314 @@
+/**
+ * The receiving side of discovery: decides whether a datagram is an advertisement to believe.
+ *
+ * Checks run cheapest first, so a flood of junk or forgeries costs as little as possible:
+ *
+ *   1. per-source token bucket           rate-limited         (a Map lookup)
+ *   2. size ≤ maxBytes                   oversize
+ *   3. outer frame, depth 1, 4 items     malformed / unsupported-version
+ *   4. frame fleet = ours                wrong-fleet          (still no crypto)
+ *   5. endorsement, when carried         endorsement-invalid / endorsement-expired
+ *      (one verify per distinct endorsement: results are cached by their bytes, the expiry
+ *      is checked on every use; the endorsed key counts as trusted for THIS advert only)
+ *   6. envelope signature                unknown-key / bad-signature / malformed
+ *      and the endorsement names the signer                      endorsement-mismatch
+ *   7. payload schema                    malformed / unsupported-version
+ *   8. payload fleet = frame fleet       wrong-fleet
+ *   9. SPIFFE ID the key may claim       spiffe-mismatch
+ *      (an endorsed key: its endorsement's; a trusted key: its pin, if configured; and, when
+ *      a trust domain is set, always inside it)
+ *  10. |now − iat| ≤ maxSkewMs           stale / future
+ *  11. seq > last accepted for the key   replay
+ *
+ * Nothing here throws for bad input; every datagram ends as 'accepted' or one reason, and
+ * `counters()` counts them.
+ *
+ * @example
+ *   const verifier = createAdvertVerifier({ fleet: 'prod', trustedKeys: config.discovery.trustedKeys,
+ *     rootKeys: config.discovery.rootKeys, now: Date.now });
+ *   socket.on('message', (msg, rinfo) => {
+ *     const r = verifier.verify(msg, rinfo.address);
+ *     if (r.ok) peers.upsert(r.payload, r.keyId, rinfo.address);
+ *   });
+ */
+import { verify as edVerify, type KeyObject } from 'node:crypto';
+import { SkeinError } from '../errors/index.ts';
+import { decodeCanonical, isSigningError, keyId as keyIdOf, publicKeyFromRaw, readPublicKey } from '../../signing/index.ts';
+import { MAX_ADVERT_BYTES, PAYLOAD_LIMITS, checkAdvertPayload, isValidSpiffeId, spiffeTrustDomain, type AdvertPayload } from './advert.ts';
+import { openEndorsement, type Endorsement } from './endorse.ts';
+import { REJECT_REASONS, type CounterName, type RejectReason } from './reasons.ts';
+import { FALLBACK, decodePayloadFast, isUtf8, parseEnvelope, parseFrame } from './wire.ts';
+
+/** An agent key: "ed25519:…", "ed25519:…@spiffe://…" (pins its SPIFFE ID), raw bytes, or an object. */
+export type TrustedKeySpec = string | Uint8Array | { key: string | Uint8Array; spiffe?: string };
+export type RootKeySpec = string | Uint8Array;
+
+export interface RateLimit {
+  /** Datagrams a source may send at once. */
+  burst: number;
+  /** Sustained datagrams per second per source. */
+  perSecond: number;
+}
+
+export interface AdvertVerifierOptions {
+  /** Our fleet id: adverts of other fleets are dropped before any signature work. */
+  fleet: string;
+  /** Agent keys whose adverts are believed (discovery.trustedKeys). */
+  trustedKeys?: readonly TrustedKeySpec[];
+  /** Fleet root keys whose endorsements make an agent key trusted (discovery.rootKeys). */
+  rootKeys?: readonly RootKeySpec[];
+  /** When set, every claimed SPIFFE ID must be in this trust domain (tls.trustDomain). */
+  trustDomain?: string;
+  /** Accepted clock skew of `iat`, either way (default 30,000 ms). */
+  maxSkewMs?: number;
+  /** The clock, unix ms (default Date.now). */
+  now?: () => number;
+  /** Datagrams larger than this are dropped unread (default 1,200). */
+  maxBytes?: number;
+  /**
+   * Token bucket per source address (default 50 at once, 20/s). Pass the sender's IP address
+   * (rinfo.address), not address:port, or a flood can dodge it by changing ports. Agents
+   * sharing one host share its bucket. `null` turns it off.
+   */
+  perSourceRate?: RateLimit | null;
+  /** Sources tracked at once; the oldest is forgotten first (default 4,096). */
+  maxSources?: number;
+  /** Signing keys whose last sequence number is remembered (default 65,536). */
+  maxTrackedKeys?: number;
+}
+
+export type VerifyResult =
+  | { ok: true; payload: AdvertPayload; keyId: string; endorsed: boolean; endorsementNotAfter?: number }
+  | { ok: false; reason: RejectReason; detail?: string };
+
+export interface AdvertVerifier {
+  /** Never throws for bad input: the answer is accepted or one reason (also counted). */
+  verify(bytes: Uint8Array, sourceAddress: string): VerifyResult;
+  /** A snapshot: every reason and 'accepted', zero included. */
+  counters(): Record<CounterName, number>;
+  /** Replaces the trust store (config reload); sequence numbers seen so far are kept. */
+  setTrust(trust: { trustedKeys?: readonly TrustedKeySpec[]; rootKeys?: readonly RootKeySpec[] }): void;
+}
+
+interface DirectKey {
+  raw: Buffer;
+  /** Parsed once: building a KeyObject costs about as much as a verify. */
+  verifyKey: KeyObject;
+  spiffe: string | undefined;
+}
+
+type CachedEndorsement = Endorsement & { verifyKey: KeyObject };
+
+const ENDORSEMENT_CACHE = 1024;
+const ENDORSEMENT_REJECT_CACHE = 256;
+
+/** Frozen answers for the reasons decided before any signature work: a flood allocates nothing. */
+const CHEAP: Readonly<Record<RejectReason, VerifyResult>> = Object.freeze(
+  Object.fromEntries(REJECT_REASONS.map((reason) => [reason, Object.freeze({ ok: false, reason })])) as Record<RejectReason, VerifyResult>,
+);
+
+function configError(path: string, message: string, cause?: unknown): SkeinError {
+  return new SkeinError('SKEIN_ERR_CONFIG', `${path}: ${message}`, { key: path }, cause === undefined ? undefined : { cause });
+}
+
+function parseKey(spec: string | Uint8Array, path: string): Buffer {
+  try {
+    return typeof spec === 'string' ? readPublicKey(spec) : readPublicKey(`ed25519:${Buffer.from(spec).toString('base64url')}`);
+  } catch (err) {
+    throw configError(path, (err as Error).message, err);
+  }
+}
+
+function parseTrustedKeys(specs: readonly TrustedKeySpec[]): Map<string, DirectKey> {
+  const out = new Map<string, DirectKey>();
+  specs.forEach((spec, i) => {
+    const path = `discovery.trustedKeys[${i}]`;
+    let key: string | Uint8Array;
+    let spiffe: string | undefined;
+    if (typeof spec === 'string') {
+      const at = spec.indexOf('@spiffe://');
+      key = at < 0 ? spec : spec.slice(0, at);
+      spiffe = at < 0 ? undefined : spec.slice(at + 1);
+    } else if (spec instanceof Uint8Array) {
+      key = spec;
+    } else if (spec && typeof spec === 'object') {
+      key = spec.key;
+      spiffe = spec.spiffe;
+    } else {
+      throw configError(path, 'expected "ed25519:<base64url>[@spiffe://…]" or { key, spiffe }');
+    }
+    if (spiffe !== undefined && !isValidSpiffeId(spiffe)) throw configError(path, `${JSON.stringify(spiffe)} is not a SPIFFE ID (spiffe://domain/path)`);
+    const raw = parseKey(key, path);
+    const id = keyIdOf(raw);
+    const prev = out.get(id);
+    if (prev && prev.spiffe !== spiffe) throw configError(path, `key ${id} is listed twice with different SPIFFE IDs`);
+    out.set(id, { raw, verifyKey: publicKeyFromRaw(raw), spiffe });
+  });
+  return out;
+}
+
+function parseRootKeys(specs: readonly RootKeySpec[]): Map<string, Buffer> {
+  const out = new Map<string, Buffer>();
+  specs.forEach((spec, i) => {
+    const raw = parseKey(spec, `discovery.rootKeys[${i}]`);
+    out.set(keyIdOf(raw), raw);
+  });
+  return out;
+}
+
+function positive(value: number, name: string): number {
+  if (typeof value !== 'number' || !Number.isFinite(value) || value <= 0) throw configError(name, `must be a positive number, got ${value}`);
+  return value;
+}
+
+/**
+ * Creates a verifier with its own state (rate buckets, last sequence per key, endorsement
+ * cache, counters). Throws SKEIN_ERR_CONFIG for an invalid option, naming it.
+ */
+export function createAdvertVerifier(options: AdvertVerifierOptions): AdvertVerifier {
+  const { fleet, trustDomain } = options;
+  if (typeof fleet !== 'string' || fleet === '') throw configError('discovery.fleet', 'is required');
+  const maxSkewMs = options.maxSkewMs ?? 30_000;
+  if (!Number.isFinite(maxSkewMs) || maxSkewMs < 0) throw configError('discovery.maxSkewMs', `must be ≥ 0, got ${maxSkewMs}`);
+  const clock = options.now ?? Date.now;
+  const maxBytes = positive(options.maxBytes ?? MAX_ADVERT_BYTES, 'maxBytes');
+  const rate = options.perSourceRate === undefined ? { burst: 50, perSecond: 20 } : options.perSourceRate;
+  const burst = rate ? positive(rate.burst, 'perSourceRate.burst') : 0;
+  const perMs = rate ? positive(rate.perSecond, 'perSourceRate.perSecond') / 1000 : 0;
+  const maxSources = positive(options.maxSources ?? 4096, 'maxSources');
+  const maxTrackedKeys = positive(options.maxTrackedKeys ?? 65_536, 'maxTrackedKeys');
+
+  let direct = parseTrustedKeys(options.trustedKeys ?? []);
+  let roots = parseRootKeys(options.rootKeys ?? []);
+  const endorsements = new Map<string, CachedEndorsement>();
+  const badEndorsements = new Map<string, string>();
+  const buckets = new Map<string, { tokens: number; last: number }>();
+  const lastSeq = new Map<string, number>();
+  const counts = Object.fromEntries([...REJECT_REASONS, 'accepted'].map((r) => [r, 0])) as Record<CounterName, number>;
+
+  const fleetBytes = Buffer.from(fleet, 'utf8');
+  // Signed bytes are rebuilt here, one copy per verify into one buffer (see wire.ts).
+  const scratch = Buffer.allocUnsafe(maxBytes + 1);
+  scratch[0] = 0x83;
+
+  function reject(reason: RejectReason, detail?: string): VerifyResult {
+    counts[reason]++;
+    return detail === undefined ? CHEAP[reason] : { ok: false, reason, detail };
+  }
+
+  function take(source: string, now: number): boolean {
+    let b = buckets.get(source);
+    if (b === undefined) {
+      if (buckets.size >= maxSources) buckets.delete(buckets.keys().next().value!);
+      b = { tokens: burst, last: now };
+      buckets.set(source, b);
+    } else if (now > b.last) {
+      b.tokens = Math.min(burst, b.tokens + (now - b.last) * perMs);
+      b.last = now;
+    }
+    if (b.tokens < 1) return false;
+    b.tokens -= 1;
+    return true;
+  }
+
+  function endorsementOf(bytes: Uint8Array): CachedEndorsement | string {
+    const cacheKey = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('latin1');
+    const hit = endorsements.get(cacheKey);
+    if (hit) return hit;
+    const miss = badEndorsements.get(cacheKey);
+    if (miss !== undefined) return miss;
+    const e = openEndorsement(bytes, roots);
+    if ('reason' in e) {
+      if (badEndorsements.size >= ENDORSEMENT_REJECT_CACHE) badEndorsements.delete(badEndorsements.keys().next().value!);
+      badEndorsements.set(cacheKey, e.detail);
+      return e.detail;
+    }
+    const cached: CachedEndorsement = { ...e, verifyKey: publicKeyFromRaw(e.agentKey) };
+    if (endorsements.size >= ENDORSEMENT_CACHE) endorsements.delete(endorsements.keys().next().value!);
+    endorsements.set(cacheKey, cached);
+    return cached;
+  }
+
+  function verify(bytes: Uint8Array, sourceAddress: string): VerifyResult {
+    const now = clock();
+    if (rate && !take(sourceAddress, now)) return reject('rate-limited');
+    if (!(bytes instanceof Uint8Array)) return reject('malformed');
+    if (bytes.length > maxBytes) return reject('oversize');
+    const frame = parseFrame(bytes);
+    if (typeof frame === 'string') return reject(frame);
+    if (!fleetBytes.equals(frame.fleet)) return reject(isUtf8(frame.fleet) ? 'wrong-fleet' : 'malformed');
+
+    let endorsement: CachedEndorsement | undefined;
+    if (frame.endorsement !== null) {
+      const e = endorsementOf(frame.endorsement);
+      if (typeof e === 'string') return reject('endorsement-invalid', e);
+      if (now > e.notAfter) return reject('endorsement-expired', `endorsement of key ${e.agentKeyId} expired at ${new Date(e.notAfter).toISOString()}`);
+      endorsement = e;
+    }
+
+    // The signing envelope: parsed in place, then one Ed25519 verify.
+    const env = parseEnvelope(frame.envelope);
+    if (typeof env === 'string') return reject('malformed', env === 'context' ? 'envelope signed for another context' : 'envelope is not canonical CBOR of the expected shape');
+    const keyId = env.keyId;
+    // The endorsed key is trusted for this advert only; otherwise the trust store decides.
+    const verifyKey = endorsement !== undefined && keyId === endorsement.agentKeyId ? endorsement.verifyKey : direct.get(keyId)?.verifyKey;
+    if (verifyKey === undefined) return reject('unknown-key', `advert signed by untrusted key ${keyId}`);
+    const signedLength = env.signedEnd - 1;
+    scratch.set(frame.envelope.subarray(2, env.signedEnd), 1);
+    if (!edVerify(null, scratch.subarray(0, signedLength), verifyKey, env.signature)) return reject('bad-signature', `signature by key ${keyId} does not verify`);
+    if (endorsement && keyId !== endorsement.agentKeyId) {
+      return reject('endorsement-mismatch', `advert signed by key ${keyId} carries an endorsement of key ${endorsement.agentKeyId}`);
+    }
+
+    // Only now is the payload decoded (canonical CBOR, depth and item limits).
+    let decoded: unknown = decodePayloadFast(env.payload, PAYLOAD_LIMITS.maxDepth, PAYLOAD_LIMITS.maxItems);
+    if (decoded === FALLBACK) {
+      try {
+        decoded = decodeCanonical(env.payload, { maxBytes: Math.max(1, env.payload.length), ...PAYLOAD_LIMITS });
+      } catch (err) {
+        if (!isSigningError(err)) throw err;
+        return reject('malformed', `payload from key ${keyId}: ${err.message}`);
+      }
+    }
+    const payload = checkAdvertPayload(decoded);
+    if (typeof payload === 'string') return reject('malformed', `payload from key ${keyId}: ${payload}`);
+    if (!('fleet' in payload)) return reject('unsupported-version', `payload version ${String(payload.version)} from key ${keyId}`);
+    if (payload.fleet !== fleet) return reject('wrong-fleet', `key ${keyId} signed fleet "${payload.fleet}" inside a "${fleet}" frame`);
+
+    const pinned = direct.get(keyId)?.spiffe;
+    if (endorsement && payload.spiffe !== endorsement.spiffe) {
+      return reject('spiffe-mismatch', `key ${keyId} is endorsed for ${endorsement.spiffe}, claims ${payload.spiffe}`);
+    }
+    if (pinned !== undefined && payload.spiffe !== pinned) return reject('spiffe-mismatch', `key ${keyId} is pinned to ${pinned}, claims ${payload.spiffe}`);
+    if (trustDomain !== undefined && spiffeTrustDomain(payload.spiffe) !== trustDomain) {
+      return reject('spiffe-mismatch', `key ${keyId} claims ${payload.spiffe}, outside trust domain ${trustDomain}`);
+    }
+
+    const skew = now - payload.iat;
+    if (skew > maxSkewMs) return reject('stale', `advert from key ${keyId} issued ${skew} ms ago (limit ${maxSkewMs})`);
+    if (-skew > maxSkewMs) return reject('future', `advert from key ${keyId} issued ${-skew} ms in the future (limit ${maxSkewMs})`);
+
+    const last = lastSeq.get(keyId);
+    if (last !== undefined && payload.seq <= last) return reject('replay', `seq ${payload.seq} from key ${keyId}, last accepted ${last}`);
+    if (last === undefined && lastSeq.size >= maxTrackedKeys) lastSeq.delete(lastSeq.keys().next().value!);
+    lastSeq.set(keyId, payload.seq);
+
+    counts.accepted++;
+    return endorsement
+      ? { ok: true, payload, keyId, endorsed: true, endorsementNotAfter: endorsement.notAfter }
+      : { ok: true, payload, keyId, endorsed: false };
+  }
+
+  return {
+    verify,
+    counters: () => ({ ...counts }),
+    setTrust(trust) {
+      const nextDirect = trust.trustedKeys ? parseTrustedKeys(trust.trustedKeys) : direct;
+      const nextRoots = trust.rootKeys ? parseRootKeys(trust.rootKeys) : roots;
+      direct = nextDirect;
+      roots = nextRoots;
+      endorsements.clear();
+      badEndorsements.clear();
+    },
+  };
+}

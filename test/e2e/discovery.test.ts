@@ -1,0 +1,96 @@
+/**
+ * Discovery through the binary on loopback multicast: two agents of one fleet (shared PKI,
+ * Ed25519 advertisement keys in each other's trust store) find each other, `skein dispatch
+ * --discover` runs a routine on the peer that offers it, a stopped agent's goodbye removes it
+ * at once, and a SIGKILLed one disappears after its TTL. Traffic stays on 127.0.0.1.
+ */
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { baseConfig, EXAMPLES, FIXTURES, runCli, startAgent, stopAll, tempDir, type StartedAgent } from '../helpers/agent.ts';
+
+const FIX = join(FIXTURES, 'routines.py');
+const GROUP = `239.255.77.77:${40000 + Math.floor(Math.random() * 19000)}`;
+let pki: string;
+let keys: string;
+
+async function fleetMember(name: string, routines: Record<string, unknown>, trusted: string[], extra: Record<string, unknown> = {}): Promise<StartedAgent> {
+  if (!existsSync(join(pki, `agent-${name}.crt`))) expect((await runCli(['pki', 'issue', '--dir', pki, '--name', name, '--kind', 'agent', '--host', '127.0.0.1'])).code).toBe(0);
+  return startAgent({
+    config: {
+      ...baseConfig({
+        agent: { name, listen: '127.0.0.1:0', stateDir: 'state' },
+        tls: { cert: join(pki, `agent-${name}.crt`), key: join(pki, `agent-${name}.key`), ca: join(pki, 'ca.crt'), trustDomain: 'fleet.test' },
+        workers: { poolSize: 1 },
+        discovery: { enabled: true, fleet: 'test-fleet', signingKey: join(keys, `${name}.key`), trustedKeys: trusted, groups: [GROUP], intervalMs: 300, ttlMs: 1500, ...extra },
+      }),
+      routines,
+    },
+  });
+}
+
+const pub = (name: string) => readFileSync(join(keys, `${name}.key.pub`), 'utf8').trim();
+const clientFlags = () => ['--cert', join(pki, 'client-ops.crt'), '--key', join(pki, 'client-ops.key'), '--ca', join(pki, 'ca.crt')];
+
+let alpha: StartedAgent;
+let beta: StartedAgent;
+
+beforeAll(async () => {
+  pki = tempDir();
+  keys = tempDir();
+  expect((await runCli(['pki', 'init', '--dir', pki, '--trust-domain', 'fleet.test'])).code).toBe(0);
+  expect((await runCli(['pki', 'issue', '--dir', pki, '--name', 'ops', '--kind', 'client'])).code).toBe(0);
+  for (const n of ['alpha', 'beta', 'gamma']) expect((await runCli(['keygen', '--out', join(keys, `${n}.key`)])).code).toBe(0);
+  const trusted = [`${pub('alpha')}@spiffe://fleet.test/agent/alpha`, `${pub('beta')}@spiffe://fleet.test/agent/beta`, `${pub('gamma')}@spiffe://fleet.test/agent/gamma`];
+  // alpha offers echo only; beta also offers mark, so --discover of mark must land on beta.
+  alpha = await fleetMember('alpha', { echo: { file: EXAMPLES } }, trusted);
+  beta = await fleetMember('beta', { echo: { file: EXAMPLES }, mark: { file: FIX } }, trusted);
+});
+afterAll(async () => {
+  await alpha?.stop();
+  await beta?.stop();
+  await stopAll();
+});
+
+describe('discovery on loopback multicast', () => {
+  it('two agents discover each other within 2 s', async () => {
+    const seen = Date.now();
+    await alpha.waitForLog((l) => l.msg === 'peer discovered' && l.peer === 'beta', 2000);
+    await beta.waitForLog((l) => l.msg === 'peer discovered' && l.peer === 'alpha', 2000);
+    expect(Date.now() - seen).toBeLessThan(2000);
+  });
+
+  it('skein peers lists the verified peer with its identity, endpoints and routines', async () => {
+    const r = await runCli(['peers', '--peer', `127.0.0.1:${alpha.port}`, ...clientFlags(), '--json']);
+    expect(r.code).toBe(0);
+    const answer = JSON.parse(r.stdout);
+    expect(answer.enabled).toBe(true);
+    const peer = answer.peers.find((p: { agent: string }) => p.agent === 'beta');
+    expect(peer).toMatchObject({ spiffe: 'spiffe://fleet.test/agent/beta', endpoints: [`127.0.0.1:${beta.port}`], routines: ['echo', 'mark'] });
+    expect(peer.tlsFingerprint).toMatch(/^[0-9a-f]{64}$/);
+    expect(answer.peers.some((p: { agent: string }) => p.agent === 'alpha')).toBe(false); // not itself
+    const text = await runCli(['peers', '--peer', `127.0.0.1:${alpha.port}`, ...clientFlags()]);
+    expect(text.stdout).toMatch(/^AGENT\s+SPIFFE ID\s+ENDPOINTS\s+ROUTINES\s+LOAD\s+AGE/);
+  });
+
+  it('dispatch --discover runs the routine on the peer that offers it', async () => {
+    const r = await runCli(['dispatch', 'mark', '--args', '["via-discovery"]', '--discover', '--json', '--peer', `127.0.0.1:${alpha.port}`, ...clientFlags()]);
+    expect(r.stderr).toBe('');
+    expect(JSON.parse(r.stdout)).toEqual({ result: 'via-discovery', peer: 'beta' });
+    await beta.waitForLog((l) => String(l.line) === 'MARK:via-discovery');
+  });
+
+  it("a stopped agent's goodbye removes it at once; a SIGKILLed one after its TTL", async () => {
+    const gamma = await fleetMember('gamma', { echo: { file: EXAMPLES } }, [pub('alpha')]);
+    await alpha.waitForLog((l) => l.msg === 'peer discovered' && l.peer === 'gamma', 2000);
+    await gamma.stop('SIGTERM');
+    await alpha.waitForLog((l) => l.msg === 'peer said goodbye' && l.peer === 'gamma', 2000);
+
+    const delta = await fleetMember('gamma', { echo: { file: EXAMPLES } }, [pub('alpha')]);
+    await alpha.waitForLog((l) => l.msg === 'peer discovered' && l.peer === 'gamma' && alpha.logs.filter((x) => x.msg === 'peer discovered' && x.peer === 'gamma').length === 2, 2000);
+    const killed = Date.now();
+    await delta.stop('SIGKILL');
+    await alpha.waitForLog((l) => l.msg === 'peer expired' && l.peer === 'gamma', 4000);
+    expect(Date.now() - killed).toBeGreaterThanOrEqual(1000); // not before its TTL (1.5 s, minus what had passed)
+  });
+});
