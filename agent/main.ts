@@ -7,6 +7,7 @@ import { ERROR_TABLE, SkeinError, toSkeinError } from './errors/index.ts';
 import { runAgent } from './cli/agent.ts';
 import { runDispatch } from './cli/dispatch.ts';
 import { runDoctor } from './cli/doctor.ts';
+import { runKey } from './cli/key.ts';
 import { runKeygen } from './cli/keygen.ts';
 import { runPeers } from './cli/peers.ts';
 import { runPlugin } from './cli/plugin.ts';
@@ -24,6 +25,7 @@ Commands:
   agent      run the agent
   dispatch   run a routine on an agent and print its result
   doctor     show the host's sandbox capabilities and what each profile applies
+  key        endorse an agent's advertisement key with a fleet root key
   keygen     create an Ed25519 key pair (plugin signing, signed-nonce tokens)
   peers      list the peers the agent discovered (and rejected advertisements)
   plugin     scaffold, sign and verify plugins
@@ -39,6 +41,7 @@ const COMMANDS: Record<string, (argv: string[], io: Io) => Promise<number>> = {
   agent: runAgent,
   dispatch: runDispatch,
   doctor: runDoctor,
+  key: (argv, io) => runKey(argv, io),
   keygen: runKeygen,
   peers: runPeers,
   plugin: runPlugin,
