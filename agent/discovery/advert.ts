@@ -38,8 +38,8 @@
  *     "agent"          text: agent name (A-Z a-z 0-9 _ . -, starting with a letter or _, ≤ 64)
  *     "fleet"          text: fleet id, must equal the frame's
  *     "spiffe"         text: SPIFFE ID of the agent's TLS certificate (spiffe://domain/path)
- *     "capacity"       uint: workers
  *     "goodbye"        true, only in the signed goodbye sent on shutdown (key absent otherwise)
+ *     "capacity"       uint: workers
  *     "routines"       array of text: routine names offered (≤ 128, unique)
  *     "endpoints"      array of text: "1.2.3.4:7443", "[::1]:7443" or "host.name:7443" (1 … 16)
  *     "tlsFingerprint" text: lower-case hex SHA-256 of the agent's TLS certificate (DER)
