@@ -1,7 +1,7 @@
 /** `skein agent`: runs the agent until SIGTERM/SIGINT, then drains and exits 0. */
 import { loadConfig } from '../config/load.ts';
 import { createLogger } from '../log/index.ts';
-import { startAgent } from '../runtime/index.ts';
+import { startAgent, type RunningAgent } from '../runtime/index.ts';
 import { parseFlags } from './args.ts';
 import type { Io } from './io.ts';
 
@@ -37,10 +37,25 @@ export async function runAgent(argv: string[], io: Io): Promise<number> {
   const { config } = loaded;
   const log = createLogger({ level: config.log.level, format: config.log.format });
   log.info('starting skein agent', { config: loaded.source, pid: process.pid });
-  const agent = await startAgent({ config, log, embedded: loaded.source === 'embedded', baseDir: loaded.baseDir });
 
-  return new Promise<number>((resolve) => {
-    let signals = 0;
+  // Signal handlers go in before start-up: a SIGTERM that arrives while the agent is still
+  // starting must not kill it with the default action (no drain, no discovery goodbye); it is
+  // acted on as soon as start-up finishes.
+  let signals = 0;
+  let onStarted: ((agent: RunningAgent) => void) | undefined;
+  const stopped = new Promise<number>((resolve) => {
+    let agent: RunningAgent | undefined;
+    const stop = (signal: NodeJS.Signals) => {
+      log.info('signal received; shutting down', { signal });
+      agent!.stop().then(
+        () => resolve(0),
+        (err) => {
+          log.error('shutdown failed', { error: (err as Error).message });
+          resolve(1);
+        },
+      );
+    };
+    let pending: NodeJS.Signals | undefined;
     const onSignal = (signal: NodeJS.Signals) => {
       signals++;
       if (signals > 1) {
@@ -48,13 +63,16 @@ export async function runAgent(argv: string[], io: Io): Promise<number> {
         resolve(1);
         return;
       }
-      log.info('signal received; shutting down', { signal });
-      agent.stop().then(() => resolve(0), (err) => {
-        log.error('shutdown failed', { error: (err as Error).message });
-        resolve(1);
-      });
+      if (agent) stop(signal);
+      else pending = signal;
     };
     process.on('SIGTERM', onSignal);
     process.on('SIGINT', onSignal);
+    onStarted = (started) => {
+      agent = started;
+      if (pending) stop(pending);
+    };
   });
+  onStarted!(await startAgent({ config, log, embedded: loaded.source === 'embedded', baseDir: loaded.baseDir }));
+  return stopped;
 }

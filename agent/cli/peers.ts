@@ -36,7 +36,7 @@ export async function runPeers(argv: string[], io: Io): Promise<number> {
       io.out('discovery is disabled on this agent (discovery.enabled)');
       return 0;
     }
-    const rows = answer.peers.map((p) => [String(p.agent), String(p.spiffe), (p.endpoints as string[]).join(' '), (p.routines as string[]).join(','), `${String(p.load)}/${String(p.capacity)}`, `${Math.round(Number(p.ageMs) / 100) / 10}s`]);
+    const rows = answer.peers.map((p) => [String(p.agent), String(p.spiffe), (p.endpoints as string[]).join(' '), (p.routines as string[]).join(','), `${String(p.load)}/${String(p.capacity)}`, p.static ? 'static' : `${Math.round(Number(p.ageMs) / 100) / 10}s`]);
     const header = ['AGENT', 'SPIFFE ID', 'ENDPOINTS', 'ROUTINES', 'LOAD', 'AGE'];
     const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
     io.out([header, ...rows].map((r) => r.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd()).join('\n'));

@@ -116,7 +116,8 @@ function crossCheck(config: AgentConfig): void {
     if (r.url !== undefined && r.sha256 === undefined) throw configError(`routines.${name}.sha256`, 'is required with "url": pin the code you reviewed (sha256sum of the file)');
     if (r.file !== undefined && r.sha256 !== undefined) throw configError(`routines.${name}.sha256`, 'applies only to "url" routines');
   }
-  if (config.discovery.enabled) {
+  // Multicast needs a fleet, a signing key and a trust store; static peers alone need none.
+  if (config.discovery.enabled && config.discovery.groups.length > 0) {
     for (const key of ['fleet', 'signingKey'] as const) {
       if (config.discovery[key] === undefined) throw configError(`discovery.${key}`, 'is required when discovery.enabled is true');
     }

@@ -139,6 +139,24 @@ export const CONFIG_SCHEMA: Node = {
         intervalMs: { kind: 'integer', min: 100, max: 600_000, default: 2000, description: 'Advertisement interval (±20 % jitter).' },
         ttlMs: { kind: 'integer', min: 300, max: 3_600_000, default: 6000, description: 'How long peers believe an advertisement without a newer one.' },
         maxSkewMs: { kind: 'integer', min: 0, max: 3_600_000, default: 30_000, description: 'Accepted clock skew of advertisement timestamps.' },
+        static: {
+          kind: 'array',
+          maxItems: 1000,
+          default: [],
+          description: 'Peers for networks without multicast (set groups to [] for static only); their identity is pinned on connect like a discovered peer\'s.',
+          items: {
+            kind: 'object',
+            description: 'A static peer.',
+            required: ['agent', 'endpoint', 'spiffe', 'sha256', 'routines'],
+            fields: {
+              agent: { kind: 'string', pattern: /^[A-Za-z_][A-Za-z0-9_.-]{0,63}$/, patternHint: 'an agent name', description: 'Peer name.' },
+              endpoint: { kind: 'string', pattern: /^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$/, patternHint: 'HOST:PORT', description: 'Where to dial it.' },
+              spiffe: { kind: 'string', pattern: /^spiffe:\/\/\S+$/, patternHint: 'a spiffe:// ID', description: 'SPIFFE ID its certificate must carry.' },
+              sha256: { kind: 'string', pattern: /^[0-9a-f]{64}$/, patternHint: '64 lower-case hex characters', description: 'SHA-256 of its certificate (DER).' },
+              routines: { kind: 'array', maxItems: 1000, items: { kind: 'string', description: 'Routine name.' }, description: 'Routines it offers.' },
+            },
+          },
+        },
       },
     },
     routines: {
@@ -227,6 +245,7 @@ export interface DiscoveryConfig {
   intervalMs: number;
   ttlMs: number;
   maxSkewMs: number;
+  static: Array<{ agent: string; endpoint: string; spiffe: string; sha256: string; routines: string[] }>;
 }
 
 export interface PluginsConfig {

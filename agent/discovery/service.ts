@@ -26,6 +26,18 @@ export interface SelfDescription {
   load: () => number;
 }
 
+/** A peer from discovery.static: trusted by configuration, pinned on connect. */
+export interface StaticPeer {
+  agent: string;
+  spiffe: string;
+  endpoints: string[];
+  routines: string[];
+  tlsFingerprint: string;
+  load: number;
+  capacity: number;
+  static: true;
+}
+
 export interface DiscoveryOptions {
   config: DiscoveryConfig;
   trustDomain: string;
@@ -38,9 +50,9 @@ const WARN_EVERY_MS = 10_000;
 
 export class DiscoveryService {
   #opts: DiscoveryOptions;
-  #key: KeyPair;
+  #key: KeyPair | undefined;
   #endorsement: Uint8Array | null;
-  #verifier: AdvertVerifier;
+  #verifier: AdvertVerifier | undefined;
   #table: PeerTable;
   #transport: Awaited<ReturnType<typeof createMulticastTransport>> | undefined;
   #seq: number | undefined;
@@ -54,8 +66,10 @@ export class DiscoveryService {
     const { config } = opts;
     this.#opts = opts;
     this.#now = opts.now ?? (() => Date.now());
-    this.#key = readPrivateKey(config.signingKey!);
     this.#endorsement = config.endorsement ? readFileSync(config.endorsement) : null;
+    this.#table = new PeerTable({ now: this.#now });
+    if (config.groups.length === 0) return; // static peers only: no multicast, no keys
+    this.#key = readPrivateKey(config.signingKey!);
     this.#verifier = createAdvertVerifier({
       fleet: config.fleet!,
       trustedKeys: config.trustedKeys.map(parseTrustedKey),
@@ -64,13 +78,16 @@ export class DiscoveryService {
       maxSkewMs: config.maxSkewMs,
       now: this.#now,
     });
-    this.#table = new PeerTable({ now: this.#now });
   }
 
   /** Opens the multicast sockets, sends the first advertisement and starts the timers. */
   static async start(opts: DiscoveryOptions): Promise<DiscoveryService> {
     const service = new DiscoveryService(opts);
     const { config, log } = opts;
+    if (config.groups.length === 0) {
+      log.info('discovery started with static peers only', { peers: config.static.map((p) => p.agent) });
+      return service;
+    }
     try {
       service.#transport = await createMulticastTransport({
         groups: config.groups.map(parseGroup),
@@ -88,20 +105,22 @@ export class DiscoveryService {
       for (const agent of service.#table.expire()) log.info('peer expired', { peer: agent });
     }, Math.max(100, Math.min(1000, config.ttlMs / 3)));
     service.#expiry.unref?.();
-    log.info('discovery started', { fleet: config.fleet, keyId: service.#key.keyId, groups: config.groups, endorsed: service.#endorsement !== null });
+    log.info('discovery started', { fleet: config.fleet, keyId: service.#key!.keyId, groups: config.groups, endorsed: service.#endorsement !== null, static: config.static.length });
     return service;
   }
 
-  peers(): PeerInfo[] {
-    return this.#table.list();
+  /** Verified peers from advertisements, then the static ones from config. */
+  peers(): Array<PeerInfo | StaticPeer> {
+    const statics: StaticPeer[] = this.#opts.config.static.map((p) => ({ agent: p.agent, spiffe: p.spiffe, endpoints: [p.endpoint], routines: p.routines, tlsFingerprint: p.sha256, load: 0, capacity: 0, static: true }));
+    return [...this.#table.list(), ...statics];
   }
 
   table(): PeerTable {
     return this.#table;
   }
 
-  counters(): Record<CounterName, number> {
-    return this.#verifier.counters();
+  counters(): Record<CounterName, number> | Record<string, never> {
+    return this.#verifier?.counters() ?? {};
   }
 
   /** Sends a signed goodbye and closes the sockets. Idempotent. */
@@ -110,12 +129,18 @@ export class DiscoveryService {
     this.#stopped = true;
     if (this.#timer) clearTimeout(this.#timer);
     if (this.#expiry) clearInterval(this.#expiry);
-    try {
-      await this.#advertise(true);
-    } catch (err) {
-      this.#opts.log.warn('discovery goodbye not sent', { error: (err as Error).message });
+    if (!this.#transport) return;
+    // UDP may drop a datagram, and closing the socket right after send() resolved could drop
+    // it here: the goodbye goes out twice, 20 ms apart (receivers ignore the second).
+    for (let i = 0; i < 2; i++) {
+      try {
+        await this.#advertise(true);
+      } catch (err) {
+        this.#opts.log.warn('discovery goodbye not sent', { error: (err as Error).message });
+      }
+      await new Promise((r) => setTimeout(r, 20));
     }
-    await this.#transport?.close();
+    await this.#transport.close();
   }
 
   #payload(goodbye: boolean): AdvertPayload {
@@ -139,7 +164,7 @@ export class DiscoveryService {
   }
 
   async #advertise(goodbye = false): Promise<void> {
-    const bytes = encodeAdvert(this.#payload(goodbye), this.#key, this.#endorsement);
+    const bytes = encodeAdvert(this.#payload(goodbye), this.#key!, this.#endorsement);
     await this.#transport?.send(bytes);
   }
 
@@ -155,13 +180,13 @@ export class DiscoveryService {
   }
 
   #receive(data: Buffer, source: string): void {
-    const result = this.#verifier.verify(data, source);
+    const result = this.#verifier!.verify(data, source);
     if (!result.ok) {
-      this.#warn(result.reason, 'advertisement rejected', { reason: result.reason, source, detail: result.detail, counts: this.#verifier.counters()[result.reason] });
+      this.#warn(result.reason, 'advertisement rejected', { reason: result.reason, source, detail: result.detail, counts: this.#verifier!.counters()[result.reason] });
       return;
     }
     const { payload, keyId } = result;
-    if (keyId === this.#key.keyId && payload.agent === this.#opts.self.agent) return; // our own, looped back
+    if (keyId === this.#key!.keyId && payload.agent === this.#opts.self.agent) return; // our own, looped back
     const change = this.#table.upsert(payload, keyId, source);
     if (change === 'added') this.#opts.log.info('peer discovered', { peer: payload.agent, spiffe: payload.spiffe, endpoints: payload.endpoints, routines: payload.routines, keyId, endorsed: result.endorsed });
     else if (change === 'removed') this.#opts.log.info('peer said goodbye', { peer: payload.agent });
