@@ -46,12 +46,51 @@
  *   Receivers ignore payload keys they do not know (forward compatibility inside version 1)
  *   and refuse a payload whose "v" is not 1 (unsupported-version).
  *
- * Overheads: frame 2 + (1 + fleet) + 3 bytes; envelope 103 bytes + payload; an endorsement
- * adds ~190 bytes. A payload with two endpoints and a handful of routines is ~330 bytes, so
- * the whole advert is ~450 bytes without and ~640 with an endorsement.
+ * Sizes: the envelope is the payload + 103 bytes (104 once the payload reaches 256 bytes);
+ * the frame adds 2 + (1 + fleet length) + 3, plus 1 for a null endorsement or the endorsement
+ * + 2 (an endorsement with a 29-character SPIFFE ID is 207 bytes). Two endpoints and four
+ * routines: payload 265 bytes, datagram 380 bytes, 588 with an endorsement.
  *
  * encodeAdvert refuses (throws) to build a datagram over 1,200 bytes; receivers count one as
  * "oversize" before decoding anything.
+ *
+ * ## Byte-level example (test/discovery/advert.test.ts pins it as a golden vector)
+ *
+ * Key: Ed25519 seed 07 × 32 → public key ea4a6c63e29c520abef5507b132ec5f9954776aebebe7b92421eea691446d22c,
+ * key id fe812c12f3ab4ce6. Payload: fleet "prod", agent "a1", spiffe://skein.local/agent/a1,
+ * endpoints ["127.0.0.1:7443"], routines ["echo"], load 1, capacity 4, tlsFingerprint "ab"×32,
+ * seq 1, iat 1800000000000, ttl 6000. 339 bytes:
+ *
+ *   off  bytes                                   meaning
+ *     0  84                                      array(4): the frame
+ *     1  01                                      frame version 1
+ *     2  64 70726f64                             text(4) "prod"
+ *     7  59 0148                                 bytes(328): the envelope
+ *    10    85                                    array(5)
+ *    11    01                                    envelope version 1
+ *    12    6f 736b65696e2d6164766572742d7631     text(15) "skein-advert-v1"
+ *    28    70 66653831326331326633616234636536   text(16) "fe812c12f3ab4ce6"
+ *    45    58 e1                                 bytes(225): the payload
+ *    47      ac                                  map(12)
+ *            61 76  01                           "v": 1
+ *            63 696174  1b 000001a3185c5000      "iat": 1800000000000
+ *            63 736571  01                       "seq": 1
+ *            63 74746c  19 1770                  "ttl": 6000
+ *            64 6c6f6164  01                     "load": 1
+ *            65 6167656e74  62 6131              "agent": "a1"
+ *            65 666c656574  64 70726f64          "fleet": "prod"
+ *            66 737069666665  78 1d 7370…6131    "spiffe": "spiffe://skein.local/agent/a1"
+ *            68 6361706163697479  04             "capacity": 4
+ *            68 726f7574696e6573  81 64 6563686f "routines": ["echo"]
+ *            69 656e64706f696e7473  81 6e 3132…  "endpoints": ["127.0.0.1:7443"]
+ *            6e 746c7346696e6765727072696e74  78 40 6162…6162   "tlsFingerprint": "abab…ab"
+ *   272    58 40                                 bytes(64): the signature
+ *   274    3591501707d162eeb538db39df64ed147b3576a7cbe36a26bb1832b8c96cba06
+ *          fe798574323ba2d384600223ec2c0b12e9cbb9a75ca8f7227e8caf036c53af07
+ *   338  f6                                      null: no endorsement
+ *
+ * The signature is Ed25519 over 83 ‖ bytes 12…271 of the datagram (the envelope from its
+ * context to the end of its payload): canonical CBOR ["skein-advert-v1", keyId, payloadBytes].
  *
  * @example
  *   const bytes = encodeAdvert({ v: 1, fleet: 'prod', agent: 'a1', spiffe: 'spiffe://skein.local/agent/a1',

@@ -5,14 +5,17 @@
  *
  *   1. per-source token bucket           rate-limited         (a Map lookup)
  *   2. size ≤ maxBytes                   oversize
- *   3. outer frame, depth 1, 4 items     malformed / unsupported-version
+ *   3. outer frame [1, fleet, …], read   malformed / unsupported-version
+ *      in place (wire.ts), canonical heads only, no copies
  *   4. frame fleet = ours                wrong-fleet          (still no crypto)
  *   5. endorsement, when carried         endorsement-invalid / endorsement-expired
  *      (one verify per distinct endorsement: results are cached by their bytes, the expiry
  *      is checked on every use; the endorsed key counts as trusted for THIS advert only)
- *   6. envelope signature                unknown-key / bad-signature / malformed
+ *   6. envelope read in place, key       malformed / unknown-key
+ *      looked up (KeyObjects parsed once), one Ed25519 verify    bad-signature
  *      and the endorsement names the signer                      endorsement-mismatch
- *   7. payload schema                    malformed / unsupported-version
+ *   7. payload decoded (only now), with   malformed / unsupported-version
+ *      depth and item limits, and its schema checked
  *   8. payload fleet = frame fleet       wrong-fleet
  *   9. SPIFFE ID the key may claim       spiffe-mismatch
  *      (an endorsed key: its endorsement's; a trusted key: its pin, if configured; and, when

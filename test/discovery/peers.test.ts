@@ -1,0 +1,143 @@
+import { describe, expect, it } from 'vitest';
+import { PeerTable } from '../../agent/discovery/peers.ts';
+import { NOW, payload, testClock } from './helpers.ts';
+
+const KEY_A = 'aaaaaaaaaaaaaaaa';
+const KEY_B = 'bbbbbbbbbbbbbbbb';
+
+function table(opts: { failureThreshold?: number; failureCoolDownMs?: number } = {}) {
+  const clock = testClock();
+  return { peers: new PeerTable({ now: clock.now, ...opts }), clock };
+}
+
+describe('peer table', () => {
+  it('upsert adds and updates; list shows identity, endpoints, routines, load, age and expiry', () => {
+    const { peers, clock } = table();
+    expect(peers.upsert(payload({ seq: 1 }), KEY_A, '127.0.0.1')).toBe('added');
+    clock.advance(1500);
+    expect(peers.list()).toEqual([
+      {
+        agent: 'a1',
+        spiffe: 'spiffe://skein.local/agent/a1',
+        keyId: KEY_A,
+        endpoints: ['127.0.0.1:7443', '[::1]:7443'],
+        routines: ['echo', 'resize'],
+        load: 1,
+        capacity: 4,
+        tlsFingerprint: 'ab'.repeat(32),
+        seq: 1,
+        source: '127.0.0.1',
+        ageMs: 1500,
+        expiresInMs: 4500,
+        coolDownMs: 0,
+      },
+    ]);
+    expect(peers.upsert(payload({ seq: 2, load: 3 }), KEY_A, '127.0.0.1')).toBe('updated');
+    expect(peers.get('a1')).toMatchObject({ load: 3, ageMs: 0, expiresInMs: 6000 });
+    // An older advert from the same key changes nothing.
+    expect(peers.upsert(payload({ seq: 1, load: 0 }), KEY_A, '127.0.0.1')).toBe('ignored');
+    expect(peers.get('a1')?.load).toBe(3);
+    // The returned lists are copies.
+    peers.list()[0]!.routines.push('mutated');
+    expect(peers.get('a1')?.routines).toEqual(['echo', 'resize']);
+  });
+
+  it('expiry: a peer that stops advertising leaves after its ttl (from receipt); nextExpiry says when', () => {
+    const { peers, clock } = table();
+    expect(peers.nextExpiry()).toBeUndefined();
+    peers.upsert(payload({ agent: 'a1', ttl: 6000 }), KEY_A, 'x');
+    clock.advance(1000);
+    peers.upsert(payload({ agent: 'b1', ttl: 3000 }), KEY_B, 'y');
+    expect(peers.nextExpiry()).toBe(NOW + 4000);
+    clock.set(NOW + 3999);
+    expect(peers.expire()).toEqual([]);
+    clock.set(NOW + 4000);
+    expect(peers.get('b1')).toBeUndefined(); // expired peers are invisible before expire() runs
+    expect(peers.list().map((p) => p.agent)).toEqual(['a1']);
+    expect(peers.expire()).toEqual(['b1']);
+    expect(peers.nextExpiry()).toBe(NOW + 6000);
+    // A fresh advert pushes the expiry back.
+    clock.set(NOW + 5000);
+    peers.upsert(payload({ agent: 'a1', seq: 2, ttl: 6000 }), KEY_A, 'x');
+    clock.set(NOW + 10_000);
+    expect(peers.expire()).toEqual([]);
+    clock.set(NOW + 11_000);
+    expect(peers.expire()).toEqual(['a1']);
+    expect(peers.size).toBe(0);
+  });
+
+  it('expiry does not depend on the sender\'s clock (iat far behind still lives for its ttl)', () => {
+    const { peers, clock } = table();
+    peers.upsert(payload({ iat: NOW - 25_000, ttl: 6000 }), KEY_A, 'x');
+    clock.advance(5999);
+    expect(peers.expire()).toEqual([]);
+    expect(peers.get('a1')?.expiresInMs).toBe(1);
+  });
+
+  it('goodbye removes the peer, but only when signed by the same key', () => {
+    const { peers } = table();
+    peers.upsert(payload({ seq: 1 }), KEY_A, 'x');
+    expect(peers.upsert(payload({ seq: 2, goodbye: true }), KEY_B, 'x')).toBe('ignored');
+    expect(peers.size).toBe(1);
+    expect(peers.upsert(payload({ seq: 2, goodbye: true }), KEY_A, 'x')).toBe('removed');
+    expect(peers.size).toBe(0);
+    expect(peers.upsert(payload({ seq: 3, goodbye: true }), KEY_A, 'x')).toBe('ignored');
+  });
+
+  it('another key for the same agent replaces the entry (key rotation)', () => {
+    const { peers } = table();
+    peers.upsert(payload({ seq: 100 }), KEY_A, 'x');
+    expect(peers.upsert(payload({ seq: 1 }), KEY_B, 'x')).toBe('updated');
+    expect(peers.get('a1')?.keyId).toBe(KEY_B);
+  });
+
+  it('offering: peers with the routine, least loaded first (load / capacity), ties by name, capacity 0 last', () => {
+    const { peers } = table();
+    peers.upsert(payload({ agent: 'busy', load: 3, capacity: 4, routines: ['echo'] }), KEY_A, 'x');
+    peers.upsert(payload({ agent: 'idle', load: 0, capacity: 2, routines: ['echo', 'other'] }), KEY_A, 'x');
+    peers.upsert(payload({ agent: 'half', load: 4, capacity: 8, routines: ['echo'] }), KEY_A, 'x');
+    peers.upsert(payload({ agent: 'half2', load: 1, capacity: 2, routines: ['echo'] }), KEY_A, 'x');
+    peers.upsert(payload({ agent: 'full', load: 0, capacity: 0, routines: ['echo'] }), KEY_A, 'x');
+    peers.upsert(payload({ agent: 'nope', load: 0, capacity: 8, routines: ['other'] }), KEY_A, 'x');
+    expect(peers.offering('echo').map((p) => p.agent)).toEqual(['idle', 'half', 'half2', 'busy', 'full']);
+    expect(peers.offering('other').map((p) => p.agent)).toEqual(['idle', 'nope']);
+    expect(peers.offering('missing')).toEqual([]);
+  });
+
+  it('markUntrusted: skipped by offering until the cool-down passes, even while it keeps advertising', () => {
+    const { peers, clock } = table();
+    peers.upsert(payload({ agent: 'a1', load: 0, ttl: 60_000 }), KEY_A, 'x');
+    peers.upsert(payload({ agent: 'b1', load: 3, ttl: 60_000 }), KEY_B, 'y');
+    peers.markUntrusted('a1', NOW + 10_000);
+    expect(peers.offering('echo').map((p) => p.agent)).toEqual(['b1']);
+    expect(peers.isCoolingDown('a1')).toBe(true);
+    expect(peers.list().find((p) => p.agent === 'a1')?.coolDownMs).toBe(10_000);
+    clock.advance(5000);
+    peers.upsert(payload({ agent: 'a1', seq: 2, load: 0, ttl: 60_000 }), KEY_A, 'x');
+    expect(peers.offering('echo').map((p) => p.agent)).toEqual(['b1']);
+    // An earlier deadline never shortens it.
+    peers.markUntrusted('a1', NOW + 6000);
+    clock.set(NOW + 9999);
+    expect(peers.offering('echo').map((p) => p.agent)).toEqual(['b1']);
+    clock.set(NOW + 10_000);
+    expect(peers.offering('echo').map((p) => p.agent)).toEqual(['a1', 'b1']);
+    expect(peers.isCoolingDown('a1')).toBe(false);
+  });
+
+  it('repeated failures evict a peer for a cool-down; a success resets the count', () => {
+    const { peers, clock } = table({ failureThreshold: 3, failureCoolDownMs: 30_000 });
+    peers.upsert(payload({ agent: 'a1', ttl: 600_000 }), KEY_A, 'x');
+    expect(peers.recordFailure('a1')).toBe(false);
+    expect(peers.recordFailure('a1')).toBe(false);
+    peers.recordSuccess('a1');
+    expect(peers.recordFailure('a1')).toBe(false);
+    expect(peers.recordFailure('a1')).toBe(false);
+    expect(peers.recordFailure('a1')).toBe(true);
+    expect(peers.offering('echo')).toEqual([]);
+    expect(peers.get('a1')?.coolDownMs).toBe(30_000);
+    clock.advance(30_000);
+    expect(peers.offering('echo').map((p) => p.agent)).toEqual(['a1']);
+    // The count started again after the cool-down.
+    expect(peers.recordFailure('a1')).toBe(false);
+  });
+});
