@@ -51,7 +51,7 @@ export interface PeerInfo {
   coolDownMs: number;
 }
 
-export type UpsertResult = 'added' | 'updated' | 'removed' | 'ignored';
+export type UpsertResult = 'added' | 'updated' | 'removed' | 'ignored' | 'conflict';
 
 interface Entry {
   payload: AdvertPayload;
@@ -83,20 +83,27 @@ export class PeerTable {
   }
 
   /**
-   * Records a verified advert. A goodbye removes the agent (only when signed by the key of
-   * the entry it removes). An advert from the same key with a sequence number not above the
-   * entry's is ignored; one from another key replaces the entry (key rotation).
+   * Records a verified advert. An entry belongs to the key that created it: only that key
+   * refreshes it or removes it with a goodbye, so another trusted key cannot take over or
+   * evict a live agent ('conflict'). A new key takes over a name once the old entry expired
+   * or said goodbye (key rotation). An advert from the owning key with a sequence number not
+   * above the entry's is ignored.
    */
   upsert(payload: AdvertPayload, keyId: string, sourceAddress: string): UpsertResult {
     const now = this.now();
-    const current = this.peers.get(payload.agent);
+    let current = this.peers.get(payload.agent);
+    if (current && current.expiresAt <= now) {
+      this.peers.delete(payload.agent);
+      current = undefined;
+    }
+    if (current && current.keyId !== keyId) return 'conflict';
     if (payload.goodbye) {
-      if (!current || current.keyId !== keyId) return 'ignored';
+      if (!current) return 'ignored';
       this.peers.delete(payload.agent);
       this.failures.delete(payload.agent);
       return 'removed';
     }
-    if (current && current.keyId === keyId && payload.seq <= current.payload.seq) return 'ignored';
+    if (current && payload.seq <= current.payload.seq) return 'ignored';
     if (!current && this.peers.size >= this.maxPeers) {
       this.expire();
       if (this.peers.size >= this.maxPeers) return 'ignored';

@@ -12,7 +12,6 @@ import { SkeinError } from '../errors/index.ts';
 import type { Logger } from '../log/index.ts';
 import { encodeAdvert, nextSeq, type AdvertPayload } from './advert.ts';
 import { PeerTable, type PeerInfo } from './peers.ts';
-import type { CounterName } from './reasons.ts';
 import { createMulticastTransport } from './transport.ts';
 import { createAdvertVerifier, type AdvertVerifier, type TrustedKeySpec } from './verifier.ts';
 
@@ -59,6 +58,8 @@ export class DiscoveryService {
   #timer: ReturnType<typeof setTimeout> | undefined;
   #expiry: ReturnType<typeof setInterval> | undefined;
   #lastWarn = new Map<string, number>();
+  /** Rejections decided here, after the verifier: names that do not match their key's identity. */
+  #extra = { 'name-mismatch': 0, 'name-conflict': 0 };
   #stopped = false;
   #now: () => number;
 
@@ -119,8 +120,12 @@ export class DiscoveryService {
     return this.#table;
   }
 
-  counters(): Record<CounterName, number> | Record<string, never> {
-    return this.#verifier?.counters() ?? {};
+  counters(): Record<string, number> {
+    return { ...(this.#verifier?.counters() ?? {}), ...this.#extra };
+  }
+
+  #count(reason: 'name-mismatch' | 'name-conflict'): void {
+    this.#extra[reason]++;
   }
 
   /** Sends a signed goodbye and closes the sockets. Idempotent. */
@@ -187,7 +192,19 @@ export class DiscoveryService {
     }
     const { payload, keyId } = result;
     if (keyId === this.#key!.keyId && payload.agent === this.#opts.self.agent) return; // our own, looped back
+    // The name is the last segment of the SPIFFE ID the key is entitled to, so a trusted key
+    // cannot advertise under another agent's name.
+    if (payload.spiffe.slice(payload.spiffe.lastIndexOf('/') + 1) !== payload.agent) {
+      this.#count('name-mismatch');
+      this.#warn('name-mismatch', 'advertisement rejected', { reason: 'name-mismatch', source, agent: payload.agent, spiffe: payload.spiffe });
+      return;
+    }
     const change = this.#table.upsert(payload, keyId, source);
+    if (change === 'conflict') {
+      this.#count('name-conflict');
+      this.#warn('name-conflict', 'advertisement rejected', { reason: 'name-conflict', source, agent: payload.agent, keyId, detail: 'another key owns this agent name until its entry expires' });
+      return;
+    }
     if (change === 'added') this.#opts.log.info('peer discovered', { peer: payload.agent, spiffe: payload.spiffe, endpoints: payload.endpoints, routines: payload.routines, keyId, endorsed: result.endorsed });
     else if (change === 'removed') this.#opts.log.info('peer said goodbye', { peer: payload.agent });
   }

@@ -77,17 +77,21 @@ describe('peer table', () => {
   it('goodbye removes the peer, but only when signed by the same key', () => {
     const { peers } = table();
     peers.upsert(payload({ seq: 1 }), KEY_A, 'x');
-    expect(peers.upsert(payload({ seq: 2, goodbye: true }), KEY_B, 'x')).toBe('ignored');
+    expect(peers.upsert(payload({ seq: 2, goodbye: true }), KEY_B, 'x')).toBe('conflict');
     expect(peers.size).toBe(1);
     expect(peers.upsert(payload({ seq: 2, goodbye: true }), KEY_A, 'x')).toBe('removed');
     expect(peers.size).toBe(0);
     expect(peers.upsert(payload({ seq: 3, goodbye: true }), KEY_A, 'x')).toBe('ignored');
   });
 
-  it('another key for the same agent replaces the entry (key rotation)', () => {
-    const { peers } = table();
+  it('another key cannot take over or evict a live entry; it takes over once the entry expired (key rotation)', () => {
+    const { peers, clock } = table();
     peers.upsert(payload({ seq: 100 }), KEY_A, 'x');
-    expect(peers.upsert(payload({ seq: 1 }), KEY_B, 'x')).toBe('updated');
+    expect(peers.upsert(payload({ seq: 1 }), KEY_B, 'x')).toBe('conflict');
+    expect(peers.upsert(payload({ seq: 2, goodbye: true }), KEY_B, 'x')).toBe('conflict');
+    expect(peers.get('a1')?.keyId).toBe(KEY_A);
+    clock.advance(6001);
+    expect(peers.upsert(payload({ seq: 3 }), KEY_B, 'x')).toBe('added');
     expect(peers.get('a1')?.keyId).toBe(KEY_B);
   });
 

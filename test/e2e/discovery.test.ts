@@ -7,7 +7,10 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createSocket } from 'node:dgram';
+import { encodeAdvert } from '../../agent/discovery/advert.ts';
 import { describeCertificate } from '../../agent/pki/index.ts';
+import { readPrivateKey } from '../../signing/index.ts';
 import { baseConfig, EXAMPLES, FIXTURES, runCli, startAgent, stopAll, tempDir, type StartedAgent } from '../helpers/agent.ts';
 
 const FIX = join(FIXTURES, 'routines.py');
@@ -81,6 +84,31 @@ describe('discovery on loopback multicast', () => {
     await beta.waitForLog((l) => String(l.line) === 'MARK:via-discovery');
   });
 
+  it("a trusted key cannot advertise under another agent's name (regression: name hijack)", async () => {
+    // gamma's key is trusted, pinned to spiffe://fleet.test/agent/gamma. It claims the name "beta".
+    const key = readPrivateKey(join(keys, 'gamma.key'));
+    const forged = encodeAdvert(
+      { v: 1, fleet: 'test-fleet', agent: 'beta', spiffe: 'spiffe://fleet.test/agent/gamma', endpoints: ['127.0.0.1:1'], routines: ['mark'], load: 0, capacity: 100, tlsFingerprint: 'ab'.repeat(32), seq: Date.now(), iat: Date.now(), ttl: 60_000 },
+      key,
+    );
+    const goodbye = encodeAdvert(
+      { v: 1, fleet: 'test-fleet', agent: 'beta', spiffe: 'spiffe://fleet.test/agent/gamma', endpoints: ['127.0.0.1:1'], routines: ['mark'], load: 0, capacity: 100, tlsFingerprint: 'ab'.repeat(32), seq: Date.now() + 1, iat: Date.now(), ttl: 60_000, goodbye: true },
+      key,
+    );
+    const socket = createSocket('udp4');
+    await new Promise<void>((r) => socket.bind(0, '127.0.0.1', () => r()));
+    socket.setMulticastInterface('127.0.0.1');
+    const [group, port] = GROUP.split(':');
+    for (const bytes of [forged, goodbye]) await new Promise<void>((r) => socket.send(bytes, Number(port), group!, () => r()));
+    socket.close();
+    await alpha.waitForLog((l) => l.msg === 'advertisement rejected' && l.reason === 'name-mismatch', 3000);
+    const answer = JSON.parse((await runCli(['peers', '--peer', `127.0.0.1:${alpha.port}`, ...clientFlags(), '--json'])).stdout);
+    expect(answer.rejected['name-mismatch']).toBeGreaterThanOrEqual(2);
+    const beta = answer.peers.find((p: { agent: string }) => p.agent === 'beta');
+    expect(beta.spiffe).toBe('spiffe://fleet.test/agent/beta');
+    expect(beta.endpoints).not.toContain('127.0.0.1:1');
+  });
+
   it('static peers (no multicast) are pinned on connect like discovered ones', async () => {
     const betaSha = describeCertificate(readFileSync(join(pki, 'agent-beta.crt'), 'utf8')).sha256;
     expect((await runCli(['pki', 'issue', '--dir', pki, '--name', 'solo', '--kind', 'agent', '--host', '127.0.0.1'])).code).toBe(0);
@@ -114,6 +142,32 @@ describe('discovery on loopback multicast', () => {
       expect(listed.peers.map((p: { agent: string; static?: boolean }) => [p.agent, p.static])).toEqual([['liar', true], ['beta', true]]);
     } finally {
       await solo.stop();
+    }
+  });
+
+  it('a key endorsed by a fleet root is believed for its SPIFFE ID only', async () => {
+    const root = join(keys, 'root.key');
+    expect((await runCli(['keygen', '--out', root])).code).toBe(0);
+    for (const n of ['eta', 'theta', 'iota']) if (!existsSync(join(keys, `${n}.key`))) expect((await runCli(['keygen', '--out', join(keys, `${n}.key`)])).code).toBe(0);
+    const notAfter = new Date(Date.now() + 3_600_000).toISOString();
+    const endorse = (name: string, spiffe: string) =>
+      runCli(['key', 'endorse', '--root', root, '--agent-pub', `${join(keys, name)}.key.pub`, '--spiffe-id', spiffe, '--not-after', notAfter, '--out', join(keys, `${name}.endorsement`)]);
+    expect((await endorse('theta', 'spiffe://fleet.test/agent/theta')).code).toBe(0);
+    // iota's endorsement names another SPIFFE ID than its certificate (and adverts) carry.
+    expect((await endorse('iota', 'spiffe://fleet.test/agent/someone-else')).code).toBe(0);
+    const rootOnly = { trustedKeys: [], rootKeys: [pub('root')] };
+    const eta = await fleetMember('eta', { echo: { file: EXAMPLES } }, [], rootOnly);
+    const theta = await fleetMember('theta', { echo: { file: EXAMPLES } }, [], { ...rootOnly, endorsement: join(keys, 'theta.endorsement') });
+    const iota = await fleetMember('iota', { echo: { file: EXAMPLES } }, [], { ...rootOnly, endorsement: join(keys, 'iota.endorsement') });
+    try {
+      const found = await eta.waitForLog((l) => l.msg === 'peer discovered' && l.peer === 'theta', 5000);
+      expect(found.endorsed).toBe(true);
+      await new Promise((r) => setTimeout(r, 800));
+      expect(eta.logs.some((l) => l.msg === 'peer discovered' && l.peer === 'iota')).toBe(false);
+      const counts = JSON.parse((await runCli(['peers', '--peer', `127.0.0.1:${eta.port}`, ...clientFlags(), '--json'])).stdout).rejected;
+      expect(counts['endorsement-mismatch'] + counts['spiffe-mismatch']).toBeGreaterThan(0);
+    } finally {
+      await Promise.all([eta.stop(), theta.stop(), iota.stop()]);
     }
   });
 
