@@ -22,6 +22,8 @@ export interface PeerEndpoint {
   routines: string[];
   load?: number;
   capacity?: number;
+  /** Set by the agent when the peer failed its identity check: skipped while > 0. */
+  coolDownMs?: number;
 }
 
 export interface PeerPoolOptions {
@@ -61,7 +63,7 @@ export class PeerPool {
 
   async dispatch<T = unknown>(routine: string, options: DispatchOptions = {}): Promise<{ result: T; peer: PeerEndpoint }> {
     const now = this.#opts.now?.() ?? Date.now();
-    const candidates = this.#order((await this.#opts.peers()).filter((p) => p.routines.includes(routine) && (this.#failures.get(p.agent)?.until ?? 0) <= now));
+    const candidates = this.#order((await this.#opts.peers()).filter((p) => p.routines.includes(routine) && !(p.coolDownMs && p.coolDownMs > 0) && (this.#failures.get(p.agent)?.until ?? 0) <= now));
     if (candidates.length === 0) throw new SkeinError('SKEIN_ERR_NO_PEERS', `no trusted peer offers routine "${routine}"`, { routine });
     const errors: string[] = [];
     for (const peer of candidates) {

@@ -12,6 +12,7 @@ import { SkeinError } from '../errors/index.ts';
 import type { Logger } from '../log/index.ts';
 import { encodeAdvert, nextSeq, type AdvertPayload } from './advert.ts';
 import { PeerTable, type PeerInfo } from './peers.ts';
+import { checkPeerIdentity, type TlsCredentials } from './identity-check.ts';
 import { createMulticastTransport } from './transport.ts';
 import { createAdvertVerifier, type AdvertVerifier, type TrustedKeySpec } from './verifier.ts';
 
@@ -38,6 +39,8 @@ export interface StaticPeer {
 }
 
 export interface DiscoveryOptions {
+  /** This agent's certificate, used to check each new peer's identity with a handshake. */
+  tls?: TlsCredentials;
   config: DiscoveryConfig;
   trustDomain: string;
   self: SelfDescription;
@@ -46,6 +49,8 @@ export interface DiscoveryOptions {
 }
 
 const WARN_EVERY_MS = 10_000;
+/** How long a peer that failed its identity check is skipped (it may be a transient mix-up). */
+const UNTRUSTED_MS = 5 * 60_000;
 
 export class DiscoveryService {
   #opts: DiscoveryOptions;
@@ -59,7 +64,7 @@ export class DiscoveryService {
   #expiry: ReturnType<typeof setInterval> | undefined;
   #lastWarn = new Map<string, number>();
   /** Rejections decided here, after the verifier: names that do not match their key's identity. */
-  #extra = { 'name-mismatch': 0, 'name-conflict': 0 };
+  #extra = { 'name-mismatch': 0, 'name-conflict': 0, 'identity-mismatch': 0 };
   #stopped = false;
   #now: () => number;
 
@@ -124,7 +129,7 @@ export class DiscoveryService {
     return { ...(this.#verifier?.counters() ?? {}), ...this.#extra };
   }
 
-  #count(reason: 'name-mismatch' | 'name-conflict'): void {
+  #count(reason: 'name-mismatch' | 'name-conflict' | 'identity-mismatch'): void {
     this.#extra[reason]++;
   }
 
@@ -205,8 +210,28 @@ export class DiscoveryService {
       this.#warn('name-conflict', 'advertisement rejected', { reason: 'name-conflict', source, agent: payload.agent, keyId, detail: 'another key owns this agent name until its entry expires' });
       return;
     }
-    if (change === 'added') this.#opts.log.info('peer discovered', { peer: payload.agent, spiffe: payload.spiffe, endpoints: payload.endpoints, routines: payload.routines, keyId, endorsed: result.endorsed });
-    else if (change === 'removed') this.#opts.log.info('peer said goodbye', { peer: payload.agent });
+    if (change === 'added') {
+      this.#opts.log.info('peer discovered', { peer: payload.agent, spiffe: payload.spiffe, endpoints: payload.endpoints, routines: payload.routines, keyId, endorsed: result.endorsed });
+      this.#verifyIdentity(payload);
+    } else if (change === 'removed') this.#opts.log.info('peer said goodbye', { peer: payload.agent });
+  }
+
+  /**
+   * A signed advertisement proves who sent it, not that its endpoint serves that identity: a
+   * trusted but misbehaving key could point at someone else's server. Each new peer's first
+   * endpoint is checked with one handshake; a mismatch puts it on a cool-down (shown in
+   * GET /v1/peers as coolDownMs) so clients skip it.
+   */
+  #verifyIdentity(payload: AdvertPayload): void {
+    const creds = this.#opts.tls;
+    const endpoint = payload.endpoints[0];
+    if (!creds || !endpoint) return;
+    void checkPeerIdentity(endpoint, { spiffe: payload.spiffe, sha256: payload.tlsFingerprint }, creds).then((reason) => {
+      if (!reason) return;
+      this.#count('identity-mismatch');
+      this.#table.markUntrusted(payload.agent, this.#now() + UNTRUSTED_MS);
+      this.#opts.log.warn('peer failed its identity check; untrusted for a while', { peer: payload.agent, reason, untrustedMs: UNTRUSTED_MS });
+    });
   }
 
   /** At most one warning per kind every WARN_EVERY_MS; the counters carry the totals. */

@@ -88,6 +88,7 @@ export async function startAgent({ config, log, embedded = false, baseDir }: Sta
     const cert = describeCertificate(tls.cert.toString());
     try {
       discovery = await DiscoveryService.start({
+        tls: { cert: tls.cert, key: tls.key, ca: tls.ca },
         config: config.discovery,
         trustDomain: config.tls.trustDomain,
         log,
