@@ -120,9 +120,9 @@ export async function runDispatch(argv: string[], io: Io): Promise<number> {
 }
 
 async function dispatchDiscovered(local: SkeinClient, routine: string, call: DispatchOptions, creds: { cert: Buffer; key: Buffer; ca: Buffer; token?: string }) {
-  const { enabled, peers } = await local.peers();
+  const { enabled, peers, idempotent = [] } = await local.peers();
   if (!enabled) throw new SkeinError('SKEIN_ERR_USAGE', 'the local agent has discovery disabled (discovery.enabled); --discover needs its peer table');
-  const pool = new PeerPool({ ...creds, peers: () => peers as unknown as PeerEndpoint[] });
+  const pool = new PeerPool({ ...creds, peers: () => peers as unknown as PeerEndpoint[], idempotent: (r) => idempotent.includes(r) });
   try {
     return await pool.dispatch(routine, call);
   } finally {

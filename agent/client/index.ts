@@ -140,10 +140,10 @@ export class SkeinClient {
   }
 
   /** The agent's verified peers (GET /v1/peers). */
-  async peers(): Promise<{ enabled: boolean; peers: Array<Record<string, unknown>>; rejected?: Record<string, number> }> {
+  async peers(): Promise<{ enabled: boolean; peers: Array<Record<string, unknown>>; rejected?: Record<string, number>; idempotent?: string[] }> {
     const { status, value, requestId } = await this.#request({ ...this.#baseHeaders(), ':method': 'GET', ':path': '/v1/peers' }, undefined, {});
     if (status !== 200) throw responseError(status, value, requestId);
-    return value as { enabled: boolean; peers: Array<Record<string, unknown>>; rejected?: Record<string, number> };
+    return value as { enabled: boolean; peers: Array<Record<string, unknown>>; rejected?: Record<string, number>; idempotent?: string[] };
   }
 
   async health(): Promise<Record<string, unknown>> {

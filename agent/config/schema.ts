@@ -185,6 +185,7 @@ export const CONFIG_SCHEMA: Node = {
               processes: { kind: 'integer', min: 0, max: 100_000, description: 'RLIMIT_NPROC (default sandbox.processes).' },
             },
           },
+          idempotent: { kind: 'boolean', default: false, description: 'Calls may run twice without harm: when a peer fails after the call may have reached it, --discover dispatch retries it on another peer.' },
           workers: { kind: 'integer', min: 1, max: 1024, description: 'Size of this routine\'s own pool (under isolation "routine", or when it has its own limits); default workers.poolSize, or 1 for a limits-only pool in shared mode.' },
         },
       },
@@ -200,6 +201,7 @@ export interface RoutineConfig {
   timeoutMs?: number;
   limits?: { memoryMb?: number; openFiles?: number; fileSizeMb?: number; cpuSeconds?: number; processes?: number };
   workers?: number;
+  idempotent: boolean;
 }
 
 export interface AgentConfig {

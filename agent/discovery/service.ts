@@ -66,6 +66,7 @@ export class DiscoveryService {
   /** Rejections decided here, after the verifier: names that do not match their key's identity. */
   #extra = { 'name-mismatch': 0, 'name-conflict': 0, 'identity-mismatch': 0 };
   #stopped = false;
+  #lastLoad = 0;
   #now: () => number;
 
   private constructor(opts: DiscoveryOptions) {
@@ -174,18 +175,34 @@ export class DiscoveryService {
   }
 
   async #advertise(goodbye = false): Promise<void> {
-    const bytes = encodeAdvert(this.#payload(goodbye), this.#key!, this.#endorsement);
+    const payload = this.#payload(goodbye);
+    this.#lastLoad = payload.load;
+    const bytes = encodeAdvert(payload, this.#key!, this.#endorsement);
     await this.#transport?.send(bytes);
   }
 
+  /**
+   * The next advertisement: after intervalMs ± 20 %, or sooner — checked every quarter
+   * interval — when the load moved by a quarter of the capacity (at least one call) since the
+   * last one, so peers route by a current picture without an advert per call.
+   */
   #schedule(): void {
     if (this.#stopped) return;
     const interval = this.#opts.config.intervalMs;
-    const jitter = interval * 0.2 * (Math.random() * 2 - 1);
-    this.#timer = setTimeout(() => {
-      this.#advertise().catch((err) => this.#warn('send', 'discovery advertisement not sent', { error: (err as Error).message }));
-      this.#schedule();
-    }, interval + jitter);
+    const due = this.#now() + interval + interval * 0.2 * (Math.random() * 2 - 1);
+    const tick = () => {
+      if (this.#stopped) return;
+      const { load, capacity } = this.#opts.self;
+      const moved = Math.abs(load() - this.#lastLoad) >= Math.max(1, capacity / 4);
+      if (this.#now() >= due || moved) {
+        this.#advertise().catch((err) => this.#warn('send', 'discovery advertisement not sent', { error: (err as Error).message }));
+        this.#schedule();
+        return;
+      }
+      this.#timer = setTimeout(tick, Math.min(interval / 4, Math.max(0, due - this.#now())));
+      this.#timer.unref?.();
+    };
+    this.#timer = setTimeout(tick, Math.min(interval / 4, Math.max(0, due - this.#now())));
     this.#timer.unref?.();
   }
 

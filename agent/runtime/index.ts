@@ -63,6 +63,7 @@ export async function startAgent({ config, log, embedded = false, baseDir }: Sta
 
   let draining = false;
   let discovery: DiscoveryService | undefined;
+  const idempotent = Object.entries(config.routines).filter(([, r]) => r.idempotent).map(([name]) => name);
   const app = createApp({
     pool,
     routines: infos,
@@ -70,7 +71,8 @@ export async function startAgent({ config, log, embedded = false, baseDir }: Sta
     log,
     isDraining: () => draining,
     auth,
-    peers: () => (discovery ? { enabled: true, peers: discovery.peers(), rejected: discovery.counters() } : { enabled: false, peers: [] }),
+    // idempotent: routines the (fleet) config declares safe to run twice, for callers' failover.
+    peers: () => (discovery ? { enabled: true, peers: discovery.peers(), rejected: discovery.counters(), idempotent } : { enabled: false, peers: [] }),
   });
   let listener: Listener;
   try {

@@ -35,7 +35,7 @@ export interface AppDeps {
   isDraining: () => boolean;
   auth: AuthPipeline;
   /** The discovery plane's view: verified peers and rejection counters. */
-  peers: () => { enabled: boolean; peers: unknown[]; rejected?: Record<string, number> };
+  peers: () => { enabled: boolean; peers: unknown[]; rejected?: Record<string, number>; idempotent?: string[] };
 }
 
 type Env = { Bindings: Http2Bindings; Variables: { requestId: string; peer: PeerIdentity; mediaType: MediaType } };
