@@ -4,14 +4,14 @@
  * --discover` runs a routine on the peer that offers it, a stopped agent's goodbye removes it
  * at once, and a SIGKILLed one disappears after its TTL. Traffic stays on 127.0.0.1.
  */
-import { existsSync, readFileSync } from 'node:fs';
+import { chmodSync, existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createSocket } from 'node:dgram';
 import { encodeAdvert } from '../../agent/discovery/advert.ts';
 import { describeCertificate } from '../../agent/pki/index.ts';
 import { readPrivateKey } from '../../signing/index.ts';
-import { baseConfig, EXAMPLES, FIXTURES, runCli, startAgent, stopAll, tempDir, type StartedAgent } from '../helpers/agent.ts';
+import { baseConfig, EXAMPLES, FIXTURES, runCli, startAgent, startMustFail, stopAll, tempDir, type StartedAgent } from '../helpers/agent.ts';
 
 const FIX = join(FIXTURES, 'routines.py');
 const GROUP = `239.255.77.77:${40000 + Math.floor(Math.random() * 19000)}`;
@@ -82,6 +82,16 @@ describe('discovery on loopback multicast', () => {
     expect(r.stderr).toBe('');
     expect(JSON.parse(r.stdout)).toEqual({ result: 'via-discovery', peer: 'beta' });
     await beta.waitForLog((l) => String(l.line) === 'MARK:via-discovery');
+  });
+
+  it('refuses to start with an advertisement key readable by group or others, naming the fix', async () => {
+    const loose = join(keys, 'loose.key');
+    expect((await runCli(['keygen', '--out', loose])).code).toBe(0);
+    chmodSync(loose, 0o644);
+    const stderr = await startMustFail({
+      ...baseConfig({ discovery: { enabled: true, fleet: 'test-fleet', signingKey: loose, trustedKeys: [pub('alpha')], groups: [GROUP] } }),
+    });
+    expect(stderr).toMatch(/error \[SKEIN_ERR_SIG_KEY_PERMISSIONS\]: .*loose\.key.*0644.*chmod 600/);
   });
 
   it("a trusted key cannot advertise under another agent's name (regression: name hijack)", async () => {
