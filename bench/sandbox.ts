@@ -14,7 +14,7 @@ import { planSandbox } from '../agent/sandbox/prepare.ts';
 import { Worker, type WorkerSpec } from '../agent/workers/worker.ts';
 
 const ROOT = resolve(import.meta.dir, '..');
-const SPAWNS = Number(process.env.SKEIN_BENCH_SPAWNS ?? 20);
+const SPAWNS = Number(process.env.SKEIN_BENCH_SPAWNS ?? 60);
 const CALLS = Number(process.env.SKEIN_BENCH_CALLS ?? 3000);
 const dir = mkdtempSync(join(tmpdir(), 'skein-bench-sandbox-'));
 process.on('exit', () => rmSync(dir, { recursive: true, force: true }));

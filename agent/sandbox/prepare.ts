@@ -15,7 +15,7 @@ export interface PreparedSandbox {
   caps: HostCapabilities;
   plan: Plan;
   launcher: Launcher;
-  /** What the worker bootstrap needs to confine itself (code: marshalled confine.py, base64). */
+  /** What the worker bootstrap needs to confine itself (code: marshalled confine.py, hex). */
   confine: { code: string; pythonVersion: string; policy: unknown; packagePaths: string[] };
 }
 

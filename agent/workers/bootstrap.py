@@ -3,7 +3,7 @@
 # original fd 1): fd 1 is pointed at stderr so a routine's print() can never forge a reply.
 # Protocol (JSON lines, documented in docs/protocol.md):
 #   agent -> worker  {"v":1,"worker":"w1","routines":{name:{source,file,function}},"limits":{...},
-#                     "packagePaths":[...],"confine":"<marshalled confine.py, base64>"|null,"policy":{...}|null}
+#                     "packagePaths":[...],"confine":"<marshalled confine.py, hex>"|null,"policy":{...}|null}
 #   worker -> agent  {"ready":true,"pid":N,"python":"3.11.7","layers":[...]}
 #                    or {"ready":false,"error":{"routine":..,"type":..,"message":..}}
 #   agent -> worker  {"id":N,"r":"echo","a":[...],"k":{...}}
@@ -70,12 +70,12 @@ def _confine(code, built_for, policy):
     # process. A required layer that cannot be applied ends the worker with a clear error.
     # The agent compiled confine.py once with this interpreter; marshal data is only valid
     # for the exact version that wrote it.
-    import marshal, binascii
+    import marshal
     if built_for != sys.version:
         _refuse('the Python interpreter changed since the agent started (%s, now %s); restart the agent'
                 % (built_for, sys.version.split()[0]), 7)
     ns = {'__name__': 'skein_confine'}
-    exec(marshal.loads(binascii.a2b_base64(code)), ns)
+    exec(marshal.loads(bytes.fromhex(code)), ns)
     try:
         _layers.extend(ns['apply'](policy))
     except ns['ConfinementError'] as e:

@@ -25,7 +25,7 @@ IS_ROOT = os.geteuid() == 0
 ENV = {'LC_ALL': 'C.UTF-8', 'LANG': 'C.UTF-8', 'PATH': '/usr/bin:/bin'}
 
 STRICT = {
-    'required': ['userns', 'netns', 'ipcns', 'rlimits', 'landlock', 'landlock-net',
+    'required': ['userns', 'netns', 'ipcns', 'mountns', 'rlimits', 'landlock', 'landlock-net',
                  'landlock-scope', 'seccomp', 'canary', 'audit'],
     'setsid': True, 'namespaces': True, 'landlock': True, 'seccomp': True, 'canary': True,
     'limits': {'memoryBytes': 1 << 30, 'openFiles': 256, 'fileSizeBytes': 1 << 20,
@@ -33,8 +33,22 @@ STRICT = {
     'auditHook': {'blockedModules': ['subprocess', 'ctypes', 'socket'], 'allowedPackages': []},
 }
 NO_AUDIT = dict(STRICT, required=[n for n in STRICT['required'] if n != 'audit'], auditHook=None)
-EXPECTED_STRICT = ['setsid', 'userns', 'netns', 'ipcns', 'rlimits', 'landlock', 'landlock-net',
-                   'landlock-scope', 'seccomp', 'canary', 'audit']
+EXPECTED_STRICT = ['setsid', 'userns', 'netns', 'ipcns', 'mountns', 'rlimits', 'landlock',
+                   'landlock-net', 'landlock-scope', 'seccomp', 'canary', 'audit']
+# Simulates Docker's default profile / Ubuntu's AppArmor in the child before apply(): a seccomp
+# filter that refuses unshare(CLONE_NEWUSER) with EPERM.
+NO_USERNS_PRE = r'''
+import struct, ctypes
+_nr = _ARCHES[_arch()]['nr']
+_insns = [(BPF_LD_W_ABS, 0, 0, OFF_NR), (BPF_JEQ_K, 0, 3, _nr['unshare']),
+          (BPF_LD_W_ABS, 0, 0, OFF_ARGS[0]), (BPF_JSET_K, 0, 1, CLONE_NEWUSER),
+          (BPF_RET_K, 0, 0, SECCOMP_RET_ERRNO | EPERM), (BPF_RET_K, 0, 0, SECCOMP_RET_ALLOW)]
+_buf = ctypes.create_string_buffer(b''.join(struct.pack('=HBBI', *i) for i in _insns))
+class _Prog(ctypes.Structure):
+    _fields_ = [('len', ctypes.c_ushort), ('filter', ctypes.c_void_p)]
+_prctl(PR_SET_NO_NEW_PRIVS, 1)
+assert _syscall(_nr['seccomp'], 1, 0, ctypes.byref(_Prog(len(_insns), ctypes.addressof(_buf)))) == 0
+'''
 
 # Runs in the child after confine.py's text. `body` fills `out`; `attempt` records how a call
 # ended: {"ok": true, "value": ...} or {"ok": false, "type": ..., "errno": ...}.
@@ -248,6 +262,38 @@ out["checks"] = {
             'idna': 'xn--bcher-kva.example', 'zoneinfo': '2:00:00', 'random': True,
             'urandom': 8, 'uuid4': 36, 'cpus': True})
 
+    def test_every_stdlib_module_imports_as_before(self):
+        # Whatever the interpreter's standard library can import unconfined, it still can under
+        # the kernel layers (no audit hook: its block-list would refuse a few by design).
+        body = r'''
+import io, contextlib, warnings
+warnings.simplefilter("ignore")
+sys.dont_write_bytecode = True   # the unconfined run must leave the stdlib as it is
+skip = {"antigravity", "this", "__hello__", "__phello__", "idlelib", "turtledemo"}
+ok = []
+for name in sorted(sys.stdlib_module_names - skip):
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            __import__(name)
+        ok.append(name)
+    except BaseException:
+        pass
+out["ok"] = ok
+'''
+        body = 'import sys\n' + body
+        runs = [(PYTHON, False)]
+        if SYSTEM_PYTHON:
+            runs.append((SYSTEM_PYTHON, False))
+            if IS_ROOT and SETPRIV:
+                runs.append((SYSTEM_PYTHON, True))
+        for python, as_nobody in runs:
+            free = run_child(None, body, python=python, as_nobody=as_nobody)['ok']
+            confined = run_child(NO_AUDIT, body, python=python, as_nobody=as_nobody)
+            self.assertEqual(confined['applied'], [l for l in EXPECTED_STRICT if l != 'audit'])
+            self.assertGreater(len(free), 200)
+            self.assertEqual(confined['ok'], free, (python, as_nobody,
+                                                    sorted(set(free) - set(confined['ok']))))
+
     def test_tcp_connect_fails_under_each_layer(self):
         body = r'''
 import socket
@@ -346,10 +392,33 @@ sys.path.append("/usr/lib/python3/dist-packages")
 out["yaml"] = attempt(lambda: importlib.import_module("yaml").safe_load("a: 1"))
 '''
         pkg = '/usr/lib/python3/dist-packages/yaml'
+        body += r'''
+out["read"] = attempt(lambda: len(open("/usr/lib/python3/dist-packages/yaml/__init__.py", "rb").read()))
+out["list"] = attempt(lambda: len(os.listdir("/usr/lib/python3/dist-packages")))
+'''
+        # Unlisted: hidden under an empty tmpfs in the worker's mount namespace.
         unlisted = run_child(dict(NO_AUDIT, required=[]), body, python=SYSTEM_PYTHON)
-        self.assertTrue(blocked(unlisted['yaml'], 'EACCES'), unlisted)   # carved out of /usr/lib
+        self.assertIn('mountns', unlisted['applied'])
+        self.assertEqual(unlisted['yaml']['type'], 'ModuleNotFoundError', unlisted)
+        self.assertTrue(blocked(unlisted['read'], 'ENOENT'), unlisted)
+        self.assertEqual(unlisted['list'], {'ok': True, 'value': 0})
+        # Listed with its package: the directory is not hidden, Landlock grants the package.
         listed = run_child(dict(NO_AUDIT, required=[], readPaths=[pkg]), body, python=SYSTEM_PYTHON)
         self.assertEqual(listed['yaml'], {'ok': True, 'value': {'a': 1}})
+        self.assertTrue(listed['read']['ok'], listed)
+        # A listed directory (listPaths) without the package: carved out of /usr/lib instead,
+        # so it can be listed but its files stay unreadable.
+        dirs = run_child(dict(NO_AUDIT, required=[], listPaths=[os.path.dirname(pkg)]), body,
+                         python=SYSTEM_PYTHON)
+        self.assertTrue(blocked(dirs['yaml'], 'EACCES'), dirs)
+        self.assertTrue(blocked(dirs['read'], 'EACCES'), dirs)
+        self.assertGreater(dirs['list']['value'], 0)
+        # No user namespace (so no mount namespace): the carve-out alone.
+        carved = run_child(dict(NO_AUDIT, required=['landlock', 'seccomp']), body,
+                           python=SYSTEM_PYTHON, pre=NO_USERNS_PRE)
+        self.assertNotIn('mountns', carved['applied'])
+        self.assertTrue(blocked(carved['yaml'], 'EACCES'), carved)
+        self.assertTrue(blocked(carved['read'], 'EACCES'), carved)
         # The audit hook's package allow-list says no to an unlisted package that exists...
         hooked = dict(STRICT, readPaths=[pkg], auditHook={'allowedPackages': ['json5']})
         body2 = body.replace('importlib.import_module("yaml")', '__import__("yaml")')
@@ -358,6 +427,48 @@ out["yaml"] = attempt(lambda: importlib.import_module("yaml").safe_load("a: 1"))
         # ...and lets a listed one through.
         hooked['auditHook'] = {'allowedPackages': ['yaml']}
         self.assertEqual(run_child(hooked, body2, python=SYSTEM_PYTHON)['yaml']['ok'], True)
+
+    @unittest.skipUnless(IS_ROOT and os.path.isdir('/usr/lib/python3/dist-packages/yaml'),
+                         'needs root (to bind-mount /usr) and python3-yaml in dist-packages')
+    def test_package_dirs_hidden_wherever_reachable(self):
+        # Landlock rules belong to inodes: /usr bind-mounted elsewhere exposes /usr/lib's whole-tree
+        # grant there too, so a package directory must be hidden at each path it can be reached.
+        import tempfile
+        alias = tempfile.mkdtemp(prefix='skein-alias-')
+        self.addCleanup(os.rmdir, alias)
+        pre = r'''
+import ctypes
+_l = ctypes.CDLL(None, use_errno=True)
+assert _l.unshare(CLONE_NEWNS) == 0
+assert _l.mount(None, b'/', None, ctypes.c_ulong(MS_REC | MS_PRIVATE), None) == 0
+assert _l.mount(b'/usr', %r, None, ctypes.c_ulong(4096), None) == 0   # MS_BIND
+''' % alias.encode()
+        body = r'''
+A = %r
+out["mounts"] = last_report.get("hidden")
+out["stdlibViaAlias"] = attempt(lambda: len(open(A + "/lib/python3.11/json/__init__.py", "rb").read()) > 0)
+out["readViaAlias"] = attempt(lambda: open(A + "/lib/python3/dist-packages/yaml/__init__.py", "rb").read(1))
+out["read"] = attempt(lambda: open("/usr/lib/python3/dist-packages/yaml/__init__.py", "rb").read(1))
+out["listViaAlias"] = attempt(lambda: os.listdir(A + "/lib/python3/dist-packages"))
+site = os.path.join(os.path.dirname(os.__file__), "site-packages")
+out["site"] = attempt(lambda: os.listdir(site)) if os.path.isdir(site) else {"ok": True, "value": []}
+''' % alias
+        out = run_child(NO_AUDIT, body, pre=pre)
+        self.assertEqual(out['applied'], [l for l in EXPECTED_STRICT if l != 'audit'], out)
+        self.assertIn(alias + '/lib/python3/dist-packages', out['mounts'])
+        self.assertIn('/usr/lib/python3/dist-packages', out['mounts'])
+        if os.path.isdir('/usr/lib/python3.11/json'):
+            self.assertEqual(out['stdlibViaAlias'], {'ok': True, 'value': True})   # same inodes
+        self.assertTrue(blocked(out['readViaAlias'], 'ENOENT'), out)
+        self.assertTrue(blocked(out['read'], 'ENOENT'), out)
+        self.assertEqual(out['listViaAlias'], {'ok': True, 'value': []})
+        self.assertEqual(out['site'], {'ok': True, 'value': []})
+        # A listed directory is carved out instead: unreadable through either path.
+        out = run_child(dict(NO_AUDIT, listPaths=['/usr/lib/python3/dist-packages']), body, pre=pre)
+        self.assertNotIn('/usr/lib/python3/dist-packages', out['mounts'])
+        self.assertTrue(blocked(out['readViaAlias'], 'EACCES'), out)
+        self.assertTrue(blocked(out['read'], 'EACCES'), out)
+        self.assertEqual(out['site'], {'ok': True, 'value': []})   # still hidden
 
     @unittest.skipUnless(SYSTEM_PYTHON and os.path.isdir('/usr/lib/python3/dist-packages/numpy'),
                          'needs /usr/bin/python3 and python3-numpy')
@@ -490,20 +601,10 @@ _t.start()
     def test_host_without_user_namespaces(self):
         # Simulate Docker's default profile / Ubuntu's AppArmor: a seccomp filter installed
         # before apply() refuses unshare(CLONE_NEWUSER) with EPERM.
-        pre = r'''
-import struct, ctypes
-_nr = _ARCHES[_arch()]['nr']
-_insns = [(BPF_LD_W_ABS, 0, 0, OFF_NR), (BPF_JEQ_K, 0, 3, _nr['unshare']),
-          (BPF_LD_W_ABS, 0, 0, OFF_ARGS[0]), (BPF_JSET_K, 0, 1, CLONE_NEWUSER),
-          (BPF_RET_K, 0, 0, SECCOMP_RET_ERRNO | EPERM), (BPF_RET_K, 0, 0, SECCOMP_RET_ALLOW)]
-_buf = ctypes.create_string_buffer(b''.join(struct.pack('=HBBI', *i) for i in _insns))
-class _Prog(ctypes.Structure):
-    _fields_ = [('len', ctypes.c_ushort), ('filter', ctypes.c_void_p)]
-_prctl(PR_SET_NO_NEW_PRIVS, 1)
-assert _syscall(_nr['seccomp'], 1, 0, ctypes.byref(_Prog(len(_insns), ctypes.addressof(_buf)))) == 0
-'''
+        pre = NO_USERNS_PRE
         out = run_child({'required': ['landlock', 'seccomp'], 'auditHook': None}, '', pre=pre)
         self.assertEqual(out['skipped']['userns'], 'unshare(CLONE_NEWUSER): EPERM')
+        self.assertEqual(out['skipped']['mountns'], 'unshare(CLONE_NEWUSER): EPERM')
         if IS_ROOT:   # root still gets private network and IPC namespaces
             self.assertEqual(out['applied'], ['setsid', 'netns', 'ipcns', 'rlimits', 'landlock',
                                               'landlock-net', 'landlock-scope', 'seccomp'])
