@@ -14,7 +14,7 @@ function configFile(content: unknown): string {
 }
 
 describe('help and version', () => {
-  it.each([['agent'], ['dispatch'], ['pki'], ['validate']])('skein %s --help prints usage and exits 0', async (command) => {
+  it.each([['agent'], ['dispatch'], ['pki'], ['validate'], ['doctor'], ['peers'], ['keygen'], ['key'], ['plugin'], ['token']])('skein %s --help prints usage and exits 0', async (command) => {
     const r = await runCli([command, '--help']);
     expect(r.code).toBe(0);
     expect(r.stdout).toMatch(new RegExp(`^Usage: skein ${command}`));
