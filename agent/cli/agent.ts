@@ -1,11 +1,12 @@
 /** `skein agent`: runs the agent until SIGTERM/SIGINT, then drains and exits 0. */
 import { loadConfig } from '../config/load.ts';
+import { assertStrict } from '../config/strict.ts';
 import { createLogger } from '../log/index.ts';
 import { startAgent, type RunningAgent } from '../runtime/index.ts';
 import { parseFlags } from './args.ts';
 import type { Io } from './io.ts';
 
-export const AGENT_USAGE = `Usage: skein agent [--config PATH] [--listen HOST:PORT] [--log-level LEVEL] [--log-format json|text]
+export const AGENT_USAGE = `Usage: skein agent [--config PATH] [--listen HOST:PORT] [--log-level LEVEL] [--log-format json|text] [--strict]
 
 Runs the agent: HTTP/2 + mutual TLS listener, persistent Python workers.
 
@@ -13,6 +14,7 @@ Runs the agent: HTTP/2 + mutual TLS listener, persistent Python workers.
   --listen HOST:PORT  overrides agent.listen (env SKEIN_LISTEN)
   --log-level LEVEL   debug | info | warn | error (env SKEIN_LOG_LEVEL)
   --log-format F      json | text (env SKEIN_LOG_FORMAT)
+  --strict            refuse to start on an insecure configuration (security.strict)
 
 Without tls.cert/key/ca a development PKI is created in agent.stateDir on first start,
 and the paths of its client certificate are logged.
@@ -25,6 +27,7 @@ export async function runAgent(argv: string[], io: Io): Promise<number> {
     listen: { type: 'string' },
     'log-level': { type: 'string' },
     'log-format': { type: 'string' },
+    strict: { type: 'boolean' },
   });
   if (values.help) {
     io.out(AGENT_USAGE);
@@ -32,8 +35,9 @@ export async function runAgent(argv: string[], io: Io): Promise<number> {
   }
   const loaded = loadConfig({
     path: values.config,
-    flags: { 'agent.listen': values.listen, 'log.level': values['log-level'], 'log.format': values['log-format'] },
+    flags: { 'agent.listen': values.listen, 'log.level': values['log-level'], 'log.format': values['log-format'], 'security.strict': values.strict ? 'true' : undefined },
   });
+  if (loaded.config.security.strict) assertStrict(loaded.config, loaded.source);
   const { config } = loaded;
   const log = createLogger({ level: config.log.level, format: config.log.format });
   log.info('starting skein agent', { config: loaded.source, pid: process.pid });

@@ -80,6 +80,13 @@ export const CONFIG_SCHEMA: Node = {
         },
       },
     },
+    security: {
+      kind: 'object',
+      description: 'Security posture.',
+      fields: {
+        strict: { kind: 'boolean', default: false, env: 'SKEIN_STRICT', description: 'Refuse to start, listing every violation, unless the configuration is secure: mutual TLS or a token plugin, TLS 1.3, sandbox profile strict, signed plugins, a discovery trust store, private key and config files not readable by others, authorization when reachable off-host.' },
+      },
+    },
     sandbox: {
       kind: 'object',
       description: 'Confinement of Python workers (docs/sandbox.md).',
@@ -228,6 +235,7 @@ export interface AgentConfig {
     recycleMemoryMb: number;
     circuit: { failures: number; windowMs: number; cooldownMs: number };
   };
+  security: { strict: boolean };
   sandbox: SandboxConfig;
   plugins: PluginsConfig;
   discovery: DiscoveryConfig;

@@ -69,6 +69,7 @@ export const ERROR_TABLE = {
   SKEIN_ERR_CONFIG: { status: 0, exit: 2, what: 'invalid configuration; the message names the key' },
   SKEIN_ERR_USAGE: { status: 0, exit: 2, what: 'invalid command line' },
   SKEIN_ERR_PKI: { status: 0, exit: 1, what: 'certificate or key could not be created or read' },
+  SKEIN_ERR_STRICT: { status: 0, exit: 2, what: 'security.strict: the configuration is not secure (the message lists every violation and its key)' },
   SKEIN_ERR_PLUGIN_LOAD: { status: 0, exit: 2, what: 'a plugin could not be loaded (the message names it); the agent does not start half-configured' },
   SKEIN_ERR_SANDBOX: { status: 0, exit: 2, what: 'the sandbox profile cannot be provided on this host (the message lists what is missing)' },
 } as const satisfies Record<string, { status: number; exit: number; what: string }>;

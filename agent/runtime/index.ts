@@ -136,6 +136,13 @@ export async function startAgent({ config, log, embedded = false, baseDir }: Sta
 
 async function startPlugins(config: AgentConfig, baseDir: string, log: Logger): Promise<AuthPipeline> {
   const plugins = await loadPlugins(config.plugins, { log, baseDir, runDir: join(config.agent.stateDir, 'run', 'plugins') });
+  if (config.security.strict) {
+    const { host } = parseHostPort(config.agent.listen);
+    const loopback = host === 'localhost' || host === '::1' || host.startsWith('127.');
+    if (!loopback && !plugins.some((p) => p.hooks.authorize)) {
+      throw new SkeinError('SKEIN_ERR_STRICT', `security.strict: refusing to start; 1 violation:\n  - plugins.enabled: listening off-host (${config.agent.listen}) with no plugin that authorizes: every authenticated peer may run every routine`, { violations: [{ key: 'plugins.enabled' }] });
+    }
+  }
   if (config.tls.clientCerts === 'optional' && !plugins.some((p) => p.hooks.authenticate)) {
     log.warn('tls.clientCerts is "optional" but no enabled plugin authenticates tokens: every caller without a client certificate will be refused');
   }

@@ -76,7 +76,8 @@ export async function startAgent(options: { config?: Record<string, unknown>; en
   requireBinary();
   const dir = options.dir ?? tempDir();
   const configPath = join(dir, 'agent.config.json');
-  writeFileSync(configPath, JSON.stringify(options.config ?? baseConfig(), null, 2));
+  // 0600: configs can hold secrets, and security.strict refuses one readable by others.
+  writeFileSync(configPath, JSON.stringify(options.config ?? baseConfig(), null, 2), { mode: 0o600 });
   const proc = spawn(BINARY, ['agent', '--config', configPath, ...(options.args ?? [])], {
     cwd: dir,
     env: { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: process.env.HOME ?? '/root', ...options.env },

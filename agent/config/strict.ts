@@ -1,0 +1,66 @@
+/**
+ * Strict mode (`security.strict: true`, `skein agent --strict`, `skein validate --strict`):
+ * the agent refuses to start, listing every violation at once, when its configuration could
+ * serve insecurely. Each rule names the key to change. Checks that need the running host
+ * (sandbox layers, plugin hooks) are enforced at start-up by their own modules; these are the
+ * ones a configuration file alone decides.
+ */
+import { statSync } from 'node:fs';
+import { parseHostPort } from './load.ts';
+import { SkeinError } from '../errors/index.ts';
+import type { AgentConfig } from './schema.ts';
+
+export interface Violation {
+  key: string;
+  message: string;
+}
+
+/** Token plugins shipped in plugins/ (a custom one counts when plugins are signed). */
+const TOKEN_PLUGINS = new Set(['bearer-jwt', 'signed-nonce']);
+
+export function strictViolations(config: AgentConfig, configFile?: string): Violation[] {
+  const v: Violation[] = [];
+  const enabled = config.plugins.enabled.map((p) => p.name);
+  if (config.tls.clientCerts === 'optional' && !enabled.some((n) => TOKEN_PLUGINS.has(n))) {
+    v.push({ key: 'tls.clientCerts', message: 'one-way TLS ("optional") without a token plugin (bearer-jwt or signed-nonce) authenticates no one' });
+  }
+  if (config.tls.minVersion !== 'TLSv1.3') v.push({ key: 'tls.minVersion', message: `${config.tls.minVersion} is below TLS 1.3` });
+  if (config.sandbox.profile !== 'strict') v.push({ key: 'sandbox.profile', message: `"${config.sandbox.profile}" is weaker than "strict"` });
+  if (enabled.length > 0 && !config.plugins.requireSignature) v.push({ key: 'plugins.requireSignature', message: 'plugins are enabled but their signatures are not required' });
+  if (config.discovery.enabled && config.discovery.trustedKeys.length === 0 && config.discovery.rootKeys.length === 0 && config.discovery.groups.length > 0) {
+    v.push({ key: 'discovery.trustedKeys', message: 'discovery is enabled without a trust store' });
+  }
+  const host = parseHostPort(config.agent.listen).host;
+  const loopback = host === 'localhost' || host === '::1' || host.startsWith('127.');
+  // With plugins enabled, whether one authorizes is known once they are loaded (start-up).
+  if (!loopback && enabled.length === 0) {
+    v.push({ key: 'plugins.enabled', message: `listening off-host (${config.agent.listen}) with no authorization plugin: every authenticated peer may run every routine` });
+  }
+  const files: Array<[string, string | undefined]> = [
+    ['tls.key', config.tls.key],
+    ['discovery.signingKey', config.discovery.signingKey],
+    ['config', configFile],
+  ];
+  for (const [key, path] of files) {
+    if (!path || path === 'embedded') continue;
+    try {
+      const mode = statSync(path).mode & 0o777;
+      // Config files can hold plugin secrets (HS256 keys) as well as trust decisions.
+      if (mode & 0o077) v.push({ key, message: `${path} is readable or writable by group or others (mode ${mode.toString(8).padStart(4, '0')}; chmod 600)` });
+    } catch {
+      // Missing files are reported by the loaders with their own errors.
+    }
+  }
+  return v;
+}
+
+/** Throws SKEIN_ERR_STRICT listing every violation, when there is any. */
+export function assertStrict(config: AgentConfig, configFile?: string): void {
+  const violations = strictViolations(config, configFile);
+  if (violations.length === 0) return;
+  throw new SkeinError(
+    'SKEIN_ERR_STRICT',
+    `security.strict: refusing to start; ${violations.length} violation${violations.length === 1 ? '' : 's'}:\n${violations.map((x) => `  - ${x.key}: ${x.message}`).join('\n')}`,
+    { violations },
+  );
+}

@@ -1,0 +1,92 @@
+/**
+ * security.strict through the binary: one test per violation (skein validate --strict reports
+ * it with its key and exits 2), every violation listed at once by skein agent --strict, and a
+ * clean strict configuration that starts.
+ */
+import { chmodSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { baseConfig, EXAMPLES, runCli, startAgent, stopAll, tempDir } from '../helpers/agent.ts';
+
+afterAll(stopAll);
+
+/** A config file written 0600 (strict refuses config files readable by others). */
+function configFile(config: Record<string, unknown>, mode = 0o600): string {
+  const path = join(tempDir(), 'agent.config.json');
+  writeFileSync(path, JSON.stringify(config));
+  chmodSync(path, mode);
+  return path;
+}
+
+const clean = () => ({ agent: { name: 'strict', listen: '127.0.0.1:0', stateDir: 'state' }, log: { format: 'json' }, workers: { poolSize: 1 }, routines: { echo: { file: EXAMPLES } } });
+
+describe('each violation is reported with its key (skein validate --strict, exit 2)', () => {
+  it.each([
+    ['one-way TLS without a token plugin', { tls: { clientCerts: 'optional' } }, /tls.clientCerts: one-way TLS \("optional"\) without a token plugin/],
+    ['TLS below 1.3', { tls: { minVersion: 'TLSv1.2' } }, /tls.minVersion: TLSv1.2 is below TLS 1.3/],
+    ['a sandbox weaker than strict', { sandbox: { profile: 'standard' } }, /sandbox.profile: "standard" is weaker than "strict"/],
+    ['plugins without required signatures', { plugins: { enabled: [{ name: 'routine-policy', options: { rules: [] } }] } }, /plugins.requireSignature: plugins are enabled but their signatures are not required/],
+    ['no authorization reachable off-host', { agent: { name: 'strict', listen: '0.0.0.0:0', stateDir: 'state' } }, /plugins.enabled: listening off-host \(0.0.0.0:0\) with no authorization plugin/],
+  ])('%s', async (_name, overrides, message) => {
+    const r = await runCli(['validate', '--strict', '--config', configFile({ ...clean(), ...overrides })]);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/^error \[SKEIN_ERR_STRICT\]: security.strict: refusing to start; 1 violation:/);
+    expect(r.stderr).toMatch(message);
+  });
+
+  it('a private key readable by others', async () => {
+    const pki = tempDir();
+    expect((await runCli(['pki', 'init', '--dir', pki])).code).toBe(0);
+    expect((await runCli(['pki', 'issue', '--dir', pki, '--name', 'strict', '--kind', 'agent'])).code).toBe(0);
+    chmodSync(join(pki, 'agent-strict.key'), 0o644);
+    const r = await runCli(['validate', '--strict', '--config', configFile({ ...clean(), tls: { cert: join(pki, 'agent-strict.crt'), key: join(pki, 'agent-strict.key'), ca: join(pki, 'ca.crt') } })]);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/tls.key: .*agent-strict.key is readable or writable by group or others \(mode 0644; chmod 600\)/);
+  });
+
+  it('a config file readable by others', async () => {
+    const r = await runCli(['validate', '--strict', '--config', configFile(clean(), 0o644)]);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/config: .*agent.config.json is readable or writable by group or others \(mode 0644; chmod 600\)/);
+  });
+
+  it('discovery without a trust store is refused even without strict (config error)', async () => {
+    const r = await runCli(['validate', '--config', configFile({ ...clean(), discovery: { enabled: true, fleet: 'f', signingKey: 'k' } })]);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/discovery.trustedKeys.*trust store/);
+  });
+});
+
+describe('skein agent --strict', () => {
+  it('lists every violation at once and does not start', async () => {
+    const path = configFile({ ...clean(), tls: { minVersion: 'TLSv1.2', clientCerts: 'optional' }, sandbox: { profile: 'none' } }, 0o644);
+    const r = await runCli(['agent', '--strict', '--config', path]);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/refusing to start; 4 violations:/);
+    for (const key of ['tls.clientCerts', 'tls.minVersion', 'sandbox.profile', 'config']) expect(r.stderr).toContain(`  - ${key}: `);
+  });
+
+  it('off-host with plugins but none that authorizes: refused once the plugins are loaded', async () => {
+    const keys = tempDir();
+    const plugins = tempDir();
+    expect((await runCli(['keygen', '--out', join(keys, 'signer.key')])).code).toBe(0);
+    writeFileSync(join(plugins, 'authn-only.ts'), "export default { name: 'authn-only', version: '1.0.0', setup: () => ({ authenticate: () => ({ outcome: 'skip' }) }) };\n");
+    expect((await runCli(['plugin', 'sign', join(plugins, 'authn-only.ts'), '--key', join(keys, 'signer.key'), '--version', '1.0.0'])).code).toBe(0);
+    const pub = readFileSync(join(keys, 'signer.key.pub'), 'utf8').trim();
+    const path = configFile({ ...clean(), agent: { name: 'strict', listen: '0.0.0.0:0', stateDir: 'state' }, plugins: { dir: plugins, enabled: [{ name: 'authn-only' }], requireSignature: true, trustedKeys: [pub] } });
+    const r = await runCli(['agent', '--strict', '--config', path]);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/SKEIN_ERR_STRICT.*\n  - plugins.enabled: listening off-host \(0.0.0.0:0\) with no plugin that authorizes/);
+  });
+
+  it('a clean strict configuration starts and serves', async () => {
+    const agent = await startAgent({ config: baseConfig({ security: { strict: true }, workers: { poolSize: 1 } }) });
+    try {
+      const client = agent.client();
+      expect(await client.dispatch('add', { args: [2, 2] })).toBe(4);
+      await client.close();
+    } finally {
+      await agent.stop();
+    }
+  });
+});
