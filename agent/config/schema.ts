@@ -57,6 +57,21 @@ export const CONFIG_SCHEMA: Node = {
         drainTimeoutMs: { kind: 'integer', min: 0, max: 3_600_000, default: 10_000, description: 'On SIGTERM/SIGINT, how long in-flight calls may finish before workers are stopped.' },
       },
     },
+    http2: {
+      kind: 'object',
+      description: 'HTTP/2 and connection hardening of the listener (limits per connection, per client address and per server).',
+      fields: {
+        maxConcurrentStreams: { kind: 'integer', min: 1, max: 65_535, default: 256, description: 'Streams one connection may have open at once (SETTINGS_MAX_CONCURRENT_STREAMS); more are refused with REFUSED_STREAM.' },
+        maxHeaderListBytes: { kind: 'integer', min: 1024, max: 1_048_576, default: 16_384, description: 'Largest request header list (SETTINGS_MAX_HEADER_LIST_SIZE); a larger one resets the stream (ENHANCE_YOUR_CALM) and the connection keeps serving.' },
+        idleTimeoutMs: { kind: 'integer', min: 0, max: 86_400_000, default: 120_000, description: 'A connection with no traffic and no open stream for this long is closed with GOAWAY (0: never).' },
+        handshakeTimeoutMs: { kind: 'integer', min: 100, max: 600_000, default: 10_000, description: 'A connection that has not completed the TLS handshake within this is destroyed.' },
+        maxConnectionsPerIp: { kind: 'integer', min: 1, max: 1_000_000, default: 64, description: 'Open connections one client address may hold; extra ones are destroyed before the TLS handshake.' },
+        maxConnections: { kind: 'integer', min: 1, max: 1_000_000, default: 4096, description: 'Open connections in total; extra ones are destroyed before the TLS handshake.' },
+        maxResetsPerSecond: { kind: 'integer', min: 1, max: 1_000_000, default: 200, description: 'Streams a client may cancel (RST_STREAM before the response ended) per connection within one second; above it the connection gets GOAWAY(ENHANCE_YOUR_CALM) and is closed (rapid reset, CVE-2023-44487).' },
+        maxControlFramesPerSecond: { kind: 'integer', min: 1, max: 1_000_000, default: 100, description: 'PING and SETTINGS frames a client may send per connection within one second; above it the connection gets GOAWAY(ENHANCE_YOUR_CALM) and is closed.' },
+        writeStallTimeoutMs: { kind: 'integer', min: 0, max: 3_600_000, default: 30_000, description: 'A response the client does not read (output buffered and not draining) for this long is reset (slow-read defence; 0: never).' },
+      },
+    },
     workers: {
       kind: 'object',
       description: 'The pool of persistent Python workers.',
@@ -224,6 +239,7 @@ export interface AgentConfig {
     maxTimeoutMs: number;
     drainTimeoutMs: number;
   };
+  http2: Http2Config;
   workers: {
     poolSize: number;
     isolation: 'routine' | 'shared';
@@ -279,4 +295,16 @@ export interface SandboxConfig {
   cpuSeconds: number;
   fileSizeMb: number;
   processes: number;
+}
+
+export interface Http2Config {
+  maxConcurrentStreams: number;
+  maxHeaderListBytes: number;
+  idleTimeoutMs: number;
+  handshakeTimeoutMs: number;
+  maxConnectionsPerIp: number;
+  maxConnections: number;
+  maxResetsPerSecond: number;
+  maxControlFramesPerSecond: number;
+  writeStallTimeoutMs: number;
 }

@@ -76,7 +76,7 @@ export async function startAgent({ config, log, embedded = false, baseDir }: Sta
   });
   let listener: Listener;
   try {
-    listener = await listen(app, tls, host, port, log);
+    listener = await listen(app, tls, host, port, log, config.http2);
   } catch (err) {
     await pool.close(0);
     const e = err as NodeJS.ErrnoException;

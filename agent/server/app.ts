@@ -81,20 +81,25 @@ export function createApp(deps: AppDeps): Hono<Env> {
     const mediaType = mediaTypeOf(headers['content-type']);
     if (!mediaType) throw new SkeinError('SKEIN_ERR_UNSUPPORTED_MEDIA_TYPE', `content-type must be application/cbor or application/json, got ${JSON.stringify(headers['content-type'] ?? '(none)')}`);
     const timeoutMs = deadlineOf(headers[TIMEOUT_HEADER] as string | undefined, routine.timeoutMs ?? limits.defaultTimeoutMs, limits.maxTimeoutMs);
-    const bytes = await readBody(c.env.incoming, limits.maxBodyBytes);
-    const body = parseCallBody(bytes.length === 0 ? {} : decodeBody(mediaType, bytes));
-
-    // Cancellation: a reset stream or a closed connection aborts the call and its worker.
+    // Cancellation: a reset stream or a closed connection aborts the call and its worker. The
+    // listener goes on before the body is read: a stream reset mid-body must never queue work
+    // (a rapid-reset flood would otherwise fill the queue with calls nobody waits for).
     const abort = new AbortController();
     const stream = c.env.incoming.stream;
     const onClose = () => abort.abort();
     stream?.once('close', onClose);
-    const outcome = await pool.dispatch({ routine: name, args: body.args, kwargs: body.kwargs, timeoutMs, signal: abort.signal, requestId: c.get('requestId') });
-    stream?.off('close', onClose);
+    try {
+      const bytes = await readBody(c.env.incoming, limits.maxBodyBytes);
+      const body = parseCallBody(bytes.length === 0 ? {} : decodeBody(mediaType, bytes));
+      if (abort.signal.aborted || stream?.closed || stream?.destroyed) throw new SkeinError('SKEIN_ERR_ABORTED', 'the caller reset the stream before the call started');
+      const outcome = await pool.dispatch({ routine: name, args: body.args, kwargs: body.kwargs, timeoutMs, signal: abort.signal, requestId: c.get('requestId') });
+      if (!outcome.ok) throw outcome.error;
+      if (log.enabled('debug')) log.debug('dispatched', { requestId: c.get('requestId'), peer: c.get('peer').id, routine: name });
+      return reply(c, 200, { result: outcome.value });
+    } finally {
+      stream?.off('close', onClose);
+    }
 
-    if (!outcome.ok) throw outcome.error;
-    if (log.enabled('debug')) log.debug('dispatched', { requestId: c.get('requestId'), peer: c.get('peer').id, routine: name });
-    return reply(c, 200, { result: outcome.value });
   });
 
   app.get('/v1/routines', async (c) => {
@@ -125,6 +130,9 @@ export function createApp(deps: AppDeps): Hono<Env> {
     const fields = { requestId, peer: peer.id, code: e.code, path: c.req.path };
     if (e.code === 'SKEIN_ERR_INTERNAL') log.error('internal error', { ...fields, error: e.message, stack: (e.cause as Error | undefined)?.stack });
     else if (e.code === 'SKEIN_ERR_ROUTINE_RAISED') log.info('routine raised', { ...fields, exception: e.details.exception, trace: e.details.trace });
+    // A caller that went away is not an operational problem, and a reset flood must not
+    // become a log flood.
+    else if (e.code === 'SKEIN_ERR_ABORTED') log.debug('request aborted by the caller', fields);
     else log.warn('request failed', { ...fields, message: e.message });
     if (e.code === 'SKEIN_ERR_OVERLOADED' || e.code === 'SKEIN_ERR_SHUTTING_DOWN' || e.code === 'SKEIN_ERR_CIRCUIT_OPEN') c.header('retry-after', String(e.details.retryAfterSeconds ?? 1));
     const { trace: _trace, retryAfterSeconds: _r, ...details } = e.details;
@@ -172,14 +180,21 @@ function readBody(incoming: Http2ServerRequest, max: number): Promise<Buffer> {
       cleanup();
       reject(new SkeinError('SKEIN_ERR_BAD_REQUEST', `request body could not be read: ${err.message}`));
     };
+    // A stream reset before the body ended emits close without end: do not wait forever.
+    const onClose = () => {
+      cleanup();
+      reject(new SkeinError('SKEIN_ERR_ABORTED', 'the caller reset the stream before the body was complete'));
+    };
     const cleanup = () => {
       incoming.off('data', onData);
       incoming.off('end', onEnd);
       incoming.off('error', onError);
+      incoming.stream?.off('close', onClose);
     };
     incoming.on('data', onData);
     incoming.on('end', onEnd);
     incoming.on('error', onError);
+    incoming.stream?.once('close', onClose);
   });
 }
 

@@ -4,12 +4,17 @@
  * request from an unauthenticated peer ever reaches a route. HTTP/1 is refused.
  */
 import http2 from 'node:http2';
-import type { AddressInfo } from 'node:net';
+import type { AddressInfo, Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import { createAdaptorServer } from '@hono/node-server';
 import type { Hono } from 'hono';
 import type { Logger } from '../log/index.ts';
+import type { Http2Config } from '../config/schema.ts';
 import { identityOfSession } from './identity.ts';
+
+export type Hardening = Http2Config;
+
+const { NGHTTP2_CANCEL, NGHTTP2_ENHANCE_YOUR_CALM } = http2.constants;
 
 export interface TlsMaterial {
   cert: string | Buffer;
@@ -45,7 +50,23 @@ export interface Listener {
   destroy(): void;
 }
 
-export async function listen(app: Hono<any>, tls: TlsMaterial, host: string, port: number, log: Logger): Promise<Listener> {
+/** Counts events in fixed one-second windows; `hit()` is true once the count passes `max`. */
+function rateCounter(max: number): { hit(): boolean } {
+  let windowStart = 0;
+  let count = 0;
+  return {
+    hit() {
+      const now = Date.now();
+      if (now - windowStart >= 1000) {
+        windowStart = now;
+        count = 0;
+      }
+      return ++count > max;
+    },
+  };
+}
+
+export async function listen(app: Hono<any>, tls: TlsMaterial, host: string, port: number, log: Logger, limits: Hardening): Promise<Listener> {
   const server = createAdaptorServer({
     fetch: app.fetch,
     createServer: http2.createSecureServer,
@@ -60,7 +81,10 @@ export async function listen(app: Hono<any>, tls: TlsMaterial, host: string, por
       allowHTTP1: false,
       minVersion: tls.minVersion,
       ...(tls.minVersion === 'TLSv1.2' ? { ciphers: TLS12_CIPHERS } : {}),
-      settings: { maxConcurrentStreams: 256 },
+      settings: { maxConcurrentStreams: limits.maxConcurrentStreams, maxHeaderListSize: limits.maxHeaderListBytes },
+      // Honoured by Bun's node:http2 (checked by test/e2e/hardening.test.ts): a socket that
+      // has not finished the handshake in time is destroyed (tlsClientError ERR_TLS_HANDSHAKE_TIMEOUT).
+      handshakeTimeout: limits.handshakeTimeoutMs,
     },
   }) as http2.Http2SecureServer;
 
@@ -69,20 +93,101 @@ export async function listen(app: Hono<any>, tls: TlsMaterial, host: string, por
   let onIdle: (() => void) | undefined;
 
   let refusing = false;
+  // Connection caps, counted on the raw socket before the TLS handshake so a refused
+  // connection costs no handshake. Bun does not enforce server.maxConnections for http2.
+  const perIp = new Map<string, number>();
+  let connections = 0;
+  server.on('connection', (socket: Socket) => {
+    const ip = socket.remoteAddress ?? '?';
+    const n = perIp.get(ip) ?? 0;
+    if (refusing || n >= limits.maxConnectionsPerIp || connections >= limits.maxConnections) {
+      log.warn('connection refused', { remote: ip, reason: refusing ? 'draining' : n >= limits.maxConnectionsPerIp ? 'http2.maxConnectionsPerIp' : 'http2.maxConnections' });
+      socket.destroy();
+      return;
+    }
+    perIp.set(ip, n + 1);
+    connections++;
+    socket.once('close', () => {
+      connections--;
+      const left = (perIp.get(ip) ?? 1) - 1;
+      if (left <= 0) perIp.delete(ip);
+      else perIp.set(ip, left);
+    });
+  });
+
+  const calm = (session: http2.ServerHttp2Session, peer: string, reason: string) => {
+    if (session.destroyed) return;
+    log.warn('session closed: flood', { peer, remote: session.socket?.remoteAddress, reason });
+    try {
+      session.goaway(NGHTTP2_ENHANCE_YOUR_CALM);
+    } catch {
+      // already closing
+    }
+    session.destroy();
+  };
+
+  const streamsOf = new WeakMap<http2.ServerHttp2Session, number>();
   server.on('session', (session: http2.ServerHttp2Session) => {
     if (refusing) return session.destroy();
     sessions.add(session);
+    streamsOf.set(session, 0);
     const peer = identityOfSession(session);
     const remote = (session.socket as TLSSocket | undefined)?.remoteAddress;
     log.info('peer connected', { peer: peer.id, remote, tls: (session.socket as TLSSocket | undefined)?.getProtocol?.() });
     session.on('close', () => sessions.delete(session));
     session.on('error', (err) => log.debug('session error', { peer: peer.id, error: err.message }));
+    // PING and SETTINGS floods: both events fire under Bun, so count them here.
+    const control = rateCounter(limits.maxControlFramesPerSecond);
+    session.on('ping', () => control.hit() && calm(session, peer.id, 'http2.maxControlFramesPerSecond (PING)'));
+    session.on('remoteSettings', () => control.hit() && calm(session, peer.id, 'http2.maxControlFramesPerSecond (SETTINGS)'));
+    if (limits.idleTimeoutMs > 0) {
+      const onIdleSession = () => {
+        if (session.destroyed || session.closed) return;
+        // A long call is not idle: re-arm while streams are open.
+        if ((streamsOf.get(session) ?? 0) > 0) return session.setTimeout(limits.idleTimeoutMs, onIdleSession);
+        log.debug('session idle: closing', { peer: peer.id, remote });
+        session.close();
+        setTimeout(() => session.destroy(), 1000).unref?.();
+      };
+      session.setTimeout(limits.idleTimeoutMs, onIdleSession);
+    }
   });
+  const resetsOf = new WeakMap<http2.ServerHttp2Session, { hit(): boolean }>();
   server.on('stream', (stream: http2.ServerHttp2Stream) => {
     openStreams++;
+    const session = stream.session as http2.ServerHttp2Session | undefined;
+    if (session) streamsOf.set(session, (streamsOf.get(session) ?? 0) + 1);
+    // Without a listener, a stream error (e.g. the session being torn down under it) is an
+    // uncaught exception under Bun and takes the agent down.
+    stream.on('error', (err) => log.debug('stream error', { error: err.message }));
+    let stalledSince = 0;
+    const stall =
+      limits.writeStallTimeoutMs > 0
+        ? setInterval(() => {
+            if (stream.destroyed) return;
+            if (stream.writableLength > 0 && stream.writableNeedDrain) {
+              stalledSince ||= Date.now();
+              if (Date.now() - stalledSince >= limits.writeStallTimeoutMs) {
+                log.warn('stream reset: client not reading', { remote: session?.socket?.remoteAddress, buffered: stream.writableLength });
+                stream.close(NGHTTP2_CANCEL);
+              }
+            } else stalledSince = 0;
+          }, Math.max(50, Math.min(1000, limits.writeStallTimeoutMs / 4)))
+        : undefined;
+    stall?.unref?.();
     stream.once('close', () => {
+      if (stall) clearInterval(stall);
       openStreams--;
+      if (session) streamsOf.set(session, Math.max(0, (streamsOf.get(session) ?? 1) - 1));
       if (openStreams === 0) onIdle?.();
+      // Rapid reset (CVE-2023-44487): streams that ended in RST_STREAM rather than a clean
+      // end. Under Bun, writableFinished is already true after a client reset, so the reset
+      // code is what tells a cancelled stream from a completed one.
+      if (session && stream.rstCode !== 0) {
+        let counter = resetsOf.get(session);
+        if (!counter) resetsOf.set(session, (counter = rateCounter(limits.maxResetsPerSecond)));
+        if (counter.hit()) calm(session, identityOfSession(session).id, 'http2.maxResetsPerSecond');
+      }
     });
   });
   server.on('tlsClientError', (err: Error & { code?: string }, socket: TLSSocket) => {
