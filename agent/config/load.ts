@@ -134,6 +134,18 @@ function crossCheck(config: AgentConfig): void {
   }
   const port = Number(config.agent.listen.slice(config.agent.listen.lastIndexOf(':') + 1));
   if (port > 65535) throw configError('agent.listen', `port ${port} is out of range`);
+  if (config.admin.enabled) {
+    const adminPort = parseHostPort(config.admin.listen).port;
+    if (adminPort > 65535) throw configError('admin.listen', `port ${adminPort} is out of range`);
+    if (!isLoopbackHost(parseHostPort(config.admin.listen).host) && config.admin.token === undefined) {
+      throw configError('admin.token', `is required when admin.listen (${config.admin.listen}) is not a loopback address: the admin endpoints would be open to the network`);
+    }
+  }
+}
+
+/** 127.0.0.0/8, ::1 and localhost. */
+export function isLoopbackHost(host: string): boolean {
+  return host === 'localhost' || host === '::1' || host.startsWith('127.');
 }
 
 export function parseHostPort(value: string): { host: string; port: number } {

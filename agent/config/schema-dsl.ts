@@ -46,7 +46,7 @@ export function checkLayer(node: Node, value: Json, path: string, baseDir: strin
       if (value === null && node.nullable) return null;
       if (typeof value !== 'string') throw configError(path, `must be a string, got ${describe(value)}`, source);
       if (value.length === 0) throw configError(path, 'must not be empty', source);
-      if (node.pattern && !node.pattern.test(value)) throw configError(path, `${JSON.stringify(value)} is not ${node.patternHint ?? `matching ${node.pattern}`}`, source);
+      if (node.pattern && !node.pattern.test(value)) throw configError(path, `${node.secret ? 'the value' : JSON.stringify(value)} is not ${node.patternHint ?? `matching ${node.pattern}`}`, source);
       if (node.path && !isAbsolute(value)) return resolve(baseDir, value);
       return value;
     }

@@ -25,6 +25,15 @@ export const CONFIG_SCHEMA: Node = {
         stateDir: { kind: 'string', path: true, default: '.skein', description: 'Directory for the development PKI and runtime state. Relative to the config file.', env: 'SKEIN_STATE_DIR' },
       },
     },
+    admin: {
+      kind: 'object',
+      description: 'The admin listener: plain HTTP/1.1 serving /metrics (Prometheus text), /healthz and /readyz, separate from the dispatch listener.',
+      fields: {
+        enabled: { kind: 'boolean', default: true, description: 'Serve the admin endpoints.', env: 'SKEIN_ADMIN_ENABLED' },
+        listen: { kind: 'string', pattern: HOST_PORT, patternHint: 'HOST:PORT (IPv6 as [addr]:port)', default: '127.0.0.1:0', description: 'Address the admin listener binds (port 0: a free port, logged as "admin listening"). Off loopback it requires admin.token.', env: 'SKEIN_ADMIN_LISTEN' },
+        token: { kind: 'string', secret: true, pattern: /^[\x21-\x7e]{16,256}$/, patternHint: '16 to 256 printable ASCII characters without spaces', description: 'Bearer token every admin request must carry (Authorization: Bearer <token>); required when admin.listen is not a loopback address.', env: 'SKEIN_ADMIN_TOKEN' },
+      },
+    },
     log: {
       kind: 'object',
       description: 'Logging to stderr.',
@@ -229,6 +238,7 @@ export interface RoutineConfig {
 export interface AgentConfig {
   extends?: string;
   agent: { name: string; listen: string; stateDir: string };
+  admin: { enabled: boolean; listen: string; token?: string };
   log: { level: 'debug' | 'info' | 'warn' | 'error'; format: 'json' | 'text' };
   tls: { cert?: string; key?: string; ca?: string; minVersion: 'TLSv1.3' | 'TLSv1.2'; trustDomain: string; clientCerts: 'require' | 'optional' };
   limits: {

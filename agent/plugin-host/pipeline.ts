@@ -15,11 +15,14 @@ import { SkeinError } from '../errors/index.ts';
 import type { Logger } from '../log/index.ts';
 import type { AuthnRequest, AuthnResult, AuthzResult, Identity, PeerInfo, RequestInfo } from './api.ts';
 import type { LoadedPlugin } from './loader.ts';
+import type { AuthRecorder } from '../metrics/index.ts';
 
 export interface PipelineOptions {
   hookTimeoutMs: number;
   requireToken: boolean;
   log: Logger;
+  /** Counts every rejection (authn) and denial (authz) by reason. */
+  metrics?: AuthRecorder;
 }
 
 const REASON = /^[A-Z][A-Z0-9_]{0,63}$/;
@@ -104,11 +107,13 @@ export class AuthPipeline {
 
   #reject(req: RequestInfo, peer: PeerInfo, reason: string, plugin: string | undefined, message: string): never {
     this.#audit(req, peer, [], 'unauthenticated', plugin, reason);
+    this.#opts.metrics?.authRejected('authn', reason);
     throw new SkeinError('SKEIN_ERR_UNAUTHENTICATED', `authentication failed: ${message}`, { reason, ...(plugin ? { plugin } : {}) });
   }
 
   #deny(req: RequestInfo, identity: Identity, reason: string, plugin: string, message: string | undefined): never {
     this.#audit(req, identity.peer, identity.principals, 'deny', plugin, reason);
+    this.#opts.metrics?.authRejected('authz', reason);
     const who = identity.principals[0] ?? identity.peer.id;
     throw new SkeinError('SKEIN_ERR_FORBIDDEN', `${who} may not run routine "${req.routine}"${message ? `: ${message}` : ''}`, { reason, plugin, routine: req.routine });
   }

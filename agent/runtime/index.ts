@@ -11,6 +11,8 @@ import { SkeinError } from '../errors/index.ts';
 import type { Logger } from '../log/index.ts';
 import { DiscoveryService } from '../discovery/service.ts';
 import { describeCertificate, ensureDevPki } from '../pki/index.ts';
+import { startAdmin, type AdminListener } from '../metrics/admin.ts';
+import { AgentMetrics } from '../metrics/index.ts';
 import { loadPlugins } from '../plugin-host/loader.ts';
 import { AuthPipeline } from '../plugin-host/pipeline.ts';
 import { prepareSandbox } from '../sandbox/prepare.ts';
@@ -23,6 +25,8 @@ import { loadRoutines } from './routines.ts';
 export interface RunningAgent {
   address: { host: string; port: number };
   pool: PoolSet;
+  /** The admin listener's address (metrics, health), when admin.enabled. */
+  admin?: { host: string; port: number };
   /** Stops accepting, drains in-flight calls up to limits.drainTimeoutMs, stops workers. Idempotent. */
   stop(): Promise<void>;
 }
@@ -44,7 +48,8 @@ export async function startAgent({ config, log, embedded = false, baseDir }: Sta
   mkdirSync(cwd, { recursive: true, mode: 0o755 });
   const sandbox = prepareSandbox(config, workerLimits(config), log);
 
-  const pool = buildPools(config, sources, sandbox, cwd, log);
+  const metrics = new AgentMetrics();
+  const pool = buildPools(config, sources, sandbox, cwd, log, metrics);
   try {
     const ready = await pool.start();
     log.info('workers ready', { count: ready.length, python: sandbox.python.executable, version: ready[0]?.python, layers: [...(sandbox.launcher.wrapped ? ['bwrap'] : []), ...(ready[0]?.layers ?? [])] });
@@ -55,7 +60,7 @@ export async function startAgent({ config, log, embedded = false, baseDir }: Sta
 
   let auth: AuthPipeline;
   try {
-    auth = await startPlugins(config, baseDir, log);
+    auth = await startPlugins(config, baseDir, log, metrics);
   } catch (err) {
     await pool.close(0);
     throw err;
@@ -71,6 +76,7 @@ export async function startAgent({ config, log, embedded = false, baseDir }: Sta
     log,
     isDraining: () => draining,
     auth,
+    metrics,
     // idempotent: routines the (fleet) config declares safe to run twice, for callers' failover.
     peers: () => (discovery ? { enabled: true, peers: discovery.peers(), rejected: discovery.counters(), idempotent } : { enabled: false, peers: [] }),
   });
@@ -111,10 +117,35 @@ export async function startAgent({ config, log, embedded = false, baseDir }: Sta
     }
   }
 
+  const certificate = describeCertificate(tls.cert.toString());
+  metrics.bind({
+    stats: () => pool.stats,
+    canary: () => sandbox.canary,
+    adverts: () => discovery?.counters(),
+    peers: () => (discovery ? discovery.peers().length : undefined),
+    certificateNotAfter: () => certificate.notAfter,
+  });
+  let admin: AdminListener | undefined;
+  if (config.admin.enabled) {
+    const a = parseHostPort(config.admin.listen);
+    try {
+      admin = await startAdmin({ host: a.host, port: a.port, token: config.admin.token, metrics, stats: () => pool.stats, isDraining: () => draining, log });
+    } catch (err) {
+      await discovery?.stop();
+      listener.destroy();
+      await pool.close(0);
+      const e = err as NodeJS.ErrnoException;
+      throw new SkeinError('SKEIN_ERR_CONFIG', `cannot listen on ${config.admin.listen} (admin.listen): ${e.code === 'EADDRINUSE' ? 'address already in use' : e.message}`, { key: 'admin.listen' });
+    }
+    const h = admin.address.host;
+    log.info('admin listening', { address: `${h.includes(':') ? `[${h}]` : h}:${admin.address.port}`, auth: config.admin.token !== undefined ? 'bearer' : 'none (loopback)' });
+  }
+
   let stopping: Promise<void> | undefined;
   return {
     address,
     pool,
+    ...(admin ? { admin: admin.address } : {}),
     stop() {
       stopping ??= (async () => {
         draining = true;
@@ -127,6 +158,8 @@ export async function startAgent({ config, log, embedded = false, baseDir }: Sta
         await listener.idle(Math.min(grace, 2000));
         listener.destroy();
         await auth.close();
+        // Last: /readyz answers 503 "draining" while calls drain.
+        await admin?.close();
         log.info('stopped');
       })();
       return stopping;
@@ -134,7 +167,7 @@ export async function startAgent({ config, log, embedded = false, baseDir }: Sta
   };
 }
 
-async function startPlugins(config: AgentConfig, baseDir: string, log: Logger): Promise<AuthPipeline> {
+async function startPlugins(config: AgentConfig, baseDir: string, log: Logger, metrics: AgentMetrics): Promise<AuthPipeline> {
   const plugins = await loadPlugins(config.plugins, { log, baseDir, runDir: join(config.agent.stateDir, 'run', 'plugins') });
   if (config.security.strict) {
     const { host } = parseHostPort(config.agent.listen);
@@ -146,7 +179,7 @@ async function startPlugins(config: AgentConfig, baseDir: string, log: Logger): 
   if (config.tls.clientCerts === 'optional' && !plugins.some((p) => p.hooks.authenticate)) {
     log.warn('tls.clientCerts is "optional" but no enabled plugin authenticates tokens: every caller without a client certificate will be refused');
   }
-  return new AuthPipeline(plugins, { hookTimeoutMs: config.plugins.hookTimeoutMs, requireToken: config.plugins.requireToken, log });
+  return new AuthPipeline(plugins, { hookTimeoutMs: config.plugins.hookTimeoutMs, requireToken: config.plugins.requireToken, log, metrics });
 }
 
 async function loadTls(config: AgentConfig, listenHost: string, log: Logger): Promise<TlsMaterial> {

@@ -8,6 +8,7 @@
 import { cpus } from 'node:os';
 import type { AgentConfig, RoutineConfig } from '../config/schema.ts';
 import type { Logger } from '../log/index.ts';
+import type { WorkerRecorder } from '../metrics/index.ts';
 import type { PreparedSandbox } from '../sandbox/prepare.ts';
 import { PoolSet } from '../workers/pool-set.ts';
 import { WorkerPool } from '../workers/pool.ts';
@@ -27,7 +28,7 @@ export function workerLimits(config: AgentConfig, routine?: RoutineConfig): Reco
   };
 }
 
-export function buildPools(config: AgentConfig, sources: Record<string, RoutineSource>, sandbox: PreparedSandbox, cwd: string, log: Logger): PoolSet {
+export function buildPools(config: AgentConfig, sources: Record<string, RoutineSource>, sandbox: PreparedSandbox, cwd: string, log: Logger, events?: WorkerRecorder): PoolSet {
   const defaults = JSON.stringify(workerLimits(config));
   const defaultSize = config.workers.poolSize || cpus().length;
   const isolated = config.workers.isolation === 'routine';
@@ -48,6 +49,7 @@ export function buildPools(config: AgentConfig, sources: Record<string, RoutineS
         size,
         queueSize: config.limits.queueSize,
         log,
+        events,
         circuit: config.workers.circuit,
         maxCallsPerWorker: config.workers.maxCallsPerWorker,
         recycleRssBytes: config.workers.recycleMemoryMb * MiB,

@@ -7,7 +7,7 @@ import type { AgentConfig } from '../config/schema.ts';
 import { SkeinError } from '../errors/index.ts';
 import type { Logger } from '../log/index.ts';
 import { bwrapLauncher, directLauncher, type Launcher } from './bwrap.ts';
-import { canaryFailures, compileConfine, planProfile, probeHost, runCanary, type HostCapabilities, type Plan } from './index.ts';
+import { canaryFailures, compileConfine, planProfile, probeHost, runCanary, type CanaryResult, type HostCapabilities, type Plan } from './index.ts';
 import { resolvePython, type PythonInfo } from './python.ts';
 
 export interface PreparedSandbox {
@@ -17,6 +17,8 @@ export interface PreparedSandbox {
   launcher: Launcher;
   /** What the worker bootstrap needs to confine itself (code: marshalled confine.py, hex). */
   confine: { code: string; pythonVersion: string; policy: unknown; packagePaths: string[] };
+  /** The start-up canary's result (absent under profile "none"). */
+  canary?: CanaryResult;
 }
 
 /** Plans the profile on this host without starting anything (also used by `skein doctor`). */
@@ -31,7 +33,7 @@ export function planSandbox(config: AgentConfig, limits: Record<string, number>)
 export function prepareSandbox(config: AgentConfig, limits: Record<string, number>, log: Logger): PreparedSandbox {
   const { profile } = config.sandbox;
   const { python, caps, plan, launcher } = planSandbox(config, limits);
-  const prepared = { python, caps, plan, launcher, confine: { ...compileConfine(python.executable), policy: plan.policy, packagePaths: plan.packagePaths } };
+  const prepared: PreparedSandbox = { python, caps, plan, launcher, confine: { ...compileConfine(python.executable), policy: plan.policy, packagePaths: plan.packagePaths } };
   if (plan.missing.length) {
     throw new SkeinError(
       'SKEIN_ERR_SANDBOX',
@@ -46,6 +48,7 @@ export function prepareSandbox(config: AgentConfig, limits: Record<string, numbe
   }
   for (const layer of plan.degraded) log.warn('sandbox layer unavailable on this host', { profile, layer });
   const { layers, canary } = runCanary(launcher, plan.policy);
+  prepared.canary = canary;
   const failures = canaryFailures(canary);
   if (failures.length && profile === 'strict') {
     throw new SkeinError('SKEIN_ERR_SANDBOX', `sandbox canary: a confined test worker could still ${failures.join(', ')}; refusing to start with sandbox.profile "strict"`, { canary });

@@ -14,6 +14,7 @@ import type { Http2Bindings } from '@hono/node-server';
 import { decodeBody, encodeBody, mediaTypeOf, parseCallBody, type MediaType } from '../codec/index.ts';
 import { SkeinError, toSkeinError } from '../errors/index.ts';
 import type { Logger } from '../log/index.ts';
+import { UNKNOWN_ROUTINE, type DispatchRecorder } from '../metrics/index.ts';
 import type { Dispatcher } from '../workers/pool-set.ts';
 import type { AuthPipeline } from '../plugin-host/pipeline.ts';
 import type { Identity, RequestInfo } from '../plugin-host/api.ts';
@@ -36,6 +37,8 @@ export interface AppDeps {
   auth: AuthPipeline;
   /** The discovery plane's view: verified peers and rejection counters. */
   peers: () => { enabled: boolean; peers: unknown[]; rejected?: Record<string, number>; idempotent?: string[] };
+  /** Counts dispatches by routine and outcome, with their duration. */
+  metrics?: DispatchRecorder;
 }
 
 type Env = { Bindings: Http2Bindings; Variables: { requestId: string; peer: PeerIdentity; mediaType: MediaType } };
@@ -69,8 +72,24 @@ export function createApp(deps: AppDeps): Hono<Env> {
     await next();
   });
 
+  // Every dispatch is counted once, by routine (a name not configured counts as "_unknown", so
+  // callers cannot grow the label set) and outcome ("ok" or the error code).
+  const metrics = deps.metrics;
   app.post('/v1/dispatch/:routine', async (c) => {
     const name = c.req.param('routine');
+    if (!metrics) return dispatch(c, name);
+    const started = performance.now();
+    try {
+      const res = await dispatch(c, name);
+      metrics.dispatch(name, 'ok', (performance.now() - started) / 1000);
+      return res;
+    } catch (err) {
+      metrics.dispatch(routines.has(name) ? name : UNKNOWN_ROUTINE, toSkeinError(err).code, (performance.now() - started) / 1000);
+      throw err;
+    }
+  });
+
+  const dispatch = async (c: Context<Env>, name: string): Promise<Response> => {
     // Authenticate before saying whether a routine exists; authorize before any body is read.
     const info = requestInfo(c, name);
     const identity = await authenticate(c, info);
@@ -99,8 +118,7 @@ export function createApp(deps: AppDeps): Hono<Env> {
     } finally {
       stream?.off('close', onClose);
     }
-
-  });
+  };
 
   app.get('/v1/routines', async (c) => {
     await authenticate(c, requestInfo(c, undefined));

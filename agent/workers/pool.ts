@@ -7,6 +7,7 @@
  */
 import { SkeinError } from '../errors/index.ts';
 import type { Logger } from '../log/index.ts';
+import type { WorkerRecorder } from '../metrics/index.ts';
 import { CircuitBreaker, type CircuitOptions } from './circuit.ts';
 import { Worker, type CallOutcome, type ReadyInfo, type WorkerSpec } from './worker.ts';
 
@@ -22,6 +23,8 @@ export interface PoolOptions {
   recycleRssBytes: number;
   /** Retire a worker whose CPU time passed this (0: never); checked with the RSS. */
   recycleCpuSeconds: number;
+  /** Counts spawns (initial, replacement) and exits (by kill reason, or crash). */
+  events?: WorkerRecorder;
 }
 
 /** Outcomes that mean the routine killed its worker; they count toward the circuit. */
@@ -72,7 +75,7 @@ export class WorkerPool {
 
   /** Starts every worker; resolves when all are ready, rejects with the first start failure. */
   async start(): Promise<ReadyInfo[]> {
-    const workers = Array.from({ length: this.#opts.size }, () => this.#spawn());
+    const workers = Array.from({ length: this.#opts.size }, () => this.#spawn('initial'));
     return Promise.all(workers.map((w) => w.ready()));
   }
 
@@ -192,7 +195,8 @@ export class WorkerPool {
     this.#finish(job, { ok: false, error: new SkeinError('SKEIN_ERR_ABORTED', 'the caller cancelled the call') });
   }
 
-  #spawn(): Worker {
+  #spawn(reason: 'initial' | 'replacement'): Worker {
+    this.#opts.events?.workerEvent('spawn', reason);
     const worker = new Worker(`w${this.#nextWorker++}`, this.#opts.spec, this.#log);
     this.#workers.add(worker);
     worker.onExit = (w, info) => this.#onWorkerExit(w, info);
@@ -212,6 +216,7 @@ export class WorkerPool {
     this.#workers.delete(worker);
     const i = this.#idle.indexOf(worker);
     if (i !== -1) this.#idle.splice(i, 1);
+    this.#opts.events?.workerEvent('exit', info.reason ?? 'crash');
     if (this.#closed) return;
     const expected = info.reason === 'deadline' || info.reason === 'cancelled' || info.reason === 'recycle';
     if (!expected) this.#consecutiveFailures++;
@@ -219,7 +224,7 @@ export class WorkerPool {
     this.#log[level]('worker exited; starting a replacement', { worker: worker.id, exitCode: info.code, signal: info.signal, reason: info.reason ?? 'crash' });
     const delay = RESPAWN_BACKOFF_MS[Math.min(this.#consecutiveFailures, RESPAWN_BACKOFF_MS.length - 1)]!;
     const t = setTimeout(() => {
-      if (!this.#closed) this.#spawn();
+      if (!this.#closed) this.#spawn('replacement');
     }, delay);
     t.unref?.();
   }

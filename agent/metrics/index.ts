@@ -1,0 +1,168 @@
+/**
+ * The agent's Prometheus metrics (prom-client, a registry of its own, no default process
+ * metrics). Events are counted where they happen through the small recorder interfaces
+ * below; everything that is a state (queue depth, in-flight calls, peers, canary results,
+ * advertisement counters, certificate expiry) is read from its owner at scrape time in
+ * collect(), so the dispatch hot path only increments a counter and observes a histogram.
+ *
+ * Label cardinality is bounded: routine names come from the config (an unknown routine a
+ * caller names is counted as "_unknown"), outcomes are error codes, reasons are the
+ * pipeline's / verifier's fixed vocabularies or plugin reasons (validated /^[A-Z][A-Z0-9_]{0,63}$/).
+ */
+import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+
+/** What the dispatch route records: one call per dispatch, whatever its outcome. */
+export interface DispatchRecorder {
+  dispatch(routine: string, outcome: string, seconds: number): void;
+}
+/** What the auth pipeline records: every rejection (401) and denial (403). */
+export interface AuthRecorder {
+  authRejected(kind: 'authn' | 'authz', reason: string): void;
+}
+/** What the worker pools record: spawns (initial or replacement) and exits by reason. */
+export interface WorkerRecorder {
+  workerEvent(event: 'spawn' | 'exit', reason: string): void;
+}
+
+/** Scrape-time sources; each is optional (discovery off, sandbox "none"). */
+export interface MetricSources {
+  stats?: () => { workers: number; idle: number; queued: number; inFlight: number };
+  canary?: () => Record<string, unknown> | undefined;
+  adverts?: () => Record<string, number> | undefined;
+  peers?: () => number | undefined;
+  /** notAfter of the agent's certificate. */
+  certificateNotAfter?: () => Date | undefined;
+}
+
+/** 0.1 ms … 30 s, roughly ×2.5 per step. */
+export const DURATION_BUCKETS = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30];
+export const UNKNOWN_ROUTINE = '_unknown';
+const CANARY_PROBES = ['socket', 'fork', 'readEtcPasswd', 'writeTmp', 'signalParent'];
+
+type CounterChild = { inc(v?: number): void };
+type HistogramChild = { observe(v: number): void };
+
+export class AgentMetrics implements DispatchRecorder, AuthRecorder, WorkerRecorder {
+  readonly registry = new Registry();
+  #sources: MetricSources = {};
+  readonly #dispatches: Counter<'routine' | 'outcome'>;
+  readonly #duration: Histogram<'routine'>;
+  readonly #auth: Counter<'kind' | 'reason'>;
+  readonly #workers: Counter<'event' | 'reason'>;
+  /** Label children cached per routine (and outcome): no label hashing/validation per call on our side. */
+  #children = new Map<string, { duration: HistogramChild; outcomes: Map<string, CounterChild> }>();
+
+  constructor() {
+    const registers = [this.registry];
+    const src = () => this.#sources;
+    this.#dispatches = new Counter({ name: 'skein_dispatches_total', help: 'Dispatch requests by routine and outcome ("ok" or the error code).', labelNames: ['routine', 'outcome'], registers });
+    this.#duration = new Histogram({ name: 'skein_dispatch_duration_seconds', help: 'Time from request to reply of dispatch requests, any outcome.', labelNames: ['routine'], buckets: DURATION_BUCKETS, registers });
+    this.#auth = new Counter({ name: 'skein_auth_rejections_total', help: 'Requests refused by authentication (authn, 401) or authorization (authz, 403), by reason.', labelNames: ['kind', 'reason'], registers });
+    this.#workers = new Counter({ name: 'skein_worker_events_total', help: 'Python worker spawns (reason initial|replacement) and exits (reason: deadline, cancelled, recycle, protocol, oversize, shutdown, crash).', labelNames: ['event', 'reason'], registers });
+    new Gauge({
+      name: 'skein_queue_depth',
+      help: 'Calls waiting for a free worker.',
+      registers,
+      collect() {
+        const s = src().stats?.();
+        if (s) this.set(s.queued);
+      },
+    });
+    new Gauge({
+      name: 'skein_in_flight',
+      help: 'Calls queued or running.',
+      registers,
+      collect() {
+        const s = src().stats?.();
+        if (s) this.set(s.inFlight);
+      },
+    });
+    new Gauge({
+      name: 'skein_workers',
+      help: 'Live Python workers.',
+      registers,
+      collect() {
+        const s = src().stats?.();
+        if (s) this.set(s.workers);
+      },
+    });
+    new Gauge({
+      name: 'skein_sandbox_canary_blocked',
+      help: 'Start-up sandbox canary: 1 when the confined test worker was blocked from the probe, 0 when it was allowed (no series under sandbox.profile "none").',
+      labelNames: ['probe'],
+      registers,
+      collect() {
+        const c = src().canary?.();
+        if (!c) return;
+        for (const probe of CANARY_PROBES) if (probe in c) this.set({ probe }, c[probe] === 'blocked' ? 1 : 0);
+      },
+    });
+    new Counter({
+      name: 'skein_adverts_total',
+      help: 'Discovery advertisements received, by result ("accepted" or the reject reason).',
+      labelNames: ['result'],
+      registers,
+      collect() {
+        const counts = src().adverts?.();
+        if (!counts) return;
+        this.reset();
+        for (const [result, n] of Object.entries(counts)) this.inc({ result }, n);
+      },
+    });
+    new Gauge({
+      name: 'skein_peers',
+      help: 'Peers currently believed (verified advertisements and static peers).',
+      registers,
+      collect() {
+        const n = src().peers?.();
+        if (n !== undefined) this.set(n);
+      },
+    });
+    new Gauge({
+      name: 'skein_tls_certificate_expiry_seconds',
+      help: 'notAfter of the agent certificate, as a Unix time in seconds.',
+      registers,
+      collect() {
+        const d = src().certificateNotAfter?.();
+        if (d) this.set(Math.floor(d.getTime() / 1000));
+      },
+    });
+  }
+
+  /** Sets the scrape-time sources (called once the agent's parts exist). */
+  bind(sources: MetricSources): void {
+    this.#sources = { ...this.#sources, ...sources };
+  }
+
+  dispatch(routine: string, outcome: string, seconds: number): void {
+    let c = this.#children.get(routine);
+    if (!c) {
+      c = { duration: this.#duration.labels(routine), outcomes: new Map() };
+      this.#children.set(routine, c);
+    }
+    let counter = c.outcomes.get(outcome);
+    if (!counter) {
+      counter = this.#dispatches.labels(routine, outcome);
+      c.outcomes.set(outcome, counter);
+    }
+    counter.inc();
+    c.duration.observe(seconds);
+  }
+
+  authRejected(kind: 'authn' | 'authz', reason: string): void {
+    this.#auth.labels(kind, reason).inc();
+  }
+
+  workerEvent(event: 'spawn' | 'exit', reason: string): void {
+    this.#workers.labels(event, reason).inc();
+  }
+
+  /** The Prometheus text exposition. */
+  text(): Promise<string> {
+    return this.registry.metrics();
+  }
+
+  get contentType(): string {
+    return this.registry.contentType;
+  }
+}
