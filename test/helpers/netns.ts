@@ -258,6 +258,8 @@ export async function createNetwork(opts: CreateNetworkOptions): Promise<Network
     const exec = (cmd: string, args: string[] = [], spawnOpts: SpawnOptions = {}): ChildProcess => {
       if (destroying) throw new Error(`network ${tag} is destroyed`);
       const child = spawn('ip', ['netns', 'exec', ns, cmd, ...args], { stdio: ['pipe', 'pipe', 'pipe'], ...spawnOpts });
+      // Writing to a child that already exited fails with EPIPE: its exit says how it went.
+      child.stdin?.on('error', () => {});
       state.procs.add(child);
       child.once('exit', () => state.procs.delete(child));
       child.once('error', () => state.procs.delete(child));
