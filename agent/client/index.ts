@@ -18,7 +18,7 @@
  */
 import http2 from 'node:http2';
 import type { TLSSocket } from 'node:tls';
-import { spiffeIdFromSan } from '../server/identity.ts';
+import { pinMismatch, presentedIdentity, type Pin } from '../pki/pin.ts';
 import { decodeBody, encodeBody, mediaTypeOf, type MediaType } from '../codec/index.ts';
 import { isErrorCode, SkeinError, type ErrorCode } from '../errors/index.ts';
 import { transportError } from './transport-error.ts';
@@ -43,7 +43,7 @@ export interface ClientOptions {
    * after the handshake and before any request is sent; a mismatch fails every call with
    * SKEIN_ERR_PEER_IDENTITY.
    */
-  pin?: { spiffeId: string; sha256: string };
+  pin?: Pin;
   /**
    * Token for the agent's token plugins, sent on every call as the authorization header:
    * "Bearer <token>", or verbatim when it contains a space (e.g. "SkeinNonce …").
@@ -281,18 +281,13 @@ function setAuthorization(headers: http2.OutgoingHttpHeaders, value: string): vo
 }
 
 /** Resolves once the server certificate matches `pin`; otherwise destroys the session. */
-function pinCheck(session: http2.ClientHttp2Session, pin: { spiffeId: string; sha256: string }, peer: string): Promise<void> {
+function pinCheck(session: http2.ClientHttp2Session, pin: Pin, peer: string): Promise<void> {
   return new Promise<void>((resolve, reject) => {
     session.once('connect', () => {
       const cert = (session.socket as TLSSocket).getPeerCertificate?.();
-      const sha256 = String(cert?.fingerprint256 ?? '').replaceAll(':', '').toLowerCase();
-      const spiffeId = spiffeIdFromSan(cert?.subjectaltname);
-      if (sha256 === pin.sha256.toLowerCase() && spiffeId === pin.spiffeId) return resolve();
-      const err = new SkeinError(
-        'SKEIN_ERR_PEER_IDENTITY',
-        `peer ${peer} presented ${spiffeId ?? 'no SPIFFE ID'} with certificate sha256 ${sha256.slice(0, 16)}…, not the advertised ${pin.spiffeId} (${pin.sha256.slice(0, 16)}…); nothing was sent`,
-        { sent: false, presented: { spiffeId, sha256 }, expected: pin },
-      );
+      const mismatch = pinMismatch(cert, pin);
+      if (!mismatch) return resolve();
+      const err = new SkeinError('SKEIN_ERR_PEER_IDENTITY', `peer ${peer} ${mismatch}; nothing was sent`, { sent: false, presented: presentedIdentity(cert), expected: pin });
       session.destroy(err);
       reject(err);
     });

@@ -4,7 +4,8 @@
  * presents the advertised certificate (SHA-256) and SPIFFE ID. No request is sent.
  */
 import { connect, type TLSSocket } from 'node:tls';
-import { spiffeIdFromSan } from '../server/identity.ts';
+import { parseHostPort } from '../config/load.ts';
+import { pinMismatch, type Pin } from '../pki/pin.ts';
 
 export interface TlsCredentials {
   cert: string | Buffer;
@@ -13,10 +14,8 @@ export interface TlsCredentials {
 }
 
 /** Resolves undefined when the identity matches, else a reason naming what was presented. */
-export function checkPeerIdentity(endpoint: string, expected: { spiffe: string; sha256: string }, creds: TlsCredentials, timeoutMs = 3000): Promise<string | undefined> {
-  const i = endpoint.lastIndexOf(':');
-  const host = endpoint.slice(0, i).replace(/^\[|\]$/g, '');
-  const port = Number(endpoint.slice(i + 1));
+export function checkPeerIdentity(endpoint: string, expected: Pin, creds: TlsCredentials, timeoutMs = 3000): Promise<string | undefined> {
+  const { host, port } = parseHostPort(endpoint);
   return new Promise((resolve) => {
     let done = false;
     const finish = (reason: string | undefined, socket?: TLSSocket) => {
@@ -38,11 +37,8 @@ export function checkPeerIdentity(endpoint: string, expected: { spiffe: string; 
         checkServerIdentity: () => undefined,
       },
       () => {
-      const cert = socket.getPeerCertificate();
-      const sha256 = String(cert?.fingerprint256 ?? '').replaceAll(':', '').toLowerCase();
-      const spiffe = spiffeIdFromSan(cert?.subjectaltname);
-      if (sha256 === expected.sha256 && spiffe === expected.spiffe) finish(undefined, socket);
-      else finish(`${endpoint} presented ${spiffe ?? 'no SPIFFE ID'} (sha256 ${sha256.slice(0, 16)}…), not the advertised ${expected.spiffe} (${expected.sha256.slice(0, 16)}…)`, socket);
+      const mismatch = pinMismatch(socket.getPeerCertificate(), expected);
+      finish(mismatch ? `${endpoint} ${mismatch}` : undefined, socket);
       },
     );
     socket.on('error', (err: Error) => finish(`${endpoint}: ${err.message}`, socket));

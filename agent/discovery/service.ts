@@ -7,6 +7,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { readPrivateKey, type KeyPair } from '../../signing/index.ts';
+import { parseHostPort } from '../config/load.ts';
 import type { DiscoveryConfig } from '../config/schema.ts';
 import { SkeinError } from '../errors/index.ts';
 import type { Logger } from '../log/index.ts';
@@ -97,7 +98,10 @@ export class DiscoveryService {
     }
     try {
       service.#transport = await createMulticastTransport({
-        groups: config.groups.map(parseGroup),
+        groups: config.groups.map((group) => {
+          const { host, port } = parseHostPort(group);
+          return { address: host, port };
+        }),
         interface: config.interface,
         onDatagram: (data, from) => service.#receive(data, from.address),
         onError: (err) => log.warn('discovery socket error', { error: err.message }),
@@ -243,7 +247,7 @@ export class DiscoveryService {
     const creds = this.#opts.tls;
     const endpoint = payload.endpoints[0];
     if (!creds || !endpoint) return;
-    void checkPeerIdentity(endpoint, { spiffe: payload.spiffe, sha256: payload.tlsFingerprint }, creds).then((reason) => {
+    void checkPeerIdentity(endpoint, { spiffeId: payload.spiffe, sha256: payload.tlsFingerprint }, creds).then((reason) => {
       if (!reason) return;
       this.#count('identity-mismatch');
       this.#table.markUntrusted(payload.agent, this.#now() + UNTRUSTED_MS);
@@ -264,9 +268,4 @@ export class DiscoveryService {
 export function parseTrustedKey(entry: string): TrustedKeySpec {
   const at = entry.indexOf('@spiffe://');
   return at === -1 ? entry : { key: entry.slice(0, at), spiffe: entry.slice(at + 1) };
-}
-
-function parseGroup(value: string): { address: string; port: number } {
-  const i = value.lastIndexOf(':');
-  return { address: value.slice(0, i).replace(/^\[|\]$/g, ''), port: Number(value.slice(i + 1)) };
 }

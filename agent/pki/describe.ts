@@ -58,6 +58,11 @@ function entries(text: string, keyEnd: string, separator: string): Array<[string
   return out;
 }
 
+/** The SPIFFE ID (first `URI:spiffe://…` entry) of node's subjectAltName text. */
+export function spiffeIdFromSan(san: string | undefined): string | undefined {
+  return san ? entries(san, ':', ', ').find(([type, value]) => type === 'URI' && value.startsWith('spiffe://'))?.[1] : undefined;
+}
+
 /** SAN entries as [type, value], types as node prints them ('URI', 'DNS', 'IP Address'). */
 export function subjectAltNames(cert: X509Certificate): Array<[string, string]> {
   return cert.subjectAltName ? entries(cert.subjectAltName, ':', ', ') : [];

@@ -254,3 +254,6 @@ export async function ensureDevPki(
   }
   return { dir, agent, client, created };
 }
+
+export { pinMismatch, presentedIdentity, type Pin } from './pin.ts';
+export { spiffeIdFromSan } from './describe.ts';

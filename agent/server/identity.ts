@@ -4,6 +4,7 @@
  */
 import type { Http2Session } from 'node:http2';
 import type { TLSSocket } from 'node:tls';
+import { spiffeIdFromSan } from '../pki/describe.ts';
 
 export interface PeerIdentity {
   /** spiffe://… when the certificate has one, else "cn:<subject CN>", else "anonymous". */
@@ -44,13 +45,4 @@ export function identityOfSocket(socket: TLSSocket | undefined): PeerIdentity {
     ...(subjectCN ? { subjectCN } : {}),
     ...(cert.fingerprint256 ? { fingerprint: cert.fingerprint256 } : {}),
   };
-}
-
-/** Picks the first `URI:spiffe://…` entry of an OpenSSL-style subjectAltName string. */
-export function spiffeIdFromSan(san: string | undefined): string | undefined {
-  if (!san) return undefined;
-  for (const part of san.split(/,\s*/)) {
-    if (part.startsWith('URI:spiffe://')) return part.slice(4);
-  }
-  return undefined;
 }
