@@ -85,11 +85,10 @@ export async function runDispatch(argv: string[], io: Io): Promise<number> {
   const token = readToken(values.token, values['token-file']);
 
   const target = resolveTarget(values);
+  const creds = { cert: readCredential(target.cert, 'cert'), key: readCredential(target.key, 'key'), ca: readCredential(target.ca, 'ca') };
   const client = new SkeinClient({
     peer: target.peer,
-    cert: readCredential(target.cert, 'cert'),
-    key: readCredential(target.key, 'key'),
-    ca: readCredential(target.ca, 'ca'),
+    ...creds,
     ...(values.encoding ? { encoding: values.encoding as 'cbor' | 'json' } : {}),
     ...(token !== undefined ? { token } : {}),
   });
@@ -98,7 +97,7 @@ export async function runDispatch(argv: string[], io: Io): Promise<number> {
     if (values.discover) {
       // The local agent's verified peer table decides where the call goes; the pool pins
       // each peer's advertised identity and fails over.
-      const { result, peer } = await dispatchDiscovered(client, routine, call, { cert: readCredential(target.cert, 'cert'), key: readCredential(target.key, 'key'), ca: readCredential(target.ca, 'ca'), ...(token !== undefined ? { token } : {}) });
+      const { result, peer } = await dispatchDiscovered(client, routine, call, { ...creds, ...(token !== undefined ? { token } : {}) });
       io.out(values.json ? JSON.stringify({ result, peer: peer.agent }) : typeof result === 'string' ? result : JSON.stringify(result, null, 2));
       if (!values.json) io.err(`(ran on peer ${peer.agent})`);
       return 0;

@@ -6,7 +6,7 @@
  * ones a configuration file alone decides.
  */
 import { statSync } from 'node:fs';
-import { parseHostPort } from './load.ts';
+import { isLoopbackHost, parseHostPort } from './load.ts';
 import { SkeinError } from '../errors/index.ts';
 import type { AgentConfig } from './schema.ts';
 
@@ -30,10 +30,8 @@ export function strictViolations(config: AgentConfig, configFile?: string): Viol
   if (config.discovery.enabled && config.discovery.trustedKeys.length === 0 && config.discovery.rootKeys.length === 0 && config.discovery.groups.length > 0) {
     v.push({ key: 'discovery.trustedKeys', message: 'discovery is enabled without a trust store' });
   }
-  const host = parseHostPort(config.agent.listen).host;
-  const loopback = host === 'localhost' || host === '::1' || host.startsWith('127.');
   // With plugins enabled, whether one authorizes is known once they are loaded (start-up).
-  if (!loopback && enabled.length === 0) {
+  if (!isLoopbackHost(parseHostPort(config.agent.listen).host) && enabled.length === 0) {
     v.push({ key: 'plugins.enabled', message: `listening off-host (${config.agent.listen}) with no authorization plugin: every authenticated peer may run every routine` });
   }
   const files: Array<[string, string | undefined]> = [

@@ -6,7 +6,7 @@
 import { mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { AgentConfig } from '../config/schema.ts';
-import { parseHostPort } from '../config/load.ts';
+import { isLoopbackHost, parseHostPort } from '../config/load.ts';
 import { SkeinError } from '../errors/index.ts';
 import type { Logger } from '../log/index.ts';
 import { DiscoveryService } from '../discovery/service.ts';
@@ -170,9 +170,7 @@ export async function startAgent({ config, log, embedded = false, baseDir }: Sta
 async function startPlugins(config: AgentConfig, baseDir: string, log: Logger, metrics: AgentMetrics): Promise<AuthPipeline> {
   const plugins = await loadPlugins(config.plugins, { log, baseDir, runDir: join(config.agent.stateDir, 'run', 'plugins') });
   if (config.security.strict) {
-    const { host } = parseHostPort(config.agent.listen);
-    const loopback = host === 'localhost' || host === '::1' || host.startsWith('127.');
-    if (!loopback && !plugins.some((p) => p.hooks.authorize)) {
+    if (!isLoopbackHost(parseHostPort(config.agent.listen).host) && !plugins.some((p) => p.hooks.authorize)) {
       throw new SkeinError('SKEIN_ERR_STRICT', `security.strict: refusing to start; 1 violation:\n  - plugins.enabled: listening off-host (${config.agent.listen}) with no plugin that authorizes: every authenticated peer may run every routine`, { violations: [{ key: 'plugins.enabled' }] });
     }
   }
