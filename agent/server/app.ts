@@ -41,7 +41,9 @@ export interface AppDeps {
   metrics?: DispatchRecorder;
 }
 
-type Env = { Bindings: Http2Bindings; Variables: { requestId: string; peer: PeerIdentity; mediaType: MediaType } };
+// mediaType: the request's codec, undefined when its content-type is neither CBOR nor JSON
+// (replies then use JSON).
+type Env = { Bindings: Http2Bindings; Variables: { requestId: string; peer: PeerIdentity; mediaType: MediaType | undefined } };
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 export const TIMEOUT_HEADER = 'x-skein-timeout-ms';
@@ -67,7 +69,7 @@ export function createApp(deps: AppDeps): Hono<Env> {
     const requestId = given && REQUEST_ID.test(given) ? given : randomUUID();
     c.set('requestId', requestId);
     c.set('peer', identityOfSession(c.env.incoming.stream?.session));
-    c.set('mediaType', mediaTypeOf(headers['content-type']) ?? 'application/json');
+    c.set('mediaType', mediaTypeOf(headers['content-type']));
     c.header('x-request-id', requestId);
     await next();
   });
@@ -97,7 +99,7 @@ export function createApp(deps: AppDeps): Hono<Env> {
     if (!routine) throw new SkeinError('SKEIN_ERR_UNKNOWN_ROUTINE', `no routine named "${name}" (GET /v1/routines lists them)`, { routine: name });
     await auth.authorize(info, identity);
     const headers = c.env.incoming.headers;
-    const mediaType = mediaTypeOf(headers['content-type']);
+    const mediaType = c.get('mediaType');
     if (!mediaType) throw new SkeinError('SKEIN_ERR_UNSUPPORTED_MEDIA_TYPE', `content-type must be application/cbor or application/json, got ${JSON.stringify(headers['content-type'] ?? '(none)')}`);
     const timeoutMs = deadlineOf(headers[TIMEOUT_HEADER] as string | undefined, routine.timeoutMs ?? limits.defaultTimeoutMs, limits.maxTimeoutMs);
     // Cancellation: a reset stream or a closed connection aborts the call and its worker. The
@@ -108,7 +110,7 @@ export function createApp(deps: AppDeps): Hono<Env> {
     const onClose = () => abort.abort();
     stream?.once('close', onClose);
     try {
-      const bytes = await readBody(c.env.incoming, limits.maxBodyBytes);
+      const bytes = await readBody(c.env.incoming, limits.maxBodyBytes, abort.signal);
       const body = parseCallBody(bytes.length === 0 ? {} : decodeBody(mediaType, bytes));
       if (abort.signal.aborted || stream?.closed || stream?.destroyed) throw new SkeinError('SKEIN_ERR_ABORTED', 'the caller reset the stream before the call started');
       const outcome = await pool.dispatch({ routine: name, args: body.args, kwargs: body.kwargs, timeoutMs, signal: abort.signal, requestId: c.get('requestId') });
@@ -173,8 +175,11 @@ function deadlineOf(header: string | undefined, fallback: number, cap: number): 
   return Math.min(Number(header), cap);
 }
 
-/** Reads the request body, refusing (413) as soon as it passes `max` bytes. */
-function readBody(incoming: Http2ServerRequest, max: number): Promise<Buffer> {
+/**
+ * Reads the request body, refusing (413) as soon as it passes `max` bytes, and giving up when
+ * `signal` aborts (the stream was reset: it may never end).
+ */
+function readBody(incoming: Http2ServerRequest, max: number, signal: AbortSignal): Promise<Buffer> {
   const declared = Number(incoming.headers['content-length']);
   if (declared > max) return Promise.reject(tooLarge(max));
   return new Promise((resolve, reject) => {
@@ -198,8 +203,7 @@ function readBody(incoming: Http2ServerRequest, max: number): Promise<Buffer> {
       cleanup();
       reject(new SkeinError('SKEIN_ERR_BAD_REQUEST', `request body could not be read: ${err.message}`));
     };
-    // A stream reset before the body ended emits close without end: do not wait forever.
-    const onClose = () => {
+    const onAbort = () => {
       cleanup();
       reject(new SkeinError('SKEIN_ERR_ABORTED', 'the caller reset the stream before the body was complete'));
     };
@@ -207,12 +211,13 @@ function readBody(incoming: Http2ServerRequest, max: number): Promise<Buffer> {
       incoming.off('data', onData);
       incoming.off('end', onEnd);
       incoming.off('error', onError);
-      incoming.stream?.off('close', onClose);
+      signal.removeEventListener('abort', onAbort);
     };
+    if (signal.aborted) return onAbort();
     incoming.on('data', onData);
     incoming.on('end', onEnd);
     incoming.on('error', onError);
-    incoming.stream?.once('close', onClose);
+    signal.addEventListener('abort', onAbort, { once: true });
   });
 }
 
