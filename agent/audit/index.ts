@@ -1,0 +1,286 @@
+/**
+ * The audit stream (docs/audit.md): one versioned JSON line per security-relevant event,
+ * to stderr or an append-only file, separate from the operational log so it can be shipped
+ * and kept on its own terms.
+ *
+ * Every line is `{"schema":"skein.audit/v1","ts":…,"seq":n,"agent":name,"event":kind,…fields}`.
+ * `record()` never blocks and never throws: lines are queued (bounded) and written in
+ * batches off the hot path. A failing sink (cannot open, EACCES, ENOSPC, a vanished
+ * directory) never takes the agent down: the failure is logged once as a warning, every
+ * line lost is counted through `onFailure`, and the file is tried again on `reopen()`
+ * (SIGHUP, after logrotate) or at most every `retryMs`.
+ *
+ * @example
+ *   const audit = createAudit({ sink: 'file', path: '/var/log/skein/audit.jsonl', maxQueueLines: 10_000 }, { log, agent: 'web-1' });
+ *   audit.record('authz.decision', { requestId, routine: 'add', outcome: 'allow' });
+ *   audit.reopen(); // after logrotate moved the file
+ *   await audit.close();
+ */
+import { open, type FileHandle } from 'node:fs/promises';
+import type { Logger } from '../log/index.ts';
+
+export const AUDIT_SCHEMA = 'skein.audit/v1';
+
+/** Every event kind the stream carries; docs/audit.md documents each one's fields. */
+export const AUDIT_EVENTS = [
+  'agent.start',
+  'agent.stop',
+  'plugin.loaded',
+  'routine.loaded',
+  'authn.decision',
+  'authz.decision',
+  'worker.spawn',
+  'worker.kill',
+  'worker.crash',
+  'worker.recycle',
+  'peer.accepted',
+  'peer.evicted',
+  'advert.rejected',
+  'tls.reloaded',
+  'tls.reload_refused',
+  'config.reloaded',
+  'config.reload_refused',
+  'discovery.key_rotated',
+] as const;
+export type AuditEvent = (typeof AUDIT_EVENTS)[number];
+
+export interface AuditConfig {
+  sink: 'stderr' | 'file' | 'off';
+  /** Absolute path of the audit file (sink "file"). */
+  path?: string;
+  /** Lines that may wait for the sink; beyond it lines are dropped and counted. */
+  maxQueueLines: number;
+}
+
+/** Why lines were lost: the sink failed, or the queue was full (the sink is too slow). */
+export type AuditLoss = 'sink' | 'overflow';
+
+export interface AuditDeps {
+  log: Logger;
+  /** Agent name, on every line. */
+  agent: string;
+  /** Called with the number of lines lost each time lines are lost (a Prometheus counter). */
+  onFailure?: (lines: number, reason: AuditLoss) => void;
+  now?: () => Date;
+  /** Where sink "stderr" writes; injected by tests. */
+  stderr?: (text: string, done: (err?: Error | null) => void) => void;
+  /** After a sink failure, how long before a write tries to reopen the file on its own. */
+  retryMs?: number;
+}
+
+export interface Audit {
+  /** Queues one event; never blocks, never throws. Reserved keys in `fields` are ignored. */
+  record(event: AuditEvent, fields: Record<string, unknown>): void;
+  /** Re-opens the audit file (logrotate moved it, or a failed sink should be tried again). */
+  reopen(): void;
+  /** Writes what is queued and closes the file. Idempotent; records after it are dropped. */
+  close(): Promise<void>;
+}
+
+/** An audit that records nothing (sink "off", and unit tests of the parts that record). */
+export const nullAudit: Audit = {
+  record() {},
+  reopen() {},
+  close: () => Promise.resolve(),
+};
+
+const RESERVED = new Set(['schema', 'ts', 'seq', 'agent', 'event']);
+const DEFAULT_RETRY_MS = 30_000;
+
+export function createAudit(config: AuditConfig, deps: AuditDeps): Audit {
+  if (config.sink === 'off') return nullAudit;
+  return new AuditStream(config, deps);
+}
+
+interface Sink {
+  /** Opens (or re-opens) the destination. */
+  open(): Promise<void>;
+  write(text: string): Promise<void>;
+  close(): Promise<void>;
+}
+
+class AuditStream implements Audit {
+  readonly #deps: AuditDeps;
+  readonly #max: number;
+  readonly #now: () => Date;
+  readonly #sink: Sink;
+  readonly #describe: Record<string, unknown>;
+  #seq = 0;
+  #queue: string[] = [];
+  #pumping = false;
+  #opened = false;
+  #reopenWanted = false;
+  #closed = false;
+  /** Set while the sink is failed: lines are counted as lost instead of written. */
+  #failedAt: number | undefined;
+  #warnedSink = false;
+  #warnedOverflow = false;
+  #lostSinceFailure = 0;
+  #idle: Array<() => void> = [];
+
+  constructor(config: AuditConfig, deps: AuditDeps) {
+    this.#deps = deps;
+    this.#max = config.maxQueueLines;
+    this.#now = deps.now ?? (() => new Date());
+    if (config.sink === 'file') {
+      if (!config.path) throw new Error('audit sink "file" needs a path');
+      this.#sink = fileSink(config.path);
+      this.#describe = { sink: 'file', path: config.path };
+    } else {
+      this.#sink = stderrSink(deps.stderr);
+      this.#describe = { sink: 'stderr' };
+    }
+  }
+
+  record(event: AuditEvent, fields: Record<string, unknown>): void {
+    if (this.#closed) return;
+    const line: Record<string, unknown> = { schema: AUDIT_SCHEMA, ts: this.#now().toISOString(), seq: ++this.#seq, agent: this.#deps.agent, event };
+    for (const [k, v] of Object.entries(fields)) if (v !== undefined && !RESERVED.has(k)) line[k] = v;
+    if (this.#queue.length >= this.#max) {
+      this.#lose(1, 'overflow');
+      if (!this.#warnedOverflow) {
+        this.#warnedOverflow = true;
+        this.#deps.log.warn('audit queue full: dropping audit lines', { ...this.#describe, maxQueueLines: this.#max });
+      }
+      return;
+    }
+    this.#queue.push(`${stringify(line)}\n`);
+    this.#kick();
+  }
+
+  reopen(): void {
+    if (this.#closed) return;
+    this.#reopenWanted = true;
+    this.#kick();
+  }
+
+  async close(): Promise<void> {
+    if (this.#closed) return this.#drained();
+    this.#closed = true;
+    this.#kick();
+    await this.#drained();
+    await this.#sink.close().catch(() => {});
+  }
+
+  #drained(): Promise<void> {
+    if (!this.#pumping && this.#queue.length === 0) return Promise.resolve();
+    return new Promise((res) => this.#idle.push(res));
+  }
+
+  #kick(): void {
+    if (this.#pumping) return;
+    this.#pumping = true;
+    // setImmediate: lines recorded in the same tick go out as one write.
+    setImmediate(() => void this.#pump());
+  }
+
+  async #pump(): Promise<void> {
+    try {
+      while (this.#queue.length > 0 || this.#reopenWanted) {
+        // Opened lazily; a failed sink is tried again on reopen() or once retryMs has passed.
+        if (this.#reopenWanted || !this.#opened || this.#retryDue()) {
+          this.#reopenWanted = false;
+          await this.#open();
+        }
+        const batch = this.#queue;
+        this.#queue = [];
+        if (batch.length === 0) continue;
+        if (this.#failedAt !== undefined) {
+          this.#lose(batch.length, 'sink');
+          continue;
+        }
+        try {
+          await this.#sink.write(batch.join(''));
+          this.#warnedOverflow = false;
+        } catch (err) {
+          this.#fail(err);
+          this.#lose(batch.length, 'sink');
+        }
+      }
+    } finally {
+      this.#pumping = false;
+      for (const res of this.#idle.splice(0)) res();
+      // A record() that raced the last await is picked up by a new pump.
+      if (this.#queue.length > 0 || this.#reopenWanted) this.#kick();
+    }
+  }
+
+  #retryDue(): boolean {
+    return this.#failedAt !== undefined && Date.now() - this.#failedAt >= (this.#deps.retryMs ?? DEFAULT_RETRY_MS);
+  }
+
+  async #open(): Promise<void> {
+    try {
+      await this.#sink.open();
+      this.#opened = true;
+      if (this.#failedAt !== undefined) {
+        this.#deps.log.info('audit sink recovered', { ...this.#describe, lost: this.#lostSinceFailure });
+        this.#failedAt = undefined;
+        this.#warnedSink = false;
+        this.#lostSinceFailure = 0;
+      }
+    } catch (err) {
+      this.#opened = true;
+      this.#fail(err);
+    }
+  }
+
+  #fail(err: unknown): void {
+    this.#failedAt = Date.now();
+    if (this.#warnedSink) return;
+    this.#warnedSink = true;
+    const e = err as NodeJS.ErrnoException;
+    this.#deps.log.warn('audit sink failed', { ...this.#describe, code: e.code, error: e.message ?? String(err), hint: 'audit lines are dropped and counted (skein_audit_events_dropped_total) until the sink works again; SIGHUP re-opens it' });
+  }
+
+  #lose(lines: number, reason: AuditLoss): void {
+    if (reason === 'sink') this.#lostSinceFailure += lines;
+    try {
+      this.#deps.onFailure?.(lines, reason);
+    } catch {
+      // A broken counter must not turn an audit failure into a dispatch failure.
+    }
+  }
+}
+
+/** O_APPEND so concurrent writers and logrotate's copytruncate stay consistent; 0600 on create. */
+function fileSink(path: string): Sink {
+  let handle: FileHandle | undefined;
+  return {
+    async open() {
+      const old = handle;
+      handle = undefined;
+      await old?.close().catch(() => {});
+      handle = await open(path, 'a', 0o600);
+    },
+    async write(text) {
+      if (!handle) throw new Error(`audit file ${path} is not open`);
+      const buf = Buffer.from(text);
+      let off = 0;
+      while (off < buf.length) off += (await handle.write(buf, off)).bytesWritten;
+    },
+    async close() {
+      const old = handle;
+      handle = undefined;
+      await old?.close();
+    },
+  };
+}
+
+function stderrSink(write?: AuditDeps['stderr']): Sink {
+  const out = write ?? ((text, done) => void process.stderr.write(text, done));
+  return {
+    open: () => Promise.resolve(),
+    write: (text) => new Promise((res, rej) => out(text, (err) => (err ? rej(err) : res()))),
+    close: () => Promise.resolve(),
+  };
+}
+
+function stringify(value: unknown): string {
+  try {
+    return JSON.stringify(value, (_k, v) => (v instanceof Error ? { name: v.name, message: v.message } : typeof v === 'bigint' ? String(v) : v));
+  } catch {
+    const { schema, ts, seq, agent, event } = value as Record<string, unknown>;
+    return JSON.stringify({ schema, ts, seq, agent, event, unserialisable: true });
+  }
+}
