@@ -129,6 +129,9 @@ function crossCheck(config: AgentConfig): void {
       throw configError('discovery.advertise', `agent.listen is ${config.agent.listen}; name the endpoints peers should dial`);
     }
   }
+  if (config.audit.sink === 'file' && config.audit.path === undefined) {
+    throw configError('audit.path', 'is required when audit.sink is "file": name the audit file (e.g. "/var/log/skein/audit.jsonl")');
+  }
   if (config.limits.defaultTimeoutMs > config.limits.maxTimeoutMs) {
     throw configError('limits.defaultTimeoutMs', `(${config.limits.defaultTimeoutMs}) must not exceed limits.maxTimeoutMs (${config.limits.maxTimeoutMs})`);
   }

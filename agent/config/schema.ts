@@ -42,6 +42,15 @@ export const CONFIG_SCHEMA: Node = {
         format: { kind: 'enum', values: ['json', 'text'], default: 'json', description: 'JSON lines for machines, text for people.', env: 'SKEIN_LOG_FORMAT' },
       },
     },
+    audit: {
+      kind: 'object',
+      description: 'The audit stream (docs/audit.md): one versioned JSON line per start, stop, plugin and routine load, authentication and authorization decision, worker spawn/kill/crash/recycle, peer change and reload. A failing sink never stops the agent: it is warned about once and counted.',
+      fields: {
+        sink: { kind: 'enum', values: ['stderr', 'file', 'off'], default: 'stderr', env: 'SKEIN_AUDIT_SINK', description: 'stderr: interleaved with the log (tell them apart by "schema"); file: appended to audit.path; off: no audit stream.' },
+        path: { kind: 'string', path: true, env: 'SKEIN_AUDIT_PATH', description: 'Audit file for sink "file": opened for append, created mode 0600, re-opened on SIGHUP (logrotate). Relative to the config file.' },
+        maxQueueLines: { kind: 'integer', min: 16, max: 10_000_000, default: 10_000, description: 'Audit lines that may wait for a slow sink; beyond it lines are dropped and counted (skein_audit_events_dropped_total), never blocking dispatch.' },
+      },
+    },
     tls: {
       kind: 'object',
       description: 'Mutual TLS. Leave cert, key and ca unset to use a development PKI created in agent.stateDir on first start.',
@@ -240,6 +249,7 @@ export interface AgentConfig {
   agent: { name: string; listen: string; stateDir: string };
   admin: { enabled: boolean; listen: string; token?: string };
   log: { level: 'debug' | 'info' | 'warn' | 'error'; format: 'json' | 'text' };
+  audit: { sink: 'stderr' | 'file' | 'off'; path?: string; maxQueueLines: number };
   tls: { cert?: string; key?: string; ca?: string; minVersion: 'TLSv1.3' | 'TLSv1.2'; trustDomain: string; clientCerts: 'require' | 'optional' };
   limits: {
     maxBodyBytes: number;
