@@ -19,6 +19,9 @@ Runs the agent: HTTP/2 + mutual TLS listener, persistent Python workers.
 Without tls.cert/key/ca a development PKI is created in agent.stateDir on first start,
 and the paths of its client certificate are logged.
 SIGTERM or SIGINT: stop accepting, drain in-flight calls (limits.drainTimeoutMs), exit 0.
+SIGHUP: re-read the config and TLS files and apply what can change without a restart
+(TLS material, discovery keys and trust, plugins, log level); an invalid config is refused
+and the running one stays. TLS files are also watched and reloaded when they change.
 Exit codes: 0 stopped cleanly, 1 runtime failure, 2 usage or configuration error.`;
 
 export async function runAgent(argv: string[], io: Io): Promise<number> {
@@ -33,10 +36,12 @@ export async function runAgent(argv: string[], io: Io): Promise<number> {
     io.out(AGENT_USAGE);
     return 0;
   }
-  const loaded = loadConfig({
-    path: values.config,
-    flags: { 'agent.listen': values.listen, 'log.level': values['log-level'], 'log.format': values['log-format'], 'security.strict': values.strict ? 'true' : undefined },
-  });
+  const load = () =>
+    loadConfig({
+      path: values.config,
+      flags: { 'agent.listen': values.listen, 'log.level': values['log-level'], 'log.format': values['log-format'], 'security.strict': values.strict ? 'true' : undefined },
+    });
+  const loaded = load();
   if (loaded.config.security.strict) assertStrict(loaded.config, loaded.source);
   const { config } = loaded;
   const log = createLogger({ level: config.log.level, format: config.log.format });
@@ -72,11 +77,24 @@ export async function runAgent(argv: string[], io: Io): Promise<number> {
     };
     process.on('SIGTERM', onSignal);
     process.on('SIGINT', onSignal);
+    // SIGHUP's default action would kill the agent: it reloads instead (runtime/reload.ts).
+    let reloadPending = false;
+    const reload = () => {
+      log.info('signal received; reloading', { signal: 'SIGHUP' });
+      // The outcome is logged and audited by the reloader; a refusal keeps the agent running.
+      void agent!.reload().catch((err) => log.error('reload failed', { error: (err as Error).message }));
+    };
+    process.on('SIGHUP', () => {
+      if (signals > 0) return;
+      if (agent) reload();
+      else reloadPending = true;
+    });
     onStarted = (started) => {
       agent = started;
       if (pending) stop(pending);
+      else if (reloadPending) reload();
     };
   });
-  onStarted!(await startAgent({ config, log, embedded: loaded.source === 'embedded', baseDir: loaded.baseDir }));
+  onStarted!(await startAgent({ config, log, embedded: loaded.source === 'embedded', baseDir: loaded.baseDir, reloadConfig: load }));
   return stopped;
 }

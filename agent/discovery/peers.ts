@@ -51,11 +51,13 @@ export interface PeerInfo {
   coolDownMs: number;
 }
 
-export type UpsertResult = 'added' | 'updated' | 'removed' | 'ignored' | 'conflict';
+export type UpsertResult = 'added' | 'updated' | 'rekeyed' | 'removed' | 'ignored' | 'conflict';
 
 interface Entry {
   payload: AdvertPayload;
   keyId: string;
+  /** Trusted through an endorsement (not the trust store's key list). */
+  endorsed: boolean;
   source: string;
   receivedAt: number;
   expiresAt: number;
@@ -85,18 +87,26 @@ export class PeerTable {
   /**
    * Records a verified advert. An entry belongs to the key that created it: only that key
    * refreshes it or removes it with a goodbye, so another trusted key cannot take over or
-   * evict a live agent ('conflict'). A new key takes over a name once the old entry expired
-   * or said goodbye (key rotation). An advert from the owning key with a sequence number not
-   * above the entry's is ignored.
+   * evict a live agent ('conflict'). The exception is signing-key rotation: a key `bound` to
+   * the entry's exact SPIFFE ID (endorsed for it, or pinned to it in the trust store) takes
+   * the entry over at once ('rekeyed') with a higher sequence number, so a rotating agent
+   * never drops out of its peers' tables; a replayed advert of the old key (lower sequence)
+   * cannot take it back. Otherwise a new key takes over a name once the old entry expired or
+   * said goodbye. An advert from the owning key with a sequence number not above the entry's
+   * is ignored.
    */
-  upsert(payload: AdvertPayload, keyId: string, sourceAddress: string): UpsertResult {
+  upsert(payload: AdvertPayload, keyId: string, sourceAddress: string, trust: { bound?: boolean; endorsed?: boolean } = {}): UpsertResult {
     const now = this.now();
     let current = this.peers.get(payload.agent);
     if (current && current.expiresAt <= now) {
       this.peers.delete(payload.agent);
       current = undefined;
     }
-    if (current && current.keyId !== keyId) return 'conflict';
+    let rekeyed = false;
+    if (current && current.keyId !== keyId) {
+      if (!trust.bound || payload.goodbye || payload.spiffe !== current.payload.spiffe || payload.seq <= current.payload.seq) return 'conflict';
+      rekeyed = true;
+    }
     if (payload.goodbye) {
       if (!current) return 'ignored';
       this.peers.delete(payload.agent);
@@ -108,8 +118,24 @@ export class PeerTable {
       this.expire();
       if (this.peers.size >= this.maxPeers) return 'ignored';
     }
-    this.peers.set(payload.agent, { payload, keyId, source: sourceAddress, receivedAt: now, expiresAt: now + payload.ttl });
-    return current ? 'updated' : 'added';
+    this.peers.set(payload.agent, { payload, keyId, endorsed: trust.endorsed ?? false, source: sourceAddress, receivedAt: now, expiresAt: now + payload.ttl });
+    return rekeyed ? 'rekeyed' : current ? 'updated' : 'added';
+  }
+
+  /**
+   * Drops the entries whose signing key is no longer trusted after a trust-store reload
+   * (`stillTrusted` answers for keys of the trust store's list; endorsed entries are kept
+   * and re-checked by the verifier on their next advert). Returns the dropped agents.
+   */
+  dropUntrusted(stillTrusted: (keyId: string) => boolean): string[] {
+    const dropped: string[] = [];
+    for (const [agent, e] of this.peers) {
+      if (e.endorsed || stillTrusted(e.keyId)) continue;
+      this.peers.delete(agent);
+      this.failures.delete(agent);
+      dropped.push(agent);
+    }
+    return dropped;
   }
 
   /** Removes a peer (e.g. when its goodbye arrives through another path). */

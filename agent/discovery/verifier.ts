@@ -81,7 +81,12 @@ export interface AdvertVerifierOptions {
 }
 
 export type VerifyResult =
-  | { ok: true; payload: AdvertPayload; keyId: string; endorsed: boolean; endorsementNotAfter?: number }
+  /**
+   * bound: the key is entitled to exactly this SPIFFE ID (an endorsement names it, or the
+   * trust store pins it), so it may take over an agent name from another key bound to the
+   * same ID - signing-key rotation without waiting for the old entry to expire.
+   */
+  | { ok: true; payload: AdvertPayload; keyId: string; endorsed: boolean; bound: boolean; endorsementNotAfter?: number }
   | { ok: false; reason: RejectReason; detail?: string };
 
 export interface AdvertVerifier {
@@ -91,6 +96,8 @@ export interface AdvertVerifier {
   counters(): Record<CounterName, number>;
   /** Replaces the trust store (config reload); sequence numbers seen so far are kept. */
   setTrust(trust: { trustedKeys?: readonly TrustedKeySpec[]; rootKeys?: readonly RootKeySpec[] }): void;
+  /** Whether the trust store's key list holds this key (endorsed keys are not listed). */
+  trustsKey(keyId: string): boolean;
 }
 
 interface DirectKey {
@@ -298,13 +305,14 @@ export function createAdvertVerifier(options: AdvertVerifierOptions): AdvertVeri
 
     counts.accepted++;
     return endorsement
-      ? { ok: true, payload, keyId, endorsed: true, endorsementNotAfter: endorsement.notAfter }
-      : { ok: true, payload, keyId, endorsed: false };
+      ? { ok: true, payload, keyId, endorsed: true, bound: true, endorsementNotAfter: endorsement.notAfter }
+      : { ok: true, payload, keyId, endorsed: false, bound: pinned !== undefined };
   }
 
   return {
     verify,
     counters: () => ({ ...counts }),
+    trustsKey: (keyId) => direct.has(keyId),
     setTrust(trust) {
       const nextDirect = trust.trustedKeys ? parseTrustedKeys(trust.trustedKeys) : direct;
       const nextRoots = trust.rootKeys ? parseRootKeys(trust.rootKeys) : roots;

@@ -21,6 +21,8 @@ export interface Logger {
   error(msg: string, fields?: Fields): void;
   enabled(level: LogLevel): boolean;
   child(fields: Fields): Logger;
+  /** Changes the minimum level of this logger and every child of it (config reload). */
+  setLevel?(level: LogLevel): void;
 }
 
 export interface LoggerOptions {
@@ -32,7 +34,7 @@ export interface LoggerOptions {
 }
 
 export function createLogger(options: LoggerOptions = {}): Logger {
-  const min = RANK[options.level ?? 'info'];
+  let min = RANK[options.level ?? 'info'];
   const format = options.format ?? 'json';
   const write = options.write ?? ((line: string) => process.stderr.write(line));
   const now = options.now ?? (() => new Date());
@@ -50,6 +52,9 @@ export function createLogger(options: LoggerOptions = {}): Logger {
       error: (m, f) => emit('error', m, f),
       enabled: (level) => RANK[level] >= min,
       child: (fields) => make({ ...bound, ...fields }),
+      setLevel: (level) => {
+        min = RANK[level];
+      },
     };
   };
   return make({});

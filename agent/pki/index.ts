@@ -62,6 +62,11 @@ function pkiFailure(what: string, err: unknown): SkeinError {
   return new SkeinError('SKEIN_ERR_PKI', `${what}: ${(err as Error).message ?? String(err)}`, {}, { cause: err });
 }
 
+/** PEM files end with a newline, so `cat ca-old.crt ca-new.crt > bundle` makes a valid bundle. */
+function pemFile(pem: string): string {
+  return pem.endsWith('\n') ? pem : `${pem}\n`;
+}
+
 export function spiffeId(trustDomain: string, kind: CertKind, name: string): string {
   return `spiffe://${trustDomain}/${kind}/${name}`;
 }
@@ -87,9 +92,9 @@ export async function initCa(dir: string, trustDomain: string, options: { force?
     notAfter.setUTCFullYear(notAfter.getUTCFullYear() + CA_YEARS);
     const keys = await generateKeyPair();
     const pem = await createCaCertificate({ keys, commonName: `skein CA ${trustDomain}`, notBefore: new Date(now.getTime() - SKEW_MS), notAfter });
-    writeFileAtomic(join(abs, 'ca.key'), await privateKeyToPem(keys.privateKey), 0o600);
+    writeFileAtomic(join(abs, 'ca.key'), pemFile(await privateKeyToPem(keys.privateKey)), 0o600);
     writeFileAtomic(join(abs, 'pki.json'), `${JSON.stringify({ trustDomain }, null, 2)}\n`, 0o644);
-    writeFileAtomic(caCrt, pem, 0o644);
+    writeFileAtomic(caCrt, pemFile(pem), 0o644);
   } catch (err) {
     throw pkiFailure(`cannot create the CA in ${abs}`, err);
   }
@@ -182,8 +187,8 @@ export async function issueCert(
       { pem: caPem, key: await privateKeyFromPem(caKeyPem) },
     );
     // Key first: a reader that finds the new certificate also finds its key.
-    writeFileAtomic(paths.key, await privateKeyToPem(keys.privateKey), 0o600);
-    writeFileAtomic(paths.cert, pem, 0o644);
+    writeFileAtomic(paths.key, pemFile(await privateKeyToPem(keys.privateKey)), 0o600);
+    writeFileAtomic(paths.cert, pemFile(pem), 0o644);
   } catch (err) {
     throw pkiFailure(`cannot issue ${kind} certificate "${name}" in ${info.dir}`, err);
   }

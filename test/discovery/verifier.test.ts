@@ -49,9 +49,9 @@ describe('verifier: accepts', () => {
     const zero = v.counters();
     expect(Object.keys(zero).sort()).toEqual([...REJECT_REASONS, 'accepted'].sort());
     expect(total(zero)).toBe(0);
-    expect(expectAccepted(v, encodeAdvert(payload(), agent))).toMatchObject({ keyId: agent.keyId, endorsed: false });
-    expect(expectAccepted(v, encodeAdvert(payload({ agent: 'p1', spiffe: SPIFFE_P }), pinned))).toMatchObject({ keyId: pinned.keyId, endorsed: false });
-    expect(expectAccepted(v, advertE())).toMatchObject({ keyId: endorsed.keyId, endorsed: true });
+    expect(expectAccepted(v, encodeAdvert(payload(), agent))).toMatchObject({ keyId: agent.keyId, endorsed: false, bound: false });
+    expect(expectAccepted(v, encodeAdvert(payload({ agent: 'p1', spiffe: SPIFFE_P }), pinned))).toMatchObject({ keyId: pinned.keyId, endorsed: false, bound: true });
+    expect(expectAccepted(v, advertE())).toMatchObject({ keyId: endorsed.keyId, endorsed: true, bound: true });
     expect(v.counters().accepted).toBe(3);
   });
 
