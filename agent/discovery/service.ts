@@ -7,6 +7,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { readPrivateKey, type KeyPair } from '../../signing/index.ts';
+import type { Audit } from '../audit/index.ts';
 import { parseHostPort } from '../config/load.ts';
 import type { DiscoveryConfig } from '../config/schema.ts';
 import { SkeinError } from '../errors/index.ts';
@@ -47,6 +48,8 @@ export interface DiscoveryOptions {
   self: SelfDescription;
   log: Logger;
   now?: () => number;
+  /** Records peer.accepted, peer.evicted and (rate-limited) advert.rejected. */
+  audit?: Audit;
 }
 
 const WARN_EVERY_MS = 10_000;
@@ -64,6 +67,8 @@ export class DiscoveryService {
   #timer: ReturnType<typeof setTimeout> | undefined;
   #expiry: ReturnType<typeof setInterval> | undefined;
   #lastWarn = new Map<string, number>();
+  /** Per reject reason: when advert.rejected was last recorded, and how many since were not. */
+  #rejectAudit = new Map<string, { at: number; suppressed: number }>();
   /** Rejections decided here, after the verifier: names that do not match their key's identity. */
   #extra = { 'name-mismatch': 0, 'name-conflict': 0, 'identity-mismatch': 0 };
   #stopped = false;
@@ -113,7 +118,10 @@ export class DiscoveryService {
     await service.#advertise();
     service.#schedule();
     service.#expiry = setInterval(() => {
-      for (const agent of service.#table.expire()) log.info('peer expired', { peer: agent });
+      for (const agent of service.#table.expire()) {
+        log.info('peer expired', { peer: agent });
+        opts.audit?.record('peer.evicted', { peer: agent, reason: 'expired' });
+      }
     }, Math.max(100, Math.min(1000, config.ttlMs / 3)));
     service.#expiry.unref?.();
     log.info('discovery started', { fleet: config.fleet, keyId: service.#key!.keyId, groups: config.groups, endorsed: service.#endorsement !== null, static: config.static.length });
@@ -214,6 +222,7 @@ export class DiscoveryService {
     const result = this.#verifier!.verify(data, source);
     if (!result.ok) {
       this.#warn(result.reason, 'advertisement rejected', { reason: result.reason, source, detail: result.detail, counts: this.#verifier!.counters()[result.reason] });
+      this.#auditRejected(result.reason, { source, detail: result.detail });
       return;
     }
     const { payload, keyId } = result;
@@ -223,18 +232,24 @@ export class DiscoveryService {
     if (payload.spiffe.slice(payload.spiffe.lastIndexOf('/') + 1) !== payload.agent) {
       this.#count('name-mismatch');
       this.#warn('name-mismatch', 'advertisement rejected', { reason: 'name-mismatch', source, agent: payload.agent, spiffe: payload.spiffe });
+      this.#auditRejected('name-mismatch', { source, agent: payload.agent, spiffe: payload.spiffe, keyId });
       return;
     }
     const change = this.#table.upsert(payload, keyId, source);
     if (change === 'conflict') {
       this.#count('name-conflict');
       this.#warn('name-conflict', 'advertisement rejected', { reason: 'name-conflict', source, agent: payload.agent, keyId, detail: 'another key owns this agent name until its entry expires' });
+      this.#auditRejected('name-conflict', { source, agent: payload.agent, keyId });
       return;
     }
     if (change === 'added') {
       this.#opts.log.info('peer discovered', { peer: payload.agent, spiffe: payload.spiffe, endpoints: payload.endpoints, routines: payload.routines, keyId, endorsed: result.endorsed });
+      this.#opts.audit?.record('peer.accepted', { peer: payload.agent, spiffe: payload.spiffe, keyId, endorsed: result.endorsed, source, endpoints: payload.endpoints, routines: payload.routines, tlsFingerprint: payload.tlsFingerprint });
       this.#verifyIdentity(payload);
-    } else if (change === 'removed') this.#opts.log.info('peer said goodbye', { peer: payload.agent });
+    } else if (change === 'removed') {
+      this.#opts.log.info('peer said goodbye', { peer: payload.agent });
+      this.#opts.audit?.record('peer.evicted', { peer: payload.agent, reason: 'goodbye', keyId, source });
+    }
   }
 
   /**
@@ -252,7 +267,27 @@ export class DiscoveryService {
       this.#count('identity-mismatch');
       this.#table.markUntrusted(payload.agent, this.#now() + UNTRUSTED_MS);
       this.#opts.log.warn('peer failed its identity check; untrusted for a while', { peer: payload.agent, reason, untrustedMs: UNTRUSTED_MS });
+      // Kept in the table (so its adverts are not re-checked in a loop) but never used until then.
+      this.#opts.audit?.record('peer.evicted', { peer: payload.agent, reason: 'identity-mismatch', detail: reason, endpoint, untrustedMs: UNTRUSTED_MS });
     });
+  }
+
+  /**
+   * advert.rejected, rate-limited per reason like the warnings (a flood of forged datagrams
+   * must not flood the audit file): the first at once, then at most one every WARN_EVERY_MS
+   * carrying `suppressed`, the number not recorded since the last one.
+   */
+  #auditRejected(reason: string, fields: Record<string, unknown>): void {
+    const audit = this.#opts.audit;
+    if (!audit) return;
+    const now = this.#now();
+    const last = this.#rejectAudit.get(reason);
+    if (last && now - last.at < WARN_EVERY_MS) {
+      last.suppressed++;
+      return;
+    }
+    this.#rejectAudit.set(reason, { at: now, suppressed: 0 });
+    audit.record('advert.rejected', { reason, ...fields, suppressed: last?.suppressed ?? 0 });
   }
 
   /** At most one warning per kind every WARN_EVERY_MS; the counters carry the totals. */

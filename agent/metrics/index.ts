@@ -24,6 +24,11 @@ export interface WorkerRecorder {
   workerEvent(event: 'spawn' | 'exit', reason: string): void;
 }
 
+/** What the audit stream records: lines lost because the sink failed or its queue was full. */
+export interface AuditLossRecorder {
+  auditDropped(reason: 'sink' | 'overflow', lines: number): void;
+}
+
 /** Scrape-time sources; each is optional (discovery off, sandbox "none"). */
 export interface MetricSources {
   stats?: () => { workers: number; idle: number; queued: number; inFlight: number };
@@ -42,13 +47,14 @@ const CANARY_PROBES = ['socket', 'fork', 'readEtcPasswd', 'writeTmp', 'signalPar
 type CounterChild = { inc(v?: number): void };
 type HistogramChild = { observe(v: number): void };
 
-export class AgentMetrics implements DispatchRecorder, AuthRecorder, WorkerRecorder {
+export class AgentMetrics implements DispatchRecorder, AuthRecorder, WorkerRecorder, AuditLossRecorder {
   readonly registry = new Registry();
   #sources: MetricSources = {};
   readonly #dispatches: Counter<'routine' | 'outcome'>;
   readonly #duration: Histogram<'routine'>;
   readonly #auth: Counter<'kind' | 'reason'>;
   readonly #workers: Counter<'event' | 'reason'>;
+  readonly #auditDropped: Counter<'reason'>;
   /** Label children cached per routine (and outcome): no label hashing/validation per call on our side. */
   #children = new Map<string, { duration: HistogramChild; outcomes: Map<string, CounterChild> }>();
 
@@ -59,6 +65,10 @@ export class AgentMetrics implements DispatchRecorder, AuthRecorder, WorkerRecor
     this.#duration = new Histogram({ name: 'skein_dispatch_duration_seconds', help: 'Time from request to reply of dispatch requests, any outcome.', labelNames: ['routine'], buckets: DURATION_BUCKETS, registers });
     this.#auth = new Counter({ name: 'skein_auth_rejections_total', help: 'Requests refused by authentication (authn, 401) or authorization (authz, 403), by reason.', labelNames: ['kind', 'reason'], registers });
     this.#workers = new Counter({ name: 'skein_worker_events_total', help: 'Python worker spawns (reason initial|replacement) and exits (reason: deadline, cancelled, recycle, protocol, oversize, shutdown, crash).', labelNames: ['event', 'reason'], registers });
+    this.#auditDropped = new Counter({ name: 'skein_audit_events_dropped_total', help: 'Audit lines lost: reason "sink" when the audit file or stderr could not be written (warned about once), "overflow" when the queue (audit.maxQueueLines) was full.', labelNames: ['reason'], registers });
+    // Both series exist from the start, so an alert on a rate sees 0 before the first loss.
+    this.#auditDropped.labels('sink').inc(0);
+    this.#auditDropped.labels('overflow').inc(0);
     new Gauge({
       name: 'skein_queue_depth',
       help: 'Calls waiting for a free worker.',
@@ -155,6 +165,10 @@ export class AgentMetrics implements DispatchRecorder, AuthRecorder, WorkerRecor
 
   workerEvent(event: 'spawn' | 'exit', reason: string): void {
     this.#workers.labels(event, reason).inc();
+  }
+
+  auditDropped(reason: 'sink' | 'overflow', lines: number): void {
+    this.#auditDropped.labels(reason).inc(lines);
   }
 
   /** The Prometheus text exposition. */

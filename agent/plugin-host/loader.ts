@@ -12,6 +12,7 @@ import { existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { extname, join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { isSigningError, trustStore, verifyFile } from '../../signing/index.ts';
+import type { Audit } from '../audit/index.ts';
 import type { PluginsConfig } from '../config/schema.ts';
 import { SkeinError } from '../errors/index.ts';
 import { writeFileAtomic } from '../fs/index.ts';
@@ -35,6 +36,8 @@ export interface LoadDeps {
   /** Private directory the verified copies are imported from. */
   runDir: string;
   now?: () => number;
+  /** Records plugin.loaded, with the SHA-256 of the bytes that run. */
+  audit?: Audit;
 }
 
 const EXTENSIONS = ['.ts', '.mjs', '.js'];
@@ -72,9 +75,11 @@ async function loadOne(entry: { name: string; options?: unknown }, config: Plugi
     throw pluginError(name, `cannot read ${file}: ${(err as Error).message}`, err);
   }
   const sha256 = createHash('sha256').update(bytes).digest('hex');
+  let keyId: string | undefined;
   if (config.requireSignature) {
     try {
       const verified = verifyFile(file, { trustedKeys: trusted, expectedName: name });
+      keyId = verified.keyId;
       // Check the bytes we will run, not just the file verifyFile read.
       if (verified.sha256 !== sha256) throw pluginError(name, `${file} changed while it was being verified`);
     } catch (err) {
@@ -119,6 +124,7 @@ async function loadOne(entry: { name: string; options?: unknown }, config: Plugi
   }
   const checked = checkHooks(name, hooks);
   deps.log.info('plugin loaded', { plugin: name, version: def.version, file, sha256, signed: config.requireSignature, hooks: Object.keys(checked) });
+  deps.audit?.record('plugin.loaded', { plugin: name, version: def.version, file, sha256, signed: config.requireSignature, ...(keyId ? { keyId } : {}), hooks: Object.keys(checked) });
   return { name, version: def.version, file, sha256, hooks: checked };
 }
 

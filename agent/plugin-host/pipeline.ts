@@ -9,8 +9,10 @@
  *    never run). With no authorize hook, any authenticated caller may run any routine.
  *  - A hook that throws, returns something invalid or exceeds plugins.hookTimeoutMs fails
  *    closed with reason PLUGIN_FAILED, logged with the plugin's name.
- * Every decision is one structured "audit" log line.
+ * Every decision — plain mTLS included — is one line on the audit stream (authn.decision,
+ * authz.decision; docs/audit.md), with the request id.
  */
+import type { Audit } from '../audit/index.ts';
 import { SkeinError } from '../errors/index.ts';
 import type { Logger } from '../log/index.ts';
 import type { AuthnRequest, AuthnResult, AuthzResult, Identity, PeerInfo, RequestInfo } from './api.ts';
@@ -23,6 +25,8 @@ export interface PipelineOptions {
   log: Logger;
   /** Counts every rejection (authn) and denial (authz) by reason. */
   metrics?: AuthRecorder;
+  /** Records every authentication and authorization decision. */
+  audit?: Audit;
 }
 
 const REASON = /^[A-Z][A-Z0-9_]{0,63}$/;
@@ -30,11 +34,14 @@ const REASON = /^[A-Z][A-Z0-9_]{0,63}$/;
 export class AuthPipeline {
   #authn: LoadedPlugin[];
   #authz: LoadedPlugin[];
+  /** Names of the authorize plugins, consulted on every allow (recorded on the audit line). */
+  #authzNames: string[];
   #opts: PipelineOptions;
 
   constructor(plugins: LoadedPlugin[], opts: PipelineOptions) {
     this.#authn = plugins.filter((p) => p.hooks.authenticate);
     this.#authz = plugins.filter((p) => p.hooks.authorize);
+    this.#authzNames = this.#authz.map((p) => p.name);
     this.#opts = opts;
   }
 
@@ -57,6 +64,8 @@ export class AuthPipeline {
     }
     if (peer.id === 'anonymous' && identity.principals.length === 0) this.#reject(req, peer, 'CREDENTIAL_REQUIRED', undefined, 'a client certificate or a token is required');
     if (this.#opts.requireToken && identity.principals.length === 0) this.#reject(req, peer, 'TOKEN_REQUIRED', undefined, 'a token is required on top of the client certificate (plugins.requireToken)');
+    // "certificate": the mTLS client certificate alone; "token": a plugin authenticated a principal.
+    this.#opts.audit?.record('authn.decision', { ...this.#common(req, peer, identity.principals), outcome: 'allow', via: identity.principals.length ? 'token' : 'certificate' });
     return identity;
   }
 
@@ -68,7 +77,8 @@ export class AuthPipeline {
       if (!r) this.#deny(req, identity, 'PLUGIN_FAILED', plugin.name, `plugin "${plugin.name}" returned an invalid authorization result`);
       else if (r.decision === 'deny') this.#deny(req, identity, r.reason, plugin.name, r.message);
     }
-    if (this.#authn.length || this.#authz.length) this.#audit(req, identity.peer, identity.principals, 'allow', undefined, undefined);
+    // With no authorize plugin any authenticated caller may run any routine: "plugins": [] says so.
+    this.#opts.audit?.record('authz.decision', { ...this.#common(req, identity.peer, identity.principals), outcome: 'allow', plugins: this.#authzNames });
   }
 
   async close(): Promise<void> {
@@ -106,20 +116,21 @@ export class AuthPipeline {
   }
 
   #reject(req: RequestInfo, peer: PeerInfo, reason: string, plugin: string | undefined, message: string): never {
-    this.#audit(req, peer, [], 'unauthenticated', plugin, reason);
+    this.#opts.audit?.record('authn.decision', { ...this.#common(req, peer, []), outcome: 'deny', reason, ...(plugin ? { plugin } : {}) });
     this.#opts.metrics?.authRejected('authn', reason);
     throw new SkeinError('SKEIN_ERR_UNAUTHENTICATED', `authentication failed: ${message}`, { reason, ...(plugin ? { plugin } : {}) });
   }
 
   #deny(req: RequestInfo, identity: Identity, reason: string, plugin: string, message: string | undefined): never {
-    this.#audit(req, identity.peer, identity.principals, 'deny', plugin, reason);
+    this.#opts.audit?.record('authz.decision', { ...this.#common(req, identity.peer, identity.principals), outcome: 'deny', reason, plugin });
     this.#opts.metrics?.authRejected('authz', reason);
     const who = identity.principals[0] ?? identity.peer.id;
     throw new SkeinError('SKEIN_ERR_FORBIDDEN', `${who} may not run routine "${req.routine}"${message ? `: ${message}` : ''}`, { reason, plugin, routine: req.routine });
   }
 
-  #audit(req: RequestInfo, peer: PeerInfo, principals: string[], decision: string, plugin: string | undefined, reason: string | undefined): void {
-    this.#opts.log.info('audit', { requestId: req.requestId, peer: peer.id, principals, routine: req.routine, decision, ...(plugin ? { plugin } : {}), ...(reason ? { reason } : {}) });
+  /** The fields every decision line carries (docs/audit.md). */
+  #common(req: RequestInfo, peer: PeerInfo, principals: string[]) {
+    return { requestId: req.requestId, method: req.method, path: req.path, routine: req.routine, remoteAddress: req.remoteAddress, peer: peer.id, fingerprint: peer.fingerprint, principals };
   }
 }
 

@@ -5,6 +5,9 @@
  */
 import { mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import pkg from '../../package.json' with { type: 'json' };
+import { createAudit, type Audit } from '../audit/index.ts';
+import { auditedConfig } from '../audit/redact.ts';
 import type { AgentConfig } from '../config/schema.ts';
 import { isLoopbackHost, parseHostPort } from '../config/load.ts';
 import { SkeinError } from '../errors/index.ts';
@@ -38,18 +41,40 @@ export interface StartOptions {
   embedded?: boolean;
   /** Folder of the config file (plugins' readFile paths resolve against it). */
   baseDir: string;
+  /** Where the config came from (its path, or "embedded"), for the audit stream's agent.start. */
+  source?: string;
 }
 
-export async function startAgent({ config, log, embedded = false, baseDir }: StartOptions): Promise<RunningAgent> {
+/**
+ * Starts the agent. The audit stream opens first and records agent.start with the effective
+ * config (secrets redacted); a start-up that fails is recorded as agent.stop before the error
+ * propagates, and the stream is flushed so the lines survive the exit that follows.
+ */
+export async function startAgent(options: StartOptions): Promise<RunningAgent> {
+  const { config, log } = options;
+  const metrics = new AgentMetrics();
+  const audit = createAudit(config.audit, { log, agent: config.agent.name, onFailure: (lines, reason) => metrics.auditDropped(reason, lines) });
+  audit.record('agent.start', { version: pkg.version, pid: process.pid, ...(options.source ? { source: options.source } : {}), config: auditedConfig(config) });
+  try {
+    return await assemble(options, metrics, audit);
+  } catch (err) {
+    const e = err as { code?: string; message?: string };
+    audit.record('agent.stop', { reason: 'start-failed', code: e.code, error: e.message ?? String(err) });
+    await audit.close();
+    throw err;
+  }
+}
+
+/** The parts of a running agent, in start-up order; each failure undoes what was started. */
+async function assemble({ config, log, embedded = false, baseDir }: StartOptions, metrics: AgentMetrics, audit: Audit): Promise<RunningAgent> {
   const { host, port } = parseHostPort(config.agent.listen);
   const tls = await loadTls(config, host, log);
-  const { sources, infos } = await loadRoutines(config, log, embedded);
+  const { sources, infos } = await loadRoutines(config, log, embedded, audit);
   const cwd = join(config.agent.stateDir, 'run', 'empty');
   mkdirSync(cwd, { recursive: true, mode: 0o755 });
   const sandbox = prepareSandbox(config, workerLimits(config), log);
 
-  const metrics = new AgentMetrics();
-  const pool = buildPools(config, sources, sandbox, cwd, log, metrics);
+  const pool = buildPools(config, sources, sandbox, cwd, log, metrics, audit);
   try {
     const ready = await pool.start();
     log.info('workers ready', { count: ready.length, python: sandbox.python.executable, version: ready[0]?.python, layers: [...(sandbox.launcher.wrapped ? ['bwrap'] : []), ...(ready[0]?.layers ?? [])] });
@@ -60,7 +85,7 @@ export async function startAgent({ config, log, embedded = false, baseDir }: Sta
 
   let auth: AuthPipeline;
   try {
-    auth = await startPlugins(config, baseDir, log, metrics);
+    auth = await startPlugins(config, baseDir, log, metrics, audit);
   } catch (err) {
     await pool.close(0);
     throw err;
@@ -100,6 +125,7 @@ export async function startAgent({ config, log, embedded = false, baseDir }: Sta
         config: config.discovery,
         trustDomain: config.tls.trustDomain,
         log,
+        audit,
         self: {
           agent: config.agent.name,
           spiffe: cert.spiffeId ?? `spiffe://${config.tls.trustDomain}/agent/${config.agent.name}`,
@@ -161,14 +187,17 @@ export async function startAgent({ config, log, embedded = false, baseDir }: Sta
         // Last: /readyz answers 503 "draining" while calls drain.
         await admin?.close();
         log.info('stopped');
+        // Last of all, so the stream holds everything up to the end; close() flushes it.
+        audit.record('agent.stop', { reason: 'shutdown' });
+        await audit.close();
       })();
       return stopping;
     },
   };
 }
 
-async function startPlugins(config: AgentConfig, baseDir: string, log: Logger, metrics: AgentMetrics): Promise<AuthPipeline> {
-  const plugins = await loadPlugins(config.plugins, { log, baseDir, runDir: join(config.agent.stateDir, 'run', 'plugins') });
+async function startPlugins(config: AgentConfig, baseDir: string, log: Logger, metrics: AgentMetrics, audit: Audit): Promise<AuthPipeline> {
+  const plugins = await loadPlugins(config.plugins, { log, baseDir, runDir: join(config.agent.stateDir, 'run', 'plugins'), audit });
   if (config.security.strict) {
     if (!isLoopbackHost(parseHostPort(config.agent.listen).host) && !plugins.some((p) => p.hooks.authorize)) {
       throw new SkeinError('SKEIN_ERR_STRICT', `security.strict: refusing to start; 1 violation:\n  - plugins.enabled: listening off-host (${config.agent.listen}) with no plugin that authorizes: every authenticated peer may run every routine`, { violations: [{ key: 'plugins.enabled' }] });
@@ -177,7 +206,7 @@ async function startPlugins(config: AgentConfig, baseDir: string, log: Logger, m
   if (config.tls.clientCerts === 'optional' && !plugins.some((p) => p.hooks.authenticate)) {
     log.warn('tls.clientCerts is "optional" but no enabled plugin authenticates tokens: every caller without a client certificate will be refused');
   }
-  return new AuthPipeline(plugins, { hookTimeoutMs: config.plugins.hookTimeoutMs, requireToken: config.plugins.requireToken, log, metrics });
+  return new AuthPipeline(plugins, { hookTimeoutMs: config.plugins.hookTimeoutMs, requireToken: config.plugins.requireToken, log, metrics, audit });
 }
 
 async function loadTls(config: AgentConfig, listenHost: string, log: Logger): Promise<TlsMaterial> {

@@ -6,6 +6,7 @@
  * share one pool and each distinct set of routine limits gets its own (rlimits are per process).
  */
 import { cpus } from 'node:os';
+import type { Audit } from '../audit/index.ts';
 import type { AgentConfig, RoutineConfig } from '../config/schema.ts';
 import type { Logger } from '../log/index.ts';
 import type { WorkerRecorder } from '../metrics/index.ts';
@@ -28,7 +29,7 @@ export function workerLimits(config: AgentConfig, routine?: RoutineConfig): Reco
   };
 }
 
-export function buildPools(config: AgentConfig, sources: Record<string, RoutineSource>, sandbox: PreparedSandbox, cwd: string, log: Logger, events?: WorkerRecorder): PoolSet {
+export function buildPools(config: AgentConfig, sources: Record<string, RoutineSource>, sandbox: PreparedSandbox, cwd: string, log: Logger, events?: WorkerRecorder, audit?: Audit): PoolSet {
   const defaults = JSON.stringify(workerLimits(config));
   const defaultSize = config.workers.poolSize || cpus().length;
   const isolated = config.workers.isolation === 'routine';
@@ -50,6 +51,7 @@ export function buildPools(config: AgentConfig, sources: Record<string, RoutineS
         queueSize: config.limits.queueSize,
         log,
         events,
+        audit,
         circuit: config.workers.circuit,
         maxCallsPerWorker: config.workers.maxCallsPerWorker,
         recycleRssBytes: config.workers.recycleMemoryMb * MiB,

@@ -6,6 +6,7 @@
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { basename } from 'node:path';
+import type { Audit } from '../audit/index.ts';
 import type { AgentConfig } from '../config/schema.ts';
 import { SkeinError } from '../errors/index.ts';
 import type { Logger } from '../log/index.ts';
@@ -14,7 +15,7 @@ import { fetchUrlSource } from '../sources/index.ts';
 import type { RoutineSource } from '../workers/worker.ts';
 import { embeddedRoutineSource } from './embedded.ts';
 
-export async function loadRoutines(config: AgentConfig, log: Logger, embedded: boolean) {
+export async function loadRoutines(config: AgentConfig, log: Logger, embedded: boolean, audit?: Audit) {
   const sources: Record<string, RoutineSource> = {};
   const infos = new Map<string, RoutineInfo>();
   const fetched = new Map<string, Promise<string>>();
@@ -24,6 +25,7 @@ export async function loadRoutines(config: AgentConfig, log: Logger, embedded: b
     if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(fn)) throw new SkeinError('SKEIN_ERR_CONFIG', `config key "routines.${name}.function": "${fn}" is not a Python identifier; set "function" explicitly`, { key: `routines.${name}.function` });
     let source: string;
     let origin: string;
+    let fromBinary = false;
     if (r.url !== undefined) {
       origin = r.url;
       const key = `${r.url} ${r.sha256}`;
@@ -44,12 +46,15 @@ export async function loadRoutines(config: AgentConfig, log: Logger, embedded: b
         const fallback = embedded ? embeddedRoutineSource(r.file!) : undefined;
         if (fallback === undefined) throw new SkeinError('SKEIN_ERR_CONFIG', `config key "routines.${name}.file": cannot read ${r.file}: ${(err as Error).message}`, { key: `routines.${name}.file` });
         source = fallback;
+        fromBinary = true;
       }
     }
     const sha256 = createHash('sha256').update(source).digest('hex');
     sources[name] = { file: origin, function: fn, source };
     infos.set(name, { name, function: fn, file: basename(origin), sha256, ...(r.timeoutMs ? { timeoutMs: r.timeoutMs } : {}) });
     log.info('routine loaded', { routine: name, ...(r.url ? { url: r.url } : { file: r.file }), function: fn, sha256 });
+    // embedded: the file was missing and the copy built into the binary runs instead.
+    audit?.record('routine.loaded', { routine: name, ...(r.url ? { url: r.url } : { file: r.file }), function: fn, sha256, ...(fromBinary ? { embedded: true } : {}) });
   }
   return { sources, infos };
 }

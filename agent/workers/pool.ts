@@ -5,11 +5,12 @@
  * Lifecycle (undici style): `start()` once, `dispatch()` many, `close()` drains and is
  * idempotent; dispatch after close throws SKEIN_ERR_SHUTTING_DOWN.
  */
+import type { Audit } from '../audit/index.ts';
 import { SkeinError } from '../errors/index.ts';
 import type { Logger } from '../log/index.ts';
 import type { WorkerRecorder } from '../metrics/index.ts';
 import { CircuitBreaker, type CircuitOptions } from './circuit.ts';
-import { Worker, type CallOutcome, type ReadyInfo, type WorkerSpec } from './worker.ts';
+import { Worker, type CallOutcome, type ExitInfo, type ReadyInfo, type WorkerSpec } from './worker.ts';
 
 export interface PoolOptions {
   size: number;
@@ -25,6 +26,8 @@ export interface PoolOptions {
   recycleCpuSeconds: number;
   /** Counts spawns (initial, replacement) and exits (by kill reason, or crash). */
   events?: WorkerRecorder;
+  /** Records worker.spawn/kill/crash/recycle on the audit stream (docs/audit.md). */
+  audit?: Audit;
 }
 
 /** Outcomes that mean the routine killed its worker; they count toward the circuit. */
@@ -66,9 +69,12 @@ export class WorkerPool {
   #drained: (() => void) | undefined;
   #log: Logger;
   #circuit: CircuitBreaker;
+  /** The routines this pool serves, named on its audit lines. */
+  #routines: string[];
 
   constructor(opts: PoolOptions) {
     this.#opts = opts;
+    this.#routines = Object.keys(opts.spec.routines);
     this.#log = opts.log;
     this.#circuit = new CircuitBreaker(opts.circuit);
   }
@@ -139,30 +145,35 @@ export class WorkerPool {
         this.#circuit.recordSuccess(job.req.routine);
       }
       if (worker.state !== 'idle') return;
-      if (this.#shouldRetire(worker)) return worker.kill('recycle');
+      const retire = this.#shouldRetire(worker);
+      if (retire) {
+        this.#opts.audit?.record('worker.recycle', { worker: worker.id, pid: worker.pid, routines: this.#routines, calls: worker.calls, ...retire });
+        return worker.kill('recycle');
+      }
       this.#release(worker);
     });
   }
 
-  #shouldRetire(worker: Worker): boolean {
+  /** Why the worker should be retired after this call (undefined: keep it). */
+  #shouldRetire(worker: Worker): { reason: 'maxCalls' | 'memory' | 'cpu'; rssBytes?: number; cpuSeconds?: number } | undefined {
     const { maxCallsPerWorker, recycleRssBytes, recycleCpuSeconds } = this.#opts;
-    if (maxCallsPerWorker > 0 && worker.calls >= maxCallsPerWorker) return true;
-    if (worker.calls % RSS_CHECK_EVERY !== 0) return false;
+    if (maxCallsPerWorker > 0 && worker.calls >= maxCallsPerWorker) return { reason: 'maxCalls' };
+    if (worker.calls % RSS_CHECK_EVERY !== 0) return undefined;
     if (recycleRssBytes > 0) {
       const rss = worker.rssBytes();
       if (rss !== undefined && rss > recycleRssBytes) {
         this.#log.info('worker over workers.recycleMemoryMb; recycling', { worker: worker.id, rssBytes: rss });
-        return true;
+        return { reason: 'memory', rssBytes: rss };
       }
     }
     if (recycleCpuSeconds > 0) {
       const cpu = worker.cpuSeconds();
       if (cpu !== undefined && cpu > recycleCpuSeconds) {
         this.#log.info('worker near its sandbox.cpuSeconds backstop; recycling', { worker: worker.id, cpuSeconds: cpu });
-        return true;
+        return { reason: 'cpu', cpuSeconds: cpu };
       }
     }
-    return false;
+    return undefined;
   }
 
   #release(worker: Worker): void {
@@ -204,6 +215,8 @@ export class WorkerPool {
       (info) => {
         this.#consecutiveFailures = 0;
         this.#log.debug('worker ready', { worker: worker.id, pid: info.pid, layers: info.layers });
+        const layers = [...(this.#opts.spec.launcher.wrapped ? ['bwrap'] : []), ...info.layers];
+        this.#opts.audit?.record('worker.spawn', { worker: worker.id, pid: worker.pid, reason, routines: this.#routines, python: info.python, layers, limits: this.#opts.spec.limits });
         if (this.#closed) return worker.kill('shutdown');
         this.#release(worker);
       },
@@ -212,11 +225,12 @@ export class WorkerPool {
     return worker;
   }
 
-  #onWorkerExit(worker: Worker, info: { code: number | null; signal: string | null; reason: string | undefined }): void {
+  #onWorkerExit(worker: Worker, info: ExitInfo): void {
     this.#workers.delete(worker);
     const i = this.#idle.indexOf(worker);
     if (i !== -1) this.#idle.splice(i, 1);
     this.#opts.events?.workerEvent('exit', info.reason ?? 'crash');
+    this.#auditExit(worker, info);
     if (this.#closed) return;
     const expected = info.reason === 'deadline' || info.reason === 'cancelled' || info.reason === 'recycle';
     if (!expected) this.#consecutiveFailures++;
@@ -227,5 +241,18 @@ export class WorkerPool {
       if (!this.#closed) this.#spawn('replacement');
     }, delay);
     t.unref?.();
+  }
+
+  /**
+   * worker.kill for the agent's kills of a worker with a call to fail, worker.crash for a worker
+   * that died on its own. Recycling is recorded when it is decided (with why); workers stopped
+   * by the pool closing are covered by agent.stop.
+   */
+  #auditExit(worker: Worker, info: ExitInfo): void {
+    const audit = this.#opts.audit;
+    if (!audit || info.reason === 'recycle' || info.reason === 'shutdown') return;
+    const fields = { worker: worker.id, pid: worker.pid, routines: this.#routines, exitCode: info.code, signal: info.signal, ...(info.call ? { requestId: info.call.requestId, routine: info.call.routine } : {}) };
+    if (info.reason === undefined) audit.record('worker.crash', { ...fields, stage: info.stage });
+    else audit.record('worker.kill', { ...fields, reason: info.reason });
   }
 }

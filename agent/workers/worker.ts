@@ -53,6 +53,17 @@ const KILL_REASON_CODES = {
 /** Kills without a call to fail: the pool stopping, or retiring a worker after its quota. */
 export type KillReason = keyof typeof KILL_REASON_CODES | 'shutdown' | 'recycle';
 
+/** How a worker's process ended; `call` is the call it was running (for the audit stream). */
+export interface ExitInfo {
+  code: number | null;
+  signal: string | null;
+  /** Why the agent killed it; undefined when it died on its own (a crash). */
+  reason: KillReason | undefined;
+  /** start: before its ready message; call: running a call; idle: between calls. */
+  stage: 'start' | 'call' | 'idle';
+  call?: { requestId: string | undefined; routine: string };
+}
+
 export class Worker {
   readonly id: string;
   #state: State = 'starting';
@@ -61,13 +72,15 @@ export class Worker {
   #maxReply: number;
   #buffered: Buffer[] = [];
   #bufferedBytes = 0;
-  #current: { id: number; requestId: string | undefined; settle: (o: CallOutcome) => void } | undefined;
+  #current: { id: number; requestId: string | undefined; routine: string; settle: (o: CallOutcome) => void } | undefined;
+  /** The call running when the worker was killed, kept for onExit. */
+  #killedCall: ExitInfo['call'];
   #ready: Promise<ReadyInfo>;
   #onReady!: (info: ReadyInfo) => void;
   #onStartFail!: (err: SkeinError) => void;
   #killReason: KillReason | undefined;
   /** Called once when the process has gone, whatever the cause. */
-  onExit: (worker: Worker, info: { code: number | null; signal: string | null; reason: KillReason | undefined }) => void = () => {};
+  onExit: (worker: Worker, info: ExitInfo) => void = () => {};
   calls = 0;
   #wrapped: boolean;
   #statPid: number | undefined;
@@ -170,7 +183,7 @@ export class Worker {
     this.#state = 'busy';
     this.calls++;
     return new Promise<CallOutcome>((settle) => {
-      this.#current = { id: callId, requestId, settle };
+      this.#current = { id: callId, requestId, routine, settle };
       this.#child.stdin.write(`{"id":${callId},"r":${JSON.stringify(routine)},"a":${JSON.stringify(args)},"k":${JSON.stringify(kwargs)}}\n`);
     });
   }
@@ -178,6 +191,7 @@ export class Worker {
   /** Kills the worker's whole process group; the current call (if any) settles with `reason`. */
   kill(reason: KillReason): void {
     if (this.#state === 'dead') return;
+    if (this.#killReason === undefined && this.#current) this.#killedCall = { requestId: this.#current.requestId, routine: this.#current.routine };
     this.#killReason ??= reason;
     const pid = this.#child.pid;
     if (pid !== undefined) {
@@ -300,12 +314,14 @@ export class Worker {
   #exited(code: number | null, signal: string | null): void {
     if (this.#state === 'dead') return;
     const wasStarting = this.#state === 'starting';
+    const current = this.#current;
+    const call = this.#killedCall ?? (current ? { requestId: current.requestId, routine: current.routine } : undefined);
     this.#state = 'dead';
     if (wasStarting) this.#onStartFail(new SkeinError('SKEIN_ERR_WORKER_CRASHED', `worker ${this.id} exited during start-up (code ${code}, signal ${signal})`));
     if (this.#current) {
       this.#settle({ ok: false, error: new SkeinError('SKEIN_ERR_WORKER_CRASHED', `the worker died during the call (${signal ? `signal ${signal}` : `exit code ${code}`})`, { worker: this.id, signal, exitCode: code }) });
     }
-    this.onExit(this, { code, signal, reason: this.#killReason });
+    this.onExit(this, { code, signal, reason: this.#killReason, stage: wasStarting ? 'start' : call ? 'call' : 'idle', ...(call ? { call } : {}) });
   }
 
   #readStderr(): void {

@@ -42,10 +42,10 @@ describe('authorization', () => {
       await agent.waitForLog((l) => String(l.line) === 'MARK:allowed-ran');
       await new Promise((r) => setTimeout(r, 300));
       expect(agent.logs.some((l) => String(l.line).includes('denied-ran'))).toBe(false);
-      // Every decision is an audit line.
-      const audit = agent.logs.filter((l) => l.msg === 'audit');
-      expect(audit.find((l) => l.routine === 'add')).toMatchObject({ decision: 'deny', plugin: 'only-echo', reason: 'ECHO_ONLY', peer: DEV_CLIENT });
-      expect(audit.find((l) => l.routine === 'echo')).toMatchObject({ decision: 'allow', peer: DEV_CLIENT });
+      // Every decision is a line on the audit stream (stderr by default; docs/audit.md).
+      const audit = agent.logs.filter((l) => l.event === 'authz.decision');
+      expect(audit.find((l) => l.routine === 'add')).toMatchObject({ outcome: 'deny', plugin: 'only-echo', reason: 'ECHO_ONLY', peer: DEV_CLIENT });
+      expect(audit.find((l) => l.routine === 'echo')).toMatchObject({ outcome: 'allow', plugins: ['only-echo'], peer: DEV_CLIENT });
       expect(audit.every((l) => typeof l.requestId === 'string')).toBe(true);
     } finally {
       await client.close();
