@@ -15,6 +15,7 @@ import type { Io } from './io.ts';
 export const DISPATCH_USAGE = `Usage: skein dispatch ROUTINE [--args JSON] [--kwargs JSON] [--peer HOST:PORT]
                       [--cert PATH --key PATH --ca PATH] [--token T | --token-file F]
                       [--timeout MS] [--encoding cbor|json] [--json] [--config PATH]
+                      [--plaintext]
 
 Runs ROUTINE on an agent and prints its result.
 
@@ -33,6 +34,9 @@ Runs ROUTINE on an agent and prints its result.
   --encoding E       request encoding, cbor (default) or json
   --json             print {"result", "requestId"} or the error object as JSON on stdout
   --config PATH      config used for the defaults (default ./agent.config.json, else embedded)
+  --plaintext        speak plaintext HTTP/2 (h2c) to an agent with tls.plaintext (behind a
+                     TLS-terminating proxy); nothing is encrypted, the token included. No
+                     client certificate; --peer may then be http://HOST:PORT
 
 Exit codes:
   0  the routine returned
@@ -68,6 +72,7 @@ export async function runDispatch(argv: string[], io: Io): Promise<number> {
       token: { type: 'string' },
       'token-file': { type: 'string' },
       discover: { type: 'boolean' },
+      plaintext: { type: 'boolean' },
     },
     true,
   );
@@ -84,11 +89,17 @@ export async function runDispatch(argv: string[], io: Io): Promise<number> {
 
   const token = readToken(values.token, values['token-file']);
 
-  const target = resolveTarget(values);
-  const creds = { cert: readCredential(target.cert, 'cert'), key: readCredential(target.key, 'key'), ca: readCredential(target.ca, 'ca') };
+  if (values.plaintext) {
+    if (values.discover) throw new SkeinError('SKEIN_ERR_USAGE', '--plaintext cannot be combined with --discover: discovered peers are reached over TLS, their identity pinned');
+    if (values.cert || values.key || values.ca) throw new SkeinError('SKEIN_ERR_USAGE', '--plaintext sends no client certificate: drop --cert, --key and --ca');
+  }
+  // Plaintext needs only the address: there is no certificate to present or check.
+  const target = values.plaintext ? { peer: values.peer ?? configPeer(loadConfig({ path: values.config }).config) } : resolveTarget(values);
+  const creds = 'cert' in target ? { cert: readCredential(target.cert, 'cert'), key: readCredential(target.key, 'key'), ca: readCredential(target.ca, 'ca') } : undefined;
   const client = new SkeinClient({
     peer: target.peer,
     ...creds,
+    ...(values.plaintext ? { plaintext: true } : {}),
     ...(values.encoding ? { encoding: values.encoding as 'cbor' | 'json' } : {}),
     ...(token !== undefined ? { token } : {}),
   });
@@ -97,7 +108,7 @@ export async function runDispatch(argv: string[], io: Io): Promise<number> {
     if (values.discover) {
       // The local agent's verified peer table decides where the call goes; the pool pins
       // each peer's advertised identity and fails over.
-      const { result, peer } = await dispatchDiscovered(client, routine, call, { ...creds, ...(token !== undefined ? { token } : {}) });
+      const { result, peer } = await dispatchDiscovered(client, routine, call, { ...creds!, ...(token !== undefined ? { token } : {}) });
       io.out(values.json ? JSON.stringify({ result, peer: peer.agent }) : typeof result === 'string' ? result : JSON.stringify(result, null, 2));
       if (!values.json) io.err(`(ran on peer ${peer.agent})`);
       return 0;
@@ -135,13 +146,7 @@ export function resolveTarget(values: { peer?: string; cert?: string; key?: stri
   if (values.peer && creds === 3) return { peer: values.peer, cert: values.cert!, key: values.key!, ca: values.ca! };
   // Defaults come from the same config the local agent runs with.
   const { config } = loadConfig({ path: values.config });
-  let peer = values.peer;
-  if (!peer) {
-    const { host, port } = parseHostPort(config.agent.listen);
-    if (port === 0) throw new SkeinError('SKEIN_ERR_USAGE', `agent.listen in the config is ${config.agent.listen} (a port picked at start): pass --peer HOST:PORT`);
-    const local = host === '0.0.0.0' ? '127.0.0.1' : host === '::' ? '::1' : host;
-    peer = `${local.includes(':') ? `[${local}]` : local}:${port}`;
-  }
+  const peer = values.peer ?? configPeer(config);
   if (creds === 3) return { peer, cert: values.cert!, key: values.key!, ca: values.ca! };
   if (config.tls.cert && config.tls.key && config.tls.ca) {
     throw new SkeinError('SKEIN_ERR_USAGE', 'the config names its own tls files; pass a client certificate with --cert, --key and --ca');
@@ -152,6 +157,14 @@ export function resolveTarget(values: { peer?: string; cert?: string; key?: stri
     throw new SkeinError('SKEIN_ERR_USAGE', `no development client certificate at ${paths.cert}: start the agent once (npm start) to create it, or pass --cert, --key and --ca`);
   }
   return { peer, ...paths };
+}
+
+/** The local agent's address from agent.listen (a wildcard address reached on loopback). */
+function configPeer(config: ReturnType<typeof loadConfig>['config']): string {
+  const { host, port } = parseHostPort(config.agent.listen);
+  if (port === 0) throw new SkeinError('SKEIN_ERR_USAGE', `agent.listen in the config is ${config.agent.listen} (a port picked at start): pass --peer HOST:PORT`);
+  const local = host === '0.0.0.0' ? '127.0.0.1' : host === '::' ? '::1' : host;
+  return `${local.includes(':') ? `[${local}]` : local}:${port}`;
 }
 
 /** --token or the trimmed content of --token-file; checked here so a bad one is exit 2. */

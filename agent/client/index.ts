@@ -15,6 +15,8 @@
  *   await client.close();
  *   // One-way TLS with a token plugin (tls.clientCerts: "optional"): no client certificate.
  *   const viaToken = new SkeinClient({ peer: '127.0.0.1:7443', ca, token: jwt }); // sends "Bearer <jwt>"
+ *   // h2c behind a TLS-terminating proxy (tls.plaintext): only when asked for.
+ *   const plain = new SkeinClient({ peer: 'http://127.0.0.1:7443', plaintext: true, token: jwt });
  */
 import http2 from 'node:http2';
 import type { TLSSocket } from 'node:tls';
@@ -26,7 +28,7 @@ import { transportError } from './transport-error.ts';
 export { transportError };
 
 export interface ClientOptions {
-  /** HOST:PORT (IPv6 as [addr]:port) or an https:// origin. */
+  /** HOST:PORT (IPv6 as [addr]:port), an https:// origin, or (with plaintext) an http:// one. */
   peer: string;
   cert?: string | Buffer;
   key?: string | Buffer;
@@ -49,6 +51,12 @@ export interface ClientOptions {
    * "Bearer <token>", or verbatim when it contains a space (e.g. "SkeinNonce …").
    */
   token?: string;
+  /**
+   * Speak plaintext HTTP/2 (h2c, prior knowledge) to an agent with tls.plaintext, e.g. on
+   * the far side of a TLS-terminating proxy. Nothing is encrypted, tokens included, so it is
+   * never inferred: an http:// peer without it is refused, and it cannot be pinned.
+   */
+  plaintext?: boolean;
 }
 
 export interface DispatchOptions {
@@ -92,7 +100,7 @@ export class SkeinClient {
 
   constructor(opts: ClientOptions) {
     this.#opts = opts;
-    this.#origin = opts.peer.startsWith('https://') ? opts.peer : `https://${opts.peer}`;
+    this.#origin = originOf(opts);
     this.#authorization = opts.token === undefined ? undefined : authorizationHeader(opts.token);
   }
 
@@ -171,14 +179,16 @@ export class SkeinClient {
     if (this.#session && !this.#session.closed && !this.#session.destroyed) return this.#session;
     const url = new URL(this.#origin);
     const host = url.hostname.replace(/^\[|\]$/g, '');
-    const session = http2.connect(this.#origin, {
-      cert: this.#opts.cert,
-      key: this.#opts.key,
-      ca: this.#opts.ca,
-      // An IP literal cannot be an SNI name; verification still checks the IP SAN.
-      servername: this.#opts.servername ?? (/^[\d.]+$|:/.test(host) ? undefined : host),
-      ALPNProtocols: ['h2'],
-    });
+    const session = this.#opts.plaintext
+      ? http2.connect(this.#origin)
+      : http2.connect(this.#origin, {
+          cert: this.#opts.cert,
+          key: this.#opts.key,
+          ca: this.#opts.ca,
+          // An IP literal cannot be an SNI name; verification still checks the IP SAN.
+          servername: this.#opts.servername ?? (/^[\d.]+$|:/.test(host) ? undefined : host),
+          ALPNProtocols: ['h2'],
+        });
     this.#sessionError = undefined;
     const timer = setTimeout(() => session.destroy(new SkeinError('SKEIN_ERR_TRANSPORT', `no connection to ${this.#opts.peer} within ${this.#opts.connectTimeoutMs ?? 10_000} ms`)), this.#opts.connectTimeoutMs ?? 10_000);
     session.once('connect', () => clearTimeout(timer));
@@ -256,6 +266,18 @@ export class SkeinClient {
       if (body !== undefined) stream.end(body);
     });
   }
+}
+
+/** The origin to connect to; plaintext only when asked for, and never with a pin. */
+function originOf(opts: ClientOptions): string {
+  const { peer } = opts;
+  if (!opts.plaintext) {
+    if (peer.startsWith('http://')) throw new SkeinError('SKEIN_ERR_USAGE', `peer ${peer} is plaintext http://: set plaintext (--plaintext) to send calls and tokens unencrypted`);
+    return peer.startsWith('https://') ? peer : `https://${peer}`;
+  }
+  if (peer.startsWith('https://')) throw new SkeinError('SKEIN_ERR_USAGE', `peer ${peer} is https:// but plaintext was asked for`);
+  if (opts.pin) throw new SkeinError('SKEIN_ERR_USAGE', 'a pinned peer identity needs TLS: plaintext cannot be combined with pin');
+  return peer.startsWith('http://') ? peer : `http://${peer}`;
 }
 
 /**

@@ -132,6 +132,10 @@ function crossCheck(config: AgentConfig): void {
   if (config.audit.sink === 'file' && config.audit.path === undefined) {
     throw configError('audit.path', 'is required when audit.sink is "file": name the audit file (e.g. "/var/log/skein/audit.jsonl")');
   }
+  if (config.discovery.enabled && config.tls.plaintext) {
+    // Peers and callers pin an advertised agent's certificate on connect; h2c has none to show.
+    throw configError('tls.plaintext', 'cannot be combined with discovery.enabled: peers check an advertised agent\'s TLS certificate on connect');
+  }
   if (config.limits.defaultTimeoutMs > config.limits.maxTimeoutMs) {
     throw configError('limits.defaultTimeoutMs', `(${config.limits.defaultTimeoutMs}) must not exceed limits.maxTimeoutMs (${config.limits.maxTimeoutMs})`);
   }

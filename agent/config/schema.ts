@@ -61,6 +61,7 @@ export const CONFIG_SCHEMA: Node = {
         minVersion: { kind: 'enum', values: ['TLSv1.3', 'TLSv1.2'], default: 'TLSv1.3', description: 'Lowest TLS version accepted. TLS 1.2, if enabled, allows only ECDHE AEAD suites.' },
         trustDomain: { kind: 'string', pattern: /^[a-z0-9.-]+$/, patternHint: 'a lower-case DNS-like name', default: 'skein.local', description: 'SPIFFE trust domain of the development PKI.' },
         clientCerts: { kind: 'enum', values: ['require', 'optional'], default: 'require', description: 'require: mutual TLS; optional: one-way TLS where callers without a certificate must authenticate with a token plugin.' },
+        plaintext: { kind: 'boolean', default: false, description: 'Serve plaintext HTTP/2 (h2c, prior knowledge) instead of TLS: only behind a TLS-terminating proxy on the same host, or for tests. Every caller is anonymous and must authenticate with a token plugin; logged as a warning at start, refused by security.strict without a token plugin or off loopback.' },
       },
     },
     limits: {
@@ -117,7 +118,7 @@ export const CONFIG_SCHEMA: Node = {
       kind: 'object',
       description: 'Security posture.',
       fields: {
-        strict: { kind: 'boolean', default: false, env: 'SKEIN_STRICT', description: 'Refuse to start, listing every violation, unless the configuration is secure: mutual TLS or a token plugin, TLS 1.3, sandbox profile strict, signed plugins, a discovery trust store, private key and config files not readable by others, authorization when reachable off-host.' },
+        strict: { kind: 'boolean', default: false, env: 'SKEIN_STRICT', description: 'Refuse to start, listing every violation, unless the configuration is secure: mutual TLS or a token plugin (plaintext h2c only on loopback, with a token plugin), TLS 1.3, sandbox profile strict, signed plugins, a discovery trust store, private key and config files not readable by others, authorization when reachable off-host.' },
       },
     },
     sandbox: {
@@ -250,7 +251,7 @@ export interface AgentConfig {
   admin: { enabled: boolean; listen: string; token?: string };
   log: { level: 'debug' | 'info' | 'warn' | 'error'; format: 'json' | 'text' };
   audit: { sink: 'stderr' | 'file' | 'off'; path?: string; maxQueueLines: number };
-  tls: { cert?: string; key?: string; ca?: string; minVersion: 'TLSv1.3' | 'TLSv1.2'; trustDomain: string; clientCerts: 'require' | 'optional' };
+  tls: { cert?: string; key?: string; ca?: string; minVersion: 'TLSv1.3' | 'TLSv1.2'; trustDomain: string; clientCerts: 'require' | 'optional'; plaintext: boolean };
   limits: {
     maxBodyBytes: number;
     maxResultBytes: number;

@@ -21,17 +21,22 @@ const TOKEN_PLUGINS = new Set(['bearer-jwt', 'signed-nonce']);
 export function strictViolations(config: AgentConfig, configFile?: string): Violation[] {
   const v: Violation[] = [];
   const enabled = config.plugins.enabled.map((p) => p.name);
-  if (config.tls.clientCerts === 'optional' && !enabled.some((n) => TOKEN_PLUGINS.has(n))) {
+  const offHost = !isLoopbackHost(parseHostPort(config.agent.listen).host);
+  if (config.tls.plaintext) {
+    // h2c is acceptable only behind a TLS-terminating proxy on this host, with tokens.
+    if (!enabled.some((n) => TOKEN_PLUGINS.has(n))) v.push({ key: 'tls.plaintext', message: 'plaintext HTTP/2 (h2c) without a token plugin (bearer-jwt or signed-nonce) authenticates no one' });
+    if (offHost) v.push({ key: 'tls.plaintext', message: `plaintext HTTP/2 (h2c) reachable off-host (${config.agent.listen}): requests and tokens would cross the network unencrypted` });
+  } else if (config.tls.clientCerts === 'optional' && !enabled.some((n) => TOKEN_PLUGINS.has(n))) {
     v.push({ key: 'tls.clientCerts', message: 'one-way TLS ("optional") without a token plugin (bearer-jwt or signed-nonce) authenticates no one' });
   }
-  if (config.tls.minVersion !== 'TLSv1.3') v.push({ key: 'tls.minVersion', message: `${config.tls.minVersion} is below TLS 1.3` });
+  if (!config.tls.plaintext && config.tls.minVersion !== 'TLSv1.3') v.push({ key: 'tls.minVersion', message: `${config.tls.minVersion} is below TLS 1.3` });
   if (config.sandbox.profile !== 'strict') v.push({ key: 'sandbox.profile', message: `"${config.sandbox.profile}" is weaker than "strict"` });
   if (enabled.length > 0 && !config.plugins.requireSignature) v.push({ key: 'plugins.requireSignature', message: 'plugins are enabled but their signatures are not required' });
   if (config.discovery.enabled && config.discovery.trustedKeys.length === 0 && config.discovery.rootKeys.length === 0 && config.discovery.groups.length > 0) {
     v.push({ key: 'discovery.trustedKeys', message: 'discovery is enabled without a trust store' });
   }
   // With plugins enabled, whether one authorizes is known once they are loaded (start-up).
-  if (!isLoopbackHost(parseHostPort(config.agent.listen).host) && enabled.length === 0) {
+  if (offHost && enabled.length === 0) {
     v.push({ key: 'plugins.enabled', message: `listening off-host (${config.agent.listen}) with no authorization plugin: every authenticated peer may run every routine` });
   }
   const files: Array<[string, string | undefined]> = [

@@ -2,7 +2,7 @@
  * The admin listener: plain HTTP/1.1, separate from the dispatch listener, serving
  *
  *   GET /metrics   Prometheus text exposition
- *   GET /healthz   200 {status: "ok" | "draining", workers, idle, queued, inFlight}
+ *   GET /healthz   200 {status: "ok" | "draining", workers, idle, queued, inFlight, posture}
  *   GET /readyz    200 when workers are up and the agent is not draining, else 503
  *
  * Loopback by default. Off loopback the config requires admin.token (checked when the config
@@ -12,6 +12,7 @@ import { createHash, timingSafeEqual } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Logger } from '../log/index.ts';
+import type { Posture } from '../runtime/posture.ts';
 import type { AgentMetrics } from './index.ts';
 
 export interface AdminOptions {
@@ -21,6 +22,8 @@ export interface AdminOptions {
   metrics: AgentMetrics;
   stats: () => { workers: number; idle: number; queued: number; inFlight: number };
   isDraining: () => boolean;
+  /** The dispatch listener's security posture (runtime/posture.ts), reported by /healthz. */
+  posture?: () => Posture;
   log: Logger;
 }
 
@@ -56,7 +59,7 @@ export async function startAdmin(opts: AdminOptions): Promise<AdminListener> {
         return send(res, 200, metrics.contentType, await metrics.text());
       case '/healthz': {
         const draining = isDraining();
-        return json(res, 200, { status: draining ? 'draining' : 'ok', ...stats() });
+        return json(res, 200, { status: draining ? 'draining' : 'ok', ...stats(), ...(opts.posture ? { posture: opts.posture() } : {}) });
       }
       case '/readyz': {
         const s = stats();

@@ -2,6 +2,10 @@
  * The HTTP/2 + mutual TLS listener. Client certificates are required and verified against
  * the configured CA during the handshake (`requestCert` + `rejectUnauthorized`), so no
  * request from an unauthenticated peer ever reaches a route. HTTP/1 is refused.
+ *
+ * With `tls.plaintext` (and only then) it serves h2c instead: plaintext HTTP/2 with prior
+ * knowledge, for a TLS-terminating proxy in front. No session has a certificate, so every
+ * caller is anonymous and the auth pipeline demands a token. The same hardening applies.
  */
 import http2 from 'node:http2';
 import type { AddressInfo, Socket } from 'node:net';
@@ -66,27 +70,38 @@ function rateCounter(max: number): { hit(): boolean } {
   };
 }
 
-export async function listen(app: Hono<any>, tls: TlsMaterial, host: string, port: number, log: Logger, limits: Hardening): Promise<Listener> {
-  const server = createAdaptorServer({
-    fetch: app.fetch,
-    createServer: http2.createSecureServer,
-    serverOptions: {
-      cert: tls.cert,
-      key: tls.key,
-      ca: tls.ca,
-      requestCert: true,
-      // "optional" lets the handshake finish without (or with an unverifiable) certificate;
-      // identity.ts then marks the peer anonymous and the auth pipeline demands a token.
-      rejectUnauthorized: tls.clientCerts === 'require',
-      allowHTTP1: false,
-      minVersion: tls.minVersion,
-      ...(tls.minVersion === 'TLSv1.2' ? { ciphers: TLS12_CIPHERS } : {}),
-      settings: { maxConcurrentStreams: limits.maxConcurrentStreams, maxHeaderListSize: limits.maxHeaderListBytes },
-      // Honoured by Bun's node:http2 (checked by test/e2e/hardening.test.ts): a socket that
-      // has not finished the handshake in time is destroyed (tlsClientError ERR_TLS_HANDSHAKE_TIMEOUT).
-      handshakeTimeout: limits.handshakeTimeoutMs,
-    },
-  }) as http2.Http2SecureServer;
+export interface ListenOptions {
+  /** Serve h2c (tls.plaintext): the TLS material is not used by the listener. */
+  plaintext?: boolean;
+}
+
+export async function listen(app: Hono<any>, tls: TlsMaterial, host: string, port: number, log: Logger, limits: Hardening, opts: ListenOptions = {}): Promise<Listener> {
+  const plaintext = opts.plaintext === true;
+  const settings = { maxConcurrentStreams: limits.maxConcurrentStreams, maxHeaderListSize: limits.maxHeaderListBytes };
+  // h2c only when asked for; HTTP/1 is refused either way (a plaintext HTTP/1 request gets a
+  // GOAWAY, not a response). Typed as the secure server: setTls() is the only TLS-only call.
+  const server = plaintext
+    ? (createAdaptorServer({ fetch: app.fetch, createServer: http2.createServer, serverOptions: { settings } }) as unknown as http2.Http2SecureServer)
+    : (createAdaptorServer({
+        fetch: app.fetch,
+        createServer: http2.createSecureServer,
+        serverOptions: {
+          cert: tls.cert,
+          key: tls.key,
+          ca: tls.ca,
+          requestCert: true,
+          // "optional" lets the handshake finish without (or with an unverifiable) certificate;
+          // identity.ts then marks the peer anonymous and the auth pipeline demands a token.
+          rejectUnauthorized: tls.clientCerts === 'require',
+          allowHTTP1: false,
+          minVersion: tls.minVersion,
+          ...(tls.minVersion === 'TLSv1.2' ? { ciphers: TLS12_CIPHERS } : {}),
+          settings,
+          // Honoured by Bun's node:http2 (checked by test/e2e/hardening.test.ts): a socket that
+          // has not finished the handshake in time is destroyed (tlsClientError ERR_TLS_HANDSHAKE_TIMEOUT).
+          handshakeTimeout: limits.handshakeTimeoutMs,
+        },
+      }) as http2.Http2SecureServer);
 
   const sessions = new Set<http2.ServerHttp2Session>();
   let openStreams = 0;
@@ -133,7 +148,7 @@ export async function listen(app: Hono<any>, tls: TlsMaterial, host: string, por
     streamsOf.set(session, 0);
     const peer = identityOfSession(session);
     const remote = (session.socket as TLSSocket | undefined)?.remoteAddress;
-    log.info('peer connected', { peer: peer.id, remote, tls: (session.socket as TLSSocket | undefined)?.getProtocol?.() });
+    log.info('peer connected', { peer: peer.id, remote, tls: plaintext ? 'none (h2c)' : (session.socket as TLSSocket | undefined)?.getProtocol?.() });
     session.on('close', () => sessions.delete(session));
     session.on('error', (err) => log.debug('session error', { peer: peer.id, error: err.message }));
     // PING and SETTINGS floods: both events fire under Bun, so count them here.
@@ -160,12 +175,20 @@ export async function listen(app: Hono<any>, tls: TlsMaterial, host: string, por
     // Without a listener, a stream error (e.g. the session being torn down under it) is an
     // uncaught exception under Bun and takes the agent down.
     stream.on('error', (err) => log.debug('stream error', { error: err.message }));
+    // Slow read: under Bun neither writableNeedDrain (false once the response is ended) nor
+    // writableLength (stays at the body size until the stream finishes) moves as a response
+    // drains, so progress is measured on the connection: a stream with output pending while
+    // not one byte went out on its socket for writeStallTimeoutMs is reset.
     let stalledSince = 0;
+    let lastSent = -1;
     const stall =
       limits.writeStallTimeoutMs > 0
         ? setInterval(() => {
             if (stream.destroyed) return;
-            if (stream.writableLength > 0 && stream.writableNeedDrain) {
+            const sent = session?.socket?.bytesWritten ?? 0;
+            const progressed = sent !== lastSent;
+            lastSent = sent;
+            if (stream.writableLength > 0 && !stream.writableFinished && !progressed) {
               stalledSince ||= Date.now();
               if (Date.now() - stalledSince >= limits.writeStallTimeoutMs) {
                 log.warn('stream reset: client not reading', { remote: session?.socket?.remoteAddress, buffered: stream.writableLength });

@@ -1,0 +1,83 @@
+/**
+ * Security posture of the dispatch listener: how it is reached (mTLS, one-way TLS, h2c),
+ * how callers authenticate, whether it is reachable off-host and whether a plugin
+ * authorizes. Computed from the config and the hooks of the loaded plugins, reported by
+ * the admin /healthz, and — when it serves off-host without client authentication or in
+ * plaintext — warned about at start and again every hour, so an insecure agent stays loud
+ * in the logs for as long as it runs, not only in the first lines.
+ */
+import type { AgentConfig } from '../config/schema.ts';
+import { isLoopbackHost, parseHostPort } from '../config/load.ts';
+import type { Logger } from '../log/index.ts';
+
+export interface Posture {
+  /** mtls: client certificate required in the handshake; tls: one-way TLS; h2c: plaintext. */
+  transport: 'mtls' | 'tls' | 'h2c';
+  /** What a caller must present: a certificate (mTLS), a token (a plugin authenticates), or nothing usable. */
+  clientAuth: 'certificate' | 'token' | 'none';
+  /** agent.listen is not a loopback address. */
+  offHost: boolean;
+  /** An enabled plugin has an authorize hook (otherwise every authenticated caller runs every routine). */
+  authorization: boolean;
+  /** What the periodic warning says; empty when the posture is not warned about. */
+  warnings: string[];
+}
+
+export interface PluginHooks {
+  authenticate: boolean;
+  authorize: boolean;
+}
+
+export function computePosture(config: AgentConfig, hooks: PluginHooks): Posture {
+  const transport = config.tls.plaintext ? 'h2c' : config.tls.clientCerts === 'require' ? 'mtls' : 'tls';
+  const clientAuth = transport === 'mtls' ? 'certificate' : hooks.authenticate ? 'token' : 'none';
+  const offHost = !isLoopbackHost(parseHostPort(config.agent.listen).host);
+  const warnings: string[] = [];
+  if (offHost && clientAuth === 'none') {
+    warnings.push(
+      `reachable off-host (${config.agent.listen}) without client authentication: ${transport === 'h2c' ? 'tls.plaintext is on' : 'tls.clientCerts is "optional"'} and no enabled plugin authenticates tokens; ${transport === 'h2c' ? 'serve TLS' : 'set tls.clientCerts "require"'} or enable a token plugin`,
+    );
+  }
+  if (offHost && transport === 'h2c') {
+    warnings.push(`plaintext HTTP/2 (tls.plaintext) reachable off-host (${config.agent.listen}): requests, results and tokens cross the network unencrypted; listen on loopback behind a TLS-terminating proxy`);
+  }
+  return { transport, clientAuth, offHost, authorization: hooks.authorize, warnings };
+}
+
+/** Default period of the repeated warning: one hour. */
+export const POSTURE_WARN_INTERVAL_MS = 3_600_000;
+
+/**
+ * The warning period: SKEIN_POSTURE_WARN_INTERVAL_MS, a hidden test-only override (tests
+ * cannot wait an hour), else one hour. Values below 100 ms are ignored.
+ */
+export function warnIntervalMs(env: NodeJS.ProcessEnv = process.env): number {
+  const n = Number(env.SKEIN_POSTURE_WARN_INTERVAL_MS);
+  return Number.isInteger(n) && n >= 100 ? n : POSTURE_WARN_INTERVAL_MS;
+}
+
+/**
+ * Logs the posture warning now and every `intervalMs` while it has warnings; returns a
+ * function that stops the timer. The timer does not keep the process alive.
+ */
+export function warnPosture(posture: () => Posture, log: Logger, intervalMs = warnIntervalMs()): () => void {
+  const warn = () => {
+    const p = posture();
+    if (p.warnings.length === 0) return;
+    // One constant message, so operators can alert on it; the reasons are in `warnings`.
+    log.warn('INSECURE POSTURE', { warnings: p.warnings, transport: p.transport, clientAuth: p.clientAuth, offHost: p.offHost });
+  };
+  const start = posture();
+  if (start.transport === 'h2c') {
+    // Loud even on loopback: nothing on this listener is encrypted, and it is only meant to
+    // sit behind a TLS-terminating proxy on the same host.
+    log.warn('PLAINTEXT: serving HTTP/2 without TLS (h2c, tls.plaintext); every caller is anonymous and must present a token', {
+      clientAuth: start.clientAuth,
+      ...(start.clientAuth === 'none' ? { consequence: 'no enabled plugin authenticates tokens: every call will be refused' } : {}),
+    });
+  }
+  warn();
+  const timer = setInterval(warn, intervalMs);
+  timer.unref?.();
+  return () => clearInterval(timer);
+}
