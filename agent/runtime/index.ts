@@ -23,6 +23,7 @@ import { createApp } from '../server/app.ts';
 import { listen, type Listener, type TlsMaterial } from '../server/listener.ts';
 import type { PoolSet } from '../workers/pool-set.ts';
 import { buildPools, workerLimits } from './pools.ts';
+import { computePosture, warnPosture, type PluginHooks } from './posture.ts';
 import { loadRoutines } from './routines.ts';
 
 export interface RunningAgent {
@@ -84,8 +85,10 @@ async function assemble({ config, log, embedded = false, baseDir }: StartOptions
   }
 
   let auth: AuthPipeline;
+  // What the loaded plugins can do, for the posture; a holder, so a reload can update it.
+  const hooks: PluginHooks = { authenticate: false, authorize: false };
   try {
-    auth = await startPlugins(config, baseDir, log, metrics, audit);
+    auth = await startPlugins(config, baseDir, log, metrics, audit, hooks);
   } catch (err) {
     await pool.close(0);
     throw err;
@@ -107,7 +110,7 @@ async function assemble({ config, log, embedded = false, baseDir }: StartOptions
   });
   let listener: Listener;
   try {
-    listener = await listen(app, tls, host, port, log, config.http2);
+    listener = await listen(app, tls, host, port, log, config.http2, { plaintext: config.tls.plaintext });
   } catch (err) {
     await pool.close(0);
     const e = err as NodeJS.ErrnoException;
@@ -116,6 +119,8 @@ async function assemble({ config, log, embedded = false, baseDir }: StartOptions
   const address = listener.address;
   const hostPort = `${address.host.includes(':') ? `[${address.host}]` : address.host}:${address.port}`;
   log.info('listening', { address: hostPort, routines: [...infos.keys()] });
+  const posture = () => computePosture(config, hooks);
+  const stopPostureWarnings = warnPosture(posture, log);
 
   if (config.discovery.enabled) {
     const cert = describeCertificate(tls.cert.toString());
@@ -155,7 +160,7 @@ async function assemble({ config, log, embedded = false, baseDir }: StartOptions
   if (config.admin.enabled) {
     const a = parseHostPort(config.admin.listen);
     try {
-      admin = await startAdmin({ host: a.host, port: a.port, token: config.admin.token, metrics, stats: () => pool.stats, isDraining: () => draining, log });
+      admin = await startAdmin({ host: a.host, port: a.port, token: config.admin.token, metrics, stats: () => pool.stats, isDraining: () => draining, posture, log });
     } catch (err) {
       await discovery?.stop();
       listener.destroy();
@@ -175,6 +180,7 @@ async function assemble({ config, log, embedded = false, baseDir }: StartOptions
     stop() {
       stopping ??= (async () => {
         draining = true;
+        stopPostureWarnings();
         // Goodbye first, so peers stop sending work while in-flight calls drain.
         await discovery?.stop();
         const grace = config.limits.drainTimeoutMs;
@@ -196,8 +202,10 @@ async function assemble({ config, log, embedded = false, baseDir }: StartOptions
   };
 }
 
-async function startPlugins(config: AgentConfig, baseDir: string, log: Logger, metrics: AgentMetrics, audit: Audit): Promise<AuthPipeline> {
+async function startPlugins(config: AgentConfig, baseDir: string, log: Logger, metrics: AgentMetrics, audit: Audit, hooks: PluginHooks): Promise<AuthPipeline> {
   const plugins = await loadPlugins(config.plugins, { log, baseDir, runDir: join(config.agent.stateDir, 'run', 'plugins'), audit });
+  hooks.authenticate = plugins.some((p) => p.hooks.authenticate);
+  hooks.authorize = plugins.some((p) => p.hooks.authorize);
   if (config.security.strict) {
     if (!isLoopbackHost(parseHostPort(config.agent.listen).host) && !plugins.some((p) => p.hooks.authorize)) {
       throw new SkeinError('SKEIN_ERR_STRICT', `security.strict: refusing to start; 1 violation:\n  - plugins.enabled: listening off-host (${config.agent.listen}) with no plugin that authorizes: every authenticated peer may run every routine`, { violations: [{ key: 'plugins.enabled' }] });
