@@ -13,6 +13,7 @@ import type { DiscoveryConfig } from '../config/schema.ts';
 import { SkeinError } from '../errors/index.ts';
 import type { Logger } from '../log/index.ts';
 import { encodeAdvert, nextSeq, type AdvertPayload } from './advert.ts';
+import { inspectEndorsement, readEndorsementFile } from './endorse.ts';
 import { PeerTable, type PeerInfo } from './peers.ts';
 import { checkPeerIdentity, type TlsCredentials } from './identity-check.ts';
 import { createMulticastTransport } from './transport.ts';
@@ -72,6 +73,8 @@ export class DiscoveryService {
   /** Rejections decided here, after the verifier: names that do not match their key's identity. */
   #extra = { 'name-mismatch': 0, 'name-conflict': 0, 'identity-mismatch': 0 };
   #stopped = false;
+  /** Keys this agent signed with before a rotation: their in-flight adverts are our own. */
+  #ownKeyIds = new Set<string>();
   #lastLoad = 0;
   #now: () => number;
 
@@ -226,7 +229,8 @@ export class DiscoveryService {
       return;
     }
     const { payload, keyId } = result;
-    if (keyId === this.#key!.keyId && payload.agent === this.#opts.self.agent) return; // our own, looped back
+    // Our own, looped back (also those signed by a key rotated out, still in flight).
+    if ((keyId === this.#key!.keyId || this.#ownKeyIds.has(keyId)) && payload.agent === this.#opts.self.agent) return;
     // The name is the last segment of the SPIFFE ID the key is entitled to, so a trusted key
     // cannot advertise under another agent's name.
     if (payload.spiffe.slice(payload.spiffe.lastIndexOf('/') + 1) !== payload.agent) {
@@ -235,14 +239,17 @@ export class DiscoveryService {
       this.#auditRejected('name-mismatch', { source, agent: payload.agent, spiffe: payload.spiffe, keyId });
       return;
     }
-    const change = this.#table.upsert(payload, keyId, source);
+    const change = this.#table.upsert(payload, keyId, source, { bound: result.bound, endorsed: result.endorsed });
     if (change === 'conflict') {
       this.#count('name-conflict');
       this.#warn('name-conflict', 'advertisement rejected', { reason: 'name-conflict', source, agent: payload.agent, keyId, detail: 'another key owns this agent name until its entry expires' });
       this.#auditRejected('name-conflict', { source, agent: payload.agent, keyId });
       return;
     }
-    if (change === 'added') {
+    if (change === 'rekeyed') {
+      this.#opts.log.info('peer signing key rotated', { peer: payload.agent, spiffe: payload.spiffe, keyId });
+      this.#opts.audit?.record('peer.accepted', { peer: payload.agent, spiffe: payload.spiffe, keyId, endorsed: result.endorsed, source, endpoints: payload.endpoints, routines: payload.routines, tlsFingerprint: payload.tlsFingerprint, rekeyed: true });
+    } else if (change === 'added') {
       this.#opts.log.info('peer discovered', { peer: payload.agent, spiffe: payload.spiffe, endpoints: payload.endpoints, routines: payload.routines, keyId, endorsed: result.endorsed });
       this.#opts.audit?.record('peer.accepted', { peer: payload.agent, spiffe: payload.spiffe, keyId, endorsed: result.endorsed, source, endpoints: payload.endpoints, routines: payload.routines, tlsFingerprint: payload.tlsFingerprint });
       this.#verifyIdentity(payload);
@@ -270,6 +277,64 @@ export class DiscoveryService {
       // Kept in the table (so its adverts are not re-checked in a loop) but never used until then.
       this.#opts.audit?.record('peer.evicted', { peer: payload.agent, reason: 'identity-mismatch', detail: reason, endpoint, untrustedMs: UNTRUSTED_MS });
     });
+  }
+
+  /**
+   * Applies a reloaded discovery config's keys and trust: the signing key and endorsement
+   * (rotation: the next advert, sent at once, is signed by the new key; peers that trust it
+   * take the entry over without a gap), the trust store (entries of keys no longer trusted
+   * are dropped at once), and the static peers. Everything is read and checked before
+   * anything changes, so a bad file throws SKEIN_ERR_CONFIG and the old state stays.
+   * Groups, fleet, interface and timings are not reloadable (runtime/reload.ts says so).
+   */
+  reload(next: DiscoveryConfig): { rotated?: { from: string; to: string }; dropped: string[] } {
+    const multicast = next.groups.length > 0;
+    const key = multicast ? readPrivateKey(next.signingKey!) : undefined;
+    const endorsement = next.endorsement ? readEndorsementFile(next.endorsement) : null;
+    if (endorsement && key) {
+      const e = inspectEndorsement(endorsement);
+      if (e.agentKeyId !== key.keyId) {
+        throw new SkeinError('SKEIN_ERR_CONFIG', `discovery.endorsement ${next.endorsement} endorses key ${e.agentKeyId}, not the signing key ${key.keyId} (discovery.signingKey)`, { key: 'discovery.endorsement' });
+      }
+      if (e.spiffe !== this.#opts.self.spiffe) {
+        throw new SkeinError('SKEIN_ERR_CONFIG', `discovery.endorsement ${next.endorsement} is for ${e.spiffe}, this agent is ${this.#opts.self.spiffe}`, { key: 'discovery.endorsement' });
+      }
+    }
+    const trust = { trustedKeys: next.trustedKeys.map(parseTrustedKey), rootKeys: next.rootKeys };
+    // Throws on a bad entry before replacing anything.
+    this.#verifier?.setTrust(trust);
+
+    const previous = this.#key;
+    this.#opts = { ...this.#opts, config: next };
+    this.#endorsement = endorsement;
+    const dropped = this.#verifier ? this.#table.dropUntrusted((k) => this.#verifier!.trustsKey(k)) : [];
+    for (const agent of dropped) {
+      this.#opts.log.warn('peer dropped: its key is no longer trusted', { peer: agent });
+      this.#opts.audit?.record('peer.evicted', { peer: agent, reason: 'untrusted' });
+    }
+    let rotated: { from: string; to: string } | undefined;
+    if (key && previous && key.keyId !== previous.keyId) {
+      this.#ownKeyIds.add(previous.keyId);
+      this.#key = key;
+      rotated = { from: previous.keyId, to: key.keyId };
+      this.#opts.log.info('discovery signing key rotated', rotated);
+      this.#advertNow();
+    } else if (key) this.#key = key;
+    return { ...(rotated ? { rotated } : {}), dropped };
+  }
+
+  /**
+   * A rotated TLS certificate: adverts carry its fingerprint (peers pin it), and identity
+   * checks of new peers present it. Advertises at once so pins move with the certificate.
+   */
+  setTls(tls: TlsCredentials, tlsFingerprint: string): void {
+    this.#opts = { ...this.#opts, tls, self: { ...this.#opts.self, tlsFingerprint } };
+    this.#advertNow();
+  }
+
+  #advertNow(): void {
+    if (this.#stopped || !this.#transport) return;
+    this.#advertise().catch((err) => this.#warn('send', 'discovery advertisement not sent', { error: (err as Error).message }));
   }
 
   /**

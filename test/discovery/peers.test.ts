@@ -144,4 +144,30 @@ describe('peer table', () => {
     // The count started again after the cool-down.
     expect(peers.recordFailure('a1')).toBe(false);
   });
+
+  it('signing-key rotation: a key bound to the same SPIFFE ID takes the entry over; replays and unbound keys cannot', () => {
+    const { peers } = table();
+    expect(peers.upsert(payload({ seq: 10 }), KEY_A, '127.0.0.1', { bound: true })).toBe('added');
+    // Unbound (no pin, no endorsement): another key may not take a live name.
+    expect(peers.upsert(payload({ seq: 11 }), KEY_B, '127.0.0.1')).toBe('conflict');
+    // Bound but for another SPIFFE ID: no.
+    expect(peers.upsert(payload({ seq: 11, spiffe: 'spiffe://other.domain/agent/a1' }), KEY_B, '127.0.0.1', { bound: true })).toBe('conflict');
+    // Bound with a sequence number not above the entry's (a replay): no.
+    expect(peers.upsert(payload({ seq: 10 }), KEY_B, '127.0.0.1', { bound: true })).toBe('conflict');
+    // A goodbye of another key never removes the entry.
+    expect(peers.upsert(payload({ seq: 12, goodbye: true }), KEY_B, '127.0.0.1', { bound: true })).toBe('conflict');
+    expect(peers.upsert(payload({ seq: 12 }), KEY_B, '127.0.0.1', { bound: true })).toBe('rekeyed');
+    expect(peers.get('a1')?.keyId).toBe(KEY_B);
+    // The old key's earlier adverts, replayed, cannot take it back.
+    expect(peers.upsert(payload({ seq: 11 }), KEY_A, '127.0.0.1', { bound: true })).toBe('conflict');
+    expect(peers.upsert(payload({ seq: 13 }), KEY_B, '127.0.0.1', { bound: true })).toBe('updated');
+  });
+
+  it('dropUntrusted removes entries of keys the trust store no longer lists, keeping endorsed ones', () => {
+    const { peers } = table();
+    peers.upsert(payload({ seq: 1 }), KEY_A, '127.0.0.1');
+    peers.upsert(payload({ seq: 1, agent: 'a2', spiffe: 'spiffe://skein.local/agent/a2' }), KEY_B, '127.0.0.1', { endorsed: true, bound: true });
+    expect(peers.dropUntrusted(() => false)).toEqual(['a1']);
+    expect(peers.list().map((p) => p.agent)).toEqual(['a2']);
+  });
 });

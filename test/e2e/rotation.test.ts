@@ -186,7 +186,7 @@ describe('SIGHUP reload', () => {
       write(baseConfig({ plugins: policy(['echo', 'sleep']), log: { level: 'debug' }, limits: { queueSize: 7 } }));
       const line = await hup();
       expect(line).toMatchObject({ msg: 'config reloaded', applied: expect.arrayContaining(['plugins.enabled', 'log.level']), pending: ['limits.queueSize'] });
-      expect(agent.logs.some((l) => l.level === 'warn' && l.msg.startsWith('config reloaded; some changes need a restart') && JSON.stringify(l.pending) === '["limits.queueSize"]')).toBe(true);
+      expect(agent.logs.some((l) => l.level === 'warn' && String(l.msg).startsWith('config reloaded; some changes need a restart') && JSON.stringify(l.pending) === '["limits.queueSize"]')).toBe(true);
       // The new policy decides new calls; the call already running finishes.
       const denied = await failure(client.dispatch('add', { args: [2, 3] }));
       expect(denied.code).toBe('SKEIN_ERR_FORBIDDEN');
