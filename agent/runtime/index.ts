@@ -3,7 +3,7 @@
  * when none is configured), routine sources, the worker pool, the HTTP/2 listener, and a
  * graceful `stop()` that drains in-flight calls. The CLI owns signals and exit codes.
  */
-import { mkdirSync, readFileSync } from 'node:fs';
+import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import pkg from '../../package.json' with { type: 'json' };
 import { createAudit, type Audit } from '../audit/index.ts';
@@ -13,18 +13,20 @@ import { isLoopbackHost, parseHostPort } from '../config/load.ts';
 import { SkeinError } from '../errors/index.ts';
 import type { Logger } from '../log/index.ts';
 import { DiscoveryService } from '../discovery/service.ts';
-import { describeCertificate, ensureDevPki } from '../pki/index.ts';
+import { describeCertificate } from '../pki/index.ts';
 import { startAdmin, type AdminListener } from '../metrics/admin.ts';
 import { AgentMetrics } from '../metrics/index.ts';
 import { loadPlugins } from '../plugin-host/loader.ts';
 import { AuthPipeline } from '../plugin-host/pipeline.ts';
 import { prepareSandbox } from '../sandbox/prepare.ts';
 import { createApp } from '../server/app.ts';
-import { listen, type Listener, type TlsMaterial } from '../server/listener.ts';
+import { listen, type Listener } from '../server/listener.ts';
 import type { PoolSet } from '../workers/pool-set.ts';
 import { buildPools, workerLimits } from './pools.ts';
+import { Reloader, type ReloadResult } from './reload.ts';
 import { computePosture, warnPosture, type PluginHooks } from './posture.ts';
 import { loadRoutines } from './routines.ts';
+import { readTls, tlsFiles } from './tls.ts';
 
 export interface RunningAgent {
   address: { host: string; port: number };
@@ -33,6 +35,8 @@ export interface RunningAgent {
   admin?: { host: string; port: number };
   /** Stops accepting, drains in-flight calls up to limits.drainTimeoutMs, stops workers. Idempotent. */
   stop(): Promise<void>;
+  /** SIGHUP: re-reads the config and applies what a running agent can change (runtime/reload.ts). */
+  reload(): Promise<ReloadResult>;
 }
 
 export interface StartOptions {
@@ -44,6 +48,8 @@ export interface StartOptions {
   baseDir: string;
   /** Where the config came from (its path, or "embedded"), for the audit stream's agent.start. */
   source?: string;
+  /** Loads the config again for a reload (same file, environment and flags); throws when invalid. */
+  reloadConfig?: () => { config: AgentConfig; source: string };
 }
 
 /**
@@ -67,9 +73,10 @@ export async function startAgent(options: StartOptions): Promise<RunningAgent> {
 }
 
 /** The parts of a running agent, in start-up order; each failure undoes what was started. */
-async function assemble({ config, log, embedded = false, baseDir }: StartOptions, metrics: AgentMetrics, audit: Audit): Promise<RunningAgent> {
+async function assemble({ config, log, embedded = false, baseDir, reloadConfig }: StartOptions, metrics: AgentMetrics, audit: Audit): Promise<RunningAgent> {
   const { host, port } = parseHostPort(config.agent.listen);
-  const tls = await loadTls(config, host, log);
+  const loadedTls = readTls(await tlsFiles(config, host, log), config);
+  const tls = loadedTls.material;
   const { sources, infos } = await loadRoutines(config, log, embedded, audit);
   const cwd = join(config.agent.stateDir, 'run', 'empty');
   mkdirSync(cwd, { recursive: true, mode: 0o755 });
@@ -84,11 +91,12 @@ async function assemble({ config, log, embedded = false, baseDir }: StartOptions
     throw err;
   }
 
-  let auth: AuthPipeline;
-  // What the loaded plugins can do, for the posture; a holder, so a reload can update it.
+  // A holder, so a config reload can swap the pipeline between requests.
+  const auth: { current: AuthPipeline } = { current: undefined as unknown as AuthPipeline };
+  // What the loaded plugins can do, for the posture; a holder, like auth, so a reload can update it.
   const hooks: PluginHooks = { authenticate: false, authorize: false };
   try {
-    auth = await startPlugins(config, baseDir, log, metrics, audit, hooks);
+    auth.current = await startPlugins(config, baseDir, log, metrics, audit, hooks);
   } catch (err) {
     await pool.close(0);
     throw err;
@@ -103,7 +111,7 @@ async function assemble({ config, log, embedded = false, baseDir }: StartOptions
     limits: config.limits,
     log,
     isDraining: () => draining,
-    auth,
+    auth: { authenticate: (info, peer) => auth.current.authenticate(info, peer), authorize: (info, identity) => auth.current.authorize(info, identity) },
     metrics,
     // idempotent: routines the (fleet) config declares safe to run twice, for callers' failover.
     peers: () => (discovery ? { enabled: true, peers: discovery.peers(), rejected: discovery.counters(), idempotent } : { enabled: false, peers: [] }),
@@ -148,7 +156,28 @@ async function assemble({ config, log, embedded = false, baseDir }: StartOptions
     }
   }
 
-  const certificate = describeCertificate(tls.cert.toString());
+  let certificate = loadedTls.certificate;
+  const reloader = new Reloader({
+    config,
+    load: reloadConfig ?? (() => ({ config, source: 'embedded' })),
+    tls: loadedTls,
+    listener,
+    discovery: () => discovery,
+    auth,
+    // Reloaded plugins get the same checks as at start; their hooks feed the posture once applied.
+    loadPipeline: async (next) => {
+      const h: PluginHooks = { authenticate: false, authorize: false };
+      const pipeline = await startPlugins(next, baseDir, log, metrics, audit, h);
+      return { pipeline, commit: () => Object.assign(hooks, h) };
+    },
+    log,
+    setLogLevel: (level) => log.setLevel?.(level),
+    audit,
+    metrics,
+    onTls: (next) => {
+      certificate = next.certificate;
+    },
+  });
   metrics.bind({
     stats: () => pool.stats,
     canary: () => sandbox.canary,
@@ -177,9 +206,11 @@ async function assemble({ config, log, embedded = false, baseDir }: StartOptions
     address,
     pool,
     ...(admin ? { admin: admin.address } : {}),
+    reload: () => reloader.reload(),
     stop() {
       stopping ??= (async () => {
         draining = true;
+        reloader.close();
         stopPostureWarnings();
         // Goodbye first, so peers stop sending work while in-flight calls drain.
         await discovery?.stop();
@@ -189,7 +220,7 @@ async function assemble({ config, log, embedded = false, baseDir }: StartOptions
         await pool.close(grace);
         await listener.idle(Math.min(grace, 2000));
         listener.destroy();
-        await auth.close();
+        await auth.current.close();
         // Last: /readyz answers 503 "draining" while calls drain.
         await admin?.close();
         log.info('stopped');
@@ -216,27 +247,3 @@ async function startPlugins(config: AgentConfig, baseDir: string, log: Logger, m
   }
   return new AuthPipeline(plugins, { hookTimeoutMs: config.plugins.hookTimeoutMs, requireToken: config.plugins.requireToken, log, metrics, audit });
 }
-
-async function loadTls(config: AgentConfig, listenHost: string, log: Logger): Promise<TlsMaterial> {
-  let { cert, key, ca } = config.tls;
-  if (!cert || !key || !ca) {
-    const dev = await ensureDevPki(config.agent.stateDir, { trustDomain: config.tls.trustDomain, agentName: config.agent.name, listenHost });
-    ({ cert, key, ca } = dev.agent);
-    log[dev.created ? 'warn' : 'info']('using the development PKI (set tls.cert, tls.key and tls.ca for production)', {
-      dir: dev.dir,
-      created: dev.created,
-      clientCert: dev.client.cert,
-      clientKey: dev.client.key,
-      ca: dev.client.ca,
-    });
-  }
-  const read = (path: string, k: string) => {
-    try {
-      return readFileSync(path);
-    } catch (err) {
-      throw new SkeinError('SKEIN_ERR_CONFIG', `cannot read ${k} file ${path}: ${(err as Error).message}`, { key: k });
-    }
-  };
-  return { cert: read(cert, 'tls.cert'), key: read(key, 'tls.key'), ca: read(ca, 'tls.ca'), minVersion: config.tls.minVersion, clientCerts: config.tls.clientCerts };
-}
-

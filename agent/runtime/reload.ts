@@ -14,15 +14,14 @@
  * In-flight calls are never touched: workers, pools and open HTTP/2 sessions stay as they are.
  */
 import { watch, type FSWatcher } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { dirname } from 'node:path';
 import type { Audit } from '../audit/index.ts';
 import { assertStrict } from '../config/strict.ts';
 import type { AgentConfig } from '../config/schema.ts';
 import { SkeinError } from '../errors/index.ts';
 import type { Logger } from '../log/index.ts';
 import type { DiscoveryService } from '../discovery/service.ts';
-import { loadPlugins } from '../plugin-host/loader.ts';
-import { AuthPipeline } from '../plugin-host/pipeline.ts';
+import type { AuthPipeline } from '../plugin-host/pipeline.ts';
 import type { AgentMetrics } from '../metrics/index.ts';
 import type { Listener } from '../server/listener.ts';
 import { readTls, type LoadedTls, type TlsFiles } from './tls.ts';
@@ -49,7 +48,8 @@ export interface ReloaderDeps {
   listener: Listener;
   discovery: () => DiscoveryService | undefined;
   auth: { current: AuthPipeline };
-  baseDir: string;
+  /** Loads and checks the plugins of a new config; `commit()` once the reload applies. */
+  loadPipeline: (config: AgentConfig) => Promise<{ pipeline: AuthPipeline; commit(): void }>;
   log: Logger;
   /** Changes the level of the agent's logger, when it supports that. */
   setLogLevel?: (level: AgentConfig['log']['level']) => void;
@@ -176,10 +176,10 @@ export class Reloader {
 
     // Everything that can fail is prepared before anything changes.
     let plugins: AuthPipeline | undefined;
+    let commitPlugins: (() => void) | undefined;
     if (applied.some((k) => k.startsWith('plugins'))) {
       try {
-        const loaded = await loadPlugins(next.plugins, { log, baseDir: this.#d.baseDir, runDir: join(next.agent.stateDir, 'run', 'plugins') });
-        plugins = new AuthPipeline(loaded, { hookTimeoutMs: next.plugins.hookTimeoutMs, requireToken: next.plugins.requireToken, log, metrics: this.#d.metrics });
+        ({ pipeline: plugins, commit: commitPlugins } = await this.#d.loadPipeline(next));
       } catch (err) {
         return this.#refused(err);
       }
@@ -209,6 +209,7 @@ export class Reloader {
     if (plugins) {
       const retired = this.#d.auth.current;
       this.#d.auth.current = plugins;
+      commitPlugins?.();
       // Calls that already passed their hooks do not use the pipeline again; give hooks in
       // progress their whole budget before the old plugins' close hooks run.
       setTimeout(() => void retired.close(), old.plugins.hookTimeoutMs + 1000).unref?.();
