@@ -66,6 +66,8 @@ export interface AuditDeps {
   stderr?: (text: string, done: (err?: Error | null) => void) => void;
   /** After a sink failure, how long before a write tries to reopen the file on its own. */
   retryMs?: number;
+  /** How long close() waits for queued lines to be written (default 2 s). */
+  closeTimeoutMs?: number;
 }
 
 export interface Audit {
@@ -86,6 +88,7 @@ export const nullAudit: Audit = {
 
 const RESERVED = new Set(['schema', 'ts', 'seq', 'agent', 'event']);
 const DEFAULT_RETRY_MS = 30_000;
+const CLOSE_TIMEOUT_MS = 2_000;
 
 export function createAudit(config: AuditConfig, deps: AuditDeps): Audit {
   if (config.sink === 'off') return nullAudit;
@@ -113,6 +116,7 @@ class AuditStream implements Audit {
   #closed = false;
   /** Set while the sink is failed: lines are counted as lost instead of written. */
   #failedAt: number | undefined;
+  /** A failure episode is under way (warned once); it ends with the next successful write. */
   #warnedSink = false;
   #warnedOverflow = false;
   #lostSinceFailure = 0;
@@ -155,10 +159,18 @@ class AuditStream implements Audit {
   }
 
   async close(): Promise<void> {
-    if (this.#closed) return this.#drained();
-    this.#closed = true;
-    this.#kick();
-    await this.#drained();
+    if (!this.#closed) {
+      this.#closed = true;
+      this.#kick();
+    }
+    // A sink that hangs (a stalled NFS mount, a stderr nobody reads) must not hang the stop.
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const flushed = await Promise.race([this.#drained().then(() => true), new Promise<false>((res) => (timer = setTimeout(res, this.#deps.closeTimeoutMs ?? CLOSE_TIMEOUT_MS, false)))]);
+    clearTimeout(timer);
+    if (!flushed && this.#queue.length > 0) {
+      this.#lose(this.#queue.length, 'sink');
+      this.#queue = [];
+    }
     await this.#sink.close().catch(() => {});
   }
 
@@ -192,6 +204,7 @@ class AuditStream implements Audit {
         try {
           await this.#sink.write(batch.join(''));
           this.#warnedOverflow = false;
+          this.#recovered();
         } catch (err) {
           this.#fail(err);
           this.#lose(batch.length, 'sink');
@@ -210,19 +223,22 @@ class AuditStream implements Audit {
   }
 
   async #open(): Promise<void> {
+    this.#opened = true;
     try {
       await this.#sink.open();
-      this.#opened = true;
-      if (this.#failedAt !== undefined) {
-        this.#deps.log.info('audit sink recovered', { ...this.#describe, lost: this.#lostSinceFailure });
-        this.#failedAt = undefined;
-        this.#warnedSink = false;
-        this.#lostSinceFailure = 0;
-      }
+      // Writable again as far as we know; the episode ends with the first successful write.
+      this.#failedAt = undefined;
     } catch (err) {
-      this.#opened = true;
       this.#fail(err);
     }
+  }
+
+  /** A write succeeded: if lines were being lost, say how many, and re-arm the warning. */
+  #recovered(): void {
+    if (!this.#warnedSink) return;
+    this.#deps.log.info('audit sink recovered', { ...this.#describe, lost: this.#lostSinceFailure });
+    this.#warnedSink = false;
+    this.#lostSinceFailure = 0;
   }
 
   #fail(err: unknown): void {

@@ -1,0 +1,258 @@
+/**
+ * The audit stream on its own: line format, batching, redaction, the bounded queue, a failing
+ * sink (warned once, every lost line counted, dispatch never blocked) and reopen (logrotate).
+ */
+import { mkdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { AUDIT_EVENTS, AUDIT_SCHEMA, createAudit, nullAudit, type AuditLoss } from '../../agent/audit/index.ts';
+import { auditedConfig, isSecretName, redactByName, REDACTED } from '../../agent/audit/redact.ts';
+import { loadConfig } from '../../agent/config/load.ts';
+import { createLogger } from '../../agent/log/index.ts';
+
+const dirs: string[] = [];
+const dir = () => {
+  const d = mkdtempSync(join(tmpdir(), 'skein-audit-'));
+  dirs.push(d);
+  return d;
+};
+afterAll(() => dirs.forEach((d) => rmSync(d, { recursive: true, force: true })));
+
+const NOW = new Date('2026-11-23T10:00:00.123Z');
+
+function harness(config: { sink: 'file' | 'stderr'; path?: string; maxQueueLines?: number }, extra: { retryMs?: number } = {}) {
+  const logs: Array<Record<string, unknown>> = [];
+  const lost: Array<[number, AuditLoss]> = [];
+  const out: string[] = [];
+  const log = createLogger({ write: (l) => logs.push(JSON.parse(l)) });
+  const audit = createAudit(
+    { maxQueueLines: 10_000, ...config },
+    { log, agent: 'edge-1', now: () => NOW, onFailure: (n, reason) => lost.push([n, reason]), stderr: (text, done) => (out.push(text), done()), ...extra },
+  );
+  const lostLines = () => lost.reduce((sum, [n]) => sum + n, 0);
+  return { audit, logs, lost, lostLines, out, warnings: () => logs.filter((l) => l.level === 'warn') };
+}
+
+const lines = (text: string) => text.split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>);
+const tick = () => new Promise((r) => setImmediate(r));
+
+describe('audit lines', () => {
+  it('carry the schema, time, a gap-free sequence, the agent and the event, then the fields', async () => {
+    const { audit, out } = harness({ sink: 'stderr' });
+    audit.record('authz.decision', { requestId: 'r1', outcome: 'allow', seq: 99, schema: 'forged', skipped: undefined });
+    audit.record('worker.crash', { worker: 'w1', exitCode: 3 });
+    await audit.close();
+    const [a, b] = lines(out.join(''));
+    expect(a).toEqual({ schema: AUDIT_SCHEMA, ts: NOW.toISOString(), seq: 1, agent: 'edge-1', event: 'authz.decision', requestId: 'r1', outcome: 'allow' });
+    expect(Object.keys(a!).slice(0, 5)).toEqual(['schema', 'ts', 'seq', 'agent', 'event']);
+    expect(b).toMatchObject({ seq: 2, event: 'worker.crash', worker: 'w1', exitCode: 3 });
+  });
+
+  it('are written in one batch per tick, not one write per line', async () => {
+    const { audit, out } = harness({ sink: 'stderr' });
+    for (let i = 0; i < 100; i++) audit.record('authn.decision', { requestId: `r${i}` });
+    expect(out).toEqual([]); // record() never writes synchronously
+    await audit.close();
+    expect(out).toHaveLength(1);
+    expect(lines(out[0]!)).toHaveLength(100);
+  });
+
+  it('stay one line when a field holds newlines or control characters', async () => {
+    const { audit, out } = harness({ sink: 'stderr' });
+    audit.record('config.reload_refused', { error: 'bad\n{"schema":"skein.audit/v1","event":"agent.start"}\u001b[2K' });
+    await audit.close();
+    expect(out.join('').trimEnd().split('\n')).toHaveLength(1);
+  });
+
+  it('documents every event kind in docs/audit.md', () => {
+    const doc = readFileSync(join(import.meta.dirname, '../../docs/audit.md'), 'utf8');
+    for (const event of AUDIT_EVENTS) expect(doc, event).toContain(`\`${event}\``);
+    expect(doc).toContain(AUDIT_SCHEMA);
+  });
+
+  it('sink "off" and nullAudit record nothing and never fail', async () => {
+    const log = createLogger({ write: () => {} });
+    const off = createAudit({ sink: 'off', maxQueueLines: 16 }, { log, agent: 'a' });
+    expect(off).toBe(nullAudit);
+    off.record('agent.start', {});
+    off.reopen();
+    await off.close();
+  });
+});
+
+describe('the audit file', () => {
+  it('is appended to with mode 0600 and keeps earlier content', async () => {
+    const path = join(dir(), 'audit.jsonl');
+    writeFileSync(path, 'earlier\n', { mode: 0o600 });
+    const { audit } = harness({ sink: 'file', path });
+    audit.record('agent.start', { version: '1' });
+    await audit.close();
+    const text = readFileSync(path, 'utf8');
+    expect(text.startsWith('earlier\n')).toBe(true);
+    expect(lines(text.slice('earlier\n'.length))[0]).toMatchObject({ event: 'agent.start' });
+
+    const fresh = join(dir(), 'new.jsonl');
+    const h = harness({ sink: 'file', path: fresh });
+    h.audit.record('agent.start', {});
+    await h.audit.close();
+    expect(statSync(fresh).mode & 0o777).toBe(0o600);
+  });
+
+  it('is re-opened by reopen(): after logrotate moved it, new lines go to a new file at the path', async () => {
+    const d = dir();
+    const path = join(d, 'audit.jsonl');
+    const { audit } = harness({ sink: 'file', path });
+    audit.record('agent.start', {});
+    await tick();
+    await tick();
+    renameSync(path, join(d, 'audit.jsonl.1'));
+    audit.record('worker.spawn', { worker: 'w1' }); // still the old file: rotation is not yet signalled
+    await new Promise((r) => setTimeout(r, 20));
+    audit.reopen();
+    audit.record('tls.reloaded', { trigger: 'sighup' });
+    await audit.close();
+    expect(lines(readFileSync(join(d, 'audit.jsonl.1'), 'utf8')).map((l) => l.event)).toEqual(['agent.start', 'worker.spawn']);
+    expect(lines(readFileSync(path, 'utf8')).map((l) => l.event)).toEqual(['tls.reloaded']);
+  });
+});
+
+describe('a failing sink', () => {
+  it('is warned about once, every lost line is counted, and record() still returns at once', async () => {
+    const path = dir(); // a directory: open(O_WRONLY) fails with EISDIR, even as root
+    const { audit, warnings, lostLines, lost } = harness({ sink: 'file', path });
+    for (let round = 0; round < 5; round++) {
+      for (let i = 0; i < 10; i++) audit.record('authn.decision', { requestId: `r${round}-${i}` });
+      await tick();
+      await tick();
+    }
+    await audit.close();
+    expect(warnings()).toHaveLength(1);
+    expect(warnings()[0]).toMatchObject({ msg: 'audit sink failed', sink: 'file', path, code: 'EISDIR' });
+    expect(lostLines()).toBe(50);
+    expect(lost.every(([, reason]) => reason === 'sink')).toBe(true);
+  });
+
+  it('recovers on reopen() once the path is writable, says so, and warns again on a later failure', async () => {
+    const d = dir();
+    const path = join(d, 'gone', 'audit.jsonl'); // the folder does not exist yet: ENOENT
+    const { audit, logs, warnings, lostLines } = harness({ sink: 'file', path });
+    audit.record('agent.start', {});
+    await new Promise((r) => setTimeout(r, 20));
+    expect(warnings()).toHaveLength(1);
+    expect(warnings()[0]).toMatchObject({ code: 'ENOENT' });
+
+    mkdirSync(join(d, 'gone'));
+    audit.reopen();
+    audit.record('config.reloaded', { applied: [] });
+    await new Promise((r) => setTimeout(r, 20));
+    expect(logs.find((l) => l.msg === 'audit sink recovered')).toMatchObject({ lost: 1 });
+    expect(lines(readFileSync(path, 'utf8')).map((l) => l.event)).toEqual(['config.reloaded']);
+
+    // Gone again (its folder removed, then a reopen): a new episode, a new warning.
+    rmSync(join(d, 'gone'), { recursive: true });
+    audit.reopen();
+    audit.record('agent.stop', {});
+    await audit.close();
+    expect(warnings()).toHaveLength(2);
+    expect(lostLines()).toBe(2);
+  });
+
+  it('is tried again on its own after retryMs, without a reopen()', async () => {
+    const d = dir();
+    const path = join(d, 'later', 'audit.jsonl');
+    const { audit, logs } = harness({ sink: 'file', path }, { retryMs: 30 });
+    audit.record('agent.start', {});
+    await new Promise((r) => setTimeout(r, 10));
+    mkdirSync(join(d, 'later'));
+    await new Promise((r) => setTimeout(r, 40));
+    audit.record('worker.spawn', {});
+    await audit.close();
+    expect(logs.some((l) => l.msg === 'audit sink recovered')).toBe(true);
+    expect(lines(readFileSync(path, 'utf8')).map((l) => l.event)).toEqual(['worker.spawn']);
+  });
+
+  it('a write error (ENOSPC on stderr) is warned about once and every lost line counted', async () => {
+    const logs: Array<Record<string, unknown>> = [];
+    const lost: number[] = [];
+    let writes = 0;
+    const audit = createAudit(
+      { sink: 'stderr', maxQueueLines: 100 },
+      {
+        log: createLogger({ write: (l) => logs.push(JSON.parse(l)) }),
+        agent: 'a',
+        onFailure: (n) => lost.push(n),
+        stderr: (_t, done) => (writes++, done(Object.assign(new Error('no space left on device'), { code: 'ENOSPC' }))),
+      },
+    );
+    audit.record('agent.start', {});
+    await tick();
+    await tick();
+    audit.record('authn.decision', {});
+    audit.record('authz.decision', {});
+    await audit.close();
+    expect(logs.filter((l) => l.level === 'warn')).toEqual([expect.objectContaining({ msg: 'audit sink failed', code: 'ENOSPC' })]);
+    expect(lost.reduce((a, n) => a + n, 0)).toBe(3);
+    expect(writes).toBe(1); // not retried per batch: only on reopen() or after retryMs
+  });
+
+  it('a full queue drops and counts lines (overflow) with one warning instead of growing', async () => {
+    // A sink that never completes a write: the queue fills behind it.
+    let release: (() => void) | undefined;
+    const logs: Array<Record<string, unknown>> = [];
+    const lost: Array<[number, AuditLoss]> = [];
+    const audit = createAudit(
+      { sink: 'stderr', maxQueueLines: 16 },
+      { log: createLogger({ write: (l) => logs.push(JSON.parse(l)) }), agent: 'a', onFailure: (n, r) => lost.push([n, r]), stderr: (_t, done) => (release = () => done()) },
+    );
+    audit.record('agent.start', {});
+    await tick(); // the first batch is now being written, and hangs
+    for (let i = 0; i < 40; i++) audit.record('authn.decision', { i });
+    expect(lost).toEqual(Array.from({ length: 24 }, () => [1, 'overflow']));
+    expect(logs.filter((l) => l.msg === 'audit queue full: dropping audit lines')).toHaveLength(1);
+    release!();
+    await tick();
+    release!();
+    await audit.close();
+  });
+});
+
+describe('redaction', () => {
+  it('treats secret-looking option names as secrets', () => {
+    for (const name of ['secret', 'hs256Secret', 'apiKey', 'keys', 'password', 'client_passwd', 'token', 'bearerTokens', 'hmac', 'privateKey', 'credentials']) expect(isSecretName(name), name).toBe(true);
+    for (const name of ['issuer', 'audience', 'rules', 'windowSec', 'algorithms', 'identityClaim']) expect(isSecretName(name), name).toBe(false);
+  });
+
+  it('redacts by name at any depth, JWK private members and PEM private keys, and keeps the rest', () => {
+    const options = {
+      issuer: 'https://id.example',
+      hs256Secret: 'hunter2hunter2hunter2',
+      nested: [{ name: 'a', token: 't0ps3cret' }],
+      jwks: [{ kty: 'oct', kid: 'k1', k: 'c2VjcmV0' }, { kty: 'EC', crv: 'P-256', x: 'pub', y: 'pub', d: 'private' }],
+      pem: '-----BEGIN PRIVATE KEY-----\nMIIE\n-----END PRIVATE KEY-----\n',
+      rules: [{ allow: 'echo' }],
+    };
+    expect(redactByName(options)).toEqual({
+      issuer: 'https://id.example',
+      hs256Secret: REDACTED,
+      nested: [{ name: 'a', token: REDACTED }],
+      jwks: [{ kty: 'oct', kid: 'k1', k: REDACTED }, { kty: 'EC', crv: 'P-256', x: 'pub', y: 'pub', d: REDACTED }],
+      pem: REDACTED,
+      rules: [{ allow: 'echo' }],
+    });
+  });
+
+  it('the audited config hides admin.token and secret plugin options, and shows everything else', () => {
+    const d = dir();
+    const file = join(d, 'agent.config.json');
+    writeFileSync(file, JSON.stringify({ admin: { token: 'a-very-secret-admin-token' }, plugins: { enabled: [{ name: 'bearer-jwt', options: { issuer: 'https://id.example', keys: ['secret-key-material'] } }, { name: 'routine-policy' }] } }));
+    const { config } = loadConfig({ path: file, env: {} });
+    const audited = auditedConfig(config);
+    const text = JSON.stringify(audited);
+    expect(text).not.toContain('a-very-secret-admin-token');
+    expect(text).not.toContain('secret-key-material');
+    expect(audited).toMatchObject({ admin: { token: REDACTED }, plugins: { enabled: [{ name: 'bearer-jwt', options: { issuer: 'https://id.example', keys: REDACTED } }, { name: 'routine-policy' }] }, audit: { sink: 'stderr' } });
+    expect(config.admin.token).toBe('a-very-secret-admin-token'); // the running config is untouched
+  });
+});
