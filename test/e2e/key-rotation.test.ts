@@ -32,6 +32,7 @@ function config(name: string, signingKey: string, trustedKeys: string[]): Record
     tls: { cert: join(pki, `agent-${name}.crt`), key: join(pki, `agent-${name}.key`), ca: join(pki, 'ca.crt'), trustDomain: TD },
     workers: { poolSize: 1 },
     routines: { echo: { file: EXAMPLES } },
+    audit: { sink: 'file', path: 'audit.jsonl' },
     discovery: { enabled: true, fleet: 'rot-fleet', signingKey: join(keys, `${signingKey}.key`), trustedKeys, groups: [GROUP], intervalMs: 300, ttlMs: 1200 },
   });
 }
@@ -110,6 +111,10 @@ describe('signing-key rotation with an overlap window', () => {
     }
     expect(gaps).toEqual([]);
     expect([...keysSeen].sort()).toEqual([keyIdOf('alpha-old'), keyIdOf('alpha-new')].sort());
+    // Audited on both sides: alpha's rotation, and beta accepting the new key for alpha.
+    const audit = (agent: StartedAgent) => readFileSync(join(agent.dir, 'audit.jsonl'), 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>);
+    expect(audit(alpha).find((l) => l.event === 'discovery.key_rotated')).toMatchObject({ schema: 'skein.audit/v1', agent: 'alpha', from: keyIdOf('alpha-old'), to: keyIdOf('alpha-new') });
+    expect(audit(beta).find((l) => l.event === 'peer.accepted' && l.keyId === keyIdOf('alpha-new'))).toMatchObject({ peer: 'alpha', rekeyed: true });
     // Nothing of the rotation was mistaken for an impostor.
     expect(beta.logs.filter((l) => l.msg === 'advertisement rejected' && l.reason === 'name-conflict')).toEqual([]);
   }, 30_000);

@@ -43,6 +43,23 @@ function replaceFile(path: string, content: string | Buffer): void {
   renameSync(`${path}.tmp`, path);
 }
 
+/** Audit lines of `event` in the agent's audit file, waiting up to 3 s for the first one. */
+async function auditEvents(agent: StartedAgent, event: string, min = 1): Promise<Array<Record<string, unknown>>> {
+  let found: Array<Record<string, unknown>> = [];
+  for (let i = 0; i < 60; i++) {
+    let text = '';
+    try {
+      text = readFileSync(join(agent.dir, 'audit.jsonl'), 'utf8');
+    } catch {
+      // not written yet
+    }
+    found = text.split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>).filter((l) => l.event === event);
+    if (found.length >= min) break;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  return found;
+}
+
 async function metric(agent: StartedAgent, admin: string, name: string): Promise<number> {
   const text = await (await fetch(`http://${admin}/metrics`)).text();
   const line = text.split('\n').find((l) => l.startsWith(name));
@@ -65,6 +82,7 @@ describe('certificate rotation under load', () => {
       config: baseConfig({
         agent: { name: 'rot' },
         tls: { cert: join(pki, 'agent-rot.crt'), key: join(pki, 'agent-rot.key'), ca: join(pki, 'ca.crt') },
+        audit: { sink: 'file', path: 'audit.jsonl' },
       }),
     });
     admin = String((await agent.waitForLog((l) => l.msg === 'admin listening')).address);
@@ -130,6 +148,12 @@ describe('certificate rotation under load', () => {
     expect(calls).toBeGreaterThan(20);
     expect(await metric(agent, admin, 'skein_reloads_total{kind="tls",outcome="applied"}')).toBeGreaterThanOrEqual(1);
     expect(await metric(agent, admin, 'skein_reloads_total{kind="tls",outcome="refused"}')).toBeGreaterThanOrEqual(2);
+    // The audit stream has each rotation and each refusal, with the documented fields.
+    const reloaded = await auditEvents(agent, 'tls.reloaded');
+    expect(reloaded[0]).toMatchObject({ schema: 'skein.audit/v1', agent: 'rot', event: 'tls.reloaded', trigger: 'watch', sha256: expect.stringMatching(/^[0-9a-f]{64}$/), previousSha256: first, spiffe: 'spiffe://skein.local/agent/rot', notAfter: expect.any(String), minVersion: 'TLSv1.3' });
+    const refusedLines = await auditEvents(agent, 'tls.reload_refused', 2);
+    expect(refusedLines[0]).toMatchObject({ event: 'tls.reload_refused', trigger: 'watch', key: 'tls.cert', path: certFile, error: expect.stringContaining('not a PEM certificate') });
+    expect(refusedLines.some((l) => l.key === 'tls.key' && String(l.error).includes('does not belong'))).toBe(true);
   }, 60_000);
 
   it('accepts clients of a new CA once the CA bundle on disk includes it', async () => {
@@ -174,7 +198,7 @@ describe('SIGHUP reload', () => {
   };
 
   beforeAll(async () => {
-    agent = await startAgent({ config: baseConfig({ plugins: policy(['add', 'sleep']) }) });
+    agent = await startAgent({ config: baseConfig({ plugins: policy(['add', 'sleep']), audit: { sink: 'file', path: 'audit.jsonl' } }) });
   });
 
   it('applies a valid config without dropping an in-flight call, and reports keys that need a restart', async () => {
@@ -183,7 +207,7 @@ describe('SIGHUP reload', () => {
       expect(await client.dispatch('add', { args: [2, 3] })).toBe(5);
       const inFlight = client.dispatch('sleep', { args: [1.5] });
       await new Promise((r) => setTimeout(r, 200));
-      write(baseConfig({ plugins: policy(['echo', 'sleep']), log: { level: 'debug' }, limits: { queueSize: 7 } }));
+      write(baseConfig({ plugins: policy(['echo', 'sleep']), log: { level: 'debug' }, limits: { queueSize: 7 }, audit: { sink: 'file', path: 'audit.jsonl' } }));
       const line = await hup();
       expect(line).toMatchObject({ msg: 'config reloaded', applied: expect.arrayContaining(['plugins.enabled', 'log.level']), pending: ['limits.queueSize'] });
       expect(agent.logs.some((l) => l.level === 'warn' && String(l.msg).startsWith('config reloaded; some changes need a restart') && JSON.stringify(l.pending) === '["limits.queueSize"]')).toBe(true);
@@ -194,6 +218,10 @@ describe('SIGHUP reload', () => {
       await expect(inFlight).resolves.not.toBeUndefined();
       // log.level applied: debug lines now appear.
       expect(agent.logs.some((l) => l.level === 'debug')).toBe(true);
+      const [audited] = await auditEvents(agent, 'config.reloaded');
+      expect(audited).toMatchObject({ schema: 'skein.audit/v1', event: 'config.reloaded', trigger: 'sighup', applied: expect.arrayContaining(['plugins.enabled', 'log.level']), pending: ['limits.queueSize'] });
+      // The reloaded plugin is recorded as loaded, with its hash.
+      expect((await auditEvents(agent, 'plugin.loaded', 2)).length).toBeGreaterThanOrEqual(2);
     } finally {
       await client.close();
     }
@@ -209,6 +237,8 @@ describe('SIGHUP reload', () => {
     const line = await hup();
     expect(line).toMatchObject({ msg: 'config reload refused; the running configuration stays', level: 'error', code });
     if (key) expect(line.key).toBe(key);
+    const audited = (await auditEvents(agent, 'config.reload_refused')).at(-1);
+    expect(audited).toMatchObject({ event: 'config.reload_refused', trigger: 'sighup', code, error: line.error });
     // The policy from the last good reload still decides.
     const client = agent.client();
     try {
