@@ -3,6 +3,7 @@
  * counters move as dispatches, rejections and worker events happen; /healthz and /readyz;
  * an off-loopback admin listener needs admin.token and then a bearer header.
  */
+import { execFileSync } from 'node:child_process';
 import http2 from 'node:http2';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -77,6 +78,30 @@ describe('admin listener on loopback (default)', () => {
   });
   afterAll(async () => {
     await agent?.stop();
+  });
+
+  it('parses with the Prometheus project\'s own text parser (Debian python3-prometheus-client)', async () => {
+    await agent.client().dispatch('add', { args: [1, 2] }).catch(() => undefined);
+    const { text } = await scrape(admin);
+    // An independent implementation of the exposition format: any line it cannot read throws.
+    const script = [
+      'import sys, json',
+      'from prometheus_client.parser import text_string_to_metric_families',
+      'out = {f.name: {"type": f.type, "samples": len(f.samples)} for f in text_string_to_metric_families(sys.stdin.read())}',
+      'print(json.dumps(out))',
+    ].join('\n');
+    const parsed = JSON.parse(execFileSync('/usr/bin/python3', ['-c', script], { input: text, encoding: 'utf8' })) as Record<string, { type: string; samples: number }>;
+    // The parser strips _total from counter family names.
+    expect(parsed).toMatchObject({
+      skein_dispatches: { type: 'counter' },
+      skein_dispatch_duration_seconds: { type: 'histogram' },
+      skein_queue_depth: { type: 'gauge' },
+      skein_auth_rejections: { type: 'counter' },
+      skein_worker_events: { type: 'counter' },
+      skein_reloads: { type: 'counter' },
+      skein_tls_certificate_expiry_seconds: { type: 'gauge' },
+    });
+    expect(parsed.skein_dispatch_duration_seconds!.samples).toBeGreaterThan(3);
   });
 
   it('logs a loopback address on its own port', () => {
