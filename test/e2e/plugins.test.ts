@@ -123,6 +123,9 @@ describe('signed plugins (plugins.requireSignature)', () => {
     try {
       const line = await agent.waitForLog((l) => l.msg === 'plugin loaded');
       expect(line).toMatchObject({ plugin: 'only-echo', version: '1.0.0', signed: true, sha256: expect.stringMatching(/^[0-9a-f]{64}$/) });
+      // The audit stream names the key that signed it.
+      const audit = await agent.waitForLog((l) => l.event === 'plugin.loaded');
+      expect(audit).toMatchObject({ plugin: 'only-echo', signed: true, sha256: line.sha256, keyId: key.keyId });
     } finally {
       await agent.stop();
     }
