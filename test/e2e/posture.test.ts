@@ -1,0 +1,98 @@
+/**
+ * The posture warning through the binary: an agent listening on 0.0.0.0 without client
+ * authentication warns at start and again after the (shortened, test-only) interval, and
+ * the admin /healthz reports its posture; a loopback agent and an off-host mTLS agent do not
+ * warn. Tests talk to every agent on 127.0.0.1 only.
+ */
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { baseConfig, startAgent, stopAll, tempDir, type StartedAgent } from '../helpers/agent.ts';
+
+afterAll(stopAll);
+
+const INTERVAL_MS = 400;
+const env = { SKEIN_POSTURE_WARN_INTERVAL_MS: String(INTERVAL_MS) };
+const OFF_HOST = { agent: { name: 'posture', listen: '0.0.0.0:0', stateDir: 'state' } };
+const warnings = (a: StartedAgent) => a.logs.filter((l) => l.msg === 'INSECURE POSTURE');
+
+async function healthz(a: StartedAgent): Promise<Record<string, any>> {
+  const line = await a.waitForLog((l) => l.msg === 'admin listening');
+  const res = await fetch(`http://${String(line.address)}/healthz`);
+  expect(res.status).toBe(200);
+  return (await res.json()) as Record<string, any>;
+}
+
+/** A plugin folder with one unsigned plugin that has an authenticate hook (and no authorize). */
+function tokenPluginDir(): string {
+  const dir = join(tempDir(), 'plugins');
+  mkdirSync(dir);
+  writeFileSync(join(dir, 'token-only.ts'), "export default { name: 'token-only', version: '1.0.0', setup: () => ({ authenticate: () => ({ outcome: 'skip' }) }) };\n");
+  return dir;
+}
+
+async function withAgent(config: Record<string, unknown>, body: (a: StartedAgent) => Promise<void>): Promise<void> {
+  const a = await startAgent({ config: baseConfig({ ...config, workers: { poolSize: 1 } }), env });
+  try {
+    await body(a);
+  } finally {
+    await a.stop();
+  }
+}
+
+describe('an off-host listener without client authentication', () => {
+  it('warns at start and again every interval, and /healthz reports the posture', async () => {
+    await withAgent({ ...OFF_HOST, tls: { clientCerts: 'optional' } }, async (a) => {
+      const first = await a.waitForLog((l) => l.msg === 'INSECURE POSTURE');
+      expect(first.level).toBe('warn');
+      expect(first).toMatchObject({ transport: 'tls', clientAuth: 'none', offHost: true });
+      expect(String((first.warnings as string[])[0])).toMatch(/reachable off-host \(0\.0\.0\.0:0\) without client authentication/);
+      // The start-up warning comes with the listener, before any request.
+      const atStart = a.logs.findIndex((l) => l.msg === 'INSECURE POSTURE');
+      expect(atStart).toBeGreaterThan(a.logs.findIndex((l) => l.msg === 'listening'));
+      // Repeated: at least two more within a few intervals.
+      const deadline = Date.now() + INTERVAL_MS * 8;
+      while (warnings(a).length < 3 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+      expect(warnings(a).length).toBeGreaterThanOrEqual(3);
+
+      const h = await healthz(a);
+      expect(h.status).toBe('ok');
+      expect(h.posture).toEqual({ transport: 'tls', clientAuth: 'none', offHost: true, authorization: false, warnings: first.warnings });
+    });
+  });
+
+  it('with a plugin that authenticates tokens: clientAuth "token", no warning', async () => {
+    await withAgent({ ...OFF_HOST, tls: { clientCerts: 'optional' }, plugins: { dir: tokenPluginDir(), enabled: [{ name: 'token-only' }] } }, async (a) => {
+      const h = await healthz(a);
+      expect(h.posture).toEqual({ transport: 'tls', clientAuth: 'token', offHost: true, authorization: false, warnings: [] });
+      await new Promise((r) => setTimeout(r, INTERVAL_MS * 3));
+      expect(warnings(a)).toEqual([]);
+    });
+  });
+});
+
+describe('no warning', () => {
+  it('on loopback, even without client authentication', async () => {
+    await withAgent({ tls: { clientCerts: 'optional' } }, async (a) => {
+      const h = await healthz(a);
+      expect(h.posture).toEqual({ transport: 'tls', clientAuth: 'none', offHost: false, authorization: false, warnings: [] });
+      await new Promise((r) => setTimeout(r, INTERVAL_MS * 3));
+      expect(warnings(a)).toEqual([]);
+    });
+  });
+
+  it('off-host with mutual TLS (the default), which serves a certificate-holding client', async () => {
+    await withAgent(OFF_HOST, async (a) => {
+      const client = a.client();
+      try {
+        expect(await client.dispatch('add', { args: [2, 3] })).toBe(5);
+      } finally {
+        await client.close();
+      }
+      const h = await healthz(a);
+      expect(h.posture).toEqual({ transport: 'mtls', clientAuth: 'certificate', offHost: true, authorization: false, warnings: [] });
+      await new Promise((r) => setTimeout(r, INTERVAL_MS * 3));
+      expect(warnings(a)).toEqual([]);
+    });
+  });
+});
