@@ -23,6 +23,7 @@ const clean = () => ({ agent: { name: 'strict', listen: '127.0.0.1:0', stateDir:
 describe('each violation is reported with its key (skein validate --strict, exit 2)', () => {
   it.each([
     ['one-way TLS without a token plugin', { tls: { clientCerts: 'optional' } }, /tls.clientCerts: one-way TLS \("optional"\) without a token plugin/],
+    ['plaintext h2c without a token plugin', { tls: { plaintext: true } }, /tls.plaintext: plaintext HTTP\/2 \(h2c\) without a token plugin/],
     ['TLS below 1.3', { tls: { minVersion: 'TLSv1.2' } }, /tls.minVersion: TLSv1.2 is below TLS 1.3/],
     ['a sandbox weaker than strict', { sandbox: { profile: 'standard' } }, /sandbox.profile: "standard" is weaker than "strict"/],
     ['plugins without required signatures', { plugins: { enabled: [{ name: 'routine-policy', options: { rules: [] } }] } }, /plugins.requireSignature: plugins are enabled but their signatures are not required/],
