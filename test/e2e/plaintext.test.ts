@@ -115,7 +115,7 @@ describe('an agent with tls.plaintext', () => {
   it.skipIf(!HAS_PYJWT)('the client library speaks h2c only when asked for', async () => {
     expect(() => new SkeinClient({ peer: `http://127.0.0.1:${h2c.port}` })).toThrow(/plaintext http:\/\//);
     expect(() => new SkeinClient({ peer: `https://127.0.0.1:${h2c.port}`, plaintext: true })).toThrow(/https:\/\/ but plaintext/);
-    expect(() => new SkeinClient({ peer: `127.0.0.1:${h2c.port}`, plaintext: true, pin: { sha256: 'a'.repeat(64) } })).toThrow(/needs TLS/);
+    expect(() => new SkeinClient({ peer: `127.0.0.1:${h2c.port}`, plaintext: true, pin: { sha256: 'a'.repeat(64), spiffeId: 'spiffe://skein.local/agent/x' } })).toThrow(/needs TLS/);
     const client = new SkeinClient({ peer: `127.0.0.1:${h2c.port}`, plaintext: true, token: mint('bob') });
     try {
       expect(await client.dispatch('echo', { args: ['over h2c'] })).toBe('over h2c');
