@@ -43,7 +43,8 @@ describe('authorization', () => {
       await new Promise((r) => setTimeout(r, 300));
       expect(agent.logs.some((l) => String(l.line).includes('denied-ran'))).toBe(false);
       // Every decision is a line on the audit stream (stderr by default; docs/audit.md).
-      const audit = agent.logs.filter((l) => l.event === 'authz.decision');
+      await agent.waitForAudit((l) => l.event === 'authz.decision' && l.routine === 'mark');
+      const audit = agent.audit.filter((l) => l.event === 'authz.decision');
       expect(audit.find((l) => l.routine === 'add')).toMatchObject({ outcome: 'deny', plugin: 'only-echo', reason: 'ECHO_ONLY', peer: DEV_CLIENT });
       expect(audit.find((l) => l.routine === 'echo')).toMatchObject({ outcome: 'allow', plugins: ['only-echo'], peer: DEV_CLIENT });
       expect(audit.every((l) => typeof l.requestId === 'string')).toBe(true);
@@ -124,7 +125,7 @@ describe('signed plugins (plugins.requireSignature)', () => {
       const line = await agent.waitForLog((l) => l.msg === 'plugin loaded');
       expect(line).toMatchObject({ plugin: 'only-echo', version: '1.0.0', signed: true, sha256: expect.stringMatching(/^[0-9a-f]{64}$/) });
       // The audit stream names the key that signed it.
-      const audit = await agent.waitForLog((l) => l.event === 'plugin.loaded');
+      const audit = await agent.waitForAudit((l) => l.event === 'plugin.loaded');
       expect(audit).toMatchObject({ plugin: 'only-echo', signed: true, sha256: line.sha256, keyId: key.keyId });
     } finally {
       await agent.stop();

@@ -42,10 +42,14 @@ export interface StartedAgent {
   dir: string;
   configPath: string;
   logs: LogLine[];
+  /** Audit-stream lines on stderr (audit.sink "stderr", the default; docs/audit.md), kept out of `logs`. */
+  audit: Array<Record<string, unknown>>;
   stderr: () => string;
   pki: { cert: string; key: string; ca: string; dir: string };
   client(opts?: Partial<ConstructorParameters<typeof SkeinClient>[0]>): SkeinClient;
   waitForLog(pred: (l: LogLine) => boolean, timeoutMs?: number): Promise<LogLine>;
+  /** Waits for an audit line on stderr: they are written in batches, after the log lines of the moment. */
+  waitForAudit(pred: (l: Record<string, unknown>) => boolean, timeoutMs?: number): Promise<Record<string, unknown>>;
   /** Sends `signal` and resolves with the exit code (or the signal name). */
   stop(signal?: NodeJS.Signals, timeoutMs?: number): Promise<number | string>;
 }
@@ -86,6 +90,7 @@ export async function startAgent(options: { config?: Record<string, unknown>; en
   running.add(proc);
   proc.on('exit', () => running.delete(proc));
   const logs: LogLine[] = [];
+  const audit: Array<Record<string, unknown>> = [];
   let raw = '';
   const waiters = new Set<() => void>();
   let pending = '';
@@ -98,7 +103,9 @@ export async function startAgent(options: { config?: Record<string, unknown>; en
       const line = pending.slice(0, nl);
       pending = pending.slice(nl + 1);
       try {
-        logs.push(JSON.parse(line) as LogLine);
+        const parsed = JSON.parse(line) as LogLine;
+        if (typeof parsed.schema === 'string' && parsed.schema.startsWith('skein.audit/')) audit.push(parsed);
+        else logs.push(parsed);
       } catch {
         logs.push({ ts: '', level: 'raw', msg: line });
       }
@@ -144,6 +151,7 @@ export async function startAgent(options: { config?: Record<string, unknown>; en
     dir,
     configPath,
     logs,
+    audit,
     stderr: () => raw,
     pki,
     client(opts = {}) {
@@ -156,6 +164,13 @@ export async function startAgent(options: { config?: Record<string, unknown>; en
       });
     },
     waitForLog,
+    async waitForAudit(pred, timeoutMs = 5000) {
+      for (const until = Date.now() + timeoutMs; ; await new Promise((r) => setTimeout(r, 20))) {
+        const hit = audit.find(pred);
+        if (hit) return hit;
+        if (Date.now() > until) throw new Error(`audit line not seen within ${timeoutMs} ms; stderr so far:\n${raw}`);
+      }
+    },
     async stop(signal = 'SIGTERM', timeoutMs = 15_000) {
       if (proc.exitCode !== null || proc.signalCode !== null) return exited;
       proc.kill(signal);
