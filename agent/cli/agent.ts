@@ -95,6 +95,6 @@ export async function runAgent(argv: string[], io: Io): Promise<number> {
       else if (reloadPending) reload();
     };
   });
-  onStarted!(await startAgent({ config, log, embedded: loaded.source === 'embedded', baseDir: loaded.baseDir, reloadConfig: load }));
+  onStarted!(await startAgent({ config, log, embedded: loaded.source === 'embedded', baseDir: loaded.baseDir, source: loaded.source, reloadConfig: load }));
   return stopped;
 }
