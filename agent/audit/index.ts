@@ -17,6 +17,7 @@
  *   await audit.close();
  */
 import { open, type FileHandle } from 'node:fs/promises';
+import { SkeinError } from '../errors/index.ts';
 import type { Logger } from '../log/index.ts';
 
 export const AUDIT_SCHEMA = 'skein.audit/v1';
@@ -127,7 +128,8 @@ class AuditStream implements Audit {
     this.#max = config.maxQueueLines;
     this.#now = deps.now ?? (() => new Date());
     if (config.sink === 'file') {
-      if (!config.path) throw new Error('audit sink "file" needs a path');
+      // The config loader refuses this already; a programmatic caller gets the same answer.
+      if (!config.path) throw new SkeinError('SKEIN_ERR_CONFIG', 'config key "audit.path": is required when audit.sink is "file"', { key: 'audit.path' });
       this.#sink = fileSink(config.path);
       this.#describe = { sink: 'file', path: config.path };
     } else {

@@ -93,7 +93,7 @@ describe('audit file: start-up, code, decisions and workers', () => {
 
   it('agent.start records the effective config with secrets redacted', () => {
     const [start] = readAudit(path);
-    expect(start).toMatchObject({ event: 'agent.start', pid: agent.pid, version: expect.any(String) });
+    expect(start).toMatchObject({ event: 'agent.start', pid: agent.pid, version: expect.any(String), source: agent.configPath });
     expect(start!.config.admin.token).toBe('[redacted]');
     expect(start!.config.plugins.enabled[0]).toEqual({ name: 'test-key', options: { keys: '[redacted]' } });
     expect(start!.config.plugins.enabled[1]).toEqual({ name: 'only-echo', options: { echoOnly: ['key:limited'] } });
