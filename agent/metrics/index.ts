@@ -54,6 +54,7 @@ export class AgentMetrics implements DispatchRecorder, AuthRecorder, WorkerRecor
   readonly #duration: Histogram<'routine'>;
   readonly #auth: Counter<'kind' | 'reason'>;
   readonly #workers: Counter<'event' | 'reason'>;
+  readonly #reloads: Counter<'kind' | 'outcome'>;
   readonly #auditDropped: Counter<'reason'>;
   /** Label children cached per routine (and outcome): no label hashing/validation per call on our side. */
   #children = new Map<string, { duration: HistogramChild; outcomes: Map<string, CounterChild> }>();
@@ -69,6 +70,8 @@ export class AgentMetrics implements DispatchRecorder, AuthRecorder, WorkerRecor
     // Both series exist from the start, so an alert on a rate sees 0 before the first loss.
     this.#auditDropped.labels('sink').inc(0);
     this.#auditDropped.labels('overflow').inc(0);
+    this.#reloads = new Counter({ name: 'skein_reloads_total', help: 'Reloads without restart: kind "tls" (certificate, key, CA files) or "config" (SIGHUP), outcome "applied" or "refused" (the old material or config kept serving).', labelNames: ['kind', 'outcome'], registers });
+    for (const kind of ['tls', 'config']) for (const outcome of ['applied', 'refused']) this.#reloads.labels(kind, outcome).inc(0);
     new Gauge({
       name: 'skein_queue_depth',
       help: 'Calls waiting for a free worker.',
@@ -169,6 +172,10 @@ export class AgentMetrics implements DispatchRecorder, AuthRecorder, WorkerRecor
 
   auditDropped(reason: 'sink' | 'overflow', lines: number): void {
     this.#auditDropped.labels(reason).inc(lines);
+  }
+
+  reload(kind: 'tls' | 'config', outcome: 'applied' | 'refused'): void {
+    this.#reloads.labels(kind, outcome).inc();
   }
 
   /** The Prometheus text exposition. */

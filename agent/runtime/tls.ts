@@ -48,7 +48,7 @@ export function readTls(files: TlsFiles, config: Pick<AgentConfig, 'tls'>, now =
     try {
       return readFileSync(path);
     } catch (err) {
-      throw bad(key, path, (err as Error).message);
+      throw new SkeinError('SKEIN_ERR_CONFIG', `cannot read ${key} file ${path}: ${(err as Error).message}`, { key, path });
     }
   };
   const cert = read(files.cert, 'tls.cert');

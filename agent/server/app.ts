@@ -34,7 +34,8 @@ export interface AppDeps {
   limits: { maxBodyBytes: number; defaultTimeoutMs: number; maxTimeoutMs: number };
   log: Logger;
   isDraining: () => boolean;
-  auth: AuthPipeline;
+  /** The plugin pipeline; a config reload may swap what is behind it between requests. */
+  auth: Pick<AuthPipeline, 'authenticate' | 'authorize'>;
   /** The discovery plane's view: verified peers and rejection counters. */
   peers: () => { enabled: boolean; peers: unknown[]; rejected?: Record<string, number>; idempotent?: string[] };
   /** Counts dispatches by routine and outcome, with their duration. */

@@ -52,6 +52,11 @@ export interface Listener {
    * below the last-stream-id complete, so GOAWAY must not be sent while calls are running.
    */
   destroy(): void;
+  /**
+   * Serves new handshakes with new material (certificate, key, CA, TLS version); sessions
+   * already open keep the material they were established with. Throws when OpenSSL refuses it.
+   */
+  setTls(tls: TlsMaterial): void;
 }
 
 /** Counts events in fixed one-second windows; `hit()` is true once the count passes `max`. */
@@ -67,6 +72,17 @@ function rateCounter(max: number): { hit(): boolean } {
       }
       return ++count > max;
     },
+  };
+}
+
+/** The secure-context part of the server options: what setTls() may replace later. */
+function contextOptions(tls: TlsMaterial) {
+  return {
+    cert: tls.cert,
+    key: tls.key,
+    ca: tls.ca,
+    minVersion: tls.minVersion,
+    ...(tls.minVersion === 'TLSv1.2' ? { ciphers: TLS12_CIPHERS } : {}),
   };
 }
 
@@ -86,16 +102,12 @@ export async function listen(app: Hono<any>, tls: TlsMaterial, host: string, por
         fetch: app.fetch,
         createServer: http2.createSecureServer,
         serverOptions: {
-          cert: tls.cert,
-          key: tls.key,
-          ca: tls.ca,
+          ...contextOptions(tls),
           requestCert: true,
           // "optional" lets the handshake finish without (or with an unverifiable) certificate;
           // identity.ts then marks the peer anonymous and the auth pipeline demands a token.
           rejectUnauthorized: tls.clientCerts === 'require',
           allowHTTP1: false,
-          minVersion: tls.minVersion,
-          ...(tls.minVersion === 'TLSv1.2' ? { ciphers: TLS12_CIPHERS } : {}),
           settings,
           // Honoured by Bun's node:http2 (checked by test/e2e/hardening.test.ts): a socket that
           // has not finished the handshake in time is destroyed (tlsClientError ERR_TLS_HANDSHAKE_TIMEOUT).
@@ -242,6 +254,12 @@ export async function listen(app: Hono<any>, tls: TlsMaterial, host: string, por
         onIdle = resolve;
         setTimeout(resolve, ms).unref?.();
       });
+    },
+    setTls(next) {
+      if (plaintext) return; // h2c has no secure context to replace
+      // requestCert/rejectUnauthorized are server options, not context ones: they stay as
+      // started (tls.clientCerts changes need a restart). Checked under Bun by test/e2e/rotation.test.ts.
+      server.setSecureContext(contextOptions(next));
     },
     destroy() {
       server.close();
