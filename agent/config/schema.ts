@@ -118,7 +118,7 @@ export const CONFIG_SCHEMA: Node = {
       kind: 'object',
       description: 'Security posture.',
       fields: {
-        strict: { kind: 'boolean', default: false, env: 'SKEIN_STRICT', description: 'Refuse to start, listing every violation, unless the configuration is secure: mutual TLS or a token plugin (plaintext h2c only on loopback, with a token plugin), TLS 1.3, sandbox profile strict, signed plugins, a discovery trust store, private key and config files not readable by others, authorization when reachable off-host.' },
+        strict: { kind: 'boolean', default: false, env: 'SKEIN_STRICT', description: 'Refuse to start, listing every violation, unless the configuration is secure: mutual TLS or a token plugin (plaintext h2c only on loopback, with a token plugin), TLS 1.3, sandbox profile strict, signed plugins, a discovery trust store, private key and config files not readable by others, authorization when reachable off-host, the audit stream on.' },
       },
     },
     sandbox: {

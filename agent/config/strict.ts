@@ -35,6 +35,8 @@ export function strictViolations(config: AgentConfig, configFile?: string): Viol
   if (config.discovery.enabled && config.discovery.trustedKeys.length === 0 && config.discovery.rootKeys.length === 0 && config.discovery.groups.length > 0) {
     v.push({ key: 'discovery.trustedKeys', message: 'discovery is enabled without a trust store' });
   }
+  // Every security decision must be reconstructable (docs/audit.md).
+  if (config.audit.sink === 'off') v.push({ key: 'audit.sink', message: '"off" records no security decision; use "stderr" or "file"' });
   // With plugins enabled, whether one authorizes is known once they are loaded (start-up).
   if (offHost && enabled.length === 0) {
     v.push({ key: 'plugins.enabled', message: `listening off-host (${config.agent.listen}) with no authorization plugin: every authenticated peer may run every routine` });

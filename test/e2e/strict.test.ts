@@ -27,6 +27,7 @@ describe('each violation is reported with its key (skein validate --strict, exit
     ['TLS below 1.3', { tls: { minVersion: 'TLSv1.2' } }, /tls.minVersion: TLSv1.2 is below TLS 1.3/],
     ['a sandbox weaker than strict', { sandbox: { profile: 'standard' } }, /sandbox.profile: "standard" is weaker than "strict"/],
     ['plugins without required signatures', { plugins: { enabled: [{ name: 'routine-policy', options: { rules: [] } }] } }, /plugins.requireSignature: plugins are enabled but their signatures are not required/],
+    ['the audit stream turned off', { audit: { sink: 'off' } }, /audit.sink: "off" records no security decision/],
     ['no authorization reachable off-host', { agent: { name: 'strict', listen: '0.0.0.0:0', stateDir: 'state' } }, /plugins.enabled: listening off-host \(0.0.0.0:0\) with no authorization plugin/],
   ])('%s', async (_name, overrides, message) => {
     const r = await runCli(['validate', '--strict', '--config', configFile({ ...clean(), ...overrides })]);
