@@ -8,6 +8,7 @@ import net from 'node:net';
 import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { connect, postJson, request } from '../helpers/h2.ts';
+import { closedWithin } from '../helpers/h2-raw.ts';
 import { baseConfig, startAgent, stopAll, type StartedAgent } from '../helpers/agent.ts';
 
 const { NGHTTP2_CANCEL } = http2.constants;
@@ -237,13 +238,7 @@ describe('connections', () => {
     const t0 = Date.now();
     const sock = net.connect(small.port, '127.0.0.1');
     sock.on('error', () => {});
-    const closed = await new Promise<boolean>((resolve) => {
-      const timer = setTimeout(() => resolve(false), 6000);
-      sock.once('close', () => {
-        clearTimeout(timer);
-        resolve(true);
-      });
-    });
+    const closed = await closedWithin(sock, 6000);
     sock.destroy();
     expect(closed).toBe(true);
     const took = Date.now() - t0;

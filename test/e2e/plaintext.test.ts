@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SkeinClient } from '../../agent/client/index.ts';
 import { baseConfig, failure, ROOT, runCli, startAgent, stopAll, type StartedAgent } from '../helpers/agent.ts';
-import { ping, rawConnect } from '../helpers/h2-raw.ts';
+import { closedWithin, ping, rawConnect } from '../helpers/h2-raw.ts';
 
 const PYTHON = '/usr/bin/python3';
 const HAS_PYJWT = (() => {
@@ -158,13 +158,7 @@ describe('the same hardening over h2c', () => {
     const sock = net.connect(h2c.port, '127.0.0.1');
     sock.on('error', () => {});
     sock.resume(); // read (and drop) the agent's SETTINGS and GOAWAY, so its close is seen
-    const closed = await new Promise<boolean>((resolve) => {
-      const timer = setTimeout(() => resolve(false), 6000);
-      sock.once('close', () => {
-        clearTimeout(timer);
-        resolve(true);
-      });
-    });
+    const closed = await closedWithin(sock, 6000);
     sock.destroy();
     expect(closed).toBe(true);
     expect(Date.now() - t0).toBeGreaterThanOrEqual(900);

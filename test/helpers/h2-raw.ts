@@ -52,6 +52,17 @@ export function hpack(headers: Array<[string, string]>): Buffer {
   return Buffer.concat(parts);
 }
 
+/** Resolves true once `sock` closes, false after `ms` (the agent did not close it). */
+export function closedWithin(sock: { once(event: 'close', cb: () => void): unknown }, ms: number): Promise<boolean> {
+  return new Promise<boolean>((resolve) => {
+    const timer = setTimeout(() => resolve(false), ms);
+    sock.once('close', () => {
+      clearTimeout(timer);
+      resolve(true);
+    });
+  });
+}
+
 export const ping = (n = 0) => frame(FRAME.PING, 0, 0, Buffer.alloc(8, n & 0xff));
 export const settings = () => frame(FRAME.SETTINGS, 0, 0);
 export const rst = (stream: number, code: number) => {
