@@ -111,9 +111,13 @@ export class Reloader {
     }
   }
 
+  /**
+   * One re-read debounceMs after the first event of a burst (tools write cert and key in
+   * steps). Not reset by later events: a folder that never goes quiet (say, a log file kept
+   * next to the certificates) must not postpone a rotation forever.
+   */
   #schedule(): void {
-    if (this.#closed) return;
-    if (this.#timer) clearTimeout(this.#timer);
+    if (this.#closed || this.#timer) return;
     this.#timer = setTimeout(() => {
       this.#timer = undefined;
       this.#busy = this.#busy.then(() => this.#reloadTls('watch', this.#tls.files, this.#config)).catch(() => undefined);
