@@ -16,7 +16,8 @@
  *   audit.reopen(); // after logrotate moved the file
  *   await audit.close();
  */
-import { open, type FileHandle } from 'node:fs/promises';
+import { mkdir, open, type FileHandle } from 'node:fs/promises';
+import { dirname } from 'node:path';
 import { SkeinError } from '../errors/index.ts';
 import type { Logger } from '../log/index.ts';
 
@@ -269,6 +270,9 @@ function fileSink(path: string): Sink {
       const old = handle;
       handle = undefined;
       await old?.close().catch(() => {});
+      // A missing folder is created (0700, like the state dir): the first start of a fresh
+      // install must not lose its agent.start line to a directory nobody made yet.
+      await mkdir(dirname(path), { recursive: true, mode: 0o700 });
       handle = await open(path, 'a', 0o600);
     },
     async write(text) {

@@ -2,7 +2,7 @@
  * The audit stream on its own: line format, batching, redaction, the bounded queue, a failing
  * sink (warned once, every lost line counted, dispatch never blocked) and reopen (logrotate).
  */
-import { mkdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -83,6 +83,17 @@ describe('audit lines', () => {
 });
 
 describe('the audit file', () => {
+  it('creates a missing folder (0700) for the file, so a first start loses nothing', async () => {
+    const d = dir();
+    const path = join(d, 'state', 'audit', 'audit.jsonl');
+    const { audit, warnings } = harness({ sink: 'file', path });
+    audit.record('agent.start', {});
+    await audit.close();
+    expect(warnings()).toEqual([]);
+    expect(statSync(join(d, 'state', 'audit')).mode & 0o777).toBe(0o700);
+    expect(lines(readFileSync(path, 'utf8')).map((l) => l.event)).toEqual(['agent.start']);
+  });
+
   it('is appended to with mode 0600 and keeps earlier content', async () => {
     const path = join(dir(), 'audit.jsonl');
     writeFileSync(path, 'earlier\n', { mode: 0o600 });
@@ -105,8 +116,7 @@ describe('the audit file', () => {
     const path = join(d, 'audit.jsonl');
     const { audit } = harness({ sink: 'file', path });
     audit.record('agent.start', {});
-    await tick();
-    await tick();
+    await new Promise((r) => setTimeout(r, 20));
     renameSync(path, join(d, 'audit.jsonl.1'));
     audit.record('worker.spawn', { worker: 'w1' }); // still the old file: rotation is not yet signalled
     await new Promise((r) => setTimeout(r, 20));
@@ -136,22 +146,26 @@ describe('a failing sink', () => {
 
   it('recovers on reopen() once the path is writable, says so, and warns again on a later failure', async () => {
     const d = dir();
-    const path = join(d, 'gone', 'audit.jsonl'); // the folder does not exist yet: ENOENT
+    // A regular file where the audit folder should be: the sink can neither create the
+    // folder (missing folders are created) nor open the file in it.
+    const path = join(d, 'gone', 'audit.jsonl');
+    writeFileSync(join(d, 'gone'), '');
     const { audit, logs, warnings, lostLines } = harness({ sink: 'file', path });
     audit.record('agent.start', {});
     await new Promise((r) => setTimeout(r, 20));
     expect(warnings()).toHaveLength(1);
-    expect(warnings()[0]).toMatchObject({ code: 'ENOENT' });
+    expect(warnings()[0]).toMatchObject({ msg: 'audit sink failed', code: expect.stringMatching(/^(EEXIST|ENOTDIR)$/) });
 
-    mkdirSync(join(d, 'gone'));
+    rmSync(join(d, 'gone'));
     audit.reopen();
     audit.record('config.reloaded', { applied: [] });
     await new Promise((r) => setTimeout(r, 20));
     expect(logs.find((l) => l.msg === 'audit sink recovered')).toMatchObject({ lost: 1 });
     expect(lines(readFileSync(path, 'utf8')).map((l) => l.event)).toEqual(['config.reloaded']);
 
-    // Gone again (its folder removed, then a reopen): a new episode, a new warning.
+    // Blocked again (the folder replaced by a file, then a reopen): a new episode, a new warning.
     rmSync(join(d, 'gone'), { recursive: true });
+    writeFileSync(join(d, 'gone'), '');
     audit.reopen();
     audit.record('agent.stop', {});
     await audit.close();
@@ -162,10 +176,11 @@ describe('a failing sink', () => {
   it('is tried again on its own after retryMs, without a reopen()', async () => {
     const d = dir();
     const path = join(d, 'later', 'audit.jsonl');
+    writeFileSync(join(d, 'later'), ''); // blocks the folder until removed
     const { audit, logs } = harness({ sink: 'file', path }, { retryMs: 30 });
     audit.record('agent.start', {});
     await new Promise((r) => setTimeout(r, 10));
-    mkdirSync(join(d, 'later'));
+    rmSync(join(d, 'later'));
     await new Promise((r) => setTimeout(r, 40));
     audit.record('worker.spawn', {});
     await audit.close();
