@@ -13,7 +13,6 @@ import { isLoopbackHost, parseHostPort } from '../config/load.ts';
 import { SkeinError } from '../errors/index.ts';
 import type { Logger } from '../log/index.ts';
 import { DiscoveryService } from '../discovery/service.ts';
-import { describeCertificate } from '../pki/index.ts';
 import { startAdmin, type AdminListener } from '../metrics/admin.ts';
 import { AgentMetrics } from '../metrics/index.ts';
 import { loadPlugins } from '../plugin-host/loader.ts';
@@ -131,7 +130,7 @@ async function assemble({ config, log, embedded = false, baseDir, reloadConfig }
   const stopPostureWarnings = warnPosture(posture, log);
 
   if (config.discovery.enabled) {
-    const cert = describeCertificate(tls.cert.toString());
+    const cert = loadedTls.certificate;
     try {
       discovery = await DiscoveryService.start({
         tls: { cert: tls.cert, key: tls.key, ca: tls.ca },
@@ -150,6 +149,7 @@ async function assemble({ config, log, embedded = false, baseDir, reloadConfig }
         },
       });
     } catch (err) {
+      stopPostureWarnings();
       listener.destroy();
       await pool.close(0);
       throw err;
@@ -191,6 +191,8 @@ async function assemble({ config, log, embedded = false, baseDir, reloadConfig }
     try {
       admin = await startAdmin({ host: a.host, port: a.port, token: config.admin.token, metrics, stats: () => pool.stats, isDraining: () => draining, posture, log });
     } catch (err) {
+      reloader.close();
+      stopPostureWarnings();
       await discovery?.stop();
       listener.destroy();
       await pool.close(0);
