@@ -219,7 +219,7 @@ export class Reloader {
       setTimeout(() => void retired.close(), old.plugins.hookTimeoutMs + 1000).unref?.();
     }
     if (next.log.level !== old.log.level) this.#d.setLogLevel?.(next.log.level);
-    if (tlsChanged || files !== this.#tls.files) this.#watchFilesOf();
+    if (JSON.stringify(oldTls.files) !== JSON.stringify(this.#tls.files)) this.#watch();
     // The effective config: reloadable sections new, the rest as started.
     this.#config = { ...old, tls: { ...old.tls, cert: next.tls.cert, key: next.tls.key, ca: next.tls.ca, minVersion: next.tls.minVersion }, discovery: { ...old.discovery, trustedKeys: next.discovery.trustedKeys, rootKeys: next.discovery.rootKeys, signingKey: next.discovery.signingKey, endorsement: next.discovery.endorsement, static: next.discovery.static }, plugins: next.plugins, log: { ...old.log, level: next.log.level }, security: next.security };
     if (pending.length) log.warn('config reloaded; some changes need a restart and do not apply yet', { pending });
@@ -229,15 +229,12 @@ export class Reloader {
     return { ok: true, applied, pending };
   }
 
-  #watchFilesOf(): void {
-    this.#watch();
-  }
-
   #restoreTls(previous: LoadedTls): void {
     try {
       this.#d.listener.setTls(previous.material);
       this.#tls = previous;
       this.#d.onTls(previous);
+      this.#d.discovery()?.setTls({ cert: previous.material.cert, key: previous.material.key, ca: previous.material.ca }, previous.certificate.sha256);
     } catch (err) {
       this.#d.log.error('could not restore the previous TLS material', { error: (err as Error).message });
     }
