@@ -84,7 +84,7 @@ async function assemble({ config, log, embedded = false, baseDir, reloadConfig }
   const pool = buildPools(config, sources, sandbox, cwd, log, metrics, audit);
   try {
     const ready = await pool.start();
-    log.info('workers ready', { count: ready.length, python: sandbox.python.executable, version: ready[0]?.python, layers: [...(sandbox.launcher.wrapped ? ['bwrap'] : []), ...(ready[0]?.layers ?? [])] });
+    log.info('workers ready', { count: ready.length, python: sandbox.python.executable, version: ready[0]?.python, layers: ready[0]?.layers ?? [] });
   } catch (err) {
     await pool.close(0);
     throw err;

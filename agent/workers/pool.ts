@@ -215,8 +215,7 @@ export class WorkerPool {
       (info) => {
         this.#consecutiveFailures = 0;
         this.#log.debug('worker ready', { worker: worker.id, pid: info.pid, layers: info.layers });
-        const layers = [...(this.#opts.spec.launcher.wrapped ? ['bwrap'] : []), ...info.layers];
-        this.#opts.audit?.record('worker.spawn', { worker: worker.id, pid: worker.pid, reason, routines: this.#routines, python: info.python, layers, limits: this.#opts.spec.limits });
+        this.#opts.audit?.record('worker.spawn', { worker: worker.id, pid: worker.pid, reason, routines: this.#routines, python: info.python, layers: info.layers, limits: this.#opts.spec.limits });
         if (this.#closed) return worker.kill('shutdown');
         this.#release(worker);
       },

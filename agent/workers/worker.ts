@@ -37,6 +37,7 @@ export type CallOutcome =
 export interface ReadyInfo {
   pid: number;
   python: string;
+  /** Confinement layers applied, outermost first ("bwrap" when the launcher wraps). */
   layers: string[];
 }
 
@@ -284,7 +285,9 @@ export class Worker {
   #onHello(m: Record<string, unknown>): void {
     if (m.ready === true && typeof m.pid === 'number') {
       this.#state = 'idle';
-      this.#onReady({ pid: m.pid, python: String(m.python ?? '?'), layers: Array.isArray(m.layers) ? m.layers.map(String) : [] });
+      // bubblewrap wraps the interpreter from outside, so confine.py cannot report it.
+      const layers = Array.isArray(m.layers) ? m.layers.map(String) : [];
+      this.#onReady({ pid: m.pid, python: String(m.python ?? '?'), layers: this.#wrapped ? ['bwrap', ...layers] : layers });
       return;
     }
     const e = m.error as Record<string, unknown> | undefined;
