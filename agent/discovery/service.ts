@@ -68,8 +68,8 @@ export class DiscoveryService {
   #timer: ReturnType<typeof setTimeout> | undefined;
   #expiry: ReturnType<typeof setInterval> | undefined;
   #lastWarn = new Map<string, number>();
-  /** Per reject reason: when advert.rejected was last recorded, and how many since were not. */
-  #rejectAudit = new Map<string, { at: number; suppressed: number }>();
+  /** Per reject reason: when it was last reported, and how many since were not. */
+  #rejections = new Map<string, { at: number; suppressed: number }>();
   /** Rejections decided here, after the verifier: names that do not match their key's identity. */
   #extra = { 'name-mismatch': 0, 'name-conflict': 0, 'identity-mismatch': 0 };
   #stopped = false;
@@ -210,7 +210,7 @@ export class DiscoveryService {
       const { load, capacity } = this.#opts.self;
       const moved = Math.abs(load() - this.#lastLoad) >= Math.max(1, capacity / 4);
       if (this.#now() >= due || moved) {
-        this.#advertise().catch((err) => this.#warn('send', 'discovery advertisement not sent', { error: (err as Error).message }));
+        this.#advertNow();
         this.#schedule();
         return;
       }
@@ -224,8 +224,7 @@ export class DiscoveryService {
   #receive(data: Buffer, source: string): void {
     const result = this.#verifier!.verify(data, source);
     if (!result.ok) {
-      this.#warn(result.reason, 'advertisement rejected', { reason: result.reason, source, detail: result.detail, counts: this.#verifier!.counters()[result.reason] });
-      this.#auditRejected(result.reason, { source, detail: result.detail });
+      this.#rejected(result.reason, { source, detail: result.detail });
       return;
     }
     const { payload, keyId } = result;
@@ -235,24 +234,21 @@ export class DiscoveryService {
     // cannot advertise under another agent's name.
     if (payload.spiffe.slice(payload.spiffe.lastIndexOf('/') + 1) !== payload.agent) {
       this.#count('name-mismatch');
-      this.#warn('name-mismatch', 'advertisement rejected', { reason: 'name-mismatch', source, agent: payload.agent, spiffe: payload.spiffe });
-      this.#auditRejected('name-mismatch', { source, agent: payload.agent, spiffe: payload.spiffe, keyId });
+      this.#rejected('name-mismatch', { source, agent: payload.agent, spiffe: payload.spiffe, keyId });
       return;
     }
     const change = this.#table.upsert(payload, keyId, source, { bound: result.bound, endorsed: result.endorsed });
     if (change === 'conflict') {
       this.#count('name-conflict');
-      this.#warn('name-conflict', 'advertisement rejected', { reason: 'name-conflict', source, agent: payload.agent, keyId, detail: 'another key owns this agent name until its entry expires' });
-      this.#auditRejected('name-conflict', { source, agent: payload.agent, keyId });
+      this.#rejected('name-conflict', { source, agent: payload.agent, keyId, detail: 'another key owns this agent name until its entry expires' });
       return;
     }
-    if (change === 'rekeyed') {
-      this.#opts.log.info('peer signing key rotated', { peer: payload.agent, spiffe: payload.spiffe, keyId });
-      this.#opts.audit?.record('peer.accepted', { peer: payload.agent, spiffe: payload.spiffe, keyId, endorsed: result.endorsed, source, endpoints: payload.endpoints, routines: payload.routines, tlsFingerprint: payload.tlsFingerprint, rekeyed: true });
-    } else if (change === 'added') {
-      this.#opts.log.info('peer discovered', { peer: payload.agent, spiffe: payload.spiffe, endpoints: payload.endpoints, routines: payload.routines, keyId, endorsed: result.endorsed });
-      this.#opts.audit?.record('peer.accepted', { peer: payload.agent, spiffe: payload.spiffe, keyId, endorsed: result.endorsed, source, endpoints: payload.endpoints, routines: payload.routines, tlsFingerprint: payload.tlsFingerprint });
-      this.#verifyIdentity(payload);
+    if (change === 'rekeyed' || change === 'added') {
+      const accepted = { peer: payload.agent, spiffe: payload.spiffe, keyId, endorsed: result.endorsed, source, endpoints: payload.endpoints, routines: payload.routines, tlsFingerprint: payload.tlsFingerprint };
+      if (change === 'rekeyed') this.#opts.log.info('peer signing key rotated', { peer: payload.agent, spiffe: payload.spiffe, keyId });
+      else this.#opts.log.info('peer discovered', { peer: payload.agent, spiffe: payload.spiffe, endpoints: payload.endpoints, routines: payload.routines, keyId, endorsed: result.endorsed });
+      this.#opts.audit?.record('peer.accepted', change === 'rekeyed' ? { ...accepted, rekeyed: true } : accepted);
+      if (change === 'added') this.#verifyIdentity(payload);
     } else if (change === 'removed') {
       this.#opts.log.info('peer said goodbye', { peer: payload.agent });
       this.#opts.audit?.record('peer.evicted', { peer: payload.agent, reason: 'goodbye', keyId, source });
@@ -338,21 +334,21 @@ export class DiscoveryService {
   }
 
   /**
-   * advert.rejected, rate-limited per reason like the warnings (a flood of forged datagrams
-   * must not flood the audit file): the first at once, then at most one every WARN_EVERY_MS
-   * carrying `suppressed`, the number not recorded since the last one.
+   * A rejected advertisement: the counters count every one; the warning and the audit line
+   * (advert.rejected) are rate-limited per reason, so a flood of forged datagrams floods
+   * neither the log nor the audit file: the first at once, then at most one every
+   * WARN_EVERY_MS, whose `suppressed` says how many were not recorded since the last one.
    */
-  #auditRejected(reason: string, fields: Record<string, unknown>): void {
-    const audit = this.#opts.audit;
-    if (!audit) return;
+  #rejected(reason: string, fields: Record<string, unknown>): void {
     const now = this.#now();
-    const last = this.#rejectAudit.get(reason);
+    const last = this.#rejections.get(reason);
     if (last && now - last.at < WARN_EVERY_MS) {
       last.suppressed++;
       return;
     }
-    this.#rejectAudit.set(reason, { at: now, suppressed: 0 });
-    audit.record('advert.rejected', { reason, ...fields, suppressed: last?.suppressed ?? 0 });
+    this.#rejections.set(reason, { at: now, suppressed: 0 });
+    this.#opts.log.warn('advertisement rejected', { reason, ...fields, counts: this.counters()[reason] });
+    this.#opts.audit?.record('advert.rejected', { reason, ...fields, suppressed: last?.suppressed ?? 0 });
   }
 
   /** At most one warning per kind every WARN_EVERY_MS; the counters carry the totals. */
