@@ -22,11 +22,12 @@ export function strictViolations(config: AgentConfig, configFile?: string): Viol
   const v: Violation[] = [];
   const enabled = config.plugins.enabled.map((p) => p.name);
   const offHost = !isLoopbackHost(parseHostPort(config.agent.listen).host);
+  const tokenPlugin = enabled.some((n) => TOKEN_PLUGINS.has(n));
   if (config.tls.plaintext) {
     // h2c is acceptable only behind a TLS-terminating proxy on this host, with tokens.
-    if (!enabled.some((n) => TOKEN_PLUGINS.has(n))) v.push({ key: 'tls.plaintext', message: 'plaintext HTTP/2 (h2c) without a token plugin (bearer-jwt or signed-nonce) authenticates no one' });
+    if (!tokenPlugin) v.push({ key: 'tls.plaintext', message: 'plaintext HTTP/2 (h2c) without a token plugin (bearer-jwt or signed-nonce) authenticates no one' });
     if (offHost) v.push({ key: 'tls.plaintext', message: `plaintext HTTP/2 (h2c) reachable off-host (${config.agent.listen}): requests and tokens would cross the network unencrypted` });
-  } else if (config.tls.clientCerts === 'optional' && !enabled.some((n) => TOKEN_PLUGINS.has(n))) {
+  } else if (config.tls.clientCerts === 'optional' && !tokenPlugin) {
     v.push({ key: 'tls.clientCerts', message: 'one-way TLS ("optional") without a token plugin (bearer-jwt or signed-nonce) authenticates no one' });
   }
   if (!config.tls.plaintext && config.tls.minVersion !== 'TLSv1.3') v.push({ key: 'tls.minVersion', message: `${config.tls.minVersion} is below TLS 1.3` });

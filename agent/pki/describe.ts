@@ -83,7 +83,11 @@ export function parseOpenSslDate(text: string): Date {
 }
 
 export function describeCertificate(pem: string): CertificateSummary {
-  const cert = parseCertificate(pem);
+  return summarize(parseCertificate(pem));
+}
+
+/** The summary of a certificate already parsed (the TLS loader checks it first). */
+export function summarize(cert: X509Certificate): CertificateSummary {
   const spiffeId = subjectAltNames(cert).find(([type, value]) => type === 'URI' && value.startsWith('spiffe://'))?.[1];
   // Node ≤ 20 escapes RFC 4514 specials in `subject` ("CN=a\, b"); undo that.
   const cn = entries(cert.subject, '=', '\n').find(([type]) => type === 'CN')?.[1]?.replace(/\\(.)/g, '$1');

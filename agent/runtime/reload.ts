@@ -172,9 +172,11 @@ export class Reloader {
       return this.#refused(err);
     }
 
-    const changed = changedKeys(this.#config, next);
-    const applied = changed.filter(isReloadable);
-    const pending = changed.filter((k) => !isReloadable(k));
+    // Paths, not dotted strings: routine names may contain ".".
+    const changed = changedPaths(this.#config, next);
+    const applied = changed.map((p) => p.join('.')).filter(isReloadable);
+    const pendingPaths = changed.filter((p) => !isReloadable(p.join('.')));
+    const pending = pendingPaths.map((p) => p.join('.'));
     const old = this.#config;
     const tlsChanged = applied.some((k) => k.startsWith('tls.'));
 
@@ -220,8 +222,9 @@ export class Reloader {
     }
     if (next.log.level !== old.log.level) this.#d.setLogLevel?.(next.log.level);
     if (JSON.stringify(oldTls.files) !== JSON.stringify(this.#tls.files)) this.#watch();
-    // The effective config: reloadable sections new, the rest as started.
-    this.#config = { ...old, tls: { ...old.tls, cert: next.tls.cert, key: next.tls.key, ca: next.tls.ca, minVersion: next.tls.minVersion }, discovery: { ...old.discovery, trustedKeys: next.discovery.trustedKeys, rootKeys: next.discovery.rootKeys, signingKey: next.discovery.signingKey, endorsement: next.discovery.endorsement, static: next.discovery.static }, plugins: next.plugins, log: { ...old.log, level: next.log.level }, security: next.security };
+    // The effective config: the new one with the pending keys as started, so the next reload
+    // reports them again until a restart applies them.
+    this.#config = withValues(next, old, pendingPaths);
     if (pending.length) log.warn('config reloaded; some changes need a restart and do not apply yet', { pending });
     log.info('config reloaded', { applied, pending });
     audit.record('config.reloaded', { trigger: 'sighup', applied, pending });
@@ -252,15 +255,34 @@ export class Reloader {
 }
 
 function isReloadable(key: string): boolean {
-  return RELOADABLE.some((p) => key === p || key.startsWith(`${p}.`) || key.startsWith(`${p}[`));
+  return RELOADABLE.some((p) => key === p || key.startsWith(`${p}.`));
 }
 
-/** Dotted keys whose values differ (arrays compare whole; objects recurse). */
-export function changedKeys(a: unknown, b: unknown, prefix = ''): string[] {
+/** A copy of `target` with the values of `source` at the given paths. */
+function withValues(target: AgentConfig, source: AgentConfig, paths: string[][]): AgentConfig {
+  const out = structuredClone(target) as unknown as Record<string, unknown>;
+  for (const full of paths) {
+    const path = full.slice(0, -1);
+    const last = full[full.length - 1]!;
+    let from: unknown = source;
+    let to = out;
+    for (const p of path) {
+      from = (from as Record<string, unknown> | undefined)?.[p];
+      to = (to[p] ??= {}) as Record<string, unknown>;
+    }
+    const value = (from as Record<string, unknown> | undefined)?.[last];
+    if (value === undefined) delete to[last];
+    else to[last] = structuredClone(value);
+  }
+  return out as unknown as AgentConfig;
+}
+
+/** Paths whose values differ (arrays compare whole; objects recurse); shown joined by ".". */
+function changedPaths(a: unknown, b: unknown, prefix: string[] = []): string[][] {
   const isObj = (v: unknown): v is Record<string, unknown> => v !== null && typeof v === 'object' && !Array.isArray(v);
   if (isObj(a) && isObj(b)) {
-    const out: string[] = [];
-    for (const k of new Set([...Object.keys(a), ...Object.keys(b)])) out.push(...changedKeys(a[k], b[k], prefix ? `${prefix}.${k}` : k));
+    const out: string[][] = [];
+    for (const k of new Set([...Object.keys(a), ...Object.keys(b)])) out.push(...changedPaths(a[k], b[k], [...prefix, k]));
     return out;
   }
   return JSON.stringify(a) === JSON.stringify(b) ? [] : [prefix];

@@ -10,7 +10,8 @@ import { readFileSync } from 'node:fs';
 import type { AgentConfig } from '../config/schema.ts';
 import { SkeinError } from '../errors/index.ts';
 import type { Logger } from '../log/index.ts';
-import { describeCertificate, ensureDevPki, type CertificateSummary } from '../pki/index.ts';
+import { ensureDevPki, type CertificateSummary } from '../pki/index.ts';
+import { summarize } from '../pki/describe.ts';
 import type { TlsMaterial } from '../server/listener.ts';
 
 export interface TlsFiles {
@@ -83,7 +84,7 @@ export function readTls(files: TlsFiles, config: Pick<AgentConfig, 'tls'>, now =
   return {
     files,
     material: { cert, key, ca, minVersion: config.tls.minVersion, clientCerts: config.tls.clientCerts },
-    certificate: describeCertificate(cert.toString()),
+    certificate: summarize(leaf),
     digest,
   };
 }
