@@ -12,7 +12,8 @@ import { runKeygen } from './cli/keygen.ts';
 import { runPeers } from './cli/peers.ts';
 import { runPlugin } from './cli/plugin.ts';
 import { runToken } from './cli/token.ts';
-import { processIo, type Io } from './cli/io.ts';
+import { flushOutput, processIo, type Io } from './cli/io.ts';
+import { writeSync } from 'node:fs';
 import { runPki } from './cli/pki.ts';
 import { runValidate } from './cli/validate.ts';
 import { VERSION } from './cli/version.ts';
@@ -73,6 +74,26 @@ export async function main(argv: string[], io: Io = processIo): Promise<number> 
   }
 }
 
+/**
+ * Exits only once stdout and stderr have drained: output reaches a pipe whole, or the
+ * command fails. A write error (the reader went away, a full disk) is exit 1 with
+ * SKEIN_ERR_OUTPUT on stderr (written synchronously: the stream may be the broken one).
+ */
+export async function exitAfterOutput(code: number): Promise<never> {
+  const failed = await flushOutput();
+  if (failed) {
+    const e = failed.error as NodeJS.ErrnoException;
+    const why = e.code ?? e.message;
+    try {
+      writeSync(2, `error [SKEIN_ERR_OUTPUT]: cannot write ${failed.stream}: ${why}; the output is incomplete\n`);
+    } catch {
+      // stderr is gone too: the exit code is all that is left to say it.
+    }
+    process.exit(code === 0 ? ERROR_TABLE.SKEIN_ERR_OUTPUT.exit : code);
+  }
+  process.exit(code);
+}
+
 if (import.meta.main) {
-  main(process.argv.slice(2)).then((code) => process.exit(code));
+  main(process.argv.slice(2)).then(exitAfterOutput);
 }

@@ -77,6 +77,8 @@ export interface Audit {
   record(event: AuditEvent, fields: Record<string, unknown>): void;
   /** Re-opens the audit file (logrotate moved it, or a failed sink should be tried again). */
   reopen(): void;
+  /** Resolves once everything recorded (and any pending reopen) has been handed to the sink or counted as lost. */
+  flush(): Promise<void>;
   /** Writes what is queued and closes the file. Idempotent; records after it are dropped. */
   close(): Promise<void>;
 }
@@ -85,6 +87,7 @@ export interface Audit {
 export const nullAudit: Audit = {
   record() {},
   reopen() {},
+  flush: () => Promise.resolve(),
   close: () => Promise.resolve(),
 };
 
@@ -166,6 +169,10 @@ class AuditStream implements Audit {
     this.#kick();
   }
 
+  flush(): Promise<void> {
+    return this.#drained();
+  }
+
   async close(): Promise<void> {
     if (!this.#closed) {
       this.#closed = true;
@@ -183,7 +190,7 @@ class AuditStream implements Audit {
   }
 
   #drained(): Promise<void> {
-    if (!this.#pumping && this.#queue.length === 0) return Promise.resolve();
+    if (!this.#pumping && this.#queue.length === 0 && !this.#reopenWanted) return Promise.resolve();
     return new Promise((res) => this.#idle.push(res));
   }
 

@@ -68,6 +68,7 @@ export const ERROR_TABLE = {
   // Configuration and usage.
   SKEIN_ERR_CONFIG: { status: 0, exit: 2, what: 'invalid configuration; the message names the key' },
   SKEIN_ERR_USAGE: { status: 0, exit: 2, what: 'invalid command line' },
+  SKEIN_ERR_OUTPUT: { status: 0, exit: 1, what: 'standard output or error could not be written (reader gone, disk full): the output is incomplete' },
   SKEIN_ERR_PKI: { status: 0, exit: 1, what: 'certificate or key could not be created or read' },
   SKEIN_ERR_STRICT: { status: 0, exit: 2, what: 'security.strict: the configuration is not secure (the message lists every violation and its key)' },
   SKEIN_ERR_PLUGIN_LOAD: { status: 0, exit: 2, what: 'a plugin could not be loaded (the message names it); the agent does not start half-configured' },

@@ -116,10 +116,10 @@ describe('the audit file', () => {
     const path = join(d, 'audit.jsonl');
     const { audit } = harness({ sink: 'file', path });
     audit.record('agent.start', {});
-    await new Promise((r) => setTimeout(r, 20));
+    await audit.flush();
     renameSync(path, join(d, 'audit.jsonl.1'));
     audit.record('worker.spawn', { worker: 'w1' }); // still the old file: rotation is not yet signalled
-    await new Promise((r) => setTimeout(r, 20));
+    await audit.flush();
     audit.reopen();
     audit.record('tls.reloaded', { trigger: 'sighup' });
     await audit.close();
@@ -152,14 +152,14 @@ describe('a failing sink', () => {
     writeFileSync(join(d, 'gone'), '');
     const { audit, logs, warnings, lostLines } = harness({ sink: 'file', path });
     audit.record('agent.start', {});
-    await new Promise((r) => setTimeout(r, 20));
+    await audit.flush();
     expect(warnings()).toHaveLength(1);
     expect(warnings()[0]).toMatchObject({ msg: 'audit sink failed', code: expect.stringMatching(/^(EEXIST|ENOTDIR)$/) });
 
     rmSync(join(d, 'gone'));
     audit.reopen();
     audit.record('config.reloaded', { applied: [] });
-    await new Promise((r) => setTimeout(r, 20));
+    await audit.flush();
     expect(logs.find((l) => l.msg === 'audit sink recovered')).toMatchObject({ lost: 1 });
     expect(lines(readFileSync(path, 'utf8')).map((l) => l.event)).toEqual(['config.reloaded']);
 
@@ -179,8 +179,9 @@ describe('a failing sink', () => {
     writeFileSync(join(d, 'later'), ''); // blocks the folder until removed
     const { audit, logs } = harness({ sink: 'file', path }, { retryMs: 30 });
     audit.record('agent.start', {});
-    await new Promise((r) => setTimeout(r, 10));
+    await audit.flush(); // the open failed and the line was counted lost
     rmSync(join(d, 'later'));
+    // The retry is due by the clock, by design: wait past retryMs (a lower bound, never flaky).
     await new Promise((r) => setTimeout(r, 40));
     audit.record('worker.spawn', {});
     await audit.close();

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# First step of `npm test`: the Debian tools the suite drives (curl with HTTP/2, h2load,
+# testssl.sh, bubblewrap, iproute2, PyJWT, the Prometheus parser). On a fresh machine of this
+# kind (root, apt reachable) it installs what is missing; where it cannot, it stops at once
+# and names the packages, instead of letting tests skip or fail one by one later.
+set -euo pipefail
+
+PY=/usr/bin/python3
+need=()
+have() { command -v "$1" >/dev/null 2>&1; }
+pymod() { [ -x "$PY" ] && "$PY" -c "import $1" >/dev/null 2>&1; }
+
+missing() {
+  need=()
+  have curl || need+=(curl)
+  have h2load || need+=(nghttp2-client)
+  have ip || need+=(iproute2)
+  have bwrap || need+=(bubblewrap)
+  have setpriv || need+=(util-linux)
+  # Debian's package installs the binary as `testssl`.
+  have testssl || need+=(testssl.sh)
+  # JWTs in the plugin tests are minted by an independent library: Debian's PyJWT.
+  pymod 'jwt, cryptography' || need+=(python3-jwt python3-cryptography)
+  # /metrics is also read by the Prometheus project's own parser.
+  pymod prometheus_client || need+=(python3-prometheus-client)
+}
+
+missing
+if [ ${#need[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && have apt-get; then
+    echo "test tools: installing Debian packages: ${need[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+    missing
+  fi
+fi
+if [ ${#need[@]} -gt 0 ]; then
+  echo "test tools: missing Debian packages: ${need[*]}" >&2
+  echo "  install them with: sudo apt-get install ${need[*]}   (npm test installs them itself when run as root)" >&2
+  exit 1
+fi
+curl --version | grep -q HTTP2 || { echo "test tools: curl on this machine lacks HTTP/2 support (Debian's curl has it)" >&2; exit 1; }
+echo "test tools: ok"
