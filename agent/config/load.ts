@@ -8,6 +8,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { SkeinError } from '../errors/index.ts';
 import defaultConfigJson from '../../agent.config.json' with { type: 'json' };
+import { parseJsonc } from './jsonc.ts';
 import { CONFIG_SCHEMA, type AgentConfig } from './schema.ts';
 import { checkLayer, complete, configError, envLayer, mergeLayers, parseScalar, redact } from './schema-dsl.ts';
 
@@ -66,24 +67,22 @@ export function loadConfig(options: LoadOptions = {}): LoadedConfig {
 }
 
 /** Reads a file and the fleet files it extends, returning layers lowest-precedence first. */
-function readChain(file: string, seen: string[]): unknown[] {
+function readChain(file: string, seen: string[], referencedBy?: string): unknown[] {
   if (seen.includes(file)) throw configError('extends', `cycle: ${[...seen, file].join(' → ')}`, file);
   if (seen.length >= MAX_EXTENDS_DEPTH) throw configError('extends', `more than ${MAX_EXTENDS_DEPTH} levels of extends`, file);
   let text: string;
   try {
     text = readFileSync(file, 'utf8');
   } catch (err) {
-    const reason = (err as NodeJS.ErrnoException).code === 'ENOENT' ? 'file not found' : (err as Error).message;
-    throw new SkeinError('SKEIN_ERR_CONFIG', `cannot read config file ${file}: ${reason}`, { source: file });
+    const code = (err as NodeJS.ErrnoException).code;
+    const reason = code === 'ENOENT' ? 'file not found' : code === 'EISDIR' ? 'it is a directory' : (err as Error).message;
+    // A missing fleet file is a mistake in the file that names it: say which one.
+    const via = referencedBy ? ` (named by "extends" in ${referencedBy})` : '';
+    throw new SkeinError('SKEIN_ERR_CONFIG', `cannot read config file ${file}${via}: ${reason}`, { source: file, ...(referencedBy ? { key: 'extends', referencedBy } : {}) });
   }
-  let raw: unknown;
-  try {
-    raw = JSON.parse(text);
-  } catch (err) {
-    throw new SkeinError('SKEIN_ERR_CONFIG', `config file ${file} is not valid JSON: ${(err as Error).message}`, { source: file });
-  }
+  const raw = parseJsonc(text, file);
   const layer = checkLayer(CONFIG_SCHEMA, raw, '', dirname(file), file) as Record<string, unknown>;
-  const parent = typeof layer.extends === 'string' ? readChain(layer.extends, [...seen, file]) : [];
+  const parent = typeof layer.extends === 'string' ? readChain(layer.extends, [...seen, file], file) : [];
   return [...parent, layer];
 }
 

@@ -63,7 +63,7 @@ describe('invalid configuration stops the agent with exit 2 naming the key', () 
     [{ agent: { listen: '127.0.0.1:0' }, routines: { echo: { file: 'missing.py' } } }, /config key "routines.echo.file": cannot read .*missing.py/],
     [{ agent: { listen: '127.0.0.1:0' }, workers: { python: '/nonexistent/python3' } }, /config key "workers.python": cannot run \/nonexistent\/python3/],
     [{ agent: { listen: '127.0.0.1:0' }, tls: { cert: 'a.pem', key: 'b.pem', ca: 'c.pem' } }, /cannot read tls.cert file .*a.pem/],
-    ['{"agent": ', /is not valid JSON/],
+    ['{"agent": ', /config file .*host\.json:1:11: expected a value/],
   ])('%j', async (content, message) => {
     const path = configFile(content);
     for (const command of ['agent', 'validate']) {

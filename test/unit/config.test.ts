@@ -122,11 +122,35 @@ describe('errors name the key (and the file)', () => {
     expect(configError(() => loadConfig({ path: join(dir, 'a.json'), env: {} })).message).toMatch(message);
   });
 
+  it('JSONC: comments and trailing commas are accepted, as in the docs\' examples', () => {
+    const dir = files({
+      'fleet.json': '{\n  // the fleet\'s pool\n  "workers": { "poolSize": 3, },\n}\n',
+      'host.json': '/* this host */ {\n  "extends": "fleet.json", // inherit\n  "agent": { "name": "edge-7" },\n}',
+    });
+    const { config } = loadConfig({ path: join(dir, 'host.json'), env: {} });
+    expect(config.workers.poolSize).toBe(3);
+    expect(config.agent.name).toBe('edge-7');
+  });
+
+  it.each([
+    ['{\n  "agent": { "name": "x" }\n  "workers": {}\n}', 3, 3, 'expected "," or the end of the object or array'],
+    ['{ "agent": { name: "x" } }', 1, 14, 'unexpected character "name" (names and strings need double quotes)'],
+    ['{ "a": 1 /* open', 1, 10, 'unterminated /* comment'],
+    ['{ "a": "x', 1, 8, 'unterminated string'],
+    ['', 1, 1, 'expected a value'],
+  ])('JSONC syntax error in %j names line %i, column %i', (text, line, column, what) => {
+    const dir = files({ 'bad.json': text });
+    const err = configError(() => loadConfig({ path: join(dir, 'bad.json'), env: {} }));
+    expect(err.message).toBe(`config file ${join(dir, 'bad.json')}:${line}:${column}: ${what}`);
+  });
+
   it('not JSON, missing file, extends cycle, bad env value', () => {
     const dir = files({ 'bad.json': '{ "agent": ', 'a.json': { extends: 'b.json' }, 'b.json': { extends: 'a.json' }, 'ok.json': {} });
-    expect(configError(() => loadConfig({ path: join(dir, 'bad.json'), env: {} })).message).toMatch(/is not valid JSON/);
+    expect(configError(() => loadConfig({ path: join(dir, 'bad.json'), env: {} })).message).toMatch(/^config file .*bad\.json:1:12: expected a value$/);
     expect(configError(() => loadConfig({ path: join(dir, 'none.json'), env: {} })).message).toMatch(/file not found/);
     expect(configError(() => loadConfig({ path: join(dir, 'a.json'), env: {} })).message).toMatch(/cycle: .*a.json → .*b.json → .*a.json/);
+    const missingParent = files({ 'host.json': { extends: 'fleet.json' } });
+    expect(configError(() => loadConfig({ path: join(missingParent, 'host.json'), env: {} })).message).toMatch(/^cannot read config file .*fleet\.json \(named by "extends" in .*host\.json\): file not found$/);
     expect(configError(() => loadConfig({ path: join(dir, 'ok.json'), env: { SKEIN_POOL_SIZE: 'many' } }).config).message).toMatch(/workers.poolSize \(from SKEIN_POOL_SIZE\)/);
   });
 });
