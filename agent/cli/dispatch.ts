@@ -3,37 +3,28 @@
  * flags it targets the agent of the local config (or the embedded default) with the
  * development client certificate from its state directory.
  */
-import { existsSync, readFileSync } from 'node:fs';
-import { join } from 'node:path';
-import { authorizationHeader, SkeinClient, type DispatchOptions } from '../client/index.ts';
+import { SkeinClient, type DispatchOptions } from '../client/index.ts';
 import { PeerPool, type PeerEndpoint } from '../client/pool.ts';
-import { loadConfig, parseHostPort } from '../config/load.ts';
 import { ERROR_TABLE, SkeinError, toSkeinError } from '../errors/index.ts';
 import { parseFlags, parseIntFlag } from './args.ts';
 import type { Io } from './io.ts';
+import { resolveTarget, TARGET_FLAGS, TARGET_HELP } from './target.ts';
 
-export const DISPATCH_USAGE = `Usage: skein dispatch ROUTINE [--args JSON] [--kwargs JSON] [--peer HOST:PORT]
+export const DISPATCH_USAGE = `Usage: skein dispatch ROUTINE [--args JSON] [--kwargs JSON] [--peer HOST[:PORT]]
                       [--cert PATH --key PATH --ca PATH] [--token T | --token-file F]
                       [--timeout MS] [--encoding cbor|json] [--json] [--config PATH]
-                      [--plaintext]
+                      [--profile NAME] [--plaintext]
 
 Runs ROUTINE on an agent and prints its result.
 
   --args JSON        positional arguments, a JSON array (default [])
   --kwargs JSON      keyword arguments, a JSON object (default {})
-  --peer HOST:PORT   agent to call (default: agent.listen of the config)
-  --cert/--key/--ca  client certificate, its key, and the CA of the agent
-                     (default: the development PKI in the config's agent.stateDir)
-  --token T          token for the agent's token plugins, sent as "authorization: Bearer T",
-                     or verbatim when T contains a space (e.g. "SkeinNonce …")
-  --token-file F     read the token from F (surrounding whitespace trimmed); keeps it out
-                     of the process list and shell history
+${TARGET_HELP}
   --timeout MS       deadline of the call (sent as x-skein-timeout-ms)
   --discover         run on a peer of the local agent that offers ROUTINE (least loaded;
                      its advertised identity pinned; fails over when a peer is unreachable)
   --encoding E       request encoding, cbor (default) or json
   --json             print {"result", "requestId"} or the error object as JSON on stdout
-  --config PATH      config used for the defaults (default ./agent.config.json, else embedded)
   --plaintext        speak plaintext HTTP/2 (h2c) to an agent with tls.plaintext (behind a
                      TLS-terminating proxy); nothing is encrypted, the token included. No
                      client certificate; --peer may then be http://HOST:PORT
@@ -59,18 +50,12 @@ export async function runDispatch(argv: string[], io: Io): Promise<number> {
   const { values, positionals } = parseFlags(
     argv,
     {
+      ...TARGET_FLAGS,
       args: { type: 'string' },
       kwargs: { type: 'string' },
-      peer: { type: 'string' },
-      cert: { type: 'string' },
-      key: { type: 'string' },
-      ca: { type: 'string' },
       timeout: { type: 'string' },
       encoding: { type: 'string' },
       json: { type: 'boolean' },
-      config: { type: 'string' },
-      token: { type: 'string' },
-      'token-file': { type: 'string' },
       discover: { type: 'boolean' },
       plaintext: { type: 'boolean' },
     },
@@ -87,19 +72,14 @@ export async function runDispatch(argv: string[], io: Io): Promise<number> {
   const timeoutMs = parseIntFlag(values.timeout, 'timeout', 1, 86_400_000);
   if (values.encoding !== undefined && values.encoding !== 'cbor' && values.encoding !== 'json') throw new SkeinError('SKEIN_ERR_USAGE', `--encoding must be cbor or json, got ${JSON.stringify(values.encoding)}`);
 
-  const token = readToken(values.token, values['token-file']);
-
-  if (values.plaintext) {
-    if (values.discover) throw new SkeinError('SKEIN_ERR_USAGE', '--plaintext cannot be combined with --discover: discovered peers are reached over TLS, their identity pinned');
-    if (values.cert || values.key || values.ca) throw new SkeinError('SKEIN_ERR_USAGE', '--plaintext sends no client certificate: drop --cert, --key and --ca');
-  }
-  // Plaintext needs only the address: there is no certificate to present or check.
-  const target = values.plaintext ? { peer: values.peer ?? configPeer(loadConfig({ path: values.config }).config) } : resolveTarget(values);
-  const creds = 'cert' in target ? { cert: readCredential(target.cert, 'cert'), key: readCredential(target.key, 'key'), ca: readCredential(target.ca, 'ca') } : undefined;
+  if (values.plaintext && values.discover) throw new SkeinError('SKEIN_ERR_USAGE', '--plaintext cannot be combined with --discover: discovered peers are reached over TLS, their identity pinned');
+  const target = resolveTarget(values);
+  const { creds, token } = target;
+  if (target.plaintext && values.discover) throw new SkeinError('SKEIN_ERR_USAGE', 'the profile asks for plaintext, which cannot be combined with --discover');
   const client = new SkeinClient({
     peer: target.peer,
     ...creds,
-    ...(values.plaintext ? { plaintext: true } : {}),
+    ...(target.plaintext ? { plaintext: true } : {}),
     ...(values.encoding ? { encoding: values.encoding as 'cbor' | 'json' } : {}),
     ...(token !== undefined ? { token } : {}),
   });
@@ -137,63 +117,6 @@ async function dispatchDiscovered(local: SkeinClient, routine: string, call: Dis
     return await pool.dispatch(routine, call);
   } finally {
     await pool.close();
-  }
-}
-
-export function resolveTarget(values: { peer?: string; cert?: string; key?: string; ca?: string; config?: string }) {
-  const creds = [values.cert, values.key, values.ca].filter(Boolean).length;
-  if (creds !== 0 && creds !== 3) throw new SkeinError('SKEIN_ERR_USAGE', '--cert, --key and --ca must be given together');
-  if (values.peer && creds === 3) return { peer: values.peer, cert: values.cert!, key: values.key!, ca: values.ca! };
-  // Defaults come from the same config the local agent runs with.
-  const { config } = loadConfig({ path: values.config });
-  const peer = values.peer ?? configPeer(config);
-  if (creds === 3) return { peer, cert: values.cert!, key: values.key!, ca: values.ca! };
-  if (config.tls.cert && config.tls.key && config.tls.ca) {
-    throw new SkeinError('SKEIN_ERR_USAGE', 'the config names its own tls files; pass a client certificate with --cert, --key and --ca');
-  }
-  const dir = join(config.agent.stateDir, 'pki');
-  const paths = { cert: join(dir, 'client-dev-client.crt'), key: join(dir, 'client-dev-client.key'), ca: join(dir, 'ca.crt') };
-  if (!existsSync(paths.cert)) {
-    throw new SkeinError('SKEIN_ERR_USAGE', `no development client certificate at ${paths.cert}: start the agent once (npm start) to create it, or pass --cert, --key and --ca`);
-  }
-  return { peer, ...paths };
-}
-
-/** The local agent's address from agent.listen (a wildcard address reached on loopback). */
-function configPeer(config: ReturnType<typeof loadConfig>['config']): string {
-  const { host, port } = parseHostPort(config.agent.listen);
-  if (port === 0) throw new SkeinError('SKEIN_ERR_USAGE', `agent.listen in the config is ${config.agent.listen} (a port picked at start): pass --peer HOST:PORT`);
-  const local = host === '0.0.0.0' ? '127.0.0.1' : host === '::' ? '::1' : host;
-  return `${local.includes(':') ? `[${local}]` : local}:${port}`;
-}
-
-/** --token or the trimmed content of --token-file; checked here so a bad one is exit 2. */
-function readToken(token: string | undefined, file: string | undefined): string | undefined {
-  if (token !== undefined && file !== undefined) throw new SkeinError('SKEIN_ERR_USAGE', '--token and --token-file cannot be given together');
-  let value = token;
-  let flag = '--token';
-  if (file !== undefined) {
-    flag = `--token-file ${file}`;
-    try {
-      value = readFileSync(file, 'utf8').trim();
-    } catch (err) {
-      throw new SkeinError('SKEIN_ERR_USAGE', `cannot read --token-file ${file}: ${(err as Error).message}`);
-    }
-  }
-  if (value === undefined) return undefined;
-  try {
-    authorizationHeader(value);
-  } catch (err) {
-    throw new SkeinError('SKEIN_ERR_USAGE', `${flag}: ${(err as Error).message}`);
-  }
-  return value;
-}
-
-export function readCredential(path: string, flag: string): Buffer {
-  try {
-    return readFileSync(path);
-  } catch (err) {
-    throw new SkeinError('SKEIN_ERR_USAGE', `cannot read --${flag} ${path}: ${(err as Error).message}`);
   }
 }
 

@@ -1,31 +1,28 @@
 /** `skein peers`: the local agent's verified peers and its advertisement rejection counters. */
 import { SkeinClient } from '../client/index.ts';
 import { parseFlags } from './args.ts';
-import { readCredential, resolveTarget } from './dispatch.ts';
+import { resolveTarget, TARGET_FLAGS, TARGET_HELP } from './target.ts';
 import type { Io } from './io.ts';
 
-export const PEERS_USAGE = `Usage: skein peers [--peer HOST:PORT] [--cert PATH --key PATH --ca PATH] [--json] [--config PATH]
+export const PEERS_USAGE = `Usage: skein peers [--peer HOST[:PORT]] [--cert PATH --key PATH --ca PATH] [--token T | --token-file F]
+                   [--profile NAME] [--json] [--config PATH]
 
 Lists the peers the agent believes (advertisements signed by a trusted or endorsed key):
 identity, endpoints, routines, load, age; and how many advertisements it rejected, by reason.
 Defaults as for skein dispatch: the agent of the local config, with its development client
-certificate.`;
+certificate.
+
+${TARGET_HELP}
+  --json             print the answer as JSON`;
 
 export async function runPeers(argv: string[], io: Io): Promise<number> {
-  const { values } = parseFlags(argv, {
-    peer: { type: 'string' },
-    cert: { type: 'string' },
-    key: { type: 'string' },
-    ca: { type: 'string' },
-    json: { type: 'boolean' },
-    config: { type: 'string' },
-  });
+  const { values } = parseFlags(argv, { ...TARGET_FLAGS, json: { type: 'boolean' } });
   if (values.help) {
     io.out(PEERS_USAGE);
     return 0;
   }
   const target = resolveTarget(values);
-  const client = new SkeinClient({ peer: target.peer, cert: readCredential(target.cert, 'cert'), key: readCredential(target.key, 'key'), ca: readCredential(target.ca, 'ca') });
+  const client = new SkeinClient({ peer: target.peer, ...target.creds, ...(target.plaintext ? { plaintext: true } : {}), ...(target.token !== undefined ? { token: target.token } : {}) });
   try {
     const answer = await client.peers();
     if (values.json) {
