@@ -20,6 +20,17 @@ if (process.argv.includes('--schema')) {
 }
 
 const outfile = process.env.SKEIN_OUTFILE ?? 'dist/skein';
+
+/** The commit the binary is built from (with "-dirty" for uncommitted changes), for --version and skein_build_info. */
+function commit(): string {
+  const git = (...args: string[]) => Bun.spawnSync(['git', ...args], { stderr: 'ignore' });
+  const head = git('rev-parse', '--short=12', 'HEAD');
+  if (head.exitCode !== 0) return 'unknown';
+  const dirty = git('status', '--porcelain', '--untracked-files=no').stdout.toString().trim() !== '';
+  return `${head.stdout.toString().trim()}${dirty ? '-dirty' : ''}`;
+}
+// SOURCE_DATE_EPOCH (reproducible builds) wins over the clock.
+const buildDate = new Date(process.env.SOURCE_DATE_EPOCH ? Number(process.env.SOURCE_DATE_EPOCH) * 1000 : Date.now()).toISOString().replace(/\.\d{3}Z$/, 'Z');
 mkdirSync('dist', { recursive: true });
 const started = performance.now();
 const result = await Bun.build({
@@ -31,7 +42,11 @@ const result = await Bun.build({
   target: 'bun',
   // cbor-x's native add-on decoded wrongly under Bun and would be loaded from the build
   // machine's node_modules at run time; the pure-JS path is correct and fast enough.
-  define: { 'process.env.CBOR_NATIVE_ACCELERATION_DISABLED': '"true"' },
+  define: {
+    'process.env.CBOR_NATIVE_ACCELERATION_DISABLED': '"true"',
+    SKEIN_BUILD_COMMIT: JSON.stringify(commit()),
+    SKEIN_BUILD_DATE: JSON.stringify(buildDate),
+  },
 });
 if (!result.success) {
   for (const log of result.logs) console.error(log);

@@ -16,7 +16,7 @@ import { flushOutput, processIo, type Io } from './cli/io.ts';
 import { writeSync } from 'node:fs';
 import { runPki } from './cli/pki.ts';
 import { runValidate } from './cli/validate.ts';
-import { VERSION } from './cli/version.ts';
+import { VERSION, VERSION_LINE } from './version/index.ts';
 
 const USAGE = `skein ${VERSION}: routine dispatch over HTTP/2 + mutual TLS to sandboxed Python workers
 
@@ -50,7 +50,7 @@ const COMMANDS: Record<string, (argv: string[], io: Io) => Promise<number>> = {
   pki: (argv, io) => runPki(argv, io),
   validate: runValidate,
   version: async (_argv, io) => {
-    io.out(`skein ${VERSION}`);
+    io.out(VERSION_LINE);
     return 0;
   },
 };

@@ -10,6 +10,8 @@
  * pipeline's / verifier's fixed vocabularies or plugin reasons (validated /^[A-Z][A-Z0-9_]{0,63}$/).
  */
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { BUILD_DATE, COMMIT, VERSION } from '../version/index.ts';
+import { registerProcessMetrics } from './process.ts';
 
 /** What the dispatch route records: one call per dispatch, whatever its outcome. */
 export interface DispatchRecorder {
@@ -72,6 +74,8 @@ export class AgentMetrics implements DispatchRecorder, AuthRecorder, WorkerRecor
     this.#auditDropped.labels('overflow').inc(0);
     this.#reloads = new Counter({ name: 'skein_reloads_total', help: 'Reloads without restart: kind "tls" (certificate, key, CA files) or "config" (SIGHUP), outcome "applied" or "refused" (the old material or config kept serving).', labelNames: ['kind', 'outcome'], registers });
     for (const kind of ['tls', 'config']) for (const outcome of ['applied', 'refused']) this.#reloads.labels(kind, outcome).inc(0);
+    new Gauge({ name: 'skein_build_info', help: 'Always 1; the labels say which build is running.', labelNames: ['version', 'commit', 'build_date'], registers }).set({ version: VERSION, commit: COMMIT, build_date: BUILD_DATE }, 1);
+    registerProcessMetrics(registers);
     new Gauge({
       name: 'skein_queue_depth',
       help: 'Calls waiting for a free worker.',
@@ -132,7 +136,7 @@ export class AgentMetrics implements DispatchRecorder, AuthRecorder, WorkerRecor
       },
     });
     new Gauge({
-      name: 'skein_tls_certificate_expiry_seconds',
+      name: 'skein_tls_certificate_expiry_timestamp_seconds',
       help: 'notAfter of the agent certificate, as a Unix time in seconds.',
       registers,
       collect() {

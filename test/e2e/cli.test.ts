@@ -24,7 +24,7 @@ describe('help and version', () => {
     for (const args of [['version'], ['--version']]) {
       const r = await runCli(args);
       expect(r.code).toBe(0);
-      expect(r.stdout.trim()).toBe(`skein ${pkg.version}`);
+      expect(r.stdout.trim()).toMatch(new RegExp(`^skein ${pkg.version.replaceAll('.', '\\.')} \\(commit ([0-9a-f]{12}(-dirty)?), built \\d{4}-\\d\\d-\\d\\dT\\d\\d:\\d\\d:\\d\\dZ\\)$`));
     }
   });
 

@@ -8,7 +8,7 @@ import http2 from 'node:http2';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { baseConfig, failure, FIXTURES, startAgent, startMustFail, stopAll, type StartedAgent } from '../helpers/agent.ts';
+import { baseConfig, failure, FIXTURES, runCli, startAgent, startMustFail, stopAll, type StartedAgent } from '../helpers/agent.ts';
 import { connect, postJson } from '../helpers/h2.ts';
 
 /** name → list of {labels, value}; rejects any line that is not HELP, TYPE, blank or a sample. */
@@ -99,7 +99,13 @@ describe('admin listener on loopback (default)', () => {
       skein_auth_rejections: { type: 'counter' },
       skein_worker_events: { type: 'counter' },
       skein_reloads: { type: 'counter' },
-      skein_tls_certificate_expiry_seconds: { type: 'gauge' },
+      skein_tls_certificate_expiry_timestamp_seconds: { type: 'gauge' },
+      skein_build_info: { type: 'gauge' },
+      process_cpu_seconds: { type: 'counter' },
+      process_start_time_seconds: { type: 'gauge' },
+      process_resident_memory_bytes: { type: 'gauge' },
+      process_open_fds: { type: 'gauge' },
+      process_max_fds: { type: 'gauge' },
     });
     expect(parsed.skein_dispatch_duration_seconds!.samples).toBeGreaterThan(3);
   });
@@ -182,9 +188,29 @@ describe('admin listener on loopback (default)', () => {
 
   it('exposes the certificate expiry as a future Unix time', async () => {
     const { samples } = await scrape(admin);
-    const expiry = value(samples, 'skein_tls_certificate_expiry_seconds');
+    const expiry = value(samples, 'skein_tls_certificate_expiry_timestamp_seconds');
     expect(expiry).toBeGreaterThan(Date.now() / 1000);
     expect(expiry).toBeLessThan(Date.now() / 1000 + 20 * 365 * 86400);
+  });
+
+  it('says which build runs (skein_build_info, as --version does) and exports the standard process_* metrics', async () => {
+    const { samples } = await scrape(admin);
+    const info = samples.get('skein_build_info') ?? [];
+    expect(info).toHaveLength(1);
+    expect(info[0]!.value).toBe(1);
+    const version = (await runCli(['--version'])).stdout.trim();
+    expect(version).toBe(`skein ${info[0]!.labels.version} (commit ${info[0]!.labels.commit}, built ${info[0]!.labels.build_date})`);
+    expect(info[0]!.labels.commit).toMatch(/^[0-9a-f]{12}(-dirty)?$/);
+    const started = value(samples, 'process_start_time_seconds');
+    expect(started).toBeGreaterThan(Date.now() / 1000 - 3600);
+    expect(started).toBeLessThanOrEqual(Date.now() / 1000 + 1);
+    // The agent's own RSS, compared with what the kernel says about its pid.
+    const rss = value(samples, 'process_resident_memory_bytes');
+    const kernel = Number(/^VmRSS:\s+(\d+) kB/m.exec(readFileSync(`/proc/${agent.pid}/status`, 'utf8'))![1]) * 1024;
+    expect(rss).toBeGreaterThan(kernel / 2);
+    expect(rss).toBeLessThan(kernel * 2);
+    expect(value(samples, 'process_open_fds')).toBeGreaterThan(3);
+    expect(value(samples, 'process_cpu_seconds_total')).toBeGreaterThan(0);
   });
 
   it('has no advertisement series and no peers while discovery is off', async () => {

@@ -33,7 +33,7 @@ describe('AgentMetrics', () => {
     expect(text).toContain('skein_sandbox_canary_blocked{probe="socket"} 1');
     expect(text).toContain('skein_sandbox_canary_blocked{probe="fork"} 0');
     expect(text).not.toContain('probe="errno"');
-    expect(text).toContain(`skein_tls_certificate_expiry_seconds ${Date.UTC(2030, 0, 1) / 1000}`);
+    expect(text).toContain(`skein_tls_certificate_expiry_timestamp_seconds ${Date.UTC(2030, 0, 1) / 1000}`);
   });
 
   it('records dispatches, rejections and worker events with their labels', async () => {
