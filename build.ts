@@ -2,11 +2,12 @@
  * Compiles agent/main.ts into the single binary dist/skein (Bun runtime embedded).
  * Run with `bun build.ts` (npm run build).
  */
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { CONFIG_SCHEMA } from './agent/config/schema.ts';
 import { toJsonSchema } from './agent/config/schema-dsl.ts';
 import { configReference } from './agent/config/reference.ts';
 import { pluginApiCopy } from './agent/plugin-host/publish.ts';
+import { cliDocWithSynopsis } from './agent/cli/docs.ts';
 
 // `bun build.ts --schema` regenerates the published JSON Schema and key reference from the
 // validator's own description; test/unit/config.test.ts fails when the committed copy drifts.
@@ -15,7 +16,8 @@ if (process.argv.includes('--schema')) {
   writeFileSync('docs/config.schema.json', `${JSON.stringify(schema, null, 2)}\n`);
   writeFileSync('docs/config-reference.md', configReference(CONFIG_SCHEMA));
   writeFileSync('plugins/skein-plugin.ts', pluginApiCopy());
-  console.log('wrote docs/config.schema.json, docs/config-reference.md and plugins/skein-plugin.ts');
+  writeFileSync('docs/cli.md', cliDocWithSynopsis(readFileSync('docs/cli.md', 'utf8')));
+  console.log('wrote docs/config.schema.json, docs/config-reference.md, plugins/skein-plugin.ts and the synopsis of docs/cli.md');
   process.exit(0);
 }
 

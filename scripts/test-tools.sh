@@ -17,6 +17,9 @@ missing() {
   have ip || need+=(iproute2)
   have bwrap || need+=(bubblewrap)
   have setpriv || need+=(util-linux)
+  # `skein completion` scripts are run by the real shells.
+  have zsh || need+=(zsh)
+  have fish || need+=(fish)
   # Debian's package installs the binary as `testssl`.
   have testssl || need+=(testssl.sh)
   # JWTs in the plugin tests are minted by an independent library: Debian's PyJWT.

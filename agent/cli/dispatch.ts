@@ -13,7 +13,7 @@ import { resolveTarget, TARGET_FLAGS, TARGET_HELP } from './target.ts';
 export const DISPATCH_USAGE = `Usage: skein dispatch ROUTINE [--args JSON] [--kwargs JSON] [--peer HOST[:PORT]]
                       [--cert PATH --key PATH --ca PATH] [--token T | --token-file F]
                       [--timeout MS] [--encoding cbor|json] [--json] [--config PATH]
-                      [--profile NAME] [--plaintext]
+                      [--profile NAME] [--discover] [--plaintext]
 
 Runs ROUTINE on an agent and prints its result.
 

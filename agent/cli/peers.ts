@@ -3,6 +3,7 @@ import { SkeinClient } from '../client/index.ts';
 import { parseFlags } from './args.ts';
 import { resolveTarget, TARGET_FLAGS, TARGET_HELP } from './target.ts';
 import type { Io } from './io.ts';
+import { table } from './table.ts';
 
 export const PEERS_USAGE = `Usage: skein peers [--peer HOST[:PORT]] [--cert PATH --key PATH --ca PATH] [--token T | --token-file F]
                    [--profile NAME] [--json] [--config PATH]
@@ -35,8 +36,7 @@ export async function runPeers(argv: string[], io: Io): Promise<number> {
     }
     const rows = answer.peers.map((p) => [String(p.agent), String(p.spiffe), (p.endpoints as string[]).join(' '), (p.routines as string[]).join(','), `${String(p.load)}/${String(p.capacity)}`, p.static ? 'static' : `${Math.round(Number(p.ageMs) / 100) / 10}s`]);
     const header = ['AGENT', 'SPIFFE ID', 'ENDPOINTS', 'ROUTINES', 'LOAD', 'AGE'];
-    const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
-    io.out([header, ...rows].map((r) => r.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd()).join('\n'));
+    io.out(table(header, rows));
     const rejected = Object.entries(answer.rejected ?? {}).filter(([k, v]) => k !== 'accepted' && v > 0);
     if (rejected.length) io.out(`\nrejected advertisements: ${rejected.map(([k, v]) => `${k} ${v}`).join(', ')}`);
     return 0;
