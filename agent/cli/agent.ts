@@ -42,7 +42,7 @@ export async function runAgent(argv: string[], io: Io): Promise<number> {
       flags: { 'agent.listen': values.listen, 'log.level': values['log-level'], 'log.format': values['log-format'], 'security.strict': values.strict ? 'true' : undefined },
     });
   const loaded = load();
-  if (loaded.config.security.strict) assertStrict(loaded.config, loaded.source);
+  if (loaded.config.security.strict) assertStrict(loaded.config, loaded.files);
   const { config } = loaded;
   const log = createLogger({ level: config.log.level, format: config.log.format });
   log.info('starting skein agent', { config: loaded.source, pid: process.pid });

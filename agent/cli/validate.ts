@@ -19,7 +19,7 @@ export async function runValidate(argv: string[], io: Io): Promise<number> {
     return 0;
   }
   const loaded = loadConfig({ path: values.config, flags: { 'security.strict': values.strict ? 'true' : undefined } });
-  if (loaded.config.security.strict) assertStrict(loaded.config, loaded.source);
+  if (loaded.config.security.strict) assertStrict(loaded.config, loaded.files);
   io.out(JSON.stringify({ source: loaded.source, config: redactedConfig(loaded.config) }, null, 2));
   return 0;
 }

@@ -30,6 +30,8 @@ export interface LoadedConfig {
   source: string;
   /** Folder relative paths were resolved against. */
   baseDir: string;
+  /** Every file read: the host file, then the fleet files its `extends` chain named (strict mode checks their modes). */
+  files: string[];
 }
 
 export function loadConfig(options: LoadOptions = {}): LoadedConfig {
@@ -40,14 +42,15 @@ export function loadConfig(options: LoadOptions = {}): LoadedConfig {
   let fileLayers: unknown[];
   let source: string;
   let baseDir: string;
+  const files: string[] = [];
   if (explicit) {
     source = resolve(cwd, explicit);
     baseDir = dirname(source);
-    fileLayers = readChain(source, []);
+    fileLayers = readChain(source, files);
   } else if (existsSync(resolve(cwd, DEFAULT_CONFIG_FILE))) {
     source = resolve(cwd, DEFAULT_CONFIG_FILE);
     baseDir = cwd;
-    fileLayers = readChain(source, []);
+    fileLayers = readChain(source, files);
   } else {
     source = 'embedded';
     baseDir = cwd;
@@ -63,13 +66,17 @@ export function loadConfig(options: LoadOptions = {}): LoadedConfig {
   delete merged.$schema;
   const config = complete(CONFIG_SCHEMA, merged, '', baseDir) as AgentConfig;
   crossCheck(config);
-  return { config, source, baseDir };
+  return { config, source, baseDir, files };
 }
 
-/** Reads a file and the fleet files it extends, returning layers lowest-precedence first. */
+/**
+ * Reads a file and the fleet files it extends, returning layers lowest-precedence first.
+ * `seen` collects the chain, host file first.
+ */
 function readChain(file: string, seen: string[], referencedBy?: string): unknown[] {
   if (seen.includes(file)) throw configError('extends', `cycle: ${[...seen, file].join(' → ')}`, file);
   if (seen.length >= MAX_EXTENDS_DEPTH) throw configError('extends', `more than ${MAX_EXTENDS_DEPTH} levels of extends`, file);
+  seen.push(file);
   let text: string;
   try {
     text = readFileSync(file, 'utf8');
@@ -82,7 +89,7 @@ function readChain(file: string, seen: string[], referencedBy?: string): unknown
   }
   const raw = parseJsonc(text, file);
   const layer = checkLayer(CONFIG_SCHEMA, raw, '', dirname(file), file) as Record<string, unknown>;
-  const parent = typeof layer.extends === 'string' ? readChain(layer.extends, [...seen, file], file) : [];
+  const parent = typeof layer.extends === 'string' ? readChain(layer.extends, seen, file) : [];
   return [...parent, layer];
 }
 

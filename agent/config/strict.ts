@@ -18,7 +18,7 @@ export interface Violation {
 /** Token plugins shipped in plugins/ (a custom one counts when plugins are signed). */
 const TOKEN_PLUGINS = new Set(['bearer-jwt', 'signed-nonce']);
 
-export function strictViolations(config: AgentConfig, configFile?: string): Violation[] {
+export function strictViolations(config: AgentConfig, configFiles: string | string[] = []): Violation[] {
   const v: Violation[] = [];
   const enabled = config.plugins.enabled.map((p) => p.name);
   const offHost = !isLoopbackHost(parseHostPort(config.agent.listen).host);
@@ -42,10 +42,13 @@ export function strictViolations(config: AgentConfig, configFile?: string): Viol
   if (offHost && enabled.length === 0) {
     v.push({ key: 'plugins.enabled', message: `listening off-host (${config.agent.listen}) with no authorization plugin: every authenticated peer may run every routine` });
   }
+  // The host file and every fleet file its `extends` chain names: each can change what runs.
+  const [hostFile, ...fleetFiles] = typeof configFiles === 'string' ? [configFiles] : configFiles;
   const files: Array<[string, string | undefined]> = [
     ['tls.key', config.tls.key],
     ['discovery.signingKey', config.discovery.signingKey],
-    ['config', configFile],
+    ['config', hostFile],
+    ...fleetFiles.map((f): [string, string] => ['extends', f]),
   ];
   for (const [key, path] of files) {
     if (!path || path === 'embedded') continue;
@@ -61,8 +64,8 @@ export function strictViolations(config: AgentConfig, configFile?: string): Viol
 }
 
 /** Throws SKEIN_ERR_STRICT listing every violation, when there is any. */
-export function assertStrict(config: AgentConfig, configFile?: string): void {
-  const violations = strictViolations(config, configFile);
+export function assertStrict(config: AgentConfig, configFiles?: string | string[]): void {
+  const violations = strictViolations(config, configFiles);
   if (violations.length === 0) return;
   throw new SkeinError(
     'SKEIN_ERR_STRICT',

@@ -48,7 +48,7 @@ export interface StartOptions {
   /** Where the config came from (its path, or "embedded"), for the audit stream's agent.start. */
   source?: string;
   /** Loads the config again for a reload (same file, environment and flags); throws when invalid. */
-  reloadConfig?: () => { config: AgentConfig; source: string };
+  reloadConfig?: () => { config: AgentConfig; source: string; files?: string[] };
 }
 
 /**

@@ -43,7 +43,7 @@ export interface ReloadResult {
 export interface ReloaderDeps {
   config: AgentConfig;
   /** Loads the config again from where it came from (file, env, flags); throws when invalid. */
-  load: () => { config: AgentConfig; source: string };
+  load: () => { config: AgentConfig; source: string; files?: string[] };
   tls: LoadedTls;
   listener: Listener;
   discovery: () => DiscoveryService | undefined;
@@ -167,7 +167,7 @@ export class Reloader {
     try {
       const loaded = this.#d.load();
       next = loaded.config;
-      if (next.security.strict) assertStrict(next, loaded.source);
+      if (next.security.strict) assertStrict(next, loaded.files ?? loaded.source);
     } catch (err) {
       return this.#refused(err);
     }

@@ -62,6 +62,17 @@ describe('skein keygen', () => {
     const t = memoryIo();
     expect(await runKeygen(['--help'], t.io)).toBe(0);
     expect(t.text()).toMatch(/^Usage: skein keygen --out PATH/);
+    // What the key is for: every use, with the config key that trusts its public half.
+    for (const use of ['plugins.trustedKeys', 'discovery.signingKey', 'discovery.trustedKeys', 'discovery.rootKeys', 'skein token sign-nonce']) expect(t.text()).toContain(use);
+  });
+
+  it('says what to do next for each use of the key', async () => {
+    const out = join(tempDir(), 'edge.key');
+    const t = memoryIo();
+    expect(await runKeygen(['--out', out], t.io)).toBe(0);
+    expect(t.text()).toContain(`plugin signing  add the public key to plugins.trustedKeys, then: skein plugin sign FILE --key ${out}`);
+    expect(t.text()).toContain(`discovery       set discovery.signingKey to ${out} on this agent`);
+    expect(t.text()).toContain(`fleet root      add the public key to discovery.rootKeys`);
   });
 
   it.each([

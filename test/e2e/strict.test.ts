@@ -52,6 +52,20 @@ describe('each violation is reported with its key (skein validate --strict, exit
     expect(r.stderr).toMatch(/config: .*agent.config.json is readable or writable by group or others \(mode 0644; chmod 600\)/);
   });
 
+  it('a fleet file named by extends that group or others can write, with the host file clean', async () => {
+    const host = configFile({ ...clean(), extends: 'fleet.json' });
+    const fleet = join(host, '..', 'fleet.json');
+    writeFileSync(fleet, JSON.stringify({ workers: { poolSize: 1 } }));
+    chmodSync(fleet, 0o664);
+    for (const command of ['validate', 'agent']) {
+      const r = await runCli([command, '--strict', '--config', host]);
+      expect(r.code).toBe(2);
+      expect(r.stderr).toMatch(/refusing to start; 1 violation:\n {2}- extends: .*fleet\.json is readable or writable by group or others \(mode 0664; chmod 600\)/);
+    }
+    chmodSync(fleet, 0o600);
+    expect((await runCli(['validate', '--strict', '--config', host])).code).toBe(0);
+  });
+
   it('discovery without a trust store is refused even without strict (config error)', async () => {
     const r = await runCli(['validate', '--config', configFile({ ...clean(), discovery: { enabled: true, fleet: 'f', signingKey: 'k' } })]);
     expect(r.code).toBe(2);
