@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
 import { defineConfig } from 'vitest/config';
 
 export default defineConfig({
@@ -13,15 +14,13 @@ export default defineConfig({
       },
     },
     {
-      // agent/plugin-host/publish.ts imports api.ts as text (Bun's `with { type: 'text' }`).
-      name: 'plugin-api-as-text',
+      // Bun's text imports (`import X from './f' with { type: 'text' }`: the plugin API copy,
+      // the plugin templates) become string constants, as in the compiled binary.
+      name: 'text-imports',
       enforce: 'pre',
-      transform(_code, id) {
-        if (id.endsWith('plugin-host/publish.ts')) {
-          const api = readFileSync(id.replace(/publish\.ts$/, 'api.ts'), 'utf8');
-          return _code.replace(/import API from '.\/api.ts' with \{ type: 'text' \};/, () => `const API = ${JSON.stringify(api)};`);
-        }
-        return undefined;
+      transform(code, id) {
+        if (!id.includes('/agent/') || !code.includes("type: 'text'")) return undefined;
+        return code.replace(/import (\w+) from '([^']+)' with \{ type: 'text' \};/g, (_m, name: string, path: string) => `const ${name} = ${JSON.stringify(readFileSync(resolve(dirname(id), path), 'utf8'))};`);
       },
     },
   ],

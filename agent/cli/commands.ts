@@ -11,7 +11,7 @@ import { runKey, KEY_ENDORSE_USAGE, KEY_INSPECT_USAGE, KEY_USAGE } from './key.t
 import { runKeygen, KEYGEN_USAGE } from './keygen.ts';
 import { runPeers, PEERS_USAGE } from './peers.ts';
 import { runPki, PKI_INIT_USAGE, PKI_ISSUE_USAGE, PKI_USAGE } from './pki.ts';
-import { runPlugin, PLUGIN_NEW_USAGE, PLUGIN_SIGN_USAGE, PLUGIN_USAGE, PLUGIN_VERIFY_USAGE } from './plugin.ts';
+import { runPlugin, PLUGIN_NEW_USAGE, PLUGIN_SIGN_USAGE, PLUGIN_TEST_USAGE, PLUGIN_USAGE, PLUGIN_VERIFY_USAGE } from './plugin.ts';
 import { runRoutines, ROUTINES_USAGE } from './routines.ts';
 import { runToken, TOKEN_SIGN_NONCE_USAGE, TOKEN_USAGE } from './token.ts';
 import { runValidate, VALIDATE_USAGE } from './validate.ts';
@@ -45,7 +45,7 @@ export const COMMANDS: Record<string, Command> = {
   pki: { summary: 'create a CA and issue agent/client certificates', usage: PKI_USAGE, sub: { init: PKI_INIT_USAGE, issue: PKI_ISSUE_USAGE }, run: (argv, io) => runPki(argv, io) },
   keygen: { summary: 'create an Ed25519 key pair (plugin signing, discovery, signed-nonce tokens)', usage: KEYGEN_USAGE, run: runKeygen },
   key: { summary: "endorse an agent's advertisement key with a fleet root key", usage: KEY_USAGE, sub: { endorse: KEY_ENDORSE_USAGE, inspect: KEY_INSPECT_USAGE }, run: (argv, io) => runKey(argv, io) },
-  plugin: { summary: 'scaffold, sign and verify plugins', usage: PLUGIN_USAGE, sub: { new: PLUGIN_NEW_USAGE, sign: PLUGIN_SIGN_USAGE, verify: PLUGIN_VERIFY_USAGE }, run: runPlugin },
+  plugin: { summary: 'scaffold, test, sign and verify plugins', usage: PLUGIN_USAGE, sub: { new: PLUGIN_NEW_USAGE, test: PLUGIN_TEST_USAGE, sign: PLUGIN_SIGN_USAGE, verify: PLUGIN_VERIFY_USAGE }, run: runPlugin },
   token: { summary: 'create tokens for token plugins (signed nonces)', usage: TOKEN_USAGE, sub: { 'sign-nonce': TOKEN_SIGN_NONCE_USAGE }, run: runToken },
   completion: { summary: 'print a shell completion script (bash, zsh, fish)', usage: COMPLETION_USAGE, sub: Object.fromEntries(SHELLS.map((s) => [s, COMPLETION_USAGE])), run: async (argv, io) => runCompletion(argv, io) },
   help: { summary: 'print the usage of a command', usage: HELP_USAGE, run: async (argv, io) => runHelp(argv, io) },

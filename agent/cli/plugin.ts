@@ -2,6 +2,7 @@
  * `skein plugin new|sign|verify`: scaffolds a plugin, signs it for plugins.requireSignature,
  * and checks a signature the way the agent's loader does.
  */
+import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, statSync } from 'node:fs';
 import { basename, extname, join } from 'node:path';
 import { isSigningError, readPrivateKey, signFile, trustStore, verifyFile } from '../../signing/index.ts';
@@ -10,6 +11,19 @@ import { writeFileAtomic, writeFileExclusive } from '../fs/index.ts';
 import { PLUGIN_API_FILE, pluginApiCopy } from '../plugin-host/publish.ts';
 import { parseFlags } from './args.ts';
 import type { Io } from './io.ts';
+// Bun's text attribute yields each template's source; TypeScript type-checks them as modules.
+// @ts-ignore a default import of a module that exports a plugin, here read as text
+import AUTHN from './plugin-templates/example-authn.ts' with { type: 'text' };
+// @ts-ignore as above
+import AUTHN_TEST from './plugin-templates/example-authn.test.ts' with { type: 'text' };
+// @ts-ignore as above
+import AUTHZ from './plugin-templates/example-authz.ts' with { type: 'text' };
+// @ts-ignore as above
+import AUTHZ_TEST from './plugin-templates/example-authz.test.ts' with { type: 'text' };
+// @ts-ignore as above
+import TESTING from './plugin-templates/skein-plugin-testing.ts' with { type: 'text' };
+import PACKAGE from './plugin-templates/package.json' with { type: 'text' };
+import TSCONFIG from './plugin-templates/tsconfig.json' with { type: 'text' };
 
 /** Names plugins.enabled[].name accepts (agent/config/schema.ts); the loader opens <dir>/<name>.ts. */
 export const PLUGIN_NAME = /^[a-z0-9][a-z0-9-]{0,63}$/;
@@ -17,29 +31,42 @@ export const PLUGIN_NAME = /^[a-z0-9][a-z0-9-]{0,63}$/;
 const PLUGIN_VERSION = /^[^\x00-\x1f\x7f]{1,64}$/;
 const DEFAULT_DIR = 'plugins';
 
-export const PLUGIN_USAGE = `Usage: skein plugin new NAME [--dir D]
+export const PLUGIN_USAGE = `Usage: skein plugin new NAME --kind authn|authz [--dir D]
+       skein plugin test [--dir D] [FILTER]...
        skein plugin sign FILE --key KEY [--name N] [--version V]
        skein plugin verify FILE --trusted-key KEY [--trusted-key KEY]... [--name N]
 
-Writes, signs and checks authentication and authorization plugins (docs/plugins.md).
+Writes, tests, signs and checks authentication and authorization plugins (docs/plugins.md).
 
 Commands:
-  new     scaffold D/NAME.ts, its test D/NAME.test.ts and the API copy D/${PLUGIN_API_FILE}
+  new     scaffold D/NAME.ts and its test D/NAME.test.ts for one kind of hook
+  test    run the plugins' tests with the test runner inside this binary
   sign    write FILE.sig: an Ed25519 signature over FILE's SHA-256, plugin name and version
   verify  check FILE.sig as the agent does when plugins.requireSignature is true
 
 Run "skein plugin COMMAND --help" for the options of each command.`;
 
-export const PLUGIN_NEW_USAGE = `Usage: skein plugin new NAME [--dir D]
+export const PLUGIN_NEW_USAGE = `Usage: skein plugin new NAME --kind authn|authz [--dir D]
 
-Scaffolds a plugin to adapt: an options validator, an authenticate hook (API key in the
-x-api-key header) and an authorize hook (per-routine allow lists).
+Scaffolds a plugin to adapt, with an options validator and a test:
+  --kind authn  an authenticate hook: turns a credential into an identity (the example
+                accepts an API key in the x-api-key header as key:<label>)
+  --kind authz  an authorize hook: decides what an identity may run (the example keeps
+                per-routine allow lists)
 
   NAME     plugin name: 1-64 of a-z 0-9 "-", starting with a letter or digit
   --dir D  plugins folder (default ${DEFAULT_DIR}, created when missing)
 
-Writes D/NAME.ts and D/NAME.test.ts (never overwrites them), and writes D/${PLUGIN_API_FILE}
-(the plugin API the plugin imports) when it is missing or differs from this binary's.`;
+Writes D/NAME.ts and D/NAME.test.ts (never overwrites them); D/${PLUGIN_API_FILE} (the plugin
+API the plugin imports) and D/skein-plugin-testing.ts (test helpers) when missing or
+different from this binary's; D/package.json and D/tsconfig.json, so an editor resolves the
+types, when missing. Run the test with: skein plugin test --dir D`;
+
+export const PLUGIN_TEST_USAGE = `Usage: skein plugin test [--dir D] [FILTER]...
+
+Runs the *.test.ts files of the plugins folder D (default ${DEFAULT_DIR}) with the test runner
+built into this binary (Bun's, imported as "bun:test"): nothing to install. FILTER limits
+the run to test files whose path contains it. Exit code: 0 when every test passed.`;
 
 export const PLUGIN_SIGN_USAGE = `Usage: skein plugin sign FILE --key KEY [--name N] [--version V]
 
@@ -76,11 +103,12 @@ export async function runPlugin(argv: string[], io: Io): Promise<number> {
     return 0;
   }
   if (sub === 'new') return runNew(rest, io);
+  if (sub === 'test') return runTest(rest, io);
   if (sub === 'sign') return runSign(rest, io);
   if (sub === 'verify') return runVerify(rest, io);
   throw new SkeinError(
     'SKEIN_ERR_USAGE',
-    sub === undefined ? 'missing plugin command: new, sign or verify (see skein plugin --help)' : `unknown plugin command "${sub}": new, sign or verify (see skein plugin --help)`,
+    sub === undefined ? 'missing plugin command: new, test, sign or verify (see skein plugin --help)' : `unknown plugin command "${sub}": new, test, sign or verify (see skein plugin --help)`,
   );
 }
 
@@ -252,7 +280,7 @@ async function runVerify(argv: string[], io: Io): Promise<number> {
 // ---------------------------------------------------------------------------------------------
 
 async function runNew(argv: string[], io: Io): Promise<number> {
-  const { values, positionals } = parseFlags(argv, { dir: { type: 'string' } }, true);
+  const { values, positionals } = parseFlags(argv, { dir: { type: 'string' }, kind: { type: 'string' } }, true);
   if (values.help) {
     io.out(PLUGIN_NEW_USAGE);
     return 0;
@@ -260,6 +288,10 @@ async function runNew(argv: string[], io: Io): Promise<number> {
   if (positionals.length !== 1) throw new SkeinError('SKEIN_ERR_USAGE', `expected exactly one plugin NAME, got ${positionals.length} (see --help)`);
   const name = positionals[0]!;
   if (!PLUGIN_NAME.test(name)) throw new SkeinError('SKEIN_ERR_USAGE', `plugin name ${JSON.stringify(name)} is invalid: 1-64 of a-z 0-9 "-", starting with a letter or digit`);
+  const kind = values.kind;
+  if (kind !== 'authn' && kind !== 'authz') {
+    throw new SkeinError('SKEIN_ERR_USAGE', `--kind must be authn (an authentication hook: turns a credential into an identity) or authz (an authorization hook: decides what an identity may run)${kind === undefined ? '' : `, got ${JSON.stringify(kind)}`}`);
+  }
   if (values.dir === '') throw new SkeinError('SKEIN_ERR_USAGE', '--dir must not be empty');
   const dir = values.dir ?? DEFAULT_DIR;
 
@@ -269,26 +301,29 @@ async function runNew(argv: string[], io: Io): Promise<number> {
   for (const f of [pluginFile, testFile, join(dir, `${name}.mjs`), join(dir, `${name}.js`)]) {
     if (existsSync(f)) throw new SkeinError('SKEIN_ERR_USAGE', `refusing to overwrite ${f}: choose another name or remove it`);
   }
+  if (name === 'skein-plugin' || name === 'skein-plugin-testing') throw new SkeinError('SKEIN_ERR_USAGE', `plugin name "${name}" is reserved for the API files skein writes`);
   try {
     mkdirSync(dir, { recursive: true });
   } catch (err) {
     throw new SkeinError('SKEIN_ERR_USAGE', `cannot create --dir ${dir}: ${(err as Error).message}`);
   }
 
-  const apiFile = join(dir, PLUGIN_API_FILE);
-  const api = pluginApiCopy();
-  let current: string | undefined;
-  try {
-    current = readFileSync(apiFile, 'utf8');
-  } catch {
-    current = undefined;
-  }
-  if (current !== api) writeFileAtomic(apiFile, api, 0o644);
-  const apiState = current === undefined ? 'created' : current === api ? 'up to date' : 'updated to this binary\'s API';
-
-  for (const [file, text] of [[pluginFile, pluginTemplate(name)], [testFile, testTemplate(name)]] as const) {
+  const states: string[] = [];
+  for (const { file, text: wanted, replace } of folderFiles()) {
+    const path = join(dir, file);
+    let current: string | undefined;
     try {
-      writeFileExclusive(file, text, 0o644);
+      current = readFileSync(path, 'utf8');
+    } catch {
+      current = undefined;
+    }
+    if (current === undefined || (replace && current !== wanted)) writeFileAtomic(path, wanted, 0o644);
+    states.push(`  ${path} (${current === undefined ? 'created' : current === wanted ? 'up to date' : replace ? "updated to this binary's API" : 'kept: yours'})`);
+  }
+
+  for (const [file, content] of [[pluginFile, pluginTemplate(name, kind)], [testFile, testTemplate(name, kind)]] as const) {
+    try {
+      writeFileExclusive(file, content, 0o644);
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'EEXIST') throw new SkeinError('SKEIN_ERR_USAGE', `refusing to overwrite ${file}: choose another name or remove it`);
       throw new SkeinError('SKEIN_ERR_USAGE', `cannot write ${file}: ${(err as Error).message}`);
@@ -297,233 +332,76 @@ async function runNew(argv: string[], io: Io): Promise<number> {
 
   io.out(
     [
-      `created plugin "${name}"`,
+      `created ${kind === 'authn' ? 'authentication' : 'authorization'} plugin "${name}"`,
       `  ${pluginFile}`,
       `  ${testFile}`,
-      `  ${apiFile} (${apiState})`,
+      ...states,
       'next:',
-      `  edit the hooks, then test:  npx vitest run --root ${dir} ${name}`,
+      `  edit the hook, then test:    skein plugin test --dir ${dir}   (nothing to install)`,
       `  enable it in the config:     "plugins": { "enabled": [{ "name": "${name}", "options": { … } }] }`,
       `  sign it (requireSignature):  skein plugin sign ${pluginFile} --key release.key`,
+      `  editor types (optional):     npm install in ${dir} (brings @types/bun for the tests)`,
     ].join('\n'),
   );
   return 0;
 }
 
-/** The scaffolded plugin: working example hooks with the reasoning in comments. */
-export function pluginTemplate(name: string): string {
-  return `/**
- * ${name}: a skein plugin (docs/plugins.md). Scaffolded by \`skein plugin new ${name}\`.
- *
- * What the example hooks do (adapt them):
- *  - authenticate: accepts an API key in the \`x-api-key\` header and asserts the identity
- *    \`key:<label>\`. No header (or no keys configured): "skip", so other plugins and the
- *    client certificate decide. A wrong key: "rejected" (401, reason BAD_API_KEY).
- *  - authorize: \`allow\` maps a routine to the identities that may run it. A listed routine
- *    is denied to everyone else (403); an unlisted routine gets no opinion ("abstain").
- *
- * Enable it in the agent config (authenticate hooks run in plugins.enabled order):
- *   "plugins": { "enabled": [{ "name": "${name}", "options": {
- *     "apiKeys": { "ci": "<at least 32 random characters>" },
- *     "allow": { "deploy": ["key:ci", "spiffe://skein.local/client/ops"] } } }] }
- *
- * Import ./skein-plugin.ts and nothing else: the agent runs a verified copy of this one
- * file beside its own copy of the API, so other imports would not resolve (and would not be
- * covered by its signature). Clock, crypto, logging and files come through \`ctx\`.
- *
- * \`skein plugin sign\` reads the version literal below: bump it when the file changes.
- */
-import { definePlugin, type AuthnResult, type AuthzResult, type Identity, type OptionsFail } from './skein-plugin.ts';
-
-interface Options {
-  /** Label → API key. Empty: authenticate always skips. */
-  apiKeys: Record<string, string>;
-  /** Routine → identities allowed to run it: principals ("key:ci") or peer ids ("spiffe://…"). */
-  allow: Record<string, string[]>;
-}
-
-const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+// ---------------------------------------------------------------------------------------------
+// test
+// ---------------------------------------------------------------------------------------------
 
 /**
- * Validates plugins.enabled[].options (the agent passes {} when there are none). Throwing
- * \`fail(key, message)\` stops the agent at start-up with exit 2, naming this plugin and key.
+ * Runs the plugins' tests with the test runner built into this binary: the skein binary is a
+ * compiled Bun, and BUN_BE_BUN=1 makes it behave as `bun` (here: `bun test`), so a plugin
+ * author needs no Node, npm or install step.
  */
-function parseOptions(raw: unknown, fail: OptionsFail): Options {
-  if (!isObject(raw)) throw fail('options', 'must be a JSON object');
-  for (const key of Object.keys(raw)) {
-    if (key !== 'apiKeys' && key !== 'allow') throw fail(key, 'unknown option (known: apiKeys, allow)');
+async function runTest(argv: string[], io: Io): Promise<number> {
+  const { values, positionals } = parseFlags(argv, { dir: { type: 'string' } }, true);
+  if (values.help) {
+    io.out(PLUGIN_TEST_USAGE);
+    return 0;
   }
-  const apiKeys = raw.apiKeys ?? {};
-  if (!isObject(apiKeys)) throw fail('apiKeys', 'must be an object of label → key');
-  for (const [label, key] of Object.entries(apiKeys)) {
-    if (!/^[a-z0-9-]{1,32}$/.test(label)) throw fail(\`apiKeys.\${label}\`, 'label must be 1-32 of a-z 0-9 -');
-    if (typeof key !== 'string' || key.length < 32) throw fail(\`apiKeys.\${label}\`, 'must be a string of at least 32 characters');
-  }
-  const allow = raw.allow ?? {};
-  if (!isObject(allow)) throw fail('allow', 'must be an object of routine → identities');
-  for (const [routine, ids] of Object.entries(allow)) {
-    if (!Array.isArray(ids) || !ids.every((id) => typeof id === 'string' && id !== '')) throw fail(\`allow.\${routine}\`, 'must be an array of identities');
-  }
-  return { apiKeys: apiKeys as Record<string, string>, allow: allow as Record<string, string[]> };
+  const dir = values.dir ?? DEFAULT_DIR;
+  if (!existsSync(dir) || !statSync(dir).isDirectory()) throw new SkeinError('SKEIN_ERR_USAGE', `--dir ${dir} is not a folder (the plugins folder holding NAME.test.ts files)`);
+  const child = spawn(process.execPath, ['test', ...positionals], { cwd: dir, env: { ...process.env, BUN_BE_BUN: '1' }, stdio: 'inherit' });
+  const code = await new Promise<number>((resolve) => {
+    child.on('error', (err) => {
+      io.err(`cannot run the test runner (${process.execPath}): ${err.message}`);
+      resolve(1);
+    });
+    child.on('exit', (c, signal) => resolve(c ?? (signal ? 1 : 0)));
+  });
+  return code;
 }
 
-/** Every name the caller is known by: the certificate's peer id and the token principals. */
-function namesOf(identity: Identity): string[] {
-  return [identity.peer.id, ...identity.principals];
+/** The scaffolds: real files under plugin-templates/, type-checked with the repository, embedded as text. */
+const text = (imported: unknown) => imported as string;
+const TEMPLATE_NAME = {
+  authn: 'example-authn',
+  authz: 'example-authz',
+} as const;
+export type PluginKind = keyof typeof TEMPLATE_NAME;
+const TEMPLATES: Record<PluginKind, { plugin: string; test: string }> = {
+  authn: { plugin: text(AUTHN), test: text(AUTHN_TEST) },
+  authz: { plugin: text(AUTHZ), test: text(AUTHZ_TEST) },
+};
+
+/** The scaffolded plugin of a kind, named `name`: working example hooks with the reasoning in comments. */
+export function pluginTemplate(name: string, kind: PluginKind): string {
+  return TEMPLATES[kind].plugin.replaceAll(TEMPLATE_NAME[kind], name);
 }
 
-export default definePlugin<Options>({
-  name: '${name}',
-  version: '0.1.0',
-  options: parseOptions,
-  setup: (ctx) => {
-    const keys = Object.entries(ctx.options.apiKeys);
-    // A Map: a routine named like an Object.prototype key must not find an inherited value.
-    const allow = new Map(Object.entries(ctx.options.allow));
-    ctx.log.info('ready', { apiKeys: keys.length, routines: [...allow.keys()] });
-
-    return {
-      // Hooks may be async; each call has plugins.hookTimeoutMs. Throwing, returning
-      // something that is not an AuthnResult/AuthzResult, or running late fails closed
-      // (401/403, reason PLUGIN_FAILED).
-      authenticate(req): AuthnResult {
-        const given = req.headers['x-api-key'];
-        if (given === undefined || keys.length === 0) return { outcome: 'skip' };
-        // Compare with every key, in constant time, so timing does not tell which one matched.
-        let label: string | undefined;
-        for (const [l, key] of keys) if (ctx.crypto.timingSafeEqual(given, key)) label = l;
-        if (label === undefined) return { outcome: 'rejected', reason: 'BAD_API_KEY', message: 'unknown API key' };
-        return { outcome: 'authenticated', identity: \`key:\${label}\` };
-      },
-
-      authorize(req): AuthzResult {
-        // Not a routine call (e.g. GET /v1/routines), or a routine these rules do not cover.
-        const allowed = req.routine === undefined ? undefined : allow.get(req.routine);
-        if (allowed === undefined) return { decision: 'abstain' };
-        const match = namesOf(req.identity).find((n) => allowed.includes(n));
-        if (match !== undefined) return { decision: 'allow', reason: \`\${match} is listed\` };
-        // The reason is a stable code for logs and the 403 body; keep the allow list out of the message.
-        return { decision: 'deny', reason: 'NOT_LISTED', message: \`not allowed to run "\${req.routine}"\` };
-      },
-    };
-  },
-});
-`;
+/** Its test, run by `skein plugin test`: the hooks called with a hand-built context, no agent needed. */
+export function testTemplate(name: string, kind: PluginKind): string {
+  return TEMPLATES[kind].test.replaceAll(TEMPLATE_NAME[kind], name);
 }
 
-/** The scaffolded test: calls the hooks with a hand-built context, no agent needed. */
-export function testTemplate(name: string): string {
-  return `/**
- * Tests of the ${name} plugin: its hooks called with a hand-built context and requests, no
- * agent needed. Run: npx vitest run --root <plugins folder> ${name}
- */
-import { createHash, timingSafeEqual } from 'node:crypto';
-import { describe, expect, it } from 'vitest';
-import type { AuthnRequest, AuthzRequest, Hooks, PluginContext } from './skein-plugin.ts';
-import plugin from './${name}.ts';
-
-const KEY = 'k'.repeat(32);
-const OPS = 'spiffe://skein.local/client/ops';
-
-const fail = (key: string, message: string) => new Error(\`option "\${key}": \${message}\`);
-
-/** What the agent passes to setup(), reduced to what a test needs; \`now\` is fixed. */
-function context<O>(options: O, now = Date.UTC(2025, 0, 6, 10)): PluginContext<O> {
-  const unused = (what: string) => () => {
-    throw new Error(\`\${what} is not used by this plugin\`);
-  };
-  return {
-    name: plugin.name,
-    options,
-    log: { debug() {}, info() {}, warn() {}, error() {} },
-    now: () => now,
-    crypto: {
-      timingSafeEqual: (a, b) => {
-        const x = typeof a === 'string' ? Buffer.from(a) : a;
-        const y = typeof b === 'string' ? Buffer.from(b) : b;
-        return x.length === y.length && timingSafeEqual(x, y);
-      },
-      sha256Hex: (data) => createHash('sha256').update(data).digest('hex'),
-      verifyJwt: () => Promise.reject(new Error('verifyJwt is not used by this plugin')),
-      verifyEd25519: unused('verifyEd25519'),
-      parseEd25519PublicKey: unused('parseEd25519PublicKey'),
-    },
-    readFile: unused('readFile'),
-  };
-}
-
-/** Validates \`raw\` as the agent does, then runs setup() with the clock at \`now\` (ms). */
-async function hooks(raw: unknown, now?: number): Promise<Hooks> {
-  return plugin.setup(context(plugin.options!(raw, fail), now));
-}
-
-const base = { requestId: 'req-1', method: 'POST', remoteAddress: '127.0.0.1' };
-const authn = (headers: Record<string, string> = {}): AuthnRequest => ({
-  ...base,
-  routine: 'deploy',
-  path: '/v1/dispatch/deploy',
-  headers,
-  peer: { id: OPS, spiffeId: OPS },
-});
-const authz = (routine: string | undefined, principals: string[] = [], peerId = 'anonymous'): AuthzRequest => ({
-  ...base,
-  routine,
-  path: routine === undefined ? '/v1/routines' : \`/v1/dispatch/\${routine}\`,
-  headers: {},
-  identity: { peer: { id: peerId }, principals, claims: {} },
-});
-
-describe('${name} options', () => {
-  it('accepts no options', () => {
-    expect(plugin.options?.({}, fail)).toEqual({ apiKeys: {}, allow: {} });
-  });
-
-  it.each([
-    [{ apiKeys: { ci: 'short' } }, /apiKeys\\.ci/],
-    [{ allow: { deploy: 'key:ci' } }, /allow\\.deploy/],
-    [{ alow: {} }, /alow/],
-  ])('refuses %j', (raw, message) => {
-    expect(() => plugin.options?.(raw, fail)).toThrow(message);
-  });
-});
-
-describe('${name} authenticate', () => {
-  it('skips without the header, so other plugins decide', async () => {
-    const h = await hooks({ apiKeys: { ci: KEY } });
-    expect(await h.authenticate!(authn())).toEqual({ outcome: 'skip' });
-  });
-
-  it('authenticates a known key as key:<label>', async () => {
-    const h = await hooks({ apiKeys: { ci: KEY } });
-    expect(await h.authenticate!(authn({ 'x-api-key': KEY }))).toEqual({ outcome: 'authenticated', identity: 'key:ci' });
-  });
-
-  it('rejects an unknown key', async () => {
-    const h = await hooks({ apiKeys: { ci: KEY } });
-    expect(await h.authenticate!(authn({ 'x-api-key': 'x'.repeat(32) }))).toMatchObject({ outcome: 'rejected', reason: 'BAD_API_KEY' });
-  });
-});
-
-describe('${name} authorize', () => {
-  const options = { allow: { deploy: ['key:ci', OPS] } };
-
-  it('allows a listed principal or peer', async () => {
-    const h = await hooks(options);
-    expect(await h.authorize!(authz('deploy', ['key:ci']))).toMatchObject({ decision: 'allow' });
-    expect(await h.authorize!(authz('deploy', [], OPS))).toMatchObject({ decision: 'allow' });
-  });
-
-  it('denies anyone else a listed routine', async () => {
-    const h = await hooks(options);
-    expect(await h.authorize!(authz('deploy', ['key:other']))).toMatchObject({ decision: 'deny', reason: 'NOT_LISTED' });
-  });
-
-  it('abstains on routines it does not list and on other endpoints', async () => {
-    const h = await hooks(options);
-    expect(await h.authorize!(authz('echo', ['key:other']))).toEqual({ decision: 'abstain' });
-    expect(await h.authorize!(authz('constructor'))).toEqual({ decision: 'abstain' });
-    expect(await h.authorize!(authz(undefined))).toEqual({ decision: 'abstain' });
-  });
-});
-`;
+/** Files that belong to the folder rather than to one plugin: written when missing or stale (the first two), or only when missing (the editor set-up, which the user may have changed). */
+export function folderFiles(): Array<{ file: string; text: string; replace: boolean }> {
+  return [
+    { file: PLUGIN_API_FILE, text: pluginApiCopy(), replace: true },
+    { file: 'skein-plugin-testing.ts', text: text(TESTING), replace: true },
+    { file: 'package.json', text: text(PACKAGE), replace: false },
+    { file: 'tsconfig.json', text: text(TSCONFIG), replace: false },
+  ];
 }

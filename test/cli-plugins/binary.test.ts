@@ -34,10 +34,10 @@ describe('skein keygen / plugin (binary)', () => {
     const dir = tempDir();
     expect((await runCli(['keygen', '--out', 'release.key'], { cwd: dir })).code).toBe(0);
     expect((await runCli(['keygen', '--out', 'other.key'], { cwd: dir })).code).toBe(0);
-    const created = await runCli(['plugin', 'new', 'gate'], { cwd: dir });
+    const created = await runCli(['plugin', 'new', 'gate', '--kind', 'authz'], { cwd: dir });
     expect(created.code).toBe(0);
     for (const f of ['gate.ts', 'gate.test.ts', 'skein-plugin.ts']) expect(existsSync(join(dir, 'plugins', f))).toBe(true);
-    const again = await runCli(['plugin', 'new', 'gate'], { cwd: dir });
+    const again = await runCli(['plugin', 'new', 'gate', '--kind', 'authn'], { cwd: dir });
     expect(again.code).toBe(2);
     expect(again.stderr).toMatch(/SKEIN_ERR_USAGE\]: refusing to overwrite/);
 
@@ -59,18 +59,22 @@ describe('skein keygen / plugin (binary)', () => {
     expect(tampered.stderr).toMatch(/^error \[SKEIN_ERR_SIG_TAMPERED\]/);
   });
 
-  it('a scaffolded plugin, signed with the CLI, loads with requireSignature and decides', async () => {
+  it('scaffolded plugins of both kinds, signed with the CLI, load with requireSignature and decide', async () => {
     const dir = tempDir();
     await runCli(['keygen', '--out', 'release.key'], { cwd: dir });
-    await runCli(['plugin', 'new', 'gate'], { cwd: dir });
-    expect((await runCli(['plugin', 'sign', 'plugins/gate.ts', '--key', 'release.key'], { cwd: dir })).code).toBe(0);
+    await runCli(['plugin', 'new', 'keys', '--kind', 'authn'], { cwd: dir });
+    await runCli(['plugin', 'new', 'gate', '--kind', 'authz'], { cwd: dir });
+    for (const name of ['keys', 'gate']) expect((await runCli(['plugin', 'sign', `plugins/${name}.ts`, '--key', 'release.key'], { cwd: dir })).code).toBe(0);
     const apiKey = 'k'.repeat(40);
     const agent = await startAgent({
       dir,
       config: baseConfig({
         plugins: {
           dir: 'plugins',
-          enabled: [{ name: 'gate', options: { apiKeys: { ci: apiKey }, allow: { add: ['key:ci'] } } }],
+          enabled: [
+            { name: 'keys', options: { apiKeys: { ci: apiKey } } },
+            { name: 'gate', options: { allow: { add: ['key:ci'] } } },
+          ],
           requireSignature: true,
           trustedKeys: [readFileSync(join(dir, 'release.key.pub'), 'utf8').trim()],
         },
@@ -78,13 +82,13 @@ describe('skein keygen / plugin (binary)', () => {
     });
     const client = agent.client();
     try {
-      expect(await agent.waitForLog((l) => l.msg === 'plugin loaded')).toMatchObject({ plugin: 'gate', version: '0.1.0', signed: true });
+      expect(await agent.waitForLog((l) => l.msg === 'plugin loaded' && l.plugin === 'gate')).toMatchObject({ plugin: 'gate', version: '0.1.0', signed: true });
       expect(await client.dispatch('echo', { args: ['abstained'] })).toBe('abstained');
       const denied = await failure(client.dispatch('add', { args: [1, 2] }));
       expect(denied.details).toMatchObject({ status: 403, reason: 'NOT_LISTED', plugin: 'gate', routine: 'add' });
       expect(await client.dispatch('add', { args: [1, 2], headers: { 'x-api-key': apiKey } })).toBe(3);
       const wrong = await failure(client.dispatch('add', { args: [1, 2], headers: { 'x-api-key': 'x'.repeat(40) } }));
-      expect(wrong.details).toMatchObject({ status: 401, reason: 'BAD_API_KEY', plugin: 'gate' });
+      expect(wrong.details).toMatchObject({ status: 401, reason: 'BAD_API_KEY', plugin: 'keys' });
     } finally {
       await client.close();
       await agent.stop();
