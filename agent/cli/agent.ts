@@ -1,6 +1,7 @@
 /** `skein agent`: runs the agent until SIGTERM/SIGINT, then drains and exits 0. */
 import { loadConfig } from '../config/load.ts';
 import { assertStrict } from '../config/strict.ts';
+import { startupFailure } from '../runtime/startup-error.ts';
 import { createLogger } from '../log/index.ts';
 import { startAgent, type RunningAgent } from '../runtime/index.ts';
 import { parseFlags } from './args.ts';
@@ -95,6 +96,12 @@ export async function runAgent(argv: string[], io: Io): Promise<number> {
       else if (reloadPending) reload();
     };
   });
-  onStarted!(await startAgent({ config, log, embedded: loaded.source === 'embedded', baseDir: loaded.baseDir, source: loaded.source, reloadConfig: load }));
+  let running: RunningAgent;
+  try {
+    running = await startAgent({ config, log, embedded: loaded.source === 'embedded', baseDir: loaded.baseDir, source: loaded.source, reloadConfig: load });
+  } catch (err) {
+    throw startupFailure(err, config);
+  }
+  onStarted!(running);
   return stopped;
 }
