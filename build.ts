@@ -4,7 +4,7 @@
  */
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { CONFIG_SCHEMA } from './agent/config/schema.ts';
-import { toJsonSchema } from './agent/config/schema-dsl.ts';
+import { configJsonSchema } from './agent/config/json-rules.ts';
 import { configReference } from './agent/config/reference.ts';
 import { pluginApiCopy } from './agent/plugin-host/publish.ts';
 import { cliDocWithSynopsis } from './agent/cli/docs.ts';
@@ -12,8 +12,7 @@ import { cliDocWithSynopsis } from './agent/cli/docs.ts';
 // `bun build.ts --schema` regenerates the published JSON Schema and key reference from the
 // validator's own description; test/unit/config.test.ts fails when the committed copy drifts.
 if (process.argv.includes('--schema')) {
-  const schema = { $schema: 'https://json-schema.org/draft/2020-12/schema', title: 'skein agent configuration', ...toJsonSchema(CONFIG_SCHEMA) };
-  writeFileSync('docs/config.schema.json', `${JSON.stringify(schema, null, 2)}\n`);
+  writeFileSync('docs/config.schema.json', `${JSON.stringify(configJsonSchema(), null, 2)}\n`);
   writeFileSync('docs/config-reference.md', configReference(CONFIG_SCHEMA));
   writeFileSync('plugins/skein-plugin.ts', pluginApiCopy());
   writeFileSync('docs/cli.md', cliDocWithSynopsis(readFileSync('docs/cli.md', 'utf8')));

@@ -26,6 +26,8 @@ missing() {
   pymod 'jwt, cryptography' || need+=(python3-jwt python3-cryptography)
   # /metrics is also read by the Prometheus project's own parser.
   pymod prometheus_client || need+=(python3-prometheus-client)
+  # docs/config.schema.json is checked by an independent JSON Schema validator.
+  pymod jsonschema || need+=(python3-jsonschema)
 }
 
 missing
