@@ -192,6 +192,18 @@ describe('tls.trustDomains', () => {
     expect(r.stdout).toBe('{"result":4}\n200');
   });
 
+  it('applies a changed list on SIGHUP to new connections', async () => {
+    const config = JSON.parse(readFileSync(partner.configPath, 'utf8'));
+    config.tls.trustDomains = ['partner.example', 'skein.local'];
+    writeFileSync(partner.configPath, JSON.stringify(config));
+    const reloads = partner.logs.filter((l) => l.msg === 'config reloaded').length;
+    process.kill(partner.pid, 'SIGHUP');
+    await expect.poll(() => partner.logs.filter((l) => l.msg === 'config reloaded').length).toBe(reloads + 1);
+    expect(partner.logs.filter((l) => l.msg === 'config reloaded').at(-1)).toMatchObject({ applied: ['tls.trustDomains'] });
+    expect(partner.logs.filter((l) => l.msg === 'TLS material reloaded').at(-1)).toMatchObject({ trustDomains: ['partner.example', 'skein.local'] });
+    await goodClientStillServed(partner);
+  });
+
   it('an empty list is refused at start, naming the key', async () => {
     const stderr = await startMustFail(baseConfig({ tls: { trustDomains: [] } }));
     expect(stderr).toContain('SKEIN_ERR_CONFIG');
