@@ -24,6 +24,7 @@ import { pinMismatch, presentedIdentity, type Pin } from '../pki/pin.ts';
 import { decodeBody, encodeBody, mediaTypeOf, type MediaType } from '../codec/index.ts';
 import { isErrorCode, SkeinError, type ErrorCode } from '../errors/index.ts';
 import { transportError } from './transport-error.ts';
+import { alertRefusal, silentRefusal, unusableCertificate } from './tls-refusal.ts';
 
 export { transportError };
 
@@ -90,13 +91,15 @@ export class SkeinClient {
   #opts: ClientOptions;
   #session: http2.ClientHttp2Session | undefined;
   /** Why the current session failed, so its pending streams report the real cause. */
-  #sessionError: Error | undefined;
+  #sessionError: SkeinError | undefined;
   #closed = false;
   #inFlight = 0;
   /** Settles once the current session's server identity was checked against `pin`. */
   #verified: Promise<void> | undefined;
   /** The client-wide authorization value, checked once (a bad token fails construction). */
   #authorization: string | undefined;
+  /** Per session: TLS handshake done, server SETTINGS seen (tells a refused certificate from a dead link). */
+  #life = new WeakMap<http2.ClientHttp2Session, { handshake: boolean; settings: boolean }>();
 
   constructor(opts: ClientOptions) {
     this.#opts = opts;
@@ -179,24 +182,37 @@ export class SkeinClient {
     if (this.#session && !this.#session.closed && !this.#session.destroyed) return this.#session;
     const url = new URL(this.#origin);
     const host = url.hostname.replace(/^\[|\]$/g, '');
-    const session = this.#opts.plaintext
-      ? http2.connect(this.#origin)
-      : http2.connect(this.#origin, {
-          cert: this.#opts.cert,
-          key: this.#opts.key,
-          ca: this.#opts.ca,
-          // An IP literal cannot be an SNI name; verification still checks the IP SAN.
-          servername: this.#opts.servername ?? (/^[\d.]+$|:/.test(host) ? undefined : host),
-          ALPNProtocols: ['h2'],
-        });
+    let session: http2.ClientHttp2Session;
+    try {
+      session = this.#opts.plaintext
+        ? http2.connect(this.#origin)
+        : http2.connect(this.#origin, {
+            cert: this.#opts.cert,
+            key: this.#opts.key,
+            ca: this.#opts.ca,
+            // An IP literal cannot be an SNI name; verification still checks the IP SAN.
+            servername: this.#opts.servername ?? (/^[\d.]+$|:/.test(host) ? undefined : host),
+            ALPNProtocols: ['h2'],
+          });
+    } catch (err) {
+      // Bun's TLS library refuses some certificates before connecting (a key usage that
+      // forbids TLS client authentication): nothing was sent.
+      throw unusableCertificate(err);
+    }
     this.#sessionError = undefined;
+    const life = { handshake: false, settings: false };
+    this.#life.set(session, life);
     const timer = setTimeout(() => session.destroy(new SkeinError('SKEIN_ERR_TRANSPORT', `no connection to ${this.#opts.peer} within ${this.#opts.connectTimeoutMs ?? 10_000} ms`)), this.#opts.connectTimeoutMs ?? 10_000);
-    session.once('connect', () => clearTimeout(timer));
+    session.once('connect', () => {
+      clearTimeout(timer);
+      life.handshake = true;
+    });
+    session.once('remoteSettings', () => (life.settings = true));
     session.on('error', (err) => {
       clearTimeout(timer);
-      this.#sessionError = err;
+      this.#sessionError = this.#explain(session, err);
     });
-    if (this.#opts.pin) this.#verified = pinCheck(session, this.#opts.pin, this.#opts.peer);
+    if (this.#opts.pin) this.#verified = pinCheck(session, this.#opts.pin, this.#opts.peer, (err) => this.#explain(session, err));
     session.once('close', () => {
       clearTimeout(timer);
       if (this.#session === session) this.#session = undefined;
@@ -205,6 +221,22 @@ export class SkeinClient {
     session.unref?.();
     this.#session = session;
     return session;
+  }
+
+  /**
+   * Why a call on `session` got no answer: a TLS alert refusing the client certificate, a
+   * connection the agent closed after the handshake and before its first HTTP/2 frame (how
+   * an agent under Bun refuses a certificate: tls-refusal.ts), or a plain transport failure.
+   */
+  #explain(session: http2.ClientHttp2Session, err: unknown): SkeinError {
+    if (err instanceof SkeinError) return err;
+    if (this.#opts.plaintext) return transportError(err);
+    const creds = { cert: this.#opts.cert, ca: this.#opts.ca };
+    const alert = alertRefusal(err, creds);
+    if (alert) return alert;
+    const life = this.#life.get(session);
+    if (life?.handshake && !life.settings) return silentRefusal(creds, err);
+    return transportError(err);
   }
 
   async #request(headers: http2.OutgoingHttpHeaders, body: Uint8Array | undefined, options: DispatchOptions): Promise<RawResponse> {
@@ -252,16 +284,16 @@ export class SkeinClient {
       stream.on('end', () => {
         // The stream can end without response headers when the connection dies mid-call:
         // that is a transport failure (the call may have run), not a malformed response.
-        if (!status) return finish(transportError(this.#sessionError ?? new Error('the connection closed before a response arrived')));
+        if (!status) return finish(this.#sessionError ?? this.#explain(session, new Error('the connection closed before a response arrived')));
         try {
           finish(undefined, decodeResponse(status, responseHeaders, Buffer.concat(chunks), headers));
         } catch (err) {
           finish(err as SkeinError);
         }
       });
-      stream.on('error', (err) => finish(transportError(this.#sessionError ?? err)));
+      stream.on('error', (err) => finish(this.#sessionError ?? this.#explain(session, err)));
       stream.on('close', () => {
-        if (!settled) finish(transportError(this.#sessionError ?? new Error(`stream closed before a response (code ${stream.rstCode})`)));
+        if (!settled) finish(this.#sessionError ?? this.#explain(session, new Error(`stream closed before a response (code ${stream.rstCode})`)));
       });
       if (body !== undefined) stream.end(body);
     });
@@ -303,7 +335,7 @@ function setAuthorization(headers: http2.OutgoingHttpHeaders, value: string): vo
 }
 
 /** Resolves once the server certificate matches `pin`; otherwise destroys the session. */
-function pinCheck(session: http2.ClientHttp2Session, pin: Pin, peer: string): Promise<void> {
+function pinCheck(session: http2.ClientHttp2Session, pin: Pin, peer: string, explain: (err: unknown) => SkeinError): Promise<void> {
   return new Promise<void>((resolve, reject) => {
     session.once('connect', () => {
       const cert = (session.socket as TLSSocket).getPeerCertificate?.();
@@ -314,7 +346,7 @@ function pinCheck(session: http2.ClientHttp2Session, pin: Pin, peer: string): Pr
       reject(err);
     });
     session.once('error', (err) => {
-      const e = transportError(err);
+      const e = explain(err);
       e.details.sent = false;
       reject(e);
     });

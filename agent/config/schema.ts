@@ -4,6 +4,7 @@
  * step (test/unit/config.test.ts checks that defaults validate and cover every key).
  */
 import type { Node } from './schema-dsl.ts';
+import { TRUST_DOMAIN_PATTERN } from '../pki/spiffe.ts';
 
 const HOST_PORT = /^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):(\d{1,5})$/;
 const NAME = /^[A-Za-z_][A-Za-z0-9_.-]{0,63}$/;
@@ -60,6 +61,13 @@ export const CONFIG_SCHEMA: Node = {
         ca: { kind: 'string', path: true, description: 'PEM CA bundle that client certificates must chain to.', env: 'SKEIN_TLS_CA' },
         minVersion: { kind: 'enum', values: ['TLSv1.3', 'TLSv1.2'], default: 'TLSv1.3', description: 'Lowest TLS version accepted. TLS 1.2, if enabled, allows only ECDHE AEAD suites.' },
         trustDomain: { kind: 'string', pattern: /^[a-z0-9.-]+$/, patternHint: 'a lower-case DNS-like name', default: 'skein.local', description: 'SPIFFE trust domain of the development PKI.' },
+        trustDomains: {
+          kind: 'array',
+          maxItems: 64,
+          items: { kind: 'string', pattern: TRUST_DOMAIN_PATTERN, patternHint: 'a SPIFFE trust domain (lower-case a-z, 0-9, ".", "-", "_")', description: 'Trust domain.' },
+          description:
+            'Trust domains a client certificate\'s SPIFFE ID must be in; any other is refused (401 UNTRUSTED_TRUST_DOMAIN). Unset: the trust domains the CA certificates in tls.ca name in their URI SAN (spiffe://<trust domain>, as skein pki init writes it), else tls.trustDomain.',
+        },
         clientCerts: { kind: 'enum', values: ['require', 'optional'], default: 'require', description: 'require: mutual TLS; optional: one-way TLS where callers without a certificate must authenticate with a token plugin.' },
         plaintext: { kind: 'boolean', default: false, description: 'Serve plaintext HTTP/2 (h2c, prior knowledge) instead of TLS: only behind a TLS-terminating proxy on the same host, or for tests. Every caller is anonymous and must authenticate with a token plugin; logged as a warning at start, refused by security.strict without a token plugin or off loopback.' },
       },
@@ -251,7 +259,7 @@ export interface AgentConfig {
   admin: { enabled: boolean; listen: string; token?: string };
   log: { level: 'debug' | 'info' | 'warn' | 'error'; format: 'json' | 'text' };
   audit: { sink: 'stderr' | 'file' | 'off'; path?: string; maxQueueLines: number };
-  tls: { cert?: string; key?: string; ca?: string; minVersion: 'TLSv1.3' | 'TLSv1.2'; trustDomain: string; clientCerts: 'require' | 'optional'; plaintext: boolean };
+  tls: { cert?: string; key?: string; ca?: string; minVersion: 'TLSv1.3' | 'TLSv1.2'; trustDomain: string; trustDomains?: string[]; clientCerts: 'require' | 'optional'; plaintext: boolean };
   limits: {
     maxBodyBytes: number;
     maxResultBytes: number;

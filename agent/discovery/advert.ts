@@ -99,6 +99,7 @@
  */
 import { isIPv4, isIPv6 } from 'node:net';
 import { SkeinError } from '../errors/index.ts';
+import { parseSpiffeId } from '../pki/spiffe.ts';
 import { encodeCanonical, sign, type SigningKey } from '../../signing/index.ts';
 
 /** Domain-separation context of advertisement envelopes. */
@@ -135,28 +136,27 @@ export const FLEET_PATTERN = /^[A-Za-z0-9_.-]{1,64}$/;
 export const AGENT_NAME_PATTERN = /^[A-Za-z_][A-Za-z0-9_.-]{0,63}$/;
 const ROUTINE_PATTERN = AGENT_NAME_PATTERN;
 const FINGERPRINT_PATTERN = /^[0-9a-f]{64}$/;
-const SPIFFE_PATTERN = /^spiffe:\/\/[a-z0-9._-]{1,255}(?:\/[A-Za-z0-9._-]+)+$/;
 const MAX_SPIFFE_LENGTH = 512;
 const ENDPOINT_PATTERN = /^(?:\[([0-9A-Fa-f:.]{2,45})\]|([A-Za-z0-9.-]{1,253})):([1-9][0-9]{0,4})$/;
 const DNS_LABELS = /^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/;
 const MAX_COUNT = 1_000_000_000;
 
 /**
- * True for a SPIFFE ID skein can carry: spiffe://<trust domain>/<path>, trust domain of
- * a-z 0-9 . _ -, at least one path segment of A-Z a-z 0-9 . _ -, neither "." nor "..".
+ * True for a SPIFFE ID an advertisement may carry: a workload ID as agent/pki/spiffe.ts
+ * parses it (the one parser), at most MAX_SPIFFE_LENGTH bytes (an advertisement is small).
  *
  * @example
  *   isValidSpiffeId('spiffe://skein.local/agent/a1') // true
  */
 export function isValidSpiffeId(id: unknown): id is string {
-  if (typeof id !== 'string' || id.length > MAX_SPIFFE_LENGTH || !SPIFFE_PATTERN.test(id)) return false;
-  const path = id.slice(id.indexOf('/', 9) + 1).split('/');
-  return !path.some((s) => s === '.' || s === '..');
+  return typeof id === 'string' && id.length <= MAX_SPIFFE_LENGTH && parseSpiffeId(id).ok;
 }
 
 /** The trust domain of a valid SPIFFE ID. */
 export function spiffeTrustDomain(id: string): string {
-  return id.slice(9, id.indexOf('/', 9));
+  const parsed = parseSpiffeId(id);
+  if (!parsed.ok) throw new TypeError(`not a SPIFFE ID: ${id}`);
+  return parsed.trustDomain;
 }
 
 /**

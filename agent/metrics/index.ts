@@ -10,6 +10,7 @@
  * pipeline's / verifier's fixed vocabularies or plugin reasons (validated /^[A-Z][A-Z0-9_]{0,63}$/).
  */
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { TLS_FAILURE_REASONS, type TlsFailureReason } from '../pki/tls-refusal.ts';
 import { BUILD_DATE, COMMIT, VERSION } from '../version/index.ts';
 import { registerProcessMetrics } from './process.ts';
 
@@ -24,6 +25,11 @@ export interface AuthRecorder {
 /** What the worker pools record: spawns (initial or replacement) and exits by reason. */
 export interface WorkerRecorder {
   workerEvent(event: 'spawn' | 'exit', reason: string): void;
+}
+
+/** What the listener records: TLS handshakes that failed, by reason (agent/pki/tls-refusal.ts). */
+export interface TlsFailureRecorder {
+  tlsHandshakeFailed(reason: TlsFailureReason): void;
 }
 
 /** What the audit stream records: lines lost because the sink failed or its queue was full. */
@@ -49,7 +55,7 @@ const CANARY_PROBES = ['socket', 'fork', 'readEtcPasswd', 'writeTmp', 'signalPar
 type CounterChild = { inc(v?: number): void };
 type HistogramChild = { observe(v: number): void };
 
-export class AgentMetrics implements DispatchRecorder, AuthRecorder, WorkerRecorder, AuditLossRecorder {
+export class AgentMetrics implements DispatchRecorder, AuthRecorder, WorkerRecorder, AuditLossRecorder, TlsFailureRecorder {
   readonly registry = new Registry();
   #sources: MetricSources = {};
   readonly #dispatches: Counter<'routine' | 'outcome'>;
@@ -58,6 +64,7 @@ export class AgentMetrics implements DispatchRecorder, AuthRecorder, WorkerRecor
   readonly #workers: Counter<'event' | 'reason'>;
   readonly #reloads: Counter<'kind' | 'outcome'>;
   readonly #auditDropped: Counter<'reason'>;
+  readonly #tlsFailures: Counter<'reason'>;
   /** Label children cached per routine (and outcome): no label hashing/validation per call on our side. */
   #children = new Map<string, { duration: HistogramChild; outcomes: Map<string, CounterChild> }>();
 
@@ -72,6 +79,14 @@ export class AgentMetrics implements DispatchRecorder, AuthRecorder, WorkerRecor
     // Both series exist from the start, so an alert on a rate sees 0 before the first loss.
     this.#auditDropped.labels('sink').inc(0);
     this.#auditDropped.labels('overflow').inc(0);
+    this.#tlsFailures = new Counter({
+      name: 'skein_tls_handshake_failures_total',
+      help: 'TLS handshakes the listener refused or that failed, by reason: no-certificate, unknown-ca, expired, not-yet-valid, bad-key-usage, bad-certificate, protocol, handshake-timeout, closed, other.',
+      labelNames: ['reason'],
+      registers,
+    });
+    // Every reason exists from the start (a fixed set), so alerts see 0 before the first failure.
+    for (const reason of TLS_FAILURE_REASONS) this.#tlsFailures.labels(reason).inc(0);
     this.#reloads = new Counter({ name: 'skein_reloads_total', help: 'Reloads without restart: kind "tls" (certificate, key, CA files) or "config" (SIGHUP), outcome "applied" or "refused" (the old material or config kept serving).', labelNames: ['kind', 'outcome'], registers });
     for (const kind of ['tls', 'config']) for (const outcome of ['applied', 'refused']) this.#reloads.labels(kind, outcome).inc(0);
     new Gauge({ name: 'skein_build_info', help: 'Always 1; the labels say which build is running.', labelNames: ['version', 'commit', 'build_date'], registers }).set({ version: VERSION, commit: COMMIT, build_date: BUILD_DATE }, 1);
@@ -176,6 +191,10 @@ export class AgentMetrics implements DispatchRecorder, AuthRecorder, WorkerRecor
 
   auditDropped(reason: 'sink' | 'overflow', lines: number): void {
     this.#auditDropped.labels(reason).inc(lines);
+  }
+
+  tlsHandshakeFailed(reason: TlsFailureReason): void {
+    this.#tlsFailures.labels(reason).inc();
   }
 
   reload(kind: 'tls' | 'config', outcome: 'applied' | 'refused'): void {

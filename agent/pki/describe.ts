@@ -5,6 +5,7 @@
  */
 import { X509Certificate, createHash } from 'node:crypto';
 import { SkeinError } from '../errors/index.ts';
+import { parseSpiffeId, type SpiffeProblem } from './spiffe.ts';
 
 export interface CertificateSummary {
   spiffeId?: string;
@@ -58,9 +59,34 @@ function entries(text: string, keyEnd: string, separator: string): Array<[string
   return out;
 }
 
-/** The SPIFFE ID (first `URI:spiffe://…` entry) of node's subjectAltName text. */
+/**
+ * What a certificate's URI SANs say about its identity (X509-SVID §2: exactly one URI SAN,
+ * a valid SPIFFE ID with a path). No URI SAN is not an error here: such a certificate has no
+ * SPIFFE ID, and callers decide what that means (the agent falls back to the subject CN; a
+ * pin never matches it). A certificate with several URI SANs identifies no one: taking the
+ * first would let a CA-signed certificate for "a" and "b" speak as either.
+ *
+ * @example
+ *   sanIdentity('URI:spiffe://skein.local/client/ops') // { spiffeId: 'spiffe://skein.local/client/ops', trustDomain: 'skein.local', uris: [...] }
+ *   sanIdentity('URI:spiffe://td/a, URI:spiffe://td/b') // { error: 'multiple', message: 'has 2 URI SANs …', uris: [...] }
+ */
+export type SanIdentity =
+  | { spiffeId: string; trustDomain: string; uris: string[]; error?: undefined }
+  | { spiffeId: undefined; trustDomain?: undefined; uris: string[]; error?: undefined }
+  | { spiffeId?: undefined; trustDomain?: undefined; uris: string[]; error: 'multiple' | 'invalid'; problem?: SpiffeProblem; message: string };
+
+export function sanIdentity(san: string | undefined): SanIdentity {
+  const uris = san ? entries(san, ':', ', ').filter(([type]) => type === 'URI').map(([, value]) => value) : [];
+  if (uris.length === 0) return { spiffeId: undefined, uris };
+  if (uris.length > 1) return { error: 'multiple', uris, message: `the client certificate has ${uris.length} URI SANs (${uris.map((u) => JSON.stringify(u)).join(', ')}); an X.509-SVID has exactly one` };
+  const parsed = parseSpiffeId(uris[0]);
+  if (!parsed.ok) return { error: 'invalid', uris, problem: parsed.problem, message: `the URI SAN ${JSON.stringify(uris[0])} is not a valid SPIFFE ID: ${parsed.message}` };
+  return { spiffeId: parsed.id, trustDomain: parsed.trustDomain, uris };
+}
+
+/** The SPIFFE ID of node's subjectAltName text; undefined when it has none or not exactly one valid one. */
 export function spiffeIdFromSan(san: string | undefined): string | undefined {
-  return san ? entries(san, ':', ', ').find(([type, value]) => type === 'URI' && value.startsWith('spiffe://'))?.[1] : undefined;
+  return sanIdentity(san).spiffeId;
 }
 
 /** SAN entries as [type, value], types as node prints them ('URI', 'DNS', 'IP Address'). */
@@ -88,7 +114,7 @@ export function describeCertificate(pem: string): CertificateSummary {
 
 /** The summary of a certificate already parsed (the TLS loader checks it first). */
 export function summarize(cert: X509Certificate): CertificateSummary {
-  const spiffeId = subjectAltNames(cert).find(([type, value]) => type === 'URI' && value.startsWith('spiffe://'))?.[1];
+  const spiffeId = spiffeIdFromSan(cert.subjectAltName);
   // Node ≤ 20 escapes RFC 4514 specials in `subject` ("CN=a\, b"); undo that.
   const cn = entries(cert.subject, '=', '\n').find(([type]) => type === 'CN')?.[1]?.replace(/\\(.)/g, '$1');
   const summary: CertificateSummary = {
@@ -98,4 +124,27 @@ export function summarize(cert: X509Certificate): CertificateSummary {
   if (spiffeId !== undefined) summary.spiffeId = spiffeId;
   if (cn !== undefined) summary.subjectCN = cn;
   return summary;
+}
+
+/**
+ * The trust domains the CA certificates of a PEM bundle name: each one's URI SANs that are a
+ * bare trust domain ID (spiffe://example.org, X509-SVID §4), in bundle order, without
+ * repeats. A CA without such a SAN (older skein CAs, most corporate CAs) names none.
+ */
+export function caTrustDomains(bundle: string | Buffer): string[] {
+  const out = new Set<string>();
+  for (const pem of String(bundle).match(/-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/g) ?? []) {
+    let cert: X509Certificate;
+    try {
+      cert = new X509Certificate(pem);
+    } catch {
+      continue; // the TLS loader reports unreadable bundles; a CA it cannot read names nothing
+    }
+    if (!cert.ca) continue;
+    for (const [type, value] of subjectAltNames(cert)) {
+      const parsed = type === 'URI' ? parseSpiffeId(value, 'trust-domain') : undefined;
+      if (parsed?.ok) out.add(parsed.trustDomain);
+    }
+  }
+  return [...out];
 }

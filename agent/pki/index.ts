@@ -13,7 +13,8 @@ import { isIP } from 'node:net';
 import { hostname } from 'node:os';
 import { join, resolve } from 'node:path';
 import { SkeinError } from '../errors/index.ts';
-import { parseCertificate, parseOpenSslDate, subjectAltNames } from './describe.ts';
+import { parseCertificate, parseOpenSslDate, spiffeIdFromSan } from './describe.ts';
+import { parseSpiffeId, SPIFFE_SCHEME } from './spiffe.ts';
 import { ensurePrivateDir, writeFileAtomic } from '../fs/index.ts';
 import { createCaCertificate, createLeafCertificate, generateKeyPair, privateKeyFromPem, privateKeyToPem } from './x509.ts';
 
@@ -35,8 +36,6 @@ export const DEFAULT_LEAF_DAYS = 397;
 export const DEV_CLIENT_NAME = 'dev-client';
 
 const NAME_RE = /^[A-Za-z0-9_.-]{1,64}$/;
-// SPIFFE trust domains: lower-case letters, digits, dots, dashes and underscores.
-const TRUST_DOMAIN_RE = /^[a-z0-9._-]{1,255}$/;
 const DNS_RE = /^(\*\.)?[A-Za-z0-9_]([A-Za-z0-9_-]{0,62})(\.[A-Za-z0-9_]([A-Za-z0-9_-]{0,62}))*$/;
 // Clocks on edge hosts drift; a certificate valid "from now" is refused by a peer behind us.
 const SKEW_MS = 5 * 60_000;
@@ -45,8 +44,9 @@ const CA_YEARS = 10;
 /** ensureDevPki re-issues a development leaf this close to its expiry. */
 const DEV_RENEW_MS = 30 * DAY_MS;
 
+/** A SPIFFE trust domain name (agent/pki/spiffe.ts): 1–255 of a-z 0-9 . - _. */
 export function isValidTrustDomain(trustDomain: string): boolean {
-  return TRUST_DOMAIN_RE.test(trustDomain);
+  return typeof trustDomain === 'string' && parseSpiffeId(`${SPIFFE_SCHEME}${trustDomain}`, 'trust-domain').ok;
 }
 
 /** "." and ".." match the character class but are not valid SPIFFE path segments. */
@@ -91,7 +91,7 @@ export async function initCa(dir: string, trustDomain: string, options: { force?
     const notAfter = new Date(now);
     notAfter.setUTCFullYear(notAfter.getUTCFullYear() + CA_YEARS);
     const keys = await generateKeyPair();
-    const pem = await createCaCertificate({ keys, commonName: `skein CA ${trustDomain}`, notBefore: new Date(now.getTime() - SKEW_MS), notAfter });
+    const pem = await createCaCertificate({ keys, commonName: `skein CA ${trustDomain}`, trustDomainId: `${SPIFFE_SCHEME}${trustDomain}`, notBefore: new Date(now.getTime() - SKEW_MS), notAfter });
     writeFileAtomic(join(abs, 'ca.key'), pemFile(await privateKeyToPem(keys.privateKey)), 0o600);
     writeFileAtomic(join(abs, 'pki.json'), `${JSON.stringify({ trustDomain }, null, 2)}\n`, 0o644);
     writeFileAtomic(caCrt, pemFile(pem), 0o644);
@@ -122,7 +122,7 @@ export function readPkiInfo(dir: string): PkiInfo {
   } catch (err) {
     throw new SkeinError('SKEIN_ERR_PKI', `${file} is not valid JSON: ${(err as Error).message}`, {}, { cause: err });
   }
-  if (typeof trustDomain !== 'string' || !TRUST_DOMAIN_RE.test(trustDomain)) {
+  if (typeof trustDomain !== 'string' || !isValidTrustDomain(trustDomain)) {
     throw new SkeinError('SKEIN_ERR_PKI', `${file} has no valid "trustDomain"`);
   }
   return { dir: abs, trustDomain };
@@ -210,7 +210,7 @@ function leafUsable(paths: IssuedPaths, ca: X509Certificate, id: string, hosts: 
     if (!cert.verify(ca.publicKey)) return false;
     if (!cert.checkPrivateKey(createPrivateKey(readFileSync(paths.key)))) return false;
     if (parseOpenSslDate(cert.validTo).getTime() - Date.now() < DEV_RENEW_MS) return false;
-    if (!subjectAltNames(cert).some(([type, value]) => type === 'URI' && value === id)) return false;
+    if (spiffeIdFromSan(cert.subjectAltName) !== id) return false;
     return hosts.every((h) => {
       const ip = h.replace(/%.*$/, '');
       return isIP(ip) ? cert.checkIP(ip) !== undefined : cert.checkHost(h, { subject: 'never' }) !== undefined;

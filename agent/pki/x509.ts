@@ -42,8 +42,13 @@ function randomSerial(): string {
   return bytes.toString('hex');
 }
 
-/** commonName must be plain (callers validate it): it goes into an RFC 4514 string unescaped. */
-export async function createCaCertificate(opts: { keys: KeyPair; commonName: string; notBefore: Date; notAfter: Date }): Promise<string> {
+/**
+ * commonName must be plain (callers validate it): it goes into an RFC 4514 string unescaped.
+ * trustDomainId (spiffe://<trust domain>, no path) becomes the CA's URI SAN, as X509-SVID §4
+ * recommends for signing certificates: it is how an agent serving with this CA learns the
+ * trust domain its clients' SPIFFE IDs must be in (tls.trustDomains' default).
+ */
+export async function createCaCertificate(opts: { keys: KeyPair; commonName: string; trustDomainId?: string; notBefore: Date; notAfter: Date }): Promise<string> {
   const cert = await x509.X509CertificateGenerator.createSelfSigned({
     serialNumber: randomSerial(),
     name: `CN=${opts.commonName}`,
@@ -55,6 +60,7 @@ export async function createCaCertificate(opts: { keys: KeyPair; commonName: str
       new x509.BasicConstraintsExtension(true, undefined, true),
       new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign, true),
       await x509.SubjectKeyIdentifierExtension.create(opts.keys.publicKey),
+      ...(opts.trustDomainId ? [new x509.SubjectAlternativeNameExtension([{ type: 'url', value: opts.trustDomainId }], false)] : []),
     ],
   });
   return cert.toString('pem');

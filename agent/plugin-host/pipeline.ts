@@ -46,8 +46,9 @@ export class AuthPipeline {
   }
 
   /** Authenticates the request; throws 401 SkeinErrors. */
-  async authenticate(req: RequestInfo, peer: PeerInfo & { certificateError?: string }): Promise<Identity> {
-    if (peer.certificateError) this.#reject(req, peer, 'BAD_CLIENT_CERTIFICATE', undefined, `the client certificate was refused: ${peer.certificateError}`);
+  async authenticate(req: RequestInfo, peer: PeerInfo & { refused?: { reason: string; message: string } }): Promise<Identity> {
+    // A certificate that identifies no one (agent/server/identity.ts) never reaches a plugin.
+    if (peer.refused) this.#reject(req, peer, peer.refused.reason, undefined, peer.refused.message);
     const identity: Identity = { peer, principals: [], claims: {} };
     if (this.#authn.length) {
       const authnReq: AuthnRequest = { ...req, peer };

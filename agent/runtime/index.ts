@@ -25,7 +25,8 @@ import { buildPools, workerLimits } from './pools.ts';
 import { Reloader, type ReloadResult } from './reload.ts';
 import { computePosture, warnPosture, type PluginHooks } from './posture.ts';
 import { loadRoutines } from './routines.ts';
-import { readTls, tlsFiles } from './tls.ts';
+import { logTrustDomains, readTls, tlsFiles } from './tls.ts';
+import { IdentityReader } from '../server/identity.ts';
 
 export interface RunningAgent {
   address: { host: string; port: number };
@@ -76,6 +77,8 @@ async function assemble({ config, log, embedded = false, baseDir, reloadConfig }
   const { host, port } = parseHostPort(config.agent.listen);
   const loadedTls = readTls(await tlsFiles(config, host, log), config);
   const tls = loadedTls.material;
+  if (!config.tls.plaintext) logTrustDomains(loadedTls, config, log);
+  const identities = new IdentityReader(tls.trustDomains);
   const { sources, infos } = await loadRoutines(config, log, embedded, audit);
   const cwd = join(config.agent.stateDir, 'run', 'empty');
   mkdirSync(cwd, { recursive: true, mode: 0o755 });
@@ -112,12 +115,13 @@ async function assemble({ config, log, embedded = false, baseDir, reloadConfig }
     isDraining: () => draining,
     auth: { authenticate: (info, peer) => auth.current.authenticate(info, peer), authorize: (info, identity) => auth.current.authorize(info, identity) },
     metrics,
+    identities,
     // idempotent: routines the (fleet) config declares safe to run twice, for callers' failover.
     peers: () => (discovery ? { enabled: true, peers: discovery.peers(), rejected: discovery.counters(), idempotent } : { enabled: false, peers: [] }),
   });
   let listener: Listener;
   try {
-    listener = await listen(app, tls, host, port, log, config.http2, { plaintext: config.tls.plaintext });
+    listener = await listen(app, tls, host, port, log, config.http2, { plaintext: config.tls.plaintext, identities, tlsFailures: metrics });
   } catch (err) {
     await pool.close(0);
     const e = err as NodeJS.ErrnoException;

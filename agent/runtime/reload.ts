@@ -27,7 +27,7 @@ import type { Listener } from '../server/listener.ts';
 import { readTls, type LoadedTls, type TlsFiles } from './tls.ts';
 
 /** Top-level keys (or dotted prefixes) a running agent applies on reload. */
-const RELOADABLE = ['tls.cert', 'tls.key', 'tls.ca', 'tls.minVersion', 'discovery.trustedKeys', 'discovery.rootKeys', 'discovery.signingKey', 'discovery.endorsement', 'discovery.static', 'plugins', 'log.level', 'security.strict'];
+const RELOADABLE = ['tls.cert', 'tls.key', 'tls.ca', 'tls.minVersion', 'tls.trustDomains', 'discovery.trustedKeys', 'discovery.rootKeys', 'discovery.signingKey', 'discovery.endorsement', 'discovery.static', 'plugins', 'log.level', 'security.strict'];
 
 export type ReloadTrigger = 'sighup' | 'watch';
 
@@ -151,7 +151,7 @@ export class Reloader {
     this.#tls = next;
     this.#d.onTls(next);
     this.#d.discovery()?.setTls({ cert: next.material.cert, key: next.material.key, ca: next.material.ca }, next.certificate.sha256);
-    const fields = { trigger, sha256: next.certificate.sha256, previousSha256: previous.certificate.sha256, spiffe: next.certificate.spiffeId, notAfter: next.certificate.notAfter.toISOString(), minVersion: next.material.minVersion };
+    const fields = { trigger, sha256: next.certificate.sha256, previousSha256: previous.certificate.sha256, spiffe: next.certificate.spiffeId, notAfter: next.certificate.notAfter.toISOString(), minVersion: next.material.minVersion, trustDomains: next.material.trustDomains };
     log.info('TLS material reloaded', fields);
     audit.record('tls.reloaded', fields);
     this.#d.metrics.reload('tls', 'applied');

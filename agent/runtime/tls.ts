@@ -11,7 +11,7 @@ import type { AgentConfig } from '../config/schema.ts';
 import { SkeinError } from '../errors/index.ts';
 import type { Logger } from '../log/index.ts';
 import { ensureDevPki, type CertificateSummary } from '../pki/index.ts';
-import { summarize } from '../pki/describe.ts';
+import { caTrustDomains, summarize } from '../pki/describe.ts';
 import type { TlsMaterial } from '../server/listener.ts';
 
 export interface TlsFiles {
@@ -22,6 +22,8 @@ export interface TlsFiles {
 
 export interface LoadedTls {
   files: TlsFiles;
+  /** Where material.trustDomains came from (logged at start and on reload). */
+  trustDomainsFrom: 'tls.trustDomains' | 'tls.ca' | 'tls.trustDomain';
   material: TlsMaterial;
   certificate: CertificateSummary;
   /** SHA-256 over cert, key and CA bytes: tells a real change from a touched file. */
@@ -81,12 +83,40 @@ export function readTls(files: TlsFiles, config: Pick<AgentConfig, 'tls'>, now =
   }
 
   const digest = createHash('sha256').update(cert).update('\0').update(key).update('\0').update(ca).digest('hex');
+  const trust = clientTrustDomains(config.tls, ca);
   return {
     files,
-    material: { cert, key, ca, minVersion: config.tls.minVersion, clientCerts: config.tls.clientCerts },
+    trustDomainsFrom: trust.from,
+    material: { cert, key, ca, minVersion: config.tls.minVersion, clientCerts: config.tls.clientCerts, trustDomains: trust.domains },
     certificate: summarize(leaf),
     digest,
   };
+}
+
+/**
+ * The trust domains client SPIFFE IDs must be in: tls.trustDomains when set; else the ones
+ * the CA certificates name (skein pki init gives its CA the URI SAN spiffe://<trust domain>);
+ * else tls.trustDomain (default "skein.local", the development PKI's, whose pki.json must
+ * agree with it). Never "any": a fleet CA bundle that also holds another domain's CA must not
+ * let that CA's certificates speak for this fleet unless the operator lists the domain.
+ */
+export function clientTrustDomains(tls: Pick<AgentConfig['tls'], 'trustDomains' | 'trustDomain'>, caBundle: string | Buffer): { domains: string[]; from: LoadedTls['trustDomainsFrom'] } {
+  if (tls.trustDomains) {
+    // An empty list would refuse every SPIFFE ID while looking like "no restriction".
+    if (tls.trustDomains.length === 0) throw new SkeinError('SKEIN_ERR_CONFIG', 'config key "tls.trustDomains": must list at least one trust domain (leave it unset to use the CA\'s)', { key: 'tls.trustDomains' });
+    return { domains: [...new Set(tls.trustDomains)], from: 'tls.trustDomains' };
+  }
+  const named = caTrustDomains(caBundle);
+  if (named.length > 0) return { domains: named, from: 'tls.ca' };
+  return { domains: [tls.trustDomain], from: 'tls.trustDomain' };
+}
+
+/** Says which client trust domains apply and why; warns when an operator's CA names none. */
+export function logTrustDomains(loaded: LoadedTls, config: Pick<AgentConfig, 'tls'>, log: Logger): void {
+  const fields = { trustDomains: loaded.material.trustDomains, from: loaded.trustDomainsFrom };
+  if (loaded.trustDomainsFrom === 'tls.trustDomain' && config.tls.ca) {
+    log.warn('client SPIFFE IDs must be in tls.trustDomain: the CA in tls.ca names no trust domain (set tls.trustDomains to the fleet\'s)', fields);
+  } else log.info('client SPIFFE IDs accepted from', fields);
 }
 
 function bad(key: string, path: string, why: string): SkeinError {

@@ -18,7 +18,7 @@ import { UNKNOWN_ROUTINE, type DispatchRecorder } from '../metrics/index.ts';
 import type { Dispatcher } from '../workers/pool-set.ts';
 import type { AuthPipeline } from '../plugin-host/pipeline.ts';
 import type { Identity, RequestInfo } from '../plugin-host/api.ts';
-import { identityOfSession, type PeerIdentity } from './identity.ts';
+import type { IdentityReader, PeerIdentity } from './identity.ts';
 
 export interface RoutineInfo {
   name: string;
@@ -40,6 +40,8 @@ export interface AppDeps {
   peers: () => { enabled: boolean; peers: unknown[]; rejected?: Record<string, number>; idempotent?: string[] };
   /** Counts dispatches by routine and outcome, with their duration. */
   metrics?: DispatchRecorder;
+  /** Identity of each session's client certificate (shared with the listener, which updates its trust domains). */
+  identities: Pick<IdentityReader, 'ofSession'>;
 }
 
 // mediaType: the request's codec, undefined when its content-type is neither CBOR nor JSON
@@ -69,7 +71,7 @@ export function createApp(deps: AppDeps): Hono<Env> {
     const given = headers['x-request-id'] as string | undefined;
     const requestId = given && REQUEST_ID.test(given) ? given : randomUUID();
     c.set('requestId', requestId);
-    c.set('peer', identityOfSession(c.env.incoming.stream?.session));
+    c.set('peer', deps.identities.ofSession(c.env.incoming.stream?.session));
     c.set('mediaType', mediaTypeOf(headers['content-type']));
     c.header('x-request-id', requestId);
     await next();

@@ -14,11 +14,15 @@ import { createAdaptorServer } from '@hono/node-server';
 import type { Hono } from 'hono';
 import type { Logger } from '../log/index.ts';
 import type { Http2Config } from '../config/schema.ts';
-import { identityOfSession } from './identity.ts';
+import type { IdentityReader } from './identity.ts';
+import type { TlsFailureRecorder } from '../metrics/index.ts';
+import { tlsFailureReason, type TlsFailureReason } from '../pki/tls-refusal.ts';
 
 export type Hardening = Http2Config;
 
 const { NGHTTP2_CANCEL, NGHTTP2_ENHANCE_YOUR_CALM } = http2.constants;
+/** At most one "TLS handshake refused" line per reason this often. */
+const TLS_LOG_EVERY_MS = 10_000;
 
 export interface TlsMaterial {
   cert: string | Buffer;
@@ -27,6 +31,8 @@ export interface TlsMaterial {
   minVersion: 'TLSv1.3' | 'TLSv1.2';
   /** require: mutual TLS; optional: callers without a certificate authenticate with a token. */
   clientCerts: 'require' | 'optional';
+  /** Trust domains client SPIFFE IDs must be in (tls.trustDomains or the CA's, runtime/tls.ts). */
+  trustDomains: readonly string[];
 }
 
 // When TLS 1.2 is enabled at all, only forward-secret AEAD suites (TLS 1.3 suites are
@@ -89,9 +95,14 @@ function contextOptions(tls: TlsMaterial) {
 export interface ListenOptions {
   /** Serve h2c (tls.plaintext): the TLS material is not used by the listener. */
   plaintext?: boolean;
+  /** The app's identity reader: setTls() hands it the new trust domains. */
+  identities: IdentityReader;
+  /** Counts refused handshakes by reason. */
+  tlsFailures?: TlsFailureRecorder;
 }
 
-export async function listen(app: Hono<any>, tls: TlsMaterial, host: string, port: number, log: Logger, limits: Hardening, opts: ListenOptions = {}): Promise<Listener> {
+export async function listen(app: Hono<any>, tls: TlsMaterial, host: string, port: number, log: Logger, limits: Hardening, opts: ListenOptions): Promise<Listener> {
+  const { identities } = opts;
   const plaintext = opts.plaintext === true;
   const settings = { maxConcurrentStreams: limits.maxConcurrentStreams, maxHeaderListSize: limits.maxHeaderListBytes };
   // h2c only when asked for; HTTP/1 is refused either way (a plaintext HTTP/1 request gets a
@@ -158,9 +169,9 @@ export async function listen(app: Hono<any>, tls: TlsMaterial, host: string, por
     if (refusing) return session.destroy();
     sessions.add(session);
     streamsOf.set(session, 0);
-    const peer = identityOfSession(session);
+    const peer = identities.ofSession(session);
     const remote = (session.socket as TLSSocket | undefined)?.remoteAddress;
-    log.info('peer connected', { peer: peer.id, remote, tls: plaintext ? 'none (h2c)' : (session.socket as TLSSocket | undefined)?.getProtocol?.() });
+    log.info('peer connected', { peer: peer.id, remote, tls: plaintext ? 'none (h2c)' : (session.socket as TLSSocket | undefined)?.getProtocol?.(), ...(peer.refused ? { refused: peer.refused.reason } : {}) });
     session.on('close', () => sessions.delete(session));
     session.on('error', (err) => log.debug('session error', { peer: peer.id, error: err.message }));
     // PING and SETTINGS floods: both events fire under Bun, so count them here.
@@ -221,14 +232,27 @@ export async function listen(app: Hono<any>, tls: TlsMaterial, host: string, por
       if (session && stream.rstCode !== 0) {
         let counter = resetsOf.get(session);
         if (!counter) resetsOf.set(session, (counter = rateCounter(limits.maxResetsPerSecond)));
-        if (counter.hit()) calm(session, identityOfSession(session).id, 'http2.maxResetsPerSecond');
+        if (counter.hit()) calm(session, identities.ofSession(session).id, 'http2.maxResetsPerSecond');
       }
     });
   });
+  // A refused handshake is counted by reason and logged at info (operators need to see why
+  // a client cannot connect), at most once per reason every TLS_LOG_EVERY_MS: a scanner must
+  // not flood the log. `suppressed` says how many were not logged since the previous line.
+  // No alert reaches the client in most cases (docs/threat-model.md, "Refused client
+  // certificates"): this line and the metric are where the reason is.
+  const lastLogged = new Map<TlsFailureReason, { at: number; suppressed: number }>();
   server.on('tlsClientError', (err: Error & { code?: string }, socket: TLSSocket) => {
-    // Handshake refusals (no client certificate, unknown CA) are expected noise from
-    // scanners, so debug level; the client sees the TLS alert.
-    log.debug('TLS handshake refused', { remote: socket.remoteAddress, error: err.code ?? err.message });
+    const reason = tlsFailureReason(err);
+    opts.tlsFailures?.tlsHandshakeFailed(reason);
+    const now = Date.now();
+    const last = lastLogged.get(reason);
+    if (last && now - last.at < TLS_LOG_EVERY_MS) {
+      last.suppressed++;
+      return;
+    }
+    lastLogged.set(reason, { at: now, suppressed: 0 });
+    log.info('TLS handshake refused', { remote: socket?.remoteAddress, reason, error: err.code ?? err.message, suppressed: last?.suppressed ?? 0 });
   });
 
   await new Promise<void>((resolve, reject) => {
@@ -260,6 +284,7 @@ export async function listen(app: Hono<any>, tls: TlsMaterial, host: string, por
       // requestCert/rejectUnauthorized are server options, not context ones: they stay as
       // started (tls.clientCerts changes need a restart). Checked under Bun by test/e2e/rotation.test.ts.
       server.setSecureContext(contextOptions(next));
+      identities.setTrustDomains(next.trustDomains);
     },
     destroy() {
       server.close();
