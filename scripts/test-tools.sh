@@ -17,6 +17,8 @@ missing() {
   have ip || need+=(iproute2)
   have bwrap || need+=(bubblewrap)
   have setpriv || need+=(util-linux)
+  # deploy/systemd/skein.service is checked offline by systemd-analyze.
+  have systemd-analyze || need+=(systemd)
   # `skein completion` scripts are run by the real shells.
   have zsh || need+=(zsh)
   have fish || need+=(fish)

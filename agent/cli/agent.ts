@@ -2,6 +2,7 @@
 import { loadConfig } from '../config/load.ts';
 import { assertStrict } from '../config/strict.ts';
 import { startupFailure } from '../runtime/startup-error.ts';
+import { systemdNotifier } from '../systemd/notify.ts';
 import { createLogger } from '../log/index.ts';
 import { startAgent, type RunningAgent } from '../runtime/index.ts';
 import { parseFlags } from './args.ts';
@@ -51,12 +52,14 @@ export async function runAgent(argv: string[], io: Io): Promise<number> {
   // Signal handlers go in before start-up: a SIGTERM that arrives while the agent is still
   // starting must not kill it with the default action (no drain, no discovery goodbye); it is
   // acted on as soon as start-up finishes.
+  const notify = await systemdNotifier(process.env, log);
   let signals = 0;
   let onStarted: ((agent: RunningAgent) => void) | undefined;
   const stopped = new Promise<number>((resolve) => {
     let agent: RunningAgent | undefined;
     const stop = (signal: NodeJS.Signals) => {
       log.info('signal received; shutting down', { signal });
+      notify.send({ STOPPING: 1, STATUS: `draining after ${signal}` });
       agent!.stop().then(
         () => resolve(0),
         (err) => {
@@ -83,7 +86,11 @@ export async function runAgent(argv: string[], io: Io): Promise<number> {
     const reload = () => {
       log.info('signal received; reloading', { signal: 'SIGHUP' });
       // The outcome is logged and audited by the reloader; a refusal keeps the agent running.
-      void agent!.reload().catch((err) => log.error('reload failed', { error: (err as Error).message }));
+      notify.send({ RELOADING: 1, STATUS: 'reloading the configuration' });
+      void agent!
+        .reload()
+        .catch((err) => log.error('reload failed', { error: (err as Error).message }))
+        .finally(() => notify.send({ READY: 1, STATUS: serving(agent!) }));
     };
     process.on('SIGHUP', () => {
       if (signals > 0) return;
@@ -103,5 +110,9 @@ export async function runAgent(argv: string[], io: Io): Promise<number> {
     throw startupFailure(err, config);
   }
   onStarted!(running);
-  return stopped;
+  // Type=notify units (deploy/systemd/skein.service) wait for this: the listener is bound and the workers are ready.
+  notify.send({ READY: 1, MAINPID: process.pid, STATUS: serving(running) });
+  return stopped.finally(() => notify.close());
 }
+
+const serving = (agent: RunningAgent) => `serving on ${agent.address.host.includes(':') ? `[${agent.address.host}]` : agent.address.host}:${agent.address.port}`;
