@@ -7,6 +7,7 @@ import { CONFIG_SCHEMA } from './agent/config/schema.ts';
 import { configJsonSchema } from './agent/config/json-rules.ts';
 import { configReference } from './agent/config/reference.ts';
 import { pluginApiCopy } from './agent/plugin-host/publish.ts';
+import { BUILTIN_PLUGIN_NAMES } from './agent/plugin-host/builtin.ts';
 import { cliDocWithSynopsis } from './agent/cli/docs.ts';
 
 // `bun build.ts --schema` regenerates the published JSON Schema and key reference from the
@@ -47,6 +48,8 @@ const result = await Bun.build({
     'process.env.CBOR_NATIVE_ACCELERATION_DISABLED': '"true"',
     SKEIN_BUILD_COMMIT: JSON.stringify(commit()),
     SKEIN_BUILD_DATE: JSON.stringify(buildDate),
+    // The first-party plugins, loaded by name with no file on disk (agent/plugin-host/builtin.ts).
+    SKEIN_BUILTIN_PLUGINS: JSON.stringify(Object.fromEntries(BUILTIN_PLUGIN_NAMES.map((n) => [n, readFileSync(`plugins/${n}.ts`, 'utf8')]))),
   },
 });
 if (!result.success) {

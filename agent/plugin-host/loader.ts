@@ -18,14 +18,18 @@ import { SkeinError } from '../errors/index.ts';
 import { writeFileAtomic } from '../fs/index.ts';
 import type { Logger } from '../log/index.ts';
 import type { Hooks, PluginDefinition } from './api.ts';
+import { BUILTIN_PLUGIN_NAMES, builtinPluginSource } from './builtin.ts';
 import { createContext } from './context.ts';
 import { PLUGIN_API_FILE, pluginApiCopy } from './publish.ts';
 
 export interface LoadedPlugin {
   name: string;
   version: string;
+  /** The file it was read from, or "builtin:<name>" for a first-party plugin built into the binary. */
   file: string;
   sha256: string;
+  /** True for a first-party plugin built into the binary (or a file with exactly its bytes). */
+  builtin: boolean;
   hooks: Hooks;
 }
 
@@ -63,20 +67,36 @@ export async function loadPlugins(config: PluginsConfig, deps: LoadDeps): Promis
   return loaded;
 }
 
-async function loadOne(entry: { name: string; options?: unknown }, config: PluginsConfig, trusted: ReturnType<typeof trustStore>, deps: LoadDeps): Promise<LoadedPlugin> {
-  const { name } = entry;
+/**
+ * Where a plugin's bytes come from: a file in plugins.dir, else the first-party plugin of that
+ * name built into the binary. A file shadows the built-in (a newer or patched copy), and then
+ * follows the same signature rules as any file — unless its bytes are exactly the built-in's.
+ */
+function locate(name: string, config: PluginsConfig, log: Logger): { file: string; bytes: Buffer; builtin: boolean } {
   const file = EXTENSIONS.map((ext) => join(config.dir, `${name}${ext}`)).find((f) => existsSync(f));
-  if (!file) throw pluginError(name, `no file ${join(config.dir, name)}{${EXTENSIONS.join(',')}} (plugins.dir is ${config.dir})`);
-
+  const builtin = builtinPluginSource(name);
+  if (!file) {
+    if (builtin === undefined) throw pluginError(name, `no file ${join(config.dir, name)}{${EXTENSIONS.join(',')}} (plugins.dir is ${config.dir}), and no built-in plugin of that name (built in: ${BUILTIN_PLUGIN_NAMES.join(', ')})`);
+    return { file: `builtin:${name}`, bytes: Buffer.from(builtin), builtin: true };
+  }
   let bytes: Buffer;
   try {
     bytes = readFileSync(file);
   } catch (err) {
     throw pluginError(name, `cannot read ${file}: ${(err as Error).message}`, err);
   }
+  const same = builtin !== undefined && bytes.equals(Buffer.from(builtin));
+  if (builtin !== undefined && !same) log.warn('plugin file shadows the built-in plugin of the same name', { plugin: name, file });
+  return { file, bytes, builtin: same };
+}
+
+async function loadOne(entry: { name: string; options?: unknown }, config: PluginsConfig, trusted: ReturnType<typeof trustStore>, deps: LoadDeps): Promise<LoadedPlugin> {
+  const { name } = entry;
+  const { file, bytes, builtin } = locate(name, config, deps.log);
   const sha256 = createHash('sha256').update(bytes).digest('hex');
   let keyId: string | undefined;
-  if (config.requireSignature) {
+  // Built-in bytes are trusted as part of the binary; everything else needs its signature.
+  if (config.requireSignature && !builtin) {
     try {
       const verified = verifyFile(file, { trustedKeys: trusted, expectedName: name });
       keyId = verified.keyId;
@@ -88,7 +108,7 @@ async function loadOne(entry: { name: string; options?: unknown }, config: Plugi
     }
   }
 
-  const copy = join(deps.runDir, `${name}-${sha256.slice(0, 12)}${extname(file)}`);
+  const copy = join(deps.runDir, `${name}-${sha256.slice(0, 12)}${builtin ? '.ts' : extname(file)}`);
   writeFileAtomic(copy, bytes.toString('utf8'), 0o600);
   let mod: { default?: unknown };
   try {
@@ -123,9 +143,10 @@ async function loadOne(entry: { name: string; options?: unknown }, config: Plugi
     throw pluginError(name, `setup failed: ${(err as Error).message}`, err);
   }
   const checked = checkHooks(name, hooks);
-  deps.log.info('plugin loaded', { plugin: name, version: def.version, file, sha256, signed: config.requireSignature, hooks: Object.keys(checked) });
-  deps.audit?.record('plugin.loaded', { plugin: name, version: def.version, file, sha256, signed: config.requireSignature, ...(keyId ? { keyId } : {}), hooks: Object.keys(checked) });
-  return { name, version: def.version, file, sha256, hooks: checked };
+  const signed = keyId !== undefined;
+  deps.log.info('plugin loaded', { plugin: name, version: def.version, file, sha256, builtin, signed, hooks: Object.keys(checked) });
+  deps.audit?.record('plugin.loaded', { plugin: name, version: def.version, file, sha256, builtin, signed, ...(keyId ? { keyId } : {}), hooks: Object.keys(checked) });
+  return { name, version: def.version, file, sha256, builtin, hooks: checked };
 }
 
 function checkDefinition(name: string, value: unknown): PluginDefinition {
