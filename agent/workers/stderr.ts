@@ -3,10 +3,10 @@
  * bounded whatever the routine writes. Unbounded, 200,000 empty lines from one call became
  * 200,001 log lines, and a thread left running wrote 93 MB of log in 5 s.
  *
- * - Batching: lines are gathered for up to FLUSH_MS (or MAX_RECORD_BYTES). A batch of at most
- *   COALESCE_ABOVE lines is logged one record per line, as a routine's occasional output
- *   reads best; a bigger batch is packed into records of up to MAX_RECORD_BYTES, each with
- *   `lines: n` and its lines joined by "\n" in `line`.
+ * - Batching: lines are gathered for up to FLUSH_MS. A batch of at most COALESCE_ABOVE lines
+ *   is logged one record per line, as a routine's occasional output reads best; a bigger
+ *   batch, or one that fills MAX_RECORD_BYTES (flushed at once), is packed into records of up
+ *   to MAX_RECORD_BYTES, each with `lines: n` and its lines joined by "\n" in `line`.
  * - A line longer than MAX_RECORD_BYTES is cut (`truncated: true`); the rest is dropped.
  * - Rate: every record takes one token from a lines bucket and its length from a bytes
  *   bucket (workers.stderr.*: per second, bursts of BURST_SECONDS). A record that does not
@@ -185,19 +185,20 @@ export class StderrRelay {
     this.#partial = [];
     this.#partialBytes = 0;
     this.#partialCut = 0;
+    // A batch that would not fit one record is a flood: packed at once, whatever its count.
+    if (this.#batch.length && this.#batchBytes + bytes + 1 > MAX_RECORD_BYTES) this.#flush(true);
     this.#batch.push({ text, bytes, truncated, requestId });
     this.#batchBytes += bytes + 1;
-    if (this.#batchBytes >= MAX_RECORD_BYTES) this.#flush();
   }
 
-  #flush(): void {
+  #flush(full = false): void {
     if (this.#timer) clearTimeout(this.#timer);
     this.#timer = undefined;
     const batch = this.#batch;
     if (!batch.length) return;
     this.#batch = [];
     this.#batchBytes = 0;
-    if (batch.length <= COALESCE_ABOVE) {
+    if (!full && batch.length <= COALESCE_ABOVE) {
       for (const l of batch) this.#emit([l]);
       return;
     }

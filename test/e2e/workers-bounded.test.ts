@@ -179,11 +179,15 @@ describe('a reply is bounded by what decoding it costs, not only its bytes', () 
         }
       })();
       const t = performance.now();
-      const errors = await Promise.all([0, 1].map(() => failure(client.dispatch('many_lists', { args: [5_000_000], timeoutMs: 30_000 }))));
+      let errors;
+      try {
+        errors = await Promise.all([0, 1].map(() => failure(client.dispatch('many_lists', { args: [5_000_000], timeoutMs: 30_000 }))));
+        await new Promise((r) => setTimeout(r, 200));
+      } finally {
+        stop = true;
+        await probe;
+      }
       const elapsed = performance.now() - t;
-      await new Promise((r) => setTimeout(r, 200));
-      stop = true;
-      await probe;
       for (const err of errors) {
         expect(err.code).toBe('SKEIN_ERR_RESULT_TOO_LARGE');
         expect(err.details.status).toBe(502);

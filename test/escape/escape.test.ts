@@ -242,7 +242,9 @@ const TECHNIQUES: Technique[] = [
     after: async (_c, a) => {
       const long = await a.waitForLogs((l) => l.msg === 'worker stderr' && /^L+$/.test(String(l.line)), 1);
       const flood = a.logs.filter((l) => l.msg === 'worker stderr' && typeof l.line === 'string');
-      expect(flood.filter((l) => String(l.line).startsWith('flood ')).length).toBe(2000);
+      // All 2000 lines fit the workers.stderr burst; they arrive packed several to a log line.
+      expect(flood.flatMap((l) => String(l.line).split('\n')).filter((t) => t.startsWith('flood ')).length).toBe(2000);
+      expect(flood.length).toBeLessThan(200);
       // Every log line is at most 4096 characters: the 100 000-byte line is cut, not relayed.
       for (const l of flood) expect(String(l.line).length).toBeLessThanOrEqual(4096);
       expect(long.length).toBeGreaterThan(0);
