@@ -4,7 +4,7 @@
  * that is cheap to send but costly to decode is refused before it is decoded, and a
  * protocol violation is logged once.
  */
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { alive, baseConfig, failure, FIXTURES, startAgent, stopAll, type StartedAgent } from '../helpers/agent.ts';
@@ -107,6 +107,30 @@ describe('a call leaves nothing running behind', () => {
 
   it('counts recycles by reason', async () => {
     expect(await metric(agent, 'skein_worker_recycles_total{reason="leftovers"}')).toBeGreaterThanOrEqual(6);
+  });
+});
+
+describe.skipIf(!existsSync('/usr/bin/bwrap'))('a call leaves nothing running behind, under bubblewrap', () => {
+  it('the threads of the interpreter (under bwrap and its pid-1 reaper) are the ones counted', async () => {
+    const agent = await startAgent({
+      config: baseConfig({
+        workers: { poolSize: 1, isolation: 'shared', maxCallsPerWorker: 0 },
+        sandbox: { bubblewrap: true },
+        routines: fixture(['pid', 'spin', 'joined_thread']),
+      }),
+    });
+    const client = agent.client();
+    try {
+      for (let i = 0; i < 5; i++) await client.dispatch('joined_thread');
+      await client.dispatch('pid');
+      expect(agent.audit.filter((a) => a.event === 'worker.recycle')).toEqual([]);
+      await client.dispatch('spin', { args: ['_thread'] });
+      expect(await agent.waitForAudit((a) => a.event === 'worker.recycle')).toMatchObject({ reason: 'leftovers', threads: 1 });
+      await agent.waitForLog((l) => l.msg === 'worker exited; starting a replacement' && l.reason === 'recycle');
+    } finally {
+      await client.close();
+      await agent.stop();
+    }
   });
 });
 
