@@ -294,7 +294,7 @@ export class Worker {
 
   #onData(chunk: Buffer): void {
     // Once the worker is being killed, what it still sends is not read: one violation, one
-    // log line, however many chunks were already in the pipe.
+    // log line, however many chunks were already on the socket.
     if (this.#state === 'dead' || this.#killReason !== undefined) return;
     const refused = this.#replies.push(chunk, (reply) => {
       this.#onLine(reply);
