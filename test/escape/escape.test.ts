@@ -144,7 +144,8 @@ const TECHNIQUES: Technique[] = [
       for (const kind of Object.values(v)) expect(['fifo', 'sock', 'chr']).toContain(kind);
     }),
   },
-  { family: 'read', name: 'read_environ', args: (c) => [c.secretName], expect: returns((v) => expect(v).toEqual({ keys: ['LANG', 'LC_ALL'], leaked: false })) },
+  // The worker's whole environment is WORKER_ENV (agent/sandbox/python.ts): locale, and native thread pools held to one thread.
+  { family: 'read', name: 'read_environ', args: (c) => [c.secretName], expect: returns((v) => expect(v).toEqual({ keys: ['LANG', 'LC_ALL', 'MKL_NUM_THREADS', 'OMP_NUM_THREADS', 'OPENBLAS_NUM_THREADS'], leaked: false })) },
 
   // --- writing -------------------------------------------------------------------------------
   { family: 'write', name: 'write_tmp', args: (c) => [c.tmpFile], expect: EACCES },
