@@ -11,6 +11,7 @@ import { loadConfig } from '../agent/config/load.ts';
 import { createLogger } from '../agent/log/index.ts';
 import { compileConfine } from '../agent/sandbox/index.ts';
 import { planSandbox } from '../agent/sandbox/prepare.ts';
+import { StderrBudget } from '../agent/workers/stderr.ts';
 import { Worker, type WorkerSpec } from '../agent/workers/worker.ts';
 
 const ROOT = resolve(import.meta.dir, '..');
@@ -19,6 +20,7 @@ const CALLS = Number(process.env.SKEIN_BENCH_CALLS ?? 3000);
 const dir = mkdtempSync(join(tmpdir(), 'skein-bench-sandbox-'));
 process.on('exit', () => rmSync(dir, { recursive: true, force: true }));
 const log = createLogger({ level: 'error' });
+const stderr = new StderrBudget({ linesPerSecond: 20, bytesPerSecond: 32 * 1024 }, 1);
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 const limits = { memoryBytes: 1024 * 1024 * 1024, openFiles: 64 };
 const routines = { echo: { file: 'examples.py', function: 'echo', source: readFileSync(join(ROOT, 'routines/examples.py'), 'utf8') } };
@@ -57,7 +59,7 @@ for (let i = 0; i < SPAWNS; i++) {
   for (const s of specs) {
     if (!s.spec) continue;
     const t = performance.now();
-    const w = new Worker(`b${i}`, s.spec, log);
+    const w = new Worker(`b${i}`, s.spec, log, stderr);
     const info = await w.ready();
     spawnTimes.get(s.name)!.push(performance.now() - t);
     layerCounts.set(s.name, info.layers.length + (s.wrapped ? 1 : 0));
@@ -70,7 +72,7 @@ for (let i = 0; i < SPAWNS; i++) {
 const callTimes = new Map<string, number>();
 for (const s of specs) {
   if (!s.spec) continue;
-  const w = new Worker('calls', s.spec, log);
+  const w = new Worker('calls', s.spec, log, stderr);
   await w.ready();
   const times: number[] = [];
   for (let i = 0; i < CALLS; i++) {

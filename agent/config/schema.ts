@@ -120,6 +120,14 @@ export const CONFIG_SCHEMA: Node = {
             cooldownMs: { kind: 'integer', min: 100, max: 86_400_000, default: 30_000, description: 'How long an open circuit refuses calls (503 SKEIN_ERR_CIRCUIT_OPEN) before one trial call.' },
           },
         },
+        stderr: {
+          kind: 'object',
+          description: 'How much of what routines write to stderr (print, tracebacks, logging) reaches the agent log. Per worker; a pool\'s workers share pool size × these, with bursts of 10 s worth, and replacing a worker does not refill them. Beyond them output is dropped and counted (skein_worker_stderr_dropped_total), with one notice at most every 10 s. Floods are packed several lines to a log line (up to 4 KiB); lines are cut at 4 KiB.',
+          fields: {
+            linesPerSecond: { kind: 'integer', min: 1, max: 100_000, default: 20, description: 'Agent log lines of worker stderr per second, per worker.' },
+            bytesPerSecond: { kind: 'integer', min: 1024, max: 100 * MiB, default: 32 * 1024, description: 'Bytes of worker stderr written to the agent log per second, per worker.' },
+          },
+        },
       },
     },
     security: {
@@ -279,6 +287,7 @@ export interface AgentConfig {
     maxCallsPerWorker: number;
     recycleMemoryMb: number;
     circuit: { failures: number; windowMs: number; cooldownMs: number };
+    stderr: { linesPerSecond: number; bytesPerSecond: number };
   };
   security: { strict: boolean };
   sandbox: SandboxConfig;

@@ -23,7 +23,7 @@ export const ERROR_TABLE = {
   SKEIN_ERR_DEADLINE_EXCEEDED: { status: 504, exit: 5, what: 'the call ran past its deadline; the worker was killed' },
   SKEIN_ERR_WORKER_CRASHED: { status: 502, exit: 4, what: 'the worker died during the call' },
   SKEIN_ERR_WORKER_PROTOCOL: { status: 502, exit: 4, what: 'the worker sent a malformed or unexpected reply and was killed' },
-  SKEIN_ERR_RESULT_TOO_LARGE: { status: 502, exit: 4, what: 'the routine result exceeded limits.maxResultBytes' },
+  SKEIN_ERR_RESULT_TOO_LARGE: { status: 502, exit: 4, what: 'the routine result exceeded limits.maxResultBytes, or decoding it would cost more than 8 × that (at least 64 MiB) of agent memory' },
   // Capacity and lifecycle.
   SKEIN_ERR_OVERLOADED: { status: 503, exit: 3, what: 'all workers busy and the queue is full; retry after Retry-After' },
   SKEIN_ERR_SHUTTING_DOWN: { status: 503, exit: 3, what: 'the agent is draining and accepts no new calls' },

@@ -22,9 +22,16 @@ export interface DispatchRecorder {
 export interface AuthRecorder {
   authRejected(kind: 'authn' | 'authz', reason: string): void;
 }
-/** What the worker pools record: spawns (initial or replacement) and exits by reason. */
+/** What the worker pools record: spawns (initial or replacement), exits and recycles by reason. */
 export interface WorkerRecorder {
   workerEvent(event: 'spawn' | 'exit', reason: string): void;
+  /** A healthy worker retired after a call: maxCalls, memory, cpu, leftovers. */
+  workerRecycled(reason: string): void;
+}
+
+/** What the workers' stderr relay records: output that did not reach the log (rate limit, cut lines). */
+export interface StderrDropRecorder {
+  stderrDropped(lines: number, bytes: number): void;
 }
 
 /** What the listener records: TLS handshakes that failed, by reason (agent/pki/tls-refusal.ts). */
@@ -55,13 +62,16 @@ const CANARY_PROBES = ['socket', 'fork', 'readEtcPasswd', 'writeTmp', 'signalPar
 type CounterChild = { inc(v?: number): void };
 type HistogramChild = { observe(v: number): void };
 
-export class AgentMetrics implements DispatchRecorder, AuthRecorder, WorkerRecorder, AuditLossRecorder, TlsFailureRecorder {
+export class AgentMetrics implements DispatchRecorder, AuthRecorder, WorkerRecorder, StderrDropRecorder, AuditLossRecorder, TlsFailureRecorder {
   readonly registry = new Registry();
   #sources: MetricSources = {};
   readonly #dispatches: Counter<'routine' | 'outcome'>;
   readonly #duration: Histogram<'routine'>;
   readonly #auth: Counter<'kind' | 'reason'>;
   readonly #workers: Counter<'event' | 'reason'>;
+  readonly #recycles: Counter<'reason'>;
+  readonly #stderrLines: Counter;
+  readonly #stderrBytes: Counter;
   readonly #reloads: Counter<'kind' | 'outcome'>;
   readonly #auditDropped: Counter<'reason'>;
   readonly #tlsFailures: Counter<'reason'>;
@@ -75,6 +85,10 @@ export class AgentMetrics implements DispatchRecorder, AuthRecorder, WorkerRecor
     this.#duration = new Histogram({ name: 'skein_dispatch_duration_seconds', help: 'Time from request to reply of dispatch requests, any outcome.', labelNames: ['routine'], buckets: DURATION_BUCKETS, registers });
     this.#auth = new Counter({ name: 'skein_auth_rejections_total', help: 'Requests refused by authentication (authn, 401) or authorization (authz, 403), by reason.', labelNames: ['kind', 'reason'], registers });
     this.#workers = new Counter({ name: 'skein_worker_events_total', help: 'Python worker spawns (reason initial|replacement) and exits (reason: deadline, cancelled, recycle, protocol, oversize, shutdown, crash).', labelNames: ['event', 'reason'], registers });
+    this.#recycles = new Counter({ name: 'skein_worker_recycles_total', help: 'Healthy workers retired after a call, by reason: maxCalls (workers.maxCallsPerWorker), memory (workers.recycleMemoryMb), cpu (near sandbox.cpuSeconds), leftovers (the call left threads, child processes, timers or trace hooks running).', labelNames: ['reason'], registers });
+    for (const reason of ['maxCalls', 'memory', 'cpu', 'leftovers']) this.#recycles.labels(reason).inc(0);
+    this.#stderrLines = new Counter({ name: 'skein_worker_stderr_dropped_total', help: 'Lines of worker stderr (routine output) not written to the log because the workers.stderr rate limits were reached.', registers });
+    this.#stderrBytes = new Counter({ name: 'skein_worker_stderr_dropped_bytes_total', help: 'Bytes of worker stderr not written to the log: lines dropped by the workers.stderr rate limits, and the parts of lines cut at 4096 bytes.', registers });
     this.#auditDropped = new Counter({ name: 'skein_audit_events_dropped_total', help: 'Audit lines lost: reason "sink" when the audit file or stderr could not be written (warned about once), "overflow" when the queue (audit.maxQueueLines) was full.', labelNames: ['reason'], registers });
     // Both series exist from the start, so an alert on a rate sees 0 before the first loss.
     this.#auditDropped.labels('sink').inc(0);
@@ -187,6 +201,15 @@ export class AgentMetrics implements DispatchRecorder, AuthRecorder, WorkerRecor
 
   workerEvent(event: 'spawn' | 'exit', reason: string): void {
     this.#workers.labels(event, reason).inc();
+  }
+
+  workerRecycled(reason: string): void {
+    this.#recycles.labels(reason).inc();
+  }
+
+  stderrDropped(lines: number, bytes: number): void {
+    if (lines) this.#stderrLines.inc(lines);
+    if (bytes) this.#stderrBytes.inc(bytes);
   }
 
   auditDropped(reason: 'sink' | 'overflow', lines: number): void {

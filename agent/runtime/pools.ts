@@ -9,7 +9,7 @@ import { cpus } from 'node:os';
 import type { Audit } from '../audit/index.ts';
 import type { AgentConfig, RoutineConfig } from '../config/schema.ts';
 import type { Logger } from '../log/index.ts';
-import type { WorkerRecorder } from '../metrics/index.ts';
+import type { StderrDropRecorder, WorkerRecorder } from '../metrics/index.ts';
 import type { PreparedSandbox } from '../sandbox/prepare.ts';
 import { PoolSet } from '../workers/pool-set.ts';
 import { WorkerPool } from '../workers/pool.ts';
@@ -29,7 +29,7 @@ export function workerLimits(config: AgentConfig, routine?: RoutineConfig): Reco
   };
 }
 
-export function buildPools(config: AgentConfig, sources: Record<string, RoutineSource>, sandbox: PreparedSandbox, cwd: string, log: Logger, events?: WorkerRecorder, audit?: Audit): PoolSet {
+export function buildPools(config: AgentConfig, sources: Record<string, RoutineSource>, sandbox: PreparedSandbox, cwd: string, log: Logger, events?: WorkerRecorder & StderrDropRecorder, audit?: Audit): PoolSet {
   const defaults = JSON.stringify(workerLimits(config));
   const defaultSize = config.workers.poolSize || cpus().length;
   const isolated = config.workers.isolation === 'routine';
@@ -53,6 +53,7 @@ export function buildPools(config: AgentConfig, sources: Record<string, RoutineS
         events,
         audit,
         circuit: config.workers.circuit,
+        stderr: config.workers.stderr,
         maxCallsPerWorker: config.workers.maxCallsPerWorker,
         recycleRssBytes: config.workers.recycleMemoryMb * MiB,
         // Retire a worker well before the kernel's RLIMIT_CPU backstop would kill it mid-call.

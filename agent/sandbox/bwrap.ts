@@ -4,7 +4,7 @@
  * /proc of its own pid namespace, an empty /tmp, and a cleared environment. The kernel
  * layers of confine.py still apply inside it.
  */
-import type { PythonInfo } from './python.ts';
+import { WORKER_ENV, type PythonInfo } from './python.ts';
 
 /** A command that runs the interpreter: itself, or bwrap wrapping it. */
 export interface Launcher {
@@ -25,8 +25,7 @@ export function bwrapLauncher(bwrap: string, python: PythonInfo, packagePaths: s
     '--die-with-parent',
     '--new-session',
     '--clearenv',
-    '--setenv', 'LC_ALL', 'C.UTF-8',
-    '--setenv', 'LANG', 'C.UTF-8',
+    ...Object.entries(WORKER_ENV).flatMap(([k, v]) => ['--setenv', k, v]),
     ...[...new Set(roBinds)].flatMap((p) => ['--ro-bind-try', p, p]),
     '--proc', '/proc',
     '--dev', '/dev',

@@ -1,6 +1,20 @@
 import { spawnSync } from 'node:child_process';
 import { SkeinError } from '../errors/index.ts';
 
+/**
+ * The whole environment of a worker (spawned directly or through bwrap --clearenv): nothing
+ * of the agent's (tokens, keys, paths) reaches routines. Native thread pools (OpenBLAS,
+ * OpenMP, MKL) are told to use one thread: a worker must be single-threaded between calls or
+ * the pool retires it (agent/workers/pool.ts), and parallelism comes from the pool's size.
+ */
+export const WORKER_ENV: Readonly<Record<string, string>> = {
+  LC_ALL: 'C.UTF-8',
+  LANG: 'C.UTF-8',
+  OPENBLAS_NUM_THREADS: '1',
+  OMP_NUM_THREADS: '1',
+  MKL_NUM_THREADS: '1',
+};
+
 export interface PythonInfo {
   /** The real interpreter binary (version-manager shims resolved). */
   executable: string;

@@ -8,7 +8,10 @@
 #                    or {"ready":false,"error":{"routine":..,"type":..,"message":..}}
 #   agent -> worker  {"id":N,"r":"echo","a":[...],"k":{...}}
 #   worker -> agent  {"id":N,"ok":<result>}  or  {"id":N,"err":{"type":..,"message":..,"trace":..}}
-import sys, os, json, builtins, traceback
+#                    either with "left":["timer"|"trace"|"threads",...] when the call left live
+#                    activity behind (the agent then retires the worker; it also counts threads
+#                    and child processes itself, from /proc, which a routine cannot fake)
+import sys, os, json, builtins, traceback, signal, _thread
 
 _stdin = sys.stdin.buffer
 _init = json.loads(_stdin.readline() or b'null')
@@ -49,10 +52,13 @@ def _apply_limits(limits):
 def _die_with_parent():
     # PR_SET_PDEATHSIG: the kernel kills this worker if the agent dies, even by SIGKILL.
     try:
-        import ctypes, signal
+        import ctypes
         libc = ctypes.CDLL(None, use_errno=True)
         if libc.prctl(1, int(signal.SIGKILL), 0, 0, 0) == 0:
             _layers.append('pdeathsig')
+        # PR_SET_CHILD_SUBREAPER: an orphaned grandchild (where fork is allowed at all) becomes
+        # this worker's child, so the agent sees it in /proc/<pid>/task/<pid>/children.
+        libc.prctl(36, 1, 0, 0, 0)
         agent = _init.get('agentPid')
         if agent is not None and os.getppid() != agent:
             os._exit(4)  # the agent died before prctl took effect
@@ -107,10 +113,31 @@ def _trace(e, limit=4096):
     return text[-limit:]
 
 
+# Bound now, before any routine exists: what _left() calls cannot be swapped through the
+# modules or builtins a routine shares with this bootstrap.
+def _left(getitimer=signal.getitimer, timers=(signal.ITIMER_REAL, signal.ITIMER_VIRTUAL, signal.ITIMER_PROF),
+          idle=(0.0, 0.0), gettrace=sys.gettrace, getprofile=sys.getprofile, threads=_thread._count):
+    """Live activity a call left behind that could act during a later call: an armed interval
+    timer or alarm (its handler runs in the main thread, reading whatever frame it
+    interrupts), a trace or profile function (called on every frame, the bootstrap's
+    included), threads. Child processes and native threads are counted by the agent."""
+    left = []
+    for which in timers:
+        if getitimer(which) != idle:
+            left.append('timer')
+            break
+    if gettrace() is not None or getprofile() is not None:
+        left.append('trace')
+    if threads():
+        left.append('threads')
+    return left
+
+
 def _serve(table):
     readline = _stdin.readline
     loads = json.loads
     send = _send
+    left = _left
     while True:
         line = readline()
         if not line:
@@ -123,13 +150,20 @@ def _serve(table):
                 raise LookupError('routine %r is not loaded in this worker' % msg['r'])
             result = fn(*msg.get('a') or (), **msg.get('k') or {})
         except BaseException as e:
-            send({'id': cid, 'err': {'type': type(e).__name__, 'message': str(e)[:4096], 'trace': _trace(e)}})
-            continue
+            reply = {'id': cid, 'err': {'type': type(e).__name__, 'message': str(e)[:4096], 'trace': _trace(e)}}
+        else:
+            reply = {'id': cid, 'ok': result}
+        activity = left()
+        if activity:
+            reply['left'] = activity
         try:
-            send({'id': cid, 'ok': result})
+            send(reply)
         except (TypeError, ValueError, RecursionError) as e:
             # RecursionError: a result nested too deep for json; reported, not a dead worker.
-            send({'id': cid, 'err': {'type': 'ResultNotSerializable', 'message': 'routine returned a value that is not JSON-serialisable: %s' % e, 'trace': ''}})
+            reply = {'id': cid, 'err': {'type': 'ResultNotSerializable', 'message': 'routine returned a value that is not JSON-serialisable: %s' % e, 'trace': ''}}
+            if activity:
+                reply['left'] = activity
+            send(reply)
 
 
 _die_with_parent()
@@ -143,3 +177,6 @@ _table = _load_routines(_init.get('routines') or {})
 del _init
 _send({'ready': True, 'pid': os.getpid(), 'python': '%d.%d.%d' % sys.version_info[:3], 'layers': _layers})
 _serve(_table)
+# stdin closed: end without running a routine's atexit hooks (the agent otherwise ends
+# workers with SIGKILL, which runs none either).
+os._exit(0)

@@ -8,9 +8,10 @@
 import type { Audit } from '../audit/index.ts';
 import { SkeinError } from '../errors/index.ts';
 import type { Logger } from '../log/index.ts';
-import type { WorkerRecorder } from '../metrics/index.ts';
+import type { StderrDropRecorder, WorkerRecorder } from '../metrics/index.ts';
 import { CircuitBreaker, type CircuitOptions } from './circuit.ts';
-import { Worker, type CallOutcome, type ExitInfo, type ReadyInfo, type WorkerSpec } from './worker.ts';
+import { StderrBudget, type StderrLimits } from './stderr.ts';
+import { Worker, type CallOutcome, type ExitInfo, type Leftovers, type ReadyInfo, type WorkerSpec } from './worker.ts';
 
 export interface PoolOptions {
   size: number;
@@ -24,8 +25,10 @@ export interface PoolOptions {
   recycleRssBytes: number;
   /** Retire a worker whose CPU time passed this (0: never); checked with the RSS. */
   recycleCpuSeconds: number;
-  /** Counts spawns (initial, replacement) and exits (by kill reason, or crash). */
-  events?: WorkerRecorder;
+  /** Bounds on what the workers' stderr may put in the log (per worker; shared by the pool). */
+  stderr: StderrLimits;
+  /** Counts spawns (initial, replacement), exits (by kill reason, or crash), recycles and stderr drops. */
+  events?: WorkerRecorder & StderrDropRecorder;
   /** Records worker.spawn/kill/crash/recycle on the audit stream (docs/audit.md). */
   audit?: Audit;
 }
@@ -34,6 +37,17 @@ export interface PoolOptions {
 const KILLING_CODES = new Set(['SKEIN_ERR_WORKER_CRASHED', 'SKEIN_ERR_WORKER_PROTOCOL', 'SKEIN_ERR_RESULT_TOO_LARGE']);
 // Reading /proc/<pid>/statm costs a few microseconds; every 8th call keeps it off the hot path.
 const RSS_CHECK_EVERY = 8;
+/**
+ * A thread a routine joined is gone for Python before the kernel has reaped it: measured,
+ * 1 call in 10 still showed it in /proc right after the reply, none 1 ms later. Extra
+ * threads are looked for again, every millisecond for up to this long, before the worker
+ * is retired for them.
+ */
+const THREAD_EXIT_GRACE_MS = 20;
+
+type RetireReason =
+  | { reason: 'maxCalls' | 'memory' | 'cpu'; rssBytes?: number; cpuSeconds?: number }
+  | ({ reason: 'leftovers' } & Leftovers);
 
 export interface DispatchRequest {
   routine: string;
@@ -71,12 +85,14 @@ export class WorkerPool {
   #circuit: CircuitBreaker;
   /** The routines this pool serves, named on its audit lines. */
   #routines: string[];
+  #stderr: StderrBudget;
 
   constructor(opts: PoolOptions) {
     this.#opts = opts;
     this.#routines = Object.keys(opts.spec.routines);
     this.#log = opts.log;
     this.#circuit = new CircuitBreaker(opts.circuit);
+    this.#stderr = new StderrBudget(opts.stderr, opts.size, opts.events);
   }
 
   /** Starts every worker; resolves when all are ready, rejects with the first start failure. */
@@ -137,7 +153,7 @@ export class WorkerPool {
 
   #run(worker: Worker, job: Job): void {
     job.worker = worker;
-    worker.call(this.#nextCall++, job.req.routine, job.req.args, job.req.kwargs, job.req.requestId).then((outcome) => {
+    worker.call(this.#nextCall++, job.req.routine, job.req.args, job.req.kwargs, job.req.requestId).then(async (outcome) => {
       this.#finish(job, outcome);
       if (!outcome.ok && KILLING_CODES.has(outcome.error.code)) {
         if (this.#circuit.recordKill(job.req.routine)) this.#log.warn('circuit opened: routine keeps killing its workers', { routine: job.req.routine, cooldownMs: this.#opts.circuit.cooldownMs });
@@ -145,17 +161,35 @@ export class WorkerPool {
         this.#circuit.recordSuccess(job.req.routine);
       }
       if (worker.state !== 'idle') return;
-      const retire = this.#shouldRetire(worker);
+      // Before the worker serves anything else: whatever the call left running (a thread, a
+      // timer) would run during the next call and could read or answer it.
+      const left = await this.#leftovers(worker);
+      if (worker.state !== 'idle') return;
+      const retire: RetireReason | undefined = left ? { reason: 'leftovers', ...left } : this.#shouldRetire(worker);
       if (retire) {
-        this.#opts.audit?.record('worker.recycle', { worker: worker.id, pid: worker.pid, routines: this.#routines, calls: worker.calls, ...retire });
+        if (retire.reason === 'leftovers') this.#log.info('call left threads, processes or timers running; recycling its worker', { worker: worker.id, routine: job.req.routine, requestId: job.req.requestId, ...left });
+        this.#opts.audit?.record('worker.recycle', { worker: worker.id, pid: worker.pid, routines: this.#routines, calls: worker.calls, ...(retire.reason === 'leftovers' ? { routine: job.req.routine, requestId: job.req.requestId } : {}), ...retire });
+        this.#opts.events?.workerRecycled(retire.reason);
         return worker.kill('recycle');
       }
       this.#release(worker);
     });
   }
 
-  /** Why the worker should be retired after this call (undefined: keep it). */
-  #shouldRetire(worker: Worker): { reason: 'maxCalls' | 'memory' | 'cpu'; rssBytes?: number; cpuSeconds?: number } | undefined {
+  /** worker.leftovers(), looked at again for THREAD_EXIT_GRACE_MS while only threads remain. */
+  async #leftovers(worker: Worker): Promise<Leftovers | undefined> {
+    let left = worker.leftovers();
+    const until = performance.now() + THREAD_EXIT_GRACE_MS;
+    while (left?.threads && !left.children && !left.activity && performance.now() < until) {
+      await new Promise((r) => setTimeout(r, 1));
+      if (worker.state !== 'idle') return undefined;
+      left = worker.leftovers();
+    }
+    return left;
+  }
+
+  /** Why the worker should be retired after this call for its quotas (undefined: keep it). */
+  #shouldRetire(worker: Worker): RetireReason | undefined {
     const { maxCallsPerWorker, recycleRssBytes, recycleCpuSeconds } = this.#opts;
     if (maxCallsPerWorker > 0 && worker.calls >= maxCallsPerWorker) return { reason: 'maxCalls' };
     if (worker.calls % RSS_CHECK_EVERY !== 0) return undefined;
@@ -208,7 +242,7 @@ export class WorkerPool {
 
   #spawn(reason: 'initial' | 'replacement'): Worker {
     this.#opts.events?.workerEvent('spawn', reason);
-    const worker = new Worker(`w${this.#nextWorker++}`, this.#opts.spec, this.#log);
+    const worker = new Worker(`w${this.#nextWorker++}`, this.#opts.spec, this.#log, this.#stderr);
     this.#workers.add(worker);
     worker.onExit = (w, info) => this.#onWorkerExit(w, info);
     worker.ready().then(

@@ -1,15 +1,18 @@
 /**
  * One persistent Python worker: a child process that runs one call at a time over the JSON
  * line protocol in bootstrap.py. Every line from the worker is untrusted input: a reply with
- * the wrong id, a second reply, an oversize or malformed line kills the worker.
+ * the wrong id, a second reply, an oversize, too costly or malformed line kills the worker.
  */
 import { spawn, type ChildProcessByStdio } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { closeSync, constants, fstatSync, openSync, readFileSync, readSync } from 'node:fs';
 import type { Readable, Writable } from 'node:stream';
 import { SkeinError } from '../errors/index.ts';
 import type { Logger } from '../log/index.ts';
 import { MAX_DEPTH } from '../codec/index.ts';
 import type { Launcher } from '../sandbox/bwrap.ts';
+import { WORKER_ENV } from '../sandbox/python.ts';
+import { DECODE_BUDGET_FACTOR, DECODE_BUDGET_FLOOR, ReplyReader, type Refusal, type ReplyLine } from './reply-reader.ts';
+import { StderrRelay, type StderrBudget } from './stderr.ts';
 import BOOTSTRAP from './bootstrap.py' with { type: 'text' };
 
 export interface RoutineSource {
@@ -44,6 +47,8 @@ export interface ReadyInfo {
 type State = 'starting' | 'idle' | 'busy' | 'dead';
 const PAGE_SIZE = 4096;
 const CLOCK_TICKS = 100; // USER_HZ on Linux
+/** At most this many entries of a reply's "left" list are kept (it is untrusted input). */
+const MAX_LEFT = 8;
 
 const KILL_REASON_CODES = {
   deadline: 'SKEIN_ERR_DEADLINE_EXCEEDED',
@@ -53,6 +58,18 @@ const KILL_REASON_CODES = {
 } as const;
 /** Kills without a call to fail: the pool stopping, or retiring a worker after its quota. */
 export type KillReason = keyof typeof KILL_REASON_CODES | 'shutdown' | 'recycle';
+
+/**
+ * Live activity a call left in the worker's process, which could run during (and read) a
+ * later call: threads and child processes (counted from /proc, which a routine cannot fake),
+ * and what the bootstrap reported ("timer", "trace", "threads"; "unverifiable" when /proc
+ * could not be read).
+ */
+export interface Leftovers {
+  threads?: number;
+  children?: number;
+  activity?: string[];
+}
 
 /** How a worker's process ended; `call` is the call it was running (for the audit stream). */
 export interface ExitInfo {
@@ -71,8 +88,12 @@ export class Worker {
   #child: ChildProcessByStdio<Writable, Readable, Readable>;
   #log: Logger;
   #maxReply: number;
-  #buffered: Buffer[] = [];
-  #bufferedBytes = 0;
+  #replies: ReplyReader;
+  #stderr: StderrRelay;
+  /** What the bootstrap reported with the last reply ("left"). */
+  #reportedLeft: string[] | undefined;
+  /** Open descriptors of /proc/<pid>/task (fstat) and …/children (pread), read after each call. */
+  #procFds: { task: number; children: number } | undefined;
   #current: { id: number; requestId: string | undefined; routine: string; settle: (o: CallOutcome) => void } | undefined;
   /** The call running when the worker was killed, kept for onExit. */
   #killedCall: ExitInfo['call'];
@@ -86,10 +107,12 @@ export class Worker {
   #wrapped: boolean;
   #statPid: number | undefined;
 
-  constructor(id: string, spec: WorkerSpec, log: Logger) {
+  constructor(id: string, spec: WorkerSpec, log: Logger, stderr: StderrBudget) {
     this.id = id;
     this.#log = log.child({ worker: id });
     this.#maxReply = spec.maxReplyBytes;
+    this.#replies = new ReplyReader(spec.maxReplyBytes);
+    this.#stderr = new StderrRelay(this.#log, stderr);
     this.#ready = new Promise<ReadyInfo>((res, rej) => {
       this.#onReady = res;
       this.#onStartFail = rej;
@@ -101,8 +124,7 @@ export class Worker {
     this.#wrapped = spec.launcher.wrapped;
     this.#child = spawn(spec.launcher.command, [...spec.launcher.prefix, '-I', '-S', '-u', '-c', BOOTSTRAP], {
       cwd: spec.cwd,
-      // Minimal environment: nothing of the agent's (tokens, keys, paths) reaches routines.
-      env: { LC_ALL: 'C.UTF-8', LANG: 'C.UTF-8' },
+      env: { ...WORKER_ENV },
       // detached → setsid: the worker leads its own process group, so a kill reaches
       // anything it started.
       detached: true,
@@ -112,7 +134,8 @@ export class Worker {
     this.#child.on('exit', (code, signal) => this.#exited(code, signal));
     this.#child.stdin.on('error', () => {}); // EPIPE after death is reported through 'exit'
     this.#child.stdout.on('data', (chunk: Buffer) => this.#onData(chunk));
-    this.#readStderr();
+    this.#child.stderr.on('data', (chunk: Buffer) => this.#stderr.push(chunk, this.#current?.requestId));
+    this.#child.stderr.on('end', () => this.#stderr.end());
 
     const init = {
       v: 1,
@@ -159,15 +182,60 @@ export class Worker {
     }
   }
 
-  /** The interpreter's pid on the host: the child itself, or bwrap's child when wrapped. */
+  /**
+   * The interpreter's pid on the host: the child itself, or, when wrapped, the one under
+   * bwrap's own processes (bwrap, then the pid-1 reaper of its pid namespace, then Python).
+   */
   #hostPid(): number | undefined {
     if (!this.#wrapped) return this.#child.pid;
     if (this.#statPid === undefined) {
-      const pid = this.#child.pid;
-      const children = readFileSync(`/proc/${pid}/task/${pid}/children`, 'latin1').trim().split(' ');
-      this.#statPid = Number(children[0]) || undefined;
+      let pid = this.#child.pid;
+      for (let hops = 0; pid !== undefined && hops < 3 && readFileSync(`/proc/${pid}/comm`, 'latin1').trim() === 'bwrap'; hops++) {
+        const children = readFileSync(`/proc/${pid}/task/${pid}/children`, 'latin1').trim().split(' ');
+        pid = Number(children[0]) || undefined;
+      }
+      this.#statPid = pid;
     }
     return this.#statPid;
+  }
+
+  /**
+   * What the call that just ended left running (undefined: nothing), for the pool to retire
+   * the worker before it serves another call. Threads and children come from /proc, which a
+   * routine cannot fake (it can hide a thread from threading.enumerate() with
+   * _thread.start_new_thread, or in a subinterpreter from _thread._count()): the link count
+   * of /proc/<pid>/task is 2 + the kernel's thread count (one fstat, ~1 µs, on a descriptor
+   * opened once; formatting /proc/<pid>/stat cost 5 µs and more with threads), and
+   * /proc/<pid>/task/<pid>/children lists its children (read even where seccomp refuses fork:
+   * the layers a worker reports are its own word).
+   */
+  leftovers(): Leftovers | undefined {
+    const left: Leftovers = {};
+    if (this.#reportedLeft?.length) left.activity = this.#reportedLeft;
+    try {
+      this.#procFds ??= this.#openProc();
+      const threads = fstatSync(this.#procFds.task).nlink - 2;
+      if (threads < 1) throw new Error('the process is gone');
+      if (threads > 1) left.threads = threads - 1;
+      const buf = Buffer.allocUnsafe(256);
+      const children = buf.toString('latin1', 0, readSync(this.#procFds.children, buf, 0, buf.length, 0)).trim();
+      if (children) left.children = children.split(' ').length;
+    } catch {
+      // Fail closed: a worker whose process cannot be inspected is not trusted with a call.
+      left.activity = [...(left.activity ?? []), 'unverifiable'];
+    }
+    return left.threads || left.children || left.activity ? left : undefined;
+  }
+
+  #openProc(): { task: number; children: number } {
+    const pid = this.#hostPid();
+    const task = openSync(`/proc/${pid}/task`, constants.O_RDONLY | constants.O_DIRECTORY);
+    try {
+      return { task, children: openSync(`/proc/${pid}/task/${pid}/children`, 'r') };
+    } catch (err) {
+      closeSync(task);
+      throw err;
+    }
   }
 
   get state(): State {
@@ -183,14 +251,18 @@ export class Worker {
     if (this.#state !== 'idle') throw new Error(`worker ${this.id} is ${this.#state}, not idle`);
     this.#state = 'busy';
     this.calls++;
+    this.#reportedLeft = undefined;
     return new Promise<CallOutcome>((settle) => {
       this.#current = { id: callId, requestId, routine, settle };
       this.#child.stdin.write(`{"id":${callId},"r":${JSON.stringify(routine)},"a":${JSON.stringify(args)},"k":${JSON.stringify(kwargs)}}\n`);
     });
   }
 
-  /** Kills the worker's whole process group; the current call (if any) settles with `reason`. */
-  kill(reason: KillReason): void {
+  /**
+   * Kills the worker's whole process group; the current call (if any) settles with `reason`
+   * (`message` overrides the caller-facing message).
+   */
+  kill(reason: KillReason, message?: string): void {
     if (this.#state === 'dead') return;
     if (this.#killReason === undefined && this.#current) this.#killedCall = { requestId: this.#current.requestId, routine: this.#current.routine };
     this.#killReason ??= reason;
@@ -205,7 +277,8 @@ export class Worker {
     if (reason !== 'shutdown' && reason !== 'recycle' && this.#current) {
       const code = KILL_REASON_CODES[reason];
       const msg =
-        reason === 'deadline' ? 'the call ran past its deadline; its worker was killed'
+        message ? message
+        : reason === 'deadline' ? 'the call ran past its deadline; its worker was killed'
         : reason === 'cancelled' ? 'the caller cancelled the call; its worker was killed'
         : reason === 'oversize' ? `the worker's reply exceeded limits.maxResultBytes (${this.#maxReply} bytes); the worker was killed`
         : 'the worker sent a malformed or unexpected reply and was killed';
@@ -220,32 +293,25 @@ export class Worker {
   }
 
   #onData(chunk: Buffer): void {
-    let start = 0;
-    for (;;) {
-      const nl = chunk.indexOf(10, start);
-      if (nl === -1) break;
-      let line: Buffer;
-      if (this.#bufferedBytes) {
-        this.#buffered.push(chunk.subarray(start, nl));
-        line = Buffer.concat(this.#buffered);
-        this.#buffered = [];
-        this.#bufferedBytes = 0;
-      } else {
-        line = chunk.subarray(start, nl);
-      }
-      start = nl + 1;
-      if (line.length > this.#maxReply) return this.#protocolViolation('oversize', `reply of ${line.length} bytes`);
-      this.#onLine(line);
-      if (this.#state === 'dead' || this.#killReason) return;
-    }
-    if (start < chunk.length) {
-      this.#bufferedBytes += chunk.length - start;
-      if (this.#bufferedBytes > this.#maxReply) return this.#protocolViolation('oversize', `partial reply over ${this.#maxReply} bytes`);
-      this.#buffered.push(chunk.subarray(start));
-    }
+    // Once the worker is being killed, what it still sends is not read: one violation, one
+    // log line, however many chunks were already on the socket.
+    if (this.#state === 'dead' || this.#killReason !== undefined) return;
+    const refused = this.#replies.push(chunk, (reply) => {
+      this.#onLine(reply);
+      return this.#state !== 'dead' && this.#killReason === undefined;
+    });
+    if (refused) this.#refuse(refused);
   }
 
-  #onLine(line: Buffer): void {
+  #refuse(refused: Refusal): void {
+    const message =
+      refused.limit === 'bytes'
+        ? undefined
+        : `the worker's reply would take more than ${this.#replies.budget} bytes of agent memory to decode (${DECODE_BUDGET_FACTOR} × limits.maxResultBytes, at least ${DECODE_BUDGET_FLOOR / 1024 / 1024} MiB): too many arrays, objects or elements; the worker was killed`;
+    this.#protocolViolation('oversize', refused.what, message);
+  }
+
+  #onLine({ line, depth }: ReplyLine): void {
     let msg: unknown;
     try {
       msg = JSON.parse(line.toString('utf8'));
@@ -258,11 +324,13 @@ export class Worker {
     const current = this.#current;
     if (!current) return this.#protocolViolation('protocol', 'reply while no call was running');
     if (m.id !== current.id) return this.#protocolViolation('protocol', `reply for call ${JSON.stringify(m.id)} while call ${current.id} was running`);
+    if (Array.isArray(m.left)) this.#reportedLeft = m.left.slice(0, MAX_LEFT).map((a) => String(a).slice(0, 32));
     if ('ok' in m && !('err' in m)) {
       this.#state = 'idle';
       // Refused here rather than when encoding the response (a stack overflow there) or in
-      // the client's decoder, which enforces the same limit.
-      if (deeperThan(m.ok, MAX_DEPTH)) {
+      // the client's decoder, which enforces the same limit. The reader measured the depth
+      // on the raw line; the envelope object is its first level.
+      if (depth - 1 > MAX_DEPTH) {
         this.#settle({ ok: false, error: new SkeinError('SKEIN_ERR_ROUTINE_RAISED', `ResultNotSerializable: the result nests deeper than ${MAX_DEPTH} levels`, { exception: { type: 'ResultNotSerializable', message: `the result nests deeper than ${MAX_DEPTH} levels` } }) });
         return;
       }
@@ -302,10 +370,10 @@ export class Worker {
     this.#protocolViolation('protocol', 'first line was not a ready message');
   }
 
-  #protocolViolation(reason: 'protocol' | 'oversize', what: string): void {
+  #protocolViolation(reason: 'protocol' | 'oversize', what: string, message?: string): void {
     this.#log.warn('worker protocol violation; killing worker', { reason, what });
     if (this.#state === 'starting') this.#onStartFail(new SkeinError('SKEIN_ERR_WORKER_PROTOCOL', `worker ${this.id} sent an invalid hello: ${what}`));
-    this.kill(reason);
+    this.kill(reason, message);
   }
 
   #fail(stage: string, err: SkeinError): void {
@@ -320,42 +388,15 @@ export class Worker {
     const current = this.#current;
     const call = this.#killedCall ?? (current ? { requestId: current.requestId, routine: current.routine } : undefined);
     this.#state = 'dead';
+    if (this.#procFds) {
+      closeSync(this.#procFds.task);
+      closeSync(this.#procFds.children);
+      this.#procFds = undefined;
+    }
     if (wasStarting) this.#onStartFail(new SkeinError('SKEIN_ERR_WORKER_CRASHED', `worker ${this.id} exited during start-up (code ${code}, signal ${signal})`));
     if (this.#current) {
       this.#settle({ ok: false, error: new SkeinError('SKEIN_ERR_WORKER_CRASHED', `the worker died during the call (${signal ? `signal ${signal}` : `exit code ${code}`})`, { worker: this.id, signal, exitCode: code }) });
     }
     this.onExit(this, { code, signal, reason: this.#killReason, stage: wasStarting ? 'start' : call ? 'call' : 'idle', ...(call ? { call } : {}) });
   }
-
-  #readStderr(): void {
-    let pending = '';
-    this.#child.stderr.setEncoding('utf8');
-    this.#child.stderr.on('data', (text: string) => {
-      pending += text;
-      let nl: number;
-      while ((nl = pending.indexOf('\n')) !== -1) {
-        // Tagged with the running call's request id so a routine's output can be traced.
-        this.#log.warn('worker stderr', { line: pending.slice(0, Math.min(nl, 4096)), requestId: this.#current?.requestId, ...(nl > 4096 ? { truncated: true } : {}) });
-        pending = pending.slice(nl + 1);
-      }
-      if (pending.length > 4096) {
-        this.#log.warn('worker stderr', { line: pending.slice(0, 4096), truncated: true, requestId: this.#current?.requestId });
-        pending = '';
-      }
-    });
-  }
-}
-
-/** Iterative (a recursive walk is what a hostile depth would overflow). */
-function deeperThan(value: unknown, limit: number): boolean {
-  if (typeof value !== 'object' || value === null) return false;
-  const stack: Array<[unknown, number]> = [[value, 1]];
-  while (stack.length) {
-    const [v, depth] = stack.pop()!;
-    if (depth > limit) return true;
-    for (const child of Array.isArray(v) ? v : Object.values(v as object)) {
-      if (typeof child === 'object' && child !== null) stack.push([child, depth + 1]);
-    }
-  }
-  return false;
 }

@@ -65,7 +65,7 @@ describe('worker replies are untrusted', () => {
     const client = agent.client();
     try {
       const before = await client.dispatch<number>('pid');
-      expect(await client.dispatch('forge_late', { args: ['late'] })).toBe('returned');
+      expect(await client.dispatch('forge_late', { args: ['late'] })).toBe('late');
       await agent.waitForLog((l) => l.msg === 'worker protocol violation; killing worker' && l.what === 'reply while no call was running');
       expect(await gone(before)).toBe(true);
       expect(await client.dispatch<number>('pid')).not.toBe(before);

@@ -144,7 +144,8 @@ const TECHNIQUES: Technique[] = [
       for (const kind of Object.values(v)) expect(['fifo', 'sock', 'chr']).toContain(kind);
     }),
   },
-  { family: 'read', name: 'read_environ', args: (c) => [c.secretName], expect: returns((v) => expect(v).toEqual({ keys: ['LANG', 'LC_ALL'], leaked: false })) },
+  // The worker's whole environment is WORKER_ENV (agent/sandbox/python.ts): locale, and native thread pools held to one thread.
+  { family: 'read', name: 'read_environ', args: (c) => [c.secretName], expect: returns((v) => expect(v).toEqual({ keys: ['LANG', 'LC_ALL', 'MKL_NUM_THREADS', 'OMP_NUM_THREADS', 'OPENBLAS_NUM_THREADS'], leaked: false })) },
 
   // --- writing -------------------------------------------------------------------------------
   { family: 'write', name: 'write_tmp', args: (c) => [c.tmpFile], expect: EACCES },
@@ -242,7 +243,9 @@ const TECHNIQUES: Technique[] = [
     after: async (_c, a) => {
       const long = await a.waitForLogs((l) => l.msg === 'worker stderr' && /^L+$/.test(String(l.line)), 1);
       const flood = a.logs.filter((l) => l.msg === 'worker stderr' && typeof l.line === 'string');
-      expect(flood.filter((l) => String(l.line).startsWith('flood ')).length).toBe(2000);
+      // All 2000 lines fit the workers.stderr burst; they arrive packed several to a log line.
+      expect(flood.flatMap((l) => String(l.line).split('\n')).filter((t) => t.startsWith('flood ')).length).toBe(2000);
+      expect(flood.length).toBeLessThan(200);
       // Every log line is at most 4096 characters: the 100 000-byte line is cut, not relayed.
       for (const l of flood) expect(String(l.line).length).toBeLessThanOrEqual(4096);
       expect(long.length).toBeGreaterThan(0);
