@@ -38,9 +38,9 @@ export function strictViolations(config: AgentConfig, configFile?: string): Viol
   }
   // Every security decision must be reconstructable (docs/audit.md).
   if (config.audit.sink === 'off') v.push({ key: 'audit.sink', message: '"off" records no security decision; use "stderr" or "file"' });
-  // With plugins enabled, whether one authorizes is known once they are loaded (start-up).
-  if (offHost && enabled.length === 0) {
-    v.push({ key: 'plugins.enabled', message: `listening off-host (${config.agent.listen}) with no authorization plugin: every authenticated peer may run every routine` });
+  // Off loopback, what nothing allows must be refused: the config (or a plugin) says who may run what.
+  if (offHost && config.authorization.default === 'allow') {
+    v.push({ key: 'authorization.default', message: `"allow" while listening off-host (${config.agent.listen}): every authenticated peer may run every routine that no plugin denies; keep "deny" and list what callers may run in authorization.allow` });
   }
   const files: Array<[string, string | undefined]> = [
     ['tls.key', config.tls.key],
