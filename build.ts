@@ -2,7 +2,7 @@
  * Compiles agent/main.ts into the single binary dist/skein (Bun runtime embedded).
  * Run with `bun build.ts` (npm run build).
  */
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { CONFIG_SCHEMA } from './agent/config/schema.ts';
 import { toJsonSchema } from './agent/config/schema-dsl.ts';
 import { configReference } from './agent/config/reference.ts';
@@ -31,7 +31,12 @@ const result = await Bun.build({
   target: 'bun',
   // cbor-x's native add-on decoded wrongly under Bun and would be loaded from the build
   // machine's node_modules at run time; the pure-JS path is correct and fast enough.
-  define: { 'process.env.CBOR_NATIVE_ACCELERATION_DISABLED': '"true"' },
+  // The plugin API's source, which `skein plugin new` and the plugin loader write next to
+  // plugins (agent/plugin-host/publish.ts says why it is not a text import).
+  define: {
+    'process.env.CBOR_NATIVE_ACCELERATION_DISABLED': '"true"',
+    SKEIN_PLUGIN_API_SOURCE: JSON.stringify(readFileSync('agent/plugin-host/api.ts', 'utf8')),
+  },
 });
 if (!result.success) {
   for (const log of result.logs) console.error(log);

@@ -12,18 +12,6 @@ export default defineConfig({
         return undefined;
       },
     },
-    {
-      // agent/plugin-host/publish.ts imports api.ts as text (Bun's `with { type: 'text' }`).
-      name: 'plugin-api-as-text',
-      enforce: 'pre',
-      transform(_code, id) {
-        if (id.endsWith('plugin-host/publish.ts')) {
-          const api = readFileSync(id.replace(/publish\.ts$/, 'api.ts'), 'utf8');
-          return _code.replace(/import API from '.\/api.ts' with \{ type: 'text' \};/, () => `const API = ${JSON.stringify(api)};`);
-        }
-        return undefined;
-      },
-    },
   ],
   test: {
     include: ['test/**/*.test.ts'],
