@@ -185,7 +185,8 @@ function checkAuthz(v: unknown): AuthzResult | undefined {
   if (r.decision === 'abstain') return r;
   if (r.decision !== 'allow' && r.decision !== 'deny') return undefined;
   if (r.rule !== undefined && (typeof r.rule !== 'string' || !RULE.test(r.rule))) return undefined;
-  if (r.decision === 'allow') return r.reason === undefined || (typeof r.reason === 'string' && REASON.test(r.reason)) ? r : undefined;
+  // An allow's reason is free-form (it only reaches the audit line), as it always was.
+  if (r.decision === 'allow') return r;
   if (typeof r.reason !== 'string' || !REASON.test(r.reason)) return undefined;
   return r.message === undefined || typeof r.message === 'string' ? r : undefined;
 }

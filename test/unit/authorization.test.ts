@@ -71,6 +71,10 @@ describe('authorization precedence', () => {
     expect(error?.details).toEqual({ reason: 'NOPE', plugin: 'no', routine: 'add' });
   });
 
+  it("an allow's reason is free-form, recorded as given", async () => {
+    expect((await decide([plugin('keys', { decision: 'allow', reason: 'key:ci is listed' })], {})).line).toMatchObject({ outcome: 'allow', reason: 'key:ci is listed', rule: 'keys' });
+  });
+
   it('a plugin that names no rule is recorded by its name', async () => {
     expect((await decide([plugin('hours', { decision: 'deny', reason: 'CLOSED' })], allowAll)).line).toMatchObject({ rule: 'hours', plugin: 'hours' });
   });
@@ -78,7 +82,6 @@ describe('authorization precedence', () => {
   it.each([
     ['a rule with a space', { decision: 'deny', reason: 'X', rule: 'rules 1' }],
     ['a rule that is not a string', { decision: 'allow', rule: 3 }],
-    ['an allow reason that is not a code', { decision: 'allow', reason: 'fine by me' }],
     ['a deny message that is not a string', { decision: 'deny', reason: 'X', message: { why: 1 } }],
   ])('%s fails closed (PLUGIN_FAILED), whatever the config allows', async (_name, result) => {
     const { line, error } = await decide([plugin('odd', result)], { ...allowAll, default: 'allow' });
