@@ -50,6 +50,9 @@ const result = await Bun.build({
     SKEIN_BUILD_DATE: JSON.stringify(buildDate),
     // The first-party plugins, loaded by name with no file on disk (agent/plugin-host/builtin.ts).
     SKEIN_BUILTIN_PLUGINS: JSON.stringify(Object.fromEntries(BUILTIN_PLUGIN_NAMES.map((n) => [n, readFileSync(`plugins/${n}.ts`, 'utf8')]))),
+    // The plugin API's source, which `skein plugin new` and the plugin loader write next to
+    // plugins (agent/plugin-host/publish.ts says why it is not a text import).
+    SKEIN_PLUGIN_API_SOURCE: JSON.stringify(readFileSync('agent/plugin-host/api.ts', 'utf8')),
   },
 });
 if (!result.success) {

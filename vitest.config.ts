@@ -14,8 +14,8 @@ export default defineConfig({
       },
     },
     {
-      // Bun's text imports (`import X from './f' with { type: 'text' }`: the plugin API copy,
-      // the plugin templates) become string constants, as in the compiled binary.
+      // Bun's text imports (`import X from './f' with { type: 'text' }`: the plugin
+      // templates) become string constants, as in the compiled binary.
       name: 'text-imports',
       enforce: 'pre',
       transform(code, id) {

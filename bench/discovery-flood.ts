@@ -34,6 +34,7 @@ writeFileSync(
   JSON.stringify({
     agent: { name: 'flooded', listen: '127.0.0.1:0', stateDir: 'state' },
     log: { level: 'info', format: 'json' },
+    authorization: { allow: [{ identities: ['spiffe://skein.local/client/dev-client'], routines: ['echo'] }] },
     routines: { echo: { file: join(ROOT, 'routines/examples.py') } },
     discovery: { enabled: true, fleet: 'bench', signingKey: join(dir, 'agent.key'), trustedKeys: [formatPublicKey(agentKey.publicKey)], groups: [`239.255.77.77:${PORT}`] },
   }),

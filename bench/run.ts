@@ -128,6 +128,8 @@ async function measureAll(targets: Array<{ name: string; client: SkeinClient }>)
 const config = {
   agent: { name: 'bench', listen: '127.0.0.1:0', stateDir: 'state' },
   log: { level: 'warn', format: 'json' },
+  // Authorization is deny by default: the development client may run echo.
+  authorization: { allow: [{ identities: ['spiffe://skein.local/client/dev-client'], routines: ['echo'] }] },
   routines: { echo: { file: join(ROOT, 'routines/examples.py') } },
 };
 writeFileSync(join(dir, 'agent.config.json'), JSON.stringify(config));

@@ -20,7 +20,8 @@
  *     "groups", "aud") matches when any element does. Claim names are top-level names, taken
  *     literally (no dotted paths).
  *
- * Patterns:
+ * Patterns: the host's matcher (compileIdentityPattern / compileRoutinePattern in
+ * skein-plugin.ts), the same one the agent's authorization.allow rules use:
  *   - without "*": exact, case-sensitive match;
  *   - SPIFFE patterns (starting with "spiffe://"): "*" matches within one path segment
  *     (a whole-segment "*" matches exactly one non-empty segment: spiffe://td/client/*), and
@@ -42,8 +43,10 @@
  * and "allow jwt:* on deploy if role=admin" beats "deny jwt:* on deploy".
  * No matching rule → `default`.
  *
- * Results: allow (reason POLICY_ALLOW), deny with reason POLICY_DENY (the message names the
- * rule index, e.g. "rules[3]") or POLICY_DEFAULT_DENY, or abstain. Requests that target no
+ * Results: allow (reason POLICY_ALLOW), deny with reason POLICY_DENY or POLICY_DEFAULT_DENY,
+ * or abstain. Allow and deny name the rule that decided ("rules[3]", or "default"), and a deny's
+ * message names the patterns that matched: the host writes both to the audit line only, never
+ * to the caller, who sees the reason code and the request id. Requests that target no
  * routine (non-dispatch endpoints) are not this plugin's business: it abstains.
  *
  * Decision hooks for anything this rule language cannot express are simply other plugins'
@@ -53,7 +56,18 @@
  * Only './skein-plugin.ts' is imported: the compiled agent loads this file from disk, where
  * nothing else resolves.
  */
-import { definePlugin, type AuthzRequest, type AuthzResult, type Identity, type OptionsFail } from './skein-plugin.ts';
+import {
+  bestMatch,
+  compareSpecificity,
+  compileIdentityPattern,
+  compileRoutinePattern,
+  definePlugin,
+  type AuthzRequest,
+  type AuthzResult,
+  type Identity,
+  type OptionsFail,
+  type Pattern,
+} from './skein-plugin.ts';
 
 type ClaimValue = string | number | boolean;
 
@@ -72,67 +86,9 @@ export interface RoutinePolicyOptions {
 const MAX_RULES = 10_000;
 const MAX_PATTERNS = 1000;
 const RULE_KEYS = ['effect', 'identities', 'routines', 'claims'];
-const ROUTINE_PATTERN = /^[A-Za-z0-9_.*-]{1,64}$/;
-const CONTROL = /[\u0000-\u001f\u007f]/;
 
 function isPlainObject(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
-}
-
-const escapeRegExp = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
-
-/** A compiled pattern and its specificity (larger compares as more specific). */
-interface Pattern {
-  text: string;
-  re: RegExp;
-  score: number[];
-}
-
-function wildcardScore(text: string): { literal: number; stars: number; exact: boolean } {
-  const stars = (text.match(/\*+/g) ?? []).length;
-  return { literal: text.replace(/\*/g, '').length, stars, exact: stars === 0 };
-}
-
-/** Compiles an identity pattern; returns an error message for a malformed one. */
-function compileIdentity(text: string): Pattern | string {
-  if (text.length === 0 || text.length > 512 || CONTROL.test(text)) return 'must be 1-512 characters without control characters';
-  if (/\*{3,}/.test(text)) return '"***" is not a pattern: use "*" or "**"';
-  const { literal, stars, exact } = wildcardScore(text);
-  const doubleStar = text.includes('**');
-  const score = exact ? [1, 0, 0, 0] : [0, literal, doubleStar ? 0 : 1, -stars];
-  if (text === '**') return { text, re: /^[\s\S]+$/, score };
-  let source: string;
-  if (text.startsWith('spiffe://')) {
-    // ['spiffe:', '', '<trust domain>', '<segment>', …]
-    const segments = text.split('/');
-    const parts: string[] = [];
-    for (const [i, seg] of segments.entries()) {
-      if (seg === '**') {
-        if (i !== segments.length - 1 || i < 2) return '"**" is only allowed as the last path segment (spiffe://td/client/**) or alone';
-        parts.push('[^/]+(?:/[^/]+)*');
-      } else if (seg.includes('**')) {
-        return '"**" must be a whole path segment (spiffe://td/client/**)';
-      } else {
-        parts.push(seg === '*' ? '[^/]+' : seg.split('*').map(escapeRegExp).join('[^/]*'));
-      }
-    }
-    source = parts.join('/');
-  } else {
-    if (doubleStar) return '"**" is only allowed alone or as the last segment of a spiffe:// pattern';
-    source = text.split('*').map(escapeRegExp).join('[\\s\\S]*');
-  }
-  return { text, re: new RegExp(`^${source}$`), score };
-}
-
-function compileRoutine(text: string): Pattern | string {
-  if (!ROUTINE_PATTERN.test(text)) return 'must be a routine name or a glob of A-Z a-z 0-9 _ . - and "*" (max 64)';
-  if (text.includes('**')) return '"**" is not a routine pattern: use "*"';
-  const { literal, stars, exact } = wildcardScore(text);
-  return {
-    text,
-    re: new RegExp(`^${text.split('*').map(escapeRegExp).join('[\\s\\S]*')}$`),
-    score: exact ? [1, 0, 0] : [0, literal, -stars],
-  };
 }
 
 function patternList(raw: unknown, key: string, compile: (text: string) => Pattern | string, fail: OptionsFail): Pattern[] {
@@ -195,31 +151,13 @@ function parseOptions(raw: unknown, fail: OptionsFail): CompiledOptions {
       if (!RULE_KEYS.includes(k)) throw fail(`${at}.${k}`, `unknown key (known: ${RULE_KEYS.join(', ')})`);
     }
     if (r.effect !== 'allow' && r.effect !== 'deny') throw fail(`${at}.effect`, `must be "allow" or "deny", got ${JSON.stringify(r.effect)}`);
-    const identities = patternList(r.identities, `${at}.identities`, compileIdentity, fail);
-    const routines = patternList(r.routines, `${at}.routines`, compileRoutine, fail);
+    const identities = patternList(r.identities, `${at}.identities`, compileIdentityPattern, fail);
+    const routines = patternList(r.routines, `${at}.routines`, compileRoutinePattern, fail);
     const claims = r.claims === undefined ? undefined : claimConditions(r.claims, `${at}.claims`, fail);
     rules.push({ effect: r.effect, identities: identities.map((p) => p.text), routines: routines.map((p) => p.text), ...(claims ? { claims } : {}) });
     compiled.push({ effect: r.effect, identities, routines, claims });
   });
   return { rules, default: dflt, compiled };
-}
-
-/** The highest score among the patterns that match any of `subjects`, or undefined. */
-function bestMatch(patterns: Pattern[], subjects: string[]): Pattern | undefined {
-  let best: Pattern | undefined;
-  for (const p of patterns) {
-    if (best && compareScores(p.score, best.score) <= 0) continue;
-    if (subjects.some((s) => p.re.test(s))) best = p;
-  }
-  return best;
-}
-
-function compareScores(a: number[], b: number[]): number {
-  for (let i = 0; i < a.length; i++) {
-    const d = (a[i] ?? 0) - (b[i] ?? 0);
-    if (d !== 0) return d;
-  }
-  return 0;
 }
 
 function claimsMatch(conditions: Record<string, ClaimValue[]>, tokens: Identity['claims']): boolean {
@@ -252,7 +190,7 @@ export default definePlugin<CompiledOptions>({
           if (!id) return;
           if (rule.claims && !claimsMatch(rule.claims, req.identity.claims)) return;
           const score = [...id.score, ...r.score, rule.claims ? Object.keys(rule.claims).length : 0];
-          const c = winner ? compareScores(score, winner.score) : 1;
+          const c = winner ? compareSpecificity(score, winner.score) : 1;
           // More specific wins; at equal specificity deny beats allow, then the earlier rule.
           if (c > 0 || (c === 0 && rule.effect === 'deny' && compiled[winner!.index]!.effect === 'allow')) {
             winner = { index, score, identity: id.text, routine: r.text };
@@ -261,16 +199,19 @@ export default definePlugin<CompiledOptions>({
         if (winner) {
           const rule = compiled[winner.index]!;
           ctx.log.debug('policy decision', { requestId: req.requestId, rule: winner.index, effect: rule.effect, routine });
-          if (rule.effect === 'allow') return { decision: 'allow', reason: 'POLICY_ALLOW' };
+          const ruleName = `rules[${winner.index}]`;
+          if (rule.effect === 'allow') return { decision: 'allow', reason: 'POLICY_ALLOW', rule: ruleName };
+          // Rule and message reach the audit line only (see AuthzResult in skein-plugin.ts).
           return {
             decision: 'deny',
             reason: 'POLICY_DENY',
-            message: `denied by rules[${winner.index}] (identity "${winner.identity}", routine "${winner.routine}")`,
+            rule: ruleName,
+            message: `denied by ${ruleName} (identity "${winner.identity}", routine "${winner.routine}")`,
           };
         }
         if (dflt === 'deny') {
           const who = [req.identity.peer.id, ...req.identity.principals].join(', ');
-          return { decision: 'deny', reason: 'POLICY_DEFAULT_DENY', message: `no rule lets ${who} call "${routine}" (default: deny)` };
+          return { decision: 'deny', reason: 'POLICY_DEFAULT_DENY', rule: 'default', message: `no rule lets ${who} call "${routine}" (default: deny)` };
         }
         return { decision: 'abstain' };
       },

@@ -101,7 +101,9 @@ export async function runDispatch(argv: string[], io: Io): Promise<number> {
     const exit = ERROR_TABLE[e.code].exit;
     if (values.json) io.out(JSON.stringify({ code: e.code, message: e.message, ...e.details }));
     const kind = KIND_BY_CODE[e.code] ?? KIND_BY_EXIT[exit] ?? 'failed';
-    const id = e.details.requestId ? ` (request ${String(e.details.requestId)})` : '';
+    // A 403's message already names the request (the id to quote to the operator).
+    const requestId = e.details.requestId === undefined ? '' : String(e.details.requestId);
+    const id = requestId && !e.message.includes(requestId) ? ` (request ${requestId})` : '';
     io.err(`error [${e.code}]: ${kind}: ${e.message}${id}`);
     return exit;
   } finally {

@@ -134,7 +134,7 @@ export const CONFIG_SCHEMA: Node = {
       kind: 'object',
       description: 'Security posture.',
       fields: {
-        strict: { kind: 'boolean', default: false, env: 'SKEIN_STRICT', description: 'Refuse to start, listing every violation, unless the configuration is secure: mutual TLS or a token plugin (plaintext h2c only on loopback, with a token plugin), TLS 1.3, sandbox profile strict, signed plugins, a discovery trust store, private key and config files not readable by others, authorization when reachable off-host, the audit stream on.' },
+        strict: { kind: 'boolean', default: false, env: 'SKEIN_STRICT', description: 'Refuse to start, listing every violation, unless the configuration is secure: mutual TLS or a token plugin (plaintext h2c only on loopback, with a token plugin), TLS 1.3, sandbox profile strict, signed plugins, a discovery trust store, private key and config files not readable by others, no authorization.default "allow" when reachable off-host, the audit stream on.' },
       },
     },
     sandbox: {
@@ -178,6 +178,28 @@ export const CONFIG_SCHEMA: Node = {
         trustedKeys: { kind: 'array', maxItems: 100, default: [], items: { kind: 'string', pattern: /^ed25519:[A-Za-z0-9_-]{43}$/, patternHint: 'an "ed25519:<base64url>" public key (skein keygen)', description: 'Public key.' }, description: 'Keys trusted to sign plugins.' },
         hookTimeoutMs: { kind: 'integer', min: 1, max: 60_000, default: 1000, description: 'Time budget of one hook call; a hook that exceeds it fails closed.' },
         requireToken: { kind: 'boolean', default: false, description: 'Require a token-authenticated identity on top of the client certificate (second factor).' },
+      },
+    },
+    authorization: {
+      kind: 'object',
+      description: 'Who may run which routine (docs/plugins.md#order-and-how-decisions-combine). The authorize hooks of plugins.enabled decide first: any deny refuses, an allow allows. When every hook abstains (or no plugin authorizes), the first authorization.allow rule that matches allows; with none, authorization.default decides. The audit line of every decision names the rule that decided.',
+      fields: {
+        default: { kind: 'enum', values: ['deny', 'allow'], default: 'deny', description: 'The decision when no plugin decides and no authorization.allow rule matches. "allow" lets every authenticated caller run every routine nothing else covers: warned about at start, refused by security.strict off loopback.' },
+        allow: {
+          kind: 'array',
+          maxItems: 10_000,
+          default: [],
+          description: 'Allow rules, checked in order; the first that matches the caller and the routine allows (recorded as authorization.allow[i]). Patterns are those of the routine-policy plugin: exact, or "*" globs (docs/plugins.md#patterns).',
+          items: {
+            kind: 'object',
+            description: 'One allow rule: one of its identity patterns matches one of the caller\'s identities (the client certificate\'s SPIFFE ID, or a principal from a token plugin such as jwt:alice) and one of its routine patterns matches the routine.',
+            required: ['identities', 'routines'],
+            fields: {
+              identities: { kind: 'array', maxItems: 1000, items: { kind: 'string', description: 'Identity pattern.' }, description: 'Identity patterns, e.g. spiffe://skein.local/client/dev-client, spiffe://skein.local/client/*, jwt:*.' },
+              routines: { kind: 'array', maxItems: 1000, items: { kind: 'string', description: 'Routine pattern.' }, description: 'Routine names or globs, e.g. add, report.*, *.' },
+            },
+          },
+        },
       },
     },
     discovery: {
@@ -292,6 +314,7 @@ export interface AgentConfig {
   security: { strict: boolean };
   sandbox: SandboxConfig;
   plugins: PluginsConfig;
+  authorization: AuthorizationConfig;
   discovery: DiscoveryConfig;
   routines: Record<string, RoutineConfig>;
 }
@@ -310,6 +333,11 @@ export interface DiscoveryConfig {
   ttlMs: number;
   maxSkewMs: number;
   static: Array<{ agent: string; endpoint: string; spiffe: string; sha256: string; routines: string[] }>;
+}
+
+export interface AuthorizationConfig {
+  default: 'deny' | 'allow';
+  allow: Array<{ identities: string[]; routines: string[] }>;
 }
 
 export interface PluginsConfig {

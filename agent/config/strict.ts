@@ -9,14 +9,14 @@ import { statSync } from 'node:fs';
 import { isLoopbackHost, parseHostPort } from './load.ts';
 import { SkeinError } from '../errors/index.ts';
 import type { AgentConfig } from './schema.ts';
+import { BUILTIN_PLUGIN_NAMES, TOKEN_PLUGIN_NAMES } from '../plugin-host/builtin.ts';
 
 export interface Violation {
   key: string;
   message: string;
 }
 
-/** Token plugins shipped in plugins/ (a custom one counts when plugins are signed). */
-const TOKEN_PLUGINS = new Set(['bearer-jwt', 'signed-nonce']);
+const TOKEN_PLUGINS = new Set<string>(TOKEN_PLUGIN_NAMES);
 
 export function strictViolations(config: AgentConfig, configFiles: string | string[] = []): Violation[] {
   const v: Violation[] = [];
@@ -32,15 +32,18 @@ export function strictViolations(config: AgentConfig, configFiles: string | stri
   }
   if (!config.tls.plaintext && config.tls.minVersion !== 'TLSv1.3') v.push({ key: 'tls.minVersion', message: `${config.tls.minVersion} is below TLS 1.3` });
   if (config.sandbox.profile !== 'strict') v.push({ key: 'sandbox.profile', message: `"${config.sandbox.profile}" is weaker than "strict"` });
-  if (enabled.length > 0 && !config.plugins.requireSignature) v.push({ key: 'plugins.requireSignature', message: 'plugins are enabled but their signatures are not required' });
+  // Built-in plugins are part of the binary; any other plugin is code from a folder and must be signed.
+  // (A file that shadows a built-in is held to the same rule when it is loaded: plugin-host/loader.ts.)
+  const fromFiles = enabled.filter((n) => !(BUILTIN_PLUGIN_NAMES as readonly string[]).includes(n));
+  if (fromFiles.length > 0 && !config.plugins.requireSignature) v.push({ key: 'plugins.requireSignature', message: `plugins loaded from files (${fromFiles.join(', ')}) but their signatures are not required` });
   if (config.discovery.enabled && config.discovery.trustedKeys.length === 0 && config.discovery.rootKeys.length === 0 && config.discovery.groups.length > 0) {
     v.push({ key: 'discovery.trustedKeys', message: 'discovery is enabled without a trust store' });
   }
   // Every security decision must be reconstructable (docs/audit.md).
   if (config.audit.sink === 'off') v.push({ key: 'audit.sink', message: '"off" records no security decision; use "stderr" or "file"' });
-  // With plugins enabled, whether one authorizes is known once they are loaded (start-up).
-  if (offHost && enabled.length === 0) {
-    v.push({ key: 'plugins.enabled', message: `listening off-host (${config.agent.listen}) with no authorization plugin: every authenticated peer may run every routine` });
+  // Off loopback, what nothing allows must be refused: the config (or a plugin) says who may run what.
+  if (offHost && config.authorization.default === 'allow') {
+    v.push({ key: 'authorization.default', message: `"allow" while listening off-host (${config.agent.listen}): every authenticated peer may run every routine that no plugin denies; keep "deny" and list what callers may run in authorization.allow` });
   }
   // The host file and every fleet file its `extends` chain names: each can change what runs.
   const [hostFile, ...fleetFiles] = typeof configFiles === 'string' ? [configFiles] : configFiles;

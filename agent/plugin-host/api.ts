@@ -77,9 +77,15 @@ export interface AuthzRequest extends RequestInfo {
   identity: Identity;
 }
 
+/**
+ * An authorize hook's answer. `rule` names what decided inside the plugin (e.g. "rules[3]"),
+ * and `message` explains it: both go to the audit line (`authz.decision`) only. The caller
+ * sees a fixed message with the `reason` code and the request id, never the rule or the
+ * message, so neither can leak the policy.
+ */
 export type AuthzResult =
-  | { decision: 'allow'; reason?: string }
-  | { decision: 'deny'; reason: string; message?: string }
+  | { decision: 'allow'; reason?: string; rule?: string }
+  | { decision: 'deny'; reason: string; message?: string; rule?: string }
   /** No opinion (the rule set does not cover this request). */
   | { decision: 'abstain' };
 
@@ -158,4 +164,102 @@ export interface PluginDefinition<O = unknown> {
 /** Identity helper that gives a plugin definition its types. */
 export function definePlugin<O>(definition: PluginDefinition<O>): PluginDefinition<O> {
   return definition;
+}
+
+// ── Identity and routine patterns ───────────────────────────────────────────────────────
+// One matcher for the agent's authorization.allow rules and for policy plugins
+// (routine-policy), so a pattern means the same thing wherever it is written.
+//
+//  - without "*": exact, case-sensitive match;
+//  - SPIFFE patterns (starting with "spiffe://"): "*" matches within one path segment (a
+//    whole-segment "*" matches exactly one non-empty segment: spiffe://td/client/*), and "**"
+//    as the last segment matches one or more trailing segments (spiffe://td/client/**);
+//  - other identity patterns (jwt:*, nonce:ci-*): "*" matches any run of characters;
+//  - "**" alone matches every identity, "anonymous" included;
+//  - routine patterns: "*" matches any run of characters ("report.*", "*").
+
+/** A compiled pattern and its specificity (`score`: larger compares as more specific). */
+export interface Pattern {
+  text: string;
+  re: RegExp;
+  score: number[];
+}
+
+const PATTERN_CONTROL = /[\u0000-\u001f\u007f]/;
+const ROUTINE_PATTERN = /^[A-Za-z0-9_.*-]{1,64}$/;
+const escapeRegExp = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+
+function wildcardScore(text: string): { literal: number; stars: number; exact: boolean } {
+  const stars = (text.match(/\*+/g) ?? []).length;
+  return { literal: text.replace(/\*/g, '').length, stars, exact: stars === 0 };
+}
+
+/**
+ * Compiles an identity pattern, or returns why it is malformed. Specificity: an exact pattern
+ * beats any wildcard; between wildcards, more literal (non-"*") characters win, then a pattern
+ * without "**" beats one with it, then fewer "*" win.
+ *
+ * @example
+ *   const p = compileIdentityPattern('spiffe://skein.local/client/*');
+ *   typeof p !== 'string' && p.re.test('spiffe://skein.local/client/dev-client'); // true
+ */
+export function compileIdentityPattern(text: string): Pattern | string {
+  if (text.length === 0 || text.length > 512 || PATTERN_CONTROL.test(text)) return 'must be 1-512 characters without control characters';
+  if (/\*{3,}/.test(text)) return '"***" is not a pattern: use "*" or "**"';
+  const { literal, stars, exact } = wildcardScore(text);
+  const doubleStar = text.includes('**');
+  const score = exact ? [1, 0, 0, 0] : [0, literal, doubleStar ? 0 : 1, -stars];
+  if (text === '**') return { text, re: /^[\s\S]+$/, score };
+  let source: string;
+  if (text.startsWith('spiffe://')) {
+    // ['spiffe:', '', '<trust domain>', '<segment>', …]
+    const segments = text.split('/');
+    const parts: string[] = [];
+    for (const [i, seg] of segments.entries()) {
+      if (seg === '**') {
+        if (i !== segments.length - 1 || i < 2) return '"**" is only allowed as the last path segment (spiffe://td/client/**) or alone';
+        parts.push('[^/]+(?:/[^/]+)*');
+      } else if (seg.includes('**')) {
+        return '"**" must be a whole path segment (spiffe://td/client/**)';
+      } else {
+        parts.push(seg === '*' ? '[^/]+' : seg.split('*').map(escapeRegExp).join('[^/]*'));
+      }
+    }
+    source = parts.join('/');
+  } else {
+    if (doubleStar) return '"**" is only allowed alone or as the last segment of a spiffe:// pattern';
+    source = text.split('*').map(escapeRegExp).join('[\\s\\S]*');
+  }
+  return { text, re: new RegExp(`^${source}$`), score };
+}
+
+/** Compiles a routine name or glob, or returns why it is malformed. Exact beats glob; between globs, more literal characters win, then fewer "*". */
+export function compileRoutinePattern(text: string): Pattern | string {
+  if (!ROUTINE_PATTERN.test(text)) return 'must be a routine name or a glob of A-Z a-z 0-9 _ . - and "*" (max 64)';
+  if (text.includes('**')) return '"**" is not a routine pattern: use "*"';
+  const { literal, stars, exact } = wildcardScore(text);
+  return {
+    text,
+    re: new RegExp(`^${text.split('*').map(escapeRegExp).join('[\\s\\S]*')}$`),
+    score: exact ? [1, 0, 0] : [0, literal, -stars],
+  };
+}
+
+/** Compares two specificity scores: > 0 when `a` is more specific, 0 when equal. */
+export function compareSpecificity(a: number[], b: number[]): number {
+  for (let i = 0; i < a.length; i++) {
+    const d = (a[i] ?? 0) - (b[i] ?? 0);
+    if (d !== 0) return d;
+  }
+  return 0;
+}
+
+/** The most specific of `patterns` that matches any of `subjects`, or undefined. */
+export function bestMatch(patterns: Pattern[], subjects: string[]): Pattern | undefined {
+  let best: Pattern | undefined;
+  for (const p of patterns) {
+    if (best && compareSpecificity(p.score, best.score) <= 0) continue;
+    if (subjects.some((s) => p.re.test(s))) best = p;
+  }
+  return best;
 }

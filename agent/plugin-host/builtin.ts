@@ -13,6 +13,8 @@ import { readFileSync } from 'node:fs';
 declare const SKEIN_BUILTIN_PLUGINS: Record<string, string> | undefined;
 
 export const BUILTIN_PLUGIN_NAMES = ['bearer-jwt', 'routine-policy', 'signed-nonce'] as const;
+/** The built-in plugins that authenticate tokens (strict mode asks for one with one-way TLS or h2c). */
+export const TOKEN_PLUGIN_NAMES = ['bearer-jwt', 'signed-nonce'] as const;
 
 let sources: Record<string, string> | undefined;
 

@@ -42,6 +42,8 @@ export interface LoadDeps {
   now?: () => number;
   /** Records plugin.loaded, with the SHA-256 of the bytes that run. */
   audit?: Audit;
+  /** security.strict: a plugin from a file must be signed, even one shadowing a built-in. */
+  strict?: boolean;
 }
 
 const EXTENSIONS = ['.ts', '.mjs', '.js'];
@@ -95,6 +97,9 @@ async function loadOne(entry: { name: string; options?: unknown }, config: Plugi
   const { file, bytes, builtin } = locate(name, config, deps.log);
   const sha256 = createHash('sha256').update(bytes).digest('hex');
   let keyId: string | undefined;
+  if (deps.strict && !builtin && !config.requireSignature) {
+    throw new SkeinError('SKEIN_ERR_STRICT', `security.strict: refusing to start; 1 violation:\n  - plugins.requireSignature: plugin "${name}" is loaded from ${file} but signatures are not required`, { violations: [{ key: 'plugins.requireSignature' }] });
+  }
   // Built-in bytes are trusted as part of the binary; everything else needs its signature.
   if (config.requireSignature && !builtin) {
     try {

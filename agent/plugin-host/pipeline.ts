@@ -6,15 +6,22 @@
  *  - A caller with neither a valid client certificate nor a principal gets 401; with
  *    plugins.requireToken a principal is required on top of the certificate.
  *  - Every authorize hook then sees the identity; the first deny wins (403, the routine is
- *    never run). With no authorize hook, any authenticated caller may run any routine.
+ *    never run), and otherwise the first allow allows. When every hook abstains (or none is
+ *    loaded) the first matching authorization.allow rule allows; with none,
+ *    authorization.default decides ("deny" unless configured): nothing is allowed that no
+ *    one allowed.
  *  - A hook that throws, returns something invalid or exceeds plugins.hookTimeoutMs fails
  *    closed with reason PLUGIN_FAILED, logged with the plugin's name.
  * Every decision — plain mTLS included — is one line on the audit stream (authn.decision,
- * authz.decision; docs/audit.md), with the request id.
+ * authz.decision; docs/audit.md), with the request id; an authz.decision names the rule that
+ * decided. A 403 tells the caller only the reason code and the request id: rules, patterns
+ * and plugin messages would describe the policy, so they go to the audit line alone.
  */
 import type { Audit } from '../audit/index.ts';
 import { SkeinError } from '../errors/index.ts';
 import type { Logger } from '../log/index.ts';
+import type { AuthorizationConfig } from '../config/schema.ts';
+import { AllowRules } from './allow-rules.ts';
 import type { AuthnRequest, AuthnResult, AuthzResult, Identity, PeerInfo, RequestInfo } from './api.ts';
 import type { LoadedPlugin } from './loader.ts';
 import type { AuthRecorder } from '../metrics/index.ts';
@@ -27,21 +34,36 @@ export interface PipelineOptions {
   metrics?: AuthRecorder;
   /** Records every authentication and authorization decision. */
   audit?: Audit;
+  /** What the config allows when no plugin decides (authorization.allow, authorization.default). */
+  authorization: AuthorizationConfig;
 }
 
 const REASON = /^[A-Z][A-Z0-9_]{0,63}$/;
+/** A plugin's rule name ("rules[3]"): printable ASCII without spaces, so audit lines stay greppable. */
+const RULE = /^[\x21-\x7e]{1,128}$/;
+
+/** What decided an authorization: a plugin (and its rule), a config allow rule, or the default. */
+interface Decider {
+  /** "<plugin>:<rule>" or "<plugin>", "authorization.allow[i]", or "default". */
+  rule: string;
+  plugin?: string;
+  /** The plugin's message: for the audit line only. */
+  detail?: string;
+}
 
 export class AuthPipeline {
   #authn: LoadedPlugin[];
   #authz: LoadedPlugin[];
   /** Names of the authorize plugins, consulted on every allow (recorded on the audit line). */
   #authzNames: string[];
+  #allowRules: AllowRules;
   #opts: PipelineOptions;
 
   constructor(plugins: LoadedPlugin[], opts: PipelineOptions) {
     this.#authn = plugins.filter((p) => p.hooks.authenticate);
     this.#authz = plugins.filter((p) => p.hooks.authorize);
     this.#authzNames = this.#authz.map((p) => p.name);
+    this.#allowRules = new AllowRules(opts.authorization.allow);
     this.#opts = opts;
   }
 
@@ -70,16 +92,24 @@ export class AuthPipeline {
     return identity;
   }
 
-  /** Authorizes the call of `req.routine`; throws a 403 SkeinError on the first deny. */
+  /** Authorizes the call of `req.routine`; throws a 403 SkeinError unless something allows it. */
   async authorize(req: RequestInfo, identity: Identity): Promise<void> {
+    let allowedBy: (Decider & { reason?: string }) | undefined;
     for (const plugin of this.#authz) {
       const result = await this.#call(plugin, 'authorize', { ...req, identity }, 'FORBIDDEN', req, identity.peer);
       const r = checkAuthz(result);
-      if (!r) this.#deny(req, identity, 'PLUGIN_FAILED', plugin.name, `plugin "${plugin.name}" returned an invalid authorization result`);
-      else if (r.decision === 'deny') this.#deny(req, identity, r.reason, plugin.name, r.message);
+      if (!r) this.#deny(req, identity, 'PLUGIN_FAILED', { rule: plugin.name, plugin: plugin.name, detail: `plugin "${plugin.name}" returned an invalid authorization result` });
+      else if (r.decision === 'deny') this.#deny(req, identity, r.reason, { rule: ruleOf(plugin.name, r.rule), plugin: plugin.name, ...(r.message !== undefined ? { detail: r.message } : {}) });
+      else if (r.decision === 'allow') allowedBy ??= { rule: ruleOf(plugin.name, r.rule), plugin: plugin.name, ...(r.reason !== undefined ? { reason: r.reason } : {}) };
     }
-    // With no authorize plugin any authenticated caller may run any routine: "plugins": [] says so.
-    this.#opts.audit?.record('authz.decision', { ...this.#common(req, identity.peer, identity.principals), outcome: 'allow', plugins: this.#authzNames });
+    if (!allowedBy) {
+      // Every hook abstained (or none is loaded): the config's rules, then its default.
+      const i = this.#allowRules.match([identity.peer.id, ...identity.principals], req.routine ?? '');
+      if (i !== undefined) allowedBy = { rule: `authorization.allow[${i}]` };
+      else if (this.#opts.authorization.default === 'allow') allowedBy = { rule: 'default' };
+      else this.#deny(req, identity, 'DEFAULT_DENY', { rule: 'default' });
+    }
+    this.#opts.audit?.record('authz.decision', { ...this.#common(req, identity.peer, identity.principals), outcome: 'allow', ...allowedBy, plugins: this.#authzNames });
   }
 
   async close(): Promise<void> {
@@ -110,7 +140,7 @@ export class AuthPipeline {
       this.#opts.log.error('plugin hook failed; failing closed', { plugin: plugin.name, hook, requestId: req.requestId, error: (err as Error)?.message ?? String(err) });
       const message = `plugin "${plugin.name}" failed in ${hook}; failing closed`;
       if (kind === 'UNAUTHENTICATED') this.#reject(req, peer, 'PLUGIN_FAILED', plugin.name, message);
-      this.#deny(req, { peer, principals: [], claims: {} }, 'PLUGIN_FAILED', plugin.name, message);
+      this.#deny(req, { peer, principals: [], claims: {} }, 'PLUGIN_FAILED', { rule: plugin.name, plugin: plugin.name, detail: message });
     } finally {
       if (timer) clearTimeout(timer);
     }
@@ -122,11 +152,17 @@ export class AuthPipeline {
     throw new SkeinError('SKEIN_ERR_UNAUTHENTICATED', `authentication failed: ${message}`, { reason, ...(plugin ? { plugin } : {}) });
   }
 
-  #deny(req: RequestInfo, identity: Identity, reason: string, plugin: string, message: string | undefined): never {
-    this.#opts.audit?.record('authz.decision', { ...this.#common(req, identity.peer, identity.principals), outcome: 'deny', reason, plugin });
+  #deny(req: RequestInfo, identity: Identity, reason: string, by: Decider): never {
+    this.#opts.audit?.record('authz.decision', { ...this.#common(req, identity.peer, identity.principals), outcome: 'deny', reason, ...by });
     this.#opts.metrics?.authRejected('authz', reason);
+    // The caller learns who they are, the reason code and the request id to quote to the
+    // operator; the rule and the plugin's message (`by`) stay on the audit line.
     const who = identity.principals[0] ?? identity.peer.id;
-    throw new SkeinError('SKEIN_ERR_FORBIDDEN', `${who} may not run routine "${req.routine}"${message ? `: ${message}` : ''}`, { reason, plugin, routine: req.routine });
+    throw new SkeinError('SKEIN_ERR_FORBIDDEN', `${who} may not run routine "${req.routine}" (reason ${reason}, request ${req.requestId})`, {
+      reason,
+      ...(by.plugin ? { plugin: by.plugin } : {}),
+      routine: req.routine,
+    });
   }
 
   /** The fields every decision line carries (docs/audit.md). */
@@ -147,7 +183,16 @@ function checkAuthn(v: unknown): AuthnResult | undefined {
 function checkAuthz(v: unknown): AuthzResult | undefined {
   const r = v as AuthzResult | undefined;
   if (!r || typeof r !== 'object') return undefined;
-  if (r.decision === 'allow' || r.decision === 'abstain') return r;
-  if (r.decision === 'deny' && typeof r.reason === 'string' && REASON.test(r.reason)) return r;
-  return undefined;
+  if (r.decision === 'abstain') return r;
+  if (r.decision !== 'allow' && r.decision !== 'deny') return undefined;
+  if (r.rule !== undefined && (typeof r.rule !== 'string' || !RULE.test(r.rule))) return undefined;
+  // An allow's reason is free-form (it only reaches the audit line), as it always was.
+  if (r.decision === 'allow') return r;
+  if (typeof r.reason !== 'string' || !REASON.test(r.reason)) return undefined;
+  return r.message === undefined || typeof r.message === 'string' ? r : undefined;
+}
+
+/** The audited rule of a plugin's decision: "routine-policy:rules[3]", or the plugin's name when it names none. */
+function ruleOf(plugin: string, rule: string | undefined): string {
+  return rule === undefined ? plugin : `${plugin}:${rule}`;
 }

@@ -9,7 +9,7 @@ import pkg from '../../package.json' with { type: 'json' };
 import { createAudit, type Audit } from '../audit/index.ts';
 import { auditedConfig } from '../audit/redact.ts';
 import type { AgentConfig } from '../config/schema.ts';
-import { isLoopbackHost, parseHostPort } from '../config/load.ts';
+import { parseHostPort } from '../config/load.ts';
 import { SkeinError } from '../errors/index.ts';
 import type { Logger } from '../log/index.ts';
 import { DiscoveryService } from '../discovery/service.ts';
@@ -240,16 +240,15 @@ async function assemble({ config, log, embedded = false, baseDir, reloadConfig }
 }
 
 async function startPlugins(config: AgentConfig, baseDir: string, log: Logger, metrics: AgentMetrics, audit: Audit, hooks: PluginHooks): Promise<AuthPipeline> {
-  const plugins = await loadPlugins(config.plugins, { log, baseDir, runDir: join(config.agent.stateDir, 'run', 'plugins'), audit });
+  const plugins = await loadPlugins(config.plugins, { log, baseDir, runDir: join(config.agent.stateDir, 'run', 'plugins'), audit, strict: config.security.strict });
   hooks.authenticate = plugins.some((p) => p.hooks.authenticate);
   hooks.authorize = plugins.some((p) => p.hooks.authorize);
-  if (config.security.strict) {
-    if (!isLoopbackHost(parseHostPort(config.agent.listen).host) && !plugins.some((p) => p.hooks.authorize)) {
-      throw new SkeinError('SKEIN_ERR_STRICT', `security.strict: refusing to start; 1 violation:\n  - plugins.enabled: listening off-host (${config.agent.listen}) with no plugin that authorizes: every authenticated peer may run every routine`, { violations: [{ key: 'plugins.enabled' }] });
-    }
+  if (config.authorization.default === 'allow') {
+    // Strict mode refuses this off loopback (config/strict.ts); everywhere else it stays loud.
+    log.warn('authorization.default is "allow": every authenticated caller may run every routine that no plugin denies; list what callers may run in authorization.allow and keep the default "deny"', { key: 'authorization.default' });
   }
   if (config.tls.clientCerts === 'optional' && !plugins.some((p) => p.hooks.authenticate)) {
     log.warn('tls.clientCerts is "optional" but no enabled plugin authenticates tokens: every caller without a client certificate will be refused');
   }
-  return new AuthPipeline(plugins, { hookTimeoutMs: config.plugins.hookTimeoutMs, requireToken: config.plugins.requireToken, log, metrics, audit });
+  return new AuthPipeline(plugins, { hookTimeoutMs: config.plugins.hookTimeoutMs, requireToken: config.plugins.requireToken, log, metrics, audit, authorization: config.authorization });
 }

@@ -1,10 +1,11 @@
 /**
  * Security posture of the dispatch listener: how it is reached (mTLS, one-way TLS, h2c),
- * how callers authenticate, whether it is reachable off-host and whether a plugin
- * authorizes. Computed from the config and the hooks of the loaded plugins, reported by
- * the admin /healthz, and — when it serves off-host without client authentication or in
- * plaintext — warned about at start and again every hour, so an insecure agent stays loud
- * in the logs for as long as it runs, not only in the first lines.
+ * how callers authenticate, whether it is reachable off-host, whether a plugin authorizes
+ * and what happens to a call nothing allows. Computed from the config and the hooks of the
+ * loaded plugins, reported by the admin /healthz, and — when it serves off-host without
+ * client authentication, in plaintext or allowing by default — warned about at start and
+ * again every hour, so an insecure agent stays loud in the logs for as long as it runs, not
+ * only in the first lines.
  */
 import type { AgentConfig } from '../config/schema.ts';
 import { isLoopbackHost, parseHostPort } from '../config/load.ts';
@@ -17,8 +18,10 @@ export interface Posture {
   clientAuth: 'certificate' | 'token' | 'none';
   /** agent.listen is not a loopback address. */
   offHost: boolean;
-  /** An enabled plugin has an authorize hook (otherwise every authenticated caller runs every routine). */
+  /** An enabled plugin has an authorize hook. */
   authorization: boolean;
+  /** authorization.default: what a call no plugin and no authorization.allow rule allows gets. */
+  authorizationDefault: 'deny' | 'allow';
   /** What the periodic warning says; empty when the posture is not warned about. */
   warnings: string[];
 }
@@ -41,7 +44,10 @@ export function computePosture(config: AgentConfig, hooks: PluginHooks): Posture
   if (offHost && transport === 'h2c') {
     warnings.push(`plaintext HTTP/2 (tls.plaintext) reachable off-host (${config.agent.listen}): requests, results and tokens cross the network unencrypted; listen on loopback behind a TLS-terminating proxy`);
   }
-  return { transport, clientAuth, offHost, authorization: hooks.authorize, warnings };
+  if (offHost && config.authorization.default === 'allow') {
+    warnings.push(`reachable off-host (${config.agent.listen}) with authorization.default "allow": every authenticated caller may run every routine that no plugin denies; list what callers may run in authorization.allow and set the default to "deny"`);
+  }
+  return { transport, clientAuth, offHost, authorization: hooks.authorize, authorizationDefault: config.authorization.default, warnings };
 }
 
 /** Default period of the repeated warning: one hour. */

@@ -7,7 +7,7 @@
  *   theirs. A broken file is refused with an error naming it, and the old material serves on.
  * - SIGHUP re-reads the config file (same flags and environment) and applies what can change
  *   in a running agent: TLS files and version, the discovery trust store, signing key,
- *   endorsement and static peers, the plugins, the log level. An invalid config is refused
+ *   endorsement and static peers, the plugins and authorization rules, the log level. An invalid config is refused
  *   as a whole and the running one stays. Keys that only a restart can change (listeners,
  *   workers, routines, sandbox, limits…) are reported, not applied.
  *
@@ -27,7 +27,7 @@ import type { Listener } from '../server/listener.ts';
 import { readTls, type LoadedTls, type TlsFiles } from './tls.ts';
 
 /** Top-level keys (or dotted prefixes) a running agent applies on reload. */
-const RELOADABLE = ['tls.cert', 'tls.key', 'tls.ca', 'tls.minVersion', 'tls.trustDomains', 'discovery.trustedKeys', 'discovery.rootKeys', 'discovery.signingKey', 'discovery.endorsement', 'discovery.static', 'plugins', 'log.level', 'security.strict'];
+const RELOADABLE = ['tls.cert', 'tls.key', 'tls.ca', 'tls.minVersion', 'tls.trustDomains', 'discovery.trustedKeys', 'discovery.rootKeys', 'discovery.signingKey', 'discovery.endorsement', 'discovery.static', 'plugins', 'authorization', 'log.level', 'security.strict'];
 
 export type ReloadTrigger = 'sighup' | 'watch';
 
@@ -183,7 +183,8 @@ export class Reloader {
     // Everything that can fail is prepared before anything changes.
     let plugins: AuthPipeline | undefined;
     let commitPlugins: (() => void) | undefined;
-    if (applied.some((k) => k.startsWith('plugins'))) {
+    // The authorization keys live in the pipeline too: a change to either rebuilds it.
+    if (applied.some((k) => k.startsWith('plugins') || k.startsWith('authorization'))) {
       try {
         ({ pipeline: plugins, commit: commitPlugins } = await this.#d.loadPipeline(next));
       } catch (err) {

@@ -250,6 +250,7 @@ describe.skipIf(!ready)(`discovery across network namespaces (${why})`, () => {
           agent: { name, listen: endpoint, stateDir: 'state' },
           tls: { cert: join(pki, `agent-${name}.crt`), key: join(pki, `agent-${name}.key`), ca: join(pki, 'ca.crt'), trustDomain: TD },
           workers: { poolSize: 1 },
+          authorization: { allow: [{ identities: [`spiffe://${TD}/client/ops`], routines: ['*'] }] },
           discovery: {
             enabled: true,
             fleet: FLEET,

@@ -17,6 +17,8 @@ const FIX = join(FIXTURES, 'routines.py');
 const GROUP = `239.255.77.77:${40000 + Math.floor(Math.random() * 19000)}`;
 let pki: string;
 let keys: string;
+/** The client every test dials with (`client-ops` of the fleet CA). */
+const OPS = 'spiffe://fleet.test/client/ops';
 
 async function fleetMember(name: string, routines: Record<string, unknown>, trusted: string[], extra: Record<string, unknown> = {}): Promise<StartedAgent> {
   if (!existsSync(join(pki, `agent-${name}.crt`))) expect((await runCli(['pki', 'issue', '--dir', pki, '--name', name, '--kind', 'agent', '--host', '127.0.0.1'])).code).toBe(0);
@@ -26,6 +28,7 @@ async function fleetMember(name: string, routines: Record<string, unknown>, trus
         agent: { name, listen: '127.0.0.1:0', stateDir: 'state' },
         tls: { cert: join(pki, `agent-${name}.crt`), key: join(pki, `agent-${name}.key`), ca: join(pki, 'ca.crt'), trustDomain: 'fleet.test' },
         workers: { poolSize: 1 },
+        authorization: { allow: [{ identities: [OPS], routines: ['*'] }] },
         discovery: { enabled: true, fleet: 'test-fleet', signingKey: join(keys, `${name}.key`), trustedKeys: trusted, groups: [GROUP], intervalMs: 300, ttlMs: 1500, ...extra },
       }),
       routines,
@@ -128,6 +131,7 @@ describe('discovery on loopback multicast', () => {
           agent: { name: 'solo', listen: '127.0.0.1:0', stateDir: 'state' },
           tls: { cert: join(pki, 'agent-solo.crt'), key: join(pki, 'agent-solo.key'), ca: join(pki, 'ca.crt'), trustDomain: 'fleet.test' },
           workers: { poolSize: 1 },
+          authorization: { allow: [{ identities: [OPS], routines: ['*'] }] },
           discovery: {
             enabled: true,
             groups: [],

@@ -33,6 +33,7 @@ function config(name: string, signingKey: string, trustedKeys: string[]): Record
     workers: { poolSize: 1 },
     routines: { echo: { file: EXAMPLES } },
     audit: { sink: 'file', path: 'audit.jsonl' },
+    authorization: { allow: [{ identities: [`spiffe://${TD}/client/ops`], routines: ['*'] }] },
     discovery: { enabled: true, fleet: 'rot-fleet', signingKey: join(keys, `${signingKey}.key`), trustedKeys, groups: [GROUP], intervalMs: 300, ttlMs: 1200 },
   });
 }

@@ -24,6 +24,7 @@ async function fleetAgent(name: string): Promise<void> {
       tls: { cert, key: join(pki, `agent-${name}.key`), ca: join(pki, 'ca.crt') },
       workers: { poolSize: 1 },
       routines: { mark: { file: FIX }, slow_pid: { file: FIX }, mark_slow: { file: FIX } },
+      authorization: { allow: [{ identities: ['spiffe://fleet.test/client/caller'], routines: ['*'] }] },
     }),
   });
   agents[name] = agent;

@@ -55,6 +55,8 @@ beforeAll(async () => {
           dir: join(ROOT, 'plugins'),
           enabled: [{ name: 'bearer-jwt', options: { algorithms: ['HS256'], keys: [{ kty: 'oct', k: secret.toString('base64url') }], issuer: 'https://issuer.test', audience: 'skein' } }],
         },
+        // Every h2c caller is anonymous: the token's principal is what is allowed.
+        authorization: { allow: [{ identities: ['jwt:*'], routines: ['*'] }] },
       }),
     }),
     startAgent({ config: baseConfig({ workers: { poolSize: 1 } }) }),

@@ -35,7 +35,8 @@ describe('authorization', () => {
       const denied = await failure(client.dispatch('add', { args: [1, 2] }));
       expect(denied.code).toBe('SKEIN_ERR_FORBIDDEN');
       expect(denied.details).toMatchObject({ status: 403, reason: 'ECHO_ONLY', plugin: 'only-echo', routine: 'add' });
-      expect(denied.message).toBe(`${DEV_CLIENT} may not run routine "add": this identity may only run echo`);
+      // The plugin's message is for the audit line; the caller gets the reason and the request id.
+      expect(denied.message).toBe(`${DEV_CLIENT} may not run routine "add" (reason ECHO_ONLY, request ${denied.details.requestId})`);
       // Side effect: an allowed call leaves a mark in the log, a denied call none.
       expect(await client.dispatch('mark_allowed', { args: ['allowed-ran'] })).toBe('allowed-ran');
       await failure(client.dispatch('mark', { args: ['denied-ran'] }));
@@ -45,8 +46,8 @@ describe('authorization', () => {
       // Every decision is a line on the audit stream (stderr by default; docs/audit.md).
       await agent.waitForAudit((l) => l.event === 'authz.decision' && l.routine === 'mark');
       const audit = agent.audit.filter((l) => l.event === 'authz.decision');
-      expect(audit.find((l) => l.routine === 'add')).toMatchObject({ outcome: 'deny', plugin: 'only-echo', reason: 'ECHO_ONLY', peer: DEV_CLIENT });
-      expect(audit.find((l) => l.routine === 'echo')).toMatchObject({ outcome: 'allow', plugins: ['only-echo'], peer: DEV_CLIENT });
+      expect(audit.find((l) => l.routine === 'add')).toMatchObject({ outcome: 'deny', plugin: 'only-echo', rule: 'only-echo', reason: 'ECHO_ONLY', detail: 'this identity may only run echo', peer: DEV_CLIENT });
+      expect(audit.find((l) => l.routine === 'echo')).toMatchObject({ outcome: 'allow', plugin: 'only-echo', rule: 'only-echo', plugins: ['only-echo'], peer: DEV_CLIENT });
       expect(audit.every((l) => typeof l.requestId === 'string')).toBe(true);
     } finally {
       await client.close();
@@ -147,7 +148,9 @@ describe('tokens with and without client certificates', () => {
   const keyPlugin = [{ name: 'test-key', options: { keys: { ops: 's3cret' } } }];
 
   it('one-way TLS + token works without a client certificate; no token → 401', async () => {
-    const agent = await startAgent({ config: withPlugins(keyPlugin, {}, { tls: { clientCerts: 'optional' } }) });
+    // The token's principal is allowed next to the certificate (authorization is deny by default).
+    const allow = { authorization: { allow: [{ identities: [DEV_CLIENT, 'key:ops'], routines: ['*'] }] } };
+    const agent = await startAgent({ config: withPlugins(keyPlugin, {}, { tls: { clientCerts: 'optional' }, ...allow }) });
     const anonymous = agent.client({ cert: undefined, key: undefined });
     try {
       expect(await anonymous.dispatch('echo', { args: ['hi'], headers: { 'x-test-key': 's3cret' } })).toBe('hi');

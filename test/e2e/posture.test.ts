@@ -57,14 +57,14 @@ describe('an off-host listener without client authentication', () => {
 
       const h = await healthz(a);
       expect(h.status).toBe('ok');
-      expect(h.posture).toEqual({ transport: 'tls', clientAuth: 'none', offHost: true, authorization: false, warnings: first.warnings });
+      expect(h.posture).toEqual({ transport: 'tls', clientAuth: 'none', offHost: true, authorization: false, authorizationDefault: 'deny', warnings: first.warnings });
     });
   });
 
   it('with a plugin that authenticates tokens: clientAuth "token", no warning', async () => {
     await withAgent({ ...OFF_HOST, tls: { clientCerts: 'optional' }, plugins: { dir: tokenPluginDir(), enabled: [{ name: 'token-only' }] } }, async (a) => {
       const h = await healthz(a);
-      expect(h.posture).toEqual({ transport: 'tls', clientAuth: 'token', offHost: true, authorization: false, warnings: [] });
+      expect(h.posture).toEqual({ transport: 'tls', clientAuth: 'token', offHost: true, authorization: false, authorizationDefault: 'deny', warnings: [] });
       await new Promise((r) => setTimeout(r, INTERVAL_MS * 3));
       expect(warnings(a)).toEqual([]);
     });
@@ -75,7 +75,7 @@ describe('no warning', () => {
   it('on loopback, even without client authentication', async () => {
     await withAgent({ tls: { clientCerts: 'optional' } }, async (a) => {
       const h = await healthz(a);
-      expect(h.posture).toEqual({ transport: 'tls', clientAuth: 'none', offHost: false, authorization: false, warnings: [] });
+      expect(h.posture).toEqual({ transport: 'tls', clientAuth: 'none', offHost: false, authorization: false, authorizationDefault: 'deny', warnings: [] });
       await new Promise((r) => setTimeout(r, INTERVAL_MS * 3));
       expect(warnings(a)).toEqual([]);
     });
@@ -90,7 +90,7 @@ describe('no warning', () => {
         await client.close();
       }
       const h = await healthz(a);
-      expect(h.posture).toEqual({ transport: 'mtls', clientAuth: 'certificate', offHost: true, authorization: false, warnings: [] });
+      expect(h.posture).toEqual({ transport: 'mtls', clientAuth: 'certificate', offHost: true, authorization: false, authorizationDefault: 'deny', warnings: [] });
       await new Promise((r) => setTimeout(r, INTERVAL_MS * 3));
       expect(warnings(a)).toEqual([]);
     });

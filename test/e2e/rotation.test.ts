@@ -85,6 +85,8 @@ describe('certificate rotation under load', () => {
         // In the watched folder on purpose: under load it never goes quiet, and rotations
         // must still be picked up (the watch is throttled, not debounced forever).
         audit: { sink: 'file', path: join(pki, 'audit.jsonl') },
+        // The clients of this test's CAs (ops, and newops of the CA added later).
+        authorization: { allow: [{ identities: ['spiffe://skein.local/client/ops', 'spiffe://skein.local/client/newops'], routines: ['*'] }] },
       }),
     });
     admin = String((await agent.waitForLog((l) => l.msg === 'admin listening')).address);

@@ -3,10 +3,10 @@
  * it with its key and exits 2), every violation listed at once by skein agent --strict, and a
  * clean strict configuration that starts.
  */
-import { chmodSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { baseConfig, EXAMPLES, runCli, startAgent, stopAll, tempDir } from '../helpers/agent.ts';
+import { baseConfig, EXAMPLES, ROOT, runCli, startAgent, stopAll, tempDir } from '../helpers/agent.ts';
 
 afterAll(stopAll);
 
@@ -26,14 +26,31 @@ describe('each violation is reported with its key (skein validate --strict, exit
     ['plaintext h2c without a token plugin', { tls: { plaintext: true } }, /tls.plaintext: plaintext HTTP\/2 \(h2c\) without a token plugin/],
     ['TLS below 1.3', { tls: { minVersion: 'TLSv1.2' } }, /tls.minVersion: TLSv1.2 is below TLS 1.3/],
     ['a sandbox weaker than strict', { sandbox: { profile: 'standard' } }, /sandbox.profile: "standard" is weaker than "strict"/],
-    ['plugins without required signatures', { plugins: { enabled: [{ name: 'routine-policy', options: { rules: [] } }] } }, /plugins.requireSignature: plugins are enabled but their signatures are not required/],
+    ['plugins from files without required signatures', { plugins: { enabled: [{ name: 'office-hours' }] } }, /plugins.requireSignature: plugins loaded from files \(office-hours\) but their signatures are not required/],
     ['the audit stream turned off', { audit: { sink: 'off' } }, /audit.sink: "off" records no security decision/],
-    ['no authorization reachable off-host', { agent: { name: 'strict', listen: '0.0.0.0:0', stateDir: 'state' } }, /plugins.enabled: listening off-host \(0.0.0.0:0\) with no authorization plugin/],
+    ['authorization.default "allow" reachable off-host', { agent: { name: 'strict', listen: '0.0.0.0:0', stateDir: 'state' }, authorization: { default: 'allow' } }, /authorization.default: "allow" while listening off-host \(0.0.0.0:0\): every authenticated peer may run every routine that no plugin denies/],
   ])('%s', async (_name, overrides, message) => {
     const r = await runCli(['validate', '--strict', '--config', configFile({ ...clean(), ...overrides })]);
     expect(r.code).toBe(2);
     expect(r.stderr).toMatch(/^error \[SKEIN_ERR_STRICT\]: security.strict: refusing to start; 1 violation:/);
     expect(r.stderr).toMatch(message);
+  });
+
+  it('built-in plugins need no signature: routine-policy alone passes', async () => {
+    const r = await runCli(['validate', '--strict', '--config', configFile({ ...clean(), plugins: { enabled: [{ name: 'routine-policy', options: { rules: [{ effect: 'allow', identities: ['**'], routines: ['echo'] }] } }] } })]);
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+  });
+
+  it('a file shadowing a built-in is held to the signature rule when it loads', async () => {
+    const dir = tempDir();
+    mkdirSync(join(dir, 'plugins'));
+    writeFileSync(join(dir, 'plugins', 'routine-policy.ts'), `${readFileSync(join(ROOT, 'plugins/routine-policy.ts'), 'utf8')}\n// patched\n`);
+    const path = join(dir, 'agent.config.json');
+    writeFileSync(path, JSON.stringify({ ...clean(), plugins: { enabled: [{ name: 'routine-policy', options: { rules: [] } }] } }), { mode: 0o600 });
+    const r = await runCli(['agent', '--strict', '--config', path]);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/error \[SKEIN_ERR_STRICT\]: security.strict: refusing to start; 1 violation:\n {2}- plugins.requireSignature: plugin "routine-policy" is loaded from .*routine-policy\.ts but signatures are not required/);
   });
 
   it('a private key readable by others', async () => {
@@ -82,17 +99,23 @@ describe('skein agent --strict', () => {
     for (const key of ['tls.clientCerts', 'tls.minVersion', 'sandbox.profile', 'config']) expect(r.stderr).toContain(`  - ${key}: `);
   });
 
-  it('off-host with plugins but none that authorizes: refused once the plugins are loaded', async () => {
-    const keys = tempDir();
-    const plugins = tempDir();
-    expect((await runCli(['keygen', '--out', join(keys, 'signer.key')])).code).toBe(0);
-    writeFileSync(join(plugins, 'authn-only.ts'), "export default { name: 'authn-only', version: '1.0.0', setup: () => ({ authenticate: () => ({ outcome: 'skip' }) }) };\n");
-    expect((await runCli(['plugin', 'sign', join(plugins, 'authn-only.ts'), '--key', join(keys, 'signer.key'), '--version', '1.0.0'])).code).toBe(0);
-    const pub = readFileSync(join(keys, 'signer.key.pub'), 'utf8').trim();
-    const path = configFile({ ...clean(), agent: { name: 'strict', listen: '0.0.0.0:0', stateDir: 'state' }, plugins: { dir: plugins, enabled: [{ name: 'authn-only' }], requireSignature: true, trustedKeys: [pub] } });
-    const r = await runCli(['agent', '--strict', '--config', path]);
+  it('refuses authorization.default "allow" off loopback, before listening', async () => {
+    const r = await runCli(['agent', '--strict', '--config', configFile({ ...clean(), agent: { name: 'strict', listen: '0.0.0.0:0', stateDir: 'state' }, authorization: { default: 'allow' } })]);
     expect(r.code).toBe(2);
-    expect(r.stderr).toMatch(/SKEIN_ERR_STRICT.*\n  - plugins.enabled: listening off-host \(0.0.0.0:0\) with no plugin that authorizes/);
+    expect(r.stderr).toMatch(/SKEIN_ERR_STRICT.*1 violation:\n  - authorization.default: "allow" while listening off-host \(0.0.0.0:0\)/);
+    expect(r.stderr).not.toMatch(/"msg":"listening"/);
+  });
+
+  it('off loopback with no plugin is no violation: what no rule allows is denied (authorization.default "deny")', async () => {
+    const r = await runCli(['validate', '--strict', '--config', configFile({ ...clean(), agent: { name: 'strict', listen: '0.0.0.0:0', stateDir: 'state' } })]);
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+  });
+
+  it('"allow" on loopback is no violation (warned at start instead)', async () => {
+    const r = await runCli(['validate', '--strict', '--config', configFile({ ...clean(), authorization: { default: 'allow' } })]);
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
   });
 
   it('a clean strict configuration starts and serves', async () => {

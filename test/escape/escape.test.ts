@@ -23,7 +23,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SkeinClient } from '../../agent/client/index.ts';
 import type { ErrorCode } from '../../agent/errors/index.ts';
-import { alive, baseConfig, BINARY, EXAMPLES, failure, requireBinary, startAgent, stopAll, tempDir, type LogLine, type StartedAgent } from '../helpers/agent.ts';
+import { alive, baseConfig, BINARY, DEV_CLIENT, EXAMPLES, failure, requireBinary, startAgent, stopAll, tempDir, type LogLine, type StartedAgent } from '../helpers/agent.ts';
 
 const HOSTILE = join(import.meta.dirname, 'routines/hostile.py');
 const MiB = 1024 * 1024;
@@ -646,6 +646,7 @@ describe.skipIf(!canDrop)(`the agent as an unprivileged user (uid ${NOBODY})${ca
       log: { level: 'info', format: 'json' },
       workers: { poolSize: 2, python: SYSTEM_PYTHON, circuit: { failures: 1000, windowMs: 60_000, cooldownMs: 100 } },
       limits: { maxResultBytes: MAX_RESULT_BYTES },
+      authorization: { allow: [{ identities: [DEV_CLIENT], routines: ['*'] }] },
       routines: { add: { file: EXAMPLES }, ...routinesFor(UNPRIVILEGED) },
     });
     const pki = join(state, 'pki');

@@ -14,6 +14,8 @@ export const ROOT = resolve(import.meta.dirname, '../..');
 export const BINARY = join(ROOT, 'dist/skein');
 export const EXAMPLES = join(ROOT, 'routines/examples.py');
 export const FIXTURES = join(ROOT, 'test/fixtures');
+/** The SPIFFE ID of the development PKI's client certificate (the one `client()` presents). */
+export const DEV_CLIENT = 'spiffe://skein.local/client/dev-client';
 
 const running = new Set<ChildProcess>();
 const tempDirs: string[] = [];
@@ -55,9 +57,10 @@ export interface StartedAgent {
 }
 
 /**
- * Default test config: the example routines, a loopback ephemeral port, JSON logs, and one
+ * Default test config: the example routines, a loopback ephemeral port, JSON logs, one
  * shared pool (so tests can compare worker pids across routines and keep worker counts low;
- * the escape suite runs the default per-routine isolation).
+ * the escape suite runs the default per-routine isolation), and an allow rule that lets the
+ * development client run every routine (authorization is deny by default).
  */
 export function baseConfig(overrides: Record<string, unknown> = {}): Record<string, unknown> {
   return deepMerge(
@@ -65,6 +68,7 @@ export function baseConfig(overrides: Record<string, unknown> = {}): Record<stri
       agent: { name: 'test', listen: '127.0.0.1:0', stateDir: 'state' },
       log: { level: 'info', format: 'json' },
       workers: { poolSize: 2, isolation: 'shared' },
+      authorization: { allow: [{ identities: [DEV_CLIENT], routines: ['*'] }] },
       routines: {
         echo: { file: EXAMPLES },
         add: { file: EXAMPLES },

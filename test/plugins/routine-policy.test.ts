@@ -29,7 +29,7 @@ const deny = (identities: string[], routines: string[], claims?: Record<string, 
 describe('routine-policy: matching', () => {
   it('exact identity and routine → allow (reason POLICY_ALLOW); anything else → default abstain', async () => {
     const rules = [allow([DEV], ['echo'])];
-    expect(await decide(rules, identity(DEV), 'echo')).toEqual({ decision: 'allow', reason: 'POLICY_ALLOW' });
+    expect(await decide(rules, identity(DEV), 'echo')).toEqual({ decision: 'allow', reason: 'POLICY_ALLOW', rule: 'rules[0]' });
     expect(await decision(rules, identity(DEV), 'add')).toBe('abstain');
     expect(await decision(rules, identity(`${TD}/client/other`), 'echo')).toBe('abstain');
     expect(await decision(rules, identity(`${DEV}/x`), 'echo')).toBe('abstain');
@@ -114,9 +114,9 @@ describe('routine-policy: precedence', () => {
     expect(await decision([d, a], identity(DEV), 'echo')).toBe('deny:POLICY_DENY');
   });
 
-  it('the deny message names the rule index and the patterns that matched', async () => {
+  it('a deny names the rule, and its message (for the audit line only) the patterns that matched', async () => {
     const r = await decide([allow(['jwt:*'], ['*']), deny(['jwt:*'], ['*'])], identity(DEV, ['jwt:mallory']), 'add');
-    expect(r).toEqual({ decision: 'deny', reason: 'POLICY_DENY', message: 'denied by rules[1] (identity "jwt:*", routine "*")' });
+    expect(r).toEqual({ decision: 'deny', reason: 'POLICY_DENY', rule: 'rules[1]', message: 'denied by rules[1] (identity "jwt:*", routine "*")' });
   });
 
   it('an exact identity beats a wildcard identity (allow overrides a broader deny, and vice versa)', async () => {
@@ -168,6 +168,7 @@ describe('routine-policy: precedence', () => {
     expect(await decide([allow([DEV], ['echo'])], identity(DEV, ['jwt:a']), 'add', 'deny')).toEqual({
       decision: 'deny',
       reason: 'POLICY_DEFAULT_DENY',
+      rule: 'default',
       message: `no rule lets ${DEV}, jwt:a call "add" (default: deny)`,
     });
     expect(await decision([], identity(DEV), 'add', 'deny')).toBe('deny:POLICY_DEFAULT_DENY');

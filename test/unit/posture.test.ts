@@ -26,8 +26,8 @@ const OFF = { agent: { name: 't', listen: '0.0.0.0:7443', stateDir: 'state' } };
 
 describe('computePosture', () => {
   it('mTLS by default: certificate authentication, no warning, off-host or not', () => {
-    expect(computePosture(config({}), none)).toEqual({ transport: 'mtls', clientAuth: 'certificate', offHost: false, authorization: false, warnings: [] });
-    expect(computePosture(config(OFF), none)).toEqual({ transport: 'mtls', clientAuth: 'certificate', offHost: true, authorization: false, warnings: [] });
+    expect(computePosture(config({}), none)).toEqual({ transport: 'mtls', clientAuth: 'certificate', offHost: false, authorization: false, authorizationDefault: 'deny', warnings: [] });
+    expect(computePosture(config(OFF), none)).toEqual({ transport: 'mtls', clientAuth: 'certificate', offHost: true, authorization: false, authorizationDefault: 'deny', warnings: [] });
   });
 
   it('one-way TLS without a token plugin: no client authentication, warned only off-host', () => {
@@ -40,16 +40,24 @@ describe('computePosture', () => {
 
   it('one-way TLS with an authenticate hook: token authentication, no warning', () => {
     const p = computePosture(config({ ...OFF, tls: { clientCerts: 'optional' } }), { authenticate: true, authorize: true });
-    expect(p).toEqual({ transport: 'tls', clientAuth: 'token', offHost: true, authorization: true, warnings: [] });
+    expect(p).toEqual({ transport: 'tls', clientAuth: 'token', offHost: true, authorization: true, authorizationDefault: 'deny', warnings: [] });
   });
 
   it('h2c: warned off-host for plaintext even with a token plugin, and for no authentication without one', () => {
-    expect(computePosture(config({ tls: { plaintext: true } }), { authenticate: true, authorize: false })).toEqual({ transport: 'h2c', clientAuth: 'token', offHost: false, authorization: false, warnings: [] });
+    expect(computePosture(config({ tls: { plaintext: true } }), { authenticate: true, authorize: false })).toEqual({ transport: 'h2c', clientAuth: 'token', offHost: false, authorization: false, authorizationDefault: 'deny', warnings: [] });
     const withToken = computePosture(config({ ...OFF, tls: { plaintext: true } }), { authenticate: true, authorize: false });
     expect(withToken.warnings).toEqual([expect.stringMatching(/^plaintext HTTP\/2 \(tls.plaintext\) reachable off-host/)]);
     const bare = computePosture(config({ ...OFF, tls: { plaintext: true } }), none);
     expect(bare.clientAuth).toBe('none');
     expect(bare.warnings).toHaveLength(2);
+  });
+
+  it('authorization.default "allow" is warned about off-host only (strict refuses it there)', () => {
+    const allow = { authorization: { default: 'allow' } };
+    expect(computePosture(config(allow), none)).toMatchObject({ authorizationDefault: 'allow', warnings: [] });
+    const p = computePosture(config({ ...OFF, ...allow }), none);
+    expect(p.authorizationDefault).toBe('allow');
+    expect(p.warnings).toEqual([expect.stringMatching(/^reachable off-host \(0\.0\.0\.0:7443\) with authorization.default "allow": every authenticated caller may run every routine that no plugin denies/)]);
   });
 
   it('localhost and 127.x are loopback; [::] is not', () => {

@@ -65,10 +65,12 @@ export default definePlugin<Options>({
         const allowed = req.routine === undefined ? undefined : allow.get(req.routine);
         if (allowed === undefined) return { decision: 'abstain' };
         const match = namesOf(req.identity).find((n) => allowed.includes(n));
-        if (match !== undefined) return { decision: 'allow', reason: 'LISTED' };
-        // The reason is a stable code for the audit line and the 403 body; the message goes to
-        // the caller, so it names neither the allow list nor who is on it.
-        return { decision: 'deny', reason: 'NOT_LISTED', message: `not allowed to run "${req.routine}"` };
+        // `rule` names what decided: the agent's audit line records it as "<plugin>:<rule>".
+        const rule = `allow.${req.routine}`;
+        if (match !== undefined) return { decision: 'allow', reason: 'LISTED', rule };
+        // The caller sees only the reason code and the request id; rule and message go to the
+        // audit line, so the message may say what the operator needs to know.
+        return { decision: 'deny', reason: 'NOT_LISTED', rule, message: `${namesOf(req.identity).join(', ')} not in options.allow["${req.routine}"]` };
       },
     };
   },
