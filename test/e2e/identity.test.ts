@@ -29,8 +29,12 @@ let agent: StartedAgent;
 let admin: string;
 let work: string;
 
+// Authorization is deny by default: these tests are about who the caller is, so every
+// identity the trust rules accept may run the example routines.
+const ANY_ACCEPTED = { authorization: { allow: [{ identities: ['spiffe://skein.local/**', 'spiffe://partner.example/**'], routines: ['*'] }] } };
+
 beforeAll(async () => {
-  agent = await startAgent({ config: baseConfig() });
+  agent = await startAgent({ config: baseConfig(ANY_ACCEPTED) });
   admin = String((await agent.waitForLog((l) => l.msg === 'admin listening')).address);
   work = tempDir('skein-identity-');
 });
@@ -169,7 +173,7 @@ describe('SPIFFE identity rules: 401 with a reason of its own, audited, routine 
 describe('tls.trustDomains', () => {
   let partner: StartedAgent;
   beforeAll(async () => {
-    partner = await startAgent({ config: baseConfig({ tls: { trustDomains: ['partner.example'] } }) });
+    partner = await startAgent({ config: baseConfig({ ...ANY_ACCEPTED, tls: { trustDomains: ['partner.example'] } }) });
   });
   afterAll(async () => {
     await partner?.stop();
