@@ -109,7 +109,7 @@ export const CONFIG_SCHEMA: Node = {
           fields: {
             failures: { kind: 'integer', min: 1, max: 1000, default: 5, description: 'Worker kills within windowMs that open the circuit.' },
             windowMs: { kind: 'integer', min: 100, max: 86_400_000, default: 60_000, description: 'Window in which kills are counted.' },
-            cooldownMs: { kind: 'integer', min: 100, max: 86_400_000, default: 30_000, description: 'How long an open circuit refuses calls (503 SKEIN_ERR_CIRCUIT_OPEN) before one trial call.' },
+            cooldownMs: { kind: 'integer', min: 100, max: 86_400_000, default: 30_000, description: 'How long an open circuit refuses calls (503 SKEIN_ERR_CIRCUIT_OPEN) before one trial call, which calls arriving meanwhile wait for; a half-open circuit nobody calls for this long again closes.' },
           },
         },
       },

@@ -114,3 +114,82 @@ describe('x-skein-timeout-ms', () => {
     }
   });
 });
+
+describe('half-open circuit', () => {
+  it('calls that arrive during the trial wait for it and run when it succeeds; other routines are served meanwhile', async () => {
+    const a = await startAgent({
+      config: baseConfig({
+        workers: { poolSize: 2, circuit: { failures: 2, windowMs: 60_000, cooldownMs: 1_500 } },
+        routines: { flaky: { file: EDGES } },
+      }),
+    });
+    const session = connect(a.port, a.pki);
+    try {
+      for (let i = 0; i < 2; i++) {
+        const r = await postJson(session, 'flaky', { args: [true] });
+        expect(r.json.code).toBe('SKEIN_ERR_WORKER_CRASHED');
+      }
+      const refused = await postJson(session, 'flaky', { args: [false] });
+      expect(refused.status).toBe(503);
+      expect(refused.json.code).toBe('SKEIN_ERR_CIRCUIT_OPEN');
+      expect(refused.json.message).toMatch(/^routine "flaky" kept killing its workers; it is refused for [12] s more \(workers\.circuit\)$/);
+      expect(['1', '2']).toContain(refused.headers['retry-after']);
+      await new Promise((r) => setTimeout(r, 1_600));
+
+      // The routine is fixed now: the first call is the trial and takes a second.
+      const started = Date.now();
+      const trial = postJson(session, 'flaky', { args: [false, 1] });
+      await new Promise((r) => setTimeout(r, 300));
+      const waiters = [0, 1, 2].map(() => postJson(session, 'flaky', { args: [false] }).then((r) => ({ ...r, at: Date.now() - started })));
+      expect((await postJson(session, 'echo', { args: ['meanwhile'] })).json).toEqual({ result: 'meanwhile' });
+      expect((await trial).json).toEqual({ result: 'ok' });
+      for (const w of await Promise.all(waiters)) {
+        expect(w.status).toBe(200);
+        expect(w.json).toEqual({ result: 'ok' });
+        expect(w.at).toBeGreaterThanOrEqual(950); // they waited for the trial rather than being refused
+      }
+      // Closed for everyone.
+      expect((await postJson(session, 'flaky', { args: [false] })).status).toBe(200);
+    } finally {
+      session.close();
+      await a.stop();
+    }
+  });
+
+  it('a waiter whose deadline passes during the trial gets 504; a trial that kills its worker refuses the waiters', async () => {
+    const a = await startAgent({
+      config: baseConfig({
+        workers: { poolSize: 2, circuit: { failures: 1, windowMs: 60_000, cooldownMs: 1_000 } },
+        routines: { flaky: { file: EDGES } },
+      }),
+    });
+    const session = connect(a.port, a.pki);
+    try {
+      expect((await postJson(session, 'flaky', { args: [true] })).json.code).toBe('SKEIN_ERR_WORKER_CRASHED');
+      await new Promise((r) => setTimeout(r, 1_100));
+      const trial = postJson(session, 'flaky', { args: [false, 1] });
+      await new Promise((r) => setTimeout(r, 200));
+      const impatient = await postJson(session, 'flaky', { args: [false] }, { 'x-skein-timeout-ms': '200' });
+      expect(impatient.status).toBe(504);
+      expect(impatient.json.code).toBe('SKEIN_ERR_DEADLINE_EXCEEDED');
+      expect(impatient.json.message).toBe('the call waited 200 ms for the trial call of routine "flaky" (its circuit is half-open) and never started');
+      expect((await trial).status).toBe(200);
+
+      // Open it again; this time the trial crashes, and the call waiting for it is refused.
+      expect((await postJson(session, 'flaky', { args: [true] })).json.code).toBe('SKEIN_ERR_WORKER_CRASHED');
+      await new Promise((r) => setTimeout(r, 1_100));
+      const crashingTrial = postJson(session, 'flaky', { args: [true, 0.5] });
+      await new Promise((r) => setTimeout(r, 150));
+      const waiter = postJson(session, 'flaky', { args: [false] });
+      expect((await crashingTrial).json.code).toBe('SKEIN_ERR_WORKER_CRASHED');
+      const refused = await waiter;
+      expect(refused.status).toBe(503);
+      expect(refused.json.code).toBe('SKEIN_ERR_CIRCUIT_OPEN');
+      expect(refused.headers['retry-after']).toBe('1');
+      expect((await postJson(session, 'echo', { args: [1] })).json).toEqual({ result: 1 });
+    } finally {
+      session.close();
+      await a.stop();
+    }
+  });
+});
