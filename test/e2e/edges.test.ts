@@ -4,10 +4,12 @@
  * header, an oversize header field, oversize discovery datagrams and the half-open circuit.
  * Each refusal is asserted by status, code and message, and the agent keeps serving.
  */
+import { createSocket } from 'node:dgram';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { connect, postJson, request } from '../helpers/h2.ts';
-import { baseConfig, FIXTURES, startAgent, stopAll, type StartedAgent } from '../helpers/agent.ts';
+import { baseConfig, FIXTURES, runCli, startAgent, stopAll, tempDir, type StartedAgent } from '../helpers/agent.ts';
 
 const EDGES = join(FIXTURES, 'edges.py');
 
@@ -189,6 +191,50 @@ describe('half-open circuit', () => {
       expect((await postJson(session, 'echo', { args: [1] })).json).toEqual({ result: 1 });
     } finally {
       session.close();
+      await a.stop();
+    }
+  });
+});
+
+describe('discovery: oversize datagrams', () => {
+  it('are counted as skein_adverts_total{result="oversize"} without being read; the agent keeps serving', async () => {
+    const keys = tempDir();
+    expect((await runCli(['keygen', '--out', join(keys, 'edge.key')])).code).toBe(0);
+    const group = `239.255.77.78:${40000 + Math.floor(Math.random() * 19000)}`;
+    const a = await startAgent({
+      config: baseConfig({ discovery: { enabled: true, fleet: 'edge-fleet', signingKey: join(keys, 'edge.key'), trustedKeys: [readFileSync(join(keys, 'edge.key.pub'), 'utf8').trim()], groups: [group], intervalMs: 300, ttlMs: 1500 } }),
+    });
+    const scrape = async () => {
+      const admin = String((await a.waitForLog((l) => l.msg === 'admin listening')).address);
+      const text = await (await fetch(`http://${admin}/metrics`)).text();
+      return Number(/^skein_adverts_total\{result="oversize"\} (\d+)$/m.exec(text)?.[1] ?? 'NaN');
+    };
+    try {
+      expect(await scrape()).toBe(0);
+      const socket = createSocket('udp4');
+      await new Promise<void>((r) => socket.bind(0, '127.0.0.1', () => r()));
+      socket.setMulticastInterface('127.0.0.1');
+      const [address, port] = group.split(':');
+      // Just over the limit, and far over it (junk: nothing in it may be decoded).
+      for (const size of [1201, 9000]) await new Promise<void>((r) => socket.send(Buffer.alloc(size, 0xa5), Number(port), address!, () => r()));
+      socket.close();
+      const line = await a.waitForLog((l) => l.msg === 'advertisement rejected' && l.reason === 'oversize', 3000);
+      expect(line.source).toBe('127.0.0.1');
+      let counted = 0;
+      for (let i = 0; i < 20 && counted < 2; i++) {
+        counted = await scrape();
+        if (counted < 2) await new Promise((r) => setTimeout(r, 100));
+      }
+      expect(counted).toBe(2);
+      const session = connect(a.port, a.pki);
+      try {
+        const peers = await request(session, { ':method': 'GET', ':path': '/v1/peers' });
+        expect(JSON.parse(peers.body.toString()).rejected.oversize).toBe(2);
+        expect((await postJson(session, 'echo', { args: ['served'] })).json).toEqual({ result: 'served' });
+      } finally {
+        session.close();
+      }
+    } finally {
       await a.stop();
     }
   });
