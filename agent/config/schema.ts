@@ -81,7 +81,7 @@ export const CONFIG_SCHEMA: Node = {
       description: 'HTTP/2 and connection hardening of the listener (limits per connection, per client address and per server).',
       fields: {
         maxConcurrentStreams: { kind: 'integer', min: 1, max: 65_535, default: 256, description: 'Streams one connection may have open at once (SETTINGS_MAX_CONCURRENT_STREAMS); more are refused with REFUSED_STREAM.' },
-        maxHeaderListBytes: { kind: 'integer', min: 1024, max: 1_048_576, default: 16_384, description: 'Largest request header list (SETTINGS_MAX_HEADER_LIST_SIZE); a larger one resets the stream (ENHANCE_YOUR_CALM) and the connection keeps serving.' },
+        maxHeaderListBytes: { kind: 'integer', min: 1024, max: 1_048_576, default: 16_384, description: 'Largest request header list (SETTINGS_MAX_HEADER_LIST_SIZE); a larger one resets the stream (ENHANCE_YOUR_CALM) and the connection keeps serving. A header block over max(this, 64 KiB) cannot be decoded and closes the connection with GOAWAY(COMPRESSION_ERROR) (operations.md).' },
         idleTimeoutMs: { kind: 'integer', min: 0, max: 86_400_000, default: 120_000, description: 'A connection with no traffic and no open stream for this long is closed with GOAWAY (0: never).' },
         handshakeTimeoutMs: { kind: 'integer', min: 100, max: 600_000, default: 10_000, description: 'A connection that has not completed the TLS handshake within this is destroyed.' },
         maxConnectionsPerIp: { kind: 'integer', min: 1, max: 1_000_000, default: 64, description: 'Open connections one client address may hold; extra ones are destroyed before the TLS handshake.' },

@@ -9,6 +9,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { connect, postJson, request } from '../helpers/h2.ts';
+import { dispatchHeaders, FLAG, FRAME, frame, hpack, rawConnect, type RawSession } from '../helpers/h2-raw.ts';
 import { baseConfig, FIXTURES, runCli, startAgent, stopAll, tempDir, type StartedAgent } from '../helpers/agent.ts';
 
 const EDGES = join(FIXTURES, 'edges.py');
@@ -236,6 +237,67 @@ describe('discovery: oversize datagrams', () => {
       }
     } finally {
       await a.stop();
+    }
+  });
+});
+
+describe('one oversize header field', () => {
+  const COMPRESSION_ERROR = 9;
+  const ENHANCE_YOUR_CALM = 11;
+  /** A header block as HEADERS + CONTINUATION frames of at most 16 KiB (the default frame size). */
+  const headerFrames = (stream: number, block: Buffer): Buffer => {
+    const parts: Buffer[] = [];
+    for (let off = 0; off === 0 || off < block.length; off += 16_384) {
+      const last = off + 16_384 >= block.length;
+      parts.push(frame(off === 0 ? FRAME.HEADERS : FRAME.CONTINUATION, last ? FLAG.END_HEADERS : 0, stream, block.subarray(off, off + 16_384)));
+    }
+    return Buffer.concat(parts);
+  };
+  const bigRequest = (size: number) =>
+    hpack([[':method', 'POST'], [':scheme', 'https'], [':path', '/v1/dispatch/echo'], [':authority', '127.0.0.1'], ['content-type', 'application/json'], ['x-big', 'a'.repeat(size)]]);
+  const send = async (s: RawSession, stream: number, block: Buffer, body: string) => {
+    await s.send(headerFrames(stream, block));
+    await s.send(frame(FRAME.DATA, FLAG.END_STREAM, stream, Buffer.from(body)));
+  };
+  const until = async (pred: () => boolean, ms: number) => {
+    for (let waited = 0; !pred() && waited < ms; waited += 25) await new Promise((r) => setTimeout(r, 25));
+  };
+
+  it('under 64 KiB but over http2.maxHeaderListBytes: only that stream is reset, the connection serves the next request', async () => {
+    const s = await rawConnect(agent.port, { creds: agent.pki });
+    try {
+      await send(s, 1, bigRequest(60_000), '{}');
+      await send(s, 3, dispatchHeaders('echo'), '{"args":[1]}');
+      await until(() => s.frames.some((f) => f.type === FRAME.DATA && f.stream === 3 && (f.flags & FLAG.END_STREAM) !== 0), 5000);
+      const rst = s.frames.find((f) => f.type === FRAME.RST_STREAM && f.stream === 1);
+      expect(rst?.payload.readUInt32BE(0)).toBe(ENHANCE_YOUR_CALM);
+      expect(s.frames.some((f) => f.type === FRAME.HEADERS && f.stream === 3)).toBe(true);
+      expect(s.goawayCode()).toBeUndefined();
+      expect(s.closed).toBe(false);
+    } finally {
+      s.destroy();
+    }
+  });
+
+  it('over 64 KiB: Bun cannot decode it, so the connection ends with GOAWAY(COMPRESSION_ERROR); no response starts and the agent serves other connections', async () => {
+    const s = await rawConnect(agent.port, { creds: agent.pki });
+    try {
+      await send(s, 1, bigRequest(70_000), '{}');
+      expect(await s.waitClosed(5000)).toBe(true);
+      const goaways = s.frames.filter((f) => f.type === FRAME.GOAWAY);
+      // The first GOAWAY is the refusal, naming the reason; Bun's session teardown may follow
+      // it with a second (INTERNAL_ERROR) before the socket closes (docs/operations.md).
+      expect(goaways[0]!.payload.readUInt32BE(4)).toBe(COMPRESSION_ERROR);
+      expect(goaways[0]!.payload.subarray(8).toString()).toBe('header block too large');
+      expect(s.frames.some((f) => f.type === FRAME.HEADERS)).toBe(false);
+    } finally {
+      s.destroy();
+    }
+    const session = connect(agent.port, agent.pki);
+    try {
+      expect((await postJson(session, 'echo', { args: ['next connection'] })).json).toEqual({ result: 'next connection' });
+    } finally {
+      session.close();
     }
   });
 });
