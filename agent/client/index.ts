@@ -360,8 +360,8 @@ function decodeResponse(status: number, headers: http2.IncomingHttpHeaders, byte
   if (!type) throw new SkeinError('SKEIN_ERR_BAD_RESPONSE', `HTTP ${status} with content-type ${String(headers['content-type'])} is not a skein response`, { status });
   try {
     return { status, value: bytes.length ? decodeBody(type, bytes) : undefined, requestId };
-  } catch {
-    throw new SkeinError('SKEIN_ERR_BAD_RESPONSE', `HTTP ${status}: undecodable ${type} body`, { status });
+  } catch (err) {
+    throw new SkeinError('SKEIN_ERR_BAD_RESPONSE', `HTTP ${status}: undecodable ${type} body (${(err as Error).message})`, { status });
   }
 }
 

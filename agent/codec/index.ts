@@ -2,9 +2,13 @@
  * Request/response bodies: CBOR (RFC 8949) or JSON, chosen by Content-Type. Routine values
  * cross into Python as JSON, so a body may hold only what JSON can carry: CBOR byte strings,
  * tags, undefined, non-finite floats and over-deep nesting are refused with the path named.
+ * Nothing is changed without a word: JSON text that JSON.parse would round, overflow or
+ * replace (see json-check.ts), and invalid UTF-8, are refused the same way.
  */
+import { isUtf8 } from 'node:buffer';
 import { Decoder, Encoder } from 'cbor-x';
 import { SkeinError } from '../errors/index.ts';
+import { jsonProblem, numberProblem, utf8ErrorOffset } from './json-check.ts';
 
 export type MediaType = 'application/cbor' | 'application/json';
 export const MAX_DEPTH = 64;
@@ -29,13 +33,7 @@ export function encodeBody(type: MediaType, value: unknown): Uint8Array {
 }
 
 export function decodeBody(type: MediaType, bytes: Uint8Array): unknown {
-  if (type === 'application/json') {
-    try {
-      return JSON.parse(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('utf8'));
-    } catch (err) {
-      throw new SkeinError('SKEIN_ERR_BAD_REQUEST', `body is not valid JSON: ${(err as Error).message}`);
-    }
-  }
+  if (type === 'application/json') return decodeJson(bytes);
   let value: unknown;
   try {
     value = decoder.decode(bytes);
@@ -43,6 +41,21 @@ export function decodeBody(type: MediaType, bytes: Uint8Array): unknown {
     throw new SkeinError('SKEIN_ERR_BAD_REQUEST', `body is not valid CBOR: ${(err as Error).message}`);
   }
   return toPlain(value, 'body', 0);
+}
+
+function decodeJson(bytes: Uint8Array): unknown {
+  // toString('utf8') would turn invalid bytes into U+FFFD.
+  if (!isUtf8(bytes)) throw new SkeinError('SKEIN_ERR_BAD_REQUEST', `body: invalid UTF-8 at byte ${utf8ErrorOffset(bytes)}`);
+  const text = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('utf8');
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch (err) {
+    throw new SkeinError('SKEIN_ERR_BAD_REQUEST', `body is not valid JSON: ${(err as Error).message}`);
+  }
+  const problem = jsonProblem(text, 'body');
+  if (problem) throw new SkeinError('SKEIN_ERR_BAD_REQUEST', `${problem.path}: ${problem.message}`);
+  return value;
 }
 
 export interface CallBody {
@@ -85,9 +98,18 @@ function toPlain(value: unknown, path: string, depth: number): unknown {
     case 'string':
     case 'boolean':
       return value;
-    case 'number':
+    case 'number': {
       if (!Number.isFinite(value)) throw new SkeinError('SKEIN_ERR_BAD_REQUEST', `${path}: non-finite number ${value} cannot be passed to a routine`);
+      const problem = numberProblem(value, String(value), false);
+      if (problem) throw new SkeinError('SKEIN_ERR_BAD_REQUEST', `${path}: ${problem}`);
       return value;
+    }
+    case 'bigint': {
+      // cbor-x returns every 64-bit integer as a bigint, even one a double holds exactly.
+      const problem = numberProblem(Number(value), String(value), true);
+      if (problem) throw new SkeinError('SKEIN_ERR_BAD_REQUEST', `${path}: ${problem}`);
+      return Number(value);
+    }
     case 'object': {
       if (value === null) return null;
       if (Array.isArray(value)) return value.map((v, i) => toPlain(v, `${path}[${i}]`, depth + 1));
@@ -103,6 +125,6 @@ function toPlain(value: unknown, path: string, depth: number): unknown {
       throw new SkeinError('SKEIN_ERR_BAD_REQUEST', `${path}: CBOR ${value instanceof Uint8Array ? 'byte string' : 'tagged value'} is not supported; use strings, numbers, booleans, null, arrays and maps with string keys`);
     }
     default:
-      throw new SkeinError('SKEIN_ERR_BAD_REQUEST', `${path}: CBOR ${typeof value === 'bigint' ? 'integer beyond 2^53' : typeof value} is not supported`);
+      throw new SkeinError('SKEIN_ERR_BAD_REQUEST', `${path}: CBOR ${typeof value} is not supported`);
   }
 }

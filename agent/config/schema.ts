@@ -80,7 +80,7 @@ export const CONFIG_SCHEMA: Node = {
         maxResultBytes: { kind: 'integer', min: 1024, max: 1024 * MiB, default: 16 * MiB, description: 'Largest reply line a worker may send; larger kills the worker.' },
         queueSize: { kind: 'integer', min: 0, max: 1_000_000, default: 1024, description: 'Calls that may wait for a free worker; beyond it, 503 at once.' },
         defaultTimeoutMs: { kind: 'integer', min: 1, max: 86_400_000, default: 30_000, description: 'Deadline of a call when the request names none.' },
-        maxTimeoutMs: { kind: 'integer', min: 1, max: 86_400_000, default: 300_000, description: 'Cap on a deadline requested with the x-skein-timeout-ms header.' },
+        maxTimeoutMs: { kind: 'integer', min: 1, max: 86_400_000, default: 300_000, description: 'Largest deadline a caller may request with the x-skein-timeout-ms header; a larger one is refused (400 SKEIN_ERR_BAD_REQUEST).' },
         drainTimeoutMs: { kind: 'integer', min: 0, max: 3_600_000, default: 10_000, description: 'On SIGTERM/SIGINT, how long in-flight calls may finish before workers are stopped.' },
       },
     },
@@ -89,7 +89,7 @@ export const CONFIG_SCHEMA: Node = {
       description: 'HTTP/2 and connection hardening of the listener (limits per connection, per client address and per server).',
       fields: {
         maxConcurrentStreams: { kind: 'integer', min: 1, max: 65_535, default: 256, description: 'Streams one connection may have open at once (SETTINGS_MAX_CONCURRENT_STREAMS); more are refused with REFUSED_STREAM.' },
-        maxHeaderListBytes: { kind: 'integer', min: 1024, max: 1_048_576, default: 16_384, description: 'Largest request header list (SETTINGS_MAX_HEADER_LIST_SIZE); a larger one resets the stream (ENHANCE_YOUR_CALM) and the connection keeps serving.' },
+        maxHeaderListBytes: { kind: 'integer', min: 1024, max: 1_048_576, default: 16_384, description: 'Largest request header list (SETTINGS_MAX_HEADER_LIST_SIZE); a larger one resets the stream (ENHANCE_YOUR_CALM) and the connection keeps serving. A header block over max(this, 64 KiB) cannot be decoded and closes the connection with GOAWAY(COMPRESSION_ERROR) (operations.md).' },
         idleTimeoutMs: { kind: 'integer', min: 0, max: 86_400_000, default: 120_000, description: 'A connection with no traffic and no open stream for this long is closed with GOAWAY (0: never).' },
         handshakeTimeoutMs: { kind: 'integer', min: 100, max: 600_000, default: 10_000, description: 'A connection that has not completed the TLS handshake within this is destroyed.' },
         maxConnectionsPerIp: { kind: 'integer', min: 1, max: 1_000_000, default: 64, description: 'Open connections one client address may hold; extra ones are destroyed before the TLS handshake.' },
@@ -117,7 +117,7 @@ export const CONFIG_SCHEMA: Node = {
           fields: {
             failures: { kind: 'integer', min: 1, max: 1000, default: 5, description: 'Worker kills within windowMs that open the circuit.' },
             windowMs: { kind: 'integer', min: 100, max: 86_400_000, default: 60_000, description: 'Window in which kills are counted.' },
-            cooldownMs: { kind: 'integer', min: 100, max: 86_400_000, default: 30_000, description: 'How long an open circuit refuses calls (503 SKEIN_ERR_CIRCUIT_OPEN) before one trial call.' },
+            cooldownMs: { kind: 'integer', min: 100, max: 86_400_000, default: 30_000, description: 'How long an open circuit refuses calls (503 SKEIN_ERR_CIRCUIT_OPEN) before one trial call, which calls arriving meanwhile wait for; a half-open circuit nobody calls for this long again closes.' },
           },
         },
         stderr: {

@@ -112,6 +112,9 @@ export class DiscoveryService {
         }),
         interface: config.interface,
         onDatagram: (data, from) => service.#receive(data, from.address),
+        // Counted (and reported) by the verifier as "oversize", which checks the size before
+        // reading a byte, like any other rejected advert.
+        onOversize: (data, from) => service.#receive(data, from.address),
         onError: (err) => log.warn('discovery socket error', { error: err.message }),
       });
     } catch (err) {

@@ -17,7 +17,8 @@
  * comes back in through it whatever the flag says.
  *
  * Datagrams larger than `maxDatagram` are refused by `send()` and dropped (and counted) on
- * receipt before `onDatagram` runs. Socket errors and exceptions thrown by `onDatagram` go to
+ * receipt before `onDatagram` runs; `onOversize` hears of each one, so a receiver can count
+ * it under its own reasons without reading it. Socket errors and exceptions thrown by `onDatagram` go to
  * `onError`; nothing here can crash the process after creation.
  *
  * `interface` names where multicast goes: an IPv4 address (`127.0.0.1`, a veth address), an
@@ -72,6 +73,8 @@ export interface MulticastTransportOptions {
   /** Drop datagrams that came from this transport's own send sockets. Default false. */
   skipOwn?: boolean;
   onDatagram: (data: Buffer, from: DatagramSource) => void;
+  /** Told of each received datagram dropped for exceeding `maxDatagram` (not to be decoded). */
+  onOversize?: (data: Buffer, from: DatagramSource) => void;
   /** Socket errors after creation and exceptions thrown by `onDatagram`. Default: ignored (counted). */
   onError?: (err: Error) => void;
 }
@@ -394,6 +397,11 @@ export async function createMulticastTransport(opts: MulticastTransportOptions):
       if (closed) return;
       if (msg.length > maxDatagram) {
         stats.dropped++;
+        try {
+          opts.onOversize?.(msg, { address: rinfo.address, port: rinfo.port, family });
+        } catch (err) {
+          reportError(err);
+        }
         return;
       }
       if (opts.skipOwn && own.has(`${stripScope(rinfo.address)}|${rinfo.port}`)) {

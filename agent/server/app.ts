@@ -170,12 +170,18 @@ function reply(c: Context<Env>, status: number, value: unknown): Response {
   return c.body(encodeBody(type, value) as Uint8Array<ArrayBuffer>, status as 200, { 'content-type': type });
 }
 
-function deadlineOf(header: string | undefined, fallback: number, cap: number): number {
-  if (header === undefined) return Math.min(fallback, cap);
+/**
+ * The call's deadline. A header over the maximum is refused, not capped: a caller that asked
+ * for 10 minutes and silently got 5 would see a deadline error it cannot explain.
+ */
+function deadlineOf(header: string | undefined, fallback: number, max: number): number {
+  if (header === undefined) return Math.min(fallback, max);
   if (!/^\d{1,9}$/.test(header) || Number(header) < 1) {
     throw new SkeinError('SKEIN_ERR_BAD_REQUEST', `${TIMEOUT_HEADER} must be a positive integer of milliseconds, got ${JSON.stringify(header)}`);
   }
-  return Math.min(Number(header), cap);
+  const ms = Number(header);
+  if (ms > max) throw new SkeinError('SKEIN_ERR_BAD_REQUEST', `${TIMEOUT_HEADER} ${ms} exceeds the maximum of ${max} ms (limits.maxTimeoutMs)`, { header: TIMEOUT_HEADER, limit: max });
+  return ms;
 }
 
 /**

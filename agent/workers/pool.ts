@@ -9,7 +9,7 @@ import type { Audit } from '../audit/index.ts';
 import { SkeinError } from '../errors/index.ts';
 import type { Logger } from '../log/index.ts';
 import type { StderrDropRecorder, WorkerRecorder } from '../metrics/index.ts';
-import { CircuitBreaker, type CircuitOptions } from './circuit.ts';
+import { CircuitBreaker, type CircuitOptions, type Trial } from './circuit.ts';
 import { StderrBudget, type StderrLimits } from './stderr.ts';
 import { Worker, type CallOutcome, type ExitInfo, type Leftovers, type ReadyInfo, type WorkerSpec } from './worker.ts';
 
@@ -61,11 +61,25 @@ export interface DispatchRequest {
 
 interface Job {
   req: DispatchRequest;
+  /** Set when this call is its routine's half-open trial (circuit.ts). */
+  trial?: Trial;
   resolve: (o: CallOutcome) => void;
   timer: ReturnType<typeof setTimeout>;
   worker?: Worker;
   done: boolean;
   onAbort?: () => void;
+}
+
+function circuitOpen(routine: string, retryAfterMs: number, trialRunning: boolean): CallOutcome {
+  const seconds = Math.max(1, Math.ceil(retryAfterMs / 1000));
+  const message = trialRunning
+    ? `routine "${routine}" kept killing its workers and its trial call is running (too many calls wait for it already); retry in ${seconds} s (workers.circuit)`
+    : `routine "${routine}" kept killing its workers; it is refused for ${seconds} s more (workers.circuit)`;
+  return { ok: false, error: new SkeinError('SKEIN_ERR_CIRCUIT_OPEN', message, { routine, retryAfterSeconds: seconds }) };
+}
+
+function waitedTooLong(req: DispatchRequest): CallOutcome {
+  return { ok: false, error: new SkeinError('SKEIN_ERR_DEADLINE_EXCEEDED', `the call waited ${req.timeoutMs} ms for the trial call of routine "${req.routine}" (its circuit is half-open) and never started`) };
 }
 
 const RESPAWN_BACKOFF_MS = [0, 100, 250, 500, 1000, 2000, 5000];
@@ -79,6 +93,8 @@ export class WorkerPool {
   #nextCall = 1;
   #closed = false;
   #inFlight = 0;
+  /** Calls waiting for their routine's trial call to end; close() wakes them. */
+  #waiting = new Set<() => void>();
   #consecutiveFailures = 0;
   #drained: (() => void) | undefined;
   #log: Logger;
@@ -108,16 +124,16 @@ export class WorkerPool {
   dispatch(req: DispatchRequest): Promise<CallOutcome> {
     if (this.#closed) return Promise.resolve({ ok: false, error: new SkeinError('SKEIN_ERR_SHUTTING_DOWN', 'the agent is shutting down and accepts no new calls') });
     if (req.signal?.aborted) return Promise.resolve({ ok: false, error: new SkeinError('SKEIN_ERR_ABORTED', 'the caller cancelled the call') });
-    const blockedMs = this.#circuit.blockedFor(req.routine);
-    if (blockedMs > 0) {
-      const seconds = Math.ceil(blockedMs / 1000);
-      return Promise.resolve({
-        ok: false,
-        error: new SkeinError('SKEIN_ERR_CIRCUIT_OPEN', `routine "${req.routine}" kept killing its workers; it is refused for ${seconds} s more (workers.circuit)`, { routine: req.routine, retryAfterSeconds: seconds }),
-      });
+    const admission = this.#circuit.admit(req.routine, req.timeoutMs);
+    if (admission.kind === 'refuse') return Promise.resolve(circuitOpen(req.routine, admission.retryAfterMs, false));
+    if (admission.kind === 'wait') {
+      // Bounded like the queue: past queueSize waiters, the rest are told when the trial ends.
+      if (this.#waiting.size >= this.#opts.queueSize) return Promise.resolve(circuitOpen(req.routine, admission.retryAfterMs, true));
+      return this.#waitForTrial(req, admission.trialEnded);
     }
     const worker = this.#idle.pop();
     if (!worker && this.#queue.length >= this.#opts.queueSize) {
+      if (admission.trial) this.#circuit.settle(req.routine, 'not-run', admission.trial);
       return Promise.resolve({
         ok: false,
         error: new SkeinError('SKEIN_ERR_OVERLOADED', `all ${this.#workers.size} workers are busy and ${this.#queue.length} calls are queued (limits.queueSize); retry later`, { retryAfterSeconds: 1 }),
@@ -125,7 +141,7 @@ export class WorkerPool {
     }
     this.#inFlight++;
     return new Promise<CallOutcome>((resolve) => {
-      const job: Job = { req, resolve, done: false, timer: undefined as unknown as ReturnType<typeof setTimeout> };
+      const job: Job = { req, resolve, done: false, timer: undefined as unknown as ReturnType<typeof setTimeout>, ...(admission.trial ? { trial: admission.trial } : {}) };
       job.timer = setTimeout(() => this.#expire(job), req.timeoutMs);
       if (req.signal) {
         job.onAbort = () => this.#cancel(job);
@@ -136,10 +152,36 @@ export class WorkerPool {
     });
   }
 
+  /**
+   * Waits for the routine's trial call to end, within the call's own deadline, then asks
+   * again: the trial's success lets this call run, a kill refuses it.
+   */
+  #waitForTrial(req: DispatchRequest, trialEnded: Promise<void>): Promise<CallOutcome> {
+    const started = performance.now();
+    return new Promise<CallOutcome>((resolve) => {
+      const finish = (outcome: CallOutcome | undefined) => {
+        if (!this.#waiting.delete(wake)) return;
+        clearTimeout(timer);
+        req.signal?.removeEventListener('abort', onAbort);
+        if (outcome) return resolve(outcome);
+        const left = Math.floor(req.timeoutMs - (performance.now() - started));
+        if (left <= 0) return resolve(waitedTooLong(req));
+        resolve(this.dispatch({ ...req, timeoutMs: left }));
+      };
+      const wake = () => finish(undefined);
+      const onAbort = () => finish({ ok: false, error: new SkeinError('SKEIN_ERR_ABORTED', 'the caller cancelled the call') });
+      const timer = setTimeout(() => finish(waitedTooLong(req)), req.timeoutMs);
+      this.#waiting.add(wake);
+      req.signal?.addEventListener('abort', onAbort, { once: true });
+      trialEnded.then(wake);
+    });
+  }
+
   /** Stops taking calls, waits up to `graceMs` for in-flight ones, then kills every worker. */
   async close(graceMs: number): Promise<void> {
     if (!this.#closed) {
       this.#closed = true;
+      for (const wake of [...this.#waiting]) wake(); // they ask again and are told the agent is shutting down
       if (this.#inFlight > 0) {
         await new Promise<void>((resolve) => {
           this.#drained = resolve;
@@ -155,11 +197,6 @@ export class WorkerPool {
     job.worker = worker;
     worker.call(this.#nextCall++, job.req.routine, job.req.args, job.req.kwargs, job.req.requestId).then(async (outcome) => {
       this.#finish(job, outcome);
-      if (!outcome.ok && KILLING_CODES.has(outcome.error.code)) {
-        if (this.#circuit.recordKill(job.req.routine)) this.#log.warn('circuit opened: routine keeps killing its workers', { routine: job.req.routine, cooldownMs: this.#opts.circuit.cooldownMs });
-      } else {
-        this.#circuit.recordSuccess(job.req.routine);
-      }
       if (worker.state !== 'idle') return;
       // Before the worker serves anything else: whatever the call left running (a thread, a
       // timer) would run during the next call and could read or answer it.
@@ -216,9 +253,14 @@ export class WorkerPool {
     else this.#idle.push(worker);
   }
 
+  /** Every call ends here exactly once, and tells the circuit how it ended. */
   #finish(job: Job, outcome: CallOutcome): void {
     if (job.done) return;
     job.done = true;
+    // A call cancelled by its caller proves nothing either way, like one that never ran.
+    const code = outcome.ok ? undefined : outcome.error.code;
+    const end = code && KILLING_CODES.has(code) ? 'kill' : job.worker && code !== 'SKEIN_ERR_ABORTED' ? 'ran' : 'not-run';
+    if (this.#circuit.settle(job.req.routine, end, job.trial)) this.#log.warn('circuit opened: routine keeps killing its workers', { routine: job.req.routine, cooldownMs: this.#opts.circuit.cooldownMs });
     clearTimeout(job.timer);
     if (job.onAbort) job.req.signal?.removeEventListener('abort', job.onAbort);
     this.#inFlight--;

@@ -3,12 +3,14 @@
  * line protocol in bootstrap.py. Every line from the worker is untrusted input: a reply with
  * the wrong id, a second reply, an oversize, too costly or malformed line kills the worker.
  */
+import { isUtf8 } from 'node:buffer';
 import { spawn, type ChildProcessByStdio } from 'node:child_process';
 import { closeSync, constants, fstatSync, openSync, readFileSync, readSync } from 'node:fs';
 import type { Readable, Writable } from 'node:stream';
 import { SkeinError } from '../errors/index.ts';
 import type { Logger } from '../log/index.ts';
 import { MAX_DEPTH } from '../codec/index.ts';
+import { jsonProblem } from '../codec/json-check.ts';
 import type { Launcher } from '../sandbox/bwrap.ts';
 import { WORKER_ENV } from '../sandbox/python.ts';
 import { DECODE_BUDGET_FACTOR, DECODE_BUDGET_FLOOR, ReplyReader, type Refusal, type ReplyLine } from './reply-reader.ts';
@@ -312,9 +314,13 @@ export class Worker {
   }
 
   #onLine({ line, depth }: ReplyLine): void {
+    // Python's json writes ASCII only: other bytes are a forged or broken reply, and decoding
+    // them would replace them without a word.
+    if (!isUtf8(line)) return this.#protocolViolation('protocol', 'reply is not valid UTF-8');
+    const text = line.toString('utf8');
     let msg: unknown;
     try {
-      msg = JSON.parse(line.toString('utf8'));
+      msg = JSON.parse(text);
     } catch {
       return this.#protocolViolation('protocol', 'reply is not JSON');
     }
@@ -330,10 +336,13 @@ export class Worker {
       // Refused here rather than when encoding the response (a stack overflow there) or in
       // the client's decoder, which enforces the same limit. The reader measured the depth
       // on the raw line; the envelope object is its first level.
-      if (depth - 1 > MAX_DEPTH) {
-        this.#settle({ ok: false, error: new SkeinError('SKEIN_ERR_ROUTINE_RAISED', `ResultNotSerializable: the result nests deeper than ${MAX_DEPTH} levels`, { exception: { type: 'ResultNotSerializable', message: `the result nests deeper than ${MAX_DEPTH} levels` } }) });
-        return;
-      }
+      if (depth - 1 > MAX_DEPTH) return this.#settle(notSerializable(`the result nests deeper than ${MAX_DEPTH} levels`));
+      // What JSON.parse would have changed (a Python int beyond 2^53, -0.0, a lone surrogate, a
+      // key twice after json turned 1 and "1" into the same key) is refused, not passed on.
+      const problem = jsonProblem(text, 'reply');
+      const inResult = problem && /^reply\.ok(?=$|[.[])/.test(problem.path);
+      if (inResult) return this.#settle(notSerializable(`${problem.path.replace('reply.ok', 'result')}: ${problem.message}`));
+      if (problem) return this.#protocolViolation('protocol', `${problem.path}: ${problem.message}`);
       this.#settle({ ok: true, value: m.ok });
       return;
     }
@@ -399,4 +408,9 @@ export class Worker {
     }
     this.onExit(this, { code, signal, reason: this.#killReason, stage: wasStarting ? 'start' : call ? 'call' : 'idle', ...(call ? { call } : {}) });
   }
+}
+
+/** A result the caller cannot be given as it is; reported like Python's own ResultNotSerializable. */
+function notSerializable(message: string): CallOutcome {
+  return { ok: false, error: new SkeinError('SKEIN_ERR_ROUTINE_RAISED', `ResultNotSerializable: ${message}`, { exception: { type: 'ResultNotSerializable', message } }) };
 }
