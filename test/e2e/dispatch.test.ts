@@ -203,6 +203,13 @@ describe('curl --http2 with client certificates', () => {
     expect(JSON.parse(body!)).toEqual({ result: 42 });
   });
 
+  it('a method the endpoint does not take is 404 SKEIN_ERR_NOT_FOUND (the dispatch listener never answers 405), as docs/api.md says', async () => {
+    const r = await curl(['--http2', ...curlCreds(), '-w', '\n%{response_code}', `https://127.0.0.1:${agent.port}/v1/dispatch/add`]);
+    const [body, status] = r.stdout.split('\n');
+    expect(status).toBe('404');
+    expect(JSON.parse(body!)).toMatchObject({ code: 'SKEIN_ERR_NOT_FOUND', message: 'no endpoint GET /v1/dispatch/add' });
+  });
+
   it('dispatches with a CBOR body and gets CBOR back', async () => {
     const file = join(tempDir(), 'body.cbor');
     writeFileSync(file, encode({ args: ['cbor', 1] }));

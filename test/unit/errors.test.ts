@@ -1,4 +1,6 @@
 import { describe, expect, it } from 'vitest';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { ERROR_TABLE, isErrorCode, SkeinError, toSkeinError } from '../../agent/errors/index.ts';
 
 describe('error table', () => {
@@ -27,5 +29,28 @@ describe('error table', () => {
     expect(err.code).toBe('SKEIN_ERR_INTERNAL');
     expect(err.cause).toBe(cause);
     expect(isErrorCode('NOPE')).toBe(false);
+  });
+});
+
+describe('docs/api.md lists every code a server can send', () => {
+  const doc = readFileSync(join(import.meta.dirname, '../../docs/api.md'), 'utf8');
+  const errors = doc.slice(doc.indexOf('## Errors'));
+  // Rows of the form "| 404 | `SKEIN_ERR_…` | when |".
+  const rows = [...errors.matchAll(/^\| (\d{3}) \| `(SKEIN_ERR_[A-Z_]+)` \|/gm)].map((m) => ({ status: Number(m[1]), code: m[2]! }));
+
+  it.each(Object.entries(ERROR_TABLE).filter(([, e]) => e.status > 0))('%s is in the table with its status', (code, entry) => {
+    expect(rows).toContainEqual({ status: entry.status, code });
+  });
+
+  it('every row names a code of the table, with the table\'s status', () => {
+    for (const row of rows) {
+      expect(isErrorCode(row.code), row.code).toBe(true);
+      expect(ERROR_TABLE[row.code as keyof typeof ERROR_TABLE].status).toBe(row.status);
+    }
+  });
+
+  it('names every client-side code (status 0 codes a client raises) in its client-side list', () => {
+    const clientSide = errors.slice(errors.indexOf('Client-side codes'));
+    for (const code of ['SKEIN_ERR_TLS', 'SKEIN_ERR_TRANSPORT', 'SKEIN_ERR_CLIENT_TIMEOUT', 'SKEIN_ERR_ABORTED', 'SKEIN_ERR_BAD_RESPONSE', 'SKEIN_ERR_PEER_IDENTITY', 'SKEIN_ERR_NO_PEERS']) expect(clientSide).toContain(code);
   });
 });
