@@ -3,7 +3,7 @@
  * argument to a command and turns errors into the documented exit codes:
  * 0 ok, 1 runtime failure, 2 usage or configuration error (dispatch adds 3–6).
  */
-import { ERROR_TABLE, SkeinError, toSkeinError } from './errors/index.ts';
+import { ERROR_TABLE, SkeinError, toSkeinError } from '../common/errors/index.ts';
 import { COMMANDS, usage } from './cli/commands.ts';
 import { flushOutput, processIo, type Io } from './cli/io.ts';
 import { writeSync } from 'node:fs';

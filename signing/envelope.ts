@@ -15,7 +15,9 @@
  *   flipping any byte makes `open` throw.
  */
 import { sign as edSign, verify as edVerify } from 'node:crypto';
+import { isUtf8 } from 'node:buffer';
 import { decodeCanonical, encodeCanonical, type CanonicalMap, type DecodeLimits } from './canonical.ts';
+import { readCborHead, scratchLen } from './canonical-fast.ts';
 import { isSigningError, SigningError } from './errors.ts';
 import { assertSigningKey, KEY_ID_PATTERN, trustedVerifyKey, type SigningKey, type TrustedKeys } from './keys.ts';
 
@@ -128,3 +130,57 @@ export function open(bytes: Uint8Array, options: OpenOptions): Opened {
   }
   return { payload: payload as CanonicalMap, keyId };
 }
+
+// ── zero-copy view (hot paths) ───────────────────────────────────────────────────────────
+
+const KEY_ID_HEX = /^[0-9a-f]{16}$/;
+
+export interface EnvelopeView {
+  keyId: string;
+  payload: Uint8Array;
+  signature: Uint8Array;
+  /** End of the payload within the envelope: signed bytes are 0x83 ‖ envelope[2, signedEnd). */
+  signedEnd: number;
+}
+
+/** The CBOR text head and bytes of a context string (ASCII), as viewEnvelope expects it. */
+export function envelopeContextHead(context: string): Uint8Array {
+  if (context.length > 23 || !/^[\x20-\x7e]+$/.test(context)) throw new RangeError('a context for viewEnvelope is 1-23 ASCII characters');
+  return Buffer.concat([Buffer.from([0x60 + context.length]), Buffer.from(context, 'latin1')]);
+}
+
+/**
+ * The envelope [1, context, keyId, payloadBytes, signature(64)] as views into `e`, for hot
+ * paths: nothing is copied, and the bytes the signature covers — canonical CBOR [context,
+ * keyId, payloadBytes] — are the envelope's bytes from its context to the end of its payload
+ * behind a 0x83 head instead of its 0x85 0x01 (`signedEnd`), so a verifier builds them with one
+ * copy instead of re-encoding. Or why not: 'malformed' (shape, version, non-canonical heads,
+ * trailing bytes) or 'context' (a well-formed envelope signed for another purpose, e.g. an
+ * endorsement). It mirrors `open` byte for byte (test/discovery/wire.test.ts); `contextHead`
+ * comes from envelopeContextHead(context), computed once.
+ */
+export function viewEnvelope(e: Uint8Array, contextHead: Uint8Array): EnvelopeView | 'malformed' | 'context' {
+  const CONTEXT_HEAD = contextHead;
+  const end = e.length;
+  if (end < 2 + CONTEXT_HEAD.length + 17 + 1 + 66 || e[0] !== 0x85 || e[1] !== 0x01) return 'malformed';
+  let p = 2;
+  for (let i = 0; i < CONTEXT_HEAD.length; i++) {
+    if (e[p + i] !== CONTEXT_HEAD[i]) {
+      const q = readCborHead(e, p, end, 3, scratchLen);
+      return q >= 0 && isUtf8(e.subarray(q, q + scratchLen[0]!)) ? 'context' : 'malformed';
+    }
+  }
+  p += CONTEXT_HEAD.length;
+  if (e[p] !== 0x70) return 'malformed'; // text(16)
+  const keyId = Buffer.from(e.buffer, e.byteOffset + p + 1, 16).toString('latin1');
+  if (!KEY_ID_HEX.test(keyId)) return 'malformed';
+  p += 17;
+  p = readCborHead(e, p, end, 2, scratchLen);
+  if (p < 0) return 'malformed';
+  const payload = e.subarray(p, p + scratchLen[0]!);
+  p += scratchLen[0]!;
+  const signedEnd = p;
+  if (p + 66 !== end || e[p] !== 0x58 || e[p + 1] !== 0x40) return 'malformed';
+  return { keyId, payload, signature: e.subarray(p + 2, end), signedEnd };
+}
+

@@ -3,17 +3,17 @@
  * and the plugin loader can count and report each kind separately (a forged advertisement
  * must never look like a corrupt one, nor a tampered plugin like an unsigned one).
  *
- * The codes live in the central table (agent/errors/index.ts), the only agent file signing/
- * imports.
+ * The codes live in the central table (common/errors/index.ts), below both signing/ and
+ * agent/: signing/ imports nothing of agent/.
  *
  * @example
  *   try { open(bytes, opts) } catch (err) {
  *     if (isSigningError(err, 'SKEIN_ERR_SIG_UNKNOWN_KEY')) metrics.unknownKey++;
  *   }
  */
-import { SkeinError, type ErrorCode } from '../agent/errors/index.ts';
+import { SkeinError, type ErrorCode } from '../common/errors/index.ts';
 
-/** The signing codes of the central table (agent/errors/index.ts). */
+/** The signing codes of the central table (common/errors/index.ts). */
 export type SigningErrorCode = Extract<ErrorCode, `SKEIN_ERR_SIG_${string}`>;
 
 export class SigningError extends SkeinError {

@@ -18,7 +18,7 @@ import { createHash, sign as edSign, verify as edVerify } from 'node:crypto';
 import { closeSync, fstatSync, openSync, readFileSync } from 'node:fs';
 import { encodeCanonical } from './canonical.ts';
 import { SigningError } from './errors.ts';
-import { writeFileAtomic } from '../agent/fs/index.ts';
+import { writeFileAtomic } from '../common/fs/index.ts';
 import { assertSigningKey, KEY_ID_PATTERN, trustedVerifyKey, type SigningKey, type TrustedKeys } from './keys.ts';
 
 export const PLUGIN_SIGNATURE_CONTEXT = 'skein-plugin-v1';

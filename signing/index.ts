@@ -3,7 +3,7 @@
  * other signed objects) and detached file signatures (plugins). Hot-path crypto is node:crypto.
  *
  * @example
- *   import { generateKeyPair, sign, open } from '../signing/index.ts';
+ *   import { generateKeyPair, sign, open } from './index.ts';
  *   const pair = generateKeyPair();
  *   const bytes = sign({ hello: 'fleet' }, pair, 'skein-advert-v1');
  *   open(bytes, { trustedKeys: new Map([[pair.keyId, pair.publicKey]]), context: 'skein-advert-v1' });
@@ -35,7 +35,8 @@ export {
   type SigningKey,
   type TrustedKeys,
 } from './keys.ts';
-export { DEFAULT_ENVELOPE_MAX_BYTES, ENVELOPE_VERSION, open, sign, type OpenOptions, type Opened } from './envelope.ts';
+export { DEFAULT_ENVELOPE_MAX_BYTES, ENVELOPE_VERSION, envelopeContextHead, open, sign, viewEnvelope, type EnvelopeView, type OpenOptions, type Opened } from './envelope.ts';
+export { decodeCanonicalFast, FALLBACK, readCborHead, scratchLen } from './canonical-fast.ts';
 export { NONCE_CONTEXT, NONCE_SCHEME, signNonceToken, type SignNonceOptions } from './nonce.ts';
 export {
   PLUGIN_SIGNATURE_CONTEXT,

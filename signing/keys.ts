@@ -9,7 +9,7 @@
 import { createHash, createPrivateKey, createPublicKey, generateKeyPairSync, type KeyObject } from 'node:crypto';
 import { closeSync, fstatSync, openSync, readFileSync } from 'node:fs';
 import { SigningError } from './errors.ts';
-import { writeFileAtomic, writeFileExclusive } from '../agent/fs/index.ts';
+import { writeFileAtomic, writeFileExclusive } from '../common/fs/index.ts';
 
 /** A key pair as skein passes it around. */
 export interface KeyPair {

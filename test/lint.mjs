@@ -6,7 +6,7 @@
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 
-const roots = ['agent', 'signing', 'plugins', 'test', 'bench'];
+const roots = ['agent', 'common', 'signing', 'plugins', 'test', 'bench'];
 const rules = [
   { re: /from\s+['"]undici['"]|require\(\s*['"]undici['"]\s*\)|import\(\s*['"]undici['"]\s*\)/, msg: "bare 'undici' import; use 'undici/index.js'" },
   { re: /from\s+['"](\.\.\/)+plugins\//, msg: 'agent/ must not import from plugins/', only: 'agent/' },

@@ -18,7 +18,7 @@
  */
 import { mkdir, open, type FileHandle } from 'node:fs/promises';
 import { dirname } from 'node:path';
-import { SkeinError } from '../errors/index.ts';
+import { SkeinError } from '../../common/errors/index.ts';
 import type { Logger } from '../log/index.ts';
 
 export const AUDIT_SCHEMA = 'skein.audit/v1';

@@ -1,6 +1,6 @@
 /** `skein agent`: runs the agent until SIGTERM/SIGINT, then drains and exits 0. */
 import { loadConfig } from '../config/load.ts';
-import { assertStrict } from '../config/strict.ts';
+import { assertStrict } from '../security/strict.ts';
 import { startupFailure } from '../runtime/startup-error.ts';
 import { systemdNotifier } from '../systemd/notify.ts';
 import { createLogger } from '../log/index.ts';

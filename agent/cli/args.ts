@@ -3,7 +3,7 @@
  * TypeErrors into SKEIN_ERR_USAGE so the CLI exits 2 with a message naming the flag.
  */
 import { parseArgs, type ParseArgsConfig } from 'node:util';
-import { SkeinError } from '../errors/index.ts';
+import { SkeinError } from '../../common/errors/index.ts';
 
 export function parseFlags<T extends NonNullable<ParseArgsConfig['options']>>(argv: string[], options: T, allowPositionals = false) {
   try {

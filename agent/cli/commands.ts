@@ -16,7 +16,7 @@ import { runRoutines, ROUTINES_USAGE } from './routines.ts';
 import { runToken, TOKEN_SIGN_NONCE_USAGE, TOKEN_USAGE } from './token.ts';
 import { runValidate, VALIDATE_USAGE } from './validate.ts';
 import type { Io } from './io.ts';
-import { SkeinError } from '../errors/index.ts';
+import { SkeinError } from '../../common/errors/index.ts';
 import { VERSION, VERSION_LINE } from '../version/index.ts';
 import { completionScript, COMPLETION_USAGE, SHELLS } from './completion.ts';
 

@@ -5,7 +5,7 @@
  */
 import { SkeinClient, type DispatchOptions } from '../client/index.ts';
 import { PeerPool, type PeerEndpoint } from '../client/pool.ts';
-import { ERROR_TABLE, SkeinError, toSkeinError } from '../errors/index.ts';
+import { ERROR_TABLE, SkeinError, toSkeinError } from '../../common/errors/index.ts';
 import { parseFlags, parseIntFlag } from './args.ts';
 import type { Io } from './io.ts';
 import { resolveTarget, TARGET_FLAGS, TARGET_HELP } from './target.ts';

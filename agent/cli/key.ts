@@ -3,7 +3,7 @@ import { randomBytes } from 'node:crypto';
 import { closeSync, fsyncSync, linkSync, openSync, readFileSync, renameSync, rmSync, writeSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { formatPublicKey, keyId, readPrivateKey, readPublicKey } from '../../signing/index.ts';
-import { SkeinError } from '../errors/index.ts';
+import { SkeinError } from '../../common/errors/index.ts';
 import { isValidSpiffeId } from '../discovery/advert.ts';
 import { endorse, inspectEndorsement, MAX_ENDORSEMENT_BYTES } from '../discovery/endorse.ts';
 import { parseFlags } from './args.ts';

@@ -1,6 +1,6 @@
 /** `skein keygen`: creates an Ed25519 key pair: plugin signing, discovery (agent or fleet root key), signed-nonce tokens. */
 import { formatPublicKey, isSigningError, SigningError, writeKeyPair, type KeyPair } from '../../signing/index.ts';
-import { SkeinError } from '../errors/index.ts';
+import { SkeinError } from '../../common/errors/index.ts';
 import { parseFlags } from './args.ts';
 import type { Io } from './io.ts';
 

@@ -1,7 +1,7 @@
 /** `skein pki init|issue`: creates a fleet CA and issues agent/client certificates. */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { SkeinError } from '../errors/index.ts';
+import { SkeinError } from '../../common/errors/index.ts';
 import { DEFAULT_LEAF_DAYS, classifyHosts, describeCertificate, initCa, isValidCertName, isValidTrustDomain, issueCert, type CertKind } from '../pki/index.ts';
 import { parseFlags, parseIntFlag } from './args.ts';
 import type { Io } from './io.ts';

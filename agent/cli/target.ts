@@ -16,7 +16,7 @@ import { dirname, join, resolve } from 'node:path';
 import { authorizationHeader } from '../client/index.ts';
 import { loadConfig, parseHostPort } from '../config/load.ts';
 import { parseJsonc } from '../config/jsonc.ts';
-import { SkeinError } from '../errors/index.ts';
+import { SkeinError } from '../../common/errors/index.ts';
 
 /** The port skein listens on unless configured otherwise (agent.listen of the default config). */
 export const DEFAULT_PORT = 7443;

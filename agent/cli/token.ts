@@ -1,5 +1,5 @@
 /** `skein token sign-nonce`: prints a signed nonce token for the signed-nonce plugin. */
-import { SkeinError } from '../errors/index.ts';
+import { SkeinError } from '../../common/errors/index.ts';
 import { readPrivateKey, signNonceToken } from '../../signing/index.ts';
 import { parseFlags } from './args.ts';
 import type { Io } from './io.ts';

@@ -1,6 +1,7 @@
 /** `skein validate`: loads the config exactly as the agent would and prints the result. */
 import { loadConfig, redactedConfig } from '../config/load.ts';
-import { assertStrict } from '../config/strict.ts';
+import { AllowRules } from '../plugin-host/allow-rules.ts';
+import { assertStrict } from '../security/strict.ts';
 import { parseFlags } from './args.ts';
 import type { Io } from './io.ts';
 
@@ -20,6 +21,8 @@ export async function runValidate(argv: string[], io: Io): Promise<number> {
   }
   const loaded = loadConfig({ path: values.config, flags: { 'security.strict': values.strict ? 'true' : undefined } });
   if (loaded.config.security.strict) assertStrict(loaded.config, loaded.files);
+  // The pipeline compiles these at start and on reload; here, so a malformed pattern is named now.
+  new AllowRules(loaded.config.authorization.allow);
   io.out(JSON.stringify({ source: loaded.source, config: redactedConfig(loaded.config) }, null, 2));
   return 0;
 }

@@ -22,7 +22,7 @@ import http2 from 'node:http2';
 import type { TLSSocket } from 'node:tls';
 import { pinMismatch, presentedIdentity, type Pin } from '../pki/pin.ts';
 import { decodeBody, encodeBody, mediaTypeOf, type MediaType } from '../codec/index.ts';
-import { isErrorCode, SkeinError, type ErrorCode } from '../errors/index.ts';
+import { isErrorCode, SkeinError, type ErrorCode } from '../../common/errors/index.ts';
 import { transportError } from './transport-error.ts';
 import { alertRefusal, silentRefusal, unusableCertificate } from './tls-refusal.ts';
 

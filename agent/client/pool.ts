@@ -11,7 +11,7 @@
  *   const pool = new PeerPool({ cert, key, ca, peers: () => fetchPeers() });
  *   const { result, peer } = await pool.dispatch('add', { args: [2, 3] });
  */
-import { SkeinError } from '../errors/index.ts';
+import { SkeinError } from '../../common/errors/index.ts';
 import { SkeinClient, type DispatchOptions } from './index.ts';
 
 export interface PeerEndpoint {

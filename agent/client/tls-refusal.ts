@@ -14,7 +14,7 @@
  * carry the authoritative reason (docs/threat-model.md, "Refused client certificates").
  */
 import { X509Certificate } from 'node:crypto';
-import { SkeinError } from '../errors/index.ts';
+import { SkeinError } from '../../common/errors/index.ts';
 import { parseOpenSslDate } from '../pki/describe.ts';
 import { TLS_FAILURE_TEXT, type TlsFailureReason } from '../pki/tls-refusal.ts';
 

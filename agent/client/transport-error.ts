@@ -1,4 +1,4 @@
-import { SkeinError } from '../errors/index.ts';
+import { SkeinError } from '../../common/errors/index.ts';
 
 const TLS_HINTS = /SSL|TLS|CERT|certificate|handshake|self[- ]signed|UNABLE_TO_|ALERT|HOSTNAME|altname/i;
 

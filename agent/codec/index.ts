@@ -7,7 +7,7 @@
  */
 import { isUtf8 } from 'node:buffer';
 import { Decoder, Encoder } from 'cbor-x';
-import { SkeinError } from '../errors/index.ts';
+import { SkeinError } from '../../common/errors/index.ts';
 import { jsonProblem, numberProblem, utf8ErrorOffset } from './json-check.ts';
 
 export type MediaType = 'application/cbor' | 'application/json';

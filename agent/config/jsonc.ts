@@ -4,7 +4,7 @@
  * every syntax error is reported with the file, line and column, not a bare offset.
  */
 import { parse, printParseErrorCode, type ParseError } from 'jsonc-parser';
-import { SkeinError } from '../errors/index.ts';
+import { SkeinError } from '../../common/errors/index.ts';
 
 const WHAT: Partial<Record<string, string>> = {
   InvalidSymbol: 'unexpected character',

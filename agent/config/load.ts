@@ -6,8 +6,7 @@
  */
 import { existsSync, readFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
-import { SkeinError } from '../errors/index.ts';
-import { AllowRules } from '../plugin-host/allow-rules.ts';
+import { SkeinError } from '../../common/errors/index.ts';
 import defaultConfigJson from '../../agent.config.json' with { type: 'json' };
 import { parseJsonc } from './jsonc.ts';
 import { CONFIG_SCHEMA, type AgentConfig } from './schema.ts';
@@ -146,8 +145,6 @@ function crossCheck(config: AgentConfig): void {
   if (config.limits.defaultTimeoutMs > config.limits.maxTimeoutMs) {
     throw configError('limits.defaultTimeoutMs', `(${config.limits.defaultTimeoutMs}) must not exceed limits.maxTimeoutMs (${config.limits.maxTimeoutMs})`);
   }
-  // Compiled here so `skein validate` names a malformed pattern; the pipeline compiles them again.
-  new AllowRules(config.authorization.allow);
   const port = Number(config.agent.listen.slice(config.agent.listen.lastIndexOf(':') + 1));
   if (port > 65535) throw configError('agent.listen', `port ${port} is out of range`);
   if (config.admin.enabled) {

@@ -5,7 +5,7 @@
  * source, and a general-purpose validator would still need the other three bolted on.
  */
 import { isAbsolute, resolve } from 'node:path';
-import { SkeinError } from '../errors/index.ts';
+import { SkeinError } from '../../common/errors/index.ts';
 
 interface Common {
   description: string;

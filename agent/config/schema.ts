@@ -4,7 +4,7 @@
  * step (test/unit/config.test.ts checks that defaults validate and cover every key).
  */
 import type { Node } from './schema-dsl.ts';
-import { TRUST_DOMAIN_PATTERN } from '../pki/spiffe.ts';
+import { TRUST_DOMAIN_PATTERN } from '../../common/spiffe/index.ts';
 
 const HOST_PORT = /^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):(\d{1,5})$/;
 const NAME = /^[A-Za-z_][A-Za-z0-9_.-]{0,63}$/;

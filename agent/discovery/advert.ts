@@ -98,8 +98,8 @@
  *     tlsFingerprint: sha256hex(certDer), seq: nextSeq(prev, Date.now()), iat: Date.now(), ttl: 6000 }, key, endorsement);
  */
 import { isIPv4, isIPv6 } from 'node:net';
-import { SkeinError } from '../errors/index.ts';
-import { parseSpiffeId } from '../pki/spiffe.ts';
+import { SkeinError } from '../../common/errors/index.ts';
+import { parseSpiffeId } from '../../common/spiffe/index.ts';
 import { encodeCanonical, sign, type SigningKey } from '../../signing/index.ts';
 
 /** Domain-separation context of advertisement envelopes. */

@@ -13,7 +13,7 @@
  * context differs from adverts', so neither can be passed off as the other.
  */
 import { readFileSync, statSync } from 'node:fs';
-import { SkeinError } from '../errors/index.ts';
+import { SkeinError } from '../../common/errors/index.ts';
 import {
   decodeCanonical,
   isSigningError,

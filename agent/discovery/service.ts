@@ -10,7 +10,7 @@ import { readPrivateKey, type KeyPair } from '../../signing/index.ts';
 import type { Audit } from '../audit/index.ts';
 import { parseHostPort } from '../config/load.ts';
 import type { DiscoveryConfig } from '../config/schema.ts';
-import { SkeinError } from '../errors/index.ts';
+import { SkeinError } from '../../common/errors/index.ts';
 import type { Logger } from '../log/index.ts';
 import { encodeAdvert, nextSeq, type AdvertPayload } from './advert.ts';
 import { inspectEndorsement, readEndorsementFile } from './endorse.ts';

@@ -35,12 +35,13 @@
  *   });
  */
 import { verify as edVerify, type KeyObject } from 'node:crypto';
-import { SkeinError } from '../errors/index.ts';
+import { SkeinError } from '../../common/errors/index.ts';
 import { decodeCanonical, isSigningError, keyId as keyIdOf, publicKeyFromRaw, readPublicKey } from '../../signing/index.ts';
 import { MAX_ADVERT_BYTES, PAYLOAD_LIMITS, checkAdvertPayload, isValidSpiffeId, spiffeTrustDomain, type AdvertPayload } from './advert.ts';
 import { openEndorsement, type Endorsement } from './endorse.ts';
 import { REJECT_REASONS, type CounterName, type RejectReason } from './reasons.ts';
-import { FALLBACK, decodePayloadFast, isUtf8, parseEnvelope, parseFrame } from './wire.ts';
+import { decodeCanonicalFast, FALLBACK } from '../../signing/index.ts';
+import { isUtf8, parseEnvelope, parseFrame } from './wire.ts';
 
 /** An agent key: "ed25519:…", "ed25519:…@spiffe://…" (pins its SPIFFE ID), raw bytes, or an object. */
 export type TrustedKeySpec = string | Uint8Array | { key: string | Uint8Array; spiffe?: string };
@@ -271,7 +272,7 @@ export function createAdvertVerifier(options: AdvertVerifierOptions): AdvertVeri
     }
 
     // Only now is the payload decoded (canonical CBOR, depth and item limits).
-    let decoded: unknown = decodePayloadFast(env.payload, PAYLOAD_LIMITS.maxDepth, PAYLOAD_LIMITS.maxItems);
+    let decoded: unknown = decodeCanonicalFast(env.payload, PAYLOAD_LIMITS.maxDepth, PAYLOAD_LIMITS.maxItems);
     if (decoded === FALLBACK) {
       try {
         decoded = decodeCanonical(env.payload, { maxBytes: Math.max(1, env.payload.length), ...PAYLOAD_LIMITS });

@@ -1,23 +1,13 @@
 /**
- * Allocation-light parsing of the two fixed-layout layers of an advertisement datagram (the
- * frame and the signing envelope, see advert.ts), for the verifier's hot path.
- *
- * Both layers are canonical CBOR arrays of a fixed shape, so they are read here head by head,
- * refusing every non-shortest length, and the parts come back as views into the datagram:
- * nothing is copied, and the bytes the signature covers — canonical CBOR
- * [context, keyId, payloadBytes] — are exactly the envelope's bytes from its context to the
- * end of its payload behind a 0x83 head instead of its 0x85 0x01, so they are built by one copy
- * into a reusable buffer instead of being re-encoded. The payload itself (variable shape) is
- * still decoded by signing's decodeCanonical, and only after its signature verified.
- *
- * This mirrors signing/envelope.ts `open` byte for byte; test/discovery checks that both
- * accept exactly the same envelopes.
+ * Allocation-light parsing of an advertisement datagram's outer layer, the frame
+ * [1, fleet, envelope, endorsement|null] (see advert.ts), for the verifier's hot path: a
+ * canonical CBOR array of a fixed shape read head by head, refusing every non-shortest length,
+ * its parts returned as views into the datagram. The envelope inside is signing's
+ * (viewEnvelope), the payload signing's fast canonical decoder.
  */
+import { isUtf8 } from 'node:buffer';
+import { envelopeContextHead, readCborHead, scratchLen, viewEnvelope, type EnvelopeView } from '../../signing/index.ts';
 import { ADVERT_CONTEXT, ADVERT_FRAME_VERSION } from './advert.ts';
-
-const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
-const CONTEXT_HEAD = Buffer.concat([Buffer.from([0x60 + ADVERT_CONTEXT.length]), Buffer.from(ADVERT_CONTEXT, 'latin1')]);
-const KEY_ID_HEX = /^[0-9a-f]{16}$/;
 
 export interface FrameView {
   /** The frame's fleet id bytes (UTF-8), a view. */
@@ -26,54 +16,6 @@ export interface FrameView {
   /** null when the frame carries none. */
   endorsement: Uint8Array | null;
 }
-
-export interface EnvelopeView {
-  keyId: string;
-  payload: Uint8Array;
-  signature: Uint8Array;
-  /** End of the payload within the envelope: signed bytes are 0x83 ‖ envelope[2, signedEnd). */
-  signedEnd: number;
-}
-
-/**
- * Reads a definite-length head of `major` at `pos`, refusing a non-shortest form; stores the
- * length in out[0] and returns where the data starts, or -1 when the head is of another
- * major type, not in shortest form, or the data would run past `end`.
- */
-function readHead(b: Uint8Array, pos: number, end: number, major: number, out: number[]): number {
-  if (pos >= end) return -1;
-  const ib = b[pos]!;
-  if (ib >> 5 !== major) return -1;
-  const ai = ib & 0x1f;
-  let len: number;
-  let next: number;
-  if (ai < 24) {
-    len = ai;
-    next = pos + 1;
-  } else if (ai === 24) {
-    if (pos + 2 > end) return -1;
-    len = b[pos + 1]!;
-    if (len < 24) return -1;
-    next = pos + 2;
-  } else if (ai === 25) {
-    if (pos + 3 > end) return -1;
-    len = (b[pos + 1]! << 8) | b[pos + 2]!;
-    if (len < 0x100) return -1;
-    next = pos + 3;
-  } else if (ai === 26) {
-    if (pos + 5 > end) return -1;
-    len = b[pos + 1]! * 0x1000000 + ((b[pos + 2]! << 16) | (b[pos + 3]! << 8) | b[pos + 4]!);
-    if (len < 0x10000) return -1;
-    next = pos + 5;
-  } else {
-    return -1; // 8-byte lengths cannot fit a datagram; 28–31 are reserved or indefinite
-  }
-  if (next + len > end) return -1;
-  out[0] = len;
-  return next;
-}
-
-const scratchLen = [0];
 
 /**
  * The frame [1, fleet, envelope, endorsement|null] as views, 'unsupported-version' for an
@@ -85,11 +27,11 @@ export function parseFrame(b: Uint8Array): FrameView | 'malformed' | 'unsupporte
   if (b[0] !== 0x84 || b[1] !== ADVERT_FRAME_VERSION) {
     return b[0]! >= 0x81 && b[0]! <= 0x97 && b[1]! <= 0x17 && b[1] !== ADVERT_FRAME_VERSION ? 'unsupported-version' : 'malformed';
   }
-  let p = readHead(b, 2, end, 3, scratchLen);
+  let p = readCborHead(b, 2, end, 3, scratchLen);
   if (p < 0) return 'malformed';
   const fleet = b.subarray(p, p + scratchLen[0]!);
   p += scratchLen[0]!;
-  p = readHead(b, p, end, 2, scratchLen);
+  p = readCborHead(b, p, end, 2, scratchLen);
   if (p < 0) return 'malformed';
   const envelope = b.subarray(p, p + scratchLen[0]!);
   p += scratchLen[0]!;
@@ -97,7 +39,7 @@ export function parseFrame(b: Uint8Array): FrameView | 'malformed' | 'unsupporte
   if (b[p] === 0xf6) {
     p += 1;
   } else {
-    p = readHead(b, p, end, 2, scratchLen);
+    p = readCborHead(b, p, end, 2, scratchLen);
     if (p < 0) return 'malformed';
     endorsement = b.subarray(p, p + scratchLen[0]!);
     p += scratchLen[0]!;
@@ -106,190 +48,13 @@ export function parseFrame(b: Uint8Array): FrameView | 'malformed' | 'unsupporte
   return { fleet, envelope, endorsement };
 }
 
-/** True when `bytes` is well-formed UTF-8 (a wrong fleet id, as opposed to garbage). */
-export function isUtf8(bytes: Uint8Array): boolean {
-  try {
-    utf8.decode(bytes);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
-/**
- * The envelope [1, "skein-advert-v1", keyId, payloadBytes, signature(64)] as views, or why
- * not: 'malformed' (shape, version, non-canonical heads, trailing bytes) or 'context' (a
- * well-formed envelope signed for another purpose, e.g. an endorsement).
- */
+const ADVERT_CONTEXT_HEAD = envelopeContextHead(ADVERT_CONTEXT);
+
+/** The advertisement envelope as views (signing's viewEnvelope for the advert context). */
 export function parseEnvelope(e: Uint8Array): EnvelopeView | 'malformed' | 'context' {
-  const end = e.length;
-  if (end < 2 + CONTEXT_HEAD.length + 17 + 1 + 66 || e[0] !== 0x85 || e[1] !== 0x01) return 'malformed';
-  let p = 2;
-  for (let i = 0; i < CONTEXT_HEAD.length; i++) {
-    if (e[p + i] !== CONTEXT_HEAD[i]) {
-      const q = readHead(e, p, end, 3, scratchLen);
-      return q >= 0 && isUtf8(e.subarray(q, q + scratchLen[0]!)) ? 'context' : 'malformed';
-    }
-  }
-  p += CONTEXT_HEAD.length;
-  if (e[p] !== 0x70) return 'malformed'; // text(16)
-  const keyId = Buffer.from(e.buffer, e.byteOffset + p + 1, 16).toString('latin1');
-  if (!KEY_ID_HEX.test(keyId)) return 'malformed';
-  p += 17;
-  p = readHead(e, p, end, 2, scratchLen);
-  if (p < 0) return 'malformed';
-  const payload = e.subarray(p, p + scratchLen[0]!);
-  p += scratchLen[0]!;
-  const signedEnd = p;
-  if (p + 66 !== end || e[p] !== 0x58 || e[p + 1] !== 0x40) return 'malformed';
-  return { keyId, payload, signature: e.subarray(p + 2, end), signedEnd };
+  return viewEnvelope(e, ADVERT_CONTEXT_HEAD);
 }
 
-/** "Not in the fast subset: ask decodeCanonical." */
-export const FALLBACK = Symbol('fallback');
-
-/**
- * A fast decoder for the common shape of advert payloads: a map of text keys whose values are
- * unsigned safe integers, text, `true`, or arrays of text. It accepts only what
- * signing's decodeCanonical accepts (shortest heads, keys strictly ascending by their
- * encoded bytes, well-formed UTF-8, depth and item limits, no trailing bytes) and returns the
- * same value; on ANYTHING else — an error or merely another type — it returns FALLBACK, and
- * the caller runs decodeCanonical, which stays the one authority on what is rejected and why.
- * (decodeCanonical re-encodes every value to prove canonicality; that costs ~25 µs per
- * advert, as much as a third of an Ed25519 verify. For this subset the checks below prove the
- * same thing while reading.) test/discovery fuzzes it against decodeCanonical.
- */
-export function decodePayloadFast(bytes: Uint8Array, maxDepth: number, maxItems: number): Record<string, unknown> | typeof FALLBACK {
-  // A Buffer view, for its fast latin1 slicing of ASCII strings (no copy).
-  const b = Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  const end = b.length;
-  if (end === 0 || b[0]! >> 5 !== 5 || maxDepth < 1) return FALLBACK;
-  let p = readHead(b, 0, end, 5, scratchLen);
-  if (p < 0) return FALLBACK;
-  const entries = scratchLen[0]!;
-  let items = entries;
-  if (items > maxItems) return FALLBACK;
-  const out: Record<string, unknown> = {};
-  let prevKeyStart = -1;
-  let prevKeyEnd = -1;
-  for (let i = 0; i < entries; i++) {
-    const keyStart = p;
-    p = readHead(b, p, end, 3, scratchLen);
-    if (p < 0) return FALLBACK;
-    const keyEnd = p + scratchLen[0]!;
-    const key = text(b, p, keyEnd);
-    if (key === undefined) return FALLBACK;
-    if (prevKeyStart >= 0 && compareBytes(b, prevKeyStart, prevKeyEnd, keyStart, keyEnd) >= 0) return FALLBACK;
-    prevKeyStart = keyStart;
-    prevKeyEnd = keyEnd;
-    p = keyEnd;
-    if (p >= end) return FALLBACK;
-    const ib = b[p]!;
-    const major = ib >> 5;
-    let value: unknown;
-    if (major === 0) {
-      const q = readUint(b, p, end);
-      if (q < 0) return FALLBACK;
-      value = uintValue;
-      p = q;
-    } else if (major === 3) {
-      const q = readHead(b, p, end, 3, scratchLen);
-      if (q < 0) return FALLBACK;
-      p = q + scratchLen[0]!;
-      value = text(b, q, p);
-      if (value === undefined) return FALLBACK;
-    } else if (ib === 0xf5) {
-      value = true;
-      p += 1;
-    } else if (major === 4) {
-      if (maxDepth < 2) return FALLBACK;
-      let q = readHead(b, p, end, 4, scratchLen);
-      if (q < 0) return FALLBACK;
-      const n = scratchLen[0]!;
-      items += n;
-      if (items > maxItems) return FALLBACK;
-      const arr: string[] = new Array(n);
-      for (let j = 0; j < n; j++) {
-        const r = readHead(b, q, end, 3, scratchLen);
-        if (r < 0) return FALLBACK;
-        q = r + scratchLen[0]!;
-        const s = text(b, r, q);
-        if (s === undefined) return FALLBACK;
-        arr[j] = s;
-      }
-      value = arr;
-      p = q;
-    } else {
-      return FALLBACK;
-    }
-    if (key === '__proto__') Object.defineProperty(out, key, { value, enumerable: true, writable: true, configurable: true });
-    else out[key] = value;
-  }
-  return p === end ? out : FALLBACK;
-}
-
-let uintValue = 0;
-
-/** An unsigned integer head in shortest form whose value is a safe integer; sets uintValue. */
-function readUint(b: Uint8Array, pos: number, end: number): number {
-  const ai = b[pos]! & 0x1f;
-  let v: number;
-  let next: number;
-  if (ai < 24) {
-    v = ai;
-    next = pos + 1;
-  } else if (ai === 24) {
-    next = pos + 2;
-    if (next > end) return -1;
-    v = b[pos + 1]!;
-    if (v < 24) return -1;
-  } else if (ai === 25) {
-    next = pos + 3;
-    if (next > end) return -1;
-    v = b[pos + 1]! * 0x100 + b[pos + 2]!;
-    if (v < 0x100) return -1;
-  } else if (ai === 26) {
-    next = pos + 5;
-    if (next > end) return -1;
-    v = b[pos + 1]! * 0x1000000 + b[pos + 2]! * 0x10000 + b[pos + 3]! * 0x100 + b[pos + 4]!;
-    if (v < 0x10000) return -1;
-  } else if (ai === 27) {
-    next = pos + 9;
-    if (next > end) return -1;
-    const hi = b[pos + 1]! * 0x1000000 + b[pos + 2]! * 0x10000 + b[pos + 3]! * 0x100 + b[pos + 4]!;
-    const lo = b[pos + 5]! * 0x1000000 + b[pos + 6]! * 0x10000 + b[pos + 7]! * 0x100 + b[pos + 8]!;
-    // Shortest form needs a value ≥ 2^32 (hi > 0); a number (not a bigint) needs ≤ 2^53 − 1.
-    if (hi === 0 || hi > 0x1fffff) return -1;
-    v = hi * 0x100000000 + lo;
-  } else {
-    return -1;
-  }
-  uintValue = v;
-  return next;
-}
-
-function compareBytes(b: Uint8Array, as: number, ae: number, bs: number, be: number): number {
-  const n = Math.min(ae - as, be - bs);
-  for (let i = 0; i < n; i++) {
-    const d = b[as + i]! - b[bs + i]!;
-    if (d !== 0) return d;
-  }
-  return ae - as - (be - bs);
-}
-
-/** Well-formed UTF-8 in b[start, end) as a string, or undefined. ASCII skips the decoder. */
-function text(b: Uint8Array, start: number, end: number): string | undefined {
-  let ascii = true;
-  for (let i = start; i < end; i++) {
-    if (b[i]! >= 0x80) {
-      ascii = false;
-      break;
-    }
-  }
-  if (ascii) return (b as Buffer).toString('latin1', start, end); // b is a Buffer: see decodePayloadFast
-  try {
-    return utf8.decode(b.subarray(start, end));
-  } catch {
-    return undefined;
-  }
-}
+/** True when `bytes` is well-formed UTF-8 (a wrong fleet id, as opposed to garbage). */
+export { isUtf8 };

@@ -4,8 +4,8 @@
  * load the generator library.
  */
 import { X509Certificate, createHash } from 'node:crypto';
-import { SkeinError } from '../errors/index.ts';
-import { parseSpiffeId, type SpiffeProblem } from './spiffe.ts';
+import { SkeinError } from '../../common/errors/index.ts';
+import { parseSpiffeId, type SpiffeProblem } from '../../common/spiffe/index.ts';
 
 export interface CertificateSummary {
   spiffeId?: string;

@@ -12,10 +12,10 @@ import { existsSync, readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { hostname } from 'node:os';
 import { join, resolve } from 'node:path';
-import { SkeinError } from '../errors/index.ts';
+import { SkeinError } from '../../common/errors/index.ts';
 import { parseCertificate, parseOpenSslDate, spiffeIdFromSan } from './describe.ts';
-import { parseSpiffeId, SPIFFE_SCHEME } from './spiffe.ts';
-import { ensurePrivateDir, writeFileAtomic } from '../fs/index.ts';
+import { parseSpiffeId, SPIFFE_SCHEME } from '../../common/spiffe/index.ts';
+import { ensurePrivateDir, writeFileAtomic } from '../../common/fs/index.ts';
 import { createCaCertificate, createLeafCertificate, generateKeyPair, privateKeyFromPem, privateKeyToPem } from './x509.ts';
 
 export { describeCertificate, type CertificateSummary } from './describe.ts';

@@ -18,7 +18,7 @@
  * and plugin messages would describe the policy, so they go to the audit line alone.
  */
 import type { Audit } from '../audit/index.ts';
-import { SkeinError } from '../errors/index.ts';
+import { SkeinError } from '../../common/errors/index.ts';
 import type { Logger } from '../log/index.ts';
 import type { AuthorizationConfig } from '../config/schema.ts';
 import { AllowRules } from './allow-rules.ts';

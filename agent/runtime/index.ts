@@ -10,10 +10,10 @@ import { createAudit, type Audit } from '../audit/index.ts';
 import { auditedConfig } from '../audit/redact.ts';
 import type { AgentConfig } from '../config/schema.ts';
 import { parseHostPort } from '../config/load.ts';
-import { SkeinError } from '../errors/index.ts';
+import { SkeinError } from '../../common/errors/index.ts';
 import type { Logger } from '../log/index.ts';
 import { DiscoveryService } from '../discovery/service.ts';
-import { startAdmin, type AdminListener } from '../metrics/admin.ts';
+import { startAdmin, type AdminListener } from '../admin/index.ts';
 import { AgentMetrics } from '../metrics/index.ts';
 import { loadPlugins } from '../plugin-host/loader.ts';
 import { AuthPipeline } from '../plugin-host/pipeline.ts';
@@ -21,11 +21,11 @@ import { prepareSandbox } from '../sandbox/prepare.ts';
 import { createApp } from '../server/app.ts';
 import { listen, type Listener } from '../server/listener.ts';
 import type { PoolSet } from '../workers/pool-set.ts';
-import { buildPools, workerLimits } from './pools.ts';
+import { buildPools, workerLimits } from '../workers/pools.ts';
 import { Reloader, type ReloadResult } from './reload.ts';
-import { computePosture, warnPosture, type PluginHooks } from './posture.ts';
-import { loadRoutines } from './routines.ts';
-import { logTrustDomains, readTls, tlsFiles } from './tls.ts';
+import { computePosture, warnPosture, type PluginHooks } from '../security/posture.ts';
+import { loadRoutines } from '../sources/routines.ts';
+import { logTrustDomains, readTls, tlsFiles } from '../pki/tls.ts';
 import { IdentityReader } from '../server/identity.ts';
 
 export interface RunningAgent {
@@ -244,7 +244,7 @@ async function startPlugins(config: AgentConfig, baseDir: string, log: Logger, m
   hooks.authenticate = plugins.some((p) => p.hooks.authenticate);
   hooks.authorize = plugins.some((p) => p.hooks.authorize);
   if (config.authorization.default === 'allow') {
-    // Strict mode refuses this off loopback (config/strict.ts); everywhere else it stays loud.
+    // Strict mode refuses this off loopback (security/strict.ts); everywhere else it stays loud.
     log.warn('authorization.default is "allow": every authenticated caller may run every routine that no plugin denies; list what callers may run in authorization.allow and keep the default "deny"', { key: 'authorization.default' });
   }
   if (config.tls.clientCerts === 'optional' && !plugins.some((p) => p.hooks.authenticate)) {

@@ -16,15 +16,15 @@
 import { watch, type FSWatcher } from 'node:fs';
 import { dirname } from 'node:path';
 import type { Audit } from '../audit/index.ts';
-import { assertStrict } from '../config/strict.ts';
+import { assertStrict } from '../security/strict.ts';
 import type { AgentConfig } from '../config/schema.ts';
-import { SkeinError } from '../errors/index.ts';
+import { SkeinError } from '../../common/errors/index.ts';
 import type { Logger } from '../log/index.ts';
 import type { DiscoveryService } from '../discovery/service.ts';
 import type { AuthPipeline } from '../plugin-host/pipeline.ts';
 import type { AgentMetrics } from '../metrics/index.ts';
 import type { Listener } from '../server/listener.ts';
-import { readTls, type LoadedTls, type TlsFiles } from './tls.ts';
+import { readTls, type LoadedTls, type TlsFiles } from '../pki/tls.ts';
 
 /** Top-level keys (or dotted prefixes) a running agent applies on reload. */
 const RELOADABLE = ['tls.cert', 'tls.key', 'tls.ca', 'tls.minVersion', 'tls.trustDomains', 'discovery.trustedKeys', 'discovery.rootKeys', 'discovery.signingKey', 'discovery.endorsement', 'discovery.static', 'plugins', 'authorization', 'log.level', 'security.strict'];

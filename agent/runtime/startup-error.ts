@@ -6,7 +6,7 @@
  */
 import { resolve, sep } from 'node:path';
 import type { AgentConfig } from '../config/schema.ts';
-import { SkeinError } from '../errors/index.ts';
+import { SkeinError } from '../../common/errors/index.ts';
 
 const WHY: Record<string, string> = {
   EROFS: 'read-only file system',

@@ -13,7 +13,7 @@ import type { Launcher } from './bwrap.ts';
 import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import type { SandboxConfig } from '../config/schema.ts';
-import { SkeinError } from '../errors/index.ts';
+import { SkeinError } from '../../common/errors/index.ts';
 import CONFINE from './confine.py' with { type: 'text' };
 
 export const CONFINE_SOURCE: string = CONFINE;

@@ -4,7 +4,7 @@
  * before any worker serves a call.
  */
 import type { AgentConfig } from '../config/schema.ts';
-import { SkeinError } from '../errors/index.ts';
+import { SkeinError } from '../../common/errors/index.ts';
 import type { Logger } from '../log/index.ts';
 import { bwrapLauncher, directLauncher, type Launcher } from './bwrap.ts';
 import { canaryFailures, compileConfine, planProfile, probeHost, runCanary, type CanaryResult, type HostCapabilities, type Plan } from './index.ts';

@@ -1,5 +1,5 @@
 import { spawnSync } from 'node:child_process';
-import { SkeinError } from '../errors/index.ts';
+import { SkeinError } from '../../common/errors/index.ts';
 
 /**
  * The whole environment of a worker (spawned directly or through bwrap --clearenv): nothing

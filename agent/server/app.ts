@@ -12,21 +12,14 @@ import type { Http2ServerRequest } from 'node:http2';
 import { Hono, type Context } from 'hono';
 import type { Http2Bindings } from '@hono/node-server';
 import { decodeBody, encodeBody, mediaTypeOf, parseCallBody, type MediaType } from '../codec/index.ts';
-import { SkeinError, toSkeinError } from '../errors/index.ts';
+import { SkeinError, toSkeinError } from '../../common/errors/index.ts';
 import type { Logger } from '../log/index.ts';
 import { UNKNOWN_ROUTINE, type DispatchRecorder } from '../metrics/index.ts';
 import type { Dispatcher } from '../workers/pool-set.ts';
 import type { AuthPipeline } from '../plugin-host/pipeline.ts';
 import type { Identity, RequestInfo } from '../plugin-host/api.ts';
 import type { IdentityReader, PeerIdentity } from './identity.ts';
-
-export interface RoutineInfo {
-  name: string;
-  function: string;
-  file: string;
-  sha256: string;
-  timeoutMs?: number;
-}
+import type { RoutineInfo } from '../sources/routines.ts';
 
 export interface AppDeps {
   pool: Dispatcher;

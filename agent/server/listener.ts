@@ -14,6 +14,7 @@ import { createAdaptorServer } from '@hono/node-server';
 import type { Hono } from 'hono';
 import type { Logger } from '../log/index.ts';
 import type { Http2Config } from '../config/schema.ts';
+import type { TlsMaterial } from '../pki/tls.ts';
 import type { IdentityReader } from './identity.ts';
 import type { TlsFailureRecorder } from '../metrics/index.ts';
 import { tlsFailureReason, type TlsFailureReason } from '../pki/tls-refusal.ts';
@@ -23,17 +24,6 @@ export type Hardening = Http2Config;
 const { NGHTTP2_CANCEL, NGHTTP2_ENHANCE_YOUR_CALM } = http2.constants;
 /** At most one "TLS handshake refused" line per reason this often. */
 const TLS_LOG_EVERY_MS = 10_000;
-
-export interface TlsMaterial {
-  cert: string | Buffer;
-  key: string | Buffer;
-  ca: string | Buffer;
-  minVersion: 'TLSv1.3' | 'TLSv1.2';
-  /** require: mutual TLS; optional: callers without a certificate authenticate with a token. */
-  clientCerts: 'require' | 'optional';
-  /** Trust domains client SPIFFE IDs must be in (tls.trustDomains or the CA's, runtime/tls.ts). */
-  trustDomains: readonly string[];
-}
 
 // When TLS 1.2 is enabled at all, only forward-secret AEAD suites (TLS 1.3 suites are
 // configured separately by OpenSSL/BoringSSL and are all AEAD).

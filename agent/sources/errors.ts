@@ -2,7 +2,7 @@
  * Codes for routine-source failures (in ERROR_TABLE). The code is also kept in
  * `details.reason`, so callers can match either way.
  */
-import { SkeinError } from '../errors/index.ts';
+import { SkeinError } from '../../common/errors/index.ts';
 
 export const SOURCE_REASONS = [
   'SKEIN_ERR_SOURCE_SCHEME',

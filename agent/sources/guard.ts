@@ -11,7 +11,7 @@
  */
 import { lookup as dnsLookup, type LookupAddress, type LookupOptions } from 'node:dns';
 import type { LookupFunction, Socket } from 'node:net';
-import type { SkeinError } from '../errors/index.ts';
+import type { SkeinError } from '../../common/errors/index.ts';
 import { classifyAddress } from './address.ts';
 import { sourceError } from './errors.ts';
 

@@ -24,7 +24,7 @@ import { lookup as dnsLookup } from 'node:dns';
 import type { IncomingMessage } from 'node:http';
 import { request, type RequestOptions } from 'node:https';
 import { rootCertificates } from 'node:tls';
-import { SkeinError } from '../errors/index.ts';
+import { SkeinError } from '../../common/errors/index.ts';
 import { classifyAddress, isIpLiteral } from './address.ts';
 import { sourceError } from './errors.ts';
 import { guardedLookup, watchPeer, type Lookup } from './guard.ts';

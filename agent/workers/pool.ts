@@ -6,7 +6,7 @@
  * idempotent; dispatch after close throws SKEIN_ERR_SHUTTING_DOWN.
  */
 import type { Audit } from '../audit/index.ts';
-import { SkeinError } from '../errors/index.ts';
+import { SkeinError } from '../../common/errors/index.ts';
 import type { Logger } from '../log/index.ts';
 import type { StderrDropRecorder, WorkerRecorder } from '../metrics/index.ts';
 import { CircuitBreaker, type CircuitOptions, type Trial } from './circuit.ts';

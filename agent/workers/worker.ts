@@ -7,7 +7,7 @@ import { isUtf8 } from 'node:buffer';
 import { spawn, type ChildProcessByStdio } from 'node:child_process';
 import { closeSync, constants, fstatSync, openSync, readFileSync, readSync } from 'node:fs';
 import type { Readable, Writable } from 'node:stream';
-import { SkeinError } from '../errors/index.ts';
+import { SkeinError } from '../../common/errors/index.ts';
 import type { Logger } from '../log/index.ts';
 import { MAX_DEPTH } from '../codec/index.ts';
 import { jsonProblem } from '../codec/json-check.ts';

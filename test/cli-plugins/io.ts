@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { expect } from 'vitest';
 import type { Io } from '../../agent/cli/io.ts';
-import { SkeinError, type ErrorCode } from '../../agent/errors/index.ts';
+import { SkeinError, type ErrorCode } from '../../common/errors/index.ts';
 
 export function memoryIo(): { io: Io; out: string[]; err: string[]; text: () => string } {
   const out: string[] = [];

@@ -1,7 +1,7 @@
 import { Decoder } from 'cbor-x';
 import nacl from 'tweetnacl';
 import { describe, expect, it } from 'vitest';
-import { SkeinError } from '../../agent/errors/index.ts';
+import { SkeinError } from '../../common/errors/index.ts';
 import {
   ADVERT_CONTEXT,
   MAX_ADVERT_BYTES,

@@ -4,7 +4,7 @@ import { ADVERT_CONTEXT, MAX_ADVERT_BYTES, encodeAdvert, type AdvertPayload } fr
 import { endorse } from '../../agent/discovery/endorse.ts';
 import { REJECT_REASONS, type CounterName } from '../../agent/discovery/reasons.ts';
 import { createAdvertVerifier, type AdvertVerifierOptions } from '../../agent/discovery/verifier.ts';
-import { SkeinError } from '../../agent/errors/index.ts';
+import { SkeinError } from '../../common/errors/index.ts';
 import { encodeCanonical, formatPublicKey, generateKeyPair, sign, type KeyPair } from '../../signing/index.ts';
 import { FLEET, NOW, expectAccepted, expectRejected, payload, testClock } from './helpers.ts';
 

@@ -8,7 +8,8 @@ import { sign as edSign, verify as edVerify } from 'node:crypto';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { ADVERT_CONTEXT, PAYLOAD_LIMITS, encodeAdvert } from '../../agent/discovery/advert.ts';
-import { FALLBACK, decodePayloadFast, parseEnvelope, parseFrame } from '../../agent/discovery/wire.ts';
+import { decodeCanonicalFast, FALLBACK } from '../../signing/index.ts';
+import { parseEnvelope, parseFrame } from '../../agent/discovery/wire.ts';
 import { decodeCanonical, encodeCanonical, generateKeyPair, open, publicKeyFromRaw, sign } from '../../signing/index.ts';
 import { FLEET, payload } from './helpers.ts';
 
@@ -28,7 +29,7 @@ function reference(envelope: Uint8Array): Outcome {
 }
 
 function decodeBoth(bytes: Uint8Array): unknown {
-  const fast = decodePayloadFast(bytes, PAYLOAD_LIMITS.maxDepth, PAYLOAD_LIMITS.maxItems);
+  const fast = decodeCanonicalFast(bytes, PAYLOAD_LIMITS.maxDepth, PAYLOAD_LIMITS.maxItems);
   return fast === FALLBACK ? decodeCanonical(bytes, { maxBytes: Math.max(1, bytes.length), ...PAYLOAD_LIMITS }) : fast;
 }
 
@@ -86,7 +87,7 @@ describe('wire: the frame and envelope readers agree with signing/', () => {
     // The signed bytes are the envelope's middle behind a 0x83 head.
     const signed = Buffer.concat([Buffer.from([0x83]), frame.envelope.subarray(2, env.signedEnd)]);
     expect(signed.equals(encodeCanonical([ADVERT_CONTEXT, key.keyId, env.payload]))).toBe(true);
-    expect(decodePayloadFast(env.payload, 2, 200)).toEqual(payload());
+    expect(decodeCanonicalFast(env.payload, 2, 200)).toEqual(payload());
   });
 
   it('every single-byte change of an envelope: the hot path and open() both reject', () => {
@@ -139,10 +140,10 @@ describe('wire: the frame and envelope readers agree with signing/', () => {
     );
   });
 
-  it('decodePayloadFast never accepts what decodeCanonical refuses, and returns the same value', () => {
+  it('decodeCanonicalFast never accepts what decodeCanonical refuses, and returns the same value', () => {
     fc.assert(
       fc.property(fc.oneof(fc.uint8Array({ maxLength: 64 }), arbPayload.map((p) => handEncode(p))), (bytes) => {
-        const fast = decodePayloadFast(bytes, PAYLOAD_LIMITS.maxDepth, PAYLOAD_LIMITS.maxItems);
+        const fast = decodeCanonicalFast(bytes, PAYLOAD_LIMITS.maxDepth, PAYLOAD_LIMITS.maxItems);
         if (fast === FALLBACK) return;
         expect({ ...fast }).toEqual({ ...(decodeCanonical(bytes, { maxBytes: Math.max(1, bytes.length), ...PAYLOAD_LIMITS }) as object) });
       }),
@@ -150,7 +151,7 @@ describe('wire: the frame and envelope readers agree with signing/', () => {
     );
   });
 
-  it('decodePayloadFast refuses every non-shortest head (each width, uints and lengths) as decodeCanonical does', () => {
+  it('decodeCanonicalFast refuses every non-shortest head (each width, uints and lengths) as decodeCanonical does', () => {
     const cases: [string, number][] = [
       ['18', 23], ['19', 255], ['1a', 65535], ['1b', 2 ** 32 - 1], // uint one width too wide
       ['18', 0], ['19', 0], ['1a', 0], ['1b', 0],
@@ -165,24 +166,24 @@ describe('wire: the frame and envelope readers agree with signing/', () => {
         const h = Buffer.concat([Buffer.from([(major << 5) | parseInt(ai, 16)]), arg]);
         const value = major === 0 ? h : major === 3 ? Buffer.concat([h, Buffer.alloc(n, 0x61)]) : Buffer.concat([h, Buffer.alloc(n, 0x60)]);
         const bytes = Buffer.concat([Buffer.from([0xa1, 0x61, 0x6b]), value]);
-        expect(decodePayloadFast(bytes, 2, 100), bytes.toString('hex')).toBe(FALLBACK);
+        expect(decodeCanonicalFast(bytes, 2, 100), bytes.toString('hex')).toBe(FALLBACK);
         expect(() => decodeCanonical(bytes, { maxDepth: 2, maxItems: 100 })).toThrow(/shortest/);
       }
     }
     // And the shortest forms are read.
     for (const n of [0, 23, 24, 255, 256, 65535, 65536, 2 ** 32 - 1, 2 ** 32, Number.MAX_SAFE_INTEGER]) {
-      expect(decodePayloadFast(encodeCanonical({ k: n }), 2, 10)).toEqual({ k: n });
+      expect(decodeCanonicalFast(encodeCanonical({ k: n }), 2, 10)).toEqual({ k: n });
     }
-    expect(decodePayloadFast(encodeCanonical({ k: 2n ** 53n }), 2, 10)).toBe(FALLBACK); // a bigint: decodeCanonical's job
+    expect(decodeCanonicalFast(encodeCanonical({ k: 2n ** 53n }), 2, 10)).toBe(FALLBACK); // a bigint: decodeCanonical's job
   });
 
-  it('decodePayloadFast handles real adverts without falling back, and honours depth and item limits', () => {
+  it('decodeCanonicalFast handles real adverts without falling back, and honours depth and item limits', () => {
     const bytes = encodeCanonical(payload({ goodbye: true }));
-    expect(decodePayloadFast(bytes, 2, 200)).toEqual(payload({ goodbye: true }));
-    expect(decodePayloadFast(bytes, 1, 200)).toBe(FALLBACK); // arrays need depth 2
-    expect(decodePayloadFast(bytes, 2, 14)).toBe(FALLBACK); // 13 entries + 4 array items
-    expect(decodePayloadFast(bytes, 2, 17)).not.toBe(FALLBACK);
-    const proto = decodePayloadFast(encodeCanonical(JSON.parse('{"__proto__": 1}')), 2, 10);
+    expect(decodeCanonicalFast(bytes, 2, 200)).toEqual(payload({ goodbye: true }));
+    expect(decodeCanonicalFast(bytes, 1, 200)).toBe(FALLBACK); // arrays need depth 2
+    expect(decodeCanonicalFast(bytes, 2, 14)).toBe(FALLBACK); // 13 entries + 4 array items
+    expect(decodeCanonicalFast(bytes, 2, 17)).not.toBe(FALLBACK);
+    const proto = decodeCanonicalFast(encodeCanonical(JSON.parse('{"__proto__": 1}')), 2, 10);
     expect(proto).not.toBe(FALLBACK);
     expect(Object.getPrototypeOf(proto)).toBe(Object.prototype);
     expect(Object.keys(proto as object)).toEqual(['__proto__']);

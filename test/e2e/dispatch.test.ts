@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { encode, decode } from 'cbor-x';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { SkeinError } from '../../agent/errors/index.ts';
+import { SkeinError } from '../../common/errors/index.ts';
 import { connect, postJson, request } from '../helpers/h2.ts';
 import { baseConfig, failure, FIXTURES, runCli, startAgent, stopAll, tempDir, type StartedAgent } from '../helpers/agent.ts';
 

@@ -22,7 +22,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SkeinClient } from '../../agent/client/index.ts';
-import type { ErrorCode } from '../../agent/errors/index.ts';
+import type { ErrorCode } from '../../common/errors/index.ts';
 import { alive, baseConfig, BINARY, DEV_CLIENT, EXAMPLES, failure, requireBinary, startAgent, stopAll, tempDir, type LogLine, type StartedAgent } from '../helpers/agent.ts';
 
 const HOSTILE = join(import.meta.dirname, 'routines/hostile.py');

@@ -8,7 +8,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'no
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { SkeinClient } from '../../agent/client/index.ts';
-import { SkeinError } from '../../agent/errors/index.ts';
+import { SkeinError } from '../../common/errors/index.ts';
 
 export const ROOT = resolve(import.meta.dirname, '../..');
 export const BINARY = join(ROOT, 'dist/skein');

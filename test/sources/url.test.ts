@@ -7,7 +7,7 @@ import { connect, type AddressInfo, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { SkeinError } from '../../agent/errors/index.ts';
+import { SkeinError } from '../../common/errors/index.ts';
 import { initCa, issueCert } from '../../agent/pki/index.ts';
 import { sourceReason, type SourceReason } from '../../agent/sources/errors.ts';
 import { assertPublicPeer, watchPeer, type Lookup } from '../../agent/sources/guard.ts';

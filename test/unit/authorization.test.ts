@@ -7,7 +7,7 @@
 import { describe, expect, it } from 'vitest';
 import type { Audit } from '../../agent/audit/index.ts';
 import type { AuthorizationConfig } from '../../agent/config/schema.ts';
-import { SkeinError } from '../../agent/errors/index.ts';
+import { SkeinError } from '../../common/errors/index.ts';
 import { createLogger } from '../../agent/log/index.ts';
 import type { AuthzResult, Identity, RequestInfo } from '../../agent/plugin-host/api.ts';
 import { AllowRules } from '../../agent/plugin-host/allow-rules.ts';

@@ -2,7 +2,7 @@ import { encode } from 'cbor-x';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { decodeBody, encodeBody, MAX_DEPTH, mediaTypeOf, parseCallBody } from '../../agent/codec/index.ts';
-import { SkeinError } from '../../agent/errors/index.ts';
+import { SkeinError } from '../../common/errors/index.ts';
 
 const badRequest = (fn: () => unknown, message: RegExp) => {
   let caught: unknown;

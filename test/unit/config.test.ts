@@ -7,7 +7,7 @@ import { loadConfig } from '../../agent/config/load.ts';
 import { CONFIG_SCHEMA } from '../../agent/config/schema.ts';
 import { configReference } from '../../agent/config/reference.ts';
 import { pluginApiCopy } from '../../agent/plugin-host/publish.ts';
-import { SkeinError } from '../../agent/errors/index.ts';
+import { SkeinError } from '../../common/errors/index.ts';
 
 const dirs: string[] = [];
 afterEach(() => dirs.splice(0).forEach((d) => rmSync(d, { recursive: true, force: true })));

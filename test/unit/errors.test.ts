@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { ERROR_TABLE, isErrorCode, SkeinError, toSkeinError } from '../../agent/errors/index.ts';
+import { ERROR_TABLE, isErrorCode, SkeinError, toSkeinError } from '../../common/errors/index.ts';
 
 describe('error table', () => {
   it.each(Object.entries(ERROR_TABLE))('%s is well-formed', (code, entry) => {

@@ -2,7 +2,7 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { decodeBody } from '../../agent/codec/index.ts';
 import { jsonProblem, utf8ErrorOffset } from '../../agent/codec/json-check.ts';
-import { SkeinError } from '../../agent/errors/index.ts';
+import { SkeinError } from '../../common/errors/index.ts';
 
 const decodeJson = (text: string | Buffer) => decodeBody('application/json', typeof text === 'string' ? Buffer.from(text) : text);
 const refusal = (text: string | Buffer): string => {

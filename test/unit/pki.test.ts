@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { connect, createServer, type Server } from 'node:tls';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { runPki } from '../../agent/cli/pki.ts';
-import { SkeinError, type ErrorCode } from '../../agent/errors/index.ts';
+import { SkeinError, type ErrorCode } from '../../common/errors/index.ts';
 import { describeCertificate, ensureDevPki, initCa, issueCert, readPkiInfo, type IssuedPaths } from '../../agent/pki/index.ts';
 
 const roots: string[] = [];

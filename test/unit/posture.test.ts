@@ -8,9 +8,9 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../agent/config/load.ts';
 import type { AgentConfig } from '../../agent/config/schema.ts';
-import { strictViolations } from '../../agent/config/strict.ts';
+import { strictViolations } from '../../agent/security/strict.ts';
 import { createLogger } from '../../agent/log/index.ts';
-import { computePosture, POSTURE_WARN_INTERVAL_MS, warnIntervalMs, warnPosture } from '../../agent/runtime/posture.ts';
+import { computePosture, POSTURE_WARN_INTERVAL_MS, warnIntervalMs, warnPosture } from '../../agent/security/posture.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'skein-posture-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));

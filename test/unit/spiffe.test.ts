@@ -4,7 +4,7 @@
  * CA bundle names, advert validation, and the TLS failure vocabulary.
  */
 import { describe, expect, it } from 'vitest';
-import { parseSpiffeId, type SpiffeProblem } from '../../agent/pki/spiffe.ts';
+import { parseSpiffeId, type SpiffeProblem } from '../../common/spiffe/index.ts';
 import { caTrustDomains, sanIdentity } from '../../agent/pki/describe.ts';
 import { isValidSpiffeId } from '../../agent/discovery/advert.ts';
 import { isValidTrustDomain } from '../../agent/pki/index.ts';

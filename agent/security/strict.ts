@@ -6,9 +6,9 @@
  * ones a configuration file alone decides.
  */
 import { statSync } from 'node:fs';
-import { isLoopbackHost, parseHostPort } from './load.ts';
-import { SkeinError } from '../errors/index.ts';
-import type { AgentConfig } from './schema.ts';
+import { isLoopbackHost, parseHostPort } from '../config/load.ts';
+import { SkeinError } from '../../common/errors/index.ts';
+import type { AgentConfig } from '../config/schema.ts';
 import { BUILTIN_PLUGIN_NAMES, TOKEN_PLUGIN_NAMES } from '../plugin-host/builtin.ts';
 
 export interface Violation {

@@ -12,8 +12,8 @@ import { createHash, timingSafeEqual } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Logger } from '../log/index.ts';
-import type { Posture } from '../runtime/posture.ts';
-import type { AgentMetrics } from './index.ts';
+import type { Posture } from '../security/posture.ts';
+import type { AgentMetrics } from '../metrics/index.ts';
 
 export interface AdminOptions {
   host: string;
@@ -22,7 +22,7 @@ export interface AdminOptions {
   metrics: AgentMetrics;
   stats: () => { workers: number; idle: number; queued: number; inFlight: number };
   isDraining: () => boolean;
-  /** The dispatch listener's security posture (runtime/posture.ts), reported by /healthz. */
+  /** The dispatch listener's security posture (security/posture.ts), reported by /healthz. */
   posture?: () => Posture;
   log: Logger;
 }

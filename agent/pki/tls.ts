@@ -8,11 +8,21 @@
 import { X509Certificate, createHash, createPrivateKey } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import type { AgentConfig } from '../config/schema.ts';
-import { SkeinError } from '../errors/index.ts';
+import { SkeinError } from '../../common/errors/index.ts';
 import type { Logger } from '../log/index.ts';
-import { ensureDevPki, type CertificateSummary } from '../pki/index.ts';
-import { caTrustDomains, summarize } from '../pki/describe.ts';
-import type { TlsMaterial } from '../server/listener.ts';
+import { ensureDevPki, type CertificateSummary } from './index.ts';
+import { caTrustDomains, summarize } from './describe.ts';
+
+export interface TlsMaterial {
+  cert: string | Buffer;
+  key: string | Buffer;
+  ca: string | Buffer;
+  minVersion: 'TLSv1.3' | 'TLSv1.2';
+  /** require: mutual TLS; optional: callers without a certificate authenticate with a token. */
+  clientCerts: 'require' | 'optional';
+  /** Trust domains client SPIFFE IDs must be in (tls.trustDomains or the CA's: readTls below). */
+  trustDomains: readonly string[];
+}
 
 export interface TlsFiles {
   cert: string;

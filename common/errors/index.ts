@@ -2,7 +2,8 @@
  * Every error skein reports carries a stable `code`. Callers (the CLI, the client library,
  * tests, operators grepping logs) match on the code, never on the message. The table below
  * is the single source of truth: HTTP status for server-side codes, CLI exit code, and a
- * one-line description used by docs/errors.md.
+ * one-line description (docs/api.md lists the codes a server sends; test/unit/errors.test.ts
+ * keeps it true).
  *
  * @example
  *   throw new SkeinError('SKEIN_ERR_UNKNOWN_ROUTINE', `no routine named "${name}"`)

@@ -8,12 +8,20 @@ import { readFileSync } from 'node:fs';
 import { basename } from 'node:path';
 import type { Audit } from '../audit/index.ts';
 import type { AgentConfig } from '../config/schema.ts';
-import { SkeinError } from '../errors/index.ts';
+import { SkeinError } from '../../common/errors/index.ts';
 import type { Logger } from '../log/index.ts';
-import type { RoutineInfo } from '../server/app.ts';
-import { fetchUrlSource } from '../sources/index.ts';
+import { fetchUrlSource } from './index.ts';
 import type { RoutineSource } from '../workers/worker.ts';
 import { embeddedRoutineSource } from './embedded.ts';
+
+/** What the agent tells callers about a loaded routine (GET /v1/routines). */
+export interface RoutineInfo {
+  name: string;
+  function: string;
+  file: string;
+  sha256: string;
+  timeoutMs?: number;
+}
 
 export async function loadRoutines(config: AgentConfig, log: Logger, embedded: boolean, audit?: Audit) {
   const sources: Record<string, RoutineSource> = {};

@@ -11,9 +11,9 @@ import type { AgentConfig, RoutineConfig } from '../config/schema.ts';
 import type { Logger } from '../log/index.ts';
 import type { StderrDropRecorder, WorkerRecorder } from '../metrics/index.ts';
 import type { PreparedSandbox } from '../sandbox/prepare.ts';
-import { PoolSet } from '../workers/pool-set.ts';
-import { WorkerPool } from '../workers/pool.ts';
-import type { RoutineSource } from '../workers/worker.ts';
+import { PoolSet } from './pool-set.ts';
+import { WorkerPool } from './pool.ts';
+import type { RoutineSource } from './worker.ts';
 
 const MiB = 1024 * 1024;
 
