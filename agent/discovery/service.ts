@@ -45,7 +45,8 @@ export interface DiscoveryOptions {
   /** This agent's certificate, used to check each new peer's identity with a handshake. */
   tls?: TlsCredentials;
   config: DiscoveryConfig;
-  trustDomain: string;
+  /** Trust domains advertised SPIFFE IDs must be in (the ones the listener accepts). */
+  trustDomains: readonly string[];
   self: SelfDescription;
   log: Logger;
   now?: () => number;
@@ -90,7 +91,7 @@ export class DiscoveryService {
       fleet: config.fleet!,
       trustedKeys: config.trustedKeys.map(parseTrustedKey),
       rootKeys: config.rootKeys,
-      trustDomain: opts.trustDomain,
+      trustDomains: opts.trustDomains,
       maxSkewMs: config.maxSkewMs,
       now: this.#now,
     });

@@ -61,8 +61,8 @@ export interface AdvertVerifierOptions {
   trustedKeys?: readonly TrustedKeySpec[];
   /** Fleet root keys whose endorsements make an agent key trusted (discovery.rootKeys). */
   rootKeys?: readonly RootKeySpec[];
-  /** When set, every claimed SPIFFE ID must be in this trust domain (tls.trustDomain). */
-  trustDomain?: string;
+  /** When set, every claimed SPIFFE ID must be in one of these trust domains: those the agent accepts client SPIFFE IDs from (tls.trustDomains, else its CA's). */
+  trustDomains?: readonly string[];
   /** Accepted clock skew of `iat`, either way (default 30,000 ms). */
   maxSkewMs?: number;
   /** The clock, unix ms (default Date.now). */
@@ -177,7 +177,8 @@ function positive(value: number, name: string): number {
  * cache, counters). Throws SKEIN_ERR_CONFIG for an invalid option, naming it.
  */
 export function createAdvertVerifier(options: AdvertVerifierOptions): AdvertVerifier {
-  const { fleet, trustDomain } = options;
+  const { fleet } = options;
+  const trustDomains = options.trustDomains ? new Set(options.trustDomains) : undefined;
   if (typeof fleet !== 'string' || fleet === '') throw configError('discovery.fleet', 'is required');
   const maxSkewMs = options.maxSkewMs ?? 30_000;
   if (!Number.isFinite(maxSkewMs) || maxSkewMs < 0) throw configError('discovery.maxSkewMs', `must be ≥ 0, got ${maxSkewMs}`);
@@ -291,8 +292,8 @@ export function createAdvertVerifier(options: AdvertVerifierOptions): AdvertVeri
       return reject('spiffe-mismatch', `key ${keyId} is endorsed for ${endorsement.spiffe}, claims ${payload.spiffe}`);
     }
     if (pinned !== undefined && payload.spiffe !== pinned) return reject('spiffe-mismatch', `key ${keyId} is pinned to ${pinned}, claims ${payload.spiffe}`);
-    if (trustDomain !== undefined && spiffeTrustDomain(payload.spiffe) !== trustDomain) {
-      return reject('spiffe-mismatch', `key ${keyId} claims ${payload.spiffe}, outside trust domain ${trustDomain}`);
+    if (trustDomains !== undefined && !trustDomains.has(spiffeTrustDomain(payload.spiffe)!)) {
+      return reject('spiffe-mismatch', `key ${keyId} claims ${payload.spiffe}, outside the trust domains ${[...trustDomains].join(', ')}`);
     }
 
     const skew = now - payload.iat;

@@ -139,7 +139,7 @@ async function assemble({ config, log, embedded = false, baseDir, reloadConfig }
       discovery = await DiscoveryService.start({
         tls: { cert: tls.cert, key: tls.key, ca: tls.ca },
         config: config.discovery,
-        trustDomain: config.tls.trustDomain,
+        trustDomains: tls.trustDomains,
         log,
         audit,
         self: {

@@ -155,13 +155,14 @@ describe('verifier: each rejection has its reason and its counter', () => {
     expectRejected(v, advertE({}, new Uint8Array([1, 2, 3])), 'endorsement-invalid');
   });
 
-  it('SPIFFE ID not matching the endorsement, the pin, or the trust domain', () => {
-    const { v } = setup({ trustDomain: 'skein.local' });
+  it('SPIFFE ID not matching the endorsement, the pin, or the trust domains', () => {
+    const { v } = setup({ trustDomains: ['skein.local', 'partner.example'] });
     expectRejected(v, advertE({ spiffe: SPIFFE_A }), 'spiffe-mismatch');
     expectRejected(v, encodeAdvert(payload({ agent: 'p1', spiffe: SPIFFE_A }), pinned), 'spiffe-mismatch');
     expectRejected(v, encodeAdvert(payload({ spiffe: 'spiffe://elsewhere/agent/a1' }), agent), 'spiffe-mismatch');
-    // A directly trusted key without a pin may claim any ID in the trust domain.
+    // A directly trusted key without a pin may claim any ID in the trust domains.
     expectAccepted(v, encodeAdvert(payload({ spiffe: 'spiffe://skein.local/agent/other' }), agent));
+    expectAccepted(v, encodeAdvert(payload({ spiffe: 'spiffe://partner.example/agent/other', seq: 2 }), agent));
   });
 
   it('endorsement-mismatch: a valid endorsement of another key than the signer', () => {
