@@ -270,7 +270,10 @@ export class DiscoveryService {
     const endpoint = payload.endpoints[0];
     if (!creds || !endpoint) return;
     void checkPeerIdentity(endpoint, { spiffeId: payload.spiffe, sha256: payload.tlsFingerprint }, creds).then((reason) => {
-      if (!reason) return;
+      if (!reason) {
+        this.#opts.log.info('peer proved its identity', { peer: payload.agent, endpoint, spiffe: payload.spiffe });
+        return;
+      }
       this.#count('identity-mismatch');
       this.#table.markUntrusted(payload.agent, this.#now() + UNTRUSTED_MS);
       this.#opts.log.warn('peer failed its identity check; untrusted for a while', { peer: payload.agent, reason, untrustedMs: UNTRUSTED_MS });

@@ -240,6 +240,9 @@ describe('audit file: discovery', () => {
 
       const gamma = await member('gamma', trusted);
       await waitForAudit(alpha.audit, (l) => l.event === 'peer.accepted' && l.peer === 'gamma');
+      // Let alpha finish its identity handshake with gamma first: a peer gone before it can
+      // prove its identity is evicted for that instead (identity-mismatch), not on expiry.
+      await alpha.agent.waitForLog((l) => l.msg === 'peer proved its identity' && l.peer === 'gamma');
       await gamma.agent.stop('SIGKILL'); // no goodbye: believed until its ttl passes
       expect(await waitForAudit(alpha.audit, (l) => l.event === 'peer.evicted' && l.peer === 'gamma', 5000)).toMatchObject({ reason: 'expired' });
     } finally {
