@@ -129,7 +129,8 @@ def dispatch_call(
 def encode(media_type: str, value: Any) -> bytes:
     try:
         if media_type == CBOR:
-            return cbor2.dumps(value)
+            encoded: bytes = cbor2.dumps(value)
+            return encoded
         return json.dumps(value, allow_nan=False, separators=(",", ":")).encode()
     except (TypeError, ValueError, cbor2.CBOREncodeError) as err:
         raise UsageError("SKEIN_ERR_USAGE", f"arguments cannot be encoded as {media_type}: {err}") from None

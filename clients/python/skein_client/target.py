@@ -81,8 +81,8 @@ def resolve_target(
 
     Raises :class:`UsageError` naming the source of a bad setting.
     """
-    env = os.environ if env is None else env
-    chosen = _load_profile(profile if profile is not None else env.get("SKEIN_PROFILE") or None, env)
+    environ: Mapping[str, str] = os.environ if env is None else env
+    chosen = _load_profile(profile if profile is not None else environ.get("SKEIN_PROFILE") or None, environ)
     args: Dict[str, Optional[str]] = {
         "peer": peer, "cert": _str(cert), "key": _str(key), "ca": _str(ca), "token": token, "tokenFile": _str(token_file),
     }
@@ -90,8 +90,8 @@ def resolve_target(
     def pick(field: str) -> Optional[Setting]:
         if args[field] is not None:
             return Setting(str(args[field]), _ARG[field])
-        if env.get(_ENV[field]):
-            return Setting(env[_ENV[field]], _ENV[field])
+        if environ.get(_ENV[field]):
+            return Setting(environ[_ENV[field]], _ENV[field])
         if chosen is not None and isinstance(chosen.values.get(field), str):
             value = str(chosen.values[field])
             if field in _PATHS:
