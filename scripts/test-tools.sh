@@ -31,6 +31,8 @@ missing() {
   pymod prometheus_client || need+=(python3-prometheus-client)
   # The Python client (clients/python) runs on Debian's httpx with HTTP/2 (h2) and cbor2.
   pymod 'httpx, h2, cbor2' || need+=(python3-httpx python3-h2 python3-cbor2)
+  # ...and is type-checked with mypy --strict (it ships py.typed).
+  pymod mypy || need+=(python3-mypy)
   # docs/config.schema.json is checked by an independent JSON Schema validator.
   pymod jsonschema || need+=(python3-jsonschema)
 }

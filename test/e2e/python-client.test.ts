@@ -163,6 +163,14 @@ describe('Python client: calls and typed errors (mTLS)', () => {
   });
 });
 
+describe('Python client: the package', () => {
+  it('type-checks under mypy --strict (it ships py.typed)', async () => {
+    const cache = tempDir();
+    const r = await run('/usr/bin/python3', ['-m', 'mypy', '--strict', '--cache-dir', cache, '-p', 'skein_client'], { cwd: join(ROOT, 'clients/python'), env: { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: home, MYPYPATH: '' }, timeout: 110_000 }).catch((e) => e);
+    expect(r.stdout, r.stderr).toMatch(/^Success: no issues found in \d+ source files/);
+  }, 120_000);
+});
+
 describe('Python client: where calls go (the CLI lookup)', () => {
   const envFor = (agent: StartedAgent) => {
     const c = creds(agent);
