@@ -86,6 +86,13 @@ describe('Python client: calls and typed errors (mTLS)', () => {
     expect(r.unknown).toMatchObject({ class: 'UnknownRoutine', code: 'SKEIN_ERR_UNKNOWN_ROUTINE' });
   });
 
+  it('a cancelled asyncio call reaches the agent: its worker is killed, and the client goes on', async () => {
+    const before = connections(mtls);
+    expect(await py('cancel', { client: creds(mtls) })).toEqual({ cancelled: true, after: 3 });
+    expect(connections(mtls) - before).toBe(1);
+    await mtls.waitForAudit((l) => l.event === 'worker.kill' && l.requestId === 'py-cancelled-1');
+  });
+
   it('one HTTP/2 connection per client, however many calls (sequential or concurrent)', async () => {
     const before = connections(mtls);
     const r = await py('many', { client: creds(mtls), n: 50 });

@@ -72,6 +72,21 @@ def async_basics(p: Dict[str, Any]) -> Dict[str, Any]:
     return asyncio.run(main())
 
 
+def cancel(p: Dict[str, Any]) -> Dict[str, Any]:
+    """An asyncio task cancelled mid-call (wait_for), then more calls on the same client."""
+
+    async def main() -> Dict[str, Any]:
+        async with sk.AsyncClient(**p["client"]) as client:
+            try:
+                await asyncio.wait_for(client.call("sleep", [5], request_id="py-cancelled-1"), 0.5)
+                cancelled = False
+            except asyncio.TimeoutError:
+                cancelled = True
+            return {"cancelled": cancelled, "after": await client.dispatch("add", 1, 2)}
+
+    return asyncio.run(main())
+
+
 def closed(p: Dict[str, Any]) -> Dict[str, Any]:
     client = sk.Client(**p["client"])
     client.close()
@@ -149,7 +164,7 @@ def target(p: Dict[str, Any]) -> Dict[str, Any]:
 
 
 CASES: Dict[str, Callable[[Dict[str, Any]], Any]] = {
-    f.__name__: f for f in (sync_basics, async_basics, closed, many, dispatch, jwt_call, overloaded, error_table, target)
+    f.__name__: f for f in (sync_basics, async_basics, cancel, closed, many, dispatch, jwt_call, overloaded, error_table, target)
 }
 
 if __name__ == "__main__":
