@@ -339,6 +339,41 @@ describe('Python client: tokens (bearer-jwt, PyJWT) and certificate identities',
   });
 });
 
+describe('Python client: plaintext h2c (tls.plaintext) with a token', () => {
+  let agent: StartedAgent;
+  const es = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+  const signingKey = String(es.privateKey.export({ type: 'pkcs8', format: 'pem' }));
+  beforeAll(async () => {
+    agent = await startAgent({
+      config: baseConfig({
+        tls: { plaintext: true },
+        http2: { idleTimeoutMs: 500 },
+        plugins: { enabled: [{ name: 'bearer-jwt', options: { algorithms: ['ES256'], keys: [String(es.publicKey.export({ type: 'spki', format: 'pem' }))], issuer: 'https://issuer.test', audience: 'skein' } }] },
+      }),
+    });
+  });
+  afterAll(async () => {
+    await agent?.stop();
+  });
+
+  it('plaintext=True speaks h2c, and a connection the agent closed when idle is replaced', async () => {
+    const before = connections(agent);
+    const r = await py('idle', { client: { peer: `http://127.0.0.1:${agent.port}`, plaintext: true }, signing_key: signingKey, claims: { sub: 'alice' }, pause: 1.5 });
+    expect(r).toEqual({ sync: [2, 4], async: [2, 4, 6, 8], plaintext: true });
+    // Each client: its first connection, closed by the agent when idle, then one more.
+    expect(connections(agent) - before).toBe(4);
+    expect(agent.logs.filter((l) => l.msg === 'peer connected').at(-1)).toMatchObject({ tls: 'none (h2c)' });
+  });
+
+  it('a profile with "plaintext": true, and an http:// peer without it is refused', async () => {
+    const file = join(tempDir(), 'client.json');
+    writeFileSync(file, JSON.stringify({ default: 'h2c', profiles: { h2c: { peer: `127.0.0.1:${agent.port}`, plaintext: true } } }));
+    expect(await py('jwt_call', { signing_key: signingKey, claims: { sub: 'alice' }, routine: 'add', args: [3, 4] }, { SKEIN_CLIENT_CONFIG: file })).toMatchObject({ value: { result: 7 } });
+    const refused = await py('jwt_call', { client: { peer: `http://127.0.0.1:${agent.port}` }, signing_key: signingKey, claims: { sub: 'alice' }, routine: 'add', args: [1] });
+    expect(refused).toMatchObject({ class: 'UsageError', message: `peer=: http://127.0.0.1:${agent.port} is plaintext http://: pass plaintext=True to send calls and tokens unencrypted` });
+  });
+});
+
 describe('Python client: backpressure', () => {
   it('a full agent → Overloaded with retry_after from Retry-After, and the call in progress completes', async () => {
     const agent = await startAgent({ config: baseConfig({ workers: { poolSize: 1 }, limits: { queueSize: 0 } }) });

@@ -83,10 +83,19 @@ class Call:
     handshake: bool = False
     #: Response headers arrived.
     answered: bool = False
+    #: The HTTP/2 stream the request went out on.
+    stream_id: Optional[int] = None
+
+    def restart(self) -> None:
+        """Forgets what the trace saw, before the call is sent again."""
+        self.handshake = self.answered = False
+        self.stream_id = None
 
     def trace(self, name: str, info: Mapping[str, Any]) -> None:
         if name == "connection.start_tls.complete":
             self.handshake = True
+        elif name == "http2.send_request_headers.started":
+            self.stream_id = info.get("stream_id")
         elif name.endswith("receive_response_headers.complete"):
             self.answered = True
 
@@ -160,10 +169,11 @@ def read_answer(response: httpx.Response, call: Call) -> Any:
     raise error_for(code, str(body.get("message") or code), details)
 
 
-def result_of(value: Any) -> Any:
-    if not isinstance(value, dict) or "result" not in value:
-        raise BadResponse("SKEIN_ERR_BAD_RESPONSE", "HTTP 200 without a result", {"status": 200})
-    return value["result"]
+def field_of(value: Any, name: str) -> Any:
+    """``value[name]`` of a 200 answer (``result``, ``routines``); BadResponse when it is missing."""
+    if not isinstance(value, dict) or name not in value:
+        raise BadResponse("SKEIN_ERR_BAD_RESPONSE", f'HTTP 200 without "{name}"', {"status": 200})
+    return value[name]
 
 
 def translate(err: httpx.HTTPError, call: Call, target: Target, connect_timeout: Optional[float]) -> SkeinError:
@@ -172,7 +182,9 @@ def translate(err: httpx.HTTPError, call: Call, target: Target, connect_timeout:
     if isinstance(err, httpx.ConnectTimeout):
         return TransportError("SKEIN_ERR_TRANSPORT", f"no connection to {target.peer} within {connect_timeout} s", {"sent": False})
     if isinstance(err, httpx.TimeoutException):
-        waited = f"{call.wait:g} s ({call.headers['x-skein-timeout-ms']} ms deadline + {GRACE_SECONDS:g} s)" if "x-skein-timeout-ms" in call.headers else f"{call.wait:g} s"
+        wait = call.wait if call.wait is not None else connect_timeout
+        deadline = call.headers.get("x-skein-timeout-ms")
+        waited = f"{wait:g} s ({deadline} ms deadline + {GRACE_SECONDS:g} s)" if deadline else f"{wait:g} s"
         return ClientTimeout("SKEIN_ERR_CLIENT_TIMEOUT", f"no response from {target.peer} within {waited}")
     if tls is not None:
         text = str(tls).lower()
@@ -196,13 +208,33 @@ def translate(err: httpx.HTTPError, call: Call, target: Target, connect_timeout:
     return TransportError("SKEIN_ERR_TRANSPORT", f"{target.peer}: {type(err).__name__}: {err or 'connection closed'}", {"sent": sent})
 
 
+def unprocessed(err: httpx.HTTPError, call: Call) -> bool:
+    """True when the agent had closed the connection (GOAWAY, e.g. after limits.idleTimeoutMs)
+    before this call's stream: a stream above GOAWAY's last stream id was never processed and
+    may be sent again on a new connection (RFC 9113 section 6.8)."""
+    if not isinstance(err, httpx.RemoteProtocolError) or call.stream_id is None or call.answered:
+        return False
+    for cause in _chain(err):
+        for arg in cause.args:
+            last = getattr(arg, "last_stream_id", None)
+            if type(arg).__name__ == "ConnectionTerminated" and isinstance(last, int):
+                return call.stream_id > last
+    return False
+
+
+def _chain(err: BaseException) -> List[BaseException]:
+    """``err`` and its causes, innermost last."""
+    out: List[BaseException] = []
+    cur: Optional[BaseException] = err
+    while cur is not None and all(cur is not seen for seen in out):
+        out.append(cur)
+        cur = cur.__cause__ or cur.__context__
+    return out
+
+
 def _ssl_error(err: BaseException) -> Optional[ssl.SSLError]:
     """The ssl.SSLError behind an httpx error, if any (EOFs are not TLS verdicts)."""
-    seen = set()
-    cur: Optional[BaseException] = err
-    while cur is not None and id(cur) not in seen:
-        seen.add(id(cur))
-        if isinstance(cur, ssl.SSLError) and not isinstance(cur, (ssl.SSLEOFError, ssl.SSLZeroReturnError)):
-            return cur
-        cur = cur.__cause__ or cur.__context__
+    for cause in _chain(err):
+        if isinstance(cause, ssl.SSLError) and not isinstance(cause, (ssl.SSLEOFError, ssl.SSLZeroReturnError)):
+            return cause
     return None

@@ -11,6 +11,7 @@ reports every failure as a typed :class:`~skein_client.errors.SkeinError`::
 
 from __future__ import annotations
 
+import threading
 from types import TracebackType
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Type
 
@@ -60,19 +61,18 @@ class _Common:
         # idle expiry (the agent closes idle ones); no proxy or CA variables from the
         # environment: the target alone says where calls go and whom to trust.
         ctx = _wire.ssl_context(self.target)
-        self._open(
-            {
-                "base_url": self.target.origin,
-                "http1": False,
-                "http2": True,
-                "verify": ctx if ctx is not None else False,
-                "trust_env": False,
-                "limits": httpx.Limits(max_connections=1, max_keepalive_connections=1, keepalive_expiry=None),
-                "timeout": httpx.Timeout(timeout),
-            }
-        )
+        self._http_options: Dict[str, Any] = {
+            "base_url": self.target.origin,
+            "http1": False,
+            "http2": True,
+            "verify": ctx if ctx is not None else False,
+            "trust_env": False,
+            "limits": httpx.Limits(max_connections=1, max_keepalive_connections=1, keepalive_expiry=None),
+            "timeout": httpx.Timeout(timeout),
+        }
+        self._open()
 
-    def _open(self, options: Dict[str, Any]) -> None:
+    def _open(self) -> None:
         raise NotImplementedError
 
     def _dispatch_call(
@@ -111,8 +111,17 @@ class Client(_Common):
 
     _http: httpx.Client
 
-    def _open(self, options: Dict[str, Any]) -> None:
-        self._http = httpx.Client(**options)
+    def _open(self) -> None:
+        self._http = httpx.Client(**self._http_options)
+        self._renewing = threading.Lock()
+
+    def _renew(self, stale: httpx.Client) -> None:
+        """Replaces a connection pool whose connection the agent closed (see _wire.unprocessed):
+        httpx 0.23 would keep offering the dead HTTP/2 connection."""
+        with self._renewing:
+            if self._http is stale and not self._closed:
+                self._http = httpx.Client(**self._http_options)
+                stale.close()
 
     def dispatch(self, routine: str, /, *args: Any, **kwargs: Any) -> Any:
         """Runs ``routine(*args, **kwargs)`` on the agent and returns its result."""
@@ -132,11 +141,11 @@ class Client(_Common):
         a request id of the caller's choosing (found again in the agent's log and audit lines), or
         another body encoding for this call."""
         call = self._dispatch_call(routine, args, kwargs, timeout_ms, request_id, encoding)
-        return _wire.result_of(self._send(call))
+        return _wire.field_of(self._send(call), "result")
 
     def routines(self) -> List[Dict[str, Any]]:
         """The agent's routines: ``name``, ``function``, ``sha256`` and, when set, ``timeoutMs``."""
-        routines: List[Dict[str, Any]] = self._send(self._get("/v1/routines"))["routines"]
+        routines: List[Dict[str, Any]] = _wire.field_of(self._send(self._get("/v1/routines")), "routines")
         return routines
 
     def peers(self) -> Dict[str, Any]:
@@ -157,11 +166,20 @@ class Client(_Common):
 
     def _send(self, call: _wire.Call) -> Any:
         options = self._request_options(call)
-        try:
-            response = self._http.request(call.method, call.path, extensions={"trace": call.trace}, **options)
-        except httpx.HTTPError as err:
-            raise self._failure(err, call) from err
-        return _wire.read_answer(response, call)
+        for retry in (True, False):
+            http = self._http
+            try:
+                response = http.request(call.method, call.path, extensions={"trace": call.trace}, **options)
+            except httpx.HTTPError as err:
+                if retry and _wire.unprocessed(err, call):
+                    # The agent had closed the connection (GOAWAY) before this call's stream: it
+                    # never ran, so it goes again on a new connection.
+                    self._renew(http)
+                    call.restart()
+                    continue
+                raise self._failure(err, call) from err
+            return _wire.read_answer(response, call)
+        raise AssertionError("unreachable")
 
 
 class AsyncClient(_Common):
@@ -174,8 +192,14 @@ class AsyncClient(_Common):
 
     _http: httpx.AsyncClient
 
-    def _open(self, options: Dict[str, Any]) -> None:
-        self._http = httpx.AsyncClient(**options)
+    def _open(self) -> None:
+        self._http = httpx.AsyncClient(**self._http_options)
+
+    async def _renew(self, stale: httpx.AsyncClient) -> None:
+        """Like :meth:`Client._renew`; the check and swap run with no await between them."""
+        if self._http is stale and not self._closed:
+            self._http = httpx.AsyncClient(**self._http_options)
+            await stale.aclose()
 
     async def dispatch(self, routine: str, /, *args: Any, **kwargs: Any) -> Any:
         """Runs ``routine(*args, **kwargs)`` on the agent and returns its result."""
@@ -193,11 +217,11 @@ class AsyncClient(_Common):
     ) -> Any:
         """Like :meth:`Client.call`."""
         call = self._dispatch_call(routine, args, kwargs, timeout_ms, request_id, encoding)
-        return _wire.result_of(await self._send(call))
+        return _wire.field_of(await self._send(call), "result")
 
     async def routines(self) -> List[Dict[str, Any]]:
         """Like :meth:`Client.routines`."""
-        routines: List[Dict[str, Any]] = (await self._send(self._get("/v1/routines")))["routines"]
+        routines: List[Dict[str, Any]] = _wire.field_of(await self._send(self._get("/v1/routines")), "routines")
         return routines
 
     async def peers(self) -> Dict[str, Any]:
@@ -220,8 +244,17 @@ class AsyncClient(_Common):
 
     async def _send(self, call: _wire.Call) -> Any:
         options = self._request_options(call)
-        try:
-            response = await self._http.request(call.method, call.path, extensions={"trace": call.atrace}, **options)
-        except httpx.HTTPError as err:
-            raise self._failure(err, call) from err
-        return _wire.read_answer(response, call)
+        for retry in (True, False):
+            http = self._http
+            try:
+                response = await http.request(call.method, call.path, extensions={"trace": call.atrace}, **options)
+            except httpx.HTTPError as err:
+                if retry and _wire.unprocessed(err, call):
+                    # The agent had closed the connection (GOAWAY) before this call's stream: it
+                    # never ran, so it goes again on a new connection.
+                    await self._renew(http)
+                    call.restart()
+                    continue
+                raise self._failure(err, call) from err
+            return _wire.read_answer(response, call)
+        raise AssertionError("unreachable")

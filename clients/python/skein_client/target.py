@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Union
 
@@ -52,7 +52,8 @@ class Target:
     cert: Optional[Setting] = None
     key: Optional[Setting] = None
     ca: Optional[Setting] = None
-    token: Optional[str] = None
+    #: Kept out of repr(): a target may be printed or logged.
+    token: Optional[str] = field(default=None, repr=False)
 
     @property
     def origin(self) -> str:
@@ -87,21 +88,21 @@ def resolve_target(
         "peer": peer, "cert": _str(cert), "key": _str(key), "ca": _str(ca), "token": token, "tokenFile": _str(token_file),
     }
 
-    def pick(field: str) -> Optional[Setting]:
-        if args[field] is not None:
-            return Setting(str(args[field]), _ARG[field])
-        if environ.get(_ENV[field]):
-            return Setting(environ[_ENV[field]], _ENV[field])
-        if chosen is not None and isinstance(chosen.values.get(field), str):
-            value = str(chosen.values[field])
-            if field in _PATHS:
+    def pick(name: str) -> Optional[Setting]:
+        if args[name] is not None:
+            return Setting(str(args[name]), _ARG[name])
+        if environ.get(_ENV[name]):
+            return Setting(environ[_ENV[name]], _ENV[name])
+        if chosen is not None and isinstance(chosen.values.get(name), str):
+            value = str(chosen.values[name])
+            if name in _PATHS:
                 value = str(chosen.file.parent / value)
-            return Setting(value, f'profile "{chosen.name}" key "{field}" ({chosen.file})')
+            return Setting(value, f'profile "{chosen.name}" key "{name}" ({chosen.file})')
         return None
 
     is_plaintext = plaintext is True or (plaintext is None and chosen is not None and chosen.values.get("plaintext") is True)
     the_token = _read_token(pick("token"), pick("tokenFile"))
-    tls = {field: pick(field) for field in ("cert", "key", "ca")}
+    tls = {name: pick(name) for name in ("cert", "key", "ca")}
     given = [s for s in tls.values() if s is not None]
     if is_plaintext and given:
         why = "plaintext=True" if plaintext else f'plaintext (profile "{chosen.name if chosen else ""}")'

@@ -131,6 +131,23 @@ def jwt_call(p: Dict[str, Any]) -> Dict[str, Any]:
     return dispatch({**p, "client": {**p.get("client", {}), "token": mint(p)}})
 
 
+def idle(p: Dict[str, Any]) -> Dict[str, Any]:
+    """A call, a pause longer than the agent's idle timeout (it closes the connection), another call."""
+    options = {**p["client"], "token": mint(p)}
+    with sk.Client(**options) as client:
+        first = client.dispatch("add", 1, 1)
+        time.sleep(p["pause"])
+        sync = [first, client.dispatch("add", 2, 2)]
+
+    async def main() -> Any:
+        async with sk.AsyncClient(**options) as client:
+            first = await client.dispatch("add", 1, 1)
+            await asyncio.sleep(p["pause"])
+            return [first, *await asyncio.gather(*(client.dispatch("add", i, i) for i in range(2, 5)))]
+
+    return {"sync": sync, "async": asyncio.run(main()), "plaintext": client.target.plaintext}
+
+
 def overloaded(p: Dict[str, Any]) -> Dict[str, Any]:
     """A one-worker agent with no queue: a second call while the first sleeps is refused at once."""
 
@@ -164,7 +181,7 @@ def target(p: Dict[str, Any]) -> Dict[str, Any]:
 
 
 CASES: Dict[str, Callable[[Dict[str, Any]], Any]] = {
-    f.__name__: f for f in (sync_basics, async_basics, cancel, closed, many, dispatch, jwt_call, overloaded, error_table, target)
+    f.__name__: f for f in (sync_basics, async_basics, cancel, closed, many, dispatch, jwt_call, idle, overloaded, error_table, target)
 }
 
 if __name__ == "__main__":
