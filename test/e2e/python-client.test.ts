@@ -136,6 +136,15 @@ describe('Python client: calls and typed errors (mTLS)', () => {
     expect(r.message).toMatch(/^127\.0\.0\.1:1: ConnectError/);
   });
 
+  it('a server that never answers: ClientTimeout after the deadline + 2 s, or the timeout; a handshake that never ends: TransportError', async () => {
+    const r = await py('silent', { ca: mtls.pki.ca });
+    expect(r.deadline).toMatchObject({ class: 'ClientTimeout', code: 'SKEIN_ERR_CLIENT_TIMEOUT', message: expect.stringMatching(/within 2\.1 s \(100 ms deadline \+ 2 s\)$/) });
+    expect(r.deadline.waited).toBeGreaterThanOrEqual(2);
+    expect(r.deadline.waited).toBeLessThan(5);
+    expect(r.routines).toMatchObject({ class: 'ClientTimeout', message: expect.stringMatching(/within 0\.5 s$/) });
+    expect(r.handshake).toMatchObject({ class: 'TransportError', code: 'SKEIN_ERR_TRANSPORT', message: expect.stringMatching(/^no connection to 127\.0\.0\.1:\d+ within 0\.5 s$/), details: { sent: false } });
+  });
+
   it('every code of agent/errors/index.ts with an HTTP status has its own class, with that status', async () => {
     const table: Record<string, { class: string; status: number; bases: string[] }> = await py('error_table');
     const served = Object.entries(ERROR_TABLE).filter(([, row]) => row.status !== 0);

@@ -4,7 +4,9 @@
 
 import asyncio
 import json
+import socket
 import sys
+import threading
 import time
 from typing import Any, Awaitable, Callable, Dict
 
@@ -148,6 +150,35 @@ def idle(p: Dict[str, Any]) -> Dict[str, Any]:
     return {"sync": sync, "async": asyncio.run(main()), "plaintext": client.target.plaintext}
 
 
+def silent(p: Dict[str, Any]) -> Dict[str, Any]:
+    """A loopback server that accepts connections and never answers: the client's own waits end the calls."""
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+    held = []
+
+    def accept() -> None:
+        for _ in range(4):  # bounded: the cases below open at most this many connections
+            try:
+                held.append(server.accept()[0])
+            except OSError:
+                return
+
+    threading.Thread(target=accept, daemon=True).start()
+    try:
+        with sk.Client(f"http://127.0.0.1:{port}", plaintext=True, timeout=0.5) as h2c:
+            started = time.monotonic()
+            deadline = outcome(lambda: h2c.call("add", [1], timeout_ms=100))
+            deadline["waited"] = time.monotonic() - started
+            listing = outcome(h2c.routines)
+        with sk.Client(f"127.0.0.1:{port}", ca=p["ca"], timeout=0.5) as tls:
+            handshake = outcome(lambda: tls.dispatch("add", 1))
+        return {"deadline": deadline, "routines": listing, "handshake": handshake}
+    finally:
+        server.close()
+        for conn in held:
+            conn.close()
+
+
 def overloaded(p: Dict[str, Any]) -> Dict[str, Any]:
     """A one-worker agent with no queue: a second call while the first sleeps is refused at once."""
 
@@ -181,7 +212,7 @@ def target(p: Dict[str, Any]) -> Dict[str, Any]:
 
 
 CASES: Dict[str, Callable[[Dict[str, Any]], Any]] = {
-    f.__name__: f for f in (sync_basics, async_basics, cancel, closed, many, dispatch, jwt_call, idle, overloaded, error_table, target)
+    f.__name__: f for f in (sync_basics, async_basics, cancel, closed, many, dispatch, jwt_call, idle, silent, overloaded, error_table, target)
 }
 
 if __name__ == "__main__":
