@@ -130,6 +130,14 @@ describe('Python client: calls and typed errors (mTLS)', () => {
     expect(r).toMatchObject({ class: 'TLSError', code: 'SKEIN_ERR_TLS', details: { cause: 'CERTIFICATE_VERIFY_FAILED', sent: false } });
   });
 
+  it('unreadable certificate files → UsageError naming them, before any connection', async () => {
+    const r = await py('dispatch', { client: { ...creds(mtls), key: '/nonexistent/client.key' }, routine: 'add', args: [1] });
+    expect(r).toMatchObject({ class: 'UsageError', code: 'SKEIN_ERR_USAGE' });
+    expect(r.message).toBe(`cert= / key=: cannot use ${creds(mtls).cert}, /nonexistent/client.key: No such file or directory`);
+    const ca = await py('dispatch', { routine: 'add', args: [1] }, { SKEIN_PEER: `127.0.0.1:${mtls.port}`, SKEIN_CA: '/nonexistent/ca.crt' });
+    expect(ca).toMatchObject({ class: 'UsageError', message: 'SKEIN_CA: cannot use /nonexistent/ca.crt: No such file or directory' });
+  });
+
   it('nothing listening → TransportError, nothing sent', async () => {
     const r = await py('dispatch', { client: { ...creds(mtls), peer: '127.0.0.1:1' }, routine: 'add', args: [1] });
     expect(r).toMatchObject({ class: 'TransportError', code: 'SKEIN_ERR_TRANSPORT', details: { sent: false } });
