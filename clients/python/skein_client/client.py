@@ -155,8 +155,9 @@ class Client(_Common):
 
     def close(self) -> None:
         """Closes the connection. Idempotent; calls after it raise TransportError."""
-        self._closed = True
-        self._http.close()
+        with self._renewing:
+            self._closed = True
+            self._http.close()
 
     def __enter__(self) -> Client:
         return self
