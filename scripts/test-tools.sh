@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # First step of `npm test`: the Debian tools the suite drives (curl with HTTP/2, h2load,
-# testssl.sh, bubblewrap, iproute2, PyJWT, the Prometheus parser). On a fresh machine of this
+# testssl.sh, bubblewrap, iproute2, PyJWT, the Prometheus parser,
+# httpx/h2/cbor2 for the Python client). On a fresh machine of this
 # kind (root, apt reachable) it installs what is missing; where it cannot, it stops at once
 # and names the packages, instead of letting tests skip or fail one by one later.
 set -euo pipefail
@@ -28,6 +29,10 @@ missing() {
   pymod 'jwt, cryptography' || need+=(python3-jwt python3-cryptography)
   # /metrics is also read by the Prometheus project's own parser.
   pymod prometheus_client || need+=(python3-prometheus-client)
+  # The Python client (clients/python) runs on Debian's httpx with HTTP/2 (h2) and cbor2.
+  pymod 'httpx, h2, cbor2' || need+=(python3-httpx python3-h2 python3-cbor2)
+  # ...and is type-checked with mypy --strict (it ships py.typed).
+  pymod mypy || need+=(python3-mypy)
   # docs/config.schema.json is checked by an independent JSON Schema validator.
   pymod jsonschema || need+=(python3-jsonschema)
 }

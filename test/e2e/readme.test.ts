@@ -1,8 +1,9 @@
 /**
  * The README's quick start, run as written: the agent on the repository's agent.config.json
  * (127.0.0.1:7443, as the README says), then each `./dist/skein dispatch` line with the result
- * its comment promises, the curl call, and the TypeScript snippet. Port 7443 is the README's;
- * nothing else in the suite uses it.
+ * its comment promises, the curl call, and the TypeScript snippet; then the Python examples of
+ * docs/clients.md against the same agent. Port 7443 is the README's; nothing else in the suite
+ * uses it.
  */
 import { execFile, spawn } from 'node:child_process';
 import { cpSync, mkdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
@@ -13,7 +14,8 @@ import { BINARY, ROOT, stopAll, tempDir } from '../helpers/agent.ts';
 
 const run = promisify(execFile);
 const README = readFileSync(join(ROOT, 'README.md'), 'utf8');
-const blocks = (lang: string) => [...README.matchAll(new RegExp('```' + lang + '\\n([\\s\\S]*?)```', 'g'))].map((m) => m[1]!);
+const CLIENTS = readFileSync(join(ROOT, 'docs/clients.md'), 'utf8');
+const blocks = (lang: string, doc = README) => [...doc.matchAll(new RegExp('```' + lang + '\\n([\\s\\S]*?)```', 'g'))].map((m) => m[1]!);
 
 let dir: string;
 let agent: ReturnType<typeof spawn>;
@@ -29,6 +31,7 @@ beforeAll(async () => {
   cpSync(join(ROOT, 'routines'), join(dir, 'routines'), { recursive: true });
   mkdirSync(join(dir, 'dist'));
   symlinkSync(BINARY, join(dir, 'dist/skein'));
+  symlinkSync(join(ROOT, 'clients'), join(dir, 'clients'));
   // `npm start` is `npm run build && ./dist/skein agent --config agent.config.json`.
   expect(README).toContain('npm ci && npm start');
   expect(JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')).scripts.start).toBe('npm run build && ./dist/skein agent --config agent.config.json');
@@ -90,5 +93,25 @@ describe('README quick start', () => {
     } finally {
       rmSync(file, { force: true });
     }
+  });
+});
+
+describe('docs/clients.md', () => {
+  // ```python blocks run as written against the quick-start agent; ```py blocks are fragments.
+  const examples = blocks('python', CLIENTS);
+
+  it('the first Python example has five lines', () => {
+    expect(examples[0]!.trimEnd().split('\n')).toHaveLength(5);
+  });
+
+  it.each(examples.map((code, i) => [i + 1, code]))('Python example %i runs as written and prints what its comments say', async (_i, code) => {
+    // The command the doc gives, from the repository root (here: the reader's checkout).
+    const command = /`(PYTHONPATH=clients\/python \/usr\/bin\/python3 example\.py)`/.exec(CLIENTS)![1]!;
+    writeFileSync(join(dir, 'example.py'), code);
+    const promised = [...code.matchAll(/^\s*print\(.*\)\s+# (.*)$/gm)].map((m) => m[1]!);
+    expect(promised.length).toBeGreaterThan(0);
+    const r = await sh(command);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout.trim().split('\n')).toEqual(promised);
   });
 });
