@@ -12,7 +12,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ERROR_TABLE } from '../../agent/errors/index.ts';
+import { ERROR_TABLE } from '../../common/errors/index.ts';
 import { baseConfig, ROOT, runCli, startAgent, stopAll, tempDir, type StartedAgent } from '../helpers/agent.ts';
 
 const run = promisify(execFile);
@@ -153,7 +153,7 @@ describe('Python client: calls and typed errors (mTLS)', () => {
     expect(r.handshake).toMatchObject({ class: 'TransportError', code: 'SKEIN_ERR_TRANSPORT', message: expect.stringMatching(/^no connection to 127\.0\.0\.1:\d+ within 0\.5 s$/), details: { sent: false } });
   });
 
-  it('every code of agent/errors/index.ts with an HTTP status has its own class, with that status', async () => {
+  it('every code of common/errors/index.ts with an HTTP status has its own class, with that status', async () => {
     const table: Record<string, { class: string; status: number; bases: string[] }> = await py('error_table');
     const served = Object.entries(ERROR_TABLE).filter(([, row]) => row.status !== 0);
     expect(served.length).toBeGreaterThan(10);
@@ -365,6 +365,7 @@ describe('Python client: plaintext h2c (tls.plaintext) with a token', () => {
       config: baseConfig({
         tls: { plaintext: true },
         http2: { idleTimeoutMs: 500 },
+        authorization: { allow: [{ identities: ['jwt:alice'], routines: ['*'] }] },
         plugins: { enabled: [{ name: 'bearer-jwt', options: { algorithms: ['ES256'], keys: [String(es.publicKey.export({ type: 'spki', format: 'pem' }))], issuer: 'https://issuer.test', audience: 'skein' } }] },
       }),
     });

@@ -1,4 +1,4 @@
-"""Typed errors: one class per ``SKEIN_ERR_*`` code of skein's error table (agent/errors/index.ts).
+"""Typed errors: one class per ``SKEIN_ERR_*`` code of skein's error table (common/errors/index.ts).
 
 Every failure the client reports is a :class:`SkeinError` carrying the stable ``code`` (match on
 it, or on the class; messages may change), the ``message`` and the server's ``details`` (the
