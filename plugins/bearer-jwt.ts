@@ -245,7 +245,7 @@ function loadJwks(text: string, file: string, log: { info(msg: string, fields?: 
   try {
     doc = JSON.parse(text);
   } catch (err) {
-    throw new Error(`jwksFile ${file}: not JSON: ${(err as Error).message}`);
+    throw new Error(`jwksFile ${file}: not JSON: ${(err as Error).message}`, { cause: err });
   }
   if (!isPlainObject(doc) || !Array.isArray(doc.keys)) throw new Error(`jwksFile ${file}: expected a JWKS, {"keys": [ … ]}`);
   if (doc.keys.length > MAX_JWKS_KEYS) throw new Error(`jwksFile ${file}: more than ${MAX_JWKS_KEYS} keys`);
@@ -283,7 +283,7 @@ export default definePlugin<BearerJwtOptions>({
       try {
         text = ctx.readFile(o.jwksFile);
       } catch (err) {
-        throw new Error(`jwksFile ${o.jwksFile}: cannot read it: ${(err as Error).message}`);
+        throw new Error(`jwksFile ${o.jwksFile}: cannot read it: ${(err as Error).message}`, { cause: err });
       }
       keys.push(...loadJwks(text, o.jwksFile, ctx.log));
     }

@@ -170,7 +170,7 @@ export default definePlugin<SignedNonceOptions>({
       try {
         raw = ctx.crypto.parseEd25519PublicKey(text);
       } catch (err) {
-        throw new Error(`keys.${name}: ${(err as Error).message}`);
+        throw new Error(`keys.${name}: ${(err as Error).message}`, { cause: err });
       }
       const kid = ctx.crypto.sha256Hex(raw).slice(0, 16);
       const other = byKid.get(kid);

@@ -120,7 +120,7 @@ export async function runPlugin(argv: string[], io: Io): Promise<number> {
 function fileArg(positionals: string[]): string {
   if (positionals.length !== 1) throw new SkeinError('SKEIN_ERR_USAGE', `expected exactly one FILE, got ${positionals.length} (see --help)`);
   const file = positionals[0]!;
-  let isFile = false;
+  let isFile: boolean;
   try {
     isFile = statSync(file).isFile();
   } catch (err) {

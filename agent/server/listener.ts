@@ -91,6 +91,7 @@ export interface ListenOptions {
   tlsFailures?: TlsFailureRecorder;
 }
 
+// eslint-disable-next-line @typescript-eslint/no-explicit-any -- the listener serves any app; its environment type is the app's business
 export async function listen(app: Hono<any>, tls: TlsMaterial, host: string, port: number, log: Logger, limits: Hardening, opts: ListenOptions): Promise<Listener> {
   const { identities } = opts;
   const plaintext = opts.plaintext === true;

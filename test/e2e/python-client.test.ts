@@ -32,7 +32,7 @@ async function py(kase: string, params: Record<string, unknown> = {}, env: Recor
     return JSON.parse(stdout);
   } catch (err) {
     const e = err as { stderr?: string; message: string };
-    throw new Error(`python case ${kase} failed: ${e.stderr || e.message}`);
+    throw new Error(`python case ${kase} failed: ${e.stderr || e.message}`, { cause: err });
   }
 }
 

@@ -45,8 +45,8 @@ describe('strict (the default)', () => {
     const r = await runCli(['agent', '--config', path], { env: { SKEIN_TEST_REAL_PYTHON: REAL_PYTHON } });
     expect(r.code).toBe(2);
     expect(r.stderr).toMatch(/error \[SKEIN_ERR_SANDBOX\]: sandbox.profile "strict" cannot be provided on this host; missing:/);
-    expect(r.stderr).toMatch(/  - seccomp \(actions available: allow\)/);
-    expect(r.stderr).toMatch(/  - Landlock or bubblewrap \(Landlock ABI 0; bwrap not on PATH\)/);
+    expect(r.stderr).toMatch(/ {2}- seccomp \(actions available: allow\)/);
+    expect(r.stderr).toMatch(/ {2}- Landlock or bubblewrap \(Landlock ABI 0; bwrap not on PATH\)/);
     expect(r.stderr).toMatch(/skein doctor/);
   });
 });

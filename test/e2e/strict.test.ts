@@ -102,7 +102,7 @@ describe('skein agent --strict', () => {
   it('refuses authorization.default "allow" off loopback, before listening', async () => {
     const r = await runCli(['agent', '--strict', '--config', configFile({ ...clean(), agent: { name: 'strict', listen: '0.0.0.0:0', stateDir: 'state' }, authorization: { default: 'allow' } })]);
     expect(r.code).toBe(2);
-    expect(r.stderr).toMatch(/SKEIN_ERR_STRICT.*1 violation:\n  - authorization.default: "allow" while listening off-host \(0.0.0.0:0\)/);
+    expect(r.stderr).toMatch(/SKEIN_ERR_STRICT.*1 violation:\n {2}- authorization.default: "allow" while listening off-host \(0.0.0.0:0\)/);
     expect(r.stderr).not.toMatch(/"msg":"listening"/);
   });
 
