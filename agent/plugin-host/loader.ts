@@ -168,14 +168,20 @@ async function loadOne(entry: { name: string; options?: unknown }, config: Plugi
 
   const ctx = createContext(name, options, { log: deps.log, baseDir: deps.baseDir, ...(deps.now ? { now: deps.now } : {}) });
   let hooks: unknown;
+  let timer: ReturnType<typeof setTimeout> | undefined;
   try {
     hooks = await Promise.race([
       Promise.resolve().then(() => def.setup(ctx)),
-      new Promise((_, reject) => setTimeout(() => reject(new Error(`setup did not finish within ${SETUP_TIMEOUT_MS} ms`)), SETUP_TIMEOUT_MS).unref?.()),
+      new Promise((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`setup did not finish within ${SETUP_TIMEOUT_MS} ms`)), SETUP_TIMEOUT_MS);
+      }),
     ]);
   } catch (err) {
     if (err instanceof SkeinError) throw err;
     throw pluginError(name, `setup failed: ${(err as Error).message}`, err);
+  } finally {
+    // Not left behind: a timer per plugin would outlive a start-up that fails later.
+    clearTimeout(timer);
   }
   const checked = checkHooks(name, hooks);
   const signed = keyId !== undefined;
