@@ -42,7 +42,9 @@ describe('a start-up failure stops exactly what had started', () => {
     expect(line?.stopped, c.step).toEqual(c.stopped);
     expect(tracked.live(), c.step).toEqual([]);
     expect(childrenOf(process.pid), c.step).toEqual([]);
+    // The "closes" plugin loads in the plugins row (before the one that fails) and in every later row.
     const loadedCloses = agent.lines.some((l) => l.msg === 'plugin loaded' && l.plugin === 'closes');
+    expect(loadedCloses).toBe(c.stopped.includes('plugins') || step === FAILURE_STEPS[2]);
     expect(agent.lines.filter((l) => l.msg === 'plugin closed').length, c.step).toBe(loadedCloses ? 1 : 0);
   });
 });
