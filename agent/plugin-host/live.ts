@@ -45,9 +45,12 @@ export async function buildPipeline(config: AgentConfig, deps: LivePipelineDeps)
   return { pipeline, hooks };
 }
 
+/** The keys a running pipeline applies (agent/lifecycle/reloadable.ts): the plugins and the config's authorization rules. */
+export const PIPELINE_RELOAD_KEYS = ['plugins', 'authorization'] as const;
+
 export class LivePipeline implements Component, Reloadable<AgentConfig> {
   readonly name = 'plugins';
-  readonly reloadKeys = ['plugins', 'authorization'] as const;
+  readonly reloadKeys = PIPELINE_RELOAD_KEYS;
   #current: AuthPipeline;
   #hooks: PipelineHooks;
   #hookTimeoutMs: number;
