@@ -16,7 +16,7 @@ import { loadRoutines } from '../../agent/sources/routines.ts';
 import { WorkerPool } from '../../agent/workers/pool.ts';
 import { workerLimits } from '../../agent/workers/pools.ts';
 import { baseConfig, stopAll, tempDir } from '../helpers/agent.ts';
-import { childrenOf, inProcessAgent } from './in-process.ts';
+import { childrenOf, inProcessAgent, trackResources } from './in-process.ts';
 import { writeFileSync } from 'node:fs';
 
 afterAll(stopAll);
@@ -94,12 +94,17 @@ describe('WorkerPool: close twice during a drain', () => {
 });
 
 describe('the agent: close twice during a drain', () => {
-  it('agent.close() twice, concurrently, while a slow call runs: the call completes and everything stops', async () => {
-    const agent = await inProcessAgent({ workers: { poolSize: 1 }, limits: { drainTimeoutMs: 10_000 } }).start();
+  it('agent.close() twice, concurrently, while a slow call runs: the call completes and nothing is left behind', async () => {
+    const tracked = trackResources();
+    const agent = await inProcessAgent({ workers: { poolSize: 1 }, limits: { drainTimeoutMs: 10_000 }, admin: { enabled: true, listen: '127.0.0.1:0' } }).start();
     const call = slowCall(agent.pool);
     await delay(200);
     await Promise.all([agent.close(), agent.close()]);
     expect(await call).toEqual({ ok: true, value: 0.8 });
+    await delay(100);
+    for (let t = 0; t < 3; t++) await new Promise((r) => setImmediate(r));
+    tracked.stop();
     expect(childrenOf(process.pid)).toEqual([]);
+    expect(tracked.live()).toEqual([]);
   });
 });
