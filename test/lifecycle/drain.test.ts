@@ -5,7 +5,7 @@
  * Regression: WorkerPool.close() called again during a drain skipped the wait and killed
  * the workers under the in-flight call.
  */
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { nullAudit } from '../../agent/audit/index.ts';
@@ -17,7 +17,6 @@ import { WorkerPool } from '../../agent/workers/pool.ts';
 import { workerLimits } from '../../agent/workers/pools.ts';
 import { baseConfig, stopAll, tempDir } from '../helpers/agent.ts';
 import { childrenOf, inProcessAgent, trackResources } from './in-process.ts';
-import { writeFileSync } from 'node:fs';
 
 afterAll(stopAll);
 
