@@ -19,6 +19,8 @@ export default tseslint.config(
       '@typescript-eslint/no-unused-vars': ['error', { argsIgnorePattern: '^_', varsIgnorePattern: '^_', ignoreRestSiblings: true }],
       // Bun's text imports of .ts templates are default imports TypeScript cannot type; each says why.
       '@typescript-eslint/ban-ts-comment': ['error', { 'ts-ignore': 'allow-with-description', 'ts-expect-error': 'allow-with-description' }],
+      // A `let` read by closures before its one assignment (start-up wiring) stays a `let`.
+      'prefer-const': ['error', { ignoreReadBeforeAssign: true }],
       'skein/layers': 'error',
       'skein/plugin-imports': 'error',
       'no-restricted-imports': ['error', { paths: [{ name: 'undici', message: "Under Bun a bare 'undici' resolves to Bun's stand-in, which ignores TLS options: import 'undici/index.js'." }] }],

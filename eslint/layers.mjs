@@ -10,9 +10,9 @@ export const LAYERS = [
   'common', // the errors table, file helpers, the SPIFFE ID parser: shared by everything
   'signing', // Ed25519 keys, signed envelopes, canonical CBOR: a library of its own
   'agent/version',
+  'agent/lifecycle', // the start/close/destroy/reload contract: imports nothing
   'agent/config',
   'agent/log',
-  'agent/lifecycle',
   'agent/codec',
   'agent/pki',
   'agent/audit',

@@ -93,7 +93,7 @@ export type AuthzResult =
 export interface Hooks {
   authenticate?(req: AuthnRequest): AuthnResult | Promise<AuthnResult>;
   authorize?(req: AuthzRequest): AuthzResult | Promise<AuthzResult>;
-  /** Called once when the agent stops. */
+  /** Called once when the plugin is retired (the agent stops or fails to start, or a reload replaced it), within plugins.hookTimeoutMs. */
   close?(): void | Promise<void>;
 }
 

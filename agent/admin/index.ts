@@ -7,6 +7,10 @@
  *
  * Loopback by default. Off loopback the config requires admin.token (checked when the config
  * is loaded) and every request must then carry `Authorization: Bearer <token>`.
+ *
+ * Errors are SkeinErrors answered as `{code, message}` with the status from the one errors
+ * table (common/errors). Lifecycle (agent/lifecycle): close() stops accepting and lets
+ * requests in progress finish (at most CLOSE_WAIT_MS), destroy() drops every connection.
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
@@ -14,6 +18,8 @@ import type { AddressInfo } from 'node:net';
 import type { Logger } from '../log/index.ts';
 import type { Posture } from '../security/posture.ts';
 import type { AgentMetrics } from '../metrics/index.ts';
+import { SkeinError } from '../../common/errors/index.ts';
+import { Lifecycle, type Component } from '../lifecycle/index.ts';
 
 export interface AdminOptions {
   host: string;
@@ -27,10 +33,12 @@ export interface AdminOptions {
   log: Logger;
 }
 
-export interface AdminListener {
+export interface AdminListener extends Component {
   address: { host: string; port: number };
-  close(): Promise<void>;
 }
+
+/** How long close() lets admin requests in progress finish (scrapes take milliseconds). */
+const CLOSE_WAIT_MS = 1000;
 
 const digest = (s: string) => createHash('sha256').update(s).digest();
 
@@ -44,15 +52,17 @@ export async function startAdmin(opts: AdminOptions): Promise<AdminListener> {
     res.end(res.req.method === 'HEAD' ? undefined : body);
   };
   const json = (res: ServerResponse, status: number, value: unknown, extra?: Record<string, string>) => send(res, status, 'application/json', JSON.stringify(value), extra);
+  /** An error as the dispatch listener answers it: its code, message and table status. */
+  const fail = (res: ServerResponse, err: SkeinError, extra?: Record<string, string>) => json(res, err.status, { code: err.code, message: err.message }, extra);
 
   const handle = async (req: IncomingMessage, res: ServerResponse) => {
     if (expected) {
       const given = req.headers.authorization;
       if (typeof given !== 'string' || !timingSafeEqual(digest(given), expected)) {
-        return json(res, 401, { code: 'SKEIN_ERR_UNAUTHENTICATED', message: 'the admin endpoints need Authorization: Bearer <admin.token>' }, { 'www-authenticate': 'Bearer realm="skein-admin"' });
+        return fail(res, new SkeinError('SKEIN_ERR_UNAUTHENTICATED', 'the admin endpoints need Authorization: Bearer <admin.token>'), { 'www-authenticate': 'Bearer realm="skein-admin"' });
       }
     }
-    if (req.method !== 'GET' && req.method !== 'HEAD') return json(res, 405, { code: 'SKEIN_ERR_METHOD_NOT_ALLOWED', message: 'the admin endpoints accept GET and HEAD' }, { allow: 'GET, HEAD' });
+    if (req.method !== 'GET' && req.method !== 'HEAD') return fail(res, new SkeinError('SKEIN_ERR_METHOD_NOT_ALLOWED', 'the admin endpoints accept GET and HEAD'), { allow: 'GET, HEAD' });
     const path = (req.url ?? '/').split('?', 1)[0];
     switch (path) {
       case '/metrics':
@@ -68,14 +78,15 @@ export async function startAdmin(opts: AdminOptions): Promise<AdminListener> {
         return json(res, ready ? 200 : 503, { status: ready ? 'ready' : draining ? 'draining' : 'no workers', ...s });
       }
       default:
-        return json(res, 404, { code: 'SKEIN_ERR_NOT_FOUND', message: `no admin endpoint ${path}` });
+        return fail(res, new SkeinError('SKEIN_ERR_NOT_FOUND', `no admin endpoint ${path}`));
     }
   };
 
   const server: Server = createServer((req, res) => {
     handle(req, res).catch((err) => {
       log.error('admin request failed', { path: req.url, error: (err as Error).message });
-      if (!res.headersSent) json(res, 500, { code: 'SKEIN_ERR_INTERNAL', message: 'internal error' });
+      // The cause is in the log line above; the caller learns only that it was internal.
+      if (!res.headersSent) fail(res, new SkeinError('SKEIN_ERR_INTERNAL', 'internal error', {}, { cause: err }));
       else res.destroy();
     });
   });
@@ -97,15 +108,24 @@ export async function startAdmin(opts: AdminOptions): Promise<AdminListener> {
   const a = server.address() as AddressInfo;
   const address = { host: a.address, port: a.port };
 
-  let closing: Promise<void> | undefined;
+  const closed = new Promise<void>((resolve) => server.once('close', () => resolve()));
+  const within = async (ms: number) => {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    await Promise.race([closed, new Promise<void>((resolve) => (timer = setTimeout(resolve, ms)))]);
+    clearTimeout(timer);
+  };
+  const stop = async (wait: number) => {
+    server.close();
+    server.closeIdleConnections?.();
+    await within(wait);
+    // Whatever is still open after the wait (a scraper that never finishes its request) is dropped.
+    server.closeAllConnections?.();
+    await within(CLOSE_WAIT_MS);
+  };
+  const life = new Lifecycle({ drain: () => stop(CLOSE_WAIT_MS), abort: () => stop(0) });
   return {
     address,
-    close() {
-      closing ??= new Promise<void>((resolve) => {
-        server.close(() => resolve());
-        server.closeAllConnections?.();
-      });
-      return closing;
-    },
+    close: () => life.close(),
+    destroy: (reason) => life.destroy(reason),
   };
 }

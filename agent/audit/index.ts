@@ -20,6 +20,7 @@ import { mkdir, open, type FileHandle } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { SkeinError } from '../../common/errors/index.ts';
 import type { Logger } from '../log/index.ts';
+import { Lifecycle, type Component } from '../lifecycle/index.ts';
 
 export const AUDIT_SCHEMA = 'skein.audit/v1';
 
@@ -72,15 +73,17 @@ export interface AuditDeps {
   closeTimeoutMs?: number;
 }
 
-export interface Audit {
+export interface Audit extends Component {
   /** Queues one event; never blocks, never throws. `fields` are JSON data; header keys in them are ignored. */
   record(event: AuditEvent, fields: Record<string, unknown>): void;
   /** Re-opens the audit file (logrotate moved it, or a failed sink should be tried again). */
   reopen(): void;
   /** Resolves once everything recorded (and any pending reopen) has been handed to the sink or counted as lost. */
   flush(): Promise<void>;
-  /** Writes what is queued and closes the file. Idempotent; records after it are dropped. */
+  /** Writes what is queued (at most closeTimeoutMs) and closes the file. Idempotent; records after it are dropped. */
   close(): Promise<void>;
+  /** Closes the file at once: queued lines are counted as lost. Idempotent; records after it are dropped. */
+  destroy(reason?: Error): Promise<void>;
 }
 
 /** An audit that records nothing (sink "off", and unit tests of the parts that record). */
@@ -89,6 +92,7 @@ export const nullAudit: Audit = {
   reopen() {},
   flush: () => Promise.resolve(),
   close: () => Promise.resolve(),
+  destroy: () => Promise.resolve(),
 };
 
 const DEFAULT_RETRY_MS = 30_000;
@@ -117,7 +121,7 @@ class AuditStream implements Audit {
   #pumping = false;
   #opened = false;
   #reopenWanted = false;
-  #closed = false;
+  #life = new Lifecycle({ drain: () => this.#drain(), abort: () => this.#abort() });
   /** Set while the sink is failed: lines are counted as lost instead of written. */
   #failedAt: number | undefined;
   /** A failure episode is under way (warned once); it ends with the next successful write. */
@@ -142,7 +146,7 @@ class AuditStream implements Audit {
   }
 
   record(event: AuditEvent, fields: Record<string, unknown>): void {
-    if (this.#closed) return;
+    if (this.#life.closed) return;
     // Two lines per dispatch pass through here: one spread, no per-key filtering. A field
     // named like a header key keeps the header's place and is overwritten below; undefined
     // fields are left out by JSON.stringify.
@@ -164,7 +168,7 @@ class AuditStream implements Audit {
   }
 
   reopen(): void {
-    if (this.#closed) return;
+    if (this.#life.closed) return;
     this.#reopenWanted = true;
     this.#kick();
   }
@@ -173,11 +177,16 @@ class AuditStream implements Audit {
     return this.#drained();
   }
 
-  async close(): Promise<void> {
-    if (!this.#closed) {
-      this.#closed = true;
-      this.#kick();
-    }
+  close(): Promise<void> {
+    return this.#life.close();
+  }
+
+  destroy(reason?: Error): Promise<void> {
+    return this.#life.destroy(reason);
+  }
+
+  async #drain(): Promise<void> {
+    this.#kick();
     // A sink that hangs (a stalled NFS mount, a stderr nobody reads) must not hang the stop.
     let timer: ReturnType<typeof setTimeout> | undefined;
     const flushed = await Promise.race([this.#drained().then(() => true), new Promise<false>((res) => (timer = setTimeout(res, this.#deps.closeTimeoutMs ?? CLOSE_TIMEOUT_MS, false)))]);
@@ -186,6 +195,13 @@ class AuditStream implements Audit {
       this.#lose(this.#queue.length, 'sink');
       this.#queue = [];
     }
+    await this.#sink.close().catch(() => {});
+  }
+
+  async #abort(): Promise<void> {
+    if (this.#queue.length > 0) this.#lose(this.#queue.length, 'sink');
+    this.#queue = [];
+    this.#reopenWanted = false;
     await this.#sink.close().catch(() => {});
   }
 

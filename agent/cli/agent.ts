@@ -60,7 +60,7 @@ export async function runAgent(argv: string[], io: Io): Promise<number> {
     const stop = (signal: NodeJS.Signals) => {
       log.info('signal received; shutting down', { signal });
       notify.send({ STOPPING: 1, STATUS: `draining after ${signal}` });
-      agent!.stop().then(
+      agent!.close().then(
         () => resolve(0),
         (err) => {
           log.error('shutdown failed', { error: (err as Error).message });

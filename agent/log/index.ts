@@ -7,6 +7,8 @@
  *   const log = createLogger({ level: 'info' }).child({ requestId });
  *   log.warn('worker stderr', { worker: 'w1', line });
  */
+import type { Reloadable } from '../lifecycle/reloadable.ts';
+
 export const LOG_LEVELS = ['debug', 'info', 'warn', 'error'] as const;
 export type LogLevel = (typeof LOG_LEVELS)[number];
 export type LogFormat = 'json' | 'text';
@@ -81,4 +83,13 @@ function safeStringify(value: unknown): string {
   } catch {
     return '"[unserialisable]"';
   }
+}
+
+/** The log level applies live (agent/lifecycle/reloadable.ts): a reload that changes log.level sets it at once. */
+export function liveLogLevel(log: Logger): Reloadable<{ log: { level: LogLevel } }> {
+  return {
+    name: 'log',
+    reloadKeys: ['log.level'],
+    stage: (next, changed) => (changed.length ? { commit: () => log.setLevel?.(next.log.level) } : undefined),
+  };
 }

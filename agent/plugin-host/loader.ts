@@ -61,12 +61,42 @@ export async function loadPlugins(config: PluginsConfig, deps: LoadDeps): Promis
   const trusted = trustStore(config.trustedKeys);
   const loaded: LoadedPlugin[] = [];
   const seen = new Set<string>();
-  for (const entry of config.enabled) {
-    if (seen.has(entry.name)) throw pluginError(entry.name, 'is enabled twice in plugins.enabled');
-    seen.add(entry.name);
-    loaded.push(await loadOne(entry, config, trusted, deps));
+  try {
+    for (const entry of config.enabled) {
+      if (seen.has(entry.name)) throw pluginError(entry.name, 'is enabled twice in plugins.enabled');
+      seen.add(entry.name);
+      loaded.push(await loadOne(entry, config, trusted, deps));
+    }
+  } catch (err) {
+    // The plugins set up before the one that failed may hold timers or sockets: release them.
+    await closePlugins(loaded, config.hookTimeoutMs, deps.log);
+    throw err;
   }
   return loaded;
+}
+
+/**
+ * Runs each plugin's close hook once, in order, each within `timeoutMs` (a hook that hangs
+ * must not hang the agent's stop); a failure is logged with the plugin's name and the rest
+ * still run.
+ */
+export async function closePlugins(plugins: readonly LoadedPlugin[], timeoutMs: number, log: Logger): Promise<void> {
+  for (const p of plugins) {
+    if (!p.hooks.close) continue;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    try {
+      await Promise.race([
+        Promise.resolve().then(() => p.hooks.close!()),
+        new Promise((_, reject) => {
+          timer = setTimeout(() => reject(new Error(`no answer within plugins.hookTimeoutMs (${timeoutMs} ms)`)), timeoutMs);
+        }),
+      ]);
+    } catch (err) {
+      log.warn('plugin close hook failed', { plugin: p.name, error: (err as Error)?.message ?? String(err) });
+    } finally {
+      clearTimeout(timer);
+    }
+  }
 }
 
 /**
@@ -138,14 +168,20 @@ async function loadOne(entry: { name: string; options?: unknown }, config: Plugi
 
   const ctx = createContext(name, options, { log: deps.log, baseDir: deps.baseDir, ...(deps.now ? { now: deps.now } : {}) });
   let hooks: unknown;
+  let timer: ReturnType<typeof setTimeout> | undefined;
   try {
     hooks = await Promise.race([
       Promise.resolve().then(() => def.setup(ctx)),
-      new Promise((_, reject) => setTimeout(() => reject(new Error(`setup did not finish within ${SETUP_TIMEOUT_MS} ms`)), SETUP_TIMEOUT_MS).unref?.()),
+      new Promise((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`setup did not finish within ${SETUP_TIMEOUT_MS} ms`)), SETUP_TIMEOUT_MS);
+      }),
     ]);
   } catch (err) {
     if (err instanceof SkeinError) throw err;
     throw pluginError(name, `setup failed: ${(err as Error).message}`, err);
+  } finally {
+    // Not left behind: a timer per plugin would outlive a start-up that fails later.
+    clearTimeout(timer);
   }
   const checked = checkHooks(name, hooks);
   const signed = keyId !== undefined;

@@ -12,6 +12,8 @@
  *    one allowed.
  *  - A hook that throws, returns something invalid or exceeds plugins.hookTimeoutMs fails
  *    closed with reason PLUGIN_FAILED, logged with the plugin's name.
+ * close() and destroy() (agent/lifecycle) run every plugin's close hook exactly once, however
+ * often and concurrently they are called; a pipeline holds no calls of its own to drain.
  * Every decision — plain mTLS included — is one line on the audit stream (authn.decision,
  * authz.decision; docs/audit.md), with the request id; an authz.decision names the rule that
  * decided. A 403 tells the caller only the reason code and the request id: rules, patterns
@@ -23,7 +25,8 @@ import type { Logger } from '../log/index.ts';
 import type { AuthorizationConfig } from '../config/schema.ts';
 import { AllowRules } from './allow-rules.ts';
 import type { AuthnRequest, AuthnResult, AuthzResult, Identity, PeerInfo, RequestInfo } from './api.ts';
-import type { LoadedPlugin } from './loader.ts';
+import { closePlugins, type LoadedPlugin } from './loader.ts';
+import { released, type Component } from '../lifecycle/index.ts';
 import type { AuthRecorder } from '../metrics/index.ts';
 
 export interface PipelineOptions {
@@ -51,15 +54,17 @@ interface Decider {
   detail?: string;
 }
 
-export class AuthPipeline {
+export class AuthPipeline implements Component {
   #authn: LoadedPlugin[];
   #authz: LoadedPlugin[];
   /** Names of the authorize plugins, consulted on every allow (recorded on the audit line). */
   #authzNames: string[];
   #allowRules: AllowRules;
   #opts: PipelineOptions;
+  #life: Component;
 
   constructor(plugins: LoadedPlugin[], opts: PipelineOptions) {
+    this.#life = released(() => closePlugins(plugins, opts.hookTimeoutMs, opts.log));
     this.#authn = plugins.filter((p) => p.hooks.authenticate);
     this.#authz = plugins.filter((p) => p.hooks.authorize);
     this.#authzNames = this.#authz.map((p) => p.name);
@@ -112,14 +117,14 @@ export class AuthPipeline {
     this.#opts.audit?.record('authz.decision', { ...this.#common(req, identity.peer, identity.principals), outcome: 'allow', ...allowedBy, plugins: this.#authzNames });
   }
 
-  async close(): Promise<void> {
-    for (const p of new Set([...this.#authn, ...this.#authz])) {
-      try {
-        await p.hooks.close?.();
-      } catch (err) {
-        this.#opts.log.warn('plugin close hook failed', { plugin: p.name, error: (err as Error).message });
-      }
-    }
+  /** Runs the plugins' close hooks (once). */
+  close(): Promise<void> {
+    return this.#life.close();
+  }
+
+  /** The same as close(): close hooks are how plugins release what they hold. */
+  destroy(reason?: Error): Promise<void> {
+    return this.#life.destroy(reason);
   }
 
   /** Calls a hook within its time budget; anything but a result fails closed. */

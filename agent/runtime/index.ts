@@ -1,7 +1,10 @@
 /**
  * Assembles a running agent from a validated config: TLS material (the development PKI
- * when none is configured), routine sources, the worker pool, the HTTP/2 listener, and a
- * graceful `stop()` that drains in-flight calls. The CLI owns signals and exit codes.
+ * when none is configured), routine sources, the worker pools, the plugins, the HTTP/2
+ * listener, discovery, the TLS watch and reloader, the admin listener. Every part follows
+ * one lifecycle (agent/lifecycle): it is recorded on a start-up stack as it starts, and a
+ * failure at any step destroys exactly what had started, last first. The CLI owns signals
+ * and exit codes.
  */
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
@@ -11,30 +14,38 @@ import { auditedConfig } from '../audit/redact.ts';
 import type { AgentConfig } from '../config/schema.ts';
 import { parseHostPort } from '../config/load.ts';
 import { SkeinError } from '../../common/errors/index.ts';
-import type { Logger } from '../log/index.ts';
+import { liveLogLevel, type Logger } from '../log/index.ts';
+import { Lifecycle, type Component } from '../lifecycle/index.ts';
+import type { Reloadable } from '../lifecycle/reloadable.ts';
+import { StartStack } from '../lifecycle/stack.ts';
 import { DiscoveryService } from '../discovery/service.ts';
+import { DISCOVERY_RELOAD_KEYS } from '../discovery/reload.ts';
 import { startAdmin, type AdminListener } from '../admin/index.ts';
 import { AgentMetrics } from '../metrics/index.ts';
-import { loadPlugins } from '../plugin-host/loader.ts';
-import { AuthPipeline } from '../plugin-host/pipeline.ts';
+import { LivePipeline } from '../plugin-host/live.ts';
 import { prepareSandbox } from '../sandbox/prepare.ts';
 import { createApp } from '../server/app.ts';
 import { listen, type Listener } from '../server/listener.ts';
+import { TlsReload } from '../server/tls-reload.ts';
 import type { PoolSet } from '../workers/pool-set.ts';
 import { buildPools, workerLimits } from '../workers/pools.ts';
 import { Reloader, type ReloadResult } from './reload.ts';
-import { computePosture, warnPosture, type PluginHooks } from '../security/posture.ts';
+import { computePosture, warnPosture } from '../security/posture.ts';
+import { liveStrictMode } from '../security/strict.ts';
 import { loadRoutines } from '../sources/routines.ts';
 import { logTrustDomains, readTls, tlsFiles } from '../pki/tls.ts';
 import { IdentityReader } from '../server/identity.ts';
 
-export interface RunningAgent {
+/**
+ * A running agent, itself a component: close() is the graceful stop (SIGTERM) — stop
+ * accepting, drain in-flight calls up to limits.drainTimeoutMs, stop workers; destroy()
+ * stops everything at once. Both idempotent and concurrent-safe.
+ */
+export interface RunningAgent extends Component {
   address: { host: string; port: number };
   pool: PoolSet;
   /** The admin listener's address (metrics, health), when admin.enabled. */
   admin?: { host: string; port: number };
-  /** Stops accepting, drains in-flight calls up to limits.drainTimeoutMs, stops workers. Idempotent. */
-  stop(): Promise<void>;
   /** SIGHUP: re-reads the config and applies what a running agent can change (runtime/reload.ts). */
   reload(): Promise<ReloadResult>;
 }
@@ -54,17 +65,21 @@ export interface StartOptions {
 
 /**
  * Starts the agent. The audit stream opens first and records agent.start with the effective
- * config (secrets redacted); a start-up that fails is recorded as agent.stop before the error
- * propagates, and the stream is flushed so the lines survive the exit that follows.
+ * config (secrets redacted). A start-up that fails destroys what had started (logged as
+ * "start-up failed; stopped what had started", naming the parts), is recorded as agent.stop,
+ * and the stream is flushed so the lines survive the exit that follows.
  */
 export async function startAgent(options: StartOptions): Promise<RunningAgent> {
   const { config, log } = options;
   const metrics = new AgentMetrics();
   const audit = createAudit(config.audit, { log, agent: config.agent.name, onFailure: (lines, reason) => metrics.auditDropped(reason, lines) });
   audit.record('agent.start', { version: pkg.version, pid: process.pid, ...(options.source ? { source: options.source } : {}), config: auditedConfig(config) });
+  const stack = new StartStack({ onError: (part, err) => log.warn('could not stop a part of the agent', { part, error: (err as Error)?.message ?? String(err) }) });
   try {
-    return await assemble(options, metrics, audit);
+    return await assemble(options, metrics, audit, stack);
   } catch (err) {
+    const stopped = await stack.unwind(err instanceof Error ? err : undefined);
+    log.info('start-up failed; stopped what had started', { stopped });
     const e = err as { code?: string; message?: string };
     audit.record('agent.stop', { reason: 'start-failed', code: e.code, error: e.message ?? String(err) });
     await audit.close();
@@ -72,8 +87,14 @@ export async function startAgent(options: StartOptions): Promise<RunningAgent> {
   }
 }
 
-/** The parts of a running agent, in start-up order; each failure undoes what was started. */
-async function assemble({ config, log, embedded = false, baseDir, reloadConfig }: StartOptions, metrics: AgentMetrics, audit: Audit): Promise<RunningAgent> {
+/** A port that cannot be listened on, as the configuration error naming its key. */
+function cannotListen(err: unknown, key: 'agent.listen' | 'admin.listen', value: string): SkeinError {
+  const e = err as NodeJS.ErrnoException;
+  return new SkeinError('SKEIN_ERR_CONFIG', `cannot listen on ${value} (${key}): ${e.code === 'EADDRINUSE' ? 'address already in use' : e.message}`, { key }, { cause: err });
+}
+
+/** The parts of a running agent, in start-up order; each is pushed on `stack` as it starts. */
+async function assemble({ config, log, embedded = false, baseDir, reloadConfig }: StartOptions, metrics: AgentMetrics, audit: Audit, stack: StartStack): Promise<RunningAgent> {
   const { host, port } = parseHostPort(config.agent.listen);
   const loadedTls = readTls(await tlsFiles(config, host, log), config);
   const tls = loadedTls.material;
@@ -84,25 +105,13 @@ async function assemble({ config, log, embedded = false, baseDir, reloadConfig }
   mkdirSync(cwd, { recursive: true, mode: 0o755 });
   const sandbox = prepareSandbox(config, workerLimits(config), log);
 
-  const pool = buildPools(config, sources, sandbox, cwd, log, metrics, audit);
-  try {
-    const ready = await pool.start();
-    log.info('workers ready', { count: ready.length, python: sandbox.python.executable, version: ready[0]?.python, layers: ready[0]?.layers ?? [] });
-  } catch (err) {
-    await pool.close(0);
-    throw err;
-  }
+  // Recorded before it starts: workers that came up before another failed are stopped too.
+  const pool = stack.push('workers', buildPools(config, sources, sandbox, cwd, log, metrics, audit));
+  const ready = await pool.start();
+  log.info('workers ready', { count: ready.length, python: sandbox.python.executable, version: ready[0]?.python, layers: ready[0]?.layers ?? [] });
 
-  // A holder, so a config reload can swap the pipeline between requests.
-  const auth: { current: AuthPipeline } = { current: undefined as unknown as AuthPipeline };
-  // What the loaded plugins can do, for the posture; a holder, like auth, so a reload can update it.
-  const hooks: PluginHooks = { authenticate: false, authorize: false };
-  try {
-    auth.current = await startPlugins(config, baseDir, log, metrics, audit, hooks);
-  } catch (err) {
-    await pool.close(0);
-    throw err;
-  }
+  // A reload may swap the pipeline behind it between requests.
+  const auth = stack.push('plugins', await LivePipeline.start(config, { log, baseDir, metrics, audit }));
 
   let draining = false;
   let discovery: DiscoveryService | undefined;
@@ -113,7 +122,7 @@ async function assemble({ config, log, embedded = false, baseDir, reloadConfig }
     limits: config.limits,
     log,
     isDraining: () => draining,
-    auth: { authenticate: (info, peer) => auth.current.authenticate(info, peer), authorize: (info, identity) => auth.current.authorize(info, identity) },
+    auth,
     metrics,
     identities,
     // idempotent: routines the (fleet) config declares safe to run twice, for callers' failover.
@@ -121,22 +130,22 @@ async function assemble({ config, log, embedded = false, baseDir, reloadConfig }
   });
   let listener: Listener;
   try {
-    listener = await listen(app, tls, host, port, log, config.http2, { plaintext: config.tls.plaintext, identities, tlsFailures: metrics });
+    listener = await listen(app, tls, host, port, log, config.http2, { plaintext: config.tls.plaintext, identities, tlsFailures: metrics, closeWaitMs: Math.min(config.limits.drainTimeoutMs, 2000) });
   } catch (err) {
-    await pool.close(0);
-    const e = err as NodeJS.ErrnoException;
-    throw new SkeinError('SKEIN_ERR_CONFIG', `cannot listen on ${config.agent.listen} (agent.listen): ${e.code === 'EADDRINUSE' ? 'address already in use' : e.message}`, { key: 'agent.listen' });
+    throw cannotListen(err, 'agent.listen', config.agent.listen);
   }
+  stack.push('listener', listener);
   const address = listener.address;
   const hostPort = `${address.host.includes(':') ? `[${address.host}]` : address.host}:${address.port}`;
   log.info('listening', { address: hostPort, routines: [...infos.keys()] });
-  const posture = () => computePosture(config, hooks);
-  const stopPostureWarnings = warnPosture(posture, log);
+  const posture = () => computePosture(config, auth.hooks);
+  const postureWarnings = stack.push('posture warnings', warnPosture(posture, log));
 
   if (config.discovery.enabled) {
     const cert = loadedTls.certificate;
-    try {
-      discovery = await DiscoveryService.start({
+    discovery = stack.push(
+      'discovery',
+      await DiscoveryService.start({
         tls: { cert: tls.cert, key: tls.key, ca: tls.ca },
         config: config.discovery,
         trustDomains: tls.trustDomains,
@@ -151,37 +160,42 @@ async function assemble({ config, log, embedded = false, baseDir, reloadConfig }
           capacity: pool.stats.workers,
           load: () => pool.stats.inFlight,
         },
-      });
-    } catch (err) {
-      stopPostureWarnings();
-      listener.destroy();
-      await pool.close(0);
-      throw err;
-    }
+      }),
+    );
   }
 
   let certificate = loadedTls.certificate;
-  const reloader = new Reloader({
-    config,
-    load: reloadConfig ?? (() => ({ config, source: 'embedded' })),
-    tls: loadedTls,
-    listener,
-    discovery: () => discovery,
-    auth,
-    // Reloaded plugins get the same checks as at start; their hooks feed the posture once applied.
-    loadPipeline: async (next) => {
-      const h: PluginHooks = { authenticate: false, authorize: false };
-      const pipeline = await startPlugins(next, baseDir, log, metrics, audit, h);
-      return { pipeline, commit: () => Object.assign(hooks, h) };
-    },
-    log,
-    setLogLevel: (level) => log.setLevel?.(level),
-    audit,
-    metrics,
-    onTls: (next) => {
-      certificate = next.certificate;
-    },
-  });
+  // Declared first: the TLS watch reads files with the running configuration the reloader keeps.
+  let reloader: Reloader | undefined;
+  const tlsReload = stack.push(
+    'tls watch',
+    new TlsReload({
+      tls: loadedTls,
+      config: () => reloader?.config ?? config,
+      apply: (next) => listener.setTls(next.material),
+      onApplied: (next) => {
+        certificate = next.certificate;
+        discovery?.setTls({ cert: next.material.cert, key: next.material.key, ca: next.material.ca }, next.certificate.sha256);
+      },
+      log,
+      audit,
+      metrics,
+    }),
+  );
+  // Discovery switched off still owns its keys: they are accepted and change nothing (turning it on takes a restart).
+  const discoveryOff: Reloadable<AgentConfig> = { name: 'discovery', reloadKeys: DISCOVERY_RELOAD_KEYS, stage: () => undefined };
+  reloader = stack.push(
+    'reloader',
+    new Reloader({
+      config,
+      load: reloadConfig ?? (() => ({ config, source: 'embedded' })),
+      // Staged in this order (plugins load before TLS files are swapped; undone in reverse).
+      components: [auth, tlsReload, discovery ?? discoveryOff, liveLogLevel(log), liveStrictMode],
+      log,
+      audit,
+      metrics,
+    }),
+  );
   metrics.bind({
     stats: () => pool.stats,
     canary: () => sandbox.canary,
@@ -195,60 +209,53 @@ async function assemble({ config, log, embedded = false, baseDir, reloadConfig }
     try {
       admin = await startAdmin({ host: a.host, port: a.port, token: config.admin.token, metrics, stats: () => pool.stats, isDraining: () => draining, posture, log });
     } catch (err) {
-      reloader.close();
-      stopPostureWarnings();
-      await discovery?.stop();
-      listener.destroy();
-      await pool.close(0);
-      const e = err as NodeJS.ErrnoException;
-      throw new SkeinError('SKEIN_ERR_CONFIG', `cannot listen on ${config.admin.listen} (admin.listen): ${e.code === 'EADDRINUSE' ? 'address already in use' : e.message}`, { key: 'admin.listen' });
+      throw cannotListen(err, 'admin.listen', config.admin.listen);
     }
+    stack.push('admin', admin);
     const h = admin.address.host;
     log.info('admin listening', { address: `${h.includes(':') ? `[${h}]` : h}:${admin.address.port}`, auth: config.admin.token !== undefined ? 'bearer' : 'none (loopback)' });
   }
 
-  let stopping: Promise<void> | undefined;
+  const running = reloader;
+  const life = new Lifecycle({
+    /**
+     * The drain order, not the reverse of the start order: reloads and timers stop, peers
+     * get the goodbye first so they stop sending work, new connections are dropped while
+     * in-flight calls finish, then their streams close; the admin listener goes last so
+     * /readyz answers "draining" throughout. The stack then closes anything not named here.
+     */
+    drain: async () => {
+      draining = true;
+      await running.close();
+      await tlsReload.close();
+      await postureWarnings.close();
+      await discovery?.close();
+      log.info('draining', { inFlight: pool.stats.inFlight, graceMs: config.limits.drainTimeoutMs });
+      listener.stopAccepting();
+      await pool.close();
+      await listener.close();
+      await auth.close();
+      await admin?.close();
+      await stack.close();
+      log.info('stopped');
+      // Last of all, so the stream holds everything up to the end; close() flushes it.
+      audit.record('agent.stop', { reason: 'shutdown' });
+      await audit.close();
+    },
+    abort: async (reason) => {
+      draining = true;
+      await stack.unwind(reason);
+      log.info('stopped at once', { reason: reason?.message });
+      audit.record('agent.stop', { reason: 'destroyed', ...(reason ? { error: reason.message } : {}) });
+      await audit.close();
+    },
+  });
   return {
     address,
     pool,
     ...(admin ? { admin: admin.address } : {}),
-    reload: () => reloader.reload(),
-    stop() {
-      stopping ??= (async () => {
-        draining = true;
-        reloader.close();
-        stopPostureWarnings();
-        // Goodbye first, so peers stop sending work while in-flight calls drain.
-        await discovery?.stop();
-        const grace = config.limits.drainTimeoutMs;
-        log.info('draining', { inFlight: pool.stats.inFlight, graceMs: grace });
-        listener.stopAccepting();
-        await pool.close(grace);
-        await listener.idle(Math.min(grace, 2000));
-        listener.destroy();
-        await auth.current.close();
-        // Last: /readyz answers 503 "draining" while calls drain.
-        await admin?.close();
-        log.info('stopped');
-        // Last of all, so the stream holds everything up to the end; close() flushes it.
-        audit.record('agent.stop', { reason: 'shutdown' });
-        await audit.close();
-      })();
-      return stopping;
-    },
+    reload: () => running.reload(),
+    close: () => life.close(),
+    destroy: (reason) => life.destroy(reason),
   };
-}
-
-async function startPlugins(config: AgentConfig, baseDir: string, log: Logger, metrics: AgentMetrics, audit: Audit, hooks: PluginHooks): Promise<AuthPipeline> {
-  const plugins = await loadPlugins(config.plugins, { log, baseDir, runDir: join(config.agent.stateDir, 'run', 'plugins'), audit, strict: config.security.strict });
-  hooks.authenticate = plugins.some((p) => p.hooks.authenticate);
-  hooks.authorize = plugins.some((p) => p.hooks.authorize);
-  if (config.authorization.default === 'allow') {
-    // Strict mode refuses this off loopback (security/strict.ts); everywhere else it stays loud.
-    log.warn('authorization.default is "allow": every authenticated caller may run every routine that no plugin denies; list what callers may run in authorization.allow and keep the default "deny"', { key: 'authorization.default' });
-  }
-  if (config.tls.clientCerts === 'optional' && !plugins.some((p) => p.hooks.authenticate)) {
-    log.warn('tls.clientCerts is "optional" but no enabled plugin authenticates tokens: every caller without a client certificate will be refused');
-  }
-  return new AuthPipeline(plugins, { hookTimeoutMs: config.plugins.hookTimeoutMs, requireToken: config.plugins.requireToken, log, metrics, audit, authorization: config.authorization });
 }

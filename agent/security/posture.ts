@@ -10,6 +10,7 @@
 import type { AgentConfig } from '../config/schema.ts';
 import { isLoopbackHost, parseHostPort } from '../config/load.ts';
 import type { Logger } from '../log/index.ts';
+import { released, type Component } from '../lifecycle/index.ts';
 
 export interface Posture {
   /** mtls: client certificate required in the handshake; tls: one-way TLS; h2c: plaintext. */
@@ -50,23 +51,28 @@ export function computePosture(config: AgentConfig, hooks: PluginHooks): Posture
   return { transport, clientAuth, offHost, authorization: hooks.authorize, authorizationDefault: config.authorization.default, warnings };
 }
 
-/** Default period of the repeated warning: one hour. */
+/** Period of the repeated warning: one hour. */
 export const POSTURE_WARN_INTERVAL_MS = 3_600_000;
 
-/**
- * The warning period: SKEIN_POSTURE_WARN_INTERVAL_MS, a hidden test-only override (tests
- * cannot wait an hour), else one hour. Values below 100 ms are ignored.
- */
-export function warnIntervalMs(env: NodeJS.ProcessEnv = process.env): number {
-  const n = Number(env.SKEIN_POSTURE_WARN_INTERVAL_MS);
-  return Number.isInteger(n) && n >= 100 ? n : POSTURE_WARN_INTERVAL_MS;
+/** The timer behind the repeated warning: the real one in the agent; unit tests inject one they advance by hand. */
+export interface IntervalTimer {
+  /** Calls `fn` every `ms`; returns what stops it. Must not keep the process alive. */
+  every(ms: number, fn: () => void): () => void;
 }
 
+const realTimer: IntervalTimer = {
+  every(ms, fn) {
+    const timer = setInterval(fn, ms);
+    timer.unref?.();
+    return () => clearInterval(timer);
+  },
+};
+
 /**
- * Logs the posture warning now and every `intervalMs` while it has warnings; returns a
- * function that stops the timer. The timer does not keep the process alive.
+ * Logs the posture warning now and every POSTURE_WARN_INTERVAL_MS while it has warnings. The
+ * returned component's close() or destroy() stops the timer.
  */
-export function warnPosture(posture: () => Posture, log: Logger, intervalMs = warnIntervalMs()): () => void {
+export function warnPosture(posture: () => Posture, log: Logger, timer: IntervalTimer = realTimer): Component {
   const warn = () => {
     const p = posture();
     if (p.warnings.length === 0) return;
@@ -83,7 +89,5 @@ export function warnPosture(posture: () => Posture, log: Logger, intervalMs = wa
     });
   }
   warn();
-  const timer = setInterval(warn, intervalMs);
-  timer.unref?.();
-  return () => clearInterval(timer);
+  return released(timer.every(POSTURE_WARN_INTERVAL_MS, warn));
 }

@@ -10,6 +10,7 @@ import { isLoopbackHost, parseHostPort } from '../config/load.ts';
 import { SkeinError } from '../../common/errors/index.ts';
 import type { AgentConfig } from '../config/schema.ts';
 import { BUILTIN_PLUGIN_NAMES, TOKEN_PLUGIN_NAMES } from '../plugin-host/builtin.ts';
+import type { Reloadable } from '../lifecycle/reloadable.ts';
 
 export interface Violation {
   key: string;
@@ -76,3 +77,10 @@ export function assertStrict(config: AgentConfig, configFiles?: string | string[
     { violations },
   );
 }
+
+/**
+ * security.strict applies live (agent/lifecycle/reloadable.ts): strict mode is a check of the
+ * whole configuration, made on every reload before anything is staged (runtime/reload.ts) and
+ * by the plugin loader for reloaded plugins, so turning it on or off needs nothing more here.
+ */
+export const liveStrictMode: Reloadable<AgentConfig> = { name: 'security', reloadKeys: ['security.strict'], stage: () => undefined };

@@ -17,6 +17,7 @@ import type { Http2Config } from '../config/schema.ts';
 import type { TlsMaterial } from '../pki/tls.ts';
 import type { IdentityReader } from './identity.ts';
 import type { TlsFailureRecorder } from '../metrics/index.ts';
+import { Lifecycle, type Component } from '../lifecycle/index.ts';
 import { tlsFailureReason, type TlsFailureReason } from '../pki/tls-refusal.ts';
 
 export type Hardening = Http2Config;
@@ -36,18 +37,18 @@ const TLS12_CIPHERS = [
   'ECDHE-RSA-CHACHA20-POLY1305',
 ].join(':');
 
-export interface Listener {
+/**
+ * The listener's lifecycle (agent/lifecycle): `stopAccepting()` is the first step of a drain
+ * (new connections are dropped, open sessions keep working); `close()` stops accepting, waits
+ * for open streams to finish (at most closeWaitMs), then sends GOAWAY on every session and
+ * closes what is left; `destroy()` does the last part at once. GOAWAY waits for the streams:
+ * undici fails in-flight streams on GOAWAY instead of letting streams below the
+ * last-stream-id complete, so it must not be sent while calls are running.
+ */
+export interface Listener extends Component {
   address: { host: string; port: number };
-  /** Stops accepting new connections; open sessions keep working until destroy(). */
+  /** Stops accepting new connections; open sessions keep working until close() or destroy(). */
   stopAccepting(): void;
-  /** Resolves once every open stream has finished, or after `ms`. */
-  idle(ms: number): Promise<void>;
-  /**
-   * Sends GOAWAY on every session, then destroys what is left. Called only once in-flight
-   * calls have finished: undici fails in-flight streams on GOAWAY instead of letting streams
-   * below the last-stream-id complete, so GOAWAY must not be sent while calls are running.
-   */
-  destroy(): void;
   /**
    * Serves new handshakes with new material (certificate, key, CA, TLS version); sessions
    * already open keep the material they were established with. Throws when OpenSSL refuses it.
@@ -89,7 +90,12 @@ export interface ListenOptions {
   identities: IdentityReader;
   /** Counts refused handshakes by reason. */
   tlsFailures?: TlsFailureRecorder;
+  /** How long close() waits for open streams to finish before it closes their sessions (default 2 s). */
+  closeWaitMs?: number;
 }
+
+/** How long destroy() waits for the listening socket to close. */
+const SOCKET_CLOSE_WAIT_MS = 1000;
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any -- the listener serves any app; its environment type is the app's business
 export async function listen(app: Hono<any>, tls: TlsMaterial, host: string, port: number, log: Logger, limits: Hardening, opts: ListenOptions): Promise<Listener> {
@@ -255,34 +261,51 @@ export async function listen(app: Hono<any>, tls: TlsMaterial, host: string, por
   });
   const addr = server.address() as AddressInfo;
 
+  const idle = (ms: number) => {
+    if (openStreams === 0) return Promise.resolve();
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    return new Promise<void>((resolve) => {
+      onIdle = resolve;
+      timer = setTimeout(resolve, ms);
+    }).finally(() => clearTimeout(timer));
+  };
+  // Not server.close() to stop accepting: under Bun it also sends GOAWAY on open sessions,
+  // which fails their in-flight calls in undici. New connections are dropped instead, and
+  // the listening socket is closed last.
+  const stopAccepting = () => {
+    refusing = true;
+  };
+  const shutdown = async () => {
+    stopAccepting();
+    const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+    for (const s of sessions) {
+      if (!s.closed) s.close();
+      s.destroy();
+    }
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    await Promise.race([closed, new Promise<void>((resolve) => (timer = setTimeout(resolve, SOCKET_CLOSE_WAIT_MS)))]);
+    clearTimeout(timer);
+  };
+  const life = new Lifecycle({
+    drain: async () => {
+      stopAccepting();
+      await idle(opts.closeWaitMs ?? 2000);
+      await shutdown();
+    },
+    abort: shutdown,
+  });
+
   return {
     address: { host: addr.address, port: addr.port },
-    stopAccepting() {
-      // Not server.close(): under Bun it also sends GOAWAY on open sessions, which fails
-      // their in-flight calls in undici. New connections are dropped instead, and the
-      // listening socket is closed in destroy().
-      refusing = true;
-    },
-    idle(ms) {
-      if (openStreams === 0) return Promise.resolve();
-      return new Promise<void>((resolve) => {
-        onIdle = resolve;
-        setTimeout(resolve, ms).unref?.();
-      });
-    },
+    stopAccepting,
+    close: () => life.close(),
+    destroy: (reason) => life.destroy(reason),
     setTls(next) {
       if (plaintext) return; // h2c has no secure context to replace
       // requestCert/rejectUnauthorized are server options, not context ones: they stay as
       // started (tls.clientCerts changes need a restart). Checked under Bun by test/e2e/rotation.test.ts.
       server.setSecureContext(contextOptions(next));
       identities.setTrustDomains(next.trustDomains);
-    },
-    destroy() {
-      server.close();
-      for (const s of sessions) {
-        if (!s.closed) s.close();
-        s.destroy();
-      }
     },
   };
 }

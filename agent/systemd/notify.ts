@@ -5,14 +5,15 @@
  * loaded only when the variable is set (never in tests on Node, never outside systemd).
  */
 import type { Logger } from '../log/index.ts';
+import { released, type Component } from '../lifecycle/index.ts';
 
-export interface Notifier {
+/** close() and destroy() (agent/lifecycle) both release the socket, once; send() after them does nothing. */
+export interface Notifier extends Component {
   /** Sends "KEY=value" lines; failures are logged once, never thrown (the agent must not die of it). */
   send(fields: Record<string, string | number>): void;
-  close(): void;
 }
 
-const NOOP: Notifier = { send() {}, close() {} };
+const NOOP: Notifier = { send() {}, close: () => Promise.resolve(), destroy: () => Promise.resolve() };
 const AF_UNIX = 1;
 const SOCK_DGRAM = 2;
 const SOCK_CLOEXEC = 0o2000000;
@@ -49,8 +50,13 @@ export async function systemdNotifier(env: NodeJS.ProcessEnv, log: Logger): Prom
     libc.close();
     return NOOP;
   }
+  const life = released(() => {
+    libc.symbols.close(fd);
+    libc.close();
+  });
   return {
     send(fields) {
+      if (life.closed) return;
       const text = Buffer.from(
         Object.entries(fields)
           .map(([k, v]) => `${k}=${String(v).replace(/\n/g, ' ')}`)
@@ -62,9 +68,7 @@ export async function systemdNotifier(env: NodeJS.ProcessEnv, log: Logger): Prom
         log.warn('could not notify systemd (sendto failed); Type=notify units will time out waiting for READY=1', { NOTIFY_SOCKET: path });
       }
     },
-    close() {
-      libc.symbols.close(fd);
-      libc.close();
-    },
+    close: () => life.close(),
+    destroy: (reason) => life.destroy(reason),
   };
 }

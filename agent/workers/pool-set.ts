@@ -3,6 +3,7 @@
  * limits differ from the defaults (routines.<name>.limits) runs in a pool of its own, and
  * every other routine shares the main pool. Dispatch goes to the routine's pool.
  */
+import { Lifecycle, type Component } from '../lifecycle/index.ts';
 import type { CallOutcome, ReadyInfo } from './worker.ts';
 import type { DispatchRequest, WorkerPool } from './pool.ts';
 
@@ -11,9 +12,14 @@ export interface Dispatcher {
   readonly stats: { workers: number; idle: number; queued: number; inFlight: number };
 }
 
-export class PoolSet implements Dispatcher {
+/** The pools as one component: close() drains them all together, destroy() kills them all. */
+export class PoolSet implements Dispatcher, Component {
   #byRoutine = new Map<string, WorkerPool>();
   #pools: WorkerPool[];
+  #life = new Lifecycle({
+    drain: async () => void (await Promise.all(this.#pools.map((p) => p.close()))),
+    abort: async (reason) => void (await Promise.all(this.#pools.map((p) => p.destroy(reason)))),
+  });
 
   constructor(groups: Array<{ pool: WorkerPool; routines: string[] }>) {
     this.#pools = groups.map((g) => g.pool);
@@ -35,7 +41,11 @@ export class PoolSet implements Dispatcher {
     return (await Promise.all(this.#pools.map((p) => p.start()))).flat();
   }
 
-  async close(graceMs: number): Promise<void> {
-    await Promise.all(this.#pools.map((p) => p.close(graceMs)));
+  close(): Promise<void> {
+    return this.#life.close();
+  }
+
+  destroy(reason?: Error): Promise<void> {
+    return this.#life.destroy(reason);
   }
 }

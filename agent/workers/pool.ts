@@ -2,11 +2,14 @@
  * The worker pool: N persistent workers, a bounded FIFO queue in front of them, a wall-clock
  * deadline per call (queue time included), cancellation, and replacement of dead workers.
  *
- * Lifecycle (undici style): `start()` once, `dispatch()` many, `close()` drains and is
- * idempotent; dispatch after close throws SKEIN_ERR_SHUTTING_DOWN.
+ * Lifecycle (agent/lifecycle): `start()` once, `dispatch()` many; `close()` drains (in-flight
+ * calls get up to drainTimeoutMs, then every worker is killed), `destroy()` kills at once;
+ * both idempotent and concurrent-safe. A dispatch after either is refused with
+ * SKEIN_ERR_SHUTTING_DOWN.
  */
 import type { Audit } from '../audit/index.ts';
 import { SkeinError } from '../../common/errors/index.ts';
+import { Lifecycle, type Component } from '../lifecycle/index.ts';
 import type { Logger } from '../log/index.ts';
 import type { StderrDropRecorder, WorkerRecorder } from '../metrics/index.ts';
 import { CircuitBreaker, type CircuitOptions, type Trial } from './circuit.ts';
@@ -16,6 +19,8 @@ import { Worker, type CallOutcome, type ExitInfo, type Leftovers, type ReadyInfo
 export interface PoolOptions {
   size: number;
   queueSize: number;
+  /** How long close() lets in-flight calls finish before it kills the workers (limits.drainTimeoutMs). */
+  drainTimeoutMs: number;
   spec: WorkerSpec;
   log: Logger;
   circuit: CircuitOptions;
@@ -83,16 +88,22 @@ function waitedTooLong(req: DispatchRequest): CallOutcome {
 }
 
 const RESPAWN_BACKOFF_MS = [0, 100, 250, 500, 1000, 2000, 5000];
+/** How long destroy() waits for killed workers to be reaped (SIGKILL: normally milliseconds). */
+const REAP_WAIT_MS = 2000;
 
-export class WorkerPool {
+export class WorkerPool implements Component {
   #opts: PoolOptions;
   #workers = new Set<Worker>();
   #idle: Worker[] = [];
   #queue: Job[] = [];
   #nextWorker = 1;
   #nextCall = 1;
-  #closed = false;
+  #life = new Lifecycle({ drain: () => this.#drain(), abort: () => this.#abort() });
   #inFlight = 0;
+  /** Replacement spawns waiting out their back-off; cleared when the pool stops. */
+  #respawns = new Set<ReturnType<typeof setTimeout>>();
+  /** Woken when the last worker has exited. */
+  #onEmpty: Array<() => void> = [];
   /** Calls waiting for their routine's trial call to end; close() wakes them. */
   #waiting = new Set<() => void>();
   #consecutiveFailures = 0;
@@ -122,7 +133,7 @@ export class WorkerPool {
   }
 
   dispatch(req: DispatchRequest): Promise<CallOutcome> {
-    if (this.#closed) return Promise.resolve({ ok: false, error: new SkeinError('SKEIN_ERR_SHUTTING_DOWN', 'the agent is shutting down and accepts no new calls') });
+    if (this.#life.closed) return Promise.resolve({ ok: false, error: new SkeinError('SKEIN_ERR_SHUTTING_DOWN', 'the agent is shutting down and accepts no new calls') });
     if (req.signal?.aborted) return Promise.resolve({ ok: false, error: new SkeinError('SKEIN_ERR_ABORTED', 'the caller cancelled the call') });
     const admission = this.#circuit.admit(req.routine, req.timeoutMs);
     if (admission.kind === 'refuse') return Promise.resolve(circuitOpen(req.routine, admission.retryAfterMs, false));
@@ -177,20 +188,50 @@ export class WorkerPool {
     });
   }
 
-  /** Stops taking calls, waits up to `graceMs` for in-flight ones, then kills every worker. */
-  async close(graceMs: number): Promise<void> {
-    if (!this.#closed) {
-      this.#closed = true;
-      for (const wake of [...this.#waiting]) wake(); // they ask again and are told the agent is shutting down
-      if (this.#inFlight > 0) {
-        await new Promise<void>((resolve) => {
-          this.#drained = resolve;
-          setTimeout(resolve, graceMs).unref?.();
-        });
-      }
+  /**
+   * Stops taking calls, lets in-flight ones finish for up to drainTimeoutMs, then kills every
+   * worker. Every caller gets the same drain: a second close() during it waits for it.
+   */
+  close(): Promise<void> {
+    return this.#life.close();
+  }
+
+  /** Stops taking calls and kills every worker now (in-flight calls fail); resolves once they are reaped. */
+  destroy(reason?: Error): Promise<void> {
+    return this.#life.destroy(reason);
+  }
+
+  async #drain(): Promise<void> {
+    this.#wakeWaiters();
+    if (this.#inFlight > 0) {
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      await new Promise<void>((resolve) => {
+        this.#drained = resolve;
+        timer = setTimeout(resolve, this.#opts.drainTimeoutMs);
+      });
+      clearTimeout(timer);
     }
+    await this.#abort();
+  }
+
+  async #abort(): Promise<void> {
+    this.#wakeWaiters();
+    for (const t of this.#respawns) clearTimeout(t);
+    this.#respawns.clear();
     for (const job of this.#queue.splice(0)) this.#finish(job, { ok: false, error: new SkeinError('SKEIN_ERR_SHUTTING_DOWN', 'the agent shut down before the call started') });
     for (const w of this.#workers) w.kill('shutdown');
+    if (this.#workers.size === 0) return;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    await new Promise<void>((resolve) => {
+      this.#onEmpty.push(resolve);
+      timer = setTimeout(resolve, REAP_WAIT_MS);
+    });
+    clearTimeout(timer);
+  }
+
+  /** Calls waiting for a trial ask again and are told the agent is shutting down. */
+  #wakeWaiters(): void {
+    for (const wake of [...this.#waiting]) wake();
   }
 
   #run(worker: Worker, job: Job): void {
@@ -292,7 +333,7 @@ export class WorkerPool {
         this.#consecutiveFailures = 0;
         this.#log.debug('worker ready', { worker: worker.id, pid: info.pid, layers: info.layers });
         this.#opts.audit?.record('worker.spawn', { worker: worker.id, pid: worker.pid, reason, routines: this.#routines, python: info.python, layers: info.layers, limits: this.#opts.spec.limits });
-        if (this.#closed) return worker.kill('shutdown');
+        if (this.#life.closed) return worker.kill('shutdown');
         this.#release(worker);
       },
       () => {},
@@ -306,16 +347,19 @@ export class WorkerPool {
     if (i !== -1) this.#idle.splice(i, 1);
     this.#opts.events?.workerEvent('exit', info.reason ?? 'crash');
     this.#auditExit(worker, info);
-    if (this.#closed) return;
+    if (this.#workers.size === 0) for (const wake of this.#onEmpty.splice(0)) wake();
+    if (this.#life.closed) return;
     const expected = info.reason === 'deadline' || info.reason === 'cancelled' || info.reason === 'recycle';
     if (!expected) this.#consecutiveFailures++;
     const level = expected ? 'info' : 'warn';
     this.#log[level]('worker exited; starting a replacement', { worker: worker.id, exitCode: info.code, signal: info.signal, reason: info.reason ?? 'crash' });
     const delay = RESPAWN_BACKOFF_MS[Math.min(this.#consecutiveFailures, RESPAWN_BACKOFF_MS.length - 1)]!;
     const t = setTimeout(() => {
-      if (!this.#closed) this.#spawn('replacement');
+      this.#respawns.delete(t);
+      if (!this.#life.closed) this.#spawn('replacement');
     }, delay);
     t.unref?.();
+    this.#respawns.add(t);
   }
 
   /**

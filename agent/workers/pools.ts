@@ -49,6 +49,7 @@ export function buildPools(config: AgentConfig, sources: Record<string, RoutineS
       pool: new WorkerPool({
         size,
         queueSize: config.limits.queueSize,
+        drainTimeoutMs: config.limits.drainTimeoutMs,
         log,
         events,
         audit,

@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { baseConfig, failure, FIXTURES, runCli, startAgent, startMustFail, stopAll, type StartedAgent } from '../helpers/agent.ts';
 import { connect, postJson } from '../helpers/h2.ts';
+import { ERROR_TABLE, type ErrorCode } from '../../common/errors/index.ts';
 
 /** name → list of {labels, value}; rejects any line that is not HELP, TYPE, blank or a sample. */
 type Samples = Map<string, Array<{ labels: Record<string, string>; value: number }>>;
@@ -229,6 +230,15 @@ describe('admin listener on loopback (default)', () => {
     expect((await fetch(`http://${admin}/nope`)).status).toBe(404);
     expect((await fetch(`http://${admin}/metrics`, { method: 'POST', body: 'x' })).status).toBe(405);
   });
+
+  it.each([
+    ['an unknown path', '/nope', 'GET', 'SKEIN_ERR_NOT_FOUND', 'no admin endpoint /nope'],
+    ['a wrong method', '/metrics', 'POST', 'SKEIN_ERR_METHOD_NOT_ALLOWED', 'the admin endpoints accept GET and HEAD'],
+  ])('%s: the code, message and status of the errors table', async (_what, path, method, code, message) => {
+    const res = await fetch(`http://${admin}${path}`, { method, ...(method === 'POST' ? { body: 'x' } : {}) });
+    expect(res.status).toBe(ERROR_TABLE[code as ErrorCode].status);
+    expect(await res.json()).toEqual({ code, message });
+  });
 });
 
 describe('admin listener off loopback', () => {
@@ -254,8 +264,9 @@ describe('admin listener off loopback', () => {
       const port = Number(logged.split(':').pop());
       const admin = `127.0.0.1:${port}`;
       const anon = await fetch(`http://${admin}/metrics`);
-      expect(anon.status).toBe(401);
+      expect(anon.status).toBe(ERROR_TABLE.SKEIN_ERR_UNAUTHENTICATED.status);
       expect(anon.headers.get('www-authenticate')).toMatch(/^Bearer/);
+      expect(await anon.json()).toEqual({ code: 'SKEIN_ERR_UNAUTHENTICATED', message: 'the admin endpoints need Authorization: Bearer <admin.token>' });
       expect((await fetch(`http://${admin}/metrics`, { headers: { authorization: `Bearer ${token}x` } })).status).toBe(401);
       expect((await fetch(`http://${admin}/readyz`)).status).toBe(401);
       // The token never reaches the log.

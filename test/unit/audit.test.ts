@@ -234,6 +234,34 @@ describe('a failing sink', () => {
   });
 });
 
+describe('the lifecycle (agent/lifecycle)', () => {
+  it('close() twice, concurrently: one flush, every line written once, records after it dropped', async () => {
+    const { audit, out } = harness({ sink: 'stderr' });
+    audit.record('agent.start', {});
+    await Promise.all([audit.close(), audit.close()]);
+    audit.record('agent.stop', {});
+    await audit.close();
+    expect(lines(out.join('')).map((l) => l.event)).toEqual(['agent.start']);
+  });
+
+  it('destroy() does not wait for a sink that hangs: queued lines are counted as lost, and a pending close() settles with it', async () => {
+    let writes = 0;
+    const lost: Array<[number, AuditLoss]> = [];
+    const audit = createAudit(
+      { sink: 'stderr', maxQueueLines: 100 },
+      { log: createLogger({ write: () => {} }), agent: 'a', onFailure: (n, r) => lost.push([n, r]), stderr: () => void writes++, closeTimeoutMs: 60_000 },
+    );
+    audit.record('agent.start', {});
+    await tick(); // the first batch is being written, and never completes
+    audit.record('authn.decision', {});
+    audit.record('authz.decision', {});
+    const closing = audit.close();
+    await Promise.all([audit.destroy(), audit.destroy(), closing]);
+    expect(lost).toEqual([[2, 'sink']]);
+    expect(writes).toBe(1);
+  });
+});
+
 describe('redaction', () => {
   it('treats secret-looking option names as secrets', () => {
     for (const name of ['secret', 'hs256Secret', 'apiKey', 'keys', 'password', 'client_passwd', 'token', 'bearerTokens', 'hmac', 'privateKey', 'credentials']) expect(isSecretName(name), name).toBe(true);

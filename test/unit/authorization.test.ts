@@ -97,3 +97,37 @@ describe('AllowRules', () => {
     expect(() => new AllowRules([{ identities: ['a'], routines: [] }])).toThrow(/"authorization.allow\[0\].routines": must list at least one pattern/);
   });
 });
+
+describe('closing the pipeline (agent/lifecycle)', () => {
+  const closing = (name: string, calls: string[], hooks: Partial<LoadedPlugin['hooks']> = {}): LoadedPlugin => ({
+    name,
+    version: '1',
+    file: `${name}.ts`,
+    sha256: '',
+    builtin: false,
+    hooks: { authorize: () => ({ decision: 'abstain' }), close: () => void calls.push(name), ...hooks },
+  });
+  const pipelineOf = (plugins: LoadedPlugin[], log = createLogger({ level: 'error' })) =>
+    new AuthPipeline(plugins, { hookTimeoutMs: 100, requireToken: false, log, authorization: { default: 'deny', allow: [] } });
+
+  it('close() and destroy(), twice and concurrently, run each close hook once — a plugin with only a close hook too', async () => {
+    const calls: string[] = [];
+    const onlyClose: LoadedPlugin = { name: 'only-close', version: '1', file: 'only-close.ts', sha256: '', builtin: false, hooks: { close: () => void calls.push('only-close') } };
+    const pipeline = pipelineOf([closing('a', calls), onlyClose, closing('b', calls)]);
+    await Promise.all([pipeline.close(), pipeline.close(), pipeline.destroy()]);
+    await pipeline.close();
+    expect(calls).toEqual(['a', 'only-close', 'b']);
+  });
+
+  it('a close hook that hangs is given plugins.hookTimeoutMs, logged with the plugin name, and the others still close', async () => {
+    const calls: string[] = [];
+    const lines: Array<Record<string, unknown>> = [];
+    const log = createLogger({ level: 'warn', write: (l) => lines.push(JSON.parse(l)) });
+    const pipeline = pipelineOf([closing('hangs', calls, { close: () => new Promise<void>(() => {}) }), closing('after', calls)], log);
+    const started = Date.now();
+    await pipeline.close();
+    expect(Date.now() - started).toBeLessThan(1000);
+    expect(calls).toEqual(['after']);
+    expect(lines).toEqual([expect.objectContaining({ msg: 'plugin close hook failed', plugin: 'hangs', error: 'no answer within plugins.hookTimeoutMs (100 ms)' })]);
+  });
+});

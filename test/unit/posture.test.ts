@@ -1,6 +1,7 @@
 /**
- * The posture computed from a config and the loaded plugins' hooks, the repeated warning
- * (with an injected interval), and the strict-mode rules for tls.plaintext.
+ * The posture computed from a config and the loaded plugins' hooks, the hourly warning (with
+ * an injected timer that the test advances: nothing sleeps), and the strict-mode rules for
+ * tls.plaintext.
  */
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -10,7 +11,7 @@ import { loadConfig } from '../../agent/config/load.ts';
 import type { AgentConfig } from '../../agent/config/schema.ts';
 import { strictViolations } from '../../agent/security/strict.ts';
 import { createLogger } from '../../agent/log/index.ts';
-import { computePosture, POSTURE_WARN_INTERVAL_MS, warnIntervalMs, warnPosture } from '../../agent/security/posture.ts';
+import { computePosture, POSTURE_WARN_INTERVAL_MS, warnPosture, type IntervalTimer } from '../../agent/security/posture.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'skein-posture-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -73,33 +74,72 @@ describe('warnPosture', () => {
     return { lines, log: createLogger({ level: 'info', write: (l) => lines.push(JSON.parse(l)) }) };
   };
 
-  it('warns at once and again every interval while the posture has warnings; stop() ends it', async () => {
+  /** An interval timer driven by hand: advance(ms) fires what is due, in order. */
+  const manualTimer = () => {
+    let now = 0;
+    const timers = new Set<{ every: number; next: number; fn: () => void }>();
+    const timer: IntervalTimer = {
+      every(ms, fn) {
+        const t = { every: ms, next: now + ms, fn };
+        timers.add(t);
+        return () => timers.delete(t);
+      },
+    };
+    const advance = (ms: number) => {
+      const until = now + ms;
+      for (;;) {
+        const due = [...timers].filter((t) => t.next <= until).sort((a, b) => a.next - b.next)[0];
+        if (!due) break;
+        now = due.next;
+        due.next += due.every;
+        due.fn();
+      }
+      now = until;
+    };
+    return { timer, advance, active: () => timers.size };
+  };
+
+  it('warns at once and again every hour while the posture has warnings; close() ends it, twice is fine', async () => {
     const { lines, log } = capture();
+    const clock = manualTimer();
     const posture = computePosture(config({ ...OFF, tls: { clientCerts: 'optional' } }), none);
-    const stop = warnPosture(() => posture, log, 100);
-    expect(lines.filter((l) => l.msg === 'INSECURE POSTURE')).toHaveLength(1);
-    await new Promise((r) => setTimeout(r, 350));
-    stop();
-    const count = lines.filter((l) => l.msg === 'INSECURE POSTURE').length;
-    expect(count).toBeGreaterThanOrEqual(3);
-    await new Promise((r) => setTimeout(r, 250));
-    expect(lines.filter((l) => l.msg === 'INSECURE POSTURE').length).toBe(count);
+    const warnings = warnPosture(() => posture, log, clock.timer);
+    const count = () => lines.filter((l) => l.msg === 'INSECURE POSTURE').length;
+    expect(count()).toBe(1);
+    clock.advance(POSTURE_WARN_INTERVAL_MS - 1);
+    expect(count()).toBe(1);
+    clock.advance(1);
+    expect(count()).toBe(2);
+    clock.advance(2 * POSTURE_WARN_INTERVAL_MS);
+    expect(count()).toBe(4);
+    await Promise.all([warnings.close(), warnings.close(), warnings.destroy()]);
+    expect(clock.active()).toBe(0);
+    clock.advance(5 * POSTURE_WARN_INTERVAL_MS);
+    expect(count()).toBe(4);
     expect(lines[0]).toMatchObject({ level: 'warn', transport: 'tls', clientAuth: 'none', offHost: true, warnings: posture.warnings });
   });
 
   it('stays quiet for a secure posture, and says PLAINTEXT once for h2c', async () => {
     const { lines, log } = capture();
-    const stop = warnPosture(() => computePosture(config({ tls: { plaintext: true } }), { authenticate: true, authorize: false }), log, 100);
-    await new Promise((r) => setTimeout(r, 250));
-    stop();
+    const clock = manualTimer();
+    const warnings = warnPosture(() => computePosture(config({ tls: { plaintext: true } }), { authenticate: true, authorize: false }), log, clock.timer);
+    clock.advance(3 * POSTURE_WARN_INTERVAL_MS);
+    await warnings.close();
     expect(lines.map((l) => l.msg)).toEqual([expect.stringMatching(/^PLAINTEXT: serving HTTP\/2 without TLS/)]);
   });
 
-  it('the interval comes from SKEIN_POSTURE_WARN_INTERVAL_MS (tests only), else one hour', () => {
-    expect(warnIntervalMs({})).toBe(POSTURE_WARN_INTERVAL_MS);
+  it('the period is one hour, and no environment variable changes it (no test-only knob in the binary)', () => {
     expect(POSTURE_WARN_INTERVAL_MS).toBe(3_600_000);
-    expect(warnIntervalMs({ SKEIN_POSTURE_WARN_INTERVAL_MS: '500' })).toBe(500);
-    for (const bad of ['0', '99', 'x', '1.5', '']) expect(warnIntervalMs({ SKEIN_POSTURE_WARN_INTERVAL_MS: bad })).toBe(POSTURE_WARN_INTERVAL_MS);
+    const clock = manualTimer();
+    const seen: number[] = [];
+    const timer: IntervalTimer = { every: (ms, fn) => (seen.push(ms), clock.timer.every(ms, fn)) };
+    process.env.SKEIN_POSTURE_WARN_INTERVAL_MS = '500';
+    try {
+      void warnPosture(() => computePosture(config({}), none), createLogger({ level: 'error', write: () => {} }), timer).close();
+    } finally {
+      delete process.env.SKEIN_POSTURE_WARN_INTERVAL_MS;
+    }
+    expect(seen).toEqual([POSTURE_WARN_INTERVAL_MS]);
   });
 });
 

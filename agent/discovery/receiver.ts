@@ -1,0 +1,118 @@
+/**
+ * Receiving: a peer is believed only when its advertisement passes the verifier (trusted or
+ * endorsed key, fleet, freshness, sequence, SPIFFE ID), names the agent its key is entitled
+ * to, and — for a new peer — its endpoint presents the advertised identity. Entries expire
+ * after their TTL; a goodbye removes one at once.
+ */
+import type { Audit } from '../audit/index.ts';
+import type { Logger } from '../log/index.ts';
+import type { AdvertPayload } from './advert.ts';
+import { checkPeerIdentity, type TlsCredentials } from './identity-check.ts';
+import type { PeerTable } from './peers.ts';
+import type { DiscoveryReport } from './report.ts';
+import type { AdvertVerifier } from './verifier.ts';
+
+/** How long a peer that failed its identity check is skipped (it may be a transient mix-up). */
+const UNTRUSTED_MS = 5 * 60_000;
+
+export interface ReceiverOptions {
+  verifier: AdvertVerifier;
+  table: PeerTable;
+  report: DiscoveryReport;
+  /** This agent's name and current key id: its own adverts loop back and are ignored. */
+  self: () => { agent: string; keyId: string };
+  /** This agent's certificate, presented when checking a new peer's identity. */
+  tls: () => TlsCredentials | undefined;
+  log: Logger;
+  audit?: Audit;
+  now: () => number;
+  ttlMs: number;
+}
+
+export class Receiver {
+  #o: ReceiverOptions;
+  /** Keys this agent signed with before a rotation: their in-flight adverts are our own. */
+  #ownKeyIds = new Set<string>();
+  #expiry: ReturnType<typeof setInterval>;
+
+  constructor(opts: ReceiverOptions) {
+    this.#o = opts;
+    this.#expiry = setInterval(() => {
+      for (const agent of opts.table.expire()) {
+        opts.log.info('peer expired', { peer: agent });
+        opts.audit?.record('peer.evicted', { peer: agent, reason: 'expired' });
+      }
+    }, Math.max(100, Math.min(1000, opts.ttlMs / 3)));
+    this.#expiry.unref?.();
+  }
+
+  /** Stops expiring entries (the table stays as it is). */
+  stop(): void {
+    clearInterval(this.#expiry);
+  }
+
+  /** A key this agent no longer signs with, whose adverts may still be in flight. */
+  retiredOwnKey(keyId: string): void {
+    this.#ownKeyIds.add(keyId);
+  }
+
+  receive(data: Buffer, source: string): void {
+    const { verifier, table, report, log, audit } = this.#o;
+    const result = verifier.verify(data, source);
+    if (!result.ok) {
+      report.rejected(result.reason, { source, detail: result.detail });
+      return;
+    }
+    const { payload, keyId } = result;
+    // Our own, looped back (also those signed by a key rotated out, still in flight).
+    const self = this.#o.self();
+    if ((keyId === self.keyId || this.#ownKeyIds.has(keyId)) && payload.agent === self.agent) return;
+    // The name is the last segment of the SPIFFE ID the key is entitled to, so a trusted key
+    // cannot advertise under another agent's name.
+    if (payload.spiffe.slice(payload.spiffe.lastIndexOf('/') + 1) !== payload.agent) {
+      report.count('name-mismatch');
+      report.rejected('name-mismatch', { source, agent: payload.agent, spiffe: payload.spiffe, keyId });
+      return;
+    }
+    const change = table.upsert(payload, keyId, source, { bound: result.bound, endorsed: result.endorsed });
+    if (change === 'conflict') {
+      report.count('name-conflict');
+      report.rejected('name-conflict', { source, agent: payload.agent, keyId, detail: 'another key owns this agent name until its entry expires' });
+      return;
+    }
+    if (change === 'rekeyed' || change === 'added') {
+      const accepted = { peer: payload.agent, spiffe: payload.spiffe, keyId, endorsed: result.endorsed, source, endpoints: payload.endpoints, routines: payload.routines, tlsFingerprint: payload.tlsFingerprint };
+      if (change === 'rekeyed') log.info('peer signing key rotated', { peer: payload.agent, spiffe: payload.spiffe, keyId });
+      else log.info('peer discovered', { peer: payload.agent, spiffe: payload.spiffe, endpoints: payload.endpoints, routines: payload.routines, keyId, endorsed: result.endorsed });
+      audit?.record('peer.accepted', change === 'rekeyed' ? { ...accepted, rekeyed: true } : accepted);
+      if (change === 'added') this.#verifyIdentity(payload);
+    } else if (change === 'removed') {
+      log.info('peer said goodbye', { peer: payload.agent });
+      audit?.record('peer.evicted', { peer: payload.agent, reason: 'goodbye', keyId, source });
+    }
+  }
+
+  /**
+   * A signed advertisement proves who sent it, not that its endpoint serves that identity: a
+   * trusted but misbehaving key could point at someone else's server. Each new peer's first
+   * endpoint is checked with one handshake; a mismatch puts it on a cool-down (shown in
+   * GET /v1/peers as coolDownMs) so clients skip it.
+   */
+  #verifyIdentity(payload: AdvertPayload): void {
+    const creds = this.#o.tls();
+    const endpoint = payload.endpoints[0];
+    if (!creds || !endpoint) return;
+    const { table, report, log, audit, now } = this.#o;
+    void checkPeerIdentity(endpoint, { spiffeId: payload.spiffe, sha256: payload.tlsFingerprint }, creds).then((reason) => {
+      if (!reason) {
+        log.info('peer proved its identity', { peer: payload.agent, endpoint, spiffe: payload.spiffe });
+        return;
+      }
+      report.count('identity-mismatch');
+      table.markUntrusted(payload.agent, now() + UNTRUSTED_MS);
+      log.warn('peer failed its identity check; untrusted for a while', { peer: payload.agent, reason, untrustedMs: UNTRUSTED_MS });
+      // Kept in the table (so its adverts are not re-checked in a loop) but never used until then.
+      audit?.record('peer.evicted', { peer: payload.agent, reason: 'identity-mismatch', detail: reason, endpoint, untrustedMs: UNTRUSTED_MS });
+    });
+  }
+}
