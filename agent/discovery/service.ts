@@ -11,7 +11,7 @@
 import { readFileSync } from 'node:fs';
 import { readPrivateKey } from '../../signing/index.ts';
 import type { Audit } from '../audit/index.ts';
-import { parseHostPort } from '../config/load.ts';
+import { isLoopbackHost, parseHostPort } from '../config/load.ts';
 import type { AgentConfig, DiscoveryConfig } from '../config/schema.ts';
 import { SkeinError } from '../../common/errors/index.ts';
 import type { Logger } from '../log/index.ts';
@@ -19,7 +19,7 @@ import { Lifecycle, type Component } from '../lifecycle/index.ts';
 import type { Reloadable, Staged } from '../lifecycle/reloadable.ts';
 import { Advertiser, type SelfDescription } from './advertiser.ts';
 import { PeerTable, type PeerInfo } from './peers.ts';
-import type { TlsCredentials } from './identity-check.ts';
+import { checkPeerIdentity, type TlsCredentials } from './identity-check.ts';
 import { Receiver } from './receiver.ts';
 import { DISCOVERY_RELOAD_KEYS, parseTrustedKey, planDiscoveryReload, type DiscoveryReloadPlan } from './reload.ts';
 import { DiscoveryReport } from './report.ts';
@@ -89,8 +89,33 @@ export class DiscoveryService implements Component, Reloadable<AgentConfig> {
     }
     await service.#startMulticast(endorsement);
     const { advertiser } = service.#mc!;
-    log.info('discovery started', { fleet: config.fleet, keyId: advertiser.key.keyId, groups: config.groups, endorsed: advertiser.endorsed, static: config.static.length });
+    const { endpoints } = opts.self;
+    log.info('discovery started', { fleet: config.fleet, keyId: advertiser.key.keyId, groups: config.groups, interface: config.interface, advertise: endpoints, endorsed: advertiser.endorsed, static: config.static.length });
+    // Multicast on the loopback interface reaches only this host: a fleet on a segment hears
+    // nothing, silently. Said at start, naming the key.
+    const offHost = endpoints.filter((e) => !isLoopbackHost(parseHostPort(e).host));
+    if (isLoopbackHost(config.interface) && offHost.length > 0) {
+      log.warn('discovery.interface is the loopback interface, but this agent advertises an off-host endpoint: only agents on this host will hear it; set discovery.interface to this host\'s address on the fleet\'s segment', { interface: config.interface, advertise: offHost });
+    }
+    service.#checkAdvertised();
     return service;
+  }
+
+  /**
+   * Dials each advertised endpoint once, as a peer would, and warns (naming
+   * discovery.advertise) when it does not lead back to this agent's certificate: peers would
+   * fail their identity check against it and never use this agent. In the background: the
+   * agent serves meanwhile.
+   */
+  #checkAdvertised(): void {
+    const { self, tls, log } = this.#opts;
+    if (!tls) return;
+    for (const endpoint of self.endpoints) {
+      void checkPeerIdentity(endpoint, { spiffeId: self.spiffe, sha256: self.tlsFingerprint }, tls).then((reason) => {
+        if (reason) log.warn('an advertised endpoint does not reach this agent: peers will not be able to use it; check discovery.advertise (and agent.listen)', { endpoint, reason });
+        else log.info('advertised endpoint reaches this agent', { endpoint });
+      });
+    }
   }
 
   async #startMulticast(endorsement: Uint8Array | null): Promise<void> {

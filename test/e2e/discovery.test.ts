@@ -67,6 +67,26 @@ describe('discovery on loopback multicast', () => {
     expect(Date.now() - seen).toBeLessThan(2000);
   });
 
+  it('logs its groups, interface and advertised endpoints at start, and that each endpoint reaches it', async () => {
+    const started = await alpha.waitForLog((l) => l.msg === 'discovery started');
+    expect(started).toMatchObject({ groups: [GROUP], interface: '127.0.0.1', advertise: [`127.0.0.1:${alpha.port}`] });
+    expect(await alpha.waitForLog((l) => l.msg === 'advertised endpoint reaches this agent')).toMatchObject({ endpoint: `127.0.0.1:${alpha.port}` });
+    expect(alpha.logs.some((l) => String(l.msg).startsWith('discovery.interface is the loopback interface'))).toBe(false);
+  });
+
+  it('warns, naming discovery.advertise, when an advertised endpoint leads elsewhere (here: beta)', async () => {
+    // An agent of its own (key and name unknown to alpha and beta), so no other test sees it.
+    expect((await runCli(['keygen', '--out', join(keys, 'stray.key')])).code).toBe(0);
+    const stray = await fleetMember('stray', { echo: { file: EXAMPLES } }, [`${pub('stray')}@spiffe://fleet.test/agent/stray`], { advertise: [`127.0.0.1:${beta.port}`] });
+    try {
+      const warning = await stray.waitForLog((l) => String(l.msg).startsWith('an advertised endpoint does not reach this agent'));
+      expect(warning).toMatchObject({ level: 'warn', endpoint: `127.0.0.1:${beta.port}`, reason: expect.stringMatching(/presented spiffe:\/\/fleet\.test\/agent\/beta .*not the advertised spiffe:\/\/fleet\.test\/agent\/stray/) });
+      expect(String(warning.msg)).toContain('discovery.advertise');
+    } finally {
+      await stray.stop();
+    }
+  });
+
   it('skein peers lists the verified peer with its identity, endpoints and routines', async () => {
     const r = await runCli(['peers', '--peer', `127.0.0.1:${alpha.port}`, ...clientFlags(), '--json']);
     expect(r.code).toBe(0);
