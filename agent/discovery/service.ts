@@ -8,7 +8,6 @@
  * closes the sockets; destroy() sends it once without waiting and closes them. Both stop the
  * timers, and are idempotent. As a reloadable component it applies DISCOVERY_RELOAD_KEYS.
  */
-import { readFileSync } from 'node:fs';
 import { readPrivateKey } from '../../signing/index.ts';
 import type { Audit } from '../audit/index.ts';
 import { isLoopbackHost, parseHostPort } from '../config/load.ts';
@@ -82,7 +81,9 @@ export class DiscoveryService implements Component, Reloadable<AgentConfig> {
   static async start(opts: DiscoveryOptions): Promise<DiscoveryService> {
     const service = new DiscoveryService(opts);
     const { config, log } = opts;
-    const endorsement = config.endorsement ? readFileSync(config.endorsement) : null;
+    // The same checks as a reload (and skein validate): the signing key, an endorsement of that
+    // key for this agent's SPIFFE ID, a trust store that parses.
+    const { endorsement } = planDiscoveryReload(config, { spiffe: opts.self.spiffe, trustDomains: opts.trustDomains, multicast: config.groups.length > 0 });
     if (config.groups.length === 0) {
       log.info('discovery started with static peers only', { peers: config.static.map((p) => p.agent) });
       return service;

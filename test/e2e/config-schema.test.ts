@@ -89,7 +89,7 @@ print(json.dumps(out))`;
 describe('docs/config.schema.json and skein validate agree', () => {
   it.each(CORPUS.map(([name, , valid], i) => [name, valid, i] as const))('%s: valid=%s for both', async (_name, valid, i) => {
     const file = files[i]!;
-    const r = await runCli(['validate', '--config', file], { cwd: dir });
+    const r = await runCli(['validate', '--config-only', '--config', file], { cwd: dir });
     expect({ skein: r.code === 0, jsonschema: verdicts[file]!.length === 0 }, `${r.stderr}\n${verdicts[file]!.join('\n')}`).toEqual({ skein: valid, jsonschema: valid });
     if (!valid) expect(r.stderr).toMatch(/^error \[SKEIN_ERR_CONFIG\]: .*(config key "|config file )/m);
   });
@@ -97,6 +97,6 @@ describe('docs/config.schema.json and skein validate agree', () => {
   it.each(SCHEMA_CANNOT_SAY.map(([name], i) => [name, i] as const))('%s: only skein validate refuses it (documented in json-rules.ts)', async (_name, i) => {
     const file = exceptionFiles[i]!;
     expect(verdicts[file]).toEqual([]);
-    expect((await runCli(['validate', '--config', file], { cwd: dir })).code).toBe(2);
+    expect((await runCli(['validate', '--config-only', '--config', file], { cwd: dir })).code).toBe(2);
   });
 });

@@ -14,10 +14,10 @@ afterAll(stopAll);
 const config = (stateDir: string, extra: Record<string, unknown> = {}) => ({ agent: { name: 't', listen: '127.0.0.1:0', stateDir }, log: { format: 'json' }, workers: { poolSize: 1 }, routines: { echo: { file: EXAMPLES } }, ...extra });
 
 /** Runs `skein agent` in a private mount namespace (root and util-linux's unshare, as in CI) where `ro` is bind-mounted read-only. */
-function agentWithReadOnly(ro: string, configPath: string): Promise<{ code: number | null; stderr: string }> {
+function agentWithReadOnly(ro: string, configPath: string, command: 'agent' | 'validate' = 'agent'): Promise<{ code: number | null; stderr: string }> {
   return new Promise((resolve) => {
-    const script = `mount --bind "$1" "$1" && mount -o remount,bind,ro "$1" && exec "$2" agent --config "$3"`;
-    const proc = spawn('unshare', ['--mount', '--propagation', 'private', 'sh', '-c', script, 'sh', ro, BINARY, configPath], { stdio: ['ignore', 'ignore', 'pipe'] });
+    const script = `mount --bind "$1" "$1" && mount -o remount,bind,ro "$1" && exec "$2" "$4" --config "$3"`;
+    const proc = spawn('unshare', ['--mount', '--propagation', 'private', 'sh', '-c', script, 'sh', ro, BINARY, configPath, command], { stdio: ['ignore', 'ignore', 'pipe'] });
     let stderr = '';
     proc.stderr!.on('data', (d) => (stderr += d));
     const timer = setTimeout(() => proc.kill('SIGKILL'), 20_000);
@@ -42,11 +42,11 @@ describe('start-up failures on the file system', () => {
     expect(r.stderr).not.toMatch(/\n\s+at /);
   });
 
-  it('the same with the development PKI: exit 2 naming agent.stateDir', async () => {
+  it.each([['agent'], ['validate']] as const)('the same with the development PKI: skein %s exits 2 naming agent.stateDir', async (command) => {
     const etc = tempDir();
     const path = join(etc, 'agent.config.json');
     writeFileSync(path, JSON.stringify(config(join(etc, '.skein'))));
-    const r = await agentWithReadOnly(etc, path);
+    const r = await agentWithReadOnly(etc, path, command);
     expect(r.code).toBe(2);
     expect(r.stderr).toMatch(/error \[SKEIN_ERR_CONFIG\]: cannot create the folder .*\(agent\.stateDir is ".*\/\.skein"\): read-only file system \(EROFS\)/);
   });

@@ -114,8 +114,12 @@ describe('skein agent --strict', () => {
 
   it('"allow" on loopback is no violation (warned at start instead)', async () => {
     const r = await runCli(['validate', '--strict', '--config', configFile({ ...clean(), authorization: { default: 'allow' } })]);
-    expect(r.stderr).toBe('');
     expect(r.code).toBe(0);
+    // validate shows the warning the agent would give at start, and no other line.
+    const lines = r.stderr.trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+    expect(lines).toHaveLength(1);
+    expect(lines[0]).toMatchObject({ level: 'warn' });
+    expect(JSON.stringify(lines[0])).toContain('authorization.default');
   });
 
   it('a clean strict configuration starts and serves', async () => {
