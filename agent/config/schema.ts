@@ -5,9 +5,9 @@
  */
 import type { Node } from './schema-dsl.ts';
 import { TRUST_DOMAIN_PATTERN } from '../../common/spiffe/index.ts';
+import { FLEET_HINT, FLEET_PATTERN, NAME_HINT, NAME_PATTERN, PLUGIN_NAME_HINT, PLUGIN_NAME_PATTERN } from '../../common/names/index.ts';
 
 const HOST_PORT = /^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):(\d{1,5})$/;
-const NAME = /^[A-Za-z_][A-Za-z0-9_.-]{0,63}$/;
 const PY_IDENT = /^[A-Za-z_][A-Za-z0-9_]*$/;
 const MiB = 1024 * 1024;
 
@@ -21,7 +21,7 @@ export const CONFIG_SCHEMA: Node = {
       kind: 'object',
       description: 'Identity and listener of this agent.',
       fields: {
-        name: { kind: 'string', pattern: NAME, patternHint: 'a name of letters, digits, "_", "." or "-" (max 64)', description: 'Agent name, used in its SPIFFE ID and logs. Defaults to "dev".', default: 'dev', env: 'SKEIN_AGENT_NAME' },
+        name: { kind: 'string', pattern: NAME_PATTERN, patternHint: NAME_HINT, description: 'Agent name, used in its SPIFFE ID and logs. Defaults to "dev".', default: 'dev', env: 'SKEIN_AGENT_NAME' },
         listen: { kind: 'string', pattern: HOST_PORT, patternHint: 'HOST:PORT (IPv6 as [addr]:port)', default: '127.0.0.1:7443', description: 'Address the HTTP/2 + mTLS listener binds.', env: 'SKEIN_LISTEN' },
         stateDir: { kind: 'string', path: true, default: '.skein', description: 'Directory for the development PKI and runtime state. Relative to the config file.', env: 'SKEIN_STATE_DIR' },
       },
@@ -169,7 +169,7 @@ export const CONFIG_SCHEMA: Node = {
             description: 'One enabled plugin.',
             required: ['name'],
             fields: {
-              name: { kind: 'string', pattern: /^[a-z0-9][a-z0-9-]{0,63}$/, patternHint: 'a plugin name (lower-case letters, digits, "-")', description: 'Plugin name: loads <dir>/<name>.ts, .mjs or .js.' },
+              name: { kind: 'string', pattern: PLUGIN_NAME_PATTERN, patternHint: PLUGIN_NAME_HINT, description: 'Plugin name: loads <dir>/<name>.ts, .mjs or .js.' },
               options: { kind: 'json', description: 'Options for the plugin, validated by the plugin itself.' },
             },
           },
@@ -207,14 +207,14 @@ export const CONFIG_SCHEMA: Node = {
       description: 'Signed multicast advertisements: peers are believed only if signed by a trusted or endorsed key (docs/discovery.md).',
       fields: {
         enabled: { kind: 'boolean', default: false, description: 'Advertise this agent and listen for peers.' },
-        fleet: { kind: 'string', pattern: /^[A-Za-z0-9_.-]{1,64}$/, patternHint: 'a fleet id (letters, digits, "_", ".", "-")', description: 'Fleet id; advertisements of other fleets are dropped.' },
+        fleet: { kind: 'string', pattern: FLEET_PATTERN, patternHint: FLEET_HINT, description: 'Fleet id; advertisements of other fleets are dropped.' },
         signingKey: { kind: 'string', path: true, description: 'Ed25519 private key that signs this agent\'s advertisements (skein keygen); refused if group/other can read it.' },
         endorsement: { kind: 'string', path: true, description: 'Endorsement of the signing key by a fleet root key (skein key endorse), carried in every advertisement.' },
         trustedKeys: { kind: 'array', maxItems: 10_000, default: [], items: { kind: 'string', pattern: /^ed25519:[A-Za-z0-9_-]{43}(@spiffe:\/\/\S+)?$/, patternHint: '"ed25519:<base64url>", optionally "@spiffe://…" to pin the SPIFFE ID it may claim', description: 'Agent key.' }, description: 'Agent public keys whose advertisements are believed.' },
         rootKeys: { kind: 'array', maxItems: 100, default: [], items: { kind: 'string', pattern: /^ed25519:[A-Za-z0-9_-]{43}$/, patternHint: 'an "ed25519:<base64url>" public key', description: 'Root key.' }, description: 'Fleet root keys whose endorsements make an agent key trusted (for the SPIFFE ID it names).' },
         groups: { kind: 'array', maxItems: 4, default: ['239.255.77.77:7946'], items: { kind: 'string', pattern: /^(\[[0-9a-fA-F:]+\]|[0-9.]+):\d{1,5}$/, patternHint: 'GROUP:PORT (IPv6 as [ff15::7777]:7946)', description: 'Multicast group.' }, description: 'Multicast groups advertisements are sent to and received from.' },
         interface: { kind: 'string', default: '127.0.0.1', description: 'Local IPv4 address of the interface multicast uses (127.0.0.1 keeps it on this host).' },
-        advertise: { kind: 'array', maxItems: 8, default: [], items: { kind: 'string', pattern: /^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$/, patternHint: 'HOST:PORT', description: 'Endpoint.' }, description: 'Endpoints peers should dial (default: agent.listen; required when listening on 0.0.0.0).' },
+        advertise: { kind: 'array', maxItems: 8, default: [], items: { kind: 'string', pattern: HOST_PORT, patternHint: 'HOST:PORT (IPv6 as [addr]:port)', description: 'Endpoint.' }, description: 'Endpoints peers should dial (default: agent.listen; required when listening on 0.0.0.0).' },
         intervalMs: { kind: 'integer', min: 100, max: 600_000, default: 2000, description: 'Advertisement interval (±20 % jitter).' },
         ttlMs: { kind: 'integer', min: 300, max: 3_600_000, default: 6000, description: 'How long peers believe an advertisement without a newer one.' },
         maxSkewMs: { kind: 'integer', min: 0, max: 3_600_000, default: 30_000, description: 'Accepted clock skew of advertisement timestamps.' },
@@ -228,8 +228,8 @@ export const CONFIG_SCHEMA: Node = {
             description: 'A static peer.',
             required: ['agent', 'endpoint', 'spiffe', 'sha256', 'routines'],
             fields: {
-              agent: { kind: 'string', pattern: /^[A-Za-z_][A-Za-z0-9_.-]{0,63}$/, patternHint: 'an agent name', description: 'Peer name.' },
-              endpoint: { kind: 'string', pattern: /^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$/, patternHint: 'HOST:PORT', description: 'Where to dial it.' },
+              agent: { kind: 'string', pattern: NAME_PATTERN, patternHint: NAME_HINT, description: 'Peer name.' },
+              endpoint: { kind: 'string', pattern: HOST_PORT, patternHint: 'HOST:PORT (IPv6 as [addr]:port)', description: 'Where to dial it.' },
               spiffe: { kind: 'string', pattern: /^spiffe:\/\/\S+$/, patternHint: 'a spiffe:// ID', description: 'SPIFFE ID its certificate must carry.' },
               sha256: { kind: 'string', pattern: /^[0-9a-f]{64}$/, patternHint: '64 lower-case hex characters', description: 'SHA-256 of its certificate (DER).' },
               routines: { kind: 'array', maxItems: 1000, items: { kind: 'string', description: 'Routine name.' }, description: 'Routines it offers.' },
@@ -240,8 +240,8 @@ export const CONFIG_SCHEMA: Node = {
     },
     routines: {
       kind: 'record',
-      keyPattern: NAME,
-      keyHint: 'letters, digits, "_", "." or "-", starting with a letter or "_" (max 64)',
+      keyPattern: NAME_PATTERN,
+      keyHint: NAME_HINT,
       description: 'Routines this agent runs, by the name callers dispatch.',
       default: {},
       value: {
