@@ -74,8 +74,8 @@ export function loadConfig(options: LoadOptions = {}): LoadedConfig {
  * `seen` collects the chain, host file first.
  */
 function readChain(file: string, seen: string[], referencedBy?: string): unknown[] {
-  if (seen.includes(file)) throw configError('extends', `cycle: ${[...seen, file].join(' → ')}`, file);
-  if (seen.length >= MAX_EXTENDS_DEPTH) throw configError('extends', `more than ${MAX_EXTENDS_DEPTH} levels of extends`, file);
+  if (seen.includes(file)) throw configError('extends', `cycle: ${[...seen, file].join(' → ')}`, { source: file });
+  if (seen.length >= MAX_EXTENDS_DEPTH) throw configError('extends', `more than ${MAX_EXTENDS_DEPTH} levels of extends`, { source: file });
   seen.push(file);
   let text: string;
   try {

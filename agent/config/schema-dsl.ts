@@ -25,9 +25,17 @@ export type Node =
 
 type Json = unknown;
 
-export function configError(path: string, message: string, source?: string): SkeinError {
-  const where = source ? ` (in ${source})` : '';
-  return new SkeinError('SKEIN_ERR_CONFIG', `config key "${path}"${where}: ${message}`, { key: path, source });
+/**
+ * The one SKEIN_ERR_CONFIG for a bad value: `config key "<path>" (in <source>): <message>`,
+ * with the key in details. Every check of a configured value (the schema here, the loader's
+ * cross-checks, discovery's trust store, allow rules, sandbox and TLS files) words it so.
+ *
+ * @example
+ *   throw configError('discovery.trustedKeys[0]', 'is not an Ed25519 key', { cause: err })
+ */
+export function configError(path: string, message: string, options: { source?: string; cause?: unknown } = {}): SkeinError {
+  const where = options.source ? ` (in ${options.source})` : '';
+  return new SkeinError('SKEIN_ERR_CONFIG', `config key "${path}"${where}: ${message}`, { key: path, ...(options.source ? { source: options.source } : {}) }, options.cause === undefined ? undefined : { cause: options.cause });
 }
 
 const isPlainObject = (v: unknown): v is Record<string, unknown> =>
@@ -44,41 +52,41 @@ export function checkLayer(node: Node, value: Json, path: string, baseDir: strin
   switch (node.kind) {
     case 'string': {
       if (value === null && node.nullable) return null;
-      if (typeof value !== 'string') throw configError(path, `must be a string, got ${describe(value)}`, source);
-      if (value.length === 0) throw configError(path, 'must not be empty', source);
-      if (node.pattern && !node.pattern.test(value)) throw configError(path, `${node.secret ? 'the value' : JSON.stringify(value)} is not ${node.patternHint ?? `matching ${node.pattern}`}`, source);
+      if (typeof value !== 'string') throw configError(path, `must be a string, got ${describe(value)}`, { source });
+      if (value.length === 0) throw configError(path, 'must not be empty', { source });
+      if (node.pattern && !node.pattern.test(value)) throw configError(path, `${node.secret ? 'the value' : JSON.stringify(value)} is not ${node.patternHint ?? `matching ${node.pattern}`}`, { source });
       if (node.path && !isAbsolute(value)) return resolve(baseDir, value);
       return value;
     }
     case 'integer': {
-      if (typeof value !== 'number' || !Number.isInteger(value)) throw configError(path, `must be an integer, got ${describe(value)}`, source);
-      if (value < node.min || value > node.max) throw configError(path, `must be between ${node.min} and ${node.max}, got ${value}`, source);
+      if (typeof value !== 'number' || !Number.isInteger(value)) throw configError(path, `must be an integer, got ${describe(value)}`, { source });
+      if (value < node.min || value > node.max) throw configError(path, `must be between ${node.min} and ${node.max}, got ${value}`, { source });
       return value;
     }
     case 'boolean': {
-      if (typeof value !== 'boolean') throw configError(path, `must be true or false, got ${describe(value)}`, source);
+      if (typeof value !== 'boolean') throw configError(path, `must be true or false, got ${describe(value)}`, { source });
       return value;
     }
     case 'enum': {
-      if (typeof value !== 'string' || !node.values.includes(value)) throw configError(path, `must be one of ${node.values.map((v) => JSON.stringify(v)).join(', ')}, got ${describe(value)}`, source);
+      if (typeof value !== 'string' || !node.values.includes(value)) throw configError(path, `must be one of ${node.values.map((v) => JSON.stringify(v)).join(', ')}, got ${describe(value)}`, { source });
       return value;
     }
     case 'object': {
-      if (!isPlainObject(value)) throw configError(path, `must be an object, got ${describe(value)}`, source);
+      if (!isPlainObject(value)) throw configError(path, `must be an object, got ${describe(value)}`, { source });
       const out: Record<string, Json> = {};
       for (const [key, child] of Object.entries(value)) {
         const field = node.fields[key];
         const childPath = path ? `${path}.${key}` : key;
-        if (!field) throw configError(childPath, `unknown key (allowed here: ${Object.keys(node.fields).join(', ')})`, source);
+        if (!field) throw configError(childPath, `unknown key (allowed here: ${Object.keys(node.fields).join(', ')})`, { source });
         out[key] = checkLayer(field, child, childPath, baseDir, source);
       }
       return out;
     }
     case 'record': {
-      if (!isPlainObject(value)) throw configError(path, `must be an object, got ${describe(value)}`, source);
+      if (!isPlainObject(value)) throw configError(path, `must be an object, got ${describe(value)}`, { source });
       const out: Record<string, Json> = {};
       for (const [key, child] of Object.entries(value)) {
-        if (!node.keyPattern.test(key)) throw configError(`${path}.${key}`, `invalid name: ${node.keyHint}`, source);
+        if (!node.keyPattern.test(key)) throw configError(`${path}.${key}`, `invalid name: ${node.keyHint}`, { source });
         out[key] = checkLayer(node.value, child, `${path}.${key}`, baseDir, source);
       }
       return out;
@@ -86,8 +94,8 @@ export function checkLayer(node: Node, value: Json, path: string, baseDir: strin
     case 'json':
       return value;
     case 'array': {
-      if (!Array.isArray(value)) throw configError(path, `must be an array, got ${describe(value)}`, source);
-      if (value.length > node.maxItems) throw configError(path, `must have at most ${node.maxItems} items`, source);
+      if (!Array.isArray(value)) throw configError(path, `must be an array, got ${describe(value)}`, { source });
+      if (value.length > node.maxItems) throw configError(path, `must have at most ${node.maxItems} items`, { source });
       return value.map((item, i) => checkLayer(node.items, item, `${path}[${i}]`, baseDir, source));
     }
   }

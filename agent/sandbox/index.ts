@@ -13,6 +13,7 @@ import type { Launcher } from './bwrap.ts';
 import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import type { SandboxConfig } from '../config/schema.ts';
+import { configError } from '../config/schema-dsl.ts';
 import { SkeinError } from '../../common/errors/index.ts';
 import CONFINE from './confine.py' with { type: 'text' };
 
@@ -147,7 +148,7 @@ function packageGrants(sandbox: SandboxConfig): { readPaths: string[]; packagePa
     try {
       entries = readdirSync(dir);
     } catch (err) {
-      throw new SkeinError('SKEIN_ERR_CONFIG', `config key "sandbox.packagePaths": cannot read ${dir}: ${(err as Error).message}`, { key: 'sandbox.packagePaths' });
+      throw configError('sandbox.packagePaths', `cannot read ${dir}: ${(err as Error).message}`, { cause: err });
     }
     for (const entry of entries) {
       const owner = entry.split(/[.-]/, 1)[0]!;
