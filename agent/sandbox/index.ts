@@ -58,7 +58,8 @@ export interface Plan {
   bwrap: boolean;
 }
 
-const CANARY_PROBES = ['socket', 'fork', 'readEtcPasswd', 'writeTmp', 'signalParent'] as const;
+/** What confine.py's canary() tries from inside a confined worker; the one list the agent checks (and /metrics reports) them by. */
+export const CANARY_PROBES = ['socket', 'fork', 'readEtcPasswd', 'writeTmp', 'signalParent'] as const;
 export type CanaryResult = Record<(typeof CANARY_PROBES)[number], 'blocked' | 'allowed'> & { errno?: Record<string, string> };
 
 /** Runs confine.probe() in a throwaway interpreter: the host's capabilities, unconfined. */
