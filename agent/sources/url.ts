@@ -25,6 +25,7 @@ import type { IncomingMessage } from 'node:http';
 import { request, type RequestOptions } from 'node:https';
 import { rootCertificates } from 'node:tls';
 import { SkeinError } from '../../common/errors/index.ts';
+import { isTlsFailure } from '../pki/tls-refusal.ts';
 import { classifyAddress, isIpLiteral } from './address.ts';
 import { sourceError } from './errors.ts';
 import { guardedLookup, watchPeer, type Lookup } from './guard.ts';
@@ -152,14 +153,12 @@ function checkHost(url: URL, s: Settings, redirectedFrom?: string): void {
   }
 }
 
-const TLS_CODE_RE = /^(ERR_TLS_|ERR_SSL_|CERT_|UNABLE_TO_|SELF_SIGNED_|DEPTH_ZERO_|HOSTNAME_MISMATCH|ERR_OSSL_)/;
-
 function transportError(err: unknown, url: URL, s: Settings): SkeinError {
   if (err instanceof SkeinError) return err;
   const e = err as NodeJS.ErrnoException;
   const code = typeof e?.code === 'string' ? e.code : 'ERROR';
   const message = e?.message ?? String(err);
-  if (TLS_CODE_RE.test(code) || (code === 'EPROTO' && /ssl|tls/i.test(message))) {
+  if (isTlsFailure(err)) {
     return sourceError(
       'SKEIN_ERR_SOURCE_TLS',
       `routine source ${url.href}: TLS failed (${code}: ${message}); the host must present a certificate for "${bare(url.hostname)}" from a trusted CA, over TLS 1.2 or later`,
