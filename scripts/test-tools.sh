@@ -2,7 +2,8 @@
 # First step of `npm test`: the Debian tools the suite drives (curl with HTTP/2, h2load,
 # testssl.sh, bubblewrap, iproute2, PyJWT, the Prometheus parser). On a fresh machine of this
 # kind (root, apt reachable) it installs what is missing; where it cannot, it stops at once
-# and names the packages, instead of letting tests skip or fail one by one later.
+# and names the packages, instead of letting tests skip or fail one by one later (in CI a
+# test that would skip for a missing tool fails: test/helpers/requires.ts).
 set -euo pipefail
 
 PY=/usr/bin/python3
@@ -30,6 +31,11 @@ missing() {
   pymod prometheus_client || need+=(python3-prometheus-client)
   # docs/config.schema.json is checked by an independent JSON Schema validator.
   pymod jsonschema || need+=(python3-jsonschema)
+  # test/sandbox/test_confine.py confines real third-party packages and checks its syscall
+  # table against the kernel headers (in CI a skipped test fails: test/helpers/requires.ts).
+  pymod yaml || need+=(python3-yaml)
+  pymod numpy || need+=(python3-numpy)
+  [ -e /usr/include/x86_64-linux-gnu/asm/unistd_64.h ] || [ -e /usr/include/asm-generic/unistd.h ] || need+=(linux-libc-dev)
 }
 
 missing

@@ -10,7 +10,7 @@ import { SkeinError } from '../../common/errors/index.ts';
 import defaultConfigJson from '../../agent.config.json' with { type: 'json' };
 import { parseJsonc } from './jsonc.ts';
 import { CONFIG_SCHEMA, type AgentConfig } from './schema.ts';
-import { checkLayer, complete, configError, envLayer, mergeLayers, parseScalar, redact } from './schema-dsl.ts';
+import { checkLayer, complete, configError, envLayer, mergeLayers, parseScalar, redact, type Node } from './schema-dsl.ts';
 
 export const DEFAULT_CONFIG_FILE = 'agent.config.json';
 const MAX_EXTENDS_DEPTH = 8;
@@ -98,7 +98,7 @@ function flagLayer(flags: Record<string, string | undefined>): unknown {
   for (const [dotted, raw] of Object.entries(flags)) {
     if (raw === undefined) continue;
     const keys = dotted.split('.');
-    let node = CONFIG_SCHEMA;
+    let node: Node = CONFIG_SCHEMA;
     let target = out;
     keys.forEach((key, i) => {
       if (node.kind !== 'object' || !node.fields[key]) throw new Error(`flag maps to unknown config key ${dotted}`);

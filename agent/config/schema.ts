@@ -1,9 +1,9 @@
 /**
  * The agent's configuration schema: every key, its type, range, default and env override.
- * `AgentConfig` below is the typed result of validating a file against it; keep the two in
- * step (test/unit/config.test.ts checks that defaults validate and cover every key).
+ * `AgentConfig` below is the typed result of validating a file against it, derived from the
+ * schema (ConfigOf), so a key added here is a key of the type.
  */
-import type { Node } from './schema-dsl.ts';
+import type { ConfigOf, Node } from './schema-dsl.ts';
 import { TRUST_DOMAIN_PATTERN } from '../../common/spiffe/index.ts';
 import { FLEET_HINT, FLEET_PATTERN, NAME_HINT, NAME_PATTERN, PLUGIN_NAME_HINT, PLUGIN_NAME_PATTERN } from '../../common/names/index.ts';
 
@@ -11,7 +11,7 @@ const HOST_PORT = /^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):(\d{1,5})$/;
 const PY_IDENT = /^[A-Za-z_][A-Za-z0-9_]*$/;
 const MiB = 1024 * 1024;
 
-export const CONFIG_SCHEMA: Node = {
+export const CONFIG_SCHEMA = {
   kind: 'object',
   description: 'skein agent configuration',
   fields: {
@@ -134,23 +134,33 @@ export const CONFIG_SCHEMA: Node = {
       kind: 'object',
       description: 'Security posture.',
       fields: {
-        strict: { kind: 'boolean', default: false, env: 'SKEIN_STRICT', description: 'Refuse to start, listing every violation, unless the configuration is secure: mutual TLS or a token plugin (plaintext h2c only on loopback, with a token plugin), TLS 1.3, sandbox profile strict, signed plugins, a discovery trust store, private key and config files not readable by others, no authorization.default "allow" when reachable off-host, the audit stream on.' },
+        strict: { kind: 'boolean', default: false, env: 'SKEIN_STRICT', description: 'Refuse to start, listing every violation, unless the configuration is secure: mutual TLS or a token plugin (plaintext h2c only on loopback, with a token plugin), TLS 1.3, sandbox profile "full", signed plugins, a discovery trust store, private key and config files not readable by others, no authorization.default "allow" when reachable off-host, the audit stream on.' },
       },
     },
     sandbox: {
       kind: 'object',
       description: 'Confinement of Python workers (docs/sandbox.md).',
+      removed: {
+        allowPrivateCodeAddresses: 'it let routine URLs reach loopback and private addresses, for tests only; routine code comes only from public addresses (serve it from a public host, or load the routine from a file)',
+      },
       fields: {
-        profile: { kind: 'enum', values: ['strict', 'standard', 'none'], default: 'strict', env: 'SKEIN_SANDBOX_PROFILE', description: 'strict: refuse to start unless seccomp, Landlock (or bubblewrap) and a network cut-off apply and the canary fails everything; standard: apply what the host offers, warn about the rest; none: debugging only, loud warning.' },
+        profile: {
+          kind: 'enum',
+          values: ['full', 'standard', 'none'],
+          // Was "strict" until it was renamed, so "strict" means only security.strict.
+          renamed: { strict: 'full' },
+          default: 'full',
+          env: 'SKEIN_SANDBOX_PROFILE',
+          description: 'full: every layer (seccomp, Landlock or bubblewrap, a network cut-off) or the agent refuses to start, and the canary must fail everything; standard: apply what the host offers, warn about the rest; none: debugging only, loud warning.',
+        },
         bubblewrap: { kind: 'boolean', default: false, description: 'Run workers inside bwrap (mount and pid namespaces, cleared environment) as an outer layer when bwrap is on PATH.' },
         blockedModules: { kind: 'array', maxItems: 1000, items: { kind: 'string', pattern: /^[A-Za-z_][A-Za-z0-9_.]*$/, patternHint: 'a Python module name', description: 'Module name.' }, default: ['ctypes', 'subprocess', 'multiprocessing', 'socket', 'pty'], description: 'Modules routines may not import (audit-hook tripwire; defence in depth, not the boundary).' },
         allowedPackages: { kind: 'array', maxItems: 1000, items: { kind: 'string', pattern: /^[A-Za-z_][A-Za-z0-9_]*$/, patternHint: 'a top-level package name', description: 'Package name.' }, default: [], env: 'SKEIN_PYTHON_ALLOWED_PACKAGES', description: 'Third-party top-level packages routines may import from sandbox.packagePaths; Landlock makes every other package there unreadable.' },
         packagePaths: { kind: 'array', maxItems: 100, items: { kind: 'string', path: true, description: 'Directory.' }, default: [], description: 'Directories holding third-party packages (e.g. a site-packages); added to sys.path, readable only for allowedPackages.' },
         allowedCodeHosts: { kind: 'array', maxItems: 1000, items: { kind: 'string', pattern: /^[a-z0-9.-]+$/, patternHint: 'a lower-case host name', description: 'Host.' }, default: [], description: 'Hosts that routine code may be fetched from (routines.<name>.url).' },
-        allowPrivateCodeAddresses: { kind: 'boolean', default: false, description: 'Tests only: let routine URLs resolve to loopback/private addresses. Logged as a warning.' },
         codeCa: { kind: 'string', path: true, description: 'Extra PEM CA bundle trusted for routine URLs (on top of the system CAs).' },
         cpuSeconds: { kind: 'integer', min: 0, max: 31_536_000, default: 3600, description: 'RLIMIT_CPU backstop per worker over its life; the pool recycles a worker at 80% of it (0: off). Deadlines are enforced by the agent, not by this.' },
-        fileSizeMb: { kind: 'integer', min: 0, max: 1_048_576, default: 16, description: 'RLIMIT_FSIZE per worker in MiB (0: unlimited); under strict, Landlock leaves no writable path anyway.' },
+        fileSizeMb: { kind: 'integer', min: 0, max: 1_048_576, default: 16, description: 'RLIMIT_FSIZE per worker in MiB (0: unlimited); under profile "full", Landlock leaves no writable path anyway.' },
         processes: { kind: 'integer', min: 0, max: 100_000, default: 256, description: 'RLIMIT_NPROC for workers (threads count; not enforced for root).' },
       },
     },
@@ -270,107 +280,13 @@ export const CONFIG_SCHEMA: Node = {
       },
     },
   },
-};
+} as const satisfies Node;
 
-export interface RoutineConfig {
-  file?: string;
-  url?: string;
-  sha256?: string;
-  function?: string;
-  timeoutMs?: number;
-  limits?: { memoryMb?: number; openFiles?: number; fileSizeMb?: number; cpuSeconds?: number; processes?: number };
-  workers?: number;
-  idempotent: boolean;
-}
-
-export interface AgentConfig {
-  extends?: string;
-  agent: { name: string; listen: string; stateDir: string };
-  admin: { enabled: boolean; listen: string; token?: string };
-  log: { level: 'debug' | 'info' | 'warn' | 'error'; format: 'json' | 'text' };
-  audit: { sink: 'stderr' | 'file' | 'off'; path?: string; maxQueueLines: number };
-  tls: { cert?: string; key?: string; ca?: string; minVersion: 'TLSv1.3' | 'TLSv1.2'; trustDomain: string; trustDomains?: string[]; clientCerts: 'require' | 'optional'; plaintext: boolean };
-  limits: {
-    maxBodyBytes: number;
-    maxResultBytes: number;
-    queueSize: number;
-    defaultTimeoutMs: number;
-    maxTimeoutMs: number;
-    drainTimeoutMs: number;
-  };
-  http2: Http2Config;
-  workers: {
-    poolSize: number;
-    isolation: 'routine' | 'shared';
-    python: string;
-    memoryLimitMb: number;
-    maxOpenFiles: number;
-    startTimeoutMs: number;
-    maxCallsPerWorker: number;
-    recycleMemoryMb: number;
-    circuit: { failures: number; windowMs: number; cooldownMs: number };
-    stderr: { linesPerSecond: number; bytesPerSecond: number };
-  };
-  security: { strict: boolean };
-  sandbox: SandboxConfig;
-  plugins: PluginsConfig;
-  authorization: AuthorizationConfig;
-  discovery: DiscoveryConfig;
-  routines: Record<string, RoutineConfig>;
-}
-
-export interface DiscoveryConfig {
-  enabled: boolean;
-  fleet?: string;
-  signingKey?: string;
-  endorsement?: string;
-  trustedKeys: string[];
-  rootKeys: string[];
-  groups: string[];
-  interface: string;
-  advertise: string[];
-  intervalMs: number;
-  ttlMs: number;
-  maxSkewMs: number;
-  static: Array<{ agent: string; endpoint: string; spiffe: string; sha256: string; routines: string[] }>;
-}
-
-export interface AuthorizationConfig {
-  default: 'deny' | 'allow';
-  allow: Array<{ identities: string[]; routines: string[] }>;
-}
-
-export interface PluginsConfig {
-  dir: string;
-  enabled: Array<{ name: string; options?: unknown }>;
-  requireSignature: boolean;
-  trustedKeys: string[];
-  hookTimeoutMs: number;
-  requireToken: boolean;
-}
-
-export interface SandboxConfig {
-  profile: 'strict' | 'standard' | 'none';
-  bubblewrap: boolean;
-  blockedModules: string[];
-  allowedPackages: string[];
-  packagePaths: string[];
-  allowedCodeHosts: string[];
-  allowPrivateCodeAddresses: boolean;
-  codeCa?: string;
-  cpuSeconds: number;
-  fileSizeMb: number;
-  processes: number;
-}
-
-export interface Http2Config {
-  maxConcurrentStreams: number;
-  maxHeaderListBytes: number;
-  idleTimeoutMs: number;
-  handshakeTimeoutMs: number;
-  maxConnectionsPerIp: number;
-  maxConnections: number;
-  maxResetsPerSecond: number;
-  maxControlFramesPerSecond: number;
-  writeStallTimeoutMs: number;
-}
+/** The loaded configuration (what loadConfig returns): derived from CONFIG_SCHEMA. */
+export type AgentConfig = Omit<ConfigOf<typeof CONFIG_SCHEMA>, '$schema' | 'extends'>;
+export type RoutineConfig = AgentConfig['routines'][string];
+export type DiscoveryConfig = AgentConfig['discovery'];
+export type AuthorizationConfig = AgentConfig['authorization'];
+export type PluginsConfig = AgentConfig['plugins'];
+export type SandboxConfig = AgentConfig['sandbox'];
+export type Http2Config = AgentConfig['http2'];

@@ -3,7 +3,7 @@
  * requires of it (plan), and proof that the layers hold (canary). The layers themselves are
  * applied inside each worker by confine.py, whose source is sent in the worker's init line.
  *
- *   strict    seccomp + (Landlock or bubblewrap) + a network cut-off, all required; the
+ *   full      seccomp + (Landlock or bubblewrap) + a network cut-off, all required; the
  *             canary must fail every probe, else the agent refuses to start (exit 2).
  *   standard  every layer the host offers; each missing one is a warning.
  *   none      rlimits only; for debugging, with a loud warning on every start.
@@ -48,7 +48,7 @@ export interface Policy {
 export interface Plan {
   profile: SandboxConfig['profile'];
   policy: Policy;
-  /** Capabilities the profile needs that the host lacks (strict refuses to start on any). */
+  /** Capabilities the profile needs that the host lacks ("full" refuses to start on any). */
   missing: string[];
   /** Layers the host cannot provide that the profile would have liked (standard warns). */
   degraded: string[];
@@ -100,12 +100,12 @@ export function planProfile(sandbox: SandboxConfig, caps: HostCapabilities, limi
   if (caps.landlock.abi > 0 && caps.landlock.abi < 6) degraded.push(`Landlock signal scoping (ABI ${caps.landlock.abi} < 6)`);
   if (sandbox.bubblewrap && !caps.bwrap) degraded.push('bubblewrap (sandbox.bubblewrap is true but bwrap is not on PATH)');
   // With bubblewrap the mount namespace is the file-system layer when Landlock is missing.
-  const required = sandbox.profile === 'strict' ? ['seccomp', ...(landlock ? ['landlock'] : [])] : [];
+  const required = sandbox.profile === 'full' ? ['seccomp', ...(landlock ? ['landlock'] : [])] : [];
   return {
     profile: sandbox.profile,
     policy: { required, setsid: true, namespaces: caps.userns, landlock, seccomp: caps.seccomp.available, limits, readPaths, listPaths: packagePaths, auditHook: audit },
-    missing: sandbox.profile === 'strict' ? missing : [],
-    degraded: sandbox.profile === 'strict' ? degraded : [...missing, ...degraded],
+    missing: sandbox.profile === 'full' ? missing : [],
+    degraded: sandbox.profile === 'full' ? degraded : [...missing, ...degraded],
     packagePaths,
     bwrap,
   };

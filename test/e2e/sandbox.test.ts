@@ -4,14 +4,15 @@
  * loudly, bubblewrap wraps workers when enabled, and `skein doctor` reports it all.
  */
 import { execFileSync } from 'node:child_process';
-import { existsSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { baseConfig, failure, FIXTURES, runCli, startAgent, stopAll, tempDir } from '../helpers/agent.ts';
+import { requires, tool } from '../helpers/requires.ts';
 
 const BARE_HOST_PYTHON = join(FIXTURES, 'bare-host/python3');
 const REAL_PYTHON = execFileSync('python3', ['-I', '-S', '-c', 'import sys; print(sys.executable)'], { encoding: 'utf8' }).trim();
-const HAS_BWRAP = ['/usr/bin/bwrap', '/bin/bwrap'].some((p) => existsSync(p));
+const withBwrap = requires(tool('bwrap', 'bubblewrap'));
 const FIX = join(FIXTURES, 'routines.py');
 
 afterAll(stopAll);
@@ -86,7 +87,7 @@ describe('standard and none', () => {
   });
 });
 
-describe.skipIf(!HAS_BWRAP)('bubblewrap outer layer (sandbox.bubblewrap)', () => {
+withBwrap.describe('bubblewrap outer layer (sandbox.bubblewrap)', () => {
   it('wraps every worker in bwrap, with the kernel layers inside', async () => {
     const agent = await startAgent({ config: baseConfig({ workers: { poolSize: 1 }, sandbox: { bubblewrap: true }, routines: { pid: { file: FIX }, chatty: { file: FIX } } }) });
     const client = agent.client();

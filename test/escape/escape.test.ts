@@ -24,6 +24,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SkeinClient } from '../../agent/client/index.ts';
 import type { ErrorCode } from '../../common/errors/index.ts';
 import { alive, baseConfig, BINARY, DEV_CLIENT, EXAMPLES, failure, requireBinary, startAgent, stopAll, tempDir, type LogLine, type StartedAgent } from '../helpers/agent.ts';
+import { condition, file, requires } from '../helpers/requires.ts';
 
 const HOSTILE = join(import.meta.dirname, 'routines/hostile.py');
 const MiB = 1024 * 1024;
@@ -548,8 +549,11 @@ const which = (cmd: string) => spawnSync('sh', ['-c', `command -v ${cmd}`], { en
 const setpriv = which('setpriv');
 const runuser = which('runuser');
 const isRoot = process.getuid?.() === 0;
-const canDrop = isRoot && (setpriv !== null || runuser !== null) && existsSync(SYSTEM_PYTHON);
-const dropReason = !isRoot ? 'not running as root' : !setpriv && !runuser ? 'neither setpriv nor runuser is installed' : `${SYSTEM_PYTHON} is missing`;
+const canDrop = requires(
+  condition('root', isRoot, 'dropping to another user needs root; CI runs as root'),
+  { what: 'setpriv or runuser', ok: setpriv !== null || runuser !== null, debian: 'util-linux' },
+  file(SYSTEM_PYTHON, { debian: 'python3' }),
+);
 
 // The default python3 lives under /root/.pyenv (0700): the unprivileged agent uses the
 // system interpreter, whose layout (built-in _socket/_posixsubprocess) also differs.
@@ -626,7 +630,7 @@ function startUnprivileged(dir: string, config: Record<string, unknown>): Promis
   });
 }
 
-describe.skipIf(!canDrop)(`the agent as an unprivileged user (uid ${NOBODY})${canDrop ? '' : ` — skipped: ${dropReason}`}`, () => {
+canDrop.describe(`the agent as an unprivileged user (uid ${NOBODY})`, () => {
   let up: Unprivileged | undefined;
   let upHandle: AgentHandle;
   let upCtx: Ctx;
