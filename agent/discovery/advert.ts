@@ -140,7 +140,7 @@ const DNS_LABELS = /^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(
 const MAX_COUNT = 1_000_000_000;
 
 /**
- * True for a SPIFFE ID an advertisement may carry: a workload ID as agent/pki/spiffe.ts
+ * True for a SPIFFE ID an advertisement may carry: a workload ID as common/spiffe/index.ts
  * parses it (the one parser), at most MAX_SPIFFE_LENGTH bytes (an advertisement is small).
  *
  * @example

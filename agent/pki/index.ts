@@ -44,7 +44,7 @@ const CA_YEARS = 10;
 /** ensureDevPki re-issues a development leaf this close to its expiry. */
 const DEV_RENEW_MS = 30 * DAY_MS;
 
-/** A SPIFFE trust domain name (agent/pki/spiffe.ts): 1–255 of a-z 0-9 . - _. */
+/** A SPIFFE trust domain name (common/spiffe/index.ts): 1–255 of a-z 0-9 . - _. */
 export function isValidTrustDomain(trustDomain: string): boolean {
   return typeof trustDomain === 'string' && parseSpiffeId(`${SPIFFE_SCHEME}${trustDomain}`, 'trust-domain').ok;
 }

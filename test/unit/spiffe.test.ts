@@ -1,5 +1,5 @@
 /**
- * The one SPIFFE ID parser (agent/pki/spiffe.ts), table-driven against the SPIFFE ID spec,
+ * The one SPIFFE ID parser (common/spiffe/index.ts), table-driven against the SPIFFE ID spec,
  * and what is built on it: a certificate's identity from its URI SANs, the trust domains a
  * CA bundle names, advert validation, and the TLS failure vocabulary.
  */
