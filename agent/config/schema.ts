@@ -5,10 +5,9 @@
  */
 import type { ConfigOf, Node } from './schema-dsl.ts';
 import { TRUST_DOMAIN_PATTERN } from '../../common/spiffe/index.ts';
-import { FLEET_HINT, FLEET_PATTERN, NAME_HINT, NAME_PATTERN, PLUGIN_NAME_HINT, PLUGIN_NAME_PATTERN } from '../../common/names/index.ts';
+import { FLEET_HINT, FLEET_PATTERN, NAME_HINT, NAME_PATTERN, PLUGIN_NAME_HINT, PLUGIN_NAME_PATTERN, PYTHON_IDENTIFIER_PATTERN } from '../../common/names/index.ts';
 
 const HOST_PORT = /^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):(\d{1,5})$/;
-const PY_IDENT = /^[A-Za-z_][A-Za-z0-9_]*$/;
 const MiB = 1024 * 1024;
 
 export const CONFIG_SCHEMA = {
@@ -155,7 +154,7 @@ export const CONFIG_SCHEMA = {
         },
         bubblewrap: { kind: 'boolean', default: false, description: 'Run workers inside bwrap (mount and pid namespaces, cleared environment) as an outer layer when bwrap is on PATH.' },
         blockedModules: { kind: 'array', maxItems: 1000, items: { kind: 'string', pattern: /^[A-Za-z_][A-Za-z0-9_.]*$/, patternHint: 'a Python module name', description: 'Module name.' }, default: ['ctypes', 'subprocess', 'multiprocessing', 'socket', 'pty'], description: 'Modules routines may not import (audit-hook tripwire; defence in depth, not the boundary).' },
-        allowedPackages: { kind: 'array', maxItems: 1000, items: { kind: 'string', pattern: /^[A-Za-z_][A-Za-z0-9_]*$/, patternHint: 'a top-level package name', description: 'Package name.' }, default: [], env: 'SKEIN_PYTHON_ALLOWED_PACKAGES', description: 'Third-party top-level packages routines may import from sandbox.packagePaths; Landlock makes every other package there unreadable.' },
+        allowedPackages: { kind: 'array', maxItems: 1000, items: { kind: 'string', pattern: PYTHON_IDENTIFIER_PATTERN, patternHint: 'a top-level package name', description: 'Package name.' }, default: [], env: 'SKEIN_PYTHON_ALLOWED_PACKAGES', description: 'Third-party top-level packages routines may import from sandbox.packagePaths; Landlock makes every other package there unreadable.' },
         packagePaths: { kind: 'array', maxItems: 100, items: { kind: 'string', path: true, description: 'Directory.' }, default: [], description: 'Directories holding third-party packages (e.g. a site-packages); added to sys.path, readable only for allowedPackages.' },
         allowedCodeHosts: { kind: 'array', maxItems: 1000, items: { kind: 'string', pattern: /^[a-z0-9.-]+$/, patternHint: 'a lower-case host name', description: 'Host.' }, default: [], description: 'Hosts that routine code may be fetched from (routines.<name>.url).' },
         codeCa: { kind: 'string', path: true, description: 'Extra PEM CA bundle trusted for routine URLs (on top of the system CAs).' },
@@ -261,7 +260,7 @@ export const CONFIG_SCHEMA = {
           file: { kind: 'string', path: true, description: 'Python source file, relative to the config file that names it (or set url).' },
           url: { kind: 'string', pattern: /^https:\/\/\S+$/, patternHint: 'an https:// URL', description: 'Fetch the source from this https URL at start-up instead of a file: host on sandbox.allowedCodeHosts, public address only, sha256 required.' },
           sha256: { kind: 'string', pattern: /^[0-9a-f]{64}$/, patternHint: '64 lower-case hex characters', description: 'Required SHA-256 pin of the code fetched from url.' },
-          function: { kind: 'string', pattern: PY_IDENT, patternHint: 'a Python identifier', description: 'Function to call; defaults to the routine name.' },
+          function: { kind: 'string', pattern: PYTHON_IDENTIFIER_PATTERN, patternHint: 'a Python identifier', description: 'Function to call; defaults to the routine name.' },
           timeoutMs: { kind: 'integer', min: 1, max: 86_400_000, description: 'Default deadline for this routine (still capped by limits.maxTimeoutMs).' },
           limits: {
             kind: 'object',

@@ -25,3 +25,6 @@ export const FLEET_HINT = 'a fleet id of 1-64 letters, digits, "_", "." or "-"';
 /** Plugin names: lower case, as the loader opens <dir>/<name>.ts on any file system. */
 export const PLUGIN_NAME_PATTERN = /^[a-z0-9][a-z0-9-]{0,63}$/;
 export const PLUGIN_NAME_HINT = 'a plugin name of 1-64 lower-case letters, digits and "-", starting with a letter or digit';
+
+/** Python identifiers (ASCII): routine functions, kwargs keys, top-level package names. */
+export const PYTHON_IDENTIFIER_PATTERN = /^[A-Za-z_][A-Za-z0-9_]*$/;
