@@ -26,7 +26,21 @@ export default tseslint.config(
       'no-restricted-imports': ['error', { paths: [{ name: 'undici', message: "Under Bun a bare 'undici' resolves to Bun's stand-in, which ignores TLS options: import 'undici/index.js'." }] }],
       'no-restricted-syntax': [
         'error',
-        { selector: "CallExpression[callee.type='MemberExpression'][callee.object.name=/^(it|test|describe)$/][callee.property.name=/^(only|skip)$/]", message: 'focused or skipped tests silently shrink the suite (a missing tool: see test/helpers/tools.ts)' },
+        { selector: "CallExpression[callee.type='MemberExpression'][callee.object.name=/^(it|test|describe)$/][callee.property.name=/^(only|skip)$/]", message: 'focused or skipped tests silently shrink the suite (a missing tool: requires() from test/helpers/requires.ts)' },
+      ],
+    },
+  },
+  {
+    // A test that needs a tool the host may lack goes through requires(): outside CI it skips
+    // naming the Debian package, in CI it fails. No other conditional skips.
+    files: ['test/**'],
+    ignores: ['test/helpers/requires.ts'],
+    rules: {
+      'no-restricted-syntax': [
+        'error',
+        { selector: "CallExpression[callee.type='MemberExpression'][callee.object.name=/^(it|test|describe)$/][callee.property.name=/^(only|skip)$/]", message: 'focused or skipped tests silently shrink the suite (a missing tool: requires() from test/helpers/requires.ts)' },
+        { selector: "CallExpression[callee.type='MemberExpression'][callee.property.name=/^(skipIf|runIf)$/]", message: 'conditional skip: use requires() from test/helpers/requires.ts' },
+        { selector: "CallExpression[callee.type='MemberExpression'][callee.object.name=/^(ctx|context|t)$/][callee.property.name='skip']", message: 'conditional skip: use requires() from test/helpers/requires.ts' },
       ],
     },
   },

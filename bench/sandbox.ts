@@ -47,11 +47,11 @@ function specFor(overrides: Record<string, unknown>): { spec?: WorkerSpec; skipp
 const profiles = [
   ['none', { profile: 'none' }],
   ['standard', { profile: 'standard' }],
-  ['strict', { profile: 'strict' }],
-  ['strict + bubblewrap', { profile: 'strict', bubblewrap: true }],
+  ['full', { profile: 'full' }],
+  ['full + bubblewrap', { profile: 'full', bubblewrap: true }],
 ] as const;
 const specs = profiles.map(([name, o]) => ({ name, ...specFor(o) }));
-// Spawns are interleaved across profiles (none, standard, strict, … then again) so that
+// Spawns are interleaved across profiles (none, standard, full, … then again) so that
 // machine drift hits every profile alike; the table shows medians.
 const spawnTimes = new Map<string, number[]>(specs.map((s) => [s.name, []]));
 const layerCounts = new Map<string, number>();

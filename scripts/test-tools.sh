@@ -3,7 +3,8 @@
 # testssl.sh, bubblewrap, iproute2, PyJWT, the Prometheus parser,
 # httpx/h2/cbor2 for the Python client). On a fresh machine of this
 # kind (root, apt reachable) it installs what is missing; where it cannot, it stops at once
-# and names the packages, instead of letting tests skip or fail one by one later.
+# and names the packages, instead of letting tests skip or fail one by one later (in CI a
+# test that would skip for a missing tool fails: test/helpers/requires.ts).
 set -euo pipefail
 
 PY=/usr/bin/python3
@@ -35,6 +36,11 @@ missing() {
   pymod mypy || need+=(python3-mypy)
   # docs/config.schema.json is checked by an independent JSON Schema validator.
   pymod jsonschema || need+=(python3-jsonschema)
+  # test/sandbox/test_confine.py confines real third-party packages and checks its syscall
+  # table against the kernel headers (in CI a skipped test fails: test/helpers/requires.ts).
+  pymod yaml || need+=(python3-yaml)
+  pymod numpy || need+=(python3-numpy)
+  [ -e /usr/include/x86_64-linux-gnu/asm/unistd_64.h ] || [ -e /usr/include/asm-generic/unistd.h ] || need+=(linux-libc-dev)
 }
 
 missing

@@ -32,6 +32,7 @@
  *   // fetch(url, { headers: { authorization: token } })
  */
 import { randomBytes, sign as edSign } from 'node:crypto';
+import { NAME_HINT, NAME_PATTERN } from '../common/names/index.ts';
 import { SigningError } from './errors.ts';
 import { assertSigningKey, type SigningKey } from './keys.ts';
 
@@ -41,8 +42,6 @@ export const NONCE_CONTEXT = 'skein-nonce-v1.';
 export const NONCE_SCHEME = 'SkeinNonce';
 
 const NONCE_HEX = /^[0-9a-f]{32}$/;
-// The config's routine-name syntax (agent/config/schema.ts `routines` keys): ASCII only.
-const ROUTINE_NAME = /^[A-Za-z_][A-Za-z0-9_.-]{0,63}$/;
 
 export interface SignNonceOptions {
   /** Signing time in ms since the epoch (default Date.now()). */
@@ -61,8 +60,8 @@ export interface SignNonceOptions {
  */
 export function signNonceToken(key: SigningKey, routine: string, opts: SignNonceOptions = {}): string {
   assertSigningKey(key);
-  if (typeof routine !== 'string' || !ROUTINE_NAME.test(routine)) {
-    throw new SigningError('SKEIN_ERR_SIG_UNENCODABLE', `routine ${JSON.stringify(routine)} is not a routine name (letters, digits, "_", "." or "-", starting with a letter or "_", max 64)`);
+  if (typeof routine !== 'string' || !NAME_PATTERN.test(routine)) {
+    throw new SigningError('SKEIN_ERR_SIG_UNENCODABLE', `routine ${JSON.stringify(routine)} is not a routine name: ${NAME_HINT}`);
   }
   const ts = opts.now ?? Date.now();
   if (!Number.isSafeInteger(ts) || ts < 0) throw new SigningError('SKEIN_ERR_SIG_UNENCODABLE', `nonce token time must be a non-negative integer of milliseconds, got ${ts}`);

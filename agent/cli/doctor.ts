@@ -14,7 +14,7 @@ result of the canary (socket, fork, read /etc/passwd, write /tmp, signal the age
 must be blocked) for the configured profile.
 Exit codes: 0 the configured profile can run here, 1 it cannot, 2 usage or config error.`;
 
-const PROFILES: SandboxConfig['profile'][] = ['strict', 'standard', 'none'];
+const PROFILES: SandboxConfig['profile'][] = ['full', 'standard', 'none'];
 
 export async function runDoctor(argv: string[], io: Io): Promise<number> {
   const { values } = parseFlags(argv, { config: { type: 'string' }, json: { type: 'boolean' } });
@@ -30,7 +30,7 @@ export async function runDoctor(argv: string[], io: Io): Promise<number> {
   const configured = plans[config.sandbox.profile]!;
   const canary = configured.missing.length === 0 && config.sandbox.profile !== 'none' ? runCanary(launcher, configured.policy) : undefined;
   const failures = canary ? canaryFailures(canary.canary) : [];
-  const ok = configured.missing.length === 0 && (config.sandbox.profile !== 'strict' || failures.length === 0);
+  const ok = configured.missing.length === 0 && (config.sandbox.profile !== 'full' || failures.length === 0);
 
   if (values.json) {
     io.out(JSON.stringify({ config: source, python, host: caps, profiles: plans, configured: config.sandbox.profile, canary, ok }, null, 2));

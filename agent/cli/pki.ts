@@ -2,6 +2,7 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { SkeinError } from '../../common/errors/index.ts';
+import { NAME_HINT } from '../../common/names/index.ts';
 import { DEFAULT_LEAF_DAYS, classifyHosts, describeCertificate, initCa, isValidCertName, isValidTrustDomain, issueCert, type CertKind } from '../pki/index.ts';
 import { parseFlags, parseIntFlag } from './args.ts';
 import type { Io } from './io.ts';
@@ -101,7 +102,7 @@ async function runIssue(argv: string[], io: Io): Promise<number> {
   }
   const { name, kind } = values;
   if (name === undefined) throw new SkeinError('SKEIN_ERR_USAGE', '--name is required (see --help)');
-  if (!isValidCertName(name)) throw new SkeinError('SKEIN_ERR_USAGE', `--name ${JSON.stringify(name)} is invalid: 1-64 of A-Z a-z 0-9 _ . -`);
+  if (!isValidCertName(name)) throw new SkeinError('SKEIN_ERR_USAGE', `--name ${JSON.stringify(name)} is invalid: it must be ${NAME_HINT}`);
   if (kind === undefined) throw new SkeinError('SKEIN_ERR_USAGE', '--kind is required: agent or client');
   if (kind !== 'agent' && kind !== 'client') throw new SkeinError('SKEIN_ERR_USAGE', `--kind must be agent or client, got ${JSON.stringify(kind)}`);
   const hosts = values.host ?? [];

@@ -7,6 +7,7 @@ import { existsSync, mkdirSync, readFileSync, statSync } from 'node:fs';
 import { basename, extname, join } from 'node:path';
 import { isSigningError, readPrivateKey, signFile, trustStore, verifyFile } from '../../signing/index.ts';
 import { SkeinError } from '../../common/errors/index.ts';
+import { PLUGIN_NAME_HINT, PLUGIN_NAME_PATTERN } from '../../common/names/index.ts';
 import { writeFileAtomic, writeFileExclusive } from '../../common/fs/index.ts';
 import { PLUGIN_API_FILE, pluginApiCopy } from '../plugin-host/publish.ts';
 import { parseFlags } from './args.ts';
@@ -25,8 +26,6 @@ import TESTING from './plugin-templates/skein-plugin-testing.ts' with { type: 't
 import PACKAGE from './plugin-templates/package.json' with { type: 'text' };
 import TSCONFIG from './plugin-templates/tsconfig.json' with { type: 'text' };
 
-/** Names plugins.enabled[].name accepts (agent/config/schema.ts); the loader opens <dir>/<name>.ts. */
-export const PLUGIN_NAME = /^[a-z0-9][a-z0-9-]{0,63}$/;
 // What signing/ accepts in a .sig: 1–64 printable characters.
 const PLUGIN_VERSION = /^[^\x00-\x1f\x7f]{1,64}$/;
 const DEFAULT_DIR = 'plugins';
@@ -137,9 +136,9 @@ function nameFromFile(file: string): string {
 
 function pluginName(flag: string | undefined, file: string): string {
   const name = flag ?? nameFromFile(file);
-  if (!PLUGIN_NAME.test(name)) {
+  if (!PLUGIN_NAME_PATTERN.test(name)) {
     const where = flag === undefined ? `the file name of ${file} gives the plugin name ${JSON.stringify(name)}, which` : `--name ${JSON.stringify(name)}`;
-    throw new SkeinError('SKEIN_ERR_USAGE', `${where} is not a plugin name (1-64 of a-z 0-9 "-", as in plugins.enabled[].name)${flag === undefined ? ': pass --name' : ''}`);
+    throw new SkeinError('SKEIN_ERR_USAGE', `${where} is not ${PLUGIN_NAME_HINT} (as in plugins.enabled[].name)${flag === undefined ? ': pass --name' : ''}`);
   }
   return name;
 }
@@ -287,7 +286,7 @@ async function runNew(argv: string[], io: Io): Promise<number> {
   }
   if (positionals.length !== 1) throw new SkeinError('SKEIN_ERR_USAGE', `expected exactly one plugin NAME, got ${positionals.length} (see --help)`);
   const name = positionals[0]!;
-  if (!PLUGIN_NAME.test(name)) throw new SkeinError('SKEIN_ERR_USAGE', `plugin name ${JSON.stringify(name)} is invalid: 1-64 of a-z 0-9 "-", starting with a letter or digit`);
+  if (!PLUGIN_NAME_PATTERN.test(name)) throw new SkeinError('SKEIN_ERR_USAGE', `plugin name ${JSON.stringify(name)} is invalid: it must be ${PLUGIN_NAME_HINT}`);
   const kind = values.kind;
   if (kind !== 'authn' && kind !== 'authz') {
     throw new SkeinError('SKEIN_ERR_USAGE', `--kind must be authn (an authentication hook: turns a credential into an identity) or authz (an authorization hook: decides what an identity may run)${kind === undefined ? '' : `, got ${JSON.stringify(kind)}`}`);

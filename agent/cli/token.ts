@@ -1,10 +1,10 @@
 /** `skein token sign-nonce`: prints a signed nonce token for the signed-nonce plugin. */
 import { SkeinError } from '../../common/errors/index.ts';
+import { NAME_HINT, NAME_PATTERN } from '../../common/names/index.ts';
 import { readPrivateKey, signNonceToken } from '../../signing/index.ts';
 import { parseFlags } from './args.ts';
 import type { Io } from './io.ts';
 
-const ROUTINE_NAME = /^[A-Za-z_][A-Za-z0-9_.-]{0,63}$/;
 
 export const TOKEN_USAGE = `Usage: skein token sign-nonce --key PATH --routine NAME
 
@@ -49,8 +49,8 @@ async function runSignNonce(argv: string[], io: Io): Promise<number> {
   }
   if (values.key === undefined || values.key === '') throw new SkeinError('SKEIN_ERR_USAGE', '--key is required: the Ed25519 private key to sign with (see --help)');
   if (values.routine === undefined) throw new SkeinError('SKEIN_ERR_USAGE', '--routine is required: the routine the token may call (see --help)');
-  if (!ROUTINE_NAME.test(values.routine)) {
-    throw new SkeinError('SKEIN_ERR_USAGE', `--routine ${JSON.stringify(values.routine)} is not a routine name: letters, digits, "_", "." or "-", starting with a letter or "_" (max 64)`);
+  if (!NAME_PATTERN.test(values.routine)) {
+    throw new SkeinError('SKEIN_ERR_USAGE', `--routine ${JSON.stringify(values.routine)} is not a routine name: ${NAME_HINT}`);
   }
   // readPrivateKey refuses keys that group or others can read (SKEIN_ERR_SIG_KEY_PERMISSIONS).
   const key = readPrivateKey(values.key);

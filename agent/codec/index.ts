@@ -8,6 +8,7 @@
 import { isUtf8 } from 'node:buffer';
 import { Decoder, Encoder } from 'cbor-x';
 import { SkeinError } from '../../common/errors/index.ts';
+import { PYTHON_IDENTIFIER_PATTERN } from '../../common/names/index.ts';
 import { jsonProblem, numberProblem, utf8ErrorOffset } from './json-check.ts';
 
 export type MediaType = 'application/cbor' | 'application/json';
@@ -77,7 +78,7 @@ export function parseCallBody(value: unknown): CallBody {
   if (!Array.isArray(args)) throw new SkeinError('SKEIN_ERR_BAD_REQUEST', '"args" must be an array');
   if (typeof kwargs !== 'object' || kwargs === null || Array.isArray(kwargs)) throw new SkeinError('SKEIN_ERR_BAD_REQUEST', '"kwargs" must be an object');
   for (const key of Object.keys(kwargs)) {
-    if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(key)) throw new SkeinError('SKEIN_ERR_BAD_REQUEST', `kwargs key ${JSON.stringify(key)} is not a Python identifier`);
+    if (!PYTHON_IDENTIFIER_PATTERN.test(key)) throw new SkeinError('SKEIN_ERR_BAD_REQUEST', `kwargs key ${JSON.stringify(key)} is not a Python identifier`);
   }
   checkDepth(args, 'args', 1);
   checkDepth(kwargs, 'kwargs', 1);

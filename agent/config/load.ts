@@ -10,7 +10,7 @@ import { SkeinError } from '../../common/errors/index.ts';
 import defaultConfigJson from '../../agent.config.json' with { type: 'json' };
 import { parseJsonc } from './jsonc.ts';
 import { CONFIG_SCHEMA, type AgentConfig } from './schema.ts';
-import { checkLayer, complete, configError, envLayer, mergeLayers, parseScalar, redact } from './schema-dsl.ts';
+import { checkLayer, complete, configError, envLayer, mergeLayers, parseScalar, redact, type Node } from './schema-dsl.ts';
 
 export const DEFAULT_CONFIG_FILE = 'agent.config.json';
 const MAX_EXTENDS_DEPTH = 8;
@@ -74,8 +74,8 @@ export function loadConfig(options: LoadOptions = {}): LoadedConfig {
  * `seen` collects the chain, host file first.
  */
 function readChain(file: string, seen: string[], referencedBy?: string): unknown[] {
-  if (seen.includes(file)) throw configError('extends', `cycle: ${[...seen, file].join(' → ')}`, file);
-  if (seen.length >= MAX_EXTENDS_DEPTH) throw configError('extends', `more than ${MAX_EXTENDS_DEPTH} levels of extends`, file);
+  if (seen.includes(file)) throw configError('extends', `cycle: ${[...seen, file].join(' → ')}`, { source: file });
+  if (seen.length >= MAX_EXTENDS_DEPTH) throw configError('extends', `more than ${MAX_EXTENDS_DEPTH} levels of extends`, { source: file });
   seen.push(file);
   let text: string;
   try {
@@ -98,7 +98,7 @@ function flagLayer(flags: Record<string, string | undefined>): unknown {
   for (const [dotted, raw] of Object.entries(flags)) {
     if (raw === undefined) continue;
     const keys = dotted.split('.');
-    let node = CONFIG_SCHEMA;
+    let node: Node = CONFIG_SCHEMA;
     let target = out;
     keys.forEach((key, i) => {
       if (node.kind !== 'object' || !node.fields[key]) throw new Error(`flag maps to unknown config key ${dotted}`);

@@ -6,11 +6,14 @@ import type { Node } from './schema-dsl.ts';
 
 export function configReference(root: Node): string {
   const rows: string[] = [];
+  const gone: string[] = [];
   const walk = (node: Node, path: string) => {
     if (node.kind === 'object') {
       for (const [k, f] of Object.entries(node.fields)) if (!k.startsWith('$')) walk(f, path ? `${path}.${k}` : k);
+      for (const [k, why] of Object.entries(node.removed ?? {})) gone.push(`| \`${path ? `${path}.${k}` : k}\` | removed: ${why.replaceAll('|', '\\|')} |`);
       return;
     }
+    if (node.kind === 'enum') for (const [from, to] of Object.entries(node.renamed ?? {})) gone.push(`| \`${path}: "${from}"\` | renamed to \`"${to}"\` (same behaviour) |`);
     if (node.kind === 'array' && node.items.kind === 'object') {
       rows.push(row(path, 'array', '`[]`', node.description, node.env));
       walk(node.items, `${path}[]`);
@@ -43,6 +46,9 @@ export function configReference(root: Node): string {
     '|---|---|---|---|---|',
     ...rows,
     '',
+    ...(gone.length
+      ? ['## Removed keys and renamed values', '', 'Setting one stops the agent with `SKEIN_ERR_CONFIG` saying what to write instead.', '', '| key or value | what happened |', '|---|---|', ...gone, '']
+      : []),
   ].join('\n');
 }
 

@@ -1,8 +1,9 @@
 /**
  * A tiny declarative schema: one description of each config key drives validation (with
- * errors naming the key's path), path resolution, secret redaction, environment overrides
- * and the published JSON Schema. Hand-written because the config needs all four from one
- * source, and a general-purpose validator would still need the other three bolted on.
+ * errors naming the key's path), path resolution, secret redaction, environment overrides,
+ * the published JSON Schema and the TypeScript type of the loaded config (`ConfigOf`).
+ * Hand-written because the config needs all of them from one source, and a general-purpose
+ * validator would still need the rest bolted on.
  */
 import { isAbsolute, resolve } from 'node:path';
 import { SkeinError } from '../../common/errors/index.ts';
@@ -16,18 +17,66 @@ export type Node =
   | (Common & { kind: 'string'; default?: string; path?: boolean; secret?: boolean; pattern?: RegExp; patternHint?: string; nullable?: boolean })
   | (Common & { kind: 'integer'; default?: number; min: number; max: number })
   | (Common & { kind: 'boolean'; default?: boolean })
-  | (Common & { kind: 'enum'; values: readonly string[]; default?: string })
-  | (Common & { kind: 'object'; fields: Record<string, Node>; required?: readonly string[] })
-  | (Common & { kind: 'record'; keyPattern: RegExp; keyHint: string; value: Node; default?: Record<string, unknown> })
-  | (Common & { kind: 'array'; items: Node; maxItems: number; default?: unknown[] })
+  /** `renamed`: former values → their new names; a former value is refused with an error naming the new one. */
+  | (Common & { kind: 'enum'; values: readonly string[]; default?: string; renamed?: Readonly<Record<string, string>> })
+  /** `removed`: keys that no longer exist → why; setting one is refused with that reason (not "unknown key"). */
+  | (Common & { kind: 'object'; fields: Readonly<Record<string, Node>>; required?: readonly string[]; removed?: Readonly<Record<string, string>> })
+  | (Common & { kind: 'record'; keyPattern: RegExp; keyHint: string; value: Node; default?: Readonly<Record<string, unknown>> })
+  | (Common & { kind: 'array'; items: Node; maxItems: number; default?: readonly unknown[] })
   /** Free-form JSON checked by its consumer (a plugin's options); redacted when printed. */
   | (Common & { kind: 'json' });
 
 type Json = unknown;
 
-export function configError(path: string, message: string, source?: string): SkeinError {
-  const where = source ? ` (in ${source})` : '';
-  return new SkeinError('SKEIN_ERR_CONFIG', `config key "${path}"${where}: ${message}`, { key: path, source });
+/**
+ * The type `complete()` returns for a schema node, derived at the type level so a key added
+ * to the schema is a key of the type (declare the schema `as const satisfies Node`). A field
+ * is always present when it is required, has a default, or is an object (filled in with its
+ * own defaults); any other field is optional.
+ *
+ * @example
+ *   const S = { kind: 'object', description: '', fields: { n: { kind: 'integer', min: 0, max: 9, default: 1, description: '' } } } as const satisfies Node;
+ *   type C = ConfigOf<typeof S>; // { n: number }
+ */
+export type ConfigOf<N> = N extends { kind: 'string'; nullable: true }
+  ? string | null
+  : N extends { kind: 'string' }
+    ? string
+    : N extends { kind: 'integer' }
+      ? number
+      : N extends { kind: 'boolean' }
+        ? boolean
+        : N extends { kind: 'enum'; values: readonly (infer V)[] }
+          ? V
+          : N extends { kind: 'array'; items: infer I }
+            ? ConfigOf<I>[]
+            : N extends { kind: 'record'; value: infer V }
+              ? Record<string, ConfigOf<V>>
+              : N extends { kind: 'object'; fields: infer F }
+                ? FieldsOf<F, N extends { required: readonly (infer R)[] } ? R : never>
+                : N extends { kind: 'json' }
+                  ? unknown
+                  : never;
+
+type Present<N, K, Required> = K extends Required ? true : N extends { kind: 'object' } ? true : N extends { default: unknown } ? true : false;
+type FieldsOf<F, Required> = Flat<
+  { -readonly [K in keyof F as Present<F[K], K, Required> extends true ? K : never]: ConfigOf<F[K]> } & {
+    -readonly [K in keyof F as Present<F[K], K, Required> extends true ? never : K]?: ConfigOf<F[K]>;
+  }
+>;
+type Flat<T> = { [K in keyof T]: T[K] };
+
+/**
+ * The one SKEIN_ERR_CONFIG for a bad value: `config key "<path>" (in <source>): <message>`,
+ * with the key in details. Every check of a configured value (the schema here, the loader's
+ * cross-checks, discovery's trust store, allow rules, sandbox and TLS files) words it so.
+ *
+ * @example
+ *   throw configError('discovery.trustedKeys[0]', 'is not an Ed25519 key', { cause: err })
+ */
+export function configError(path: string, message: string, options: { source?: string; cause?: unknown } = {}): SkeinError {
+  const where = options.source ? ` (in ${options.source})` : '';
+  return new SkeinError('SKEIN_ERR_CONFIG', `config key "${path}"${where}: ${message}`, { key: path, ...(options.source ? { source: options.source } : {}) }, options.cause === undefined ? undefined : { cause: options.cause });
 }
 
 const isPlainObject = (v: unknown): v is Record<string, unknown> =>
@@ -44,41 +93,44 @@ export function checkLayer(node: Node, value: Json, path: string, baseDir: strin
   switch (node.kind) {
     case 'string': {
       if (value === null && node.nullable) return null;
-      if (typeof value !== 'string') throw configError(path, `must be a string, got ${describe(value)}`, source);
-      if (value.length === 0) throw configError(path, 'must not be empty', source);
-      if (node.pattern && !node.pattern.test(value)) throw configError(path, `${node.secret ? 'the value' : JSON.stringify(value)} is not ${node.patternHint ?? `matching ${node.pattern}`}`, source);
+      if (typeof value !== 'string') throw configError(path, `must be a string, got ${describe(value)}`, { source });
+      if (value.length === 0) throw configError(path, 'must not be empty', { source });
+      if (node.pattern && !node.pattern.test(value)) throw configError(path, `${node.secret ? 'the value' : JSON.stringify(value)} is not ${node.patternHint ?? `matching ${node.pattern}`}`, { source });
       if (node.path && !isAbsolute(value)) return resolve(baseDir, value);
       return value;
     }
     case 'integer': {
-      if (typeof value !== 'number' || !Number.isInteger(value)) throw configError(path, `must be an integer, got ${describe(value)}`, source);
-      if (value < node.min || value > node.max) throw configError(path, `must be between ${node.min} and ${node.max}, got ${value}`, source);
+      if (typeof value !== 'number' || !Number.isInteger(value)) throw configError(path, `must be an integer, got ${describe(value)}`, { source });
+      if (value < node.min || value > node.max) throw configError(path, `must be between ${node.min} and ${node.max}, got ${value}`, { source });
       return value;
     }
     case 'boolean': {
-      if (typeof value !== 'boolean') throw configError(path, `must be true or false, got ${describe(value)}`, source);
+      if (typeof value !== 'boolean') throw configError(path, `must be true or false, got ${describe(value)}`, { source });
       return value;
     }
     case 'enum': {
-      if (typeof value !== 'string' || !node.values.includes(value)) throw configError(path, `must be one of ${node.values.map((v) => JSON.stringify(v)).join(', ')}, got ${describe(value)}`, source);
+      const renamed = typeof value === 'string' && node.renamed && Object.hasOwn(node.renamed, value) ? node.renamed[value] : undefined;
+      if (renamed !== undefined) throw configError(path, `"${value as string}" was renamed to "${renamed}" (same behaviour); write "${renamed}"`, { source });
+      if (typeof value !== 'string' || !node.values.includes(value)) throw configError(path, `must be one of ${node.values.map((v) => JSON.stringify(v)).join(', ')}, got ${describe(value)}`, { source });
       return value;
     }
     case 'object': {
-      if (!isPlainObject(value)) throw configError(path, `must be an object, got ${describe(value)}`, source);
+      if (!isPlainObject(value)) throw configError(path, `must be an object, got ${describe(value)}`, { source });
       const out: Record<string, Json> = {};
       for (const [key, child] of Object.entries(value)) {
         const field = node.fields[key];
         const childPath = path ? `${path}.${key}` : key;
-        if (!field) throw configError(childPath, `unknown key (allowed here: ${Object.keys(node.fields).join(', ')})`, source);
+        if (!field && node.removed && Object.hasOwn(node.removed, key)) throw configError(childPath, `was removed: ${node.removed[key]}`, { source });
+        if (!field) throw configError(childPath, `unknown key (allowed here: ${Object.keys(node.fields).join(', ')})`, { source });
         out[key] = checkLayer(field, child, childPath, baseDir, source);
       }
       return out;
     }
     case 'record': {
-      if (!isPlainObject(value)) throw configError(path, `must be an object, got ${describe(value)}`, source);
+      if (!isPlainObject(value)) throw configError(path, `must be an object, got ${describe(value)}`, { source });
       const out: Record<string, Json> = {};
       for (const [key, child] of Object.entries(value)) {
-        if (!node.keyPattern.test(key)) throw configError(`${path}.${key}`, `invalid name: ${node.keyHint}`, source);
+        if (!node.keyPattern.test(key)) throw configError(`${path}.${key}`, `invalid name: ${node.keyHint}`, { source });
         out[key] = checkLayer(node.value, child, `${path}.${key}`, baseDir, source);
       }
       return out;
@@ -86,8 +138,8 @@ export function checkLayer(node: Node, value: Json, path: string, baseDir: strin
     case 'json':
       return value;
     case 'array': {
-      if (!Array.isArray(value)) throw configError(path, `must be an array, got ${describe(value)}`, source);
-      if (value.length > node.maxItems) throw configError(path, `must have at most ${node.maxItems} items`, source);
+      if (!Array.isArray(value)) throw configError(path, `must be an array, got ${describe(value)}`, { source });
+      if (value.length > node.maxItems) throw configError(path, `must have at most ${node.maxItems} items`, { source });
       return value.map((item, i) => checkLayer(node.items, item, `${path}[${i}]`, baseDir, source));
     }
   }

@@ -1,17 +1,16 @@
 /**
  * The agent's configuration schema: every key, its type, range, default and env override.
- * `AgentConfig` below is the typed result of validating a file against it; keep the two in
- * step (test/unit/config.test.ts checks that defaults validate and cover every key).
+ * `AgentConfig` below is the typed result of validating a file against it, derived from the
+ * schema (ConfigOf), so a key added here is a key of the type.
  */
-import type { Node } from './schema-dsl.ts';
+import type { ConfigOf, Node } from './schema-dsl.ts';
 import { TRUST_DOMAIN_PATTERN } from '../../common/spiffe/index.ts';
+import { FLEET_HINT, FLEET_PATTERN, NAME_HINT, NAME_PATTERN, PLUGIN_NAME_HINT, PLUGIN_NAME_PATTERN, PYTHON_IDENTIFIER_PATTERN } from '../../common/names/index.ts';
 
 const HOST_PORT = /^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):(\d{1,5})$/;
-const NAME = /^[A-Za-z_][A-Za-z0-9_.-]{0,63}$/;
-const PY_IDENT = /^[A-Za-z_][A-Za-z0-9_]*$/;
 const MiB = 1024 * 1024;
 
-export const CONFIG_SCHEMA: Node = {
+export const CONFIG_SCHEMA = {
   kind: 'object',
   description: 'skein agent configuration',
   fields: {
@@ -21,7 +20,7 @@ export const CONFIG_SCHEMA: Node = {
       kind: 'object',
       description: 'Identity and listener of this agent.',
       fields: {
-        name: { kind: 'string', pattern: NAME, patternHint: 'a name of letters, digits, "_", "." or "-" (max 64)', description: 'Agent name, used in its SPIFFE ID and logs. Defaults to "dev".', default: 'dev', env: 'SKEIN_AGENT_NAME' },
+        name: { kind: 'string', pattern: NAME_PATTERN, patternHint: NAME_HINT, description: 'Agent name, used in its SPIFFE ID and logs. Defaults to "dev".', default: 'dev', env: 'SKEIN_AGENT_NAME' },
         listen: { kind: 'string', pattern: HOST_PORT, patternHint: 'HOST:PORT (IPv6 as [addr]:port)', default: '127.0.0.1:7443', description: 'Address the HTTP/2 + mTLS listener binds.', env: 'SKEIN_LISTEN' },
         stateDir: { kind: 'string', path: true, default: '.skein', description: 'Directory for the development PKI and runtime state. Relative to the config file.', env: 'SKEIN_STATE_DIR' },
       },
@@ -134,23 +133,33 @@ export const CONFIG_SCHEMA: Node = {
       kind: 'object',
       description: 'Security posture.',
       fields: {
-        strict: { kind: 'boolean', default: false, env: 'SKEIN_STRICT', description: 'Refuse to start, listing every violation, unless the configuration is secure: mutual TLS or a token plugin (plaintext h2c only on loopback, with a token plugin), TLS 1.3, sandbox profile strict, signed plugins, a discovery trust store, private key and config files not readable by others, no authorization.default "allow" when reachable off-host, the audit stream on.' },
+        strict: { kind: 'boolean', default: false, env: 'SKEIN_STRICT', description: 'Refuse to start, listing every violation, unless the configuration is secure: mutual TLS or a token plugin (plaintext h2c only on loopback, with a token plugin), TLS 1.3, sandbox profile "full", signed plugins, a discovery trust store, private key and config files not readable by others, no authorization.default "allow" when reachable off-host, the audit stream on.' },
       },
     },
     sandbox: {
       kind: 'object',
       description: 'Confinement of Python workers (docs/sandbox.md).',
+      removed: {
+        allowPrivateCodeAddresses: 'it let routine URLs reach loopback and private addresses, for tests only; routine code comes only from public addresses (serve it from a public host, or load the routine from a file)',
+      },
       fields: {
-        profile: { kind: 'enum', values: ['strict', 'standard', 'none'], default: 'strict', env: 'SKEIN_SANDBOX_PROFILE', description: 'strict: refuse to start unless seccomp, Landlock (or bubblewrap) and a network cut-off apply and the canary fails everything; standard: apply what the host offers, warn about the rest; none: debugging only, loud warning.' },
+        profile: {
+          kind: 'enum',
+          values: ['full', 'standard', 'none'],
+          // Was "strict" until it was renamed, so "strict" means only security.strict.
+          renamed: { strict: 'full' },
+          default: 'full',
+          env: 'SKEIN_SANDBOX_PROFILE',
+          description: 'full: every layer (seccomp, Landlock or bubblewrap, a network cut-off) or the agent refuses to start, and the canary must fail everything; standard: apply what the host offers, warn about the rest; none: debugging only, loud warning.',
+        },
         bubblewrap: { kind: 'boolean', default: false, description: 'Run workers inside bwrap (mount and pid namespaces, cleared environment) as an outer layer when bwrap is on PATH.' },
         blockedModules: { kind: 'array', maxItems: 1000, items: { kind: 'string', pattern: /^[A-Za-z_][A-Za-z0-9_.]*$/, patternHint: 'a Python module name', description: 'Module name.' }, default: ['ctypes', 'subprocess', 'multiprocessing', 'socket', 'pty'], description: 'Modules routines may not import (audit-hook tripwire; defence in depth, not the boundary).' },
-        allowedPackages: { kind: 'array', maxItems: 1000, items: { kind: 'string', pattern: /^[A-Za-z_][A-Za-z0-9_]*$/, patternHint: 'a top-level package name', description: 'Package name.' }, default: [], env: 'SKEIN_PYTHON_ALLOWED_PACKAGES', description: 'Third-party top-level packages routines may import from sandbox.packagePaths; Landlock makes every other package there unreadable.' },
+        allowedPackages: { kind: 'array', maxItems: 1000, items: { kind: 'string', pattern: PYTHON_IDENTIFIER_PATTERN, patternHint: 'a top-level package name', description: 'Package name.' }, default: [], env: 'SKEIN_PYTHON_ALLOWED_PACKAGES', description: 'Third-party top-level packages routines may import from sandbox.packagePaths; Landlock makes every other package there unreadable.' },
         packagePaths: { kind: 'array', maxItems: 100, items: { kind: 'string', path: true, description: 'Directory.' }, default: [], description: 'Directories holding third-party packages (e.g. a site-packages); added to sys.path, readable only for allowedPackages.' },
         allowedCodeHosts: { kind: 'array', maxItems: 1000, items: { kind: 'string', pattern: /^[a-z0-9.-]+$/, patternHint: 'a lower-case host name', description: 'Host.' }, default: [], description: 'Hosts that routine code may be fetched from (routines.<name>.url).' },
-        allowPrivateCodeAddresses: { kind: 'boolean', default: false, description: 'Tests only: let routine URLs resolve to loopback/private addresses. Logged as a warning.' },
         codeCa: { kind: 'string', path: true, description: 'Extra PEM CA bundle trusted for routine URLs (on top of the system CAs).' },
         cpuSeconds: { kind: 'integer', min: 0, max: 31_536_000, default: 3600, description: 'RLIMIT_CPU backstop per worker over its life; the pool recycles a worker at 80% of it (0: off). Deadlines are enforced by the agent, not by this.' },
-        fileSizeMb: { kind: 'integer', min: 0, max: 1_048_576, default: 16, description: 'RLIMIT_FSIZE per worker in MiB (0: unlimited); under strict, Landlock leaves no writable path anyway.' },
+        fileSizeMb: { kind: 'integer', min: 0, max: 1_048_576, default: 16, description: 'RLIMIT_FSIZE per worker in MiB (0: unlimited); under profile "full", Landlock leaves no writable path anyway.' },
         processes: { kind: 'integer', min: 0, max: 100_000, default: 256, description: 'RLIMIT_NPROC for workers (threads count; not enforced for root).' },
       },
     },
@@ -169,7 +178,7 @@ export const CONFIG_SCHEMA: Node = {
             description: 'One enabled plugin.',
             required: ['name'],
             fields: {
-              name: { kind: 'string', pattern: /^[a-z0-9][a-z0-9-]{0,63}$/, patternHint: 'a plugin name (lower-case letters, digits, "-")', description: 'Plugin name: loads <dir>/<name>.ts, .mjs or .js.' },
+              name: { kind: 'string', pattern: PLUGIN_NAME_PATTERN, patternHint: PLUGIN_NAME_HINT, description: 'Plugin name: loads <dir>/<name>.ts, .mjs or .js.' },
               options: { kind: 'json', description: 'Options for the plugin, validated by the plugin itself.' },
             },
           },
@@ -207,14 +216,14 @@ export const CONFIG_SCHEMA: Node = {
       description: 'Signed multicast advertisements: peers are believed only if signed by a trusted or endorsed key (docs/discovery.md).',
       fields: {
         enabled: { kind: 'boolean', default: false, description: 'Advertise this agent and listen for peers.' },
-        fleet: { kind: 'string', pattern: /^[A-Za-z0-9_.-]{1,64}$/, patternHint: 'a fleet id (letters, digits, "_", ".", "-")', description: 'Fleet id; advertisements of other fleets are dropped.' },
+        fleet: { kind: 'string', pattern: FLEET_PATTERN, patternHint: FLEET_HINT, description: 'Fleet id; advertisements of other fleets are dropped.' },
         signingKey: { kind: 'string', path: true, description: 'Ed25519 private key that signs this agent\'s advertisements (skein keygen); refused if group/other can read it.' },
         endorsement: { kind: 'string', path: true, description: 'Endorsement of the signing key by a fleet root key (skein key endorse), carried in every advertisement.' },
         trustedKeys: { kind: 'array', maxItems: 10_000, default: [], items: { kind: 'string', pattern: /^ed25519:[A-Za-z0-9_-]{43}(@spiffe:\/\/\S+)?$/, patternHint: '"ed25519:<base64url>", optionally "@spiffe://…" to pin the SPIFFE ID it may claim', description: 'Agent key.' }, description: 'Agent public keys whose advertisements are believed.' },
         rootKeys: { kind: 'array', maxItems: 100, default: [], items: { kind: 'string', pattern: /^ed25519:[A-Za-z0-9_-]{43}$/, patternHint: 'an "ed25519:<base64url>" public key', description: 'Root key.' }, description: 'Fleet root keys whose endorsements make an agent key trusted (for the SPIFFE ID it names).' },
         groups: { kind: 'array', maxItems: 4, default: ['239.255.77.77:7946'], items: { kind: 'string', pattern: /^(\[[0-9a-fA-F:]+\]|[0-9.]+):\d{1,5}$/, patternHint: 'GROUP:PORT (IPv6 as [ff15::7777]:7946)', description: 'Multicast group.' }, description: 'Multicast groups advertisements are sent to and received from.' },
         interface: { kind: 'string', default: '127.0.0.1', description: 'Local IPv4 address of the interface multicast uses (127.0.0.1 keeps it on this host).' },
-        advertise: { kind: 'array', maxItems: 8, default: [], items: { kind: 'string', pattern: /^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$/, patternHint: 'HOST:PORT', description: 'Endpoint.' }, description: 'Endpoints peers should dial (default: agent.listen; required when listening on 0.0.0.0).' },
+        advertise: { kind: 'array', maxItems: 8, default: [], items: { kind: 'string', pattern: HOST_PORT, patternHint: 'HOST:PORT (IPv6 as [addr]:port)', description: 'Endpoint.' }, description: 'Endpoints peers should dial (default: agent.listen; required when listening on 0.0.0.0).' },
         intervalMs: { kind: 'integer', min: 100, max: 600_000, default: 2000, description: 'Advertisement interval (±20 % jitter).' },
         ttlMs: { kind: 'integer', min: 300, max: 3_600_000, default: 6000, description: 'How long peers believe an advertisement without a newer one.' },
         maxSkewMs: { kind: 'integer', min: 0, max: 3_600_000, default: 30_000, description: 'Accepted clock skew of advertisement timestamps.' },
@@ -228,8 +237,8 @@ export const CONFIG_SCHEMA: Node = {
             description: 'A static peer.',
             required: ['agent', 'endpoint', 'spiffe', 'sha256', 'routines'],
             fields: {
-              agent: { kind: 'string', pattern: /^[A-Za-z_][A-Za-z0-9_.-]{0,63}$/, patternHint: 'an agent name', description: 'Peer name.' },
-              endpoint: { kind: 'string', pattern: /^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$/, patternHint: 'HOST:PORT', description: 'Where to dial it.' },
+              agent: { kind: 'string', pattern: NAME_PATTERN, patternHint: NAME_HINT, description: 'Peer name.' },
+              endpoint: { kind: 'string', pattern: HOST_PORT, patternHint: 'HOST:PORT (IPv6 as [addr]:port)', description: 'Where to dial it.' },
               spiffe: { kind: 'string', pattern: /^spiffe:\/\/\S+$/, patternHint: 'a spiffe:// ID', description: 'SPIFFE ID its certificate must carry.' },
               sha256: { kind: 'string', pattern: /^[0-9a-f]{64}$/, patternHint: '64 lower-case hex characters', description: 'SHA-256 of its certificate (DER).' },
               routines: { kind: 'array', maxItems: 1000, items: { kind: 'string', description: 'Routine name.' }, description: 'Routines it offers.' },
@@ -240,8 +249,8 @@ export const CONFIG_SCHEMA: Node = {
     },
     routines: {
       kind: 'record',
-      keyPattern: NAME,
-      keyHint: 'letters, digits, "_", "." or "-", starting with a letter or "_" (max 64)',
+      keyPattern: NAME_PATTERN,
+      keyHint: NAME_HINT,
       description: 'Routines this agent runs, by the name callers dispatch.',
       default: {},
       value: {
@@ -251,7 +260,7 @@ export const CONFIG_SCHEMA: Node = {
           file: { kind: 'string', path: true, description: 'Python source file, relative to the config file that names it (or set url).' },
           url: { kind: 'string', pattern: /^https:\/\/\S+$/, patternHint: 'an https:// URL', description: 'Fetch the source from this https URL at start-up instead of a file: host on sandbox.allowedCodeHosts, public address only, sha256 required.' },
           sha256: { kind: 'string', pattern: /^[0-9a-f]{64}$/, patternHint: '64 lower-case hex characters', description: 'Required SHA-256 pin of the code fetched from url.' },
-          function: { kind: 'string', pattern: PY_IDENT, patternHint: 'a Python identifier', description: 'Function to call; defaults to the routine name.' },
+          function: { kind: 'string', pattern: PYTHON_IDENTIFIER_PATTERN, patternHint: 'a Python identifier', description: 'Function to call; defaults to the routine name.' },
           timeoutMs: { kind: 'integer', min: 1, max: 86_400_000, description: 'Default deadline for this routine (still capped by limits.maxTimeoutMs).' },
           limits: {
             kind: 'object',
@@ -270,107 +279,13 @@ export const CONFIG_SCHEMA: Node = {
       },
     },
   },
-};
+} as const satisfies Node;
 
-export interface RoutineConfig {
-  file?: string;
-  url?: string;
-  sha256?: string;
-  function?: string;
-  timeoutMs?: number;
-  limits?: { memoryMb?: number; openFiles?: number; fileSizeMb?: number; cpuSeconds?: number; processes?: number };
-  workers?: number;
-  idempotent: boolean;
-}
-
-export interface AgentConfig {
-  extends?: string;
-  agent: { name: string; listen: string; stateDir: string };
-  admin: { enabled: boolean; listen: string; token?: string };
-  log: { level: 'debug' | 'info' | 'warn' | 'error'; format: 'json' | 'text' };
-  audit: { sink: 'stderr' | 'file' | 'off'; path?: string; maxQueueLines: number };
-  tls: { cert?: string; key?: string; ca?: string; minVersion: 'TLSv1.3' | 'TLSv1.2'; trustDomain: string; trustDomains?: string[]; clientCerts: 'require' | 'optional'; plaintext: boolean };
-  limits: {
-    maxBodyBytes: number;
-    maxResultBytes: number;
-    queueSize: number;
-    defaultTimeoutMs: number;
-    maxTimeoutMs: number;
-    drainTimeoutMs: number;
-  };
-  http2: Http2Config;
-  workers: {
-    poolSize: number;
-    isolation: 'routine' | 'shared';
-    python: string;
-    memoryLimitMb: number;
-    maxOpenFiles: number;
-    startTimeoutMs: number;
-    maxCallsPerWorker: number;
-    recycleMemoryMb: number;
-    circuit: { failures: number; windowMs: number; cooldownMs: number };
-    stderr: { linesPerSecond: number; bytesPerSecond: number };
-  };
-  security: { strict: boolean };
-  sandbox: SandboxConfig;
-  plugins: PluginsConfig;
-  authorization: AuthorizationConfig;
-  discovery: DiscoveryConfig;
-  routines: Record<string, RoutineConfig>;
-}
-
-export interface DiscoveryConfig {
-  enabled: boolean;
-  fleet?: string;
-  signingKey?: string;
-  endorsement?: string;
-  trustedKeys: string[];
-  rootKeys: string[];
-  groups: string[];
-  interface: string;
-  advertise: string[];
-  intervalMs: number;
-  ttlMs: number;
-  maxSkewMs: number;
-  static: Array<{ agent: string; endpoint: string; spiffe: string; sha256: string; routines: string[] }>;
-}
-
-export interface AuthorizationConfig {
-  default: 'deny' | 'allow';
-  allow: Array<{ identities: string[]; routines: string[] }>;
-}
-
-export interface PluginsConfig {
-  dir: string;
-  enabled: Array<{ name: string; options?: unknown }>;
-  requireSignature: boolean;
-  trustedKeys: string[];
-  hookTimeoutMs: number;
-  requireToken: boolean;
-}
-
-export interface SandboxConfig {
-  profile: 'strict' | 'standard' | 'none';
-  bubblewrap: boolean;
-  blockedModules: string[];
-  allowedPackages: string[];
-  packagePaths: string[];
-  allowedCodeHosts: string[];
-  allowPrivateCodeAddresses: boolean;
-  codeCa?: string;
-  cpuSeconds: number;
-  fileSizeMb: number;
-  processes: number;
-}
-
-export interface Http2Config {
-  maxConcurrentStreams: number;
-  maxHeaderListBytes: number;
-  idleTimeoutMs: number;
-  handshakeTimeoutMs: number;
-  maxConnectionsPerIp: number;
-  maxConnections: number;
-  maxResetsPerSecond: number;
-  maxControlFramesPerSecond: number;
-  writeStallTimeoutMs: number;
-}
+/** The loaded configuration (what loadConfig returns): derived from CONFIG_SCHEMA. */
+export type AgentConfig = Omit<ConfigOf<typeof CONFIG_SCHEMA>, '$schema' | 'extends'>;
+export type RoutineConfig = AgentConfig['routines'][string];
+export type DiscoveryConfig = AgentConfig['discovery'];
+export type AuthorizationConfig = AgentConfig['authorization'];
+export type PluginsConfig = AgentConfig['plugins'];
+export type SandboxConfig = AgentConfig['sandbox'];
+export type Http2Config = AgentConfig['http2'];

@@ -99,6 +99,7 @@
  */
 import { isIPv4, isIPv6 } from 'node:net';
 import { SkeinError } from '../../common/errors/index.ts';
+import { FLEET_HINT, FLEET_PATTERN, NAME_HINT, NAME_PATTERN } from '../../common/names/index.ts';
 import { parseSpiffeId } from '../../common/spiffe/index.ts';
 import { encodeCanonical, sign, type SigningKey } from '../../signing/index.ts';
 
@@ -132,9 +133,6 @@ export interface AdvertPayload {
   goodbye?: true;
 }
 
-export const FLEET_PATTERN = /^[A-Za-z0-9_.-]{1,64}$/;
-export const AGENT_NAME_PATTERN = /^[A-Za-z_][A-Za-z0-9_.-]{0,63}$/;
-const ROUTINE_PATTERN = AGENT_NAME_PATTERN;
 const FINGERPRINT_PATTERN = /^[0-9a-f]{64}$/;
 const MAX_SPIFFE_LENGTH = 512;
 const ENDPOINT_PATTERN = /^(?:\[([0-9A-Fa-f:.]{2,45})\]|([A-Za-z0-9.-]{1,253})):([1-9][0-9]{0,4})$/;
@@ -142,7 +140,7 @@ const DNS_LABELS = /^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(
 const MAX_COUNT = 1_000_000_000;
 
 /**
- * True for a SPIFFE ID an advertisement may carry: a workload ID as agent/pki/spiffe.ts
+ * True for a SPIFFE ID an advertisement may carry: a workload ID as common/spiffe/index.ts
  * parses it (the one parser), at most MAX_SPIFFE_LENGTH bytes (an advertisement is small).
  *
  * @example
@@ -203,12 +201,12 @@ export function checkAdvertPayload(value: unknown): AdvertPayload | string | { v
   if (value === null || typeof value !== 'object' || Array.isArray(value) || value instanceof Uint8Array) return 'payload must be a map';
   const p = value as Record<string, unknown>;
   if (p.v !== ADVERT_PAYLOAD_VERSION) return typeof p.v === 'number' || typeof p.v === 'bigint' ? { version: p.v } : 'v must be 1';
-  if (typeof p.fleet !== 'string' || !FLEET_PATTERN.test(p.fleet)) return 'fleet must be 1–64 of A-Z a-z 0-9 _ . -';
-  if (typeof p.agent !== 'string' || !AGENT_NAME_PATTERN.test(p.agent)) return 'agent must be a name of A-Z a-z 0-9 _ . - (≤ 64, not starting with a digit, "." or "-")';
+  if (typeof p.fleet !== 'string' || !FLEET_PATTERN.test(p.fleet)) return `fleet must be ${FLEET_HINT}`;
+  if (typeof p.agent !== 'string' || !NAME_PATTERN.test(p.agent)) return `agent must be ${NAME_HINT}`;
   if (!isValidSpiffeId(p.spiffe)) return 'spiffe must be a SPIFFE ID spiffe://domain/path';
   const endpoints = stringList(p.endpoints, 'endpoints', 1, MAX_ENDPOINTS, isValidEndpoint);
   if (endpoints) return endpoints;
-  const routines = stringList(p.routines, 'routines', 0, MAX_ROUTINES, (s) => typeof s === 'string' && ROUTINE_PATTERN.test(s));
+  const routines = stringList(p.routines, 'routines', 0, MAX_ROUTINES, (s) => typeof s === 'string' && NAME_PATTERN.test(s));
   if (routines) return routines;
   if (!isCount(p.load)) return 'load must be a non-negative integer';
   if (!isCount(p.capacity)) return 'capacity must be a non-negative integer';

@@ -8,25 +8,22 @@
  * shorter than the skew window (30 s) would otherwise expire a peer whose clock is a few
  * seconds behind before its next advert arrives.
  *
- * Peers that fail identity pinning on connect (SKEIN_ERR_PEER_IDENTITY) are marked untrusted
- * until a deadline; peers that fail `failureThreshold` times in a row are put in a cool-down.
- * Either way `offering()` skips them until the deadline passes, even if they keep
- * advertising, and `list()` shows the remaining cool-down.
+ * A peer that presented another identity than it advertised is marked untrusted until a
+ * deadline (`markUntrusted`), even if it keeps advertising; `list()` shows the remaining
+ * cool-down (coolDownMs), and callers skip it while that is above zero. Choosing among peers
+ * and cooling down peers that keep failing is the caller's: the one implementation is
+ * client/pool.ts (PeerPool), which `skein dispatch --discover` runs over this list.
  *
  * @example
  *   const peers = new PeerTable({ now: Date.now });
  *   if (r.ok) peers.upsert(r.payload, r.keyId, rinfo.address);
  *   setTimeout(function tick() { peers.expire(); … }, peers.nextExpiry() - Date.now());
- *   const [best] = peers.offering('echo');
+ *   const usable = peers.list().filter((p) => p.coolDownMs === 0);
  */
 import type { AdvertPayload } from './advert.ts';
 
 export interface PeerTableOptions {
   now: () => number;
-  /** Consecutive failures (recordFailure) that put a peer in a cool-down (default 3). */
-  failureThreshold?: number;
-  /** Length of that cool-down (default 30,000 ms). */
-  failureCoolDownMs?: number;
   /** Most peers held; adverts of further agents are ignored (default 4,096). */
   maxPeers?: number;
 }
@@ -47,7 +44,7 @@ export interface PeerInfo {
   ageMs: number;
   /** Time left before the peer expires without a newer advert. */
   expiresInMs: number;
-  /** Time left in an untrusted/failure cool-down; 0 when the peer may be used. */
+  /** Time left in an untrusted cool-down (markUntrusted); 0 when the peer may be used. */
   coolDownMs: number;
 }
 
@@ -67,16 +64,11 @@ export class PeerTable {
   private readonly peers = new Map<string, Entry>();
   /** agent → end of its cool-down (kept across re-adverts, dropped once passed). */
   private readonly coolDowns = new Map<string, number>();
-  private readonly failures = new Map<string, number>();
   private readonly now: () => number;
-  private readonly failureThreshold: number;
-  private readonly failureCoolDownMs: number;
   private readonly maxPeers: number;
 
   constructor(options: PeerTableOptions) {
     this.now = options.now;
-    this.failureThreshold = options.failureThreshold ?? 3;
-    this.failureCoolDownMs = options.failureCoolDownMs ?? 30_000;
     this.maxPeers = options.maxPeers ?? 4096;
   }
 
@@ -110,7 +102,6 @@ export class PeerTable {
     if (payload.goodbye) {
       if (!current) return 'ignored';
       this.peers.delete(payload.agent);
-      this.failures.delete(payload.agent);
       return 'removed';
     }
     if (current && payload.seq <= current.payload.seq) return 'ignored';
@@ -132,7 +123,6 @@ export class PeerTable {
     for (const [agent, e] of this.peers) {
       if (e.endorsed || stillTrusted(e.keyId)) continue;
       this.peers.delete(agent);
-      this.failures.delete(agent);
       dropped.push(agent);
     }
     return dropped;
@@ -140,7 +130,6 @@ export class PeerTable {
 
   /** Removes a peer (e.g. when its goodbye arrives through another path). */
   remove(agent: string): boolean {
-    this.failures.delete(agent);
     return this.peers.delete(agent);
   }
 
@@ -151,7 +140,6 @@ export class PeerTable {
     for (const [agent, e] of this.peers) {
       if (e.expiresAt <= now) {
         this.peers.delete(agent);
-        this.failures.delete(agent);
         removed.push(agent);
       }
     }
@@ -202,62 +190,12 @@ export class PeerTable {
   }
 
   /**
-   * Unexpired peers offering `routine` that are not cooling down, least loaded first
-   * (load / capacity; capacity 0 sorts last), ties by agent name. Callers rotate among
-   * equally loaded peers for round robin.
-   */
-  offering(routine: string): PeerInfo[] {
-    const now = this.now();
-    const out: { info: PeerInfo; ratio: number }[] = [];
-    for (const [agent, e] of this.peers) {
-      if (e.expiresAt <= now || !e.payload.routines.includes(routine) || this.coolingDown(agent, now)) continue;
-      const { load, capacity } = e.payload;
-      out.push({ info: this.info(agent, e, now), ratio: capacity > 0 ? load / capacity : Number.POSITIVE_INFINITY });
-    }
-    out.sort((a, b) => a.ratio - b.ratio || (a.info.agent < b.info.agent ? -1 : a.info.agent > b.info.agent ? 1 : 0));
-    return out.map((o) => o.info);
-  }
-
-  private coolingDown(agent: string, now: number): boolean {
-    const until = this.coolDowns.get(agent);
-    if (until === undefined) return false;
-    if (until > now) return true;
-    this.coolDowns.delete(agent);
-    return false;
-  }
-
-  /**
-   * Skips `agent` in offering() until `untilMs` (the injected clock's unix ms), e.g. after it
-   * presented another certificate than it advertised. A later deadline extends it; an
-   * earlier one never shortens it.
+   * Shows `agent` as cooling down (coolDownMs > 0) until `untilMs` (the injected clock's unix
+   * ms), e.g. after it presented another certificate than it advertised. A later deadline
+   * extends it; an earlier one never shortens it.
    */
   markUntrusted(agent: string, untilMs: number): void {
     const current = this.coolDowns.get(agent);
     if (current === undefined || untilMs > current) this.coolDowns.set(agent, untilMs);
-    this.failures.delete(agent);
-  }
-
-  /** True while `agent` is cooling down. */
-  isCoolingDown(agent: string): boolean {
-    return this.coolingDown(agent, this.now());
-  }
-
-  /**
-   * Counts a connection/handshake failure. At `failureThreshold` in a row the peer is put in
-   * a cool-down of `failureCoolDownMs`; returns true when this call started one.
-   */
-  recordFailure(agent: string): boolean {
-    const n = (this.failures.get(agent) ?? 0) + 1;
-    if (n >= this.failureThreshold) {
-      this.markUntrusted(agent, this.now() + this.failureCoolDownMs);
-      return true;
-    }
-    this.failures.set(agent, n);
-    return false;
-  }
-
-  /** A successful call resets the failure count. */
-  recordSuccess(agent: string): void {
-    this.failures.delete(agent);
   }
 }

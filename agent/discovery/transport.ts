@@ -11,15 +11,20 @@
  *    `setMulticastLoopback` (default on, so agents on one host see each other), then
  *    `connect()`ed to the group. `connect` performs the route lookup without sending a byte,
  *    so a group the host cannot reach (IPv6 on the loopback device, IPv4 without a route)
- *    fails at creation with a {@link MulticastUnavailableError}, never later.
+ *    fails at creation with SKEIN_ERR_MULTICAST_UNAVAILABLE, never later.
  *
  * `loopback: false` only matters on a real interface: a datagram sent on the loopback device
  * comes back in through it whatever the flag says.
  *
  * Datagrams larger than `maxDatagram` are refused by `send()` and dropped (and counted) on
  * receipt before `onDatagram` runs; `onOversize` hears of each one, so a receiver can count
- * it under its own reasons without reading it. Socket errors and exceptions thrown by `onDatagram` go to
- * `onError`; nothing here can crash the process after creation.
+ * it under its own reasons without reading it. Socket errors and exceptions thrown by
+ * `onDatagram` go to `onError`; nothing here can crash the process after creation.
+ *
+ * Every failure is a SkeinError from the errors table: SKEIN_ERR_CONFIG for options that can
+ * never work (not a multicast group, a port or TTL out of range), SKEIN_ERR_MULTICAST_UNAVAILABLE
+ * for a group this host cannot join or reach (details: group, port, family, iface, step,
+ * reason), SKEIN_ERR_MULTICAST_SEND from `send()`.
  *
  * `interface` names where multicast goes: an IPv4 address (`127.0.0.1`, a veth address), an
  * interface name (`lo`, `eth0`) or an IPv6 scope (`%eth0`, `::%eth0`). It is translated per
@@ -40,6 +45,7 @@
 import dgram from 'node:dgram';
 import { isIPv4, isIPv6 } from 'node:net';
 import { networkInterfaces } from 'node:os';
+import { SkeinError, toSkeinError } from '../../common/errors/index.ts';
 
 export type MulticastFamily = 'IPv4' | 'IPv6';
 
@@ -113,30 +119,21 @@ export interface MulticastTransport {
   readonly closed: boolean;
 }
 
-/** A group the host cannot join or reach; `createMulticastTransport` rejects with it. */
-export class MulticastUnavailableError extends Error {
-  override readonly name = 'MulticastUnavailableError';
-  constructor(
-    readonly group: string,
-    readonly port: number,
-    readonly family: MulticastFamily,
-    readonly iface: string | undefined,
-    readonly step: 'socket' | 'bind' | 'join' | 'interface' | 'route',
-    readonly reason: string,
-    options?: { cause?: unknown },
-  ) {
-    super(
-      `multicast group ${family === 'IPv6' ? `[${group}]` : group}:${port} is unavailable` +
-        `${iface === undefined ? '' : ` on interface ${iface}`} (${step} failed): ${reason}`,
-      options,
-    );
-  }
+/** The step of opening a group that failed (details.step of SKEIN_ERR_MULTICAST_UNAVAILABLE). */
+export type MulticastStep = 'socket' | 'bind' | 'join' | 'interface' | 'route';
+
+/** SKEIN_ERR_MULTICAST_UNAVAILABLE: a group the host cannot join or reach; `createMulticastTransport` rejects with it. */
+function unavailable(group: string, port: number, family: MulticastFamily, iface: string | undefined, step: MulticastStep, reason: string, cause?: unknown): SkeinError {
+  return new SkeinError(
+    'SKEIN_ERR_MULTICAST_UNAVAILABLE',
+    `multicast group ${family === 'IPv6' ? `[${group}]` : group}:${port} is unavailable${iface === undefined ? '' : ` on interface ${iface}`} (${step} failed): ${reason}`,
+    { group, port, family, iface, step, reason },
+    cause === undefined ? undefined : { cause },
+  );
 }
 
-/** Over-long or empty input to `send`, or a transport used after `close`. */
-export class MulticastSendError extends Error {
-  override readonly name = 'MulticastSendError';
-}
+/** SKEIN_ERR_CONFIG for an option that can never work, naming it. */
+const badOption = (option: string, message: string) => new SkeinError('SKEIN_ERR_CONFIG', message, { option });
 
 const DEFAULT_MAX_DATAGRAM = 1200;
 /** IPv4 UDP payload limit (65535 − 20 − 8); larger values could never be sent. */
@@ -181,7 +178,7 @@ function resolveInterface(
     const name = spec.replace(/^(::)?%/, '');
     const v4 = firstIPv4Of(name);
     if (!v4) {
-      throw new MulticastUnavailableError(group, port, family, spec, 'interface', `interface "${name}" has no IPv4 address`);
+      throw unavailable(group, port, family, spec, 'interface', `interface "${name}" has no IPv4 address`);
     }
     return { dgram: v4, name };
   }
@@ -189,19 +186,19 @@ function resolveInterface(
   if (isIPv4(spec)) {
     name = interfaceNameOf(spec);
     if (!name) {
-      throw new MulticastUnavailableError(group, port, family, spec, 'interface', `no local interface holds ${spec}`);
+      throw unavailable(group, port, family, spec, 'interface', `no local interface holds ${spec}`);
     }
   } else if (spec.includes('%')) {
     name = spec.slice(spec.indexOf('%') + 1);
   } else if (isIPv6(spec)) {
     name = interfaceNameOf(spec);
     if (!name) {
-      throw new MulticastUnavailableError(group, port, family, spec, 'interface', `no local interface holds ${spec}`);
+      throw unavailable(group, port, family, spec, 'interface', `no local interface holds ${spec}`);
     }
   } else {
     name = spec;
   }
-  if (!name) throw new MulticastUnavailableError(group, port, family, spec, 'interface', 'empty interface scope');
+  if (!name) throw unavailable(group, port, family, spec, 'interface', 'empty interface scope');
   return { dgram: `::%${name}`, name };
 }
 
@@ -269,18 +266,18 @@ export async function createMulticastTransport(opts: MulticastTransportOptions):
   const ttl = opts.ttl ?? 1;
   const loopback = opts.loopback ?? true;
   if (!Number.isInteger(maxDatagram) || maxDatagram < 1 || maxDatagram > MAX_UDP_PAYLOAD) {
-    throw new RangeError(`maxDatagram must be an integer in 1..${MAX_UDP_PAYLOAD}, got ${maxDatagram}`);
+    throw badOption('maxDatagram', `maxDatagram must be an integer in 1..${MAX_UDP_PAYLOAD}, got ${maxDatagram}`);
   }
-  if (!Number.isInteger(ttl) || ttl < 0 || ttl > 255) throw new RangeError(`ttl must be an integer in 0..255, got ${ttl}`);
-  if (!Array.isArray(opts.groups) || opts.groups.length === 0) throw new TypeError('groups must name at least one multicast group');
-  if (typeof opts.onDatagram !== 'function') throw new TypeError('onDatagram must be a function');
+  if (!Number.isInteger(ttl) || ttl < 0 || ttl > 255) throw badOption('ttl', `ttl must be an integer in 0..255, got ${ttl}`);
+  if (!Array.isArray(opts.groups) || opts.groups.length === 0) throw badOption('groups', 'groups must name at least one multicast group');
+  if (typeof opts.onDatagram !== 'function') throw badOption('onDatagram', 'onDatagram must be a function');
 
   const stats: TransportStats = { received: 0, dropped: 0, droppedOwn: 0, sent: 0, sendErrors: 0, errors: 0 };
   const reportError = (err: unknown) => {
     stats.errors++;
     if (!opts.onError) return;
     try {
-      opts.onError(err instanceof Error ? err : new Error(String(err)));
+      opts.onError(err instanceof Error ? err : toSkeinError(err));
     } catch {
       // An onError that throws must not take the socket (or the process) down with it.
     }
@@ -290,15 +287,14 @@ export async function createMulticastTransport(opts: MulticastTransportOptions):
 
   const openGroup = async (g: MulticastGroup): Promise<void> => {
     const family = multicastFamily(g.address);
-    if (!family) throw new TypeError(`"${g.address}" is not an IPv4 (224.0.0.0/4) or IPv6 (ff00::/8) multicast group`);
+    if (!family) throw badOption('groups', `"${g.address}" is not an IPv4 (224.0.0.0/4) or IPv6 (ff00::/8) multicast group`);
     if (!Number.isInteger(g.port) || g.port < 1 || g.port > 65535) {
-      throw new RangeError(`group ${g.address}: port must be an integer in 1..65535, got ${g.port}`);
+      throw badOption('groups', `group ${g.address}: port must be an integer in 1..65535, got ${g.port}`);
     }
     const spec = g.interface ?? opts.interface;
     const iface = resolveInterface(spec, family, g.address, g.port);
     const type = family === 'IPv4' ? 'udp4' : 'udp6';
-    const fail = (step: MulticastUnavailableError['step'], err: unknown, hint = '') =>
-      new MulticastUnavailableError(g.address, g.port, family, iface.name ?? spec, step, describe(err) + hint, { cause: err });
+    const fail = (step: MulticastStep, err: unknown, hint = '') => unavailable(g.address, g.port, family, iface.name ?? spec, step, describe(err) + hint, err);
 
     let recv: dgram.Socket;
     let send: dgram.Socket;
@@ -442,10 +438,10 @@ export async function createMulticastTransport(opts: MulticastTransportOptions):
       return closed;
     },
     async send(data: Uint8Array): Promise<void> {
-      if (closed) throw new MulticastSendError('transport is closed');
-      if (!(data instanceof Uint8Array)) throw new TypeError('send() takes a Uint8Array or Buffer');
+      if (closed) throw new SkeinError('SKEIN_ERR_MULTICAST_SEND', 'transport is closed');
+      if (!(data instanceof Uint8Array)) throw new SkeinError('SKEIN_ERR_MULTICAST_SEND', 'send() takes a Uint8Array or Buffer');
       if (data.byteLength > maxDatagram) {
-        throw new MulticastSendError(`datagram of ${data.byteLength} bytes exceeds maxDatagram (${maxDatagram}); nothing was sent`);
+        throw new SkeinError('SKEIN_ERR_MULTICAST_SEND', `datagram of ${data.byteLength} bytes exceeds maxDatagram (${maxDatagram}); nothing was sent`, { bytes: data.byteLength, maxDatagram });
       }
       const results = await Promise.allSettled(open.map((e) => sendTo(e, data)));
       const failures: string[] = [];
@@ -457,7 +453,7 @@ export async function createMulticastTransport(opts: MulticastTransportOptions):
           failures.push(`${b.family === 'IPv6' ? `[${b.group}]` : b.group}:${b.port}: ${describe(res.reason)}`);
         }
       });
-      if (failures.length) throw new MulticastSendError(`send failed for ${failures.length} of ${open.length} group(s): ${failures.join('; ')}`);
+      if (failures.length) throw new SkeinError('SKEIN_ERR_MULTICAST_SEND', `send failed for ${failures.length} of ${open.length} group(s): ${failures.join('; ')}`, { failures });
     },
     close(): Promise<void> {
       if (!closing) {

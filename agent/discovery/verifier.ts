@@ -35,7 +35,7 @@
  *   });
  */
 import { verify as edVerify, type KeyObject } from 'node:crypto';
-import { SkeinError } from '../../common/errors/index.ts';
+import { configError } from '../config/schema-dsl.ts';
 import { decodeCanonical, isSigningError, keyId as keyIdOf, publicKeyFromRaw, readPublicKey } from '../../signing/index.ts';
 import { MAX_ADVERT_BYTES, PAYLOAD_LIMITS, checkAdvertPayload, isValidSpiffeId, spiffeTrustDomain, type AdvertPayload } from './advert.ts';
 import { openEndorsement, type Endorsement } from './endorse.ts';
@@ -118,15 +118,11 @@ const CHEAP: Readonly<Record<RejectReason, VerifyResult>> = Object.freeze(
   Object.fromEntries(REJECT_REASONS.map((reason) => [reason, Object.freeze({ ok: false, reason })])) as Record<RejectReason, VerifyResult>,
 );
 
-function configError(path: string, message: string, cause?: unknown): SkeinError {
-  return new SkeinError('SKEIN_ERR_CONFIG', `${path}: ${message}`, { key: path }, cause === undefined ? undefined : { cause });
-}
-
 function parseKey(spec: string | Uint8Array, path: string): Buffer {
   try {
     return typeof spec === 'string' ? readPublicKey(spec) : readPublicKey(`ed25519:${Buffer.from(spec).toString('base64url')}`);
   } catch (err) {
-    throw configError(path, (err as Error).message, err);
+    throw configError(path, (err as Error).message, { cause: err });
   }
 }
 

@@ -47,6 +47,7 @@ export interface AuditLossRecorder {
 /** Scrape-time sources; each is optional (discovery off, sandbox "none"). */
 export interface MetricSources {
   stats?: () => { workers: number; idle: number; queued: number; inFlight: number };
+  /** The start-up canary's result: each probe (agent/sandbox CANARY_PROBES) "blocked" or "allowed", plus errno details. */
   canary?: () => Record<string, unknown> | undefined;
   adverts?: () => Record<string, number> | undefined;
   peers?: () => number | undefined;
@@ -57,7 +58,6 @@ export interface MetricSources {
 /** 0.1 ms … 30 s, roughly ×2.5 per step. */
 export const DURATION_BUCKETS = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30];
 export const UNKNOWN_ROUTINE = '_unknown';
-const CANARY_PROBES = ['socket', 'fork', 'readEtcPasswd', 'writeTmp', 'signalParent'];
 
 type CounterChild = { inc(v?: number): void };
 type HistogramChild = { observe(v: number): void };
@@ -140,7 +140,9 @@ export class AgentMetrics implements DispatchRecorder, AuthRecorder, WorkerRecor
       collect() {
         const c = src().canary?.();
         if (!c) return;
-        for (const probe of CANARY_PROBES) if (probe in c) this.set({ probe }, c[probe] === 'blocked' ? 1 : 0);
+        // Every probe the canary reported (the list lives with the canary, in agent/sandbox);
+        // other keys (errno) carry no verdict.
+        for (const [probe, verdict] of Object.entries(c)) if (verdict === 'blocked' || verdict === 'allowed') this.set({ probe }, verdict === 'blocked' ? 1 : 0);
       },
     });
     new Counter({

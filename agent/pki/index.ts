@@ -13,6 +13,7 @@ import { isIP } from 'node:net';
 import { hostname } from 'node:os';
 import { join, resolve } from 'node:path';
 import { SkeinError } from '../../common/errors/index.ts';
+import { NAME_HINT, NAME_PATTERN } from '../../common/names/index.ts';
 import { parseCertificate, parseOpenSslDate, spiffeIdFromSan } from './describe.ts';
 import { parseSpiffeId, SPIFFE_SCHEME } from '../../common/spiffe/index.ts';
 import { ensurePrivateDir, writeFileAtomic } from '../../common/fs/index.ts';
@@ -35,7 +36,6 @@ export const DEFAULT_LEAF_DAYS = 397;
 /** Name of the client certificate ensureDevPki creates (the CLI's `dispatch` looks for it). */
 export const DEV_CLIENT_NAME = 'dev-client';
 
-const NAME_RE = /^[A-Za-z0-9_.-]{1,64}$/;
 const DNS_RE = /^(\*\.)?[A-Za-z0-9_]([A-Za-z0-9_-]{0,62})(\.[A-Za-z0-9_]([A-Za-z0-9_-]{0,62}))*$/;
 // Clocks on edge hosts drift; a certificate valid "from now" is refused by a peer behind us.
 const SKEW_MS = 5 * 60_000;
@@ -44,14 +44,14 @@ const CA_YEARS = 10;
 /** ensureDevPki re-issues a development leaf this close to its expiry. */
 const DEV_RENEW_MS = 30 * DAY_MS;
 
-/** A SPIFFE trust domain name (agent/pki/spiffe.ts): 1–255 of a-z 0-9 . - _. */
+/** A SPIFFE trust domain name (common/spiffe/index.ts): 1–255 of a-z 0-9 . - _. */
 export function isValidTrustDomain(trustDomain: string): boolean {
   return typeof trustDomain === 'string' && parseSpiffeId(`${SPIFFE_SCHEME}${trustDomain}`, 'trust-domain').ok;
 }
 
-/** "." and ".." match the character class but are not valid SPIFFE path segments. */
+/** Certificate names follow the agent and routine name syntax (common/names): an agent's certificate carries its agent name. */
 export function isValidCertName(name: string): boolean {
-  return NAME_RE.test(name) && name !== '.' && name !== '..';
+  return NAME_PATTERN.test(name);
 }
 
 const usage = (message: string) => new SkeinError('SKEIN_ERR_USAGE', message);
@@ -147,7 +147,7 @@ export function classifyHosts(hosts: string[]): { dns: string[]; ips: string[] }
 
 function validateName(name: string): void {
   if (!isValidCertName(name)) {
-    throw usage(`certificate name ${JSON.stringify(name)} is invalid: 1-64 of A-Z a-z 0-9 _ . -`);
+    throw usage(`certificate name ${JSON.stringify(name)} is invalid: it must be ${NAME_HINT}`);
   }
 }
 

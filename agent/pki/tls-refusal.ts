@@ -1,8 +1,11 @@
 /**
- * Why a TLS handshake with a client failed, as one small fixed vocabulary shared by the
- * agent (its log line and the skein_tls_handshake_failures_total{reason} metric) and the
- * client library (the reason of SKEIN_ERR_TLS). Fixed, so the metric's label set is bounded
- * whatever a scanner sends.
+ * TLS failures, classified once. Why a TLS handshake with a client failed, as one small
+ * fixed vocabulary shared by the agent (its log line and the
+ * skein_tls_handshake_failures_total{reason} metric) and the client library (the reason of
+ * SKEIN_ERR_TLS); fixed, so the metric's label set is bounded whatever a scanner sends. And
+ * whether an outbound connection failed in TLS or in the network (`isTlsFailure`), for the
+ * client library (SKEIN_ERR_TLS / SKEIN_ERR_TRANSPORT) and routine code from URLs
+ * (SKEIN_ERR_SOURCE_TLS / SKEIN_ERR_SOURCE_NETWORK).
  */
 
 export const TLS_FAILURE_REASONS = [
@@ -68,4 +71,25 @@ export function tlsFailureReason(err: { code?: unknown; message?: unknown } | un
   // Version, cipher, ALPN and record-layer failures all arrive as ERR_SSL_* codes.
   if (code.startsWith('ERR_SSL_') || /version|cipher|alpn|protocol/i.test(String(err?.message ?? ''))) return 'protocol';
   return 'other';
+}
+
+/** Codes OpenSSL/BoringSSL and the TLS layer of Node and Bun give a failed TLS connection. */
+const TLS_ERROR_CODE = /^(ERR_TLS_|ERR_SSL_|ERR_OSSL_|CERT_|UNABLE_TO_|SELF_SIGNED_|DEPTH_ZERO_|HOSTNAME_MISMATCH|INVALID_CA|INVALID_PURPOSE|PATH_LENGTH_EXCEEDED)/;
+const TLS_ERROR_TEXT = /\b(ssl|tls)\b|certificate|handshake/i;
+
+/**
+ * Whether an outbound connection failed in TLS (certificate, CA, name, version, alert)
+ * rather than in the network. Decided by the error's code or its cause's; an error without
+ * one, or a bare EPROTO, is TLS when its text says so. A reset or refusal (ECONNRESET,
+ * ECONNREFUSED…) is the network, whatever its message mentions.
+ *
+ * @example
+ *   isTlsFailure({ code: 'UNABLE_TO_VERIFY_LEAF_SIGNATURE' })  // true
+ *   isTlsFailure({ code: 'ECONNREFUSED' })                     // false
+ */
+export function isTlsFailure(err: unknown): boolean {
+  const e = err as { code?: unknown; message?: unknown; cause?: { code?: unknown; message?: unknown } } | undefined;
+  const codes = [e?.code, e?.cause?.code].filter((c): c is string => typeof c === 'string' && c !== '');
+  if (codes.some((c) => TLS_ERROR_CODE.test(c))) return true;
+  return codes.every((c) => c === 'EPROTO') && TLS_ERROR_TEXT.test(`${String(e?.message ?? err ?? '')} ${String(e?.cause?.message ?? '')}`);
 }

@@ -8,6 +8,7 @@
 import { X509Certificate, createHash, createPrivateKey } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import type { AgentConfig } from '../config/schema.ts';
+import { configError } from '../config/schema-dsl.ts';
 import { SkeinError } from '../../common/errors/index.ts';
 import type { Logger } from '../log/index.ts';
 import { ensureDevPki, type CertificateSummary } from './index.ts';
@@ -113,7 +114,7 @@ export function readTls(files: TlsFiles, config: Pick<AgentConfig, 'tls'>, now =
 export function clientTrustDomains(tls: Pick<AgentConfig['tls'], 'trustDomains' | 'trustDomain'>, caBundle: string | Buffer): { domains: string[]; from: LoadedTls['trustDomainsFrom'] } {
   if (tls.trustDomains) {
     // An empty list would refuse every SPIFFE ID while looking like "no restriction".
-    if (tls.trustDomains.length === 0) throw new SkeinError('SKEIN_ERR_CONFIG', 'config key "tls.trustDomains": must list at least one trust domain (leave it unset to use the CA\'s)', { key: 'tls.trustDomains' });
+    if (tls.trustDomains.length === 0) throw configError('tls.trustDomains', 'must list at least one trust domain (leave it unset to use the CA\'s)');
     return { domains: [...new Set(tls.trustDomains)], from: 'tls.trustDomains' };
   }
   const named = caTrustDomains(caBundle);

@@ -3,7 +3,7 @@
  * requires of it (plan), and proof that the layers hold (canary). The layers themselves are
  * applied inside each worker by confine.py, whose source is sent in the worker's init line.
  *
- *   strict    seccomp + (Landlock or bubblewrap) + a network cut-off, all required; the
+ *   full      seccomp + (Landlock or bubblewrap) + a network cut-off, all required; the
  *             canary must fail every probe, else the agent refuses to start (exit 2).
  *   standard  every layer the host offers; each missing one is a warning.
  *   none      rlimits only; for debugging, with a loud warning on every start.
@@ -13,6 +13,7 @@ import type { Launcher } from './bwrap.ts';
 import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import type { SandboxConfig } from '../config/schema.ts';
+import { configError } from '../config/schema-dsl.ts';
 import { SkeinError } from '../../common/errors/index.ts';
 import CONFINE from './confine.py' with { type: 'text' };
 
@@ -47,7 +48,7 @@ export interface Policy {
 export interface Plan {
   profile: SandboxConfig['profile'];
   policy: Policy;
-  /** Capabilities the profile needs that the host lacks (strict refuses to start on any). */
+  /** Capabilities the profile needs that the host lacks ("full" refuses to start on any). */
   missing: string[];
   /** Layers the host cannot provide that the profile would have liked (standard warns). */
   degraded: string[];
@@ -57,7 +58,8 @@ export interface Plan {
   bwrap: boolean;
 }
 
-const CANARY_PROBES = ['socket', 'fork', 'readEtcPasswd', 'writeTmp', 'signalParent'] as const;
+/** What confine.py's canary() tries from inside a confined worker; the one list the agent checks (and /metrics reports) them by. */
+export const CANARY_PROBES = ['socket', 'fork', 'readEtcPasswd', 'writeTmp', 'signalParent'] as const;
 export type CanaryResult = Record<(typeof CANARY_PROBES)[number], 'blocked' | 'allowed'> & { errno?: Record<string, string> };
 
 /** Runs confine.probe() in a throwaway interpreter: the host's capabilities, unconfined. */
@@ -98,12 +100,12 @@ export function planProfile(sandbox: SandboxConfig, caps: HostCapabilities, limi
   if (caps.landlock.abi > 0 && caps.landlock.abi < 6) degraded.push(`Landlock signal scoping (ABI ${caps.landlock.abi} < 6)`);
   if (sandbox.bubblewrap && !caps.bwrap) degraded.push('bubblewrap (sandbox.bubblewrap is true but bwrap is not on PATH)');
   // With bubblewrap the mount namespace is the file-system layer when Landlock is missing.
-  const required = sandbox.profile === 'strict' ? ['seccomp', ...(landlock ? ['landlock'] : [])] : [];
+  const required = sandbox.profile === 'full' ? ['seccomp', ...(landlock ? ['landlock'] : [])] : [];
   return {
     profile: sandbox.profile,
     policy: { required, setsid: true, namespaces: caps.userns, landlock, seccomp: caps.seccomp.available, limits, readPaths, listPaths: packagePaths, auditHook: audit },
-    missing: sandbox.profile === 'strict' ? missing : [],
-    degraded: sandbox.profile === 'strict' ? degraded : [...missing, ...degraded],
+    missing: sandbox.profile === 'full' ? missing : [],
+    degraded: sandbox.profile === 'full' ? degraded : [...missing, ...degraded],
     packagePaths,
     bwrap,
   };
@@ -147,7 +149,7 @@ function packageGrants(sandbox: SandboxConfig): { readPaths: string[]; packagePa
     try {
       entries = readdirSync(dir);
     } catch (err) {
-      throw new SkeinError('SKEIN_ERR_CONFIG', `config key "sandbox.packagePaths": cannot read ${dir}: ${(err as Error).message}`, { key: 'sandbox.packagePaths' });
+      throw configError('sandbox.packagePaths', `cannot read ${dir}: ${(err as Error).message}`, { cause: err });
     }
     for (const entry of entries) {
       const owner = entry.split(/[.-]/, 1)[0]!;

@@ -1,6 +1,6 @@
 /**
  * Start-up of the sandbox: resolve the interpreter, probe the host, plan the configured
- * profile, refuse strict when it cannot be had, and prove the layers with the canary
+ * profile, refuse profile "full" when it cannot be had, and prove the layers with the canary
  * before any worker serves a call.
  */
 import type { AgentConfig } from '../config/schema.ts';
@@ -37,7 +37,7 @@ export function prepareSandbox(config: AgentConfig, limits: Record<string, numbe
   if (plan.missing.length) {
     throw new SkeinError(
       'SKEIN_ERR_SANDBOX',
-      `sandbox.profile "strict" cannot be provided on this host; missing:\n${plan.missing.map((m) => `  - ${m}`).join('\n')}\n` +
+      `sandbox.profile "full" cannot be provided on this host; missing:\n${plan.missing.map((m) => `  - ${m}`).join('\n')}\n` +
         'Run "skein doctor" for the host\'s capabilities, or set sandbox.profile to "standard" to run with what it offers.',
       { missing: plan.missing },
     );
@@ -50,11 +50,10 @@ export function prepareSandbox(config: AgentConfig, limits: Record<string, numbe
   const { layers, canary } = runCanary(launcher, plan.policy);
   prepared.canary = canary;
   const failures = canaryFailures(canary);
-  if (failures.length && profile === 'strict') {
-    throw new SkeinError('SKEIN_ERR_SANDBOX', `sandbox canary: a confined test worker could still ${failures.join(', ')}; refusing to start with sandbox.profile "strict"`, { canary });
+  if (failures.length && profile === 'full') {
+    throw new SkeinError('SKEIN_ERR_SANDBOX', `sandbox canary: a confined test worker could still ${failures.join(', ')}; refusing to start with sandbox.profile "full"`, { canary });
   }
   for (const probe of failures) log.warn('sandbox canary: a confined worker can still do this', { profile, probe });
   log.info('sandbox ready', { profile, layers, canary: failures.length ? canary : 'all blocked' });
-  if (config.sandbox.allowPrivateCodeAddresses) log.warn('sandbox.allowPrivateCodeAddresses is true: routine URLs may point at loopback and private addresses (tests only)');
   return prepared;
 }

@@ -1,5 +1,5 @@
 import { spawnSync } from 'node:child_process';
-import { SkeinError } from '../../common/errors/index.ts';
+import { configError } from '../config/schema-dsl.ts';
 
 /**
  * The whole environment of a worker (spawned directly or through bwrap --clearenv): nothing
@@ -30,7 +30,7 @@ export function resolvePython(python: string): PythonInfo {
   const r = spawnSync(python, ['-I', '-S', '-c', 'import sys; print(sys.executable); print(sys.base_prefix)'], { encoding: 'utf8', timeout: 10_000 });
   if (r.error || r.status !== 0) {
     const why = r.error?.message ?? (r.stderr.trim() || `exit ${r.status}`);
-    throw new SkeinError('SKEIN_ERR_CONFIG', `config key "workers.python": cannot run ${python}: ${why}`, { key: 'workers.python' });
+    throw configError('workers.python', `cannot run ${python}: ${why}`);
   }
   const [executable, prefix] = r.stdout.trim().split('\n');
   return { executable: executable || python, prefix: prefix || '/usr' };

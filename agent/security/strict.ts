@@ -32,7 +32,7 @@ export function strictViolations(config: AgentConfig, configFiles: string | stri
     v.push({ key: 'tls.clientCerts', message: 'one-way TLS ("optional") without a token plugin (bearer-jwt or signed-nonce) authenticates no one' });
   }
   if (!config.tls.plaintext && config.tls.minVersion !== 'TLSv1.3') v.push({ key: 'tls.minVersion', message: `${config.tls.minVersion} is below TLS 1.3` });
-  if (config.sandbox.profile !== 'strict') v.push({ key: 'sandbox.profile', message: `"${config.sandbox.profile}" is weaker than "strict"` });
+  if (config.sandbox.profile !== 'full') v.push({ key: 'sandbox.profile', message: `"${config.sandbox.profile}" is weaker than "full"` });
   // Built-in plugins are part of the binary; any other plugin is code from a folder and must be signed.
   // (A file that shadows a built-in is held to the same rule when it is loaded: plugin-host/loader.ts.)
   const fromFiles = enabled.filter((n) => !(BUILTIN_PLUGIN_NAMES as readonly string[]).includes(n));

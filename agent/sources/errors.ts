@@ -1,25 +1,17 @@
 /**
- * Codes for routine-source failures (in ERROR_TABLE). The code is also kept in
- * `details.reason`, so callers can match either way.
+ * Codes for routine-source failures: every SKEIN_ERR_SOURCE_* row of the errors table
+ * (common/errors), derived from it so a new row is a new reason without a second list. The
+ * code is also kept in `details.reason`, so callers can match either way.
  */
-import { SkeinError } from '../../common/errors/index.ts';
+import { ERROR_TABLE, SkeinError, type ErrorCode } from '../../common/errors/index.ts';
 
-export const SOURCE_REASONS = [
-  'SKEIN_ERR_SOURCE_SCHEME',
-  'SKEIN_ERR_SOURCE_HOST',
-  'SKEIN_ERR_SOURCE_ADDRESS',
-  'SKEIN_ERR_SOURCE_REDIRECT',
-  'SKEIN_ERR_SOURCE_TOO_LARGE',
-  'SKEIN_ERR_SOURCE_TIMEOUT',
-  'SKEIN_ERR_SOURCE_HTTP',
-  'SKEIN_ERR_SOURCE_PIN_MISMATCH',
-  'SKEIN_ERR_SOURCE_PIN_MISSING',
-  'SKEIN_ERR_SOURCE_TLS',
-  'SKEIN_ERR_SOURCE_ENCODING',
-  'SKEIN_ERR_SOURCE_NETWORK',
-] as const;
+const PREFIX = 'SKEIN_ERR_SOURCE_';
 
-export type SourceReason = (typeof SOURCE_REASONS)[number];
+export type SourceReason = Extract<ErrorCode, `${typeof PREFIX}${string}`>;
+
+const isSourceReason = (code: unknown): code is SourceReason => typeof code === 'string' && code.startsWith(PREFIX) && Object.hasOwn(ERROR_TABLE, code);
+
+export const SOURCE_REASONS: readonly SourceReason[] = Object.keys(ERROR_TABLE).filter(isSourceReason);
 
 export function sourceError(reason: SourceReason, message: string, details: Record<string, unknown> = {}, cause?: unknown): SkeinError {
   return new SkeinError(reason, message, { ...details, reason }, cause === undefined ? undefined : { cause });
@@ -29,5 +21,5 @@ export function sourceError(reason: SourceReason, message: string, details: Reco
 export function sourceReason(err: unknown): SourceReason | undefined {
   if (!(err instanceof SkeinError)) return undefined;
   const reason = err.details.reason;
-  return (SOURCE_REASONS as readonly unknown[]).includes(reason) ? (reason as SourceReason) : undefined;
+  return isSourceReason(reason) ? reason : undefined;
 }

@@ -8,19 +8,24 @@
  *  2. `watchPeer` checks `socket.remoteAddress` once TCP is connected: whatever the resolver
  *     said, the address actually reached must be public. The check runs on 'connect', before
  *     the TLS handshake completes and therefore before any request bytes are written.
+ *
+ * Both judge addresses with `classify` (address.ts classifyAddress; a unit test passes its
+ * own to stand a loopback server in for a public host). There is no switch that lets
+ * private addresses through.
  */
 import { lookup as dnsLookup, type LookupAddress, type LookupOptions } from 'node:dns';
 import type { LookupFunction, Socket } from 'node:net';
 import type { SkeinError } from '../../common/errors/index.ts';
-import { classifyAddress } from './address.ts';
+import { classifyAddress, type AddressClass } from './address.ts';
 import { sourceError } from './errors.ts';
 
 export type Lookup = typeof dnsLookup;
+export type Classify = (address: string) => AddressClass;
 
 const SSRF_FIX = 'routine code may only come from public addresses (SSRF guard); if this host is meant to be internal, serve the code from a public host instead';
 
 /** Refuses `remoteAddress` unless it is a public address; returns it when it is. */
-export function assertPublicPeer(remoteAddress: string | undefined, url: string): string {
+export function assertPublicPeer(remoteAddress: string | undefined, url: string, classify: Classify = classifyAddress): string {
   if (remoteAddress === undefined || remoteAddress === '') {
     throw sourceError(
       'SKEIN_ERR_SOURCE_ADDRESS',
@@ -28,7 +33,7 @@ export function assertPublicPeer(remoteAddress: string | undefined, url: string)
       { url },
     );
   }
-  const cls = classifyAddress(remoteAddress);
+  const cls = classify(remoteAddress);
   if (cls !== 'public') {
     throw sourceError(
       'SKEIN_ERR_SOURCE_ADDRESS',
@@ -44,16 +49,16 @@ export function assertPublicPeer(remoteAddress: string | undefined, url: string)
  * when any answer is not public (a mixed answer is how rebinding attacks look). `onRefuse`
  * sees the error first, because some runtimes re-wrap errors a lookup reports.
  */
-export function guardedLookup(base: Lookup, url: string, allowPrivate: boolean, onRefuse: (err: SkeinError) => void): LookupFunction {
+export function guardedLookup(base: Lookup, url: string, classify: Classify, onRefuse: (err: SkeinError) => void): LookupFunction {
   return (hostname: string, options: LookupOptions, callback) => {
     base(hostname, options, (err, address, family) => {
-      if (err || allowPrivate) {
+      if (err) {
         callback(err, address, family);
         return;
       }
       const answers: LookupAddress[] = Array.isArray(address) ? address : [{ address, family }];
       for (const answer of answers) {
-        const cls = classifyAddress(answer.address);
+        const cls = classify(answer.address);
         if (cls === 'public') continue;
         const refusal = sourceError(
           'SKEIN_ERR_SOURCE_ADDRESS',
@@ -70,18 +75,13 @@ export function guardedLookup(base: Lookup, url: string, allowPrivate: boolean, 
 }
 
 /**
- * Calls `done(null, address)` once `socket` is connected to a permitted address, or destroys
- * the socket and calls `done(err)` when it is not. With `allowPrivate` every address passes
- * (test servers on loopback) but the address is still reported.
+ * Calls `done(null, address)` once `socket` is connected to a public address, or destroys
+ * the socket and calls `done(err)` when it is not.
  */
-export function watchPeer(socket: Socket, url: string, allowPrivate: boolean, done: (err: SkeinError | null, address?: string) => void): void {
+export function watchPeer(socket: Socket, url: string, classify: Classify, done: (err: SkeinError | null, address?: string) => void): void {
   const check = () => {
-    if (allowPrivate) {
-      done(null, socket.remoteAddress);
-      return;
-    }
     try {
-      done(null, assertPublicPeer(socket.remoteAddress, url));
+      done(null, assertPublicPeer(socket.remoteAddress, url, classify));
     } catch (err) {
       // Down first, so nothing can be written to the refused peer while `done` runs.
       socket.destroy(err as SkeinError);

@@ -8,6 +8,8 @@ import { readFileSync } from 'node:fs';
 import { basename } from 'node:path';
 import type { Audit } from '../audit/index.ts';
 import type { AgentConfig } from '../config/schema.ts';
+import { configError } from '../config/schema-dsl.ts';
+import { PYTHON_IDENTIFIER_PATTERN } from '../../common/names/index.ts';
 import { SkeinError } from '../../common/errors/index.ts';
 import type { Logger } from '../log/index.ts';
 import { fetchUrlSource } from './index.ts';
@@ -30,7 +32,7 @@ export async function loadRoutines(config: AgentConfig, log: Logger, embedded: b
   const ca = config.sandbox.codeCa ? readFileSync(config.sandbox.codeCa) : undefined;
   for (const [name, r] of Object.entries(config.routines)) {
     const fn = r.function ?? name;
-    if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(fn)) throw new SkeinError('SKEIN_ERR_CONFIG', `config key "routines.${name}.function": "${fn}" is not a Python identifier; set "function" explicitly`, { key: `routines.${name}.function` });
+    if (!PYTHON_IDENTIFIER_PATTERN.test(fn)) throw configError(`routines.${name}.function`, `"${fn}" is not a Python identifier; set "function" explicitly`);
     let source: string;
     let origin: string;
     let fromBinary = false;
@@ -38,7 +40,7 @@ export async function loadRoutines(config: AgentConfig, log: Logger, embedded: b
       origin = r.url;
       const key = `${r.url} ${r.sha256}`;
       if (!fetched.has(key)) {
-        fetched.set(key, fetchUrlSource({ url: r.url, sha256: r.sha256!, allowedHosts: config.sandbox.allowedCodeHosts, allowPrivateAddresses: config.sandbox.allowPrivateCodeAddresses, ...(ca ? { ca } : {}) }).then((f) => f.source));
+        fetched.set(key, fetchUrlSource({ url: r.url, sha256: r.sha256!, allowedHosts: config.sandbox.allowedCodeHosts, ...(ca ? { ca } : {}) }).then((f) => f.source));
       }
       try {
         source = await fetched.get(key)!;

@@ -25,9 +25,10 @@ import type { IncomingMessage } from 'node:http';
 import { request, type RequestOptions } from 'node:https';
 import { rootCertificates } from 'node:tls';
 import { SkeinError } from '../../common/errors/index.ts';
+import { isTlsFailure } from '../pki/tls-refusal.ts';
 import { classifyAddress, isIpLiteral } from './address.ts';
 import { sourceError } from './errors.ts';
-import { guardedLookup, watchPeer, type Lookup } from './guard.ts';
+import { guardedLookup, watchPeer, type Classify, type Lookup } from './guard.ts';
 
 export interface UrlSourceOptions {
   /** Must be https://. */
@@ -42,8 +43,12 @@ export interface UrlSourceOptions {
   timeoutMs?: number;
   /** Default 3; each hop is re-checked (https, allow-list, address). */
   maxRedirects?: number;
-  /** ONLY for tests: permits loopback/private targets. The caller must log a warning. */
-  allowPrivateAddresses?: boolean;
+  /**
+   * How the SSRF guard judges an address (default address.ts classifyAddress: only public
+   * addresses pass). The agent never sets it; a unit test passes its own to stand a loopback
+   * server in for a public host.
+   */
+  classifyAddress?: Classify;
   /** An extra CA trusted for the server certificate, on top of the system CAs. */
   ca?: string | Buffer;
   /** Resolver, injectable for tests (DNS rebinding simulation). Default `dns.lookup`. */
@@ -74,7 +79,7 @@ interface Settings {
   maxRedirects: number;
   timeoutMs: number;
   deadline: number;
-  allowPrivate: boolean;
+  classify: Classify;
   ca: Array<string | Buffer> | undefined;
   lookup: Lookup;
 }
@@ -140,8 +145,8 @@ function checkHost(url: URL, s: Settings, redirectedFrom?: string): void {
     );
   }
   // Literal addresses never reach the resolver, so they are checked here.
-  if (!s.allowPrivate && isIpLiteral(host)) {
-    const cls = classifyAddress(host);
+  if (isIpLiteral(host)) {
+    const cls = s.classify(host);
     if (cls !== 'public') {
       throw sourceError(
         'SKEIN_ERR_SOURCE_ADDRESS',
@@ -152,14 +157,12 @@ function checkHost(url: URL, s: Settings, redirectedFrom?: string): void {
   }
 }
 
-const TLS_CODE_RE = /^(ERR_TLS_|ERR_SSL_|CERT_|UNABLE_TO_|SELF_SIGNED_|DEPTH_ZERO_|HOSTNAME_MISMATCH|ERR_OSSL_)/;
-
 function transportError(err: unknown, url: URL, s: Settings): SkeinError {
   if (err instanceof SkeinError) return err;
   const e = err as NodeJS.ErrnoException;
   const code = typeof e?.code === 'string' ? e.code : 'ERROR';
   const message = e?.message ?? String(err);
-  if (TLS_CODE_RE.test(code) || (code === 'EPROTO' && /ssl|tls/i.test(message))) {
+  if (isTlsFailure(err)) {
     return sourceError(
       'SKEIN_ERR_SOURCE_TLS',
       `routine source ${url.href}: TLS failed (${code}: ${message}); the host must present a certificate for "${bare(url.hostname)}" from a trusted CA, over TLS 1.2 or later`,
@@ -204,7 +207,7 @@ function fetchOnce(url: URL, s: Settings): Promise<Hop> {
       agent: false,
       rejectUnauthorized: true,
       minVersion: 'TLSv1.2',
-      lookup: guardedLookup(s.lookup, url.href, s.allowPrivate, (err) => {
+      lookup: guardedLookup(s.lookup, url.href, s.classify, (err) => {
         refusal = err;
       }),
     };
@@ -228,7 +231,7 @@ function fetchOnce(url: URL, s: Settings): Promise<Hop> {
     };
 
     req.on('socket', (socket) => {
-      watchPeer(socket, url.href, s.allowPrivate, (err, peer) => {
+      watchPeer(socket, url.href, s.classify, (err, peer) => {
         peerChecked = true;
         if (err) {
           refusal = err;
@@ -242,7 +245,7 @@ function fetchOnce(url: URL, s: Settings): Promise<Hop> {
     req.on('response', (res: IncomingMessage) => {
       // Fail closed if a runtime skipped the 'connect' event the peer check listens for.
       if (!peerChecked) {
-        watchPeer(res.socket, url.href, s.allowPrivate, (err, peer) => {
+        watchPeer(res.socket, url.href, s.classify, (err, peer) => {
           if (err) fail(err);
           else address = peer;
         });
@@ -347,7 +350,7 @@ export async function fetchUrlSource(opts: UrlSourceOptions): Promise<FetchedSou
     maxRedirects: optionInteger('maxRedirects', opts.maxRedirects, DEFAULT_MAX_REDIRECTS, 0),
     timeoutMs,
     deadline: Date.now() + timeoutMs,
-    allowPrivate: opts.allowPrivateAddresses === true,
+    classify: opts.classifyAddress ?? classifyAddress,
     ca: opts.ca === undefined ? undefined : [...rootCertificates, opts.ca],
     lookup: opts.lookup ?? dnsLookup,
   };

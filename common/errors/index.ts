@@ -16,7 +16,7 @@ export const ERROR_TABLE = {
   SKEIN_ERR_NOT_FOUND: { status: 404, exit: 3, what: 'no such endpoint' },
   SKEIN_ERR_METHOD_NOT_ALLOWED: { status: 405, exit: 3, what: 'wrong HTTP method for the endpoint' },
   SKEIN_ERR_BODY_TOO_LARGE: { status: 413, exit: 3, what: 'request body over limits.maxBodyBytes' },
-  // Identity (reserved for the plugins issue; listed so codes never get reused).
+  // Identity: authentication (client certificate, token plugins) and authorization.
   SKEIN_ERR_UNAUTHENTICATED: { status: 401, exit: 3, what: 'no valid credential' },
   SKEIN_ERR_FORBIDDEN: { status: 403, exit: 3, what: 'identity may not run this routine' },
   // Routine outcomes.
@@ -38,6 +38,9 @@ export const ERROR_TABLE = {
   SKEIN_ERR_BAD_RESPONSE: { status: 0, exit: 6, what: 'the server answered with something that is not a skein response' },
   SKEIN_ERR_PEER_IDENTITY: { status: 0, exit: 6, what: 'a peer presented another certificate or SPIFFE ID than it advertised; nothing was sent to it' },
   SKEIN_ERR_NO_PEERS: { status: 0, exit: 3, what: 'no trusted peer offers the routine (or every one failed)' },
+  // Discovery's multicast transport (agent/discovery/transport.ts).
+  SKEIN_ERR_MULTICAST_UNAVAILABLE: { status: 0, exit: 2, what: 'a discovery multicast group cannot be joined or reached on this host (the message names the group, the interface and the step that failed)' },
+  SKEIN_ERR_MULTICAST_SEND: { status: 0, exit: 1, what: 'a discovery advertisement was not sent: larger than the datagram limit, the transport closed, or the network refused it' },
   // Signatures (signing/): advertisements, plugin files, key files.
   SKEIN_ERR_SIG_MALFORMED: { status: 0, exit: 1, what: 'signed object or signature file cannot be decoded, has the wrong shape or an unsupported version' },
   SKEIN_ERR_SIG_NONCANONICAL: { status: 0, exit: 1, what: 'CBOR is well formed but not in the one deterministic encoding skein signs' },

@@ -6,13 +6,13 @@
  * namespace deleted in afterAll.
  */
 import type { ChildProcess } from 'node:child_process';
-import { existsSync } from 'node:fs';
 import dgram from 'node:dgram';
 import { networkInterfaces } from 'node:os';
 import { join, resolve } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, expect, it } from 'vitest';
 import { createMulticastTransport, type MulticastTransport } from '../../agent/discovery/transport.ts';
-import { canCreateNetwork, createNetwork, listNamespaces, type NetHost, type Network } from '../helpers/netns.ts';
+import { createNetwork, listNamespaces, netnsNeed, type NetHost, type Network } from '../helpers/netns.ts';
+import { file, requires } from '../helpers/requires.ts';
 
 const ROOT = resolve(import.meta.dirname, '../..');
 const MCAST_FIXTURE = join(import.meta.dirname, 'fixtures/mcast.mjs');
@@ -28,7 +28,6 @@ const GROUPS = [
   { address: GROUP6, port: PORT },
 ];
 
-const can = canCreateNetwork();
 
 interface Lines {
   proc: ChildProcess;
@@ -64,7 +63,7 @@ async function waitFor(check: () => boolean, what: string, ms = 4000): Promise<v
 const received = (l: Lines, data?: string) =>
   l.events.filter((e) => e.event === 'recv' && typeof e.data === 'string' && e.data.startsWith(data ?? TOKEN));
 
-describe.skipIf(!can.ok)(`multicast across network namespaces (${can.reason})`, () => {
+requires(netnsNeed()).describe('multicast across network namespaces', () => {
   let net: Network;
   let rootBefore: string[];
   const rootHeard: string[] = [];
@@ -143,7 +142,7 @@ describe.skipIf(!can.ok)(`multicast across network namespaces (${can.reason})`, 
     expect(rootHeard.filter((d) => d.startsWith(TOKEN))).toEqual([]);
   });
 
-  it.skipIf(!existsSync(BUN))('the real transport (run by Bun) in each namespace: A, B and C hear each other, not themselves', async () => {
+  requires(file(BUN, { why: 'npm install puts it there' })).it('the real transport (run by Bun) in each namespace: A, B and C hear each other, not themselves', async () => {
     const peers = net.hosts.map((h) =>
       collect(h.exec(BUN, [PEER_FIXTURE, JSON.stringify({ groups: GROUPS, interface: h.address, lifetimeMs: 8000 })], {
         env: { ...process.env, CBOR_NATIVE_ACCELERATION_DISABLED: 'true' },

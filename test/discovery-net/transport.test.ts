@@ -5,10 +5,9 @@
  */
 import { readFileSync } from 'node:fs';
 import { afterEach, describe, expect, it } from 'vitest';
+import { SkeinError } from '../../common/errors/index.ts';
 import {
   createMulticastTransport,
-  MulticastSendError,
-  MulticastUnavailableError,
   type DatagramSource,
   type MulticastTransport,
 } from '../../agent/discovery/transport.ts';
@@ -116,7 +115,7 @@ describe('multicast transport on loopback (IPv4, 127.0.0.1)', () => {
     expect(ta.maxDatagram).toBe(1200);
     const big = Buffer.alloc(1201, 'x');
     big.write(TOKEN);
-    await expect(ta.send(big)).rejects.toThrow(MulticastSendError);
+    await expect(ta.send(big)).rejects.toMatchObject({ code: 'SKEIN_ERR_MULTICAST_SEND', details: { bytes: 1201, maxDatagram: 1200 } });
     await expect(ta.send(big)).rejects.toThrow(/1201 bytes exceeds maxDatagram \(1200\)/);
     const exact = Buffer.alloc(1200, 'y');
     exact.write(TOKEN);
@@ -155,7 +154,7 @@ describe('multicast transport on loopback (IPv4, 127.0.0.1)', () => {
     await Promise.all([first, second, t.close()]);
     expect(t.closed).toBe(true);
     await t.close();
-    await expect(t.send(Buffer.from('late'))).rejects.toThrow(/transport is closed/);
+    await expect(t.send(Buffer.from('late'))).rejects.toMatchObject({ code: 'SKEIN_ERR_MULTICAST_SEND', message: 'transport is closed' });
     expect(udpSocketsOn(port)).toBe(0);
   });
 
@@ -186,13 +185,16 @@ describe('multicast transport on loopback (IPv4, 127.0.0.1)', () => {
   it('rejects groups that are not multicast and bad options before opening anything', async () => {
     const onDatagram = () => {};
     await expect(createMulticastTransport({ groups: [{ address: '127.0.0.1', port: 47777 }], onDatagram })).rejects.toThrow(/not an IPv4 \(224.0.0.0\/4\) or IPv6 \(ff00::\/8\) multicast group/);
-    await expect(createMulticastTransport({ groups: [{ address: 'fd00::1', port: 47777 }], onDatagram })).rejects.toThrow(TypeError);
+    await expect(createMulticastTransport({ groups: [{ address: 'fd00::1', port: 47777 }], onDatagram })).rejects.toMatchObject({ code: 'SKEIN_ERR_CONFIG', details: { option: 'groups' } });
     await expect(createMulticastTransport({ groups: [], onDatagram })).rejects.toThrow(/at least one/);
     await expect(createMulticastTransport({ groups: [{ address: GROUP4, port: 0 }], onDatagram })).rejects.toThrow(/port/);
-    await expect(createMulticastTransport({ groups: [{ address: GROUP4, port: 1 }], maxDatagram: 70_000, onDatagram })).rejects.toThrow(RangeError);
+    await expect(createMulticastTransport({ groups: [{ address: GROUP4, port: 1 }], maxDatagram: 70_000, onDatagram })).rejects.toMatchObject({ code: 'SKEIN_ERR_CONFIG', details: { option: 'maxDatagram' } });
     await expect(
       createMulticastTransport({ groups: [{ address: GROUP4, port: randomPort() }], interface: 'no-such-if0', onDatagram }),
     ).rejects.toThrow(/interface "no-such-if0" has no IPv4 address/);
+    await expect(
+      createMulticastTransport({ groups: [{ address: GROUP4, port: randomPort() }], interface: 'no-such-if0', onDatagram }),
+    ).rejects.toMatchObject({ code: 'SKEIN_ERR_MULTICAST_UNAVAILABLE', details: { group: GROUP4, step: 'interface' } });
   });
 });
 
@@ -201,12 +203,12 @@ describe('multicast transport on loopback (IPv6)', () => {
     const port = randomPort();
     const a = inbox();
     const b = inbox();
-    let outcome: 'works' | MulticastUnavailableError;
+    let outcome: 'works' | SkeinError;
     try {
       await open({ groups: [{ address: GROUP6, port }], interface: 'lo', onDatagram: a.onDatagram });
       outcome = 'works';
     } catch (err) {
-      outcome = err as MulticastUnavailableError;
+      outcome = err as SkeinError;
     }
     if (outcome === 'works') {
       const tb = await open({ groups: [{ address: GROUP6, port }], interface: 'lo', onDatagram: b.onDatagram });
@@ -216,11 +218,12 @@ describe('multicast transport on loopback (IPv6)', () => {
     } else {
       // On Linux the loopback device has no MULTICAST flag, so there is no ff00::/8 route on it:
       // joining succeeds but the route lookup (connect) fails, before any datagram is sent.
-      expect(outcome).toBeInstanceOf(MulticastUnavailableError);
+      expect(outcome).toBeInstanceOf(SkeinError);
+      expect(outcome.code).toBe('SKEIN_ERR_MULTICAST_UNAVAILABLE');
       expect(outcome.message).toContain(`[${GROUP6}]:${port}`);
       expect(outcome.message).toMatch(/on interface lo \((route|join|bind|socket) failed\): \S+/);
-      expect(outcome).toMatchObject({ group: GROUP6, port, family: 'IPv6', iface: 'lo' });
-      expect(outcome.reason.length).toBeGreaterThan(5);
+      expect(outcome.details).toMatchObject({ group: GROUP6, port, family: 'IPv6', iface: 'lo' });
+      expect(String(outcome.details.reason).length).toBeGreaterThan(5);
       console.info(`IPv6 multicast on loopback: rejected: ${outcome.message}`);
     }
   });
@@ -236,10 +239,11 @@ describe('multicast transport on loopback (IPv6)', () => {
       await open({ groups, interface: '127.0.0.1', onDatagram: () => {} });
     } catch (err) {
       v6Works = false;
-      expect(err).toBeInstanceOf(MulticastUnavailableError);
-      expect((err as MulticastUnavailableError).group).toBe(GROUP6);
+      expect(err).toBeInstanceOf(SkeinError);
+      expect((err as SkeinError).code).toBe('SKEIN_ERR_MULTICAST_UNAVAILABLE');
+      expect((err as SkeinError).details.group).toBe(GROUP6);
       // '127.0.0.1' was mapped to the interface holding it for the IPv6 group.
-      expect((err as MulticastUnavailableError).iface).toBe('lo');
+      expect((err as SkeinError).details.iface).toBe('lo');
       expect(udpSocketsOn(port)).toBe(0);
     }
     if (!v6Works) {

@@ -5,9 +5,9 @@ import { NOW, payload, testClock } from './helpers.ts';
 const KEY_A = 'aaaaaaaaaaaaaaaa';
 const KEY_B = 'bbbbbbbbbbbbbbbb';
 
-function table(opts: { failureThreshold?: number; failureCoolDownMs?: number } = {}) {
+function table() {
   const clock = testClock();
-  return { peers: new PeerTable({ now: clock.now, ...opts }), clock };
+  return { peers: new PeerTable({ now: clock.now }), clock };
 }
 
 describe('peer table', () => {
@@ -95,54 +95,22 @@ describe('peer table', () => {
     expect(peers.get('a1')?.keyId).toBe(KEY_B);
   });
 
-  it('offering: peers with the routine, least loaded first (load / capacity), ties by name, capacity 0 last', () => {
-    const { peers } = table();
-    peers.upsert(payload({ agent: 'busy', load: 3, capacity: 4, routines: ['echo'] }), KEY_A, 'x');
-    peers.upsert(payload({ agent: 'idle', load: 0, capacity: 2, routines: ['echo', 'other'] }), KEY_A, 'x');
-    peers.upsert(payload({ agent: 'half', load: 4, capacity: 8, routines: ['echo'] }), KEY_A, 'x');
-    peers.upsert(payload({ agent: 'half2', load: 1, capacity: 2, routines: ['echo'] }), KEY_A, 'x');
-    peers.upsert(payload({ agent: 'full', load: 0, capacity: 0, routines: ['echo'] }), KEY_A, 'x');
-    peers.upsert(payload({ agent: 'nope', load: 0, capacity: 8, routines: ['other'] }), KEY_A, 'x');
-    expect(peers.offering('echo').map((p) => p.agent)).toEqual(['idle', 'half', 'half2', 'busy', 'full']);
-    expect(peers.offering('other').map((p) => p.agent)).toEqual(['idle', 'nope']);
-    expect(peers.offering('missing')).toEqual([]);
-  });
-
-  it('markUntrusted: skipped by offering until the cool-down passes, even while it keeps advertising', () => {
+  it('markUntrusted: shows a cool-down until the deadline, even while the peer keeps advertising', () => {
     const { peers, clock } = table();
     peers.upsert(payload({ agent: 'a1', load: 0, ttl: 60_000 }), KEY_A, 'x');
     peers.upsert(payload({ agent: 'b1', load: 3, ttl: 60_000 }), KEY_B, 'y');
     peers.markUntrusted('a1', NOW + 10_000);
-    expect(peers.offering('echo').map((p) => p.agent)).toEqual(['b1']);
-    expect(peers.isCoolingDown('a1')).toBe(true);
-    expect(peers.list().find((p) => p.agent === 'a1')?.coolDownMs).toBe(10_000);
+    const coolDowns = () => peers.list().map((p) => [p.agent, p.coolDownMs]);
+    expect(coolDowns()).toEqual([['a1', 10_000], ['b1', 0]]);
     clock.advance(5000);
     peers.upsert(payload({ agent: 'a1', seq: 2, load: 0, ttl: 60_000 }), KEY_A, 'x');
-    expect(peers.offering('echo').map((p) => p.agent)).toEqual(['b1']);
+    expect(peers.get('a1')?.coolDownMs).toBe(5000);
     // An earlier deadline never shortens it.
     peers.markUntrusted('a1', NOW + 6000);
     clock.set(NOW + 9999);
-    expect(peers.offering('echo').map((p) => p.agent)).toEqual(['b1']);
+    expect(peers.get('a1')?.coolDownMs).toBe(1);
     clock.set(NOW + 10_000);
-    expect(peers.offering('echo').map((p) => p.agent)).toEqual(['a1', 'b1']);
-    expect(peers.isCoolingDown('a1')).toBe(false);
-  });
-
-  it('repeated failures evict a peer for a cool-down; a success resets the count', () => {
-    const { peers, clock } = table({ failureThreshold: 3, failureCoolDownMs: 30_000 });
-    peers.upsert(payload({ agent: 'a1', ttl: 600_000 }), KEY_A, 'x');
-    expect(peers.recordFailure('a1')).toBe(false);
-    expect(peers.recordFailure('a1')).toBe(false);
-    peers.recordSuccess('a1');
-    expect(peers.recordFailure('a1')).toBe(false);
-    expect(peers.recordFailure('a1')).toBe(false);
-    expect(peers.recordFailure('a1')).toBe(true);
-    expect(peers.offering('echo')).toEqual([]);
-    expect(peers.get('a1')?.coolDownMs).toBe(30_000);
-    clock.advance(30_000);
-    expect(peers.offering('echo').map((p) => p.agent)).toEqual(['a1']);
-    // The count started again after the cool-down.
-    expect(peers.recordFailure('a1')).toBe(false);
+    expect(coolDowns()).toEqual([['a1', 0], ['b1', 0]]);
   });
 
   it('signing-key rotation: a key bound to the same SPIFFE ID takes the entry over; replays and unbound keys cannot', () => {

@@ -71,10 +71,11 @@ describe('verifier: accepts', () => {
       expect((err as SkeinError).code).toBe('SKEIN_ERR_CONFIG');
       expect((err as SkeinError).message).toMatch(msg);
     };
-    bad([formatPublicKey(agent.publicKey), 'ed25519:nope'], /discovery\.trustedKeys\[1\]/);
-    bad([{ key: formatPublicKey(agent.publicKey), spiffe: 'spiffe://x' }], /trustedKeys\[0\].*not a SPIFFE ID/);
+    // Worded like every other config error (schema-dsl configError): config key "<key>": <why>.
+    bad([formatPublicKey(agent.publicKey), 'ed25519:nope'], /^config key "discovery\.trustedKeys\[1\]": /);
+    bad([{ key: formatPublicKey(agent.publicKey), spiffe: 'spiffe://x' }], /^config key "discovery\.trustedKeys\[0\]": .*not a SPIFFE ID/);
     bad([`${formatPublicKey(agent.publicKey)}@spiffe://a/b`, `${formatPublicKey(agent.publicKey)}@spiffe://a/c`], /listed twice/);
-    expect(() => createAdvertVerifier({ fleet: FLEET, rootKeys: ['ed25519:x'] })).toThrow(/discovery\.rootKeys\[0\]/);
+    expect(() => createAdvertVerifier({ fleet: FLEET, rootKeys: ['ed25519:x'] })).toThrow(/^config key "discovery\.rootKeys\[0\]": /);
   });
 });
 

@@ -33,7 +33,10 @@ const CORPUS: Array<[string, unknown, boolean]> = [
   ['plaintext without discovery', { tls: { plaintext: true } }, true],
   ['port 65535', { agent: { listen: '127.0.0.1:65535' } }, true],
   ['JSONC: comments and a trailing comma', '{\n  // dev\n  "agent": { "name": "x", },\n}', true],
+  ['sandbox profile "full"', { sandbox: { profile: 'full' } }, true],
   ['unknown key', { agnet: {} }, false],
+  ['the former sandbox profile name "strict"', { sandbox: { profile: 'strict' } }, false],
+  ['the removed sandbox.allowPrivateCodeAddresses', { sandbox: { allowPrivateCodeAddresses: true } }, false],
   ['wrong type', { workers: { poolSize: 'many' } }, false],
   ['a TLS certificate without key and CA', { tls: { cert: 'a.crt' } }, false],
   ['TLS key and CA without the certificate', { tls: { key: 'a.key', ca: 'ca.crt' } }, false],
@@ -98,5 +101,16 @@ describe('docs/config.schema.json and skein validate agree', () => {
     const file = exceptionFiles[i]!;
     expect(verdicts[file]).toEqual([]);
     expect((await runCli(['validate', '--config-only', '--config', file], { cwd: dir })).code).toBe(2);
+  });
+});
+
+describe('keys and values that are gone say what happened', () => {
+  it('sandbox.allowPrivateCodeAddresses (a test-only switch) is refused, exit 2, naming why; the agent does not start', async () => {
+    const file = fileOf(2000, { sandbox: { allowPrivateCodeAddresses: true } });
+    for (const args of [['validate', '--config', file], ['agent', '--config', file]]) {
+      const r = await runCli(args, { cwd: dir });
+      expect(r.code).toBe(2);
+      expect(r.stderr).toContain(`error [SKEIN_ERR_CONFIG]: config key "sandbox.allowPrivateCodeAddresses" (in ${file}): was removed: it let routine URLs reach loopback and private addresses, for tests only; routine code comes only from public addresses`);
+    }
   });
 });

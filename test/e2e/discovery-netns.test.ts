@@ -29,11 +29,12 @@
 import type { ChildProcess } from 'node:child_process';
 import { spawnSync } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, expect, it } from 'vitest';
 import { BINARY, EXAMPLES, FIXTURES, ROOT, baseConfig, runCli, stopAll, tempDir } from '../helpers/agent.ts';
-import { canCreateNetwork, createNetwork, type NetHost, type Network } from '../helpers/netns.ts';
+import { createNetwork, netnsNeed, type NetHost, type Network } from '../helpers/netns.ts';
+import { file, requires } from '../helpers/requires.ts';
 
 const BUN = join(ROOT, 'node_modules/.bin/bun');
 const ROUTINES_FIX = join(FIXTURES, 'routines.py');
@@ -48,9 +49,6 @@ const NAMES = ['node-a', 'node-b', 'node-c'] as const;
 type Name = (typeof NAMES)[number];
 const REASONS = ['rate-limited', 'oversize', 'malformed', 'unsupported-version', 'wrong-fleet', 'endorsement-invalid', 'endorsement-expired', 'endorsement-mismatch', 'unknown-key', 'bad-signature', 'spiffe-mismatch', 'stale', 'future', 'replay'];
 
-const can = canCreateNetwork();
-const ready = can.ok && existsSync(BUN);
-const why = !can.ok ? `skipped: ${can.reason}` : !existsSync(BUN) ? `skipped: ${BUN} is missing (npm install)` : can.reason;
 
 type Event = Record<string, unknown>;
 interface Lines {
@@ -122,7 +120,7 @@ interface Agent {
   endpoint: string;
 }
 
-describe.skipIf(!ready)(`discovery across network namespaces (${why})`, () => {
+requires(netnsNeed(), file(BUN, { why: 'npm install puts it there' })).describe('discovery across network namespaces', () => {
   let net: Network;
   let pki: string;
   let keys: string;

@@ -117,6 +117,13 @@ describe('discovery on loopback multicast', () => {
     expect(stderr).toMatch(/error \[SKEIN_ERR_SIG_KEY_PERMISSIONS\]: .*loose\.key.*0644.*chmod 600/);
   });
 
+  it('a group this host cannot join stops start-up, exit 2, naming discovery.groups, the group, the interface and the step', async () => {
+    const stderr = await startMustFail({
+      ...baseConfig({ discovery: { enabled: true, fleet: 'test-fleet', signingKey: join(keys, 'alpha.key'), trustedKeys: [pub('beta')], groups: ['239.255.77.78:47778'], interface: 'no-such-if0' } }),
+    });
+    expect(stderr).toContain('error [SKEIN_ERR_CONFIG]: config key "discovery.groups": multicast group 239.255.77.78:47778 is unavailable on interface no-such-if0 (interface failed): interface "no-such-if0" has no IPv4 address');
+  });
+
   it("a trusted key cannot advertise under another agent's name (regression: name hijack)", async () => {
     // gamma's key is trusted, pinned to spiffe://fleet.test/agent/gamma. It claims the name "beta".
     const key = readPrivateKey(join(keys, 'gamma.key'));

@@ -13,16 +13,10 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SkeinClient } from '../../agent/client/index.ts';
 import { baseConfig, failure, ROOT, runCli, startAgent, stopAll, type StartedAgent } from '../helpers/agent.ts';
 import { closedWithin, ping, rawConnect } from '../helpers/h2-raw.ts';
+import { pythonModules, requires } from '../helpers/requires.ts';
 
 const PYTHON = '/usr/bin/python3';
-const HAS_PYJWT = (() => {
-  try {
-    execFileSync(PYTHON, ['-c', 'import jwt'], { stdio: 'pipe' });
-    return true;
-  } catch {
-    return false;
-  }
-})();
+const withPyJwt = requires(pythonModules(['jwt'], 'python3-jwt', PYTHON));
 const secret = randomBytes(32);
 
 /** An HS256 JWT minted by PyJWT (an implementation independent of the plugin's). */
@@ -92,7 +86,7 @@ describe('an agent with tls.plaintext', () => {
     expect(line?.clientAuth).toBe('token');
   });
 
-  it.skipIf(!HAS_PYJWT)('serves curl --http2-prior-knowledge with a bearer token', async () => {
+  withPyJwt.it('serves curl --http2-prior-knowledge with a bearer token', async () => {
     const r = await curl(['--http2-prior-knowledge', '-H', `authorization: Bearer ${mint('alice')}`, '-H', 'content-type: application/json', '--data-binary', '{"args":[2,3]}', `http://127.0.0.1:${h2c.port}/v1/dispatch/add`]);
     expect(r.stderr).toBe('');
     expect(JSON.parse(r.stdout)).toEqual({ result: 5 });
@@ -114,7 +108,7 @@ describe('an agent with tls.plaintext', () => {
     }
   });
 
-  it.skipIf(!HAS_PYJWT)('the client library speaks h2c only when asked for', async () => {
+  withPyJwt.it('the client library speaks h2c only when asked for', async () => {
     expect(() => new SkeinClient({ peer: `http://127.0.0.1:${h2c.port}` })).toThrow(/plaintext http:\/\//);
     expect(() => new SkeinClient({ peer: `https://127.0.0.1:${h2c.port}`, plaintext: true })).toThrow(/https:\/\/ but plaintext/);
     expect(() => new SkeinClient({ peer: `127.0.0.1:${h2c.port}`, plaintext: true, pin: { sha256: 'a'.repeat(64), spiffeId: 'spiffe://skein.local/agent/x' } })).toThrow(/needs TLS/);
@@ -126,7 +120,7 @@ describe('an agent with tls.plaintext', () => {
     }
   });
 
-  it.skipIf(!HAS_PYJWT)('skein dispatch --plaintext reaches it; an http:// peer without the flag is a usage error', async () => {
+  withPyJwt.it('skein dispatch --plaintext reaches it; an http:// peer without the flag is a usage error', async () => {
     const ok = await runCli(['dispatch', 'add', '--args', '[20, 22]', '--plaintext', '--peer', `http://127.0.0.1:${h2c.port}`, '--token', mint('carol')]);
     expect(ok.stderr).toBe('');
     expect(ok.stdout.trim()).toBe('42');

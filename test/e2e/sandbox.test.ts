@@ -1,17 +1,18 @@
 /**
- * Sandbox profiles through the binary: strict (the default) applies and proves every layer,
+ * Sandbox profiles through the binary: full (the default) applies and proves every layer,
  * refuses to start on a host that lacks them, standard degrades with warnings, none warns
  * loudly, bubblewrap wraps workers when enabled, and `skein doctor` reports it all.
  */
 import { execFileSync } from 'node:child_process';
-import { existsSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { baseConfig, failure, FIXTURES, runCli, startAgent, stopAll, tempDir } from '../helpers/agent.ts';
+import { requires, tool } from '../helpers/requires.ts';
 
 const BARE_HOST_PYTHON = join(FIXTURES, 'bare-host/python3');
 const REAL_PYTHON = execFileSync('python3', ['-I', '-S', '-c', 'import sys; print(sys.executable)'], { encoding: 'utf8' }).trim();
-const HAS_BWRAP = ['/usr/bin/bwrap', '/bin/bwrap'].some((p) => existsSync(p));
+const withBwrap = requires(tool('bwrap', 'bubblewrap'));
 const FIX = join(FIXTURES, 'routines.py');
 
 afterAll(stopAll);
@@ -23,12 +24,12 @@ function writeConfig(config: Record<string, unknown>): string {
   return path;
 }
 
-describe('strict (the default)', () => {
+describe('full (the default)', () => {
   it('applies every kernel layer in each worker and proves them with the canary', async () => {
     const agent = await startAgent({ config: baseConfig({ workers: { poolSize: 1 } }) });
     try {
       const sandbox = await agent.waitForLog((l) => l.msg === 'sandbox ready');
-      expect(sandbox.profile).toBe('strict');
+      expect(sandbox.profile).toBe('full');
       expect(sandbox.canary).toBe('all blocked');
       const ready = await agent.waitForLog((l) => l.msg === 'workers ready');
       expect(ready.layers).toEqual(expect.arrayContaining(['pdeathsig', 'userns', 'netns', 'rlimits', 'landlock', 'seccomp', 'audit']));
@@ -44,10 +45,26 @@ describe('strict (the default)', () => {
     const path = writeConfig(baseConfig({ agent: { listen: '127.0.0.1:0', stateDir: 'state' }, workers: { python: BARE_HOST_PYTHON } }));
     const r = await runCli(['agent', '--config', path], { env: { SKEIN_TEST_REAL_PYTHON: REAL_PYTHON } });
     expect(r.code).toBe(2);
-    expect(r.stderr).toMatch(/error \[SKEIN_ERR_SANDBOX\]: sandbox.profile "strict" cannot be provided on this host; missing:/);
+    expect(r.stderr).toMatch(/error \[SKEIN_ERR_SANDBOX\]: sandbox.profile "full" cannot be provided on this host; missing:/);
     expect(r.stderr).toMatch(/ {2}- seccomp \(actions available: allow\)/);
     expect(r.stderr).toMatch(/ {2}- Landlock or bubblewrap \(Landlock ABI 0; bwrap not on PATH\)/);
     expect(r.stderr).toMatch(/skein doctor/);
+  });
+});
+
+describe('"strict" was the old name of "full" (it now means only security.strict)', () => {
+  it.each([
+    ['the config file', { sandbox: { profile: 'strict' } }, {}, 'in '],
+    ['SKEIN_SANDBOX_PROFILE', {}, { SKEIN_SANDBOX_PROFILE: 'strict' }, 'in environment'],
+  ] as const)('sandbox.profile "strict" in %s is refused, exit 2, naming "full"', async (_where, sandbox, env, source) => {
+    const path = writeConfig(baseConfig({ agent: { listen: '127.0.0.1:0', stateDir: 'state' }, ...sandbox }));
+    for (const args of [['agent', '--config', path], ['validate', '--config', path]]) {
+      const r = await runCli(args, { env });
+      expect(r.code).toBe(2);
+      expect(r.stderr).toContain('[SKEIN_ERR_CONFIG]');
+      expect(r.stderr).toContain(`config key "sandbox.profile" (${source}`);
+      expect(r.stderr).toContain('"strict" was renamed to "full" (same behaviour); write "full"');
+    }
   });
 });
 
@@ -86,7 +103,7 @@ describe('standard and none', () => {
   });
 });
 
-describe.skipIf(!HAS_BWRAP)('bubblewrap outer layer (sandbox.bubblewrap)', () => {
+withBwrap.describe('bubblewrap outer layer (sandbox.bubblewrap)', () => {
   it('wraps every worker in bwrap, with the kernel layers inside', async () => {
     const agent = await startAgent({ config: baseConfig({ workers: { poolSize: 1 }, sandbox: { bubblewrap: true }, routines: { pid: { file: FIX }, chatty: { file: FIX } } }) });
     const client = agent.client();
@@ -142,17 +159,17 @@ describe('skein doctor', () => {
     expect(r.code).toBe(0);
     expect(r.stdout).toMatch(/seccomp\s+yes \(actions: .*errno/);
     expect(r.stdout).toMatch(/Landlock ABI\s+\d/);
-    expect(r.stdout).toMatch(/strict \*\s+would apply rlimits.*Landlock, seccomp/);
-    expect(r.stdout).toMatch(/Canary \(strict\): socket blocked, fork blocked, readEtcPasswd blocked, writeTmp blocked, signalParent blocked/);
+    expect(r.stdout).toMatch(/full \*\s+would apply rlimits.*Landlock, seccomp/);
+    expect(r.stdout).toMatch(/Canary \(full\): socket blocked, fork blocked, readEtcPasswd blocked, writeTmp blocked, signalParent blocked/);
     const json = JSON.parse((await runCli(['doctor', '--json', '--config', writeConfig({})])).stdout);
     expect(json.ok).toBe(true);
     expect(json.host.seccomp.available).toBe(true);
   });
 
-  it('exit 1 and says why on a host that cannot run strict', async () => {
+  it('exit 1 and says why on a host that cannot run full', async () => {
     const r = await runCli(['doctor', '--config', writeConfig({ workers: { python: BARE_HOST_PYTHON } })], { env: { SKEIN_TEST_REAL_PYTHON: REAL_PYTHON } });
     expect(r.code).toBe(1);
-    expect(r.stdout).toMatch(/strict \*\s+cannot run: missing seccomp/);
+    expect(r.stdout).toMatch(/full \*\s+cannot run: missing seccomp/);
     expect(r.stdout).toMatch(/NOT OK/);
   });
 });

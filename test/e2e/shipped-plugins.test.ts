@@ -9,16 +9,10 @@ import { createHmac, generateKeyPairSync, randomBytes, type KeyObject } from 'no
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { baseConfig, failure, ROOT, runCli, startAgent, stopAll, tempDir, type StartedAgent } from '../helpers/agent.ts';
+import { pythonModules, requires } from '../helpers/requires.ts';
 
 const PYTHON = '/usr/bin/python3';
-const HAS_PYJWT = (() => {
-  try {
-    execFileSync(PYTHON, ['-c', 'import jwt, cryptography'], { stdio: 'pipe' });
-    return true;
-  } catch {
-    return false;
-  }
-})();
+const withPyJwt = requires(pythonModules(['jwt', 'cryptography'], 'python3-jwt python3-cryptography', PYTHON));
 
 const ed = generateKeyPairSync('ed25519');
 const ec = generateKeyPairSync('ec', { namedCurve: 'P-256' });
@@ -93,7 +87,7 @@ afterAll(async () => {
 
 const anon = () => agent.client({ cert: undefined, key: undefined });
 
-describe.skipIf(!HAS_PYJWT)('bearer-jwt with tokens minted by PyJWT', () => {
+withPyJwt.describe('bearer-jwt with tokens minted by PyJWT', () => {
   it.each(['EdDSA', 'ES256', 'RS256', 'HS256'] as const)('%s is accepted over one-way TLS', async (alg) => {
     const client = anon();
     try {
@@ -157,7 +151,7 @@ describe.skipIf(!HAS_PYJWT)('bearer-jwt with tokens minted by PyJWT', () => {
 });
 
 describe('routine-policy over token identities', () => {
-  it.skipIf(!HAS_PYJWT)('jwt:alice may run add; jwt:bob only echo; an intern may not run fail, alice may', async () => {
+  withPyJwt.it('jwt:alice may run add; jwt:bob only echo; an intern may not run fail, alice may', async () => {
     const client = anon();
     try {
       expect(await client.dispatch('add', { args: [1, 2], token: mint('EdDSA', good('alice')) })).toBe(3);

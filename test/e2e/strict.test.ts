@@ -25,7 +25,7 @@ describe('each violation is reported with its key (skein validate --strict, exit
     ['one-way TLS without a token plugin', { tls: { clientCerts: 'optional' } }, /tls.clientCerts: one-way TLS \("optional"\) without a token plugin/],
     ['plaintext h2c without a token plugin', { tls: { plaintext: true } }, /tls.plaintext: plaintext HTTP\/2 \(h2c\) without a token plugin/],
     ['TLS below 1.3', { tls: { minVersion: 'TLSv1.2' } }, /tls.minVersion: TLSv1.2 is below TLS 1.3/],
-    ['a sandbox weaker than strict', { sandbox: { profile: 'standard' } }, /sandbox.profile: "standard" is weaker than "strict"/],
+    ['a sandbox weaker than full', { sandbox: { profile: 'standard' } }, /sandbox.profile: "standard" is weaker than "full"/],
     ['plugins from files without required signatures', { plugins: { enabled: [{ name: 'office-hours' }] } }, /plugins.requireSignature: plugins loaded from files \(office-hours\) but their signatures are not required/],
     ['the audit stream turned off', { audit: { sink: 'off' } }, /audit.sink: "off" records no security decision/],
     ['authorization.default "allow" reachable off-host', { agent: { name: 'strict', listen: '0.0.0.0:0', stateDir: 'state' }, authorization: { default: 'allow' } }, /authorization.default: "allow" while listening off-host \(0.0.0.0:0\): every authenticated peer may run every routine that no plugin denies/],

@@ -5,13 +5,15 @@
  *  - by default nothing older than TLS 1.3 is offered;
  *  - with tls.minVersion "TLSv1.2", TLS 1.2 offers only ECDHE key exchange with AEAD
  *    ciphers: no CBC, no RSA key exchange, no NULL/anonymous/EXPORT/LOW/RC4/3DES.
- * Skipped (with a message) only when testssl is missing outside CI; in CI it must run.
+ * Skipped (naming the package) only when testssl is missing outside CI; in CI that fails
+ * (test/helpers/requires.ts).
  */
 import { execFile, execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, expect, it } from 'vitest';
 import { baseConfig, startAgent, stopAll, tempDir, type StartedAgent } from '../helpers/agent.ts';
+import { requires } from '../helpers/requires.ts';
 
 const TESTSSL = ['testssl', 'testssl.sh'].find((bin) => {
   try {
@@ -21,8 +23,7 @@ const TESTSSL = ['testssl', 'testssl.sh'].find((bin) => {
     return false;
   }
 });
-const SKIP = TESTSSL === undefined && !process.env.CI;
-if (SKIP) console.warn('test/e2e/testssl.test.ts skipped: testssl is not installed (apt-get install testssl.sh; .ci/run installs it). In CI this fails instead.');
+const withTestssl = requires({ what: 'testssl', ok: TESTSSL !== undefined, debian: 'testssl.sh' });
 
 interface Finding {
   id: string;
@@ -54,7 +55,7 @@ const cipher = (f: Finding) => {
 };
 const OLD = ['SSLv2', 'SSLv3', 'TLS1', 'TLS1_1'];
 
-describe.skipIf(SKIP)('testssl.sh against the dispatch listener', () => {
+withTestssl.describe('testssl.sh against the dispatch listener', () => {
   let tls13: StartedAgent;
   let tls12: StartedAgent;
   let results: [Finding[], Finding[]];

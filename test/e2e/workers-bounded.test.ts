@@ -4,10 +4,11 @@
  * that is cheap to send but costly to decode is refused before it is decoded, and a
  * protocol violation is logged once.
  */
-import { existsSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { alive, baseConfig, failure, FIXTURES, startAgent, stopAll, type StartedAgent } from '../helpers/agent.ts';
+import { requires, tool } from '../helpers/requires.ts';
 
 const BOUNDED = join(FIXTURES, 'bounded.py');
 const ROUTINES = join(FIXTURES, 'routines.py');
@@ -110,7 +111,7 @@ describe('a call leaves nothing running behind', () => {
   });
 });
 
-describe.skipIf(!existsSync('/usr/bin/bwrap'))('a call leaves nothing running behind, under bubblewrap', () => {
+requires(tool('bwrap', 'bubblewrap')).describe('a call leaves nothing running behind, under bubblewrap', () => {
   it('the threads of the interpreter (under bwrap and its pid-1 reaper) are the ones counted', async () => {
     const agent = await startAgent({
       config: baseConfig({

@@ -1,5 +1,5 @@
 /**
- * Compatibility under the default `strict` profile: everyday standard-library routines
+ * Compatibility under the default `full` profile: everyday standard-library routines
  * (json, re, decimal, dataclasses, logging, threading, datetime/zoneinfo, collections,
  * itertools, hashlib, base64, …) keep working through the real binary, and the third-party
  * package allow-list (sandbox.packagePaths + sandbox.allowedPackages, and its env override
@@ -60,7 +60,7 @@ let client: SkeinClient;
 
 beforeAll(async () => {
   agent = await startAgent({ config: config() });
-  expect(agent.logs.find((l) => l.msg === 'sandbox ready')?.profile).toBe('strict');
+  expect(agent.logs.find((l) => l.msg === 'sandbox ready')?.profile).toBe('full');
   client = agent.client();
 });
 
@@ -70,7 +70,7 @@ afterAll(async () => {
   await stopAll();
 });
 
-describe('standard library under strict', () => {
+describe('standard library under the full profile', () => {
   it.each<[string, unknown[], unknown]>([
     ['use_json', [{ a: [1, 2], b: 'x' }], { text: '{"a": [1, 2], "b": "x"}', back: { a: [1, 2], b: 'x' }, c_scanner: true }],
     ['use_re', ['Hello 12 World 3'], { words: ['hello', 'world'], sub: 'Hello 24 World 6' }],

@@ -1,6 +1,6 @@
 /**
  * Escape suite: hostile routines dispatched through the real binary under the default
- * `strict` sandbox profile, one routine (and one routine name, so the per-routine circuit
+ * `full` sandbox profile, one routine (and one routine name, so the per-routine circuit
  * breaker never mixes them up) per technique. Every case asserts that the forbidden thing
  * did NOT happen — the call fails with the refusal (exception type + errno), or the routine
  * returns the refusal, or the side effect it aimed for is absent on the host — and that a
@@ -10,7 +10,7 @@
  * explains the helpers that reach modules and libc past the block-list).
  *
  * Sections:
- *   - the strict profile as root (how CI runs): the full catalogue, table-driven;
+ *   - the full profile as root (how CI runs): the full catalogue, table-driven;
  *   - known gaps: it.fails() cases for what is NOT enforced today (see the comments);
  *   - the agent afterwards: same PID, no "internal error" log line;
  *   - a subset with the agent itself running as an unprivileged user (setpriv/runuser).
@@ -24,6 +24,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SkeinClient } from '../../agent/client/index.ts';
 import type { ErrorCode } from '../../common/errors/index.ts';
 import { alive, baseConfig, BINARY, DEV_CLIENT, EXAMPLES, failure, requireBinary, startAgent, stopAll, tempDir, type LogLine, type StartedAgent } from '../helpers/agent.ts';
+import { condition, file, requires } from '../helpers/requires.ts';
 
 const HOSTILE = join(import.meta.dirname, 'routines/hostile.py');
 const MiB = 1024 * 1024;
@@ -389,7 +390,7 @@ async function hostFixtures(dir: string, owner?: number): Promise<{ drop: string
 const SECRET_NAME = 'SKEIN_ESCAPE_TEST_SECRET';
 
 // ---------------------------------------------------------------------------------------------
-// The strict profile, agent running as root (as in CI)
+// The full profile, agent running as root (as in CI)
 // ---------------------------------------------------------------------------------------------
 
 let agent: StartedAgent;
@@ -412,7 +413,7 @@ beforeAll(async () => {
       routines: { add: { file: EXAMPLES }, ...routinesFor(TECHNIQUES), ...GAP_ROUTINES },
     }),
   });
-  expect(agent.logs.find((l) => l.msg === 'sandbox ready')?.profile).toBe('strict');
+  expect(agent.logs.find((l) => l.msg === 'sandbox ready')?.profile).toBe('full');
   handle = { pid: agent.pid, logs: agent.logs, client: agent.client(), alive: () => alive(agent.pid) && agent.proc.exitCode === null, waitForLogs: logWaiter(agent.logs) };
   ctx = { ...fx, port: agent.port, agentPid: agent.pid, caKey: join(dir, 'state/pki/ca.key'), configPath: agent.configPath, secretName: SECRET_NAME };
 });
@@ -425,7 +426,7 @@ afterAll(async () => {
   await stopAll();
 });
 
-describe('strict profile: hostile routines are refused and the agent keeps serving', () => {
+describe('full profile: hostile routines are refused and the agent keeps serving', () => {
   it('has at least 40 techniques, one routine name each', () => {
     expect(TECHNIQUES.length).toBeGreaterThanOrEqual(40);
     expect(new Set(TECHNIQUES.map((t) => t.name)).size).toBe(TECHNIQUES.length);
@@ -548,8 +549,11 @@ const which = (cmd: string) => spawnSync('sh', ['-c', `command -v ${cmd}`], { en
 const setpriv = which('setpriv');
 const runuser = which('runuser');
 const isRoot = process.getuid?.() === 0;
-const canDrop = isRoot && (setpriv !== null || runuser !== null) && existsSync(SYSTEM_PYTHON);
-const dropReason = !isRoot ? 'not running as root' : !setpriv && !runuser ? 'neither setpriv nor runuser is installed' : `${SYSTEM_PYTHON} is missing`;
+const canDrop = requires(
+  condition('root', isRoot, 'dropping to another user needs root; CI runs as root'),
+  { what: 'setpriv or runuser', ok: setpriv !== null || runuser !== null, debian: 'util-linux' },
+  file(SYSTEM_PYTHON, { debian: 'python3' }),
+);
 
 // The default python3 lives under /root/.pyenv (0700): the unprivileged agent uses the
 // system interpreter, whose layout (built-in _socket/_posixsubprocess) also differs.
@@ -626,7 +630,7 @@ function startUnprivileged(dir: string, config: Record<string, unknown>): Promis
   });
 }
 
-describe.skipIf(!canDrop)(`the agent as an unprivileged user (uid ${NOBODY})${canDrop ? '' : ` — skipped: ${dropReason}`}`, () => {
+canDrop.describe(`the agent as an unprivileged user (uid ${NOBODY})`, () => {
   let up: Unprivileged | undefined;
   let upHandle: AgentHandle;
   let upCtx: Ctx;
@@ -675,9 +679,9 @@ describe.skipIf(!canDrop)(`the agent as an unprivileged user (uid ${NOBODY})${ca
     if (upDir) rmSync(upDir, { recursive: true, force: true });
   });
 
-  it('runs strict with every layer, as uid 65534', () => {
+  it('runs the full profile with every layer, as uid 65534', () => {
     const ready = up!.logs.find((l) => l.msg === 'sandbox ready');
-    expect(ready?.profile).toBe('strict');
+    expect(ready?.profile).toBe('full');
     expect(ready?.canary).toBe('all blocked');
     const status = readFileSync(`/proc/${up!.pid}/status`, 'utf8');
     expect(status).toMatch(new RegExp(`^Uid:\\s+${NOBODY}\\s+${NOBODY}\\s+${NOBODY}\\s+${NOBODY}$`, 'm'));

@@ -13,18 +13,18 @@
  * `destroy()` stops every process started through `exec`/`run` by PID, then deletes the
  * namespaces (which deletes their veths and the bridge). An `exit` hook does the same for
  * networks a crashed test never destroyed, and `createNetwork` first removes leftovers with
- * the same name whose owning process is gone. Needs root; use `canCreateNetwork()` with
- * `describe.skipIf(...)`.
+ * the same name whose owning process is gone. Needs root; guard the tests with
+ * `requires(netnsNeed())` (test/helpers/requires.ts: skipped outside CI, failed in CI).
  *
  * @example
- *   const can = canCreateNetwork();
- *   describe.skipIf(!can.ok)(`netns (${can.reason})`, () => {
+ *   requires(netnsNeed()).describe('netns', () => {
  *     let net: Network;
  *     beforeAll(async () => { net = await createNetwork({ name: 'skdn', hosts: 3 }); });
  *     afterAll(async () => { await net?.destroy(); });
  *   });
  */
 import { spawn, spawnSync, type ChildProcess, type SpawnOptions } from 'node:child_process';
+import type { Need } from './requires.ts';
 
 export interface RunResult {
   code: number | null;
@@ -63,7 +63,12 @@ export interface CreateNetworkOptions {
   /** Short prefix, letters/digits only, e.g. 'skdn'. */
   name: string;
   hosts: number;
-  /** Private /24 used only inside the namespaces, e.g. '10.231.7.0/24'. Default 10.231.0.0/24. */
+  /**
+   * The /24 the hosts live on, e.g. '10.231.7.0/24' (the default 10.231.0.0/24). Nothing links
+   * the namespaces to the root namespace, so a publicly routed /24 also exists only inside
+   * them: the URL-source tests use one, because routine code may only come from public
+   * addresses.
+   */
   subnet?: string;
 }
 
@@ -94,6 +99,12 @@ export function canCreateNetwork(): { ok: boolean; reason: string } {
   const del = ipSync(['netns', 'delete', probe]);
   if (!del.ok) return (cached = { ok: false, reason: `"ip netns delete" failed: ${del.err.trim()}` });
   return (cached = { ok: true, reason: 'root, iproute2 and ip netns available' });
+}
+
+/** canCreateNetwork() as a need of requires(). */
+export function netnsNeed(): Need {
+  const can = canCreateNetwork();
+  return { what: 'network namespaces', ok: can.ok, debian: 'iproute2', ...(can.ok ? {} : { why: can.reason }) };
 }
 
 function ip(args: string[]): Promise<string> {
@@ -160,9 +171,10 @@ export function cleanupLeftovers(name: string): string[] {
 function parseSubnet(subnet: string): string {
   const m = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.0\/24$/.exec(subnet);
   const o = m ? m.slice(1, 4).map(Number) : [];
-  const [a, b] = o as [number, number, number];
-  const isPrivate = a === 10 || (a === 172 && b >= 16 && b <= 31) || (a === 192 && b === 168);
-  if (!m || o.some((x) => x > 255) || !isPrivate) throw new Error(`subnet must be a private x.y.z.0/24 (e.g. 10.231.7.0/24), got "${subnet}"`);
+  const [a] = o as [number, number, number];
+  // Unicast only: not "this network" (0/8), loopback (127/8), multicast or class E (224+).
+  const unicast = a !== 0 && a !== 127 && a < 224;
+  if (!m || o.some((x) => x > 255) || !unicast) throw new Error(`subnet must be a unicast x.y.z.0/24 (e.g. 10.231.7.0/24), got "${subnet}"`);
   return o.join('.');
 }
 

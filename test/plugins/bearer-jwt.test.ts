@@ -12,6 +12,7 @@ import { exportJWK, exportSPKI, generateKeyPair, SignJWT, type CryptoKey, type J
 import { beforeAll, describe, expect, it } from 'vitest';
 import plugin from '../../plugins/bearer-jwt.ts';
 import type { AuthnResult, Hooks } from '../../agent/plugin-host/api.ts';
+import { pythonModules, requires } from '../helpers/requires.ts';
 import { authnRequest, optionsError, setupPlugin, tempDir, type Clock } from './helpers.ts';
 
 const NOW = 1_750_000_000_000;
@@ -314,14 +315,7 @@ describe('bearer-jwt: options validation names the key', () => {
 // An independent JWT implementation: Debian's python3-jwt (PyJWT) mints, the plugin verifies.
 // ---------------------------------------------------------------------------------------------
 const PYTHON = '/usr/bin/python3';
-const pyJwtMissing = (() => {
-  try {
-    execFileSync(PYTHON, ['-c', 'import jwt, cryptography'], { stdio: 'pipe' });
-    return undefined;
-  } catch (err) {
-    return `${PYTHON} cannot import jwt/cryptography (apt-get install -y python3-jwt): ${(err as Error).message.split('\n')[0]}`;
-  }
-})();
+const withPyJwt = requires(pythonModules(['jwt', 'cryptography'], 'python3-jwt python3-cryptography', PYTHON));
 
 function pyMint(alg: string, key: string, payload: Record<string, unknown>, headers: Record<string, unknown> = {}): string {
   const script = [
@@ -334,8 +328,7 @@ function pyMint(alg: string, key: string, payload: Record<string, unknown>, head
 }
 
 describe('bearer-jwt: tokens minted by python3-jwt (PyJWT)', () => {
-  it('EdDSA, ES256, RS256 and HS256 tokens from PyJWT verify; a PyJWT "none" token is refused', async (ctx) => {
-    if (pyJwtMissing) ctx.skip(pyJwtMissing);
+  withPyJwt.it('EdDSA, ES256, RS256 and HS256 tokens from PyJWT verify; a PyJWT "none" token is refused', async () => {
     const keys = {
       EdDSA: generateKeyPairSync('ed25519'),
       ES256: generateKeyPairSync('ec', { namedCurve: 'P-256' }),

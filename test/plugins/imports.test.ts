@@ -6,9 +6,10 @@
  * only itself and skein-plugin.ts.
  */
 import { execFileSync } from 'node:child_process';
-import { copyFileSync, existsSync, readdirSync, readFileSync } from 'node:fs';
+import { copyFileSync, readdirSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { file, requires } from '../helpers/requires.ts';
 import { tempDir } from './helpers.ts';
 
 const PLUGINS = resolve(import.meta.dirname, '../../plugins');
@@ -42,8 +43,7 @@ describe('plugin files import only ./skein-plugin.ts', () => {
 const BUN = resolve(import.meta.dirname, '../../node_modules/.bin/bun');
 
 describe('plugin files load in Bun from a folder of their own', () => {
-  it('each plugin imports with only skein-plugin.ts next to it', (ctx) => {
-    if (!existsSync(BUN)) ctx.skip(`no Bun at ${BUN} (npm install)`);
+  requires(file(BUN, { why: 'npm install puts it there' })).it('each plugin imports with only skein-plugin.ts next to it', () => {
     for (const file of files) {
       const dir = tempDir();
       copyFileSync(join(PLUGINS, API_COPY), join(dir, API_COPY));

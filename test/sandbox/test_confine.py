@@ -202,12 +202,12 @@ class StrictPolicy(unittest.TestCase):
     def test_strict_as_root_or_current_user(self):
         self.check_escapes(run_child(STRICT, ESCAPES))
 
-    @unittest.skipUnless(SYSTEM_PYTHON, 'no /usr/bin/python3')
+    @unittest.skipUnless(SYSTEM_PYTHON, 'no /usr/bin/python3 (apt-get install python3)')
     def test_strict_with_distribution_python(self):
         self.check_escapes(run_child(STRICT, ESCAPES, python=SYSTEM_PYTHON))
 
     @unittest.skipUnless(IS_ROOT and SETPRIV and SYSTEM_PYTHON,
-                         'needs root + setpriv + /usr/bin/python3 to run as uid 65534')
+                         'needs root, setpriv and /usr/bin/python3 to run as uid 65534 (apt-get install util-linux python3)')
     def test_strict_as_unprivileged_user(self):
         # The pyenv interpreter lives under /root (0700), so the unprivileged run uses the
         # distribution's python3.
@@ -384,7 +384,7 @@ out["seccompMode"] = _prctl(PR_GET_SECCOMP)
         self.assertEqual((out['nnp'], out['seccompMode']), (1, 2))
 
     @unittest.skipUnless(SYSTEM_PYTHON and os.path.isdir('/usr/lib/python3/dist-packages/yaml'),
-                         'needs /usr/bin/python3 and python3-yaml in dist-packages')
+                         'needs /usr/bin/python3 and python3-yaml in dist-packages (apt-get install python3-yaml)')
     def test_landlock_enforces_the_package_allow_list(self):
         body = r'''
 import sys, importlib
@@ -429,7 +429,7 @@ out["list"] = attempt(lambda: len(os.listdir("/usr/lib/python3/dist-packages")))
         self.assertEqual(run_child(hooked, body2, python=SYSTEM_PYTHON)['yaml']['ok'], True)
 
     @unittest.skipUnless(IS_ROOT and os.path.isdir('/usr/lib/python3/dist-packages/yaml'),
-                         'needs root (to bind-mount /usr) and python3-yaml in dist-packages')
+                         'needs root (to bind-mount /usr) and python3-yaml in dist-packages (apt-get install python3-yaml)')
     def test_package_dirs_hidden_wherever_reachable(self):
         # Landlock rules belong to inodes: /usr bind-mounted elsewhere exposes /usr/lib's whole-tree
         # grant there too, so a package directory must be hidden at each path it can be reached.
@@ -471,7 +471,7 @@ out["site"] = attempt(lambda: os.listdir(site)) if os.path.isdir(site) else {"ok
         self.assertEqual(out['site'], {'ok': True, 'value': []})   # still hidden
 
     @unittest.skipUnless(SYSTEM_PYTHON and os.path.isdir('/usr/lib/python3/dist-packages/numpy'),
-                         'needs /usr/bin/python3 and python3-numpy')
+                         'needs /usr/bin/python3 and python3-numpy (apt-get install python3-numpy)')
     def test_numpy_under_strict_policy(self):
         body = r'''
 import sys
@@ -560,7 +560,7 @@ out["ns"] = os.readlink("/proc/self/ns/user") == os.readlink("/proc/%d/ns/user" 
 
     def test_probe_as_unprivileged_user(self):
         if not (IS_ROOT and SETPRIV and SYSTEM_PYTHON):
-            self.skipTest('needs root + setpriv + /usr/bin/python3')
+            self.skipTest('needs root, setpriv and /usr/bin/python3 (apt-get install util-linux python3)')
         p = run_child(None, 'out["p"] = probe()', python=SYSTEM_PYTHON, as_nobody=True)['p']
         self.assertEqual((p['uid'], p['userns'], p['landlock']['abi'] > 0,
                           p['seccomp']['available']), (65534, True, True, True))
@@ -652,7 +652,7 @@ out["json"] = attempt(lambda: __import__("json") and True)
                 if arch == 'x86_64':
                     self.assertIn(name, ns['_ARCHES'][arch]['nr'], name)
         if not checked:
-            self.skipTest('no kernel headers to compare with')
+            self.skipTest('no kernel headers to compare with (apt-get install linux-libc-dev)')
         # a filter that fits the classic-BPF limits (4096 instructions, 8-bit jumps)
         for arch in ns['_ARCHES']:
             prog = ns['seccomp_program'](arch, os.getpid())

@@ -10,7 +10,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SkeinError } from '../../common/errors/index.ts';
 import { initCa, issueCert } from '../../agent/pki/index.ts';
 import { sourceReason, type SourceReason } from '../../agent/sources/errors.ts';
-import { assertPublicPeer, watchPeer, type Lookup } from '../../agent/sources/guard.ts';
+import { classifyAddress } from '../../agent/sources/address.ts';
+import { assertPublicPeer, watchPeer, type Classify, type Lookup } from '../../agent/sources/guard.ts';
 import { fetchUrlSource, type UrlSourceOptions } from '../../agent/sources/url.ts';
 
 const GOOD = '# routine: doubles its input — UTF-8 é\ndef main(x):\n    return x * 2\n';
@@ -125,12 +126,18 @@ afterAll(async () => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-/** Options for a fetch from the loopback test server, which needs allowPrivateAddresses. */
+/**
+ * The shipped SSRF verdict, except that the test server's own address counts as public: the
+ * server stands in for a public code host (the guard is injected; the agent has no switch).
+ */
+const serverIsPublic: Classify = (address) => (address === '127.0.0.1' ? 'public' : classifyAddress(address));
+
+/** Options for a fetch from the loopback test server, judged by serverIsPublic. */
 const loopback = (path: string, extra: Partial<UrlSourceOptions> = {}): UrlSourceOptions => ({
   url: `${base}${path}`,
   sha256: GOOD_PIN,
   allowedHosts: ['code.test', 'mirror.test'],
-  allowPrivateAddresses: true,
+  classifyAddress: serverIsPublic,
   ca,
   lookup: lookupTo('127.0.0.1'),
   ...extra,
@@ -161,8 +168,8 @@ describe('fetchUrlSource: success', () => {
     expect(got.source).toBe(GOOD);
   });
 
-  it('fetches from an IP literal when private addresses are allowed (test mode)', async () => {
-    const got = await fetchUrlSource({ url: `https://127.0.0.1:${port}/good`, sha256: GOOD_PIN, allowedHosts: ['127.0.0.1'], allowPrivateAddresses: true, ca });
+  it('fetches from an IP literal the guard judges public', async () => {
+    const got = await fetchUrlSource({ url: `https://127.0.0.1:${port}/good`, sha256: GOOD_PIN, allowedHosts: ['127.0.0.1'], classifyAddress: serverIsPublic, ca });
     expect(got.address).toBe('127.0.0.1');
   });
 
@@ -254,7 +261,7 @@ describe('fetchUrlSource: SSRF guard', () => {
   ])('DNS rebinding: an allowed name answering %s is refused before connecting', async (ip) => {
     const before = connections;
     const hitsBefore = hits.get('/rebind') ?? 0;
-    const err = await failure(loopback('/rebind', { allowPrivateAddresses: false, lookup: lookupTo(ip) }), 'SKEIN_ERR_SOURCE_ADDRESS');
+    const err = await failure(loopback('/rebind', { classifyAddress, lookup: lookupTo(ip) }), 'SKEIN_ERR_SOURCE_ADDRESS');
     expect(err.details).toMatchObject({ host: 'code.test', address: ip });
     expect(connections).toBe(before);
     expect(hits.get('/rebind') ?? 0).toBe(hitsBefore);
@@ -262,7 +269,7 @@ describe('fetchUrlSource: SSRF guard', () => {
 
   it('DNS rebinding: a mixed answer (public + loopback) is refused as a whole', async () => {
     const before = connections;
-    await failure(loopback('/rebind', { allowPrivateAddresses: false, lookup: lookupTo('93.184.216.34', '127.0.0.1') }), 'SKEIN_ERR_SOURCE_ADDRESS');
+    await failure(loopback('/rebind', { classifyAddress, lookup: lookupTo('93.184.216.34', '127.0.0.1') }), 'SKEIN_ERR_SOURCE_ADDRESS');
     expect(connections).toBe(before);
   });
 });
@@ -295,15 +302,15 @@ describe('post-connect peer check', () => {
     expect(assertPublicPeer('2606:4700::1111', 'https://code.test/x.py')).toBe('2606:4700::1111');
   });
 
-  const outcome = (socket: Socket, allowPrivate: boolean) =>
+  const outcome = (socket: Socket, classify: Classify) =>
     new Promise<{ err: SkeinError | null; address?: string }>((resolve) => {
       socket.on('error', () => undefined); // watchPeer destroys the socket with its refusal
-      watchPeer(socket, 'https://code.test/x.py', allowPrivate, (err, address) => resolve({ err, address }));
+      watchPeer(socket, 'https://code.test/x.py', classify, (err, address) => resolve({ err, address }));
     });
 
   it('watchPeer destroys a real socket that connected to loopback', async () => {
     const socket = connect(port, '127.0.0.1');
-    const { err } = await outcome(socket, false);
+    const { err } = await outcome(socket, classifyAddress);
     expect(sourceReason(err)).toBe('SKEIN_ERR_SOURCE_ADDRESS');
     expect(socket.destroyed).toBe(true);
   });
@@ -311,14 +318,14 @@ describe('post-connect peer check', () => {
   it('watchPeer checks a socket that is already connected', async () => {
     const socket = connect(port, '127.0.0.1');
     await new Promise<void>((resolve) => socket.once('connect', () => resolve()));
-    const { err } = await outcome(socket, false);
+    const { err } = await outcome(socket, classifyAddress);
     expect(sourceReason(err)).toBe('SKEIN_ERR_SOURCE_ADDRESS');
     expect(socket.destroyed).toBe(true);
   });
 
-  it('watchPeer reports the address and leaves the socket open in test mode', async () => {
+  it('watchPeer reports the address and leaves the socket open when the guard judges it public', async () => {
     const socket = connect(port, '127.0.0.1');
-    const { err, address } = await outcome(socket, true);
+    const { err, address } = await outcome(socket, serverIsPublic);
     expect(err).toBeNull();
     expect(address).toBe('127.0.0.1');
     expect(socket.destroyed).toBe(false);

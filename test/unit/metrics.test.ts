@@ -4,6 +4,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { AgentMetrics } from '../../agent/metrics/index.ts';
+import { CANARY_PROBES } from '../../agent/sandbox/index.ts';
 
 describe('AgentMetrics', () => {
   it('reads advertisement counters and peers at scrape time, following their changes', async () => {
@@ -26,13 +27,15 @@ describe('AgentMetrics', () => {
   it('maps canary results to 1/0 and ignores errno details; sets the expiry in seconds', async () => {
     const m = new AgentMetrics();
     m.bind({
-      canary: () => ({ socket: 'blocked', fork: 'allowed', readEtcPasswd: 'blocked', writeTmp: 'blocked', signalParent: 'blocked', errno: { socket: 'EPERM' } }),
+      canary: () => ({ ...Object.fromEntries(CANARY_PROBES.map((p) => [p, 'blocked'])), fork: 'allowed', errno: { socket: 'EPERM' } }),
       certificateNotAfter: () => new Date(Date.UTC(2030, 0, 1)),
     });
     const text = await m.text();
     expect(text).toContain('skein_sandbox_canary_blocked{probe="socket"} 1');
     expect(text).toContain('skein_sandbox_canary_blocked{probe="fork"} 0');
     expect(text).not.toContain('probe="errno"');
+    // Every probe of the canary's one list (agent/sandbox CANARY_PROBES) has a series: metrics keeps no copy of it.
+    for (const probe of CANARY_PROBES) expect(text).toMatch(new RegExp(`skein_sandbox_canary_blocked\\{probe="${probe}"\\} [01]`));
     expect(text).toContain(`skein_tls_certificate_expiry_timestamp_seconds ${Date.UTC(2030, 0, 1) / 1000}`);
   });
 

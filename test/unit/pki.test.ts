@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { connect, createServer, type Server } from 'node:tls';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { runPki } from '../../agent/cli/pki.ts';
+import { loadConfig } from '../../agent/config/load.ts';
 import { SkeinError, type ErrorCode } from '../../common/errors/index.ts';
 import { describeCertificate, ensureDevPki, initCa, issueCert, readPkiInfo, type IssuedPaths } from '../../agent/pki/index.ts';
 
@@ -139,6 +140,13 @@ describe('CA and leaf issuance', () => {
 
   it.each(['', 'a/b', '../x', '..', 'x'.repeat(65), 'sp ace', 'ü'])('rejects name %j as a usage error', async (name) => {
     await expectCode(issueCert(dir, { name, kind: 'client' }), 'SKEIN_ERR_USAGE');
+  });
+
+  // One name syntax (common/names): an agent certificate the config could not name was issuable before.
+  it.each(['1node', '-node', '.node'])('refuses %j, a name agent.name refuses too, naming the syntax', async (name) => {
+    const err = await expectCode(issueCert(dir, { name, kind: 'agent' }), 'SKEIN_ERR_USAGE');
+    expect(err.message).toContain(`certificate name ${JSON.stringify(name)} is invalid: it must be a name of letters, digits, "_", "." or "-", starting with a letter or "_" (max 64)`);
+    expect(() => loadConfig({ env: {}, flags: { 'agent.name': name }, cwd: tempDir() })).toThrow(/config key "agent.name"/);
   });
 
   it('rejects bad hosts, days, kinds and trust domains as usage errors', async () => {

@@ -1,5 +1,5 @@
 /**
- * The one SPIFFE ID parser (agent/pki/spiffe.ts), table-driven against the SPIFFE ID spec,
+ * The one SPIFFE ID parser (common/spiffe/index.ts), table-driven against the SPIFFE ID spec,
  * and what is built on it: a certificate's identity from its URI SANs, the trust domains a
  * CA bundle names, advert validation, and the TLS failure vocabulary.
  */
@@ -9,7 +9,8 @@ import { caTrustDomains, sanIdentity } from '../../agent/pki/describe.ts';
 import { isValidSpiffeId } from '../../agent/discovery/advert.ts';
 import { isValidTrustDomain } from '../../agent/pki/index.ts';
 import { createCaCertificate, generateKeyPair } from '../../agent/pki/x509.ts';
-import { tlsFailureReason } from '../../agent/pki/tls-refusal.ts';
+import { isTlsFailure, tlsFailureReason } from '../../agent/pki/tls-refusal.ts';
+import { transportError } from '../../agent/client/transport-error.ts';
 
 describe('parseSpiffeId: valid workload IDs', () => {
   it.each([
@@ -124,5 +125,26 @@ describe('tlsFailureReason: a bounded vocabulary for the handshake-failure metri
     [undefined, 'other'],
   ])('%s → %s', (code, reason) => {
     expect(tlsFailureReason({ code })).toBe(reason);
+  });
+});
+
+describe('isTlsFailure: the one classifier of outbound TLS failures (client library and routine URLs)', () => {
+  it.each([
+    [{ code: 'UNABLE_TO_VERIFY_LEAF_SIGNATURE' }, true],
+    [{ code: 'DEPTH_ZERO_SELF_SIGNED_CERT' }, true],
+    [{ code: 'ERR_TLS_CERT_ALTNAME_INVALID', message: "Hostname/IP does not match certificate's altnames" }, true],
+    [{ code: 'ERR_SSL_TLSV1_ALERT_UNKNOWN_CA' }, true],
+    [{ code: 'ERR_OSSL_X509_KEY_VALUES_MISMATCH' }, true],
+    [{ code: 'EPROTO', message: 'SSL routines:ssl3_get_record:wrong version number' }, true],
+    [{ code: 'ERR_HTTP2_ERROR', cause: { code: 'CERT_HAS_EXPIRED' } }, true],
+    [{ message: 'unable to verify the first certificate' }, true],
+    [{ code: 'ECONNREFUSED', message: 'connect ECONNREFUSED 127.0.0.1:1' }, false],
+    [{ code: 'ECONNRESET', message: 'Client network socket disconnected before secure TLS connection was established' }, false],
+    [{ code: 'EPROTO', message: 'protocol error' }, false],
+    [{ code: 'ENOTFOUND', message: 'getaddrinfo ENOTFOUND code.test' }, false],
+  ])('%j → %s', (err, tls) => {
+    expect(isTlsFailure(err)).toBe(tls);
+    // Both users agree, whatever their own codes.
+    expect(transportError(Object.assign(new Error(String((err as { message?: string }).message ?? '')), err)).code).toBe(tls ? 'SKEIN_ERR_TLS' : 'SKEIN_ERR_TRANSPORT');
   });
 });

@@ -1,4 +1,4 @@
-"""Ordinary routines that must keep working under sandbox.profile "strict"
+"""Ordinary routines that must keep working under sandbox.profile "full"
 (test/escape/compat.test.ts): standard library modules, threads, logging, an allowed
 third-party package. Imports are inside the functions, as a routine author would often
 write them, so each call exercises the import path under the sandbox."""
