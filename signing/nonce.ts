@@ -46,7 +46,7 @@ const NONCE_HEX = /^[0-9a-f]{32}$/;
 export interface SignNonceOptions {
   /** Signing time in ms since the epoch (default Date.now()). */
   now?: number;
-  /** 32 lower-case hex characters (default: 16 fresh random bytes). Tests only. */
+  /** 32 lower-case hex characters chosen by the caller (default: 16 fresh random bytes). A nonce the plugin has seen is refused, so a caller-chosen one must never repeat. */
   nonce?: string;
 }
 
