@@ -46,6 +46,8 @@ export interface PeerInfo {
   expiresInMs: number;
   /** Time left in an untrusted cool-down (markUntrusted); 0 when the peer may be used. */
   coolDownMs: number;
+  /** Why it is cooling down (e.g. what its failed identity check found); only while coolDownMs > 0. */
+  coolDownReason?: string;
 }
 
 export type UpsertResult = 'added' | 'updated' | 'rekeyed' | 'removed' | 'ignored' | 'conflict';
@@ -63,7 +65,7 @@ interface Entry {
 export class PeerTable {
   private readonly peers = new Map<string, Entry>();
   /** agent → end of its cool-down (kept across re-adverts, dropped once passed). */
-  private readonly coolDowns = new Map<string, number>();
+  private readonly coolDowns = new Map<string, { until: number; reason?: string }>();
   private readonly now: () => number;
   private readonly maxPeers: number;
 
@@ -143,7 +145,7 @@ export class PeerTable {
         removed.push(agent);
       }
     }
-    for (const [agent, until] of this.coolDowns) if (until <= now) this.coolDowns.delete(agent);
+    for (const [agent, c] of this.coolDowns) if (c.until <= now) this.coolDowns.delete(agent);
     return removed;
   }
 
@@ -156,7 +158,8 @@ export class PeerTable {
 
   private info(agent: string, e: Entry, now: number): PeerInfo {
     const p = e.payload;
-    const until = this.coolDowns.get(agent);
+    const cool = this.coolDowns.get(agent);
+    const cooling = cool !== undefined && cool.until > now;
     return {
       agent,
       spiffe: p.spiffe,
@@ -170,7 +173,8 @@ export class PeerTable {
       source: e.source,
       ageMs: Math.max(0, now - e.receivedAt),
       expiresInMs: Math.max(0, e.expiresAt - now),
-      coolDownMs: until !== undefined && until > now ? until - now : 0,
+      coolDownMs: cooling ? cool.until - now : 0,
+      ...(cooling && cool.reason ? { coolDownReason: cool.reason } : {}),
     };
   }
 
@@ -194,8 +198,8 @@ export class PeerTable {
    * ms), e.g. after it presented another certificate than it advertised. A later deadline
    * extends it; an earlier one never shortens it.
    */
-  markUntrusted(agent: string, untilMs: number): void {
+  markUntrusted(agent: string, untilMs: number, reason?: string): void {
     const current = this.coolDowns.get(agent);
-    if (current === undefined || untilMs > current) this.coolDowns.set(agent, untilMs);
+    if (current === undefined || untilMs > current.until) this.coolDowns.set(agent, { until: untilMs, ...(reason ? { reason } : {}) });
   }
 }

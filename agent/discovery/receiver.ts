@@ -109,7 +109,7 @@ export class Receiver {
         return;
       }
       report.count('identity-mismatch');
-      table.markUntrusted(payload.agent, now() + UNTRUSTED_MS);
+      table.markUntrusted(payload.agent, now() + UNTRUSTED_MS, `identity check failed: ${reason}`);
       log.warn('peer failed its identity check; untrusted for a while', { peer: payload.agent, reason, untrustedMs: UNTRUSTED_MS });
       // Kept in the table (so its adverts are not re-checked in a loop) but never used until then.
       audit?.record('peer.evicted', { peer: payload.agent, reason: 'identity-mismatch', detail: reason, endpoint, untrustedMs: UNTRUSTED_MS });

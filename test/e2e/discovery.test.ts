@@ -11,7 +11,8 @@ import { createSocket } from 'node:dgram';
 import { encodeAdvert } from '../../agent/discovery/advert.ts';
 import { describeCertificate } from '../../agent/pki/index.ts';
 import { readPrivateKey } from '../../signing/index.ts';
-import { baseConfig, EXAMPLES, FIXTURES, runCli, startAgent, startMustFail, stopAll, tempDir, type StartedAgent } from '../helpers/agent.ts';
+import { spawnSync } from 'node:child_process';
+import { baseConfig, BINARY, EXAMPLES, FIXTURES, runCli, startAgent, startMustFail, stopAll, tempDir, type StartedAgent } from '../helpers/agent.ts';
 
 const FIX = join(FIXTURES, 'routines.py');
 const GROUP = `239.255.77.77:${40000 + Math.floor(Math.random() * 19000)}`;
@@ -20,20 +21,26 @@ let keys: string;
 /** The client every test dials with (`client-ops` of the fleet CA). */
 const OPS = 'spiffe://fleet.test/client/ops';
 
+/** A fleet member's config: its certificate from the fleet CA, its advertisement key, the shared group. */
+function fleetConfigOf(name: string, trusted: string[], extra: Record<string, unknown> = {}, routines: Record<string, unknown> = { echo: { file: EXAMPLES } }): Record<string, unknown> {
+  if (!existsSync(join(pki, `agent-${name}.crt`))) {
+    const r = spawnSync(BINARY, ['pki', 'issue', '--dir', pki, '--name', name, '--kind', 'agent', '--host', '127.0.0.1'], { encoding: 'utf8' });
+    if (r.status !== 0) throw new Error(`pki issue ${name}: ${r.stderr}`);
+  }
+  return {
+    ...baseConfig({
+      agent: { name, listen: '127.0.0.1:0', stateDir: 'state' },
+      tls: { cert: join(pki, `agent-${name}.crt`), key: join(pki, `agent-${name}.key`), ca: join(pki, 'ca.crt'), trustDomain: 'fleet.test' },
+      workers: { poolSize: 1 },
+      authorization: { allow: [{ identities: [OPS], routines: ['*'] }] },
+      discovery: { enabled: true, fleet: 'test-fleet', signingKey: join(keys, `${name}.key`), trustedKeys: trusted, groups: [GROUP], intervalMs: 300, ttlMs: 1500, ...extra },
+    }),
+    routines,
+  };
+}
+
 async function fleetMember(name: string, routines: Record<string, unknown>, trusted: string[], extra: Record<string, unknown> = {}): Promise<StartedAgent> {
-  if (!existsSync(join(pki, `agent-${name}.crt`))) expect((await runCli(['pki', 'issue', '--dir', pki, '--name', name, '--kind', 'agent', '--host', '127.0.0.1'])).code).toBe(0);
-  return startAgent({
-    config: {
-      ...baseConfig({
-        agent: { name, listen: '127.0.0.1:0', stateDir: 'state' },
-        tls: { cert: join(pki, `agent-${name}.crt`), key: join(pki, `agent-${name}.key`), ca: join(pki, 'ca.crt'), trustDomain: 'fleet.test' },
-        workers: { poolSize: 1 },
-        authorization: { allow: [{ identities: [OPS], routines: ['*'] }] },
-        discovery: { enabled: true, fleet: 'test-fleet', signingKey: join(keys, `${name}.key`), trustedKeys: trusted, groups: [GROUP], intervalMs: 300, ttlMs: 1500, ...extra },
-      }),
-      routines,
-    },
-  });
+  return startAgent({ config: fleetConfigOf(name, trusted, extra, routines) });
 }
 
 const pub = (name: string) => readFileSync(join(keys, `${name}.key.pub`), 'utf8').trim();
@@ -199,16 +206,28 @@ describe('discovery on loopback multicast', () => {
     const rootOnly = { trustedKeys: [], rootKeys: [pub('root')] };
     const eta = await fleetMember('eta', { echo: { file: EXAMPLES } }, [], rootOnly);
     const theta = await fleetMember('theta', { echo: { file: EXAMPLES } }, [], { ...rootOnly, endorsement: join(keys, 'theta.endorsement') });
-    const iota = await fleetMember('iota', { echo: { file: EXAMPLES } }, [], { ...rootOnly, endorsement: join(keys, 'iota.endorsement') });
+    // An agent refuses to start with an endorsement for another SPIFFE ID (skein validate too).
+    const refused = await startMustFail(fleetConfigOf('iota', [], { ...rootOnly, endorsement: join(keys, 'iota.endorsement') }));
+    expect(refused).toMatch(/discovery\.endorsement .*iota\.endorsement is for spiffe:\/\/fleet\.test\/agent\/someone-else, this agent is spiffe:\/\/fleet\.test\/agent\/iota/);
+    // What a peer does with such an advert anyway (a forged or misconfigured sender): refused.
+    const forged = encodeAdvert(
+      { v: 1, fleet: 'test-fleet', agent: 'iota', spiffe: 'spiffe://fleet.test/agent/iota', endpoints: ['127.0.0.1:1'], routines: ['echo'], load: 0, capacity: 1, tlsFingerprint: 'ab'.repeat(32), seq: Date.now(), iat: Date.now(), ttl: 60_000 },
+      readPrivateKey(join(keys, 'iota.key')),
+      readFileSync(join(keys, 'iota.endorsement')),
+    );
+    const socket = createSocket('udp4');
+    await new Promise<void>((r) => socket.bind(0, '127.0.0.1', () => r()));
+    socket.setMulticastInterface('127.0.0.1');
+    const [group, port] = GROUP.split(':');
+    await new Promise<void>((r) => socket.send(forged, Number(port), group!, () => r()));
+    socket.close();
     try {
       const found = await eta.waitForLog((l) => l.msg === 'peer discovered' && l.peer === 'theta', 5000);
       expect(found.endorsed).toBe(true);
-      await new Promise((r) => setTimeout(r, 800));
+      await eta.waitForLog((l) => l.msg === 'advertisement rejected' && (l.reason === 'endorsement-mismatch' || l.reason === 'spiffe-mismatch'), 5000);
       expect(eta.logs.some((l) => l.msg === 'peer discovered' && l.peer === 'iota')).toBe(false);
-      const counts = JSON.parse((await runCli(['peers', '--peer', `127.0.0.1:${eta.port}`, ...clientFlags(), '--json'])).stdout).rejected;
-      expect(counts['endorsement-mismatch'] + counts['spiffe-mismatch']).toBeGreaterThan(0);
     } finally {
-      await Promise.all([eta.stop(), theta.stop(), iota.stop()]);
+      await Promise.all([eta.stop(), theta.stop()]);
     }
   });
 
@@ -225,5 +244,23 @@ describe('discovery on loopback multicast', () => {
     await delta.stop('SIGKILL');
     await alpha.waitForLog((l) => l.msg === 'peer expired' && l.peer === 'gamma', 4000);
     expect(Date.now() - killed).toBeGreaterThanOrEqual(1000); // not before its TTL (1.5 s, minus what had passed)
+  });
+
+  // Last: gamma stays on cool-down for minutes afterwards.
+  it('skein peers shows a peer that failed its identity check as cooling down, with the reason', async () => {
+    const liar = await fleetMember('gamma', { echo: { file: EXAMPLES } }, [`${pub('gamma')}@spiffe://fleet.test/agent/gamma`], { advertise: [`127.0.0.1:${beta.port}`] });
+    try {
+      await alpha.waitForLog((l) => l.msg === 'peer failed its identity check; untrusted for a while' && l.peer === 'gamma', 5000);
+      const r = await runCli(['peers', '--peer', `127.0.0.1:${alpha.port}`, ...clientFlags()]);
+      expect(r.code).toBe(0);
+      expect(r.stdout).toMatch(/^AGENT +SPIFFE ID +ENDPOINTS +ROUTINES +LOAD +AGE +STATUS$/m);
+      expect(r.stdout, r.stdout).toMatch(/^gamma .* cool-down (5m00s|4m5\ds)$/m);
+      expect(r.stdout).toMatch(/^beta .* ok$/m);
+      expect(r.stdout).toMatch(new RegExp(`not used while cooling down:\\n {2}gamma \\((5m00s|4m5\\ds) left\\): identity check failed: 127\\.0\\.0\\.1:${beta.port} presented spiffe://fleet\\.test/agent/beta`));
+      const json = JSON.parse((await runCli(['peers', '--json', '--peer', `127.0.0.1:${alpha.port}`, ...clientFlags()])).stdout) as { peers: Array<Record<string, unknown>> };
+      expect(json.peers.find((p) => p.agent === 'gamma')).toMatchObject({ coolDownMs: expect.any(Number), coolDownReason: expect.stringMatching(/^identity check failed: /) });
+    } finally {
+      await liar.stop();
+    }
   });
 });
