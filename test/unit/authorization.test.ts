@@ -11,13 +11,14 @@ import { SkeinError } from '../../common/errors/index.ts';
 import { createLogger } from '../../agent/log/index.ts';
 import type { AuthzResult, Identity, RequestInfo } from '../../agent/plugin-host/api.ts';
 import { AllowRules } from '../../agent/plugin-host/allow-rules.ts';
+import { HttpTally } from '../../agent/plugin-host/http.ts';
 import type { LoadedPlugin } from '../../agent/plugin-host/loader.ts';
 import { AuthPipeline } from '../../agent/plugin-host/pipeline.ts';
 
 const DEV = 'spiffe://skein.local/client/dev-client';
 
 function plugin(name: string, result: AuthzResult | unknown): LoadedPlugin {
-  return { name, version: '1', file: `${name}.ts`, sha256: '', builtin: false, hooks: { authorize: () => result as AuthzResult } };
+  return { name, version: '1', file: `${name}.ts`, sha256: '', builtin: false, hooks: { authorize: () => result as AuthzResult }, httpTally: new HttpTally(name) };
 }
 
 async function decide(plugins: LoadedPlugin[], authorization: Partial<AuthorizationConfig>, who: Partial<Identity> = {}, routine = 'add') {
