@@ -91,6 +91,12 @@ const CROSS_ORIGIN_DROPPED = new Set(['authorization', 'cookie', 'proxy-authoriz
 const HEADER_NAME = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
 const HEADER_VALUE = /^[\t\x20-\x7e\x80-\xff]*$/;
 
+/** Drops a response body we will not read; undici reports the abort as an 'error' nobody needs. */
+function discard(body: { on(event: 'error', listener: () => void): unknown; destroy(): void }): void {
+  body.on('error', () => {});
+  body.destroy();
+}
+
 const bare = (hostname: string) => hostname.replace(/^\[(.*)\]$/, '$1');
 
 /** An allow-list entry in the form URL.hostname takes (lower case, punycode, canonical IPv6, no brackets). */
@@ -275,7 +281,7 @@ export async function outboundRequest(req: OutboundRequest): Promise<OutboundRes
       const resHeaders = flatten(res.headers as Record<string, string | string[] | undefined>);
       const follow = status >= 300 && status < 400 && status !== 304 && (s.method === 'GET' || s.method === 'HEAD');
       if (follow) {
-        res.body.destroy();
+        discard(res.body);
         if (redirects >= s.maxRedirects) {
           throw httpError('SKEIN_ERR_HTTP_REDIRECT', `${s.label}: ${s.origin}: more than ${s.maxRedirects} redirect(s) (last: ${status} from ${url.href}); point the URL at the final location`, {
             url: s.origin,
@@ -305,7 +311,7 @@ export async function outboundRequest(req: OutboundRequest): Promise<OutboundRes
       }
       const encoding = resHeaders['content-encoding'];
       if (encoding !== undefined && encoding.toLowerCase() !== 'identity') {
-        res.body.destroy();
+        discard(res.body);
         throw httpError('SKEIN_ERR_HTTP_STATUS', `${s.label}: ${url.href}: the server sent Content-Encoding "${encoding}" although identity was asked for; serve it uncompressed`, {
           url: s.origin,
           target: url.href,
@@ -334,7 +340,7 @@ function failure(err: unknown, s: Settings, url: URL): SkeinError {
 }
 
 async function readBody(
-  body: AsyncIterable<Buffer> & { destroy(): void },
+  body: AsyncIterable<Buffer> & Parameters<typeof discard>[0],
   declared: string | undefined,
   s: Settings,
   url: URL,
@@ -348,7 +354,7 @@ async function readBody(
       maxBytes: s.maxBytes,
     });
   if (declared !== undefined && /^\d+$/.test(declared) && Number(declared) > s.maxBytes) {
-    body.destroy();
+    discard(body);
     throw tooLarge(`${declared} bytes (Content-Length)`);
   }
   const chunks: Buffer[] = [];
@@ -357,7 +363,7 @@ async function readBody(
     for await (const chunk of body) {
       size += chunk.length;
       if (size > s.maxBytes) {
-        body.destroy();
+        discard(body);
         throw tooLarge(`more than ${s.maxBytes} bytes`);
       }
       chunks.push(chunk);
