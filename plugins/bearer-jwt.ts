@@ -26,7 +26,8 @@
  *                  then every jwksRefreshSec, and at once for a token whose "kid" is unknown —
  *                  at most once per jwksMinRefreshSec, so made-up kids cannot make the agent
  *                  hammer the issuer (such a token waits up to 500 ms for the fetch). A failed
- *                  fetch keeps the last good set, retried every jwksMinRefreshSec; a set older
+ *                  fetch keeps the last good set and is retried after the shorter of
+ *                  jwksRefreshSec and jwksMinRefreshSec; a set older
  *                  than jwksMaxAgeSec (no good fetch for that long) is dropped, so a key the
  *                  issuer removed is refused at the latest jwksMaxAgeSec after it went.
  *                  Issuer down at start: under security.strict setup fails (the agent does not
@@ -422,7 +423,8 @@ function remoteKeySet(ctx: PluginContext<BearerJwtOptions>, j: JwksUrlOptions, c
             setAgeSec: set ? Math.round((ctx.now() - set.fetchedAt) / 1000) : null,
           });
         }
-        schedule(j.minRefreshSec);
+        // Retried at the normal cadence, or sooner (jwksMinRefreshSec) when that is shorter.
+        schedule(Math.min(j.refreshSec, j.minRefreshSec));
         return err;
       } finally {
         inflight = undefined;
@@ -520,11 +522,11 @@ export default definePlugin<BearerJwtOptions>({
         const what = `jwksUrl ${j.url}: cannot fetch the issuer's keys (${codeOf(err)}): ${(err as Error).message}`;
         if (CONFIG_FAILURES.has(codeOf(err))) throw new Error(what);
         if (ctx.strict) throw new Error(`${what}; security.strict refuses to start without them`);
-        ctx.log.warn("starting without the issuer's keys: its tokens are refused (JWT_NO_MATCHING_KEY) until a fetch succeeds, retried every jwksMinRefreshSec", {
+        ctx.log.warn("starting without the issuer's keys: its tokens are refused (JWT_NO_MATCHING_KEY) until a fetch succeeds", {
           url: j.url,
           code: codeOf(err),
           error: (err as Error).message,
-          retrySec: j.minRefreshSec,
+          retrySec: Math.min(j.refreshSec, j.minRefreshSec),
         });
       }
     }
