@@ -16,7 +16,7 @@ import { lookup as dnsLookup, type LookupAddress, type LookupOptions } from 'nod
 import { connect as netConnect, type LookupFunction, type Socket } from 'node:net';
 import { connect as tlsConnect, type TLSSocket } from 'node:tls';
 import type { buildConnector } from 'undici/index.js';
-import type { SkeinError } from '../../common/errors/index.ts';
+import { SkeinError } from '../../common/errors/index.ts';
 import { classifyAddress, isIpLiteral, parseIPv6, type AddressClass } from '../sources/address.ts';
 import { httpError } from './errors.ts';
 
@@ -109,7 +109,7 @@ const TLS_CODE_RE = /^(ERR_TLS_|ERR_SSL_|CERT_|UNABLE_TO_|SELF_SIGNED_|DEPTH_ZER
 
 /** A socket or TLS failure as HTTP_TLS or HTTP_NETWORK (SkeinErrors pass through). */
 export function transportError(err: unknown, ctx: GuardContext, target: URL | string, pinned: boolean): SkeinError {
-  if ((err as SkeinError)?.name === 'SkeinError') return err as SkeinError;
+  if (err instanceof SkeinError) return err;
   const e = err as NodeJS.ErrnoException;
   const code = typeof e?.code === 'string' ? e.code : 'ERROR';
   const message = e?.message ?? String(err);
