@@ -19,7 +19,29 @@
  *   jwksFile       path of a JWKS file ({"keys":[…]}), relative to the config file's folder,
  *                  read once at start-up. Keys of other types, curves or algorithms, and
  *                  "use":"enc" keys, are skipped (logged at info); private keys are refused.
- *                  At least one of keys / jwksFile is required.
+ *                  At least one of keys / jwksFile / jwksUrl is required.
+ *   jwksUrl        https URL of the issuer's JWKS, fetched through ctx.http: its host must be
+ *                  on this plugin's plugins.enabled[].allowedHosts (and, for an issuer on a
+ *                  private or loopback address, allowPrivateAddresses set). Fetched at start,
+ *                  then every jwksRefreshSec, and at once for a token whose "kid" is unknown —
+ *                  at most once per jwksMinRefreshSec, so made-up kids cannot make the agent
+ *                  hammer the issuer (such a token waits up to 500 ms for the fetch). A failed
+ *                  fetch keeps the last good set and is retried after the shorter of
+ *                  jwksRefreshSec and jwksMinRefreshSec; a set older
+ *                  than jwksMaxAgeSec (no good fetch for that long) is dropped, so a key the
+ *                  issuer removed is refused at the latest jwksMaxAgeSec after it went.
+ *                  Issuer down at start: under security.strict setup fails (the agent does not
+ *                  start); otherwise the agent starts, warns, and refuses the issuer's tokens
+ *                  (JWT_NO_MATCHING_KEY) until a fetch succeeds. Keys are checked like a
+ *                  jwksFile's; a set with a broken or private key is refused whole.
+ *   jwksCa         PEM CA certificate(s), inline or a path relative to the config file: the
+ *                  only CAs trusted for jwksUrl (default: the system CAs)
+ *   jwksRefreshSec     1–86400 (default 300)
+ *   jwksMinRefreshSec  1–3600 (default 30): least time between two fetches that an unknown
+ *                      kid or a failure triggers
+ *   jwksMaxAgeSec      jwksRefreshSec–2592000 (default 86400)
+ *   jwksMaxBytes       1024–4194304 (default 262144): largest JWKS accepted
+ *   jwksTimeoutMs      100–9000 (default 5000): deadline of one fetch, redirects included
  *   issuer         expected "iss": a string or a list of accepted strings
  *   audience       expected "aud": a string or a list (the token must name one of them)
  *   clockSkewSec   tolerance for exp / nbf / iat, integer 0–3600 (default 30)
@@ -41,15 +63,28 @@
  * Only './skein-plugin.ts' is imported: the compiled agent loads this file from disk, where
  * nothing else resolves.
  */
-import { definePlugin, type AuthnRequest, type AuthnResult, type JwtFailure, type JwtVerifyOptions, type OptionsFail } from './skein-plugin.ts';
+import { definePlugin, type AuthnRequest, type AuthnResult, type JwtFailure, type JwtVerifyOptions, type OptionsFail, type PluginContext } from './skein-plugin.ts';
 
 type Alg = JwtVerifyOptions['algorithms'][number];
 type Key = JwtVerifyOptions['keys'][number];
+
+/** Where and how often the issuer's keys are fetched (jwksUrl and its companions). */
+export interface JwksUrlOptions {
+  url: string;
+  /** Inline PEM or a path relative to the config file. */
+  ca?: string;
+  refreshSec: number;
+  minRefreshSec: number;
+  maxAgeSec: number;
+  maxBytes: number;
+  timeoutMs: number;
+}
 
 export interface BearerJwtOptions {
   algorithms: Alg[];
   keys: Key[];
   jwksFile?: string;
+  jwks?: JwksUrlOptions;
   issuer?: string | string[];
   audience?: string | string[];
   clockSkewSec: number;
@@ -58,7 +93,12 @@ export interface BearerJwtOptions {
 }
 
 const ALGORITHMS: readonly Alg[] = ['EdDSA', 'ES256', 'RS256', 'HS256'];
-const OPTION_KEYS = ['algorithms', 'keys', 'jwksFile', 'issuer', 'audience', 'clockSkewSec', 'requireExp', 'identityClaim'];
+const JWKS_URL_KEYS = ['jwksCa', 'jwksRefreshSec', 'jwksMinRefreshSec', 'jwksMaxAgeSec', 'jwksMaxBytes', 'jwksTimeoutMs'];
+const OPTION_KEYS = ['algorithms', 'keys', 'jwksFile', 'jwksUrl', ...JWKS_URL_KEYS, 'issuer', 'audience', 'clockSkewSec', 'requireExp', 'identityClaim'];
+/** How long a token with an unknown kid waits for the fetch it triggered (inside the default 1 s plugins.hookTimeoutMs). */
+const KID_WAIT_MS = 500;
+/** Failures of a first fetch that are configuration errors, not an issuer that is down: they stop start-up in any mode. */
+const CONFIG_FAILURES = new Set(['SKEIN_ERR_HTTP_URL', 'SKEIN_ERR_HTTP_OPTIONS', 'SKEIN_ERR_HTTP_HOST', 'SKEIN_ERR_HTTP_ADDRESS']);
 const FAILURE_REASONS = new Set<string>([
   'MALFORMED', 'ALG_NOT_ALLOWED', 'BAD_SIGNATURE', 'EXPIRED', 'NOT_YET_VALID', 'WRONG_ISSUER', 'WRONG_AUDIENCE', 'MISSING_EXP', 'NO_MATCHING_KEY', 'INVALID_CLAIMS',
 ] satisfies Array<JwtFailure['reason']>);
@@ -153,8 +193,50 @@ function stringOrList(raw: Record<string, unknown>, key: string, fail: OptionsFa
   throw fail(key, 'must be a string or a list of strings');
 }
 
+function integerOption(raw: Record<string, unknown>, key: string, min: number, max: number, fallback: number, fail: OptionsFail): number {
+  const v = raw[key];
+  if (v === undefined) return fallback;
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max) throw fail(key, `must be an integer from ${min} to ${max}, got ${JSON.stringify(v)}`);
+  return v;
+}
+
+function parseJwksUrl(raw: Record<string, unknown>, fail: OptionsFail): JwksUrlOptions | undefined {
+  if (raw.jwksUrl === undefined) {
+    const stray = JWKS_URL_KEYS.find((k) => raw[k] !== undefined);
+    if (stray) throw fail(stray, 'only applies with jwksUrl');
+    return undefined;
+  }
+  const url = raw.jwksUrl;
+  let parsed: URL | undefined;
+  try {
+    parsed = typeof url === 'string' ? new URL(url) : undefined;
+  } catch {
+    parsed = undefined;
+  }
+  if (parsed === undefined || parsed.protocol !== 'https:' || parsed.username !== '' || parsed.password !== '') {
+    throw fail('jwksUrl', `must be an https:// URL without credentials, got ${JSON.stringify(url)}`);
+  }
+  const ca = raw.jwksCa;
+  if (ca !== undefined && (typeof ca !== 'string' || ca.trim() === '' || (ca.includes('-----BEGIN') && !ca.includes('-----BEGIN CERTIFICATE-----')))) {
+    throw fail('jwksCa', 'must be PEM CA certificate(s) ("-----BEGIN CERTIFICATE-----") or the path of a PEM file');
+  }
+  const refreshSec = integerOption(raw, 'jwksRefreshSec', 1, 86_400, 300, fail);
+  const maxAgeSec = integerOption(raw, 'jwksMaxAgeSec', 1, 2_592_000, Math.max(86_400, refreshSec), fail);
+  if (maxAgeSec < refreshSec) throw fail('jwksMaxAgeSec', `must be at least jwksRefreshSec (${refreshSec}): a key set would expire before its next refresh`);
+  return {
+    url: parsed.href,
+    ...(typeof ca === 'string' ? { ca } : {}),
+    refreshSec,
+    minRefreshSec: integerOption(raw, 'jwksMinRefreshSec', 1, 3600, 30, fail),
+    maxAgeSec,
+    maxBytes: integerOption(raw, 'jwksMaxBytes', 1024, 4 * 1024 * 1024, 256 * 1024, fail),
+    // setup() must finish within the host's 10 s: one fetch, with room to spare.
+    timeoutMs: integerOption(raw, 'jwksTimeoutMs', 100, 9000, 5000, fail),
+  };
+}
+
 function parseOptions(raw: unknown, fail: OptionsFail): BearerJwtOptions {
-  if (raw === undefined) throw fail('algorithms', 'is required (and keys or jwksFile)');
+  if (raw === undefined) throw fail('algorithms', 'is required (and keys, jwksFile or jwksUrl)');
   if (!isPlainObject(raw)) throw fail('options', 'must be an object');
   for (const k of Object.keys(raw)) {
     if (!OPTION_KEYS.includes(k)) throw fail(k, `unknown option (known: ${OPTION_KEYS.join(', ')})`);
@@ -198,9 +280,10 @@ function parseOptions(raw: unknown, fail: OptionsFail): BearerJwtOptions {
     if (typeof raw.jwksFile !== 'string' || raw.jwksFile.trim() === '') throw fail('jwksFile', 'must be a path (relative to the config file)');
     jwksFile = raw.jwksFile;
   }
-  if (keys.length === 0 && jwksFile === undefined) throw fail('keys', 'is required (a non-empty list) unless jwksFile is given');
+  const jwks = parseJwksUrl(raw, fail);
+  if (keys.length === 0 && jwksFile === undefined && jwks === undefined) throw fail('keys', 'is required (a non-empty list) unless jwksFile or jwksUrl is given');
   // Without a JWKS the key list is final: every algorithm must have a key that serves it.
-  if (jwksFile === undefined) {
+  if (jwksFile === undefined && jwks === undefined) {
     const missing = unservedAlgorithm(algorithms, keys);
     if (missing) throw fail('keys', missing);
   }
@@ -221,6 +304,7 @@ function parseOptions(raw: unknown, fail: OptionsFail): BearerJwtOptions {
     algorithms,
     keys,
     ...(jwksFile !== undefined ? { jwksFile } : {}),
+    ...(jwks !== undefined ? { jwks } : {}),
     ...(issuer !== undefined ? { issuer } : {}),
     ...(audience !== undefined ? { audience } : {}),
     clockSkewSec: (skew as number | undefined) ?? 30,
@@ -239,25 +323,22 @@ function unservedAlgorithm(algorithms: Alg[], keys: Key[]): string | undefined {
   return undefined;
 }
 
-/** Keys from a JWKS file: unsupported keys are skipped, broken or private ones refused. */
-function loadJwks(text: string, file: string, log: { info(msg: string, fields?: Record<string, unknown>): void }): Key[] {
-  let doc: unknown;
-  try {
-    doc = JSON.parse(text);
-  } catch (err) {
-    throw new Error(`jwksFile ${file}: not JSON: ${(err as Error).message}`, { cause: err });
-  }
-  if (!isPlainObject(doc) || !Array.isArray(doc.keys)) throw new Error(`jwksFile ${file}: expected a JWKS, {"keys": [ … ]}`);
-  if (doc.keys.length > MAX_JWKS_KEYS) throw new Error(`jwksFile ${file}: more than ${MAX_JWKS_KEYS} keys`);
+/**
+ * Keys from a JWKS document (`source` names it in messages: "jwksFile x", "jwksUrl y"):
+ * unsupported keys are skipped, a broken or private one refuses the whole document.
+ */
+function parseJwks(doc: unknown, source: string, log: { info(msg: string, fields?: Record<string, unknown>): void }): Key[] {
+  if (!isPlainObject(doc) || !Array.isArray(doc.keys)) throw new Error(`${source}: expected a JWKS, {"keys": [ … ]}`);
+  if (doc.keys.length > MAX_JWKS_KEYS) throw new Error(`${source}: more than ${MAX_JWKS_KEYS} keys`);
   const keys: Key[] = [];
   doc.keys.forEach((k, i) => {
-    if (!isPlainObject(k)) throw new Error(`jwksFile ${file}: keys[${i}] is not a JWK object`);
+    if (!isPlainObject(k)) throw new Error(`${source}: keys[${i}] is not a JWK object`);
     const problem = checkJwk(k);
     if (problem?.unsupported) {
-      log.info('skipping JWKS key', { file, index: i, kid: k.kid, why: problem.problem });
+      log.info('skipping JWKS key', { source, index: i, kid: k.kid, why: problem.problem });
       return;
     }
-    if (problem) throw new Error(`jwksFile ${file}: keys[${i}]: ${problem.problem}`);
+    if (problem) throw new Error(`${source}: keys[${i}]: ${problem.problem}`);
     keys.push({ ...k });
   });
   return keys;
@@ -271,13 +352,132 @@ function isJwtFailure(err: unknown): err is JwtFailure {
   return err instanceof Error && typeof (err as { reason?: unknown }).reason === 'string' && FAILURE_REASONS.has((err as JwtFailure).reason);
 }
 
+/** The "kid" of a compact JWS's header, if it has a usable one (decoded without verifying). */
+function kidOf(token: string): string | undefined {
+  try {
+    const b64 = token.slice(0, token.indexOf('.')).replace(/-/g, '+').replace(/_/g, '/');
+    const kid = (JSON.parse(atob(b64)) as { kid?: unknown }).kid;
+    return typeof kid === 'string' && kid.length > 0 && kid.length <= 256 ? kid : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+const codeOf = (err: unknown) => (typeof (err as { code?: unknown })?.code === 'string' ? String((err as { code: string }).code) : 'ERROR');
+
+/**
+ * The issuer's keys from jwksUrl: the last good set, when it was fetched, and the one fetch in
+ * flight (callers share it). Times come from ctx.now(); the refresh timer is unref'd.
+ */
+function remoteKeySet(ctx: PluginContext<BearerJwtOptions>, j: JwksUrlOptions, ca: string | undefined, onChange: (keys: Key[]) => void) {
+  let set: { keys: Key[]; kids: Set<string>; json: string; fetchedAt: number } | undefined;
+  let lastAttempt = Number.NEGATIVE_INFINITY;
+  let inflight: Promise<unknown> | undefined;
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  let closed = false;
+  let started = false;
+
+  const schedule = (sec: number) => {
+    clearTimeout(timer);
+    if (closed) return;
+    timer = setTimeout(() => void refresh('scheduled'), sec * 1000);
+    (timer as { unref?: () => void }).unref?.();
+  };
+
+  /** One fetch (or the one in flight); resolves with the error when it failed, never rejects. */
+  const refresh = (why: 'start' | 'scheduled' | 'unknown-kid'): Promise<unknown> => {
+    if (inflight) return inflight;
+    lastAttempt = ctx.now();
+    inflight = (async () => {
+      try {
+        const doc = await ctx.http.fetchJson(j.url, { maxBytes: j.maxBytes, timeoutMs: j.timeoutMs, ...(ca !== undefined ? { ca } : {}) });
+        const keys = parseJwks(doc, `jwksUrl ${j.url}`, ctx.log);
+        const kids = new Set(keys.map((k) => (typeof k === 'string' ? undefined : k.kid)).filter((k): k is string => typeof k === 'string'));
+        const json = JSON.stringify(keys);
+        const previous = set;
+        set = { keys, kids, json, fetchedAt: ctx.now() };
+        if (previous?.json !== json) {
+          // A new set of keys: a new options object, so tokens verified under the old set are verified again.
+          onChange(keys);
+          ctx.log.info('JWKS fetched', {
+            url: j.url,
+            why,
+            keys: keys.length,
+            added: [...kids].filter((k) => !previous?.kids.has(k)),
+            removed: [...(previous?.kids ?? [])].filter((k) => !kids.has(k)),
+          });
+          if (started) {
+            const missing = unservedAlgorithm(ctx.options.algorithms, [...ctx.options.keys, ...keys]);
+            if (missing) ctx.log.warn('the JWKS no longer serves every configured algorithm', { url: j.url, problem: missing });
+          }
+        }
+        schedule(j.refreshSec);
+        return undefined;
+      } catch (err) {
+        if (why !== 'start') {
+          ctx.log.warn('JWKS refresh failed; the last good key set stays in use until it is jwksMaxAgeSec old', {
+            url: j.url,
+            why,
+            code: codeOf(err),
+            error: (err as Error).message,
+            setAgeSec: set ? Math.round((ctx.now() - set.fetchedAt) / 1000) : null,
+          });
+        }
+        // Retried at the normal cadence, or sooner (jwksMinRefreshSec) when that is shorter.
+        schedule(Math.min(j.refreshSec, j.minRefreshSec));
+        return err;
+      } finally {
+        inflight = undefined;
+      }
+    })();
+    return inflight;
+  };
+
+  return {
+    /** The first fetch; resolves with its error, if any. */
+    async start(): Promise<unknown> {
+      const err = await refresh('start');
+      started = true;
+      return err;
+    },
+    /** The current keys, after dropping a set older than jwksMaxAgeSec. */
+    keys(): Key[] | undefined {
+      if (set && ctx.now() - set.fetchedAt > j.maxAgeSec * 1000) {
+        ctx.log.warn('JWKS expired: no good fetch for jwksMaxAgeSec, so its keys are no longer accepted', { url: j.url, maxAgeSec: j.maxAgeSec });
+        set = undefined;
+        onChange([]);
+      }
+      return set?.keys;
+    },
+    /**
+     * Whether a failed token may be signed by a key the issuer rotated in since the last
+     * fetch, and a fetch for it is allowed now (one in flight, or none for jwksMinRefreshSec).
+     */
+    mayRefreshFor(token: string): boolean {
+      const kid = kidOf(token);
+      if (set !== undefined && (kid === undefined || set.kids.has(kid))) return false;
+      return inflight !== undefined || ctx.now() - lastAttempt >= j.minRefreshSec * 1000;
+    },
+    /** Fetches for an unknown kid, waiting at most KID_WAIT_MS (the fetch goes on after that). */
+    async refreshForKid(): Promise<void> {
+      let waited: ReturnType<typeof setTimeout> | undefined;
+      await Promise.race([refresh('unknown-kid'), new Promise((resolve) => (waited = setTimeout(resolve, KID_WAIT_MS)))]);
+      clearTimeout(waited);
+    },
+    close(): void {
+      closed = true;
+      clearTimeout(timer);
+    },
+  };
+}
+
 export default definePlugin<BearerJwtOptions>({
   name: 'bearer-jwt',
-  version: '1.0.0',
+  version: '1.1.0',
   options: parseOptions,
-  setup(ctx) {
+  async setup(ctx) {
     const o = ctx.options;
-    const keys = [...o.keys];
+    const staticKeys = [...o.keys];
     if (o.jwksFile !== undefined) {
       let text: string;
       try {
@@ -285,18 +485,71 @@ export default definePlugin<BearerJwtOptions>({
       } catch (err) {
         throw new Error(`jwksFile ${o.jwksFile}: cannot read it: ${(err as Error).message}`, { cause: err });
       }
-      keys.push(...loadJwks(text, o.jwksFile, ctx.log));
+      let doc: unknown;
+      try {
+        doc = JSON.parse(text);
+      } catch (err) {
+        throw new Error(`jwksFile ${o.jwksFile}: not JSON: ${(err as Error).message}`, { cause: err });
+      }
+      staticKeys.push(...parseJwks(doc, `jwksFile ${o.jwksFile}`, ctx.log));
     }
-    const missing = unservedAlgorithm(o.algorithms, keys);
-    if (missing) throw new Error(`${o.jwksFile !== undefined ? 'keys / jwksFile' : 'keys'}: ${missing}`);
 
-    const verifyOptions: JwtVerifyOptions = {
+    const optionsFor = (keys: Key[]): JwtVerifyOptions => ({
       algorithms: o.algorithms,
       keys,
       ...(o.issuer !== undefined ? { issuer: o.issuer } : {}),
       ...(o.audience !== undefined ? { audience: o.audience } : {}),
       clockToleranceSec: o.clockSkewSec,
       requireExp: o.requireExp,
+    });
+    let verifyOptions = optionsFor(staticKeys);
+
+    let remote: ReturnType<typeof remoteKeySet> | undefined;
+    if (o.jwks !== undefined) {
+      const j = o.jwks;
+      let ca: string | undefined;
+      if (j.ca !== undefined) {
+        try {
+          ca = j.ca.includes('-----BEGIN CERTIFICATE-----') ? j.ca : ctx.readFile(j.ca);
+        } catch (err) {
+          throw new Error(`jwksCa ${j.ca}: cannot read it: ${(err as Error).message}`, { cause: err });
+        }
+        if (!ca.includes('-----BEGIN CERTIFICATE-----')) throw new Error(`jwksCa ${j.ca}: holds no PEM certificate ("-----BEGIN CERTIFICATE-----")`);
+      }
+      remote = remoteKeySet(ctx, j, ca, (keys) => (verifyOptions = optionsFor([...staticKeys, ...keys])));
+      const err = await remote.start();
+      if (err !== undefined) {
+        const what = `jwksUrl ${j.url}: cannot fetch the issuer's keys (${codeOf(err)}): ${(err as Error).message}`;
+        if (CONFIG_FAILURES.has(codeOf(err))) throw new Error(what);
+        if (ctx.strict) throw new Error(`${what}; security.strict refuses to start without them`);
+        ctx.log.warn("starting without the issuer's keys: its tokens are refused (JWT_NO_MATCHING_KEY) until a fetch succeeds", {
+          url: j.url,
+          code: codeOf(err),
+          error: (err as Error).message,
+          retrySec: Math.min(j.refreshSec, j.minRefreshSec),
+        });
+      }
+    }
+    // Keys known at start must serve every algorithm (a JWKS that changes later is warned about).
+    if (remote === undefined || remote.keys() !== undefined) {
+      const missing = unservedAlgorithm(o.algorithms, [...staticKeys, ...(remote?.keys() ?? [])]);
+      const from = ['keys', ...(o.jwksFile !== undefined ? ['jwksFile'] : []), ...(remote ? ['jwksUrl'] : [])].join(' / ');
+      if (missing) {
+        remote?.close();
+        throw new Error(`${from}: ${missing}`);
+      }
+    }
+
+    const verify = async (token: string): Promise<{ payload: Record<string, unknown> } | JwtFailure> => {
+      remote?.keys(); // drops an expired set before it is used
+      try {
+        return await ctx.crypto.verifyJwt(token, verifyOptions);
+      } catch (err) {
+        // Anything but a JwtFailure is a fault of the host, not of the caller: let the host
+        // fail closed and report it as such.
+        if (!isJwtFailure(err)) throw err;
+        return err;
+      }
     };
 
     return {
@@ -312,20 +565,24 @@ export default definePlugin<BearerJwtOptions>({
         if (token.length > MAX_TOKEN_CHARS) return reject('JWT_MALFORMED', `bearer token longer than ${MAX_TOKEN_CHARS} characters`);
         if (!COMPACT.test(token)) return reject('JWT_MALFORMED', 'bearer token is not a compact JWT (three base64url parts separated by ".")');
 
-        let payload: Record<string, unknown>;
-        try {
-          ({ payload } = await ctx.crypto.verifyJwt(token, verifyOptions));
-        } catch (err) {
-          // Anything but a JwtFailure is a fault of the host, not of the caller: let the host
-          // fail closed and report it as such.
-          if (!isJwtFailure(err)) throw err;
-          return reject(`JWT_${err.reason}`, err.message);
+        let result = await verify(token);
+        // A key the issuer rotated in since the last fetch: fetch now, within the rate limit.
+        if (remote && result instanceof Error && (result.reason === 'NO_MATCHING_KEY' || result.reason === 'BAD_SIGNATURE') && remote.mayRefreshFor(token)) {
+          await remote.refreshForKid();
+          result = await verify(token);
         }
-
+        if (result instanceof Error) {
+          const unavailable = remote !== undefined && result.reason === 'NO_MATCHING_KEY' && remote.keys() === undefined;
+          return reject(`JWT_${result.reason}`, unavailable ? `${result.message}: the issuer's keys (jwksUrl) are not available` : result.message);
+        }
+        const { payload } = result;
         const subject = payload[o.identityClaim];
         if (typeof subject !== 'string' || subject === '') return reject('JWT_INVALID_CLAIMS', `token has no "${o.identityClaim}" claim (a non-empty string) to identify the caller`);
         if (subject.length > 256 || CONTROL.test(subject)) return reject('JWT_INVALID_CLAIMS', `"${o.identityClaim}" claim is longer than 256 characters or holds control characters`);
         return { outcome: 'authenticated', identity: `jwt:${subject}`, claims: payload };
+      },
+      close() {
+        remote?.close();
       },
     };
   },

@@ -180,6 +180,18 @@ export const CONFIG_SCHEMA = {
             fields: {
               name: { kind: 'string', pattern: PLUGIN_NAME_PATTERN, patternHint: PLUGIN_NAME_HINT, description: 'Plugin name: loads <dir>/<name>.ts, .mjs or .js.' },
               options: { kind: 'json', description: 'Options for the plugin, validated by the plugin itself.' },
+              allowedHosts: {
+                kind: 'array',
+                maxItems: 100,
+                default: [],
+                items: { kind: 'string', pattern: /^([a-z0-9.-]+|\[[0-9a-f:.]+\])$/, patternHint: 'a lower-case host name or IP literal (IPv6 in brackets)', description: 'Host.' },
+                description: 'Hosts the plugin may reach over HTTPS through ctx.http (e.g. the bearer-jwt jwksUrl host), compared exactly with the host of every URL and redirect target; empty: none. Enforced by the agent, not by the plugin.',
+              },
+              allowPrivateAddresses: {
+                kind: 'boolean',
+                default: false,
+                description: 'Let the plugin\'s ctx.http reach loopback, RFC 1918, CGNAT and IPv6 unique-local addresses (an internal identity provider). Link-local (cloud metadata), multicast and reserved addresses stay refused. Logged as a warning at start.',
+              },
             },
           },
         },

@@ -44,6 +44,11 @@ export interface AuditLossRecorder {
   auditDropped(reason: 'sink' | 'overflow', lines: number): void;
 }
 
+/** What plugins' ctx.http records: every request a plugin made, by outcome ("ok" or the SKEIN_ERR_HTTP_* code). */
+export interface PluginHttpRecorder {
+  pluginHttpRequest(plugin: string, outcome: string, n?: number): void;
+}
+
 /** Scrape-time sources; each is optional (discovery off, sandbox "none"). */
 export interface MetricSources {
   stats?: () => { workers: number; idle: number; queued: number; inFlight: number };
@@ -62,7 +67,7 @@ export const UNKNOWN_ROUTINE = '_unknown';
 type CounterChild = { inc(v?: number): void };
 type HistogramChild = { observe(v: number): void };
 
-export class AgentMetrics implements DispatchRecorder, AuthRecorder, WorkerRecorder, StderrDropRecorder, AuditLossRecorder, TlsFailureRecorder {
+export class AgentMetrics implements DispatchRecorder, AuthRecorder, WorkerRecorder, StderrDropRecorder, AuditLossRecorder, TlsFailureRecorder, PluginHttpRecorder {
   readonly registry = new Registry();
   #sources: MetricSources = {};
   readonly #dispatches: Counter<'routine' | 'outcome'>;
@@ -75,6 +80,7 @@ export class AgentMetrics implements DispatchRecorder, AuthRecorder, WorkerRecor
   readonly #reloads: Counter<'kind' | 'outcome'>;
   readonly #auditDropped: Counter<'reason'>;
   readonly #tlsFailures: Counter<'reason'>;
+  readonly #pluginHttp: Counter<'plugin' | 'outcome'>;
   /** Label children cached per routine (and outcome): no label hashing/validation per call on our side. */
   #children = new Map<string, { duration: HistogramChild; outcomes: Map<string, CounterChild> }>();
 
@@ -103,6 +109,12 @@ export class AgentMetrics implements DispatchRecorder, AuthRecorder, WorkerRecor
     for (const reason of TLS_FAILURE_REASONS) this.#tlsFailures.labels(reason).inc(0);
     this.#reloads = new Counter({ name: 'skein_reloads_total', help: 'Reloads without restart: kind "tls" (certificate, key, CA files) or "config" (SIGHUP), outcome "applied" or "refused" (the old material or config kept serving).', labelNames: ['kind', 'outcome'], registers });
     for (const kind of ['tls', 'config']) for (const outcome of ['applied', 'refused']) this.#reloads.labels(kind, outcome).inc(0);
+    this.#pluginHttp = new Counter({
+      name: 'skein_plugin_http_requests_total',
+      help: 'Outbound HTTPS requests plugins made through ctx.http (bearer-jwt: JWKS fetches), by plugin and outcome: "ok", or the SKEIN_ERR_HTTP_* code of the failure (SKEIN_ERR_HTTP_STATUS for an answer of 400 or more).',
+      labelNames: ['plugin', 'outcome'],
+      registers,
+    });
     new Gauge({ name: 'skein_build_info', help: 'Always 1; the labels say which build is running.', labelNames: ['version', 'commit', 'build_date'], registers }).set({ version: VERSION, commit: COMMIT, build_date: BUILD_DATE }, 1);
     registerProcessMetrics(registers);
     new Gauge({
@@ -220,6 +232,10 @@ export class AgentMetrics implements DispatchRecorder, AuthRecorder, WorkerRecor
 
   tlsHandshakeFailed(reason: TlsFailureReason): void {
     this.#tlsFailures.labels(reason).inc();
+  }
+
+  pluginHttpRequest(plugin: string, outcome: string, n = 1): void {
+    this.#pluginHttp.labels(plugin, outcome).inc(n);
   }
 
   reload(kind: 'tls' | 'config', outcome: 'applied' | 'refused'): void {

@@ -8,6 +8,9 @@
  * Plugins do not import this file from the binary (bare imports resolve from the plugins
  * folder): `skein plugin new` writes a copy, `skein-plugin.ts`, next to them.
  *
+ * Outbound HTTPS goes through ctx.http, never through fetch or node:https: the host enforces
+ * the hosts the operator allowed for the plugin and the SSRF guard, and counts every request.
+ *
  * @example
  *   import { definePlugin, type AuthnResult } from './skein-plugin.ts';
  *   export default definePlugin({
@@ -126,6 +129,63 @@ export interface JwtFailure extends Error {
   reason: 'MALFORMED' | 'ALG_NOT_ALLOWED' | 'BAD_SIGNATURE' | 'EXPIRED' | 'NOT_YET_VALID' | 'WRONG_ISSUER' | 'WRONG_AUDIENCE' | 'MISSING_EXP' | 'NO_MATCHING_KEY' | 'INVALID_CLAIMS';
 }
 
+/** Options of ctx.http.request. Limits are capped by the host whatever is asked. */
+export interface HttpRequestOptions {
+  /** Default GET. Only GET and HEAD follow redirects; another method's 3xx is returned as is. */
+  method?: 'GET' | 'HEAD' | 'POST' | 'PUT' | 'PATCH' | 'DELETE';
+  /** Request headers; Host, Connection, Content-Length and Transfer-Encoding are the host's. */
+  headers?: Record<string, string>;
+  body?: string | Uint8Array;
+  /** Largest response body accepted, in bytes (default 1 MiB, at most 64 MiB). */
+  maxBytes?: number;
+  /** Deadline of the whole request, redirects and body included (default 10 000 ms, at most 120 000). */
+  timeoutMs?: number;
+  /** Redirects followed, each checked like the first URL (default 3, at most 10). */
+  maxRedirects?: number;
+  /** PEM CA certificate(s) trusted instead of the system CAs: pins the server's CA. */
+  ca?: string;
+}
+
+export interface HttpResponse {
+  /** Any status: ctx.http.request does not judge it (fetchJson does). */
+  status: number;
+  /** Lower-case names. */
+  headers: Readonly<Record<string, string>>;
+  body: Uint8Array;
+  /** The URL the response came from, after redirects. */
+  url: string;
+  /** The body decoded as UTF-8. */
+  text(): string;
+}
+
+/**
+ * Thrown by ctx.http; `code` is stable: SKEIN_ERR_HTTP_URL (not https, malformed),
+ * SKEIN_ERR_HTTP_OPTIONS, SKEIN_ERR_HTTP_HOST (not on the plugin's allowedHosts),
+ * SKEIN_ERR_HTTP_ADDRESS (SSRF guard), SKEIN_ERR_HTTP_REDIRECT, SKEIN_ERR_HTTP_TOO_LARGE,
+ * SKEIN_ERR_HTTP_TIMEOUT, SKEIN_ERR_HTTP_STATUS, SKEIN_ERR_HTTP_TLS, SKEIN_ERR_HTTP_NETWORK,
+ * SKEIN_ERR_HTTP_BODY.
+ */
+export interface HttpFailure extends Error {
+  code: `SKEIN_ERR_HTTP_${string}`;
+  details: Record<string, unknown>;
+}
+
+/**
+ * Outbound HTTPS for plugins (a JWKS, a policy service, token introspection). Only https, only
+ * to the hosts the operator listed in the plugin's `allowedHosts` (plugins.enabled[]), only to
+ * public addresses unless its `allowPrivateAddresses` is set; every hop of a redirect is
+ * checked again. Each request is counted in skein_plugin_http_requests_total{plugin,outcome}.
+ *
+ * @example
+ *   const jwks = await ctx.http.fetchJson('https://idp.example.com/jwks.json', { maxBytes: 65536, timeoutMs: 2000 });
+ */
+export interface PluginHttp {
+  /** Sends a request and returns the final response, whatever its status; throws an HttpFailure. */
+  request(url: string, options?: HttpRequestOptions): Promise<HttpResponse>;
+  /** GET with "accept: application/json": a 2xx body parsed as JSON, else SKEIN_ERR_HTTP_STATUS or SKEIN_ERR_HTTP_BODY. */
+  fetchJson(url: string, options?: Omit<HttpRequestOptions, 'method' | 'body'>): Promise<unknown>;
+}
+
 export interface PluginContext<O> {
   /** The plugin's name as configured. */
   name: string;
@@ -148,6 +208,10 @@ export interface PluginContext<O> {
   };
   /** Reads a file relative to the config file's folder (e.g. a JWKS); for setup only. */
   readFile(path: string): string;
+  /** Outbound HTTPS through the host's guarded client. */
+  http: PluginHttp;
+  /** security.strict: refuse to start (throw from setup) rather than run degraded. */
+  strict: boolean;
 }
 
 /** Builds the error `options` validation throws: it names the plugin and the key. */

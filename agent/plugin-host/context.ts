@@ -9,13 +9,17 @@ import { resolve } from 'node:path';
 import { decodeProtectedHeader, errors as joseErrors, importJWK, importSPKI, jwtVerify, type CryptoKey, type JWK } from 'jose';
 import { publicKeyFromRaw, readPublicKey } from '../../signing/index.ts';
 import type { Logger } from '../log/index.ts';
-import type { JwtFailure, JwtVerified, JwtVerifyOptions, PluginContext } from './api.ts';
+import type { JwtFailure, JwtVerified, JwtVerifyOptions, PluginContext, PluginHttp } from './api.ts';
 
 export interface ContextDeps {
   log: Logger;
   now?: () => number;
   /** Folder relative paths in readFile resolve against (the config file's). */
   baseDir: string;
+  /** The plugin's guarded outbound client (http.ts), bound to what the operator allowed it. */
+  http: PluginHttp;
+  /** security.strict. */
+  strict: boolean;
 }
 
 export function createContext<O>(name: string, options: O, deps: ContextDeps): PluginContext<O> {
@@ -33,6 +37,8 @@ export function createContext<O>(name: string, options: O, deps: ContextDeps): P
       parseEd25519PublicKey: (text) => readPublicKey(text),
     },
     readFile: (path) => readFileSync(resolve(deps.baseDir, path), 'utf8'),
+    http: deps.http,
+    strict: deps.strict,
   };
 }
 

@@ -20,6 +20,7 @@ import type { Logger } from '../log/index.ts';
 import type { Hooks, PluginDefinition } from './api.ts';
 import { BUILTIN_PLUGIN_NAMES, builtinPluginSource } from './builtin.ts';
 import { createContext } from './context.ts';
+import { createPluginHttp, HttpTally } from './http.ts';
 import { PLUGIN_API_FILE, pluginApiCopy } from './publish.ts';
 
 export interface LoadedPlugin {
@@ -31,6 +32,8 @@ export interface LoadedPlugin {
   /** True for a first-party plugin built into the binary (or a file with exactly its bytes). */
   builtin: boolean;
   hooks: Hooks;
+  /** Counts the plugin's ctx.http requests; the auth pipeline binds it to the agent's metrics. */
+  httpTally: HttpTally;
 }
 
 export interface LoadDeps {
@@ -62,10 +65,10 @@ export async function loadPlugins(config: PluginsConfig, deps: LoadDeps): Promis
   const loaded: LoadedPlugin[] = [];
   const seen = new Set<string>();
   try {
-    for (const entry of config.enabled) {
+    for (const [index, entry] of config.enabled.entries()) {
       if (seen.has(entry.name)) throw pluginError(entry.name, 'is enabled twice in plugins.enabled');
       seen.add(entry.name);
-      loaded.push(await loadOne(entry, config, trusted, deps));
+      loaded.push(await loadOne(entry, index, config, trusted, deps));
     }
   } catch (err) {
     // The plugins set up before the one that failed may hold timers or sockets: release them.
@@ -122,7 +125,7 @@ function locate(name: string, config: PluginsConfig, log: Logger): { file: strin
   return { file, bytes, builtin: same };
 }
 
-async function loadOne(entry: { name: string; options?: unknown }, config: PluginsConfig, trusted: ReturnType<typeof trustStore>, deps: LoadDeps): Promise<LoadedPlugin> {
+async function loadOne(entry: PluginsConfig['enabled'][number], index: number, config: PluginsConfig, trusted: ReturnType<typeof trustStore>, deps: LoadDeps): Promise<LoadedPlugin> {
   const { name } = entry;
   const { file, bytes, builtin } = locate(name, config, deps.log);
   const sha256 = createHash('sha256').update(bytes).digest('hex');
@@ -166,7 +169,19 @@ async function loadOne(entry: { name: string; options?: unknown }, config: Plugi
     throw pluginError(name, 'takes no options, but plugins.enabled sets some');
   }
 
-  const ctx = createContext(name, options, { log: deps.log, baseDir: deps.baseDir, ...(deps.now ? { now: deps.now } : {}) });
+  const key = `plugins.enabled[${index}]`;
+  const allowedHosts = entry.allowedHosts ?? [];
+  const allowPrivateAddresses = entry.allowPrivateAddresses ?? false;
+  if (allowPrivateAddresses) {
+    deps.log.warn(`plugin "${name}" may reach private and loopback addresses over ctx.http (${key}.allowPrivateAddresses): keep ${key}.allowedHosts to the internal servers it needs`, {
+      plugin: name,
+      key: `${key}.allowPrivateAddresses`,
+      allowedHosts,
+    });
+  }
+  const httpTally = new HttpTally(name);
+  const http = createPluginHttp(name, { allowedHosts, allowPrivateAddresses, key }, httpTally);
+  const ctx = createContext(name, options, { log: deps.log, baseDir: deps.baseDir, http, strict: deps.strict === true, ...(deps.now ? { now: deps.now } : {}) });
   let hooks: unknown;
   let timer: ReturnType<typeof setTimeout> | undefined;
   try {
@@ -187,7 +202,7 @@ async function loadOne(entry: { name: string; options?: unknown }, config: Plugi
   const signed = keyId !== undefined;
   deps.log.info('plugin loaded', { plugin: name, version: def.version, file, sha256, builtin, signed, hooks: Object.keys(checked) });
   deps.audit?.record('plugin.loaded', { plugin: name, version: def.version, file, sha256, builtin, signed, ...(keyId ? { keyId } : {}), hooks: Object.keys(checked) });
-  return { name, version: def.version, file, sha256, builtin, hooks: checked };
+  return { name, version: def.version, file, sha256, builtin, hooks: checked, httpTally };
 }
 
 function checkDefinition(name: string, value: unknown): PluginDefinition {

@@ -27,14 +27,14 @@ import { AllowRules } from './allow-rules.ts';
 import type { AuthnRequest, AuthnResult, AuthzResult, Identity, PeerInfo, RequestInfo } from './api.ts';
 import { closePlugins, type LoadedPlugin } from './loader.ts';
 import { released, type Component } from '../lifecycle/index.ts';
-import type { AuthRecorder } from '../metrics/index.ts';
+import type { AuthRecorder, PluginHttpRecorder } from '../metrics/index.ts';
 
 export interface PipelineOptions {
   hookTimeoutMs: number;
   requireToken: boolean;
   log: Logger;
-  /** Counts every rejection (authn) and denial (authz) by reason. */
-  metrics?: AuthRecorder;
+  /** Counts every rejection (authn) and denial (authz) by reason, and the plugins' ctx.http requests. */
+  metrics?: AuthRecorder & Partial<PluginHttpRecorder>;
   /** Records every authentication and authorization decision. */
   audit?: Audit;
   /** What the config allows when no plugin decides (authorization.allow, authorization.default). */
@@ -70,6 +70,9 @@ export class AuthPipeline implements Component {
     this.#authzNames = this.#authz.map((p) => p.name);
     this.#allowRules = new AllowRules(opts.authorization.allow);
     this.#opts = opts;
+    // The plugins' outbound requests (setup's included) are counted from here on.
+    const recorder = opts.metrics;
+    if (recorder?.pluginHttpRequest) for (const p of plugins) p.httpTally.bind(recorder as PluginHttpRecorder);
   }
 
   /** Authenticates the request; throws 401 SkeinErrors. */

@@ -16,7 +16,7 @@
 import { lookup as dnsLookup, type LookupAddress, type LookupOptions } from 'node:dns';
 import type { LookupFunction, Socket } from 'node:net';
 import type { SkeinError } from '../../common/errors/index.ts';
-import { classifyAddress, type AddressClass } from './address.ts';
+import { classifyAddress, type AddressClass } from '../http/address.ts';
 import { sourceError } from './errors.ts';
 
 export type Lookup = typeof dnsLookup;

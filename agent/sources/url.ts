@@ -26,7 +26,7 @@ import { request, type RequestOptions } from 'node:https';
 import { rootCertificates } from 'node:tls';
 import { SkeinError } from '../../common/errors/index.ts';
 import { isTlsFailure } from '../pki/tls-refusal.ts';
-import { classifyAddress, isIpLiteral } from './address.ts';
+import { classifyAddress, isIpLiteral } from '../http/address.ts';
 import { sourceError } from './errors.ts';
 import { guardedLookup, watchPeer, type Classify, type Lookup } from './guard.ts';
 

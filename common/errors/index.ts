@@ -69,6 +69,18 @@ export const ERROR_TABLE = {
   SKEIN_ERR_SOURCE_TLS: { status: 0, exit: 2, what: 'routine code server certificate refused' },
   SKEIN_ERR_SOURCE_ENCODING: { status: 0, exit: 2, what: 'routine code is not valid UTF-8' },
   SKEIN_ERR_SOURCE_NETWORK: { status: 0, exit: 2, what: 'routine code server unreachable (refused, reset, DNS failure, truncated body)' },
+  // Outbound HTTPS (agent/http: plugins' ctx.http, JWKS): each refusal has its own code.
+  SKEIN_ERR_HTTP_URL: { status: 0, exit: 2, what: 'outbound URL is not https, is malformed or carries credentials' },
+  SKEIN_ERR_HTTP_OPTIONS: { status: 0, exit: 2, what: 'outbound request options are invalid (method, header, body or a limit out of range)' },
+  SKEIN_ERR_HTTP_HOST: { status: 0, exit: 2, what: 'outbound URL host (or a redirect target) is not on the allowed hosts' },
+  SKEIN_ERR_HTTP_ADDRESS: { status: 0, exit: 2, what: 'outbound request resolved or connected to an address its policy refuses (private, loopback, link-local, …)' },
+  SKEIN_ERR_HTTP_REDIRECT: { status: 0, exit: 6, what: 'outbound request: too many redirects, or a redirect without a valid Location' },
+  SKEIN_ERR_HTTP_TOO_LARGE: { status: 0, exit: 6, what: 'outbound response body over its size limit' },
+  SKEIN_ERR_HTTP_TIMEOUT: { status: 0, exit: 5, what: 'outbound request did not complete (every hop, headers and body) within its deadline' },
+  SKEIN_ERR_HTTP_STATUS: { status: 0, exit: 6, what: 'outbound request answered with an error status or an unsupported content encoding' },
+  SKEIN_ERR_HTTP_TLS: { status: 0, exit: 6, what: 'outbound server certificate refused (unknown or unpinned CA, wrong name, expired)' },
+  SKEIN_ERR_HTTP_NETWORK: { status: 0, exit: 6, what: 'outbound server unreachable (refused, reset, DNS failure, truncated body)' },
+  SKEIN_ERR_HTTP_BODY: { status: 0, exit: 6, what: 'outbound response body is not what was asked for (not UTF-8 JSON)' },
   // Configuration and usage.
   SKEIN_ERR_CONFIG: { status: 0, exit: 2, what: 'invalid configuration; the message names the key' },
   SKEIN_ERR_USAGE: { status: 0, exit: 2, what: 'invalid command line' },

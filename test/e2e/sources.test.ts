@@ -21,7 +21,7 @@ import { requires } from '../helpers/requires.ts';
 const CODE_SERVER = join(import.meta.dirname, 'fixtures-netns/code-server.mjs');
 const CODE = readFileSync(EXAMPLES, 'utf8');
 const PIN = createHash('sha256').update(CODE).digest('hex');
-// A publicly routed /24 (not private, documentation or reserved: sources/address.ts), only
+// A publicly routed /24 (not private, documentation or reserved: http/address.ts), only
 // ever configured inside the namespace.
 const SUBNET = '11.231.77.0/24';
 const CODE_PORT = 8443;

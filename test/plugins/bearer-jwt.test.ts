@@ -13,6 +13,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import plugin from '../../plugins/bearer-jwt.ts';
 import type { AuthnResult, Hooks } from '../../agent/plugin-host/api.ts';
 import { pythonModules, requires } from '../helpers/requires.ts';
+import { HttpTally } from '../../agent/plugin-host/http.ts';
 import { authnRequest, optionsError, setupPlugin, tempDir, type Clock } from './helpers.ts';
 
 const NOW = 1_750_000_000_000;
@@ -293,12 +294,32 @@ describe('bearer-jwt: options validation names the key', () => {
     ['empty issuer list', { algorithms: ['HS256'], keys: [octJwk], issuer: [] }, /^issuer: must not be an empty list/],
     ['bad audience item', { algorithms: ['HS256'], keys: [octJwk], audience: ['ok', 3] }, /^audience\[1\]: must be a non-empty string/],
     ['empty identityClaim', { algorithms: ['HS256'], keys: [octJwk], identityClaim: '' }, /^identityClaim: must be a claim name/],
+    ['jwksUrl over http', { algorithms: ['EdDSA'], jwksUrl: 'http://idp.test/jwks.json' }, /^jwksUrl: must be an https:\/\/ URL/],
+    ['jwksUrl with credentials', { algorithms: ['EdDSA'], jwksUrl: 'https://u:p@idp.test/jwks.json' }, /^jwksUrl: must be an https:\/\/ URL without credentials/],
+    ['jwksUrl not a URL', { algorithms: ['EdDSA'], jwksUrl: 'idp.test' }, /^jwksUrl: must be an https:\/\/ URL/],
+    ['a jwks option without jwksUrl', { algorithms: ['HS256'], keys: [octJwk], jwksRefreshSec: 60 }, /^jwksRefreshSec: only applies with jwksUrl/],
+    ['jwksRefreshSec 0', { algorithms: ['EdDSA'], jwksUrl: 'https://idp.test/j', jwksRefreshSec: 0 }, /^jwksRefreshSec: must be an integer from 1 to 86400/],
+    ['jwksMaxAgeSec below the refresh', { algorithms: ['EdDSA'], jwksUrl: 'https://idp.test/j', jwksRefreshSec: 600, jwksMaxAgeSec: 60 }, /^jwksMaxAgeSec: must be at least jwksRefreshSec \(600\)/],
+    ['jwksTimeoutMs beyond setup\'s budget', { algorithms: ['EdDSA'], jwksUrl: 'https://idp.test/j', jwksTimeoutMs: 20_000 }, /^jwksTimeoutMs: must be an integer from 100 to 9000/],
+    ['jwksMaxBytes too small', { algorithms: ['EdDSA'], jwksUrl: 'https://idp.test/j', jwksMaxBytes: 10 }, /^jwksMaxBytes: must be an integer from 1024/],
+    ['jwksCa a private key', { algorithms: ['EdDSA'], jwksUrl: 'https://idp.test/j', jwksCa: '-----BEGIN PRIVATE KEY-----\nAA\n-----END PRIVATE KEY-----' }, /^jwksCa: must be PEM CA certificate/],
   ];
   for (const [what, raw, expected] of cases) {
     it(what, () => {
       expect(optionsError(plugin, raw)).toMatch(expected);
     });
   }
+
+  it('jwksUrl alone is enough, with its defaults', () => {
+    expect(plugin.options!({ algorithms: ['EdDSA'], jwksUrl: 'https://idp.test/jwks.json' }, (k, m) => new Error(`${k}: ${m}`)).jwks).toEqual({
+      url: 'https://idp.test/jwks.json',
+      refreshSec: 300,
+      minRefreshSec: 30,
+      maxAgeSec: 86_400,
+      maxBytes: 256 * 1024,
+      timeoutMs: 5000,
+    });
+  });
 
   it('defaults: clockSkewSec 30, requireExp true, identityClaim sub', () => {
     expect(plugin.options!({ algorithms: ['HS256'], keys: [octJwk] }, (k, m) => new Error(`${k}: ${m}`))).toEqual({
@@ -348,5 +369,17 @@ describe('bearer-jwt: tokens minted by python3-jwt (PyJWT)', () => {
     expect(await authn(h, `Bearer ${pyMint('HS256', octJwk.k, payload)}`)).toMatchObject({ outcome: 'authenticated', identity: 'jwt:py-user' });
     expect(reasonOf(await authn(h, `Bearer ${pyMint('HS256', octJwk.k, { ...payload, exp: SEC - 60 })}`))).toBe('JWT_EXPIRED');
     expect(reasonOf(await authn(h, `Bearer ${pyMint('none', '', payload)}`))).toBe('JWT_ALG_NOT_ALLOWED');
+  });
+});
+
+describe('bearer-jwt: jwksUrl through ctx.http, without a network', () => {
+  it('a host the operator did not allow stops setup in any mode, and the request is counted', async () => {
+    const counted: string[] = [];
+    const tally = new HttpTally('bearer-jwt');
+    tally.bind({ pluginHttpRequest: (_p, outcome) => counted.push(outcome) });
+    await expect(setupPlugin(plugin, { algorithms: ['EdDSA'], jwksUrl: 'https://idp.test/jwks.json' }, undefined, undefined, { tally })).rejects.toThrow(
+      /^jwksUrl https:\/\/idp\.test\/jwks\.json: cannot fetch the issuer's keys \(SKEIN_ERR_HTTP_HOST\): plugin "bearer-jwt": .*is not on plugins\.enabled\[0\]\.allowedHosts/,
+    );
+    expect(counted).toEqual(['SKEIN_ERR_HTTP_HOST']);
   });
 });

@@ -3,6 +3,7 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createContext } from '../../agent/plugin-host/context.ts';
+import { createPluginHttp, HttpTally, type PluginHttpPolicy } from '../../agent/plugin-host/http.ts';
 import { createLogger } from '../../agent/log/index.ts';
 import type { AuthnRequest, AuthzRequest, Hooks, Identity, PluginDefinition } from '../../agent/plugin-host/api.ts';
 
@@ -23,10 +24,19 @@ export interface Clock {
   now: number;
 }
 
+/** What a test plugin may reach over ctx.http, and whether it runs under security.strict. */
+export interface HostSettings {
+  http?: Partial<PluginHttpPolicy>;
+  strict?: boolean;
+  tally?: HttpTally;
+}
+
 /** Validates `raw` and runs setup with a real context; `clock.now` can be moved by the test. */
-export async function setupPlugin<O>(plugin: PluginDefinition<O>, raw: unknown, clock: Clock = { now: Date.now() }, baseDir = tempDir()): Promise<Hooks> {
+export async function setupPlugin<O>(plugin: PluginDefinition<O>, raw: unknown, clock: Clock = { now: Date.now() }, baseDir = tempDir(), host: HostSettings = {}): Promise<Hooks> {
   const options = plugin.options ? plugin.options(raw, fail) : (raw as O);
-  const ctx = createContext(plugin.name, options, { log: createLogger({ level: 'error' }), now: () => clock.now, baseDir });
+  const policy: PluginHttpPolicy = { allowedHosts: [], allowPrivateAddresses: false, key: 'plugins.enabled[0]', ...host.http };
+  const http = createPluginHttp(plugin.name, policy, host.tally ?? new HttpTally(plugin.name));
+  const ctx = createContext(plugin.name, options, { log: createLogger({ level: 'error' }), now: () => clock.now, baseDir, http, strict: host.strict ?? false });
   return plugin.setup(ctx);
 }
 

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { classifyAddress, isPublicAddress, parseIPv4, parseIPv6, type AddressClass } from '../../agent/sources/address.ts';
+import { classifyAddress, isPublicAddress, parseIPv4, parseIPv6, type AddressClass } from '../../agent/http/address.ts';
 
 // [address, expected class]. Every non-public row is a way an SSRF could reach inside.
 const TABLE: Array<[string, AddressClass]> = [

@@ -10,7 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SkeinError } from '../../common/errors/index.ts';
 import { initCa, issueCert } from '../../agent/pki/index.ts';
 import { sourceReason, type SourceReason } from '../../agent/sources/errors.ts';
-import { classifyAddress } from '../../agent/sources/address.ts';
+import { classifyAddress } from '../../agent/http/address.ts';
 import { assertPublicPeer, watchPeer, type Classify, type Lookup } from '../../agent/sources/guard.ts';
 import { fetchUrlSource, type UrlSourceOptions } from '../../agent/sources/url.ts';
 

@@ -11,13 +11,14 @@ import { SkeinError } from '../../common/errors/index.ts';
 import { createLogger } from '../../agent/log/index.ts';
 import type { AuthzResult, Identity, RequestInfo } from '../../agent/plugin-host/api.ts';
 import { AllowRules } from '../../agent/plugin-host/allow-rules.ts';
+import { HttpTally } from '../../agent/plugin-host/http.ts';
 import type { LoadedPlugin } from '../../agent/plugin-host/loader.ts';
 import { AuthPipeline } from '../../agent/plugin-host/pipeline.ts';
 
 const DEV = 'spiffe://skein.local/client/dev-client';
 
 function plugin(name: string, result: AuthzResult | unknown): LoadedPlugin {
-  return { name, version: '1', file: `${name}.ts`, sha256: '', builtin: false, hooks: { authorize: () => result as AuthzResult } };
+  return { name, version: '1', file: `${name}.ts`, sha256: '', builtin: false, hooks: { authorize: () => result as AuthzResult }, httpTally: new HttpTally(name) };
 }
 
 async function decide(plugins: LoadedPlugin[], authorization: Partial<AuthorizationConfig>, who: Partial<Identity> = {}, routine = 'add') {
@@ -105,6 +106,7 @@ describe('closing the pipeline (agent/lifecycle)', () => {
     file: `${name}.ts`,
     sha256: '',
     builtin: false,
+    httpTally: new HttpTally(name),
     hooks: { authorize: () => ({ decision: 'abstain' }), close: () => void calls.push(name), ...hooks },
   });
   const pipelineOf = (plugins: LoadedPlugin[], log = createLogger({ level: 'error' })) =>
@@ -112,7 +114,7 @@ describe('closing the pipeline (agent/lifecycle)', () => {
 
   it('close() and destroy(), twice and concurrently, run each close hook once — a plugin with only a close hook too', async () => {
     const calls: string[] = [];
-    const onlyClose: LoadedPlugin = { name: 'only-close', version: '1', file: 'only-close.ts', sha256: '', builtin: false, hooks: { close: () => void calls.push('only-close') } };
+    const onlyClose: LoadedPlugin = { name: 'only-close', version: '1', file: 'only-close.ts', sha256: '', builtin: false, httpTally: new HttpTally('only-close'), hooks: { close: () => void calls.push('only-close') } };
     const pipeline = pipelineOf([closing('a', calls), onlyClose, closing('b', calls)]);
     await Promise.all([pipeline.close(), pipeline.close(), pipeline.destroy()]);
     await pipeline.close();

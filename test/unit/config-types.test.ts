@@ -43,7 +43,7 @@ describe('ConfigOf: the loaded config type, derived from the schema', () => {
     expectTypeOf<AgentConfig['workers']['circuit']>().toEqualTypeOf<{ failures: number; windowMs: number; cooldownMs: number }>();
     expectTypeOf<RoutineConfig['idempotent']>().toEqualTypeOf<boolean>();
     expectTypeOf<RoutineConfig['url']>().toEqualTypeOf<string | undefined>();
-    expectTypeOf<PluginsConfig['enabled']>().toEqualTypeOf<Array<{ name: string; options?: unknown }>>();
+    expectTypeOf<PluginsConfig['enabled']>().toEqualTypeOf<Array<{ name: string; options?: unknown; allowedHosts: string[]; allowPrivateAddresses: boolean }>>();
     expectTypeOf<AgentConfig['discovery']['static'][number]>().toEqualTypeOf<{ agent: string; endpoint: string; spiffe: string; sha256: string; routines: string[] }>();
     // Read by the loader and dropped: not part of the loaded config.
     expectTypeOf<AgentConfig>().not.toHaveProperty('extends');

@@ -31,6 +31,11 @@ export function context<O>(name: string, options: O, now = Date.UTC(2025, 0, 6, 
       parseEd25519PublicKey: unused('parseEd25519PublicKey'),
     },
     readFile: unused('readFile'),
+    http: {
+      request: () => Promise.reject(new Error('http is not available in this test context')),
+      fetchJson: () => Promise.reject(new Error('http is not available in this test context')),
+    },
+    strict: false,
   };
 }
 
