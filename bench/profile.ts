@@ -136,6 +136,9 @@ function agentFds(sys: Sys[], pid: number): { tls: number; toWorker: number; fro
   return { tls, toWorker: top(sends, (fd) => fd !== tls && !recvs.has(fd)), fromWorker: top(recvs, (fd) => fd !== tls && !sends.has(fd)) };
 }
 
+/** The agent's writes to fd 2 (the GC log under BUN_JSC_logGC): all, and those during a call. */
+let gcWrites = { total: 0, duringCalls: 0 };
+
 interface CallTrace {
   t: number[]; // t0..t7 (baseline: t2..t5 NaN)
   gc: boolean;
@@ -152,6 +155,7 @@ function calls(sys: Sys[], o: { client: number; server: number; workers: Set<num
     .map((s) => ({ s, t: RECVS.has(s.nr) ? s.exit : s.enter }))
     .sort((a, b) => a.t - b.t);
   const out: CallTrace[] = [];
+  gcWrites = { total: 0, duringCalls: 0 };
   let state = 0;
   let cur: CallTrace = fresh();
   function fresh(): CallTrace {
@@ -160,6 +164,10 @@ function calls(sys: Sys[], o: { client: number; server: number; workers: Set<num
   for (const { s, t } of ev) {
     const isClient = s.pid === o.client && s.tid === o.client;
     const isServer = s.pid === o.server;
+    if (isServer && s.nr === NR.write && s.fd === 2) {
+      gcWrites.total++;
+      if (state >= 1) gcWrites.duringCalls++;
+    }
     if (isServer && s.nr === NR.write && (s.fd === 2 || s.fd > 2) && state >= 1) {
       // fd 2: the JSC GC log (BUN_JSC_logGC); other write()s: the log and audit stream file.
       if (s.fd === 2) cur.gc = true;
@@ -304,6 +312,7 @@ await skeinClient.close();
 await baseClient.close();
 
 const skCalls = calls(sk.sys, { client: process.pid, server: agentPid, workers: new Set(workerPids) });
+const gcLogWrites = gcWrites;
 const blCalls = calls(bl.sys, { client: process.pid, server: basePid, workers: null });
 const skStages = breakdown(skCalls);
 const blStages = breakdown(blCalls);
@@ -349,7 +358,7 @@ const result = {
     threads: agentThreads(),
     syscallsOnPath: { inbound: q(skCalls.map((c) => c.agentSyscalls.inbound)), outbound: q(skCalls.map((c) => c.agentSyscalls.outbound)) },
     logWrites: { callsWithWrite: skCalls.filter((c) => c.logWrite.us > 0).length, onCriticalPath: skCalls.filter((c) => c.logWrite.onPath).length, us: q(skCalls.filter((c) => c.logWrite.us > 0).map((c) => c.logWrite.us)) },
-    gc: { collections: gcLog.length, pausesMs: q(gcPauses), callsWithGc: skCalls.filter((c) => c.gc).length, tailCallsWithGc: tail.filter((c) => c.gc).length },
+    gc: { logWrites: gcLogWrites, collections: gcLog.length, pausesMs: q(gcPauses), callsWithGc: skCalls.filter((c) => c.gc).length, tailCallsWithGc: tail.filter((c) => c.gc).length },
   },
   wakeUps: { agent: wakeStats(agentPid), worker: wakeStats(hotWorker), client: wakeStats(process.pid) },
   tail: { calls: tail.length, thresholdUs: total(tail.at(-1)!), stages: tailAnalysis, contendedOnSomeHop: contendedTail, withGc: tail.filter((c) => c.gc).length },
