@@ -10,7 +10,29 @@ export default tseslint.config(
   ...tseslint.configs.recommended,
   {
     files: ['**/*.{ts,mts,mjs,js}'],
-    languageOptions: { globals: { process: 'readonly', Buffer: 'readonly', console: 'readonly', setTimeout: 'readonly', clearTimeout: 'readonly', setInterval: 'readonly', clearInterval: 'readonly', setImmediate: 'readonly', queueMicrotask: 'readonly', URL: 'readonly', TextDecoder: 'readonly', TextEncoder: 'readonly', AbortController: 'readonly', AbortSignal: 'readonly', fetch: 'readonly', performance: 'readonly', Bun: 'readonly', structuredClone: 'readonly', NodeJS: 'readonly' } },
+    languageOptions: {
+      globals: {
+        process: 'readonly',
+        Buffer: 'readonly',
+        console: 'readonly',
+        setTimeout: 'readonly',
+        clearTimeout: 'readonly',
+        setInterval: 'readonly',
+        clearInterval: 'readonly',
+        setImmediate: 'readonly',
+        queueMicrotask: 'readonly',
+        URL: 'readonly',
+        TextDecoder: 'readonly',
+        TextEncoder: 'readonly',
+        AbortController: 'readonly',
+        AbortSignal: 'readonly',
+        fetch: 'readonly',
+        performance: 'readonly',
+        Bun: 'readonly',
+        structuredClone: 'readonly',
+        NodeJS: 'readonly',
+      },
+    },
     plugins: { skein },
     rules: {
       // Control characters are what several validators look for on purpose (names, headers, log text).
@@ -26,7 +48,10 @@ export default tseslint.config(
       'no-restricted-imports': ['error', { paths: [{ name: 'undici', message: "Under Bun a bare 'undici' resolves to Bun's stand-in, which ignores TLS options: import 'undici/index.js'." }] }],
       'no-restricted-syntax': [
         'error',
-        { selector: "CallExpression[callee.type='MemberExpression'][callee.object.name=/^(it|test|describe)$/][callee.property.name=/^(only|skip)$/]", message: 'focused or skipped tests silently shrink the suite (a missing tool: requires() from test/helpers/requires.ts)' },
+        {
+          selector: "CallExpression[callee.type='MemberExpression'][callee.object.name=/^(it|test|describe)$/][callee.property.name=/^(only|skip)$/]",
+          message: 'focused or skipped tests silently shrink the suite (a missing tool: requires() from test/helpers/requires.ts)',
+        },
       ],
     },
   },
@@ -38,9 +63,15 @@ export default tseslint.config(
     rules: {
       'no-restricted-syntax': [
         'error',
-        { selector: "CallExpression[callee.type='MemberExpression'][callee.object.name=/^(it|test|describe)$/][callee.property.name=/^(only|skip)$/]", message: 'focused or skipped tests silently shrink the suite (a missing tool: requires() from test/helpers/requires.ts)' },
+        {
+          selector: "CallExpression[callee.type='MemberExpression'][callee.object.name=/^(it|test|describe)$/][callee.property.name=/^(only|skip)$/]",
+          message: 'focused or skipped tests silently shrink the suite (a missing tool: requires() from test/helpers/requires.ts)',
+        },
         { selector: "CallExpression[callee.type='MemberExpression'][callee.property.name=/^(skipIf|runIf)$/]", message: 'conditional skip: use requires() from test/helpers/requires.ts' },
-        { selector: "CallExpression[callee.type='MemberExpression'][callee.object.name=/^(ctx|context|t)$/][callee.property.name='skip']", message: 'conditional skip: use requires() from test/helpers/requires.ts' },
+        {
+          selector: "CallExpression[callee.type='MemberExpression'][callee.object.name=/^(ctx|context|t)$/][callee.property.name='skip']",
+          message: 'conditional skip: use requires() from test/helpers/requires.ts',
+        },
       ],
     },
   },

@@ -20,7 +20,10 @@ export default defineConfig({
       enforce: 'pre',
       transform(code, id) {
         if (!id.includes('/agent/') || !code.includes("type: 'text'")) return undefined;
-        return code.replace(/import (\w+) from '([^']+)' with \{ type: 'text' \};/g, (_m, name: string, path: string) => `const ${name} = ${JSON.stringify(readFileSync(resolve(dirname(id), path), 'utf8'))};`);
+        return code.replace(
+          /import (\w+) from '([^']+)' with \{ type: 'text' \};/g,
+          (_m, name: string, path: string) => `const ${name} = ${JSON.stringify(readFileSync(resolve(dirname(id), path), 'utf8'))};`,
+        );
       },
     },
   ],

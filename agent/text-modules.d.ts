@@ -4,4 +4,3 @@ declare module '*.py' {
   const text: string;
   export default text;
 }
-

@@ -120,7 +120,13 @@ await perfGone;
 const report = spawnSync('perf', ['report', '-i', perfFile, '--sort', 'dso', '--stdio', '-q'], { encoding: 'utf8' }).stdout ?? '';
 const byDso: Record<string, number> = {};
 for (const m of report.matchAll(/^\s*([\d.]+)%\s+(.+?)\s*$/gm)) {
-  const dso = m[2]!.startsWith('[JIT]') ? 'JIT-compiled JavaScript' : m[2] === '[kernel.kallsyms]' ? 'kernel' : m[2] === 'skein' ? 'runtime native code (interpreter, HTTP/2, TLS, GC, event loop)' : `other: ${m[2]}`;
+  const dso = m[2]!.startsWith('[JIT]')
+    ? 'JIT-compiled JavaScript'
+    : m[2] === '[kernel.kallsyms]'
+      ? 'kernel'
+      : m[2] === 'skein'
+        ? 'runtime native code (interpreter, HTTP/2, TLS, GC, event loop)'
+        : `other: ${m[2]}`;
   byDso[dso] = (byDso[dso] ?? 0) + Number(m[1]) / 100;
 }
 await procs.stop(compiled.started.proc);
@@ -159,18 +165,35 @@ for (const s of stacks.slice(first, last + 1)) {
   counts.set(c, (counts.get(c) ?? 0) + 1);
 }
 const sampledTotal = [...counts.values()].reduce((a, b) => a + b, 0);
-const components = [...counts]
-  .sort((a, b) => b[1] - a[1])
-  .map(([name, n]) => ({ name, share: n / sampledTotal, usPerCall: (n / sampledTotal) * main.userUs }));
+const components = [...counts].sort((a, b) => b[1] - a[1]).map(([name, n]) => ({ name, share: n / sampledTotal, usPerCall: (n / sampledTotal) * main.userUs }));
 
 const f = (n: number) => n.toFixed(0);
-console.log(`compiled agent: ${f(allUs)} µs CPU per call on all threads; main thread ${f(main.userUs + main.sysUs)} µs (user ${f(main.userUs)}, kernel ${f(main.sysUs)}); ${f(wallUsPerCall)} µs wall per sequential call`);
-console.log(`other threads (µs per call): ${Object.entries(threads).filter(([n]) => n !== 'main').map(([n, t]) => `${n} ${f(t.userUs + t.sysUs)}`).join(', ')}\n`);
-console.log(`main thread by code (perf cpu-clock): ${Object.entries(byDso).map(([k, v]) => `${k} ${(v * 100).toFixed(0)} %`).join(', ')}\n`);
+console.log(
+  `compiled agent: ${f(allUs)} µs CPU per call on all threads; main thread ${f(main.userUs + main.sysUs)} µs (user ${f(main.userUs)}, kernel ${f(main.sysUs)}); ${f(wallUsPerCall)} µs wall per sequential call`,
+);
+console.log(
+  `other threads (µs per call): ${Object.entries(threads)
+    .filter(([n]) => n !== 'main')
+    .map(([n, t]) => `${n} ${f(t.userUs + t.sysUs)}`)
+    .join(', ')}\n`,
+);
+console.log(
+  `main thread by code (perf cpu-clock): ${Object.entries(byDso)
+    .map(([k, v]) => `${k} ${(v * 100).toFixed(0)} %`)
+    .join(', ')}\n`,
+);
 console.log(`| component (main thread) | share of sampled JS | ≈ µs of user CPU per call |`);
 console.log('|---|---|---|');
 for (const c of components.filter((c) => c.share >= 0.005)) console.log(`| ${c.name} | ${(c.share * 100).toFixed(1)} % | ${f(c.usPerCall)} |`);
 console.log(`\n(${sampledTotal} samples at ${INTERVAL_US} µs over ${CALLS + 500} calls; a share applied to the main thread's user-mode CPU per call; components under 0.5 % left out)`);
-writeResults(OUT, { ...resultHeader('cpu-profile', 1, { skein: { sequential: CALLS, concurrent: 0, warmUp: 500 } }), wallUsPerCall, cpuPerCallUs: { allThreads: allUs, threads }, mainThreadByCode: byDso, samples: sampledTotal, intervalUs: INTERVAL_US, components });
+writeResults(OUT, {
+  ...resultHeader('cpu-profile', 1, { skein: { sequential: CALLS, concurrent: 0, warmUp: 500 } }),
+  wallUsPerCall,
+  cpuPerCallUs: { allThreads: allUs, threads },
+  mainThreadByCode: byDso,
+  samples: sampledTotal,
+  intervalUs: INTERVAL_US,
+  components,
+});
 console.log(`wrote ${OUT}`);
 process.exit(0);

@@ -51,7 +51,12 @@ for (let i = 0; i < 200 && !port; i++) {
 }
 if (!port) throw new Error(`agent did not start:\n${readFileSync(log, 'utf8')}`);
 const pki = join(dir, 'state/pki');
-const client = new SkeinClient({ peer: `127.0.0.1:${port}`, cert: readFileSync(join(pki, 'client-dev-client.crt')), key: readFileSync(join(pki, 'client-dev-client.key')), ca: readFileSync(join(pki, 'ca.crt')) });
+const client = new SkeinClient({
+  peer: `127.0.0.1:${port}`,
+  cert: readFileSync(join(pki, 'client-dev-client.crt')),
+  key: readFileSync(join(pki, 'client-dev-client.key')),
+  ca: readFileSync(join(pki, 'ca.crt')),
+});
 
 // Forgeries: signed by another key but claiming the agent's own (trusted) key id, so every
 // one reaches the signature check unless the per-source rate limit drops it first.
@@ -59,7 +64,20 @@ const forged: Buffer[] = [];
 for (let i = 0; i < 2000; i++) {
   const bytes = Buffer.from(
     encodeAdvert(
-      { v: 1, fleet: 'bench', agent: `forger${i}`, spiffe: 'spiffe://skein.local/agent/forger', endpoints: ['127.0.0.1:1'], routines: ['echo'], load: 0, capacity: 1, tlsFingerprint: '0'.repeat(64), seq: Date.now() + i, iat: Date.now(), ttl: 6000 },
+      {
+        v: 1,
+        fleet: 'bench',
+        agent: `forger${i}`,
+        spiffe: 'spiffe://skein.local/agent/forger',
+        endpoints: ['127.0.0.1:1'],
+        routines: ['echo'],
+        load: 0,
+        capacity: 1,
+        tlsFingerprint: '0'.repeat(64),
+        seq: Date.now() + i,
+        iat: Date.now(),
+        ttl: 6000,
+      },
       forgerKey,
     ),
   );
@@ -121,7 +139,12 @@ console.log('| measure | quiet | flooded | ratio |');
 console.log('|---|---|---|---|');
 console.log(`| p50 (ms) | ${median(quiet50).toFixed(3)} | ${median(loud50).toFixed(3)} | ${(median(loud50) / median(quiet50)).toFixed(2)}× |`);
 console.log(`| p99 (ms) | ${median(quiet).toFixed(3)} | ${median(loud).toFixed(3)} | ${(median(loud) / median(quiet)).toFixed(2)}× |`);
-console.log(`\nrejected by the agent: ${Object.entries(counts).filter(([k, v]) => k !== 'accepted' && v > 0).map(([k, v]) => `${k} ${v}`).join(', ')}`);
+console.log(
+  `\nrejected by the agent: ${Object.entries(counts)
+    .filter(([k, v]) => k !== 'accepted' && v > 0)
+    .map(([k, v]) => `${k} ${v}`)
+    .join(', ')}`,
+);
 console.log(`target: flooded p99 within 2× of quiet → ${median(loud) <= 2 * median(quiet) ? 'met' : 'NOT met'}`);
 await client.close();
 sender.close();

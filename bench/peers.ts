@@ -70,8 +70,18 @@ function ensurePackages(): void {
 }
 
 /** A Python driver (bench/peers/driver.py) answering one JSON line per command. */
-async function startDriver(procs: Procs, kind: 'celery' | 'dask', env: Record<string, string>): Promise<{ target: (sizes: Sizes, description: string) => Target; proc: ChildProcess; info: Record<string, unknown> }> {
-  const started = await procs.start(DEBIAN_PYTHON, [join(PEERS_DIR, 'driver.py'), kind], /^\{"ready": true.*\}$/m, { stream: 'stdout', stdin: true, cwd: PEERS_DIR, env: { ...env, SKEIN_BENCH_PAYLOAD: PAYLOAD }, timeoutMs: 120_000 });
+async function startDriver(
+  procs: Procs,
+  kind: 'celery' | 'dask',
+  env: Record<string, string>,
+): Promise<{ target: (sizes: Sizes, description: string) => Target; proc: ChildProcess; info: Record<string, unknown> }> {
+  const started = await procs.start(DEBIAN_PYTHON, [join(PEERS_DIR, 'driver.py'), kind], /^\{"ready": true.*\}$/m, {
+    stream: 'stdout',
+    stdin: true,
+    cwd: PEERS_DIR,
+    env: { ...env, SKEIN_BENCH_PAYLOAD: PAYLOAD },
+    timeoutMs: 120_000,
+  });
   const proc = started.proc;
   const lines = createInterface({ input: proc.stdout! });
   const queue: string[] = [];
@@ -117,21 +127,30 @@ const basePort = await startBaseline(procs, agent);
 const pipe = await startPipeEcho(procs);
 
 const redisPort = await freePort();
-const redis = await procs.start('redis-server', ['--port', String(redisPort), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--protected-mode', 'yes'], /Ready to accept connections/, { stream: 'stdout' });
+const redis = await procs.start('redis-server', ['--port', String(redisPort), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--protected-mode', 'yes'], /Ready to accept connections/, {
+  stream: 'stdout',
+});
 redis.proc.stdout?.resume();
 const redisEnv = { SKEIN_BENCH_REDIS_URL: `redis://127.0.0.1:${redisPort}/0` };
 // --pool solo: one process runs the tasks (the published Celery figures used a solo worker);
 // no gossip, mingle or heartbeat: nothing but the bench on the broker.
 // Log level warning: at info the worker writes two lines per task. Its banner (stdout) shows it
 // started; the driver's first call waits until it consumes.
-const celeryWorker = await procs.start(DEBIAN_PYTHON, ['-m', 'celery', '-A', 'celery_app', 'worker', '--pool', 'solo', '-l', 'warning', '--without-gossip', '--without-mingle', '--without-heartbeat'], /\[queues\]/, { stream: 'stdout', cwd: PEERS_DIR, env: redisEnv, timeoutMs: 60_000 });
+const celeryWorker = await procs.start(
+  DEBIAN_PYTHON,
+  ['-m', 'celery', '-A', 'celery_app', 'worker', '--pool', 'solo', '-l', 'warning', '--without-gossip', '--without-mingle', '--without-heartbeat'],
+  /\[queues\]/,
+  { stream: 'stdout', cwd: PEERS_DIR, env: redisEnv, timeoutMs: 60_000 },
+);
 celeryWorker.proc.stdout?.resume();
 const celery = await startDriver(procs, 'celery', redisEnv);
 const dask = await startDriver(procs, 'dask', {});
 
 const baseClient = client(basePort, agent.creds);
 const skeinClient = client(agent.port, agent.creds);
-console.log(`skein bench:peers: ${ROUNDS} interleaved rounds; per round and target ${SEQ} sequential calls, then ${FAST.concurrent} (skein, baseline, pipe) or ${SLOW.concurrent} (Celery, Dask) calls at ${CONCURRENCY} in flight; medians of rounds (ranges)\n`);
+console.log(
+  `skein bench:peers: ${ROUNDS} interleaved rounds; per round and target ${SEQ} sequential calls, then ${FAST.concurrent} (skein, baseline, pipe) or ${SLOW.concurrent} (Celery, Dask) calls at ${CONCURRENCY} in flight; medians of rounds (ranges)\n`,
+);
 const results = await measureRounds(
   [
     callTarget('baseline', 'raw Bun node:http2 + mTLS echo server, same client as skein', echoCall(baseClient), FAST),
@@ -156,7 +175,9 @@ const x = (s: { median: number; min: number; max: number }) => `${s.median.toFix
 console.log('\n| system | p50 (ms) | p99 (ms) | throughput @64 (calls/s) | p50 vs raw | p99 vs raw | throughput vs raw |');
 console.log('|---|---|---|---|---|---|---|');
 for (const [name, r] of Object.entries(results)) {
-  console.log(`| ${name} | ${fmtSpread(r.p50)} | ${fmtSpread(r.p99)} | ${fmtSpread(r.throughput, 0)} | ${x(ratio(r.rounds, base.rounds, 'p50'))} | ${x(ratio(r.rounds, base.rounds, 'p99'))} | ${x(ratio(r.rounds, base.rounds, 'throughput'))} |`);
+  console.log(
+    `| ${name} | ${fmtSpread(r.p50)} | ${fmtSpread(r.p99)} | ${fmtSpread(r.throughput, 0)} | ${x(ratio(r.rounds, base.rounds, 'p50'))} | ${x(ratio(r.rounds, base.rounds, 'p99'))} | ${x(ratio(r.rounds, base.rounds, 'throughput'))} |`,
+  );
 }
 console.log('');
 for (const [name, r] of Object.entries(results)) console.log(`${name}: ${r.description}`);
@@ -165,7 +186,9 @@ writeResults(OUT, {
   ...resultHeader('peers', ROUNDS, sizes),
   peers: { celery: { python: celery.info.python, version: celery.info.version }, dask: { python: dask.info.python, version: dask.info.version, tls: true } },
   targets: results,
-  ratiosToBaseline: Object.fromEntries(Object.entries(results).map(([k, r]) => [k, { p50: ratio(r.rounds, base.rounds, 'p50'), p99: ratio(r.rounds, base.rounds, 'p99'), throughput: ratio(r.rounds, base.rounds, 'throughput') }])),
+  ratiosToBaseline: Object.fromEntries(
+    Object.entries(results).map(([k, r]) => [k, { p50: ratio(r.rounds, base.rounds, 'p50'), p99: ratio(r.rounds, base.rounds, 'p99'), throughput: ratio(r.rounds, base.rounds, 'throughput') }]),
+  ),
 });
 console.log(`\nwrote ${OUT}`);
 process.exit(0);

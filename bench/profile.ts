@@ -280,7 +280,12 @@ function breakdown(cs: CallTrace[]) {
 const procs = new Procs();
 const agent = await startAgent(procs, agentConfig('profile'), { env: { BUN_JSC_logGC: '1' } });
 const basePort = await startBaseline(procs, agent);
-const basePid = Number(readFileSync(`/proc/${process.pid}/task/${process.pid}/children`, 'utf8').trim().split(' ').find((p) => p && readFileSync(`/proc/${p}/cmdline`, 'utf8').includes('baseline-server')));
+const basePid = Number(
+  readFileSync(`/proc/${process.pid}/task/${process.pid}/children`, 'utf8')
+    .trim()
+    .split(' ')
+    .find((p) => p && readFileSync(`/proc/${p}/cmdline`, 'utf8').includes('baseline-server')),
+);
 const agentPid = agent.started.proc.pid!;
 const workerPids = readFileSync(`/proc/${agentPid}/task/${agentPid}/children`, 'utf8').trim().split(' ').map(Number);
 const skeinClient = client(agent.port, agent.creds);
@@ -298,12 +303,17 @@ await warmUp(echoCall(skeinClient), 500);
 await warmUp(echoCall(baseClient), 500);
 const agentThreads = () => readdirSync(`/proc/${agentPid}/task`).length;
 
-const gcLinesBefore = readFileSync(agent.started.logFile, 'utf8').split('\n').filter((l) => l.startsWith('[GC<')).length;
+const gcLinesBefore = readFileSync(agent.started.logFile, 'utf8')
+  .split('\n')
+  .filter((l) => l.startsWith('[GC<')).length;
 let skeinTimes: number[] = [];
 const sk = await traced(procs, 'skein', [process.pid, agentPid, ...workerPids], async () => {
   skeinTimes = await seq(echoCall(skeinClient));
 });
-const gcLog = readFileSync(agent.started.logFile, 'utf8').split('\n').filter((l) => l.startsWith('[GC<')).slice(gcLinesBefore);
+const gcLog = readFileSync(agent.started.logFile, 'utf8')
+  .split('\n')
+  .filter((l) => l.startsWith('[GC<'))
+  .slice(gcLinesBefore);
 let baseTimes: number[] = [];
 const bl = await traced(procs, 'baseline', [process.pid, basePid], async () => {
   baseTimes = await seq(echoCall(baseClient));
@@ -326,7 +336,10 @@ const tail = sorted.slice(0, Math.max(1, Math.floor(skCalls.length / 100)));
 const body = sorted.slice(Math.floor(skCalls.length / 4), Math.floor((skCalls.length * 3) / 4));
 const meanOf = (cs: CallTrace[], f: (c: CallTrace) => number) => cs.reduce((a, c) => a + f(c), 0) / cs.length;
 const tailAnalysis = Object.fromEntries(
-  STAGES.filter((s) => s.key !== 'serverBaseline' && s.key !== 'onWire').map((s) => [s.key, { tailMean: meanOf(tail, (c) => c.t[s.to]! - c.t[s.from]!), typicalMean: meanOf(body, (c) => c.t[s.to]! - c.t[s.from]!) }]),
+  STAGES.filter((s) => s.key !== 'serverBaseline' && s.key !== 'onWire').map((s) => [
+    s.key,
+    { tailMean: meanOf(tail, (c) => c.t[s.to]! - c.t[s.from]!), typicalMean: meanOf(body, (c) => c.t[s.to]! - c.t[s.from]!) },
+  ]),
 );
 
 // Wake-ups: the agent's main thread, the hot worker, the client.
@@ -334,7 +347,12 @@ const wakes = wakeLatencies(sk.sched);
 const hotWorker = workerPids.map((p) => ({ p, n: sk.sys.filter((x) => x.pid === p && x.nr === NR.read).length })).sort((a, b) => b.n - a.n)[0]!.p;
 const wakeStats = (pid: number) => {
   const w = wakes.get(pid) ?? [];
-  return { ...q(w.map((x) => x.us)), fromIdleShare: w.filter((x) => x.fromIdle).length / Math.max(1, w.length), contended: q(w.filter((x) => !x.fromIdle).map((x) => x.us)), busyWith: topComms(w.filter((x) => !x.fromIdle && x.us > 100).map((x) => x.prevComm)) };
+  return {
+    ...q(w.map((x) => x.us)),
+    fromIdleShare: w.filter((x) => x.fromIdle).length / Math.max(1, w.length),
+    contended: q(w.filter((x) => !x.fromIdle).map((x) => x.us)),
+    busyWith: topComms(w.filter((x) => !x.fromIdle && x.us > 100).map((x) => x.prevComm)),
+  };
 };
 function topComms(xs: string[]) {
   const m = new Map<string, number>();
@@ -357,7 +375,11 @@ const result = {
   agent: {
     threads: agentThreads(),
     syscallsOnPath: { inbound: q(skCalls.map((c) => c.agentSyscalls.inbound)), outbound: q(skCalls.map((c) => c.agentSyscalls.outbound)) },
-    logWrites: { callsWithWrite: skCalls.filter((c) => c.logWrite.us > 0).length, onCriticalPath: skCalls.filter((c) => c.logWrite.onPath).length, us: q(skCalls.filter((c) => c.logWrite.us > 0).map((c) => c.logWrite.us)) },
+    logWrites: {
+      callsWithWrite: skCalls.filter((c) => c.logWrite.us > 0).length,
+      onCriticalPath: skCalls.filter((c) => c.logWrite.onPath).length,
+      us: q(skCalls.filter((c) => c.logWrite.us > 0).map((c) => c.logWrite.us)),
+    },
     gc: { logWrites: gcLogWrites, collections: gcLog.length, pausesMs: q(gcPauses), callsWithGc: skCalls.filter((c) => c.gc).length, tailCallsWithGc: tail.filter((c) => c.gc).length },
   },
   wakeUps: { agent: wakeStats(agentPid), worker: wakeStats(hotWorker), client: wakeStats(process.pid) },
@@ -365,7 +387,9 @@ const result = {
 };
 
 const f = (n: number) => (Number.isFinite(n) ? n.toFixed(0).padStart(5) : '    –');
-console.log(`traced ${skCalls.length}/${CALLS} skein calls and ${blCalls.length}/${CALLS} baseline calls (client-measured p50 ${q(skeinTimes).median.toFixed(0)} / ${q(baseTimes).median.toFixed(0)} µs, p99 ${q(skeinTimes).p99.toFixed(0)} / ${q(baseTimes).p99.toFixed(0)} µs)\n`);
+console.log(
+  `traced ${skCalls.length}/${CALLS} skein calls and ${blCalls.length}/${CALLS} baseline calls (client-measured p50 ${q(skeinTimes).median.toFixed(0)} / ${q(baseTimes).median.toFixed(0)} µs, p99 ${q(skeinTimes).p99.toFixed(0)} / ${q(baseTimes).p99.toFixed(0)} µs)\n`,
+);
 console.log('| stage | skein median | p90 | p99 | baseline median | p99 | what |');
 console.log('|---|---|---|---|---|---|---|');
 for (const s of STAGES) {
@@ -377,7 +401,9 @@ const cg = result.clientGap;
 console.log(`| client (reply → next send) | ${f(cg.skein.median)} | ${f(cg.skein.p90)} | ${f(cg.skein.p99)} | ${f(cg.baseline.median)} | ${f(cg.baseline.p99)} | client decode, timing, encode |`);
 console.log(`\nwake-up → running (µs): agent ${JSON.stringify(result.wakeUps.agent)}\nworker ${JSON.stringify(result.wakeUps.worker)}\nclient ${JSON.stringify(result.wakeUps.client)}`);
 console.log(`\nGC: ${JSON.stringify(result.agent.gc)}\nlog/audit writes: ${JSON.stringify(result.agent.logWrites)}\nagent syscalls on the path: ${JSON.stringify(result.agent.syscallsOnPath)}`);
-console.log(`\nslowest 1% (${tail.length} calls ≥ ${result.tail.thresholdUs.toFixed(0)} µs): ${contendedTail} waited > 200 µs for a CPU held by another task, ${result.tail.withGc} had a GC; stage means tail vs middle half:`);
+console.log(
+  `\nslowest 1% (${tail.length} calls ≥ ${result.tail.thresholdUs.toFixed(0)} µs): ${contendedTail} waited > 200 µs for a CPU held by another task, ${result.tail.withGc} had a GC; stage means tail vs middle half:`,
+);
 for (const [k, v] of Object.entries(tailAnalysis)) console.log(`  ${k.padEnd(16)} ${v.tailMean.toFixed(0).padStart(6)} vs ${v.typicalMean.toFixed(0).padStart(5)} µs`);
 writeResults(OUT, result);
 console.log(`\nwrote ${OUT}`);

@@ -130,7 +130,11 @@ console.log(`| throughput @${CONCURRENCY} (calls/s) | ${fmtSpread(base.throughpu
 console.log(`| with bearer-jwt + routine-policy: p50 (ms) | | ${fmtSpread(auth.p50)} | ${x(ratios.pluginsP50)} of skein |`);
 console.log(`| with bearer-jwt + routine-policy: throughput @${CONCURRENCY} | | ${fmtSpread(auth.throughput, 0)} | ${x(ratios.pluginsThroughput)} of skein |`);
 console.log(`| cold start: spawn → first mTLS echo (ms, ${COLD_STARTS} starts) | | ${fmtSpread(cold, 1)} | |`);
-console.log(`\ngoals: ${Object.entries(goals).map(([k, v]) => `${k} → ${v ? 'met' : 'NOT met'}`).join('; ')}`);
+console.log(
+  `\ngoals: ${Object.entries(goals)
+    .map(([k, v]) => `${k} → ${v ? 'met' : 'NOT met'}`)
+    .join('; ')}`,
+);
 
 writeResults(OUT, { ...resultHeader('bench', ROUNDS, { baseline: SIZES, skein: SIZES, 'skein+plugins': SIZES }), targets: results, coldStartMs: { ...cold, starts: colds }, ratios, goals });
 console.log(`\nwrote ${OUT}`);

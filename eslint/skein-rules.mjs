@@ -31,12 +31,16 @@ const layers = {
       const target = relative(ROOT, normalize(resolve(dirname(context.filename), spec)));
       const to = folderOf(target);
       if (to === from || to === '.' || !/\.(ts|mts|js|mjs)$/.test(target)) return; // same folder; package.json, data files
-      if (to === 'plugins') return context.report({ node, message: `${from} imports ${target}: nothing but tests imports plugins/ (first-party plugins are built in as text, agent/plugin-host/builtin.ts)` });
+      if (to === 'plugins')
+        return context.report({ node, message: `${from} imports ${target}: nothing but tests imports plugins/ (first-party plugins are built in as text, agent/plugin-host/builtin.ts)` });
       if (from === 'signing' && to !== 'common') return context.report({ node, message: `signing/ imports ${target}: signing/ uses only common/` });
       if (!rank.has(from)) return context.report({ node, message: `${file} is in ${from}, which eslint/layers.mjs does not place: add it to LAYERS` });
       if (!rank.has(to)) return context.report({ node, message: `${target} is in ${to}, which eslint/layers.mjs does not place: add it to LAYERS` });
       if (rank.get(to) > rank.get(from)) {
-        context.report({ node, message: `${from} imports ${to} (${target}), a higher layer: imports point down eslint/layers.mjs (${from} is layer ${rank.get(from)}, ${to} is ${rank.get(to)}); move the shared part down` });
+        context.report({
+          node,
+          message: `${from} imports ${to} (${target}), a higher layer: imports point down eslint/layers.mjs (${from} is layer ${rank.get(from)}, ${to} is ${rank.get(to)}); move the shared part down`,
+        });
       }
     });
   },
@@ -48,7 +52,8 @@ const pluginImports = {
     const file = relative(ROOT, context.filename);
     if (!file.startsWith('plugins/') || file === 'plugins/skein-plugin.ts') return {};
     return eachImport(context, (node, spec) => {
-      if (spec !== './skein-plugin.ts') context.report({ node, message: `a plugin imports only './skein-plugin.ts' (the agent loads it from disk, where ${spec} does not resolve; the host's facilities come through ctx)` });
+      if (spec !== './skein-plugin.ts')
+        context.report({ node, message: `a plugin imports only './skein-plugin.ts' (the agent loads it from disk, where ${spec} does not resolve; the host's facilities come through ctx)` });
     });
   },
 };

@@ -100,7 +100,16 @@ const KID_WAIT_MS = 500;
 /** Failures of a first fetch that are configuration errors, not an issuer that is down: they stop start-up in any mode. */
 const CONFIG_FAILURES = new Set(['SKEIN_ERR_HTTP_URL', 'SKEIN_ERR_HTTP_OPTIONS', 'SKEIN_ERR_HTTP_HOST', 'SKEIN_ERR_HTTP_ADDRESS']);
 const FAILURE_REASONS = new Set<string>([
-  'MALFORMED', 'ALG_NOT_ALLOWED', 'BAD_SIGNATURE', 'EXPIRED', 'NOT_YET_VALID', 'WRONG_ISSUER', 'WRONG_AUDIENCE', 'MISSING_EXP', 'NO_MATCHING_KEY', 'INVALID_CLAIMS',
+  'MALFORMED',
+  'ALG_NOT_ALLOWED',
+  'BAD_SIGNATURE',
+  'EXPIRED',
+  'NOT_YET_VALID',
+  'WRONG_ISSUER',
+  'WRONG_AUDIENCE',
+  'MISSING_EXP',
+  'NO_MATCHING_KEY',
+  'INVALID_CLAIMS',
 ] satisfies Array<JwtFailure['reason']>);
 /** The JWK key type that serves each algorithm. */
 const KTY_OF: Record<Alg, string> = { EdDSA: 'OKP', ES256: 'EC', RS256: 'RSA', HS256: 'oct' };
@@ -316,9 +325,7 @@ function parseOptions(raw: unknown, fail: OptionsFail): BearerJwtOptions {
 function unservedAlgorithm(algorithms: Alg[], keys: Key[]): string | undefined {
   for (const alg of algorithms) {
     if (keys.some((k) => algorithmsOf(k).includes(alg))) continue;
-    return alg === 'HS256'
-      ? 'algorithm HS256 has no secret: add {"kty":"oct","k":"<base64url of 32+ random bytes>"}'
-      : `algorithm ${alg} has no key: add a PEM public key or a ${KTY_OF[alg]} JWK`;
+    return alg === 'HS256' ? 'algorithm HS256 has no secret: add {"kty":"oct","k":"<base64url of 32+ random bytes>"}' : `algorithm ${alg} has no key: add a PEM public key or a ${KTY_OF[alg]} JWK`;
   }
   return undefined;
 }

@@ -34,15 +34,7 @@
  */
 import { SigningError } from './errors.ts';
 
-export type CanonicalValue =
-  | null
-  | boolean
-  | number
-  | bigint
-  | string
-  | Uint8Array
-  | readonly CanonicalValue[]
-  | CanonicalMap;
+export type CanonicalValue = null | boolean | number | bigint | string | Uint8Array | readonly CanonicalValue[] | CanonicalMap;
 
 export interface CanonicalMap {
   readonly [key: string]: CanonicalValue;

@@ -183,4 +183,3 @@ export function viewEnvelope(e: Uint8Array, contextHead: Uint8Array): EnvelopeVi
   if (p + 66 !== end || e[p] !== 0x58 || e[p + 1] !== 0x40) return 'malformed';
   return { keyId, payload, signature: e.subarray(p + 2, end), signedEnd };
 }
-

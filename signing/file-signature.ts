@@ -103,8 +103,7 @@ function readSigFile(sigPath: string): string {
 
 /** Strict shape check: exactly the documented fields with the documented types. */
 function parseSigFile(text: string, sigPath: string): FileSignature {
-  const bad = (why: string, cause?: unknown): SigningError =>
-    new SigningError('SKEIN_ERR_SIG_MALFORMED', `${sigPath}: ${why}`, { path: sigPath }, cause === undefined ? undefined : { cause });
+  const bad = (why: string, cause?: unknown): SigningError => new SigningError('SKEIN_ERR_SIG_MALFORMED', `${sigPath}: ${why}`, { path: sigPath }, cause === undefined ? undefined : { cause });
   let doc: unknown;
   try {
     doc = JSON.parse(text);

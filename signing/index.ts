@@ -9,14 +9,7 @@
  *   open(bytes, { trustedKeys: new Map([[pair.keyId, pair.publicKey]]), context: 'skein-advert-v1' });
  */
 export { SigningError, isSigningError, type SigningErrorCode } from './errors.ts';
-export {
-  DEFAULT_LIMITS,
-  decodeCanonical,
-  encodeCanonical,
-  type CanonicalMap,
-  type CanonicalValue,
-  type DecodeLimits,
-} from './canonical.ts';
+export { DEFAULT_LIMITS, decodeCanonical, encodeCanonical, type CanonicalMap, type CanonicalValue, type DecodeLimits } from './canonical.ts';
 export {
   KEY_ID_PATTERN,
   formatPublicKey,
@@ -38,11 +31,4 @@ export {
 export { DEFAULT_ENVELOPE_MAX_BYTES, ENVELOPE_VERSION, envelopeContextHead, open, sign, viewEnvelope, type EnvelopeView, type OpenOptions, type Opened } from './envelope.ts';
 export { decodeCanonicalFast, FALLBACK, readCborHead, scratchLen } from './canonical-fast.ts';
 export { NONCE_CONTEXT, NONCE_SCHEME, signNonceToken, type SignNonceOptions } from './nonce.ts';
-export {
-  PLUGIN_SIGNATURE_CONTEXT,
-  signFile,
-  verifyFile,
-  type FileSignature,
-  type VerifiedFile,
-  type VerifyFileOptions,
-} from './file-signature.ts';
+export { PLUGIN_SIGNATURE_CONTEXT, signFile, verifyFile, type FileSignature, type VerifiedFile, type VerifyFileOptions } from './file-signature.ts';

@@ -218,11 +218,10 @@ export function readPrivateKey(path: string): KeyPair {
     const loose = st.mode & 0o077;
     if (loose !== 0 && process.platform !== 'win32') {
       const mode = (st.mode & 0o777).toString(8).padStart(4, '0');
-      throw new SigningError(
-        'SKEIN_ERR_SIG_KEY_PERMISSIONS',
-        `private key ${path} has mode ${mode}: it must not be readable or writable by group or others; fix it with: chmod 600 ${path}`,
-        { path, mode },
-      );
+      throw new SigningError('SKEIN_ERR_SIG_KEY_PERMISSIONS', `private key ${path} has mode ${mode}: it must not be readable or writable by group or others; fix it with: chmod 600 ${path}`, {
+        path,
+        mode,
+      });
     }
     if (st.size > 64 * 1024) throw keyInvalid(`private key ${path} is ${st.size} bytes; not an Ed25519 PEM key`, { path });
     pem = readFileSync(fd, 'utf8');

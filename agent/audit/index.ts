@@ -277,7 +277,12 @@ class AuditStream implements Audit {
     if (this.#warnedSink) return;
     this.#warnedSink = true;
     const e = err as NodeJS.ErrnoException;
-    this.#deps.log.warn('audit sink failed', { ...this.#describe, code: e.code, error: e.message ?? String(err), hint: 'audit lines are dropped and counted (skein_audit_events_dropped_total) until the sink works again; SIGHUP re-opens it' });
+    this.#deps.log.warn('audit sink failed', {
+      ...this.#describe,
+      code: e.code,
+      error: e.message ?? String(err),
+      hint: 'audit lines are dropped and counted (skein_audit_events_dropped_total) until the sink works again; SIGHUP re-opens it',
+    });
   }
 
   #lose(lines: number, reason: AuditLoss): void {

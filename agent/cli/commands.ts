@@ -44,10 +44,25 @@ export const COMMANDS: Record<string, Command> = {
   doctor: { summary: "show the host's sandbox capabilities and what each profile applies", usage: DOCTOR_USAGE, run: runDoctor },
   pki: { summary: 'create a CA and issue agent/client certificates', usage: PKI_USAGE, sub: { init: PKI_INIT_USAGE, issue: PKI_ISSUE_USAGE }, run: (argv, io) => runPki(argv, io) },
   keygen: { summary: 'create an Ed25519 key pair (plugin signing, discovery, signed-nonce tokens)', usage: KEYGEN_USAGE, run: runKeygen },
-  key: { summary: "endorse an agent's advertisement key with a fleet root key", usage: KEY_USAGE, sub: { endorse: KEY_ENDORSE_USAGE, inspect: KEY_INSPECT_USAGE }, run: (argv, io) => runKey(argv, io) },
-  plugin: { summary: 'scaffold, test, sign and verify plugins', usage: PLUGIN_USAGE, sub: { new: PLUGIN_NEW_USAGE, test: PLUGIN_TEST_USAGE, sign: PLUGIN_SIGN_USAGE, verify: PLUGIN_VERIFY_USAGE }, run: runPlugin },
+  key: {
+    summary: "endorse an agent's advertisement key with a fleet root key",
+    usage: KEY_USAGE,
+    sub: { endorse: KEY_ENDORSE_USAGE, inspect: KEY_INSPECT_USAGE },
+    run: (argv, io) => runKey(argv, io),
+  },
+  plugin: {
+    summary: 'scaffold, test, sign and verify plugins',
+    usage: PLUGIN_USAGE,
+    sub: { new: PLUGIN_NEW_USAGE, test: PLUGIN_TEST_USAGE, sign: PLUGIN_SIGN_USAGE, verify: PLUGIN_VERIFY_USAGE },
+    run: runPlugin,
+  },
   token: { summary: 'create tokens for token plugins (signed nonces)', usage: TOKEN_USAGE, sub: { 'sign-nonce': TOKEN_SIGN_NONCE_USAGE }, run: runToken },
-  completion: { summary: 'print a shell completion script (bash, zsh, fish)', usage: COMPLETION_USAGE, sub: Object.fromEntries(SHELLS.map((s) => [s, COMPLETION_USAGE])), run: async (argv, io) => runCompletion(argv, io) },
+  completion: {
+    summary: 'print a shell completion script (bash, zsh, fish)',
+    usage: COMPLETION_USAGE,
+    sub: Object.fromEntries(SHELLS.map((s) => [s, COMPLETION_USAGE])),
+    run: async (argv, io) => runCompletion(argv, io),
+  },
   help: { summary: 'print the usage of a command', usage: HELP_USAGE, run: async (argv, io) => runHelp(argv, io) },
   version: {
     summary: 'print the version, commit and build date',

@@ -70,7 +70,8 @@ export async function runDispatch(argv: string[], io: Io): Promise<number> {
   const args = parseJsonFlag(values.args, 'args', (v) => Array.isArray(v), 'a JSON array') as unknown[] | undefined;
   const kwargs = parseJsonFlag(values.kwargs, 'kwargs', (v) => typeof v === 'object' && v !== null && !Array.isArray(v), 'a JSON object') as Record<string, unknown> | undefined;
   const timeoutMs = parseIntFlag(values.timeout, 'timeout', 1, 86_400_000);
-  if (values.encoding !== undefined && values.encoding !== 'cbor' && values.encoding !== 'json') throw new SkeinError('SKEIN_ERR_USAGE', `--encoding must be cbor or json, got ${JSON.stringify(values.encoding)}`);
+  if (values.encoding !== undefined && values.encoding !== 'cbor' && values.encoding !== 'json')
+    throw new SkeinError('SKEIN_ERR_USAGE', `--encoding must be cbor or json, got ${JSON.stringify(values.encoding)}`);
 
   if (values.plaintext && values.discover) throw new SkeinError('SKEIN_ERR_USAGE', '--plaintext cannot be combined with --discover: discovered peers are reached over TLS, their identity pinned');
   const target = resolveTarget(values);

@@ -59,7 +59,10 @@ export async function runDoctor(argv: string[], io: Io): Promise<number> {
     }),
     '',
     canary
-      ? `Canary (${config.sandbox.profile}): ${Object.entries(canary.canary).filter(([k]) => k !== 'errno').map(([k, v]) => `${k} ${v}`).join(', ')}`
+      ? `Canary (${config.sandbox.profile}): ${Object.entries(canary.canary)
+          .filter(([k]) => k !== 'errno')
+          .map(([k, v]) => `${k} ${v}`)
+          .join(', ')}`
       : `Canary: not run (${config.sandbox.profile === 'none' ? 'profile none confines nothing' : 'the profile cannot run here'})`,
     canary ? `Layers applied by a test worker: ${canary.layers.join(', ')}` : '',
     '',

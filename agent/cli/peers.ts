@@ -50,7 +50,8 @@ export async function runPeers(argv: string[], io: Io): Promise<number> {
     io.out(table(header, rows));
     // Why a peer is not used, in full: a reason does not fit a table cell.
     const cold = answer.peers.filter(cooling);
-    if (cold.length) io.out(`\nnot used while cooling down:\n${cold.map((p) => `  ${String(p.agent)} (${duration(Number(p.coolDownMs))} left): ${String(p.coolDownReason ?? 'no reason recorded')}`).join('\n')}`);
+    if (cold.length)
+      io.out(`\nnot used while cooling down:\n${cold.map((p) => `  ${String(p.agent)} (${duration(Number(p.coolDownMs))} left): ${String(p.coolDownReason ?? 'no reason recorded')}`).join('\n')}`);
     const rejected = Object.entries(answer.rejected ?? {}).filter(([k, v]) => k !== 'accepted' && v > 0);
     if (rejected.length) io.out(`\nrejected advertisements: ${rejected.map(([k, v]) => `${k} ${v}`).join(', ')}`);
     return 0;

@@ -49,10 +49,7 @@ export async function runPki(argv: string[], io: Io): Promise<number> {
   }
   if (sub === 'init') return runInit(rest, io);
   if (sub === 'issue') return runIssue(rest, io);
-  throw new SkeinError(
-    'SKEIN_ERR_USAGE',
-    sub === undefined ? 'missing pki command: init or issue (see skein pki --help)' : `unknown pki command "${sub}": init or issue (see skein pki --help)`,
-  );
+  throw new SkeinError('SKEIN_ERR_USAGE', sub === undefined ? 'missing pki command: init or issue (see skein pki --help)' : `unknown pki command "${sub}": init or issue (see skein pki --help)`);
 }
 
 function dirFlag(value: string | undefined): string {

@@ -257,13 +257,7 @@ async function runVerify(argv: string[], io: Io): Promise<number> {
   const trustedKeys = trustStore(keys);
   try {
     const ok = verifyFile(file, { trustedKeys, expectedName });
-    io.out(
-      [
-        `verified ${file}: plugin "${ok.name}" version ${ok.version}`,
-        `  key id   ${ok.keyId}`,
-        `  sha256   ${ok.sha256}`,
-      ].join('\n'),
-    );
+    io.out([`verified ${file}: plugin "${ok.name}" version ${ok.version}`, `  key id   ${ok.keyId}`, `  sha256   ${ok.sha256}`].join('\n'));
     return 0;
   } catch (err) {
     // Every rejection is exit 2 here, as it is for the agent (which will not start): the
@@ -289,7 +283,10 @@ async function runNew(argv: string[], io: Io): Promise<number> {
   if (!PLUGIN_NAME_PATTERN.test(name)) throw new SkeinError('SKEIN_ERR_USAGE', `plugin name ${JSON.stringify(name)} is invalid: it must be ${PLUGIN_NAME_HINT}`);
   const kind = values.kind;
   if (kind !== 'authn' && kind !== 'authz') {
-    throw new SkeinError('SKEIN_ERR_USAGE', `--kind must be authn (an authentication hook: turns a credential into an identity) or authz (an authorization hook: decides what an identity may run)${kind === undefined ? '' : `, got ${JSON.stringify(kind)}`}`);
+    throw new SkeinError(
+      'SKEIN_ERR_USAGE',
+      `--kind must be authn (an authentication hook: turns a credential into an identity) or authz (an authorization hook: decides what an identity may run)${kind === undefined ? '' : `, got ${JSON.stringify(kind)}`}`,
+    );
   }
   if (values.dir === '') throw new SkeinError('SKEIN_ERR_USAGE', '--dir must not be empty');
   const dir = values.dir ?? DEFAULT_DIR;
@@ -320,7 +317,10 @@ async function runNew(argv: string[], io: Io): Promise<number> {
     states.push(`  ${path} (${current === undefined ? 'created' : current === wanted ? 'up to date' : replace ? "updated to this binary's API" : 'kept: yours'})`);
   }
 
-  for (const [file, content] of [[pluginFile, pluginTemplate(name, kind)], [testFile, testTemplate(name, kind)]] as const) {
+  for (const [file, content] of [
+    [pluginFile, pluginTemplate(name, kind)],
+    [testFile, testTemplate(name, kind)],
+  ] as const) {
     try {
       writeFileExclusive(file, content, 0o644);
     } catch (err) {

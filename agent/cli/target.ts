@@ -94,13 +94,23 @@ export function resolveTarget(flags: TargetFlags, env: NodeJS.ProcessEnv = proce
   let peerSetting = pick('peer');
   if (plaintext) {
     const why = flags.plaintext ? '--plaintext' : `plaintext (profile "${profile!.name}")`;
-    if (given > 0) throw new SkeinError('SKEIN_ERR_USAGE', `${why} sends no client certificate: drop ${tls.filter(Boolean).map((s) => s!.from).join(', ')}`);
+    if (given > 0)
+      throw new SkeinError(
+        'SKEIN_ERR_USAGE',
+        `${why} sends no client certificate: drop ${tls
+          .filter(Boolean)
+          .map((s) => s!.from)
+          .join(', ')}`,
+      );
     const peer = peerSetting ? normalizePeer(peerSetting) : localPeer(flags.config);
     return { peer, plaintext: true, ...(token !== undefined ? { token } : {}) };
   }
   if (given !== 0 && given !== 3) {
     const missing = (['cert', 'key', 'ca'] as const).filter((_, i) => !tls[i]);
-    throw new SkeinError('SKEIN_ERR_USAGE', `--cert, --key and --ca must be given together (from flags, SKEIN_* variables or a profile); missing: ${missing.map((m) => `${FLAG[m]} / ${ENV[m]}`).join(', ')}`);
+    throw new SkeinError(
+      'SKEIN_ERR_USAGE',
+      `--cert, --key and --ca must be given together (from flags, SKEIN_* variables or a profile); missing: ${missing.map((m) => `${FLAG[m]} / ${ENV[m]}`).join(', ')}`,
+    );
   }
   let paths: Setting[];
   if (given === 3) {

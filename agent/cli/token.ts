@@ -5,7 +5,6 @@ import { readPrivateKey, signNonceToken } from '../../signing/index.ts';
 import { parseFlags } from './args.ts';
 import type { Io } from './io.ts';
 
-
 export const TOKEN_USAGE = `Usage: skein token sign-nonce --key PATH --routine NAME
 
 Mints caller tokens for an agent's token plugins.
@@ -32,10 +31,7 @@ export async function runToken(argv: string[], io: Io): Promise<number> {
     return 0;
   }
   if (sub === 'sign-nonce') return runSignNonce(rest, io);
-  throw new SkeinError(
-    'SKEIN_ERR_USAGE',
-    sub === undefined ? 'missing token command: sign-nonce (see skein token --help)' : `unknown token command "${sub}": sign-nonce (see skein token --help)`,
-  );
+  throw new SkeinError('SKEIN_ERR_USAGE', sub === undefined ? 'missing token command: sign-nonce (see skein token --help)' : `unknown token command "${sub}": sign-nonce (see skein token --help)`);
 }
 
 async function runSignNonce(argv: string[], io: Io): Promise<number> {

@@ -202,7 +202,10 @@ export class SkeinClient {
     this.#sessionError = undefined;
     const life = { handshake: false, settings: false };
     this.#life.set(session, life);
-    const timer = setTimeout(() => session.destroy(new SkeinError('SKEIN_ERR_TRANSPORT', `no connection to ${this.#opts.peer} within ${this.#opts.connectTimeoutMs ?? 10_000} ms`)), this.#opts.connectTimeoutMs ?? 10_000);
+    const timer = setTimeout(
+      () => session.destroy(new SkeinError('SKEIN_ERR_TRANSPORT', `no connection to ${this.#opts.peer} within ${this.#opts.connectTimeoutMs ?? 10_000} ms`)),
+      this.#opts.connectTimeoutMs ?? 10_000,
+    );
     session.once('connect', () => {
       clearTimeout(timer);
       life.handshake = true;
@@ -263,12 +266,13 @@ export class SkeinClient {
         else resolve(value!);
       };
       const deadline = options.timeoutMs !== undefined ? options.timeoutMs + CLIENT_GRACE_MS : undefined;
-      const timer = deadline !== undefined
-        ? setTimeout(() => {
-            stream.close(http2.constants.NGHTTP2_CANCEL);
-            finish(new SkeinError('SKEIN_ERR_CLIENT_TIMEOUT', `no response within ${deadline} ms`));
-          }, deadline)
-        : undefined;
+      const timer =
+        deadline !== undefined
+          ? setTimeout(() => {
+              stream.close(http2.constants.NGHTTP2_CANCEL);
+              finish(new SkeinError('SKEIN_ERR_CLIENT_TIMEOUT', `no response within ${deadline} ms`));
+            }, deadline)
+          : undefined;
       const onAbort = () => {
         // RST_STREAM(CANCEL): the agent kills the worker running this call.
         stream.close(http2.constants.NGHTTP2_CANCEL);

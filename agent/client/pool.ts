@@ -79,7 +79,10 @@ export class PeerPool {
           this.#recordFailure(peer, e);
           errors.push(`${peer.agent} (${endpoint}): ${e.code}`);
           if (sent && !this.#opts.idempotent?.(routine)) {
-            throw new SkeinError(e.code, `${e.message}; not retried on another peer: the call may have reached routine "${routine}", which is not declared idempotent`, { ...e.details, peer: peer.agent });
+            throw new SkeinError(e.code, `${e.message}; not retried on another peer: the call may have reached routine "${routine}", which is not declared idempotent`, {
+              ...e.details,
+              peer: peer.agent,
+            });
           }
           if (e.code === 'SKEIN_ERR_PEER_IDENTITY') break; // this peer is done, whatever its other endpoints
         }
@@ -132,9 +135,10 @@ export class PeerPool {
     }
     this.#failures.set(peer.agent, f);
     // Drop the connection so a later attempt reconnects (and re-verifies).
-    for (const [id, c] of this.#clients) if (id.startsWith(`${peer.agent}|`)) {
-      void c.destroy();
-      this.#clients.delete(id);
-    }
+    for (const [id, c] of this.#clients)
+      if (id.startsWith(`${peer.agent}|`)) {
+        void c.destroy();
+        this.#clients.delete(id);
+      }
   }
 }

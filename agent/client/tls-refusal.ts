@@ -51,7 +51,7 @@ export function diagnoseClientCertificate(creds: ClientCredentials, now = new Da
   if (now > notAfter) return { reason: 'expired', detail: `${TLS_FAILURE_TEXT.expired} (notAfter ${notAfter.toISOString()})` };
   const eku = leaf.keyUsage;
   if (Array.isArray(eku) && eku.length > 0 && !eku.includes(CLIENT_AUTH) && !eku.includes(ANY_EKU)) {
-    return { reason: 'bad-key-usage', detail: 'the certificate\'s extended key usage lacks clientAuth (TLS client authentication)' };
+    return { reason: 'bad-key-usage', detail: "the certificate's extended key usage lacks clientAuth (TLS client authentication)" };
   }
   if (creds.ca !== undefined && !chainsTo(leaf, chain.slice(1), certificates(creds.ca))) return { reason: 'unknown-ca', detail: TLS_FAILURE_TEXT['unknown-ca'] };
   return undefined;
@@ -72,14 +72,23 @@ export function alertRefusal(err: unknown, creds: ClientCredentials): SkeinError
 export function silentRefusal(creds: ClientCredentials, cause?: unknown): SkeinError {
   const diagnosis = diagnoseClientCertificate(creds);
   if (diagnosis) return refusal(diagnosis.reason, diagnosis.detail, cause);
-  return refusal('other', 'the agent closed the connection right after the TLS handshake, without a reason (an unknown CA or a revoked certificate?): its "TLS handshake refused" log line says why', cause);
+  return refusal(
+    'other',
+    'the agent closed the connection right after the TLS handshake, without a reason (an unknown CA or a revoked certificate?): its "TLS handshake refused" log line says why',
+    cause,
+  );
 }
 
 /** SKEIN_ERR_TLS for a client certificate the local TLS library will not use at all. */
 export function unusableCertificate(err: unknown): SkeinError {
   const code = String((err as { code?: unknown })?.code ?? '');
   const reason: TlsFailureReason = /KEY_USAGE/.test(code) ? 'bad-key-usage' : 'bad-certificate';
-  return new SkeinError('SKEIN_ERR_TLS', `the client certificate cannot be used: ${reason === 'bad-key-usage' ? TLS_FAILURE_TEXT['bad-key-usage'] : (err as Error)?.message ?? code}`, { reason, cause: code, sent: false }, { cause: err });
+  return new SkeinError(
+    'SKEIN_ERR_TLS',
+    `the client certificate cannot be used: ${reason === 'bad-key-usage' ? TLS_FAILURE_TEXT['bad-key-usage'] : ((err as Error)?.message ?? code)}`,
+    { reason, cause: code, sent: false },
+    { cause: err },
+  );
 }
 
 function refusal(reason: TlsFailureReason, detail: string, cause: unknown): SkeinError {

@@ -123,7 +123,10 @@ function toPlain(value: unknown, path: string, depth: number): unknown {
         }
         return out;
       }
-      throw new SkeinError('SKEIN_ERR_BAD_REQUEST', `${path}: CBOR ${value instanceof Uint8Array ? 'byte string' : 'tagged value'} is not supported; use strings, numbers, booleans, null, arrays and maps with string keys`);
+      throw new SkeinError(
+        'SKEIN_ERR_BAD_REQUEST',
+        `${path}: CBOR ${value instanceof Uint8Array ? 'byte string' : 'tagged value'} is not supported; use strings, numbers, booleans, null, arrays and maps with string keys`,
+      );
     }
     default:
       throw new SkeinError('SKEIN_ERR_BAD_REQUEST', `${path}: CBOR ${typeof value} is not supported`);

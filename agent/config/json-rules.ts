@@ -25,9 +25,7 @@ const is = (value: unknown) => ({ const: value });
 const has = (key: string, schema: Record<string, unknown>) => ({ properties: { [key]: schema }, required: [key] });
 
 /** Rules that hold for any file, whole configuration or not. */
-const ALWAYS = [
-  { properties: { agent: { properties: { listen: { pattern: HOST_PORT_IN_RANGE } } }, admin: { properties: { listen: { pattern: HOST_PORT_IN_RANGE } } } } },
-];
+const ALWAYS = [{ properties: { agent: { properties: { listen: { pattern: HOST_PORT_IN_RANGE } } }, admin: { properties: { listen: { pattern: HOST_PORT_IN_RANGE } } } } }];
 
 /** Rules that need the whole configuration: files without `extends`. */
 const WHOLE = [

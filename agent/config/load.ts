@@ -140,7 +140,7 @@ function crossCheck(config: AgentConfig): void {
   }
   if (config.discovery.enabled && config.tls.plaintext) {
     // Peers and callers pin an advertised agent's certificate on connect; h2c has none to show.
-    throw configError('tls.plaintext', 'cannot be combined with discovery.enabled: peers check an advertised agent\'s TLS certificate on connect');
+    throw configError('tls.plaintext', "cannot be combined with discovery.enabled: peers check an advertised agent's TLS certificate on connect");
   }
   if (config.limits.defaultTimeoutMs > config.limits.maxTimeoutMs) {
     throw configError('limits.defaultTimeoutMs', `(${config.limits.defaultTimeoutMs}) must not exceed limits.maxTimeoutMs (${config.limits.maxTimeoutMs})`);

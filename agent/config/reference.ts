@@ -25,11 +25,15 @@ export function configReference(root: Node): string {
       return;
     }
     const type =
-      node.kind === 'enum' ? node.values.map((v) => `\`${v}\``).join(' \\| ')
-      : node.kind === 'integer' ? `integer ${node.min}–${node.max}`
-      : node.kind === 'string' && node.path ? 'path'
-      : node.kind === 'json' ? 'any JSON'
-      : node.kind;
+      node.kind === 'enum'
+        ? node.values.map((v) => `\`${v}\``).join(' \\| ')
+        : node.kind === 'integer'
+          ? `integer ${node.min}–${node.max}`
+          : node.kind === 'string' && node.path
+            ? 'path'
+            : node.kind === 'json'
+              ? 'any JSON'
+              : node.kind;
     const dflt = 'default' in node && node.default !== undefined ? `\`${JSON.stringify(node.default)}\`` : '';
     rows.push(row(path, type, dflt, node.description, node.env));
   };
@@ -47,7 +51,16 @@ export function configReference(root: Node): string {
     ...rows,
     '',
     ...(gone.length
-      ? ['## Removed keys and renamed values', '', 'Setting one stops the agent with `SKEIN_ERR_CONFIG` saying what to write instead.', '', '| key or value | what happened |', '|---|---|', ...gone, '']
+      ? [
+          '## Removed keys and renamed values',
+          '',
+          'Setting one stops the agent with `SKEIN_ERR_CONFIG` saying what to write instead.',
+          '',
+          '| key or value | what happened |',
+          '|---|---|',
+          ...gone,
+          '',
+        ]
       : []),
   ].join('\n');
 }

@@ -76,11 +76,15 @@ type Flat<T> = { [K in keyof T]: T[K] };
  */
 export function configError(path: string, message: string, options: { source?: string; cause?: unknown } = {}): SkeinError {
   const where = options.source ? ` (in ${options.source})` : '';
-  return new SkeinError('SKEIN_ERR_CONFIG', `config key "${path}"${where}: ${message}`, { key: path, ...(options.source ? { source: options.source } : {}) }, options.cause === undefined ? undefined : { cause: options.cause });
+  return new SkeinError(
+    'SKEIN_ERR_CONFIG',
+    `config key "${path}"${where}: ${message}`,
+    { key: path, ...(options.source ? { source: options.source } : {}) },
+    options.cause === undefined ? undefined : { cause: options.cause },
+  );
 }
 
-const isPlainObject = (v: unknown): v is Record<string, unknown> =>
-  typeof v === 'object' && v !== null && !Array.isArray(v);
+const isPlainObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
 
 const describe = (v: unknown) => (v === null ? 'null' : Array.isArray(v) ? 'an array' : typeof v === 'object' ? 'an object' : `${typeof v} ${JSON.stringify(v)}`);
 
@@ -95,7 +99,8 @@ export function checkLayer(node: Node, value: Json, path: string, baseDir: strin
       if (value === null && node.nullable) return null;
       if (typeof value !== 'string') throw configError(path, `must be a string, got ${describe(value)}`, { source });
       if (value.length === 0) throw configError(path, 'must not be empty', { source });
-      if (node.pattern && !node.pattern.test(value)) throw configError(path, `${node.secret ? 'the value' : JSON.stringify(value)} is not ${node.patternHint ?? `matching ${node.pattern}`}`, { source });
+      if (node.pattern && !node.pattern.test(value))
+        throw configError(path, `${node.secret ? 'the value' : JSON.stringify(value)} is not ${node.patternHint ?? `matching ${node.pattern}`}`, { source });
       if (node.path && !isAbsolute(value)) return resolve(baseDir, value);
       return value;
     }
@@ -111,7 +116,8 @@ export function checkLayer(node: Node, value: Json, path: string, baseDir: strin
     case 'enum': {
       const renamed = typeof value === 'string' && node.renamed && Object.hasOwn(node.renamed, value) ? node.renamed[value] : undefined;
       if (renamed !== undefined) throw configError(path, `"${value as string}" was renamed to "${renamed}" (same behaviour); write "${renamed}"`, { source });
-      if (typeof value !== 'string' || !node.values.includes(value)) throw configError(path, `must be one of ${node.values.map((v) => JSON.stringify(v)).join(', ')}, got ${describe(value)}`, { source });
+      if (typeof value !== 'string' || !node.values.includes(value))
+        throw configError(path, `must be one of ${node.values.map((v) => JSON.stringify(v)).join(', ')}, got ${describe(value)}`, { source });
       return value;
     }
     case 'object': {
@@ -226,7 +232,10 @@ export function parseScalar(node: Node, raw: string, label: string): Json {
       if (raw === 'false' || raw === '0') return false;
       throw configError(label, `must be true or false, got ${JSON.stringify(raw)}`);
     case 'array':
-      return raw.split(',').map((s) => s.trim()).filter(Boolean);
+      return raw
+        .split(',')
+        .map((s) => s.trim())
+        .filter(Boolean);
     default:
       return raw;
   }
@@ -258,7 +267,13 @@ export function toJsonSchema(node: Node): Record<string, unknown> {
   const base: Record<string, unknown> = { description: node.description + (node.env ? ` (env: ${node.env})` : '') };
   switch (node.kind) {
     case 'string':
-      return { ...base, type: node.nullable ? ['string', 'null'] : 'string', minLength: 1, ...(node.pattern ? { pattern: node.pattern.source } : {}), ...(node.default !== undefined ? { default: node.default } : {}) };
+      return {
+        ...base,
+        type: node.nullable ? ['string', 'null'] : 'string',
+        minLength: 1,
+        ...(node.pattern ? { pattern: node.pattern.source } : {}),
+        ...(node.default !== undefined ? { default: node.default } : {}),
+      };
     case 'integer':
       return { ...base, type: 'integer', minimum: node.min, maximum: node.max, ...(node.default !== undefined ? { default: node.default } : {}) };
     case 'boolean':

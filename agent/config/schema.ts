@@ -21,7 +21,14 @@ export const CONFIG_SCHEMA = {
       description: 'Identity and listener of this agent.',
       fields: {
         name: { kind: 'string', pattern: NAME_PATTERN, patternHint: NAME_HINT, description: 'Agent name, used in its SPIFFE ID and logs. Defaults to "dev".', default: 'dev', env: 'SKEIN_AGENT_NAME' },
-        listen: { kind: 'string', pattern: HOST_PORT, patternHint: 'HOST:PORT (IPv6 as [addr]:port)', default: '127.0.0.1:7443', description: 'Address the HTTP/2 + mTLS listener binds.', env: 'SKEIN_LISTEN' },
+        listen: {
+          kind: 'string',
+          pattern: HOST_PORT,
+          patternHint: 'HOST:PORT (IPv6 as [addr]:port)',
+          default: '127.0.0.1:7443',
+          description: 'Address the HTTP/2 + mTLS listener binds.',
+          env: 'SKEIN_LISTEN',
+        },
         stateDir: { kind: 'string', path: true, default: '.skein', description: 'Directory for the development PKI and runtime state. Relative to the config file.', env: 'SKEIN_STATE_DIR' },
       },
     },
@@ -30,8 +37,22 @@ export const CONFIG_SCHEMA = {
       description: 'The admin listener: plain HTTP/1.1 serving /metrics (Prometheus text), /healthz and /readyz, separate from the dispatch listener.',
       fields: {
         enabled: { kind: 'boolean', default: true, description: 'Serve the admin endpoints.', env: 'SKEIN_ADMIN_ENABLED' },
-        listen: { kind: 'string', pattern: HOST_PORT, patternHint: 'HOST:PORT (IPv6 as [addr]:port)', default: '127.0.0.1:0', description: 'Address the admin listener binds (port 0: a free port, logged as "admin listening"). Off loopback it requires admin.token.', env: 'SKEIN_ADMIN_LISTEN' },
-        token: { kind: 'string', secret: true, pattern: /^[\x21-\x7e]{16,256}$/, patternHint: '16 to 256 printable ASCII characters without spaces', description: 'Bearer token every admin request must carry (Authorization: Bearer <token>); required when admin.listen is not a loopback address.', env: 'SKEIN_ADMIN_TOKEN' },
+        listen: {
+          kind: 'string',
+          pattern: HOST_PORT,
+          patternHint: 'HOST:PORT (IPv6 as [addr]:port)',
+          default: '127.0.0.1:0',
+          description: 'Address the admin listener binds (port 0: a free port, logged as "admin listening"). Off loopback it requires admin.token.',
+          env: 'SKEIN_ADMIN_LISTEN',
+        },
+        token: {
+          kind: 'string',
+          secret: true,
+          pattern: /^[\x21-\x7e]{16,256}$/,
+          patternHint: '16 to 256 printable ASCII characters without spaces',
+          description: 'Bearer token every admin request must carry (Authorization: Bearer <token>); required when admin.listen is not a loopback address.',
+          env: 'SKEIN_ADMIN_TOKEN',
+        },
       },
     },
     log: {
@@ -44,11 +65,29 @@ export const CONFIG_SCHEMA = {
     },
     audit: {
       kind: 'object',
-      description: 'The audit stream (docs/audit.md): one versioned JSON line per start, stop, plugin and routine load, authentication and authorization decision, worker spawn/kill/crash/recycle, peer change and reload. A failing sink never stops the agent: it is warned about once and counted.',
+      description:
+        'The audit stream (docs/audit.md): one versioned JSON line per start, stop, plugin and routine load, authentication and authorization decision, worker spawn/kill/crash/recycle, peer change and reload. A failing sink never stops the agent: it is warned about once and counted.',
       fields: {
-        sink: { kind: 'enum', values: ['stderr', 'file', 'off'], default: 'stderr', env: 'SKEIN_AUDIT_SINK', description: 'stderr: interleaved with the log (tell them apart by "schema"); file: appended to audit.path; off: no audit stream.' },
-        path: { kind: 'string', path: true, env: 'SKEIN_AUDIT_PATH', description: 'Audit file for sink "file": opened for append, created mode 0600, re-opened on SIGHUP (logrotate). Relative to the config file.' },
-        maxQueueLines: { kind: 'integer', min: 16, max: 10_000_000, default: 10_000, description: 'Audit lines that may wait for a slow sink; beyond it lines are dropped and counted (skein_audit_events_dropped_total), never blocking dispatch.' },
+        sink: {
+          kind: 'enum',
+          values: ['stderr', 'file', 'off'],
+          default: 'stderr',
+          env: 'SKEIN_AUDIT_SINK',
+          description: 'stderr: interleaved with the log (tell them apart by "schema"); file: appended to audit.path; off: no audit stream.',
+        },
+        path: {
+          kind: 'string',
+          path: true,
+          env: 'SKEIN_AUDIT_PATH',
+          description: 'Audit file for sink "file": opened for append, created mode 0600, re-opened on SIGHUP (logrotate). Relative to the config file.',
+        },
+        maxQueueLines: {
+          kind: 'integer',
+          min: 16,
+          max: 10_000_000,
+          default: 10_000,
+          description: 'Audit lines that may wait for a slow sink; beyond it lines are dropped and counted (skein_audit_events_dropped_total), never blocking dispatch.',
+        },
       },
     },
     tls: {
@@ -65,10 +104,20 @@ export const CONFIG_SCHEMA = {
           maxItems: 64,
           items: { kind: 'string', pattern: TRUST_DOMAIN_PATTERN, patternHint: 'a SPIFFE trust domain (lower-case a-z, 0-9, ".", "-", "_")', description: 'Trust domain.' },
           description:
-            'Trust domains a client certificate\'s SPIFFE ID must be in; any other is refused (401 UNTRUSTED_TRUST_DOMAIN). Unset: the trust domains the CA certificates in tls.ca name in their URI SAN (spiffe://<trust domain>, as skein pki init writes it), else tls.trustDomain.',
+            "Trust domains a client certificate's SPIFFE ID must be in; any other is refused (401 UNTRUSTED_TRUST_DOMAIN). Unset: the trust domains the CA certificates in tls.ca name in their URI SAN (spiffe://<trust domain>, as skein pki init writes it), else tls.trustDomain.",
         },
-        clientCerts: { kind: 'enum', values: ['require', 'optional'], default: 'require', description: 'require: mutual TLS; optional: one-way TLS where callers without a certificate must authenticate with a token plugin.' },
-        plaintext: { kind: 'boolean', default: false, description: 'Serve plaintext HTTP/2 (h2c, prior knowledge) instead of TLS: only behind a TLS-terminating proxy on the same host, or for tests. Every caller is anonymous and must authenticate with a token plugin; logged as a warning at start, refused by security.strict without a token plugin or off loopback.' },
+        clientCerts: {
+          kind: 'enum',
+          values: ['require', 'optional'],
+          default: 'require',
+          description: 'require: mutual TLS; optional: one-way TLS where callers without a certificate must authenticate with a token plugin.',
+        },
+        plaintext: {
+          kind: 'boolean',
+          default: false,
+          description:
+            'Serve plaintext HTTP/2 (h2c, prior knowledge) instead of TLS: only behind a TLS-terminating proxy on the same host, or for tests. Every caller is anonymous and must authenticate with a token plugin; logged as a warning at start, refused by security.strict without a token plugin or off loopback.',
+        },
       },
     },
     limits: {
@@ -79,7 +128,13 @@ export const CONFIG_SCHEMA = {
         maxResultBytes: { kind: 'integer', min: 1024, max: 1024 * MiB, default: 16 * MiB, description: 'Largest reply line a worker may send; larger kills the worker.' },
         queueSize: { kind: 'integer', min: 0, max: 1_000_000, default: 1024, description: 'Calls that may wait for a free worker; beyond it, 503 at once.' },
         defaultTimeoutMs: { kind: 'integer', min: 1, max: 86_400_000, default: 30_000, description: 'Deadline of a call when the request names none.' },
-        maxTimeoutMs: { kind: 'integer', min: 1, max: 86_400_000, default: 300_000, description: 'Largest deadline a caller may request with the x-skein-timeout-ms header; a larger one is refused (400 SKEIN_ERR_BAD_REQUEST).' },
+        maxTimeoutMs: {
+          kind: 'integer',
+          min: 1,
+          max: 86_400_000,
+          default: 300_000,
+          description: 'Largest deadline a caller may request with the x-skein-timeout-ms header; a larger one is refused (400 SKEIN_ERR_BAD_REQUEST).',
+        },
         drainTimeoutMs: { kind: 'integer', min: 0, max: 3_600_000, default: 10_000, description: 'On SIGTERM/SIGINT, how long in-flight calls may finish before workers are stopped.' },
       },
     },
@@ -87,15 +142,47 @@ export const CONFIG_SCHEMA = {
       kind: 'object',
       description: 'HTTP/2 and connection hardening of the listener (limits per connection, per client address and per server).',
       fields: {
-        maxConcurrentStreams: { kind: 'integer', min: 1, max: 65_535, default: 256, description: 'Streams one connection may have open at once (SETTINGS_MAX_CONCURRENT_STREAMS); more are refused with REFUSED_STREAM.' },
-        maxHeaderListBytes: { kind: 'integer', min: 1024, max: 1_048_576, default: 16_384, description: 'Largest request header list (SETTINGS_MAX_HEADER_LIST_SIZE); a larger one resets the stream (ENHANCE_YOUR_CALM) and the connection keeps serving. A header block over max(this, 64 KiB) cannot be decoded and closes the connection with GOAWAY(COMPRESSION_ERROR) (operations.md).' },
+        maxConcurrentStreams: {
+          kind: 'integer',
+          min: 1,
+          max: 65_535,
+          default: 256,
+          description: 'Streams one connection may have open at once (SETTINGS_MAX_CONCURRENT_STREAMS); more are refused with REFUSED_STREAM.',
+        },
+        maxHeaderListBytes: {
+          kind: 'integer',
+          min: 1024,
+          max: 1_048_576,
+          default: 16_384,
+          description:
+            'Largest request header list (SETTINGS_MAX_HEADER_LIST_SIZE); a larger one resets the stream (ENHANCE_YOUR_CALM) and the connection keeps serving. A header block over max(this, 64 KiB) cannot be decoded and closes the connection with GOAWAY(COMPRESSION_ERROR) (operations.md).',
+        },
         idleTimeoutMs: { kind: 'integer', min: 0, max: 86_400_000, default: 120_000, description: 'A connection with no traffic and no open stream for this long is closed with GOAWAY (0: never).' },
         handshakeTimeoutMs: { kind: 'integer', min: 100, max: 600_000, default: 10_000, description: 'A connection that has not completed the TLS handshake within this is destroyed.' },
         maxConnectionsPerIp: { kind: 'integer', min: 1, max: 1_000_000, default: 64, description: 'Open connections one client address may hold; extra ones are destroyed before the TLS handshake.' },
         maxConnections: { kind: 'integer', min: 1, max: 1_000_000, default: 4096, description: 'Open connections in total; extra ones are destroyed before the TLS handshake.' },
-        maxResetsPerSecond: { kind: 'integer', min: 1, max: 1_000_000, default: 200, description: 'Streams a client may cancel (RST_STREAM before the response ended) per connection within one second; above it the connection gets GOAWAY(ENHANCE_YOUR_CALM) and is closed (rapid reset, CVE-2023-44487).' },
-        maxControlFramesPerSecond: { kind: 'integer', min: 1, max: 1_000_000, default: 100, description: 'PING and SETTINGS frames a client may send per connection within one second; above it the connection gets GOAWAY(ENHANCE_YOUR_CALM) and is closed.' },
-        writeStallTimeoutMs: { kind: 'integer', min: 0, max: 3_600_000, default: 30_000, description: 'A response the client does not read (output buffered and not draining) for this long is reset (slow-read defence; 0: never).' },
+        maxResetsPerSecond: {
+          kind: 'integer',
+          min: 1,
+          max: 1_000_000,
+          default: 200,
+          description:
+            'Streams a client may cancel (RST_STREAM before the response ended) per connection within one second; above it the connection gets GOAWAY(ENHANCE_YOUR_CALM) and is closed (rapid reset, CVE-2023-44487).',
+        },
+        maxControlFramesPerSecond: {
+          kind: 'integer',
+          min: 1,
+          max: 1_000_000,
+          default: 100,
+          description: 'PING and SETTINGS frames a client may send per connection within one second; above it the connection gets GOAWAY(ENHANCE_YOUR_CALM) and is closed.',
+        },
+        writeStallTimeoutMs: {
+          kind: 'integer',
+          min: 0,
+          max: 3_600_000,
+          default: 30_000,
+          description: 'A response the client does not read (output buffered and not draining) for this long is reset (slow-read defence; 0: never).',
+        },
       },
     },
     workers: {
@@ -103,25 +190,45 @@ export const CONFIG_SCHEMA = {
       description: 'The pool of persistent Python workers.',
       fields: {
         poolSize: { kind: 'integer', min: 0, max: 1024, default: 0, description: 'Workers per pool (per routine under isolation "routine"); 0 means one per CPU.', env: 'SKEIN_POOL_SIZE' },
-        isolation: { kind: 'enum', values: ['routine', 'shared'], default: 'routine', description: 'routine: each routine has workers of its own, so a hostile routine can never see or answer another routine\'s calls; shared: all routines share one pool (fewer processes, no isolation between routines).' },
+        isolation: {
+          kind: 'enum',
+          values: ['routine', 'shared'],
+          default: 'routine',
+          description:
+            "routine: each routine has workers of its own, so a hostile routine can never see or answer another routine's calls; shared: all routines share one pool (fewer processes, no isolation between routines).",
+        },
         python: { kind: 'string', default: 'python3', description: 'Python interpreter (name on PATH or absolute path).', env: 'SKEIN_PYTHON' },
         memoryLimitMb: { kind: 'integer', min: 32, max: 1_048_576, default: 1024, description: 'Address-space limit per worker (RLIMIT_AS), MiB.' },
         maxOpenFiles: { kind: 'integer', min: 16, max: 65_536, default: 64, description: 'Open-file limit per worker (RLIMIT_NOFILE).' },
         startTimeoutMs: { kind: 'integer', min: 100, max: 600_000, default: 10_000, description: 'A worker not ready within this is killed and counted as a crash.' },
         maxCallsPerWorker: { kind: 'integer', min: 0, max: 1_000_000_000, default: 100_000, description: 'A worker is replaced after this many calls (0: never), bounding slow leaks in routines.' },
-        recycleMemoryMb: { kind: 'integer', min: 0, max: 1_048_576, default: 512, description: 'A worker whose resident memory passes this (checked every 8 calls) is replaced after its call (0: never).' },
+        recycleMemoryMb: {
+          kind: 'integer',
+          min: 0,
+          max: 1_048_576,
+          default: 512,
+          description: 'A worker whose resident memory passes this (checked every 8 calls) is replaced after its call (0: never).',
+        },
         circuit: {
           kind: 'object',
           description: 'Per-routine circuit breaker for routines that keep killing their workers (crash, protocol violation, oversize reply).',
           fields: {
             failures: { kind: 'integer', min: 1, max: 1000, default: 5, description: 'Worker kills within windowMs that open the circuit.' },
             windowMs: { kind: 'integer', min: 100, max: 86_400_000, default: 60_000, description: 'Window in which kills are counted.' },
-            cooldownMs: { kind: 'integer', min: 100, max: 86_400_000, default: 30_000, description: 'How long an open circuit refuses calls (503 SKEIN_ERR_CIRCUIT_OPEN) before one trial call, which calls arriving meanwhile wait for; a half-open circuit nobody calls for this long again closes.' },
+            cooldownMs: {
+              kind: 'integer',
+              min: 100,
+              max: 86_400_000,
+              default: 30_000,
+              description:
+                'How long an open circuit refuses calls (503 SKEIN_ERR_CIRCUIT_OPEN) before one trial call, which calls arriving meanwhile wait for; a half-open circuit nobody calls for this long again closes.',
+            },
           },
         },
         stderr: {
           kind: 'object',
-          description: 'How much of what routines write to stderr (print, tracebacks, logging) reaches the agent log. Per worker; a pool\'s workers share pool size × these, with bursts of 10 s worth, and replacing a worker does not refill them. Beyond them output is dropped and counted (skein_worker_stderr_dropped_total), with one notice at most every 10 s. Floods are packed several lines to a log line (up to 4 KiB); lines are cut at 4 KiB.',
+          description:
+            "How much of what routines write to stderr (print, tracebacks, logging) reaches the agent log. Per worker; a pool's workers share pool size × these, with bursts of 10 s worth, and replacing a worker does not refill them. Beyond them output is dropped and counted (skein_worker_stderr_dropped_total), with one notice at most every 10 s. Floods are packed several lines to a log line (up to 4 KiB); lines are cut at 4 KiB.",
           fields: {
             linesPerSecond: { kind: 'integer', min: 1, max: 100_000, default: 20, description: 'Agent log lines of worker stderr per second, per worker.' },
             bytesPerSecond: { kind: 'integer', min: 1024, max: 100 * MiB, default: 32 * 1024, description: 'Bytes of worker stderr written to the agent log per second, per worker.' },
@@ -133,14 +240,21 @@ export const CONFIG_SCHEMA = {
       kind: 'object',
       description: 'Security posture.',
       fields: {
-        strict: { kind: 'boolean', default: false, env: 'SKEIN_STRICT', description: 'Refuse to start, listing every violation, unless the configuration is secure: mutual TLS or a token plugin (plaintext h2c only on loopback, with a token plugin), TLS 1.3, sandbox profile "full", signed plugins, a discovery trust store, private key and config files not readable by others, no authorization.default "allow" when reachable off-host, the audit stream on.' },
+        strict: {
+          kind: 'boolean',
+          default: false,
+          env: 'SKEIN_STRICT',
+          description:
+            'Refuse to start, listing every violation, unless the configuration is secure: mutual TLS or a token plugin (plaintext h2c only on loopback, with a token plugin), TLS 1.3, sandbox profile "full", signed plugins, a discovery trust store, private key and config files not readable by others, no authorization.default "allow" when reachable off-host, the audit stream on.',
+        },
       },
     },
     sandbox: {
       kind: 'object',
       description: 'Confinement of Python workers (docs/sandbox.md).',
       removed: {
-        allowPrivateCodeAddresses: 'it let routine URLs reach loopback and private addresses, for tests only; routine code comes only from public addresses (serve it from a public host, or load the routine from a file)',
+        allowPrivateCodeAddresses:
+          'it let routine URLs reach loopback and private addresses, for tests only; routine code comes only from public addresses (serve it from a public host, or load the routine from a file)',
       },
       fields: {
         profile: {
@@ -150,16 +264,54 @@ export const CONFIG_SCHEMA = {
           renamed: { strict: 'full' },
           default: 'full',
           env: 'SKEIN_SANDBOX_PROFILE',
-          description: 'full: every layer (seccomp, Landlock or bubblewrap, a network cut-off) or the agent refuses to start, and the canary must fail everything; standard: apply what the host offers, warn about the rest; none: debugging only, loud warning.',
+          description:
+            'full: every layer (seccomp, Landlock or bubblewrap, a network cut-off) or the agent refuses to start, and the canary must fail everything; standard: apply what the host offers, warn about the rest; none: debugging only, loud warning.',
         },
         bubblewrap: { kind: 'boolean', default: false, description: 'Run workers inside bwrap (mount and pid namespaces, cleared environment) as an outer layer when bwrap is on PATH.' },
-        blockedModules: { kind: 'array', maxItems: 1000, items: { kind: 'string', pattern: /^[A-Za-z_][A-Za-z0-9_.]*$/, patternHint: 'a Python module name', description: 'Module name.' }, default: ['ctypes', 'subprocess', 'multiprocessing', 'socket', 'pty'], description: 'Modules routines may not import (audit-hook tripwire; defence in depth, not the boundary).' },
-        allowedPackages: { kind: 'array', maxItems: 1000, items: { kind: 'string', pattern: PYTHON_IDENTIFIER_PATTERN, patternHint: 'a top-level package name', description: 'Package name.' }, default: [], env: 'SKEIN_PYTHON_ALLOWED_PACKAGES', description: 'Third-party top-level packages routines may import from sandbox.packagePaths; Landlock makes every other package there unreadable.' },
-        packagePaths: { kind: 'array', maxItems: 100, items: { kind: 'string', path: true, description: 'Directory.' }, default: [], description: 'Directories holding third-party packages (e.g. a site-packages); added to sys.path, readable only for allowedPackages.' },
-        allowedCodeHosts: { kind: 'array', maxItems: 1000, items: { kind: 'string', pattern: /^[a-z0-9.-]+$/, patternHint: 'a lower-case host name', description: 'Host.' }, default: [], description: 'Hosts that routine code may be fetched from (routines.<name>.url).' },
+        blockedModules: {
+          kind: 'array',
+          maxItems: 1000,
+          items: { kind: 'string', pattern: /^[A-Za-z_][A-Za-z0-9_.]*$/, patternHint: 'a Python module name', description: 'Module name.' },
+          default: ['ctypes', 'subprocess', 'multiprocessing', 'socket', 'pty'],
+          description: 'Modules routines may not import (audit-hook tripwire; defence in depth, not the boundary).',
+        },
+        allowedPackages: {
+          kind: 'array',
+          maxItems: 1000,
+          items: { kind: 'string', pattern: PYTHON_IDENTIFIER_PATTERN, patternHint: 'a top-level package name', description: 'Package name.' },
+          default: [],
+          env: 'SKEIN_PYTHON_ALLOWED_PACKAGES',
+          description: 'Third-party top-level packages routines may import from sandbox.packagePaths; Landlock makes every other package there unreadable.',
+        },
+        packagePaths: {
+          kind: 'array',
+          maxItems: 100,
+          items: { kind: 'string', path: true, description: 'Directory.' },
+          default: [],
+          description: 'Directories holding third-party packages (e.g. a site-packages); added to sys.path, readable only for allowedPackages.',
+        },
+        allowedCodeHosts: {
+          kind: 'array',
+          maxItems: 1000,
+          items: { kind: 'string', pattern: /^[a-z0-9.-]+$/, patternHint: 'a lower-case host name', description: 'Host.' },
+          default: [],
+          description: 'Hosts that routine code may be fetched from (routines.<name>.url).',
+        },
         codeCa: { kind: 'string', path: true, description: 'Extra PEM CA bundle trusted for routine URLs (on top of the system CAs).' },
-        cpuSeconds: { kind: 'integer', min: 0, max: 31_536_000, default: 3600, description: 'RLIMIT_CPU backstop per worker over its life; the pool recycles a worker at 80% of it (0: off). Deadlines are enforced by the agent, not by this.' },
-        fileSizeMb: { kind: 'integer', min: 0, max: 1_048_576, default: 16, description: 'RLIMIT_FSIZE per worker in MiB (0: unlimited); under profile "full", Landlock leaves no writable path anyway.' },
+        cpuSeconds: {
+          kind: 'integer',
+          min: 0,
+          max: 31_536_000,
+          default: 3600,
+          description: 'RLIMIT_CPU backstop per worker over its life; the pool recycles a worker at 80% of it (0: off). Deadlines are enforced by the agent, not by this.',
+        },
+        fileSizeMb: {
+          kind: 'integer',
+          min: 0,
+          max: 1_048_576,
+          default: 16,
+          description: 'RLIMIT_FSIZE per worker in MiB (0: unlimited); under profile "full", Landlock leaves no writable path anyway.',
+        },
         processes: { kind: 'integer', min: 0, max: 100_000, default: 256, description: 'RLIMIT_NPROC for workers (threads count; not enforced for root).' },
       },
     },
@@ -185,38 +337,60 @@ export const CONFIG_SCHEMA = {
                 maxItems: 100,
                 default: [],
                 items: { kind: 'string', pattern: /^([a-z0-9.-]+|\[[0-9a-f:.]+\])$/, patternHint: 'a lower-case host name or IP literal (IPv6 in brackets)', description: 'Host.' },
-                description: 'Hosts the plugin may reach over HTTPS through ctx.http (e.g. the bearer-jwt jwksUrl host), compared exactly with the host of every URL and redirect target; empty: none. Enforced by the agent, not by the plugin.',
+                description:
+                  'Hosts the plugin may reach over HTTPS through ctx.http (e.g. the bearer-jwt jwksUrl host), compared exactly with the host of every URL and redirect target; empty: none. Enforced by the agent, not by the plugin.',
               },
               allowPrivateAddresses: {
                 kind: 'boolean',
                 default: false,
-                description: 'Let the plugin\'s ctx.http reach loopback, RFC 1918, CGNAT and IPv6 unique-local addresses (an internal identity provider). Link-local (cloud metadata), multicast and reserved addresses stay refused. Logged as a warning at start.',
+                description:
+                  "Let the plugin's ctx.http reach loopback, RFC 1918, CGNAT and IPv6 unique-local addresses (an internal identity provider). Link-local (cloud metadata), multicast and reserved addresses stay refused. Logged as a warning at start.",
               },
             },
           },
         },
         requireSignature: { kind: 'boolean', default: false, description: 'Load only plugins whose <file>.sig verifies against plugins.trustedKeys.' },
-        trustedKeys: { kind: 'array', maxItems: 100, default: [], items: { kind: 'string', pattern: /^ed25519:[A-Za-z0-9_-]{43}$/, patternHint: 'an "ed25519:<base64url>" public key (skein keygen)', description: 'Public key.' }, description: 'Keys trusted to sign plugins.' },
+        trustedKeys: {
+          kind: 'array',
+          maxItems: 100,
+          default: [],
+          items: { kind: 'string', pattern: /^ed25519:[A-Za-z0-9_-]{43}$/, patternHint: 'an "ed25519:<base64url>" public key (skein keygen)', description: 'Public key.' },
+          description: 'Keys trusted to sign plugins.',
+        },
         hookTimeoutMs: { kind: 'integer', min: 1, max: 60_000, default: 1000, description: 'Time budget of one hook call; a hook that exceeds it fails closed.' },
         requireToken: { kind: 'boolean', default: false, description: 'Require a token-authenticated identity on top of the client certificate (second factor).' },
       },
     },
     authorization: {
       kind: 'object',
-      description: 'Who may run which routine (docs/plugins.md#order-and-how-decisions-combine). The authorize hooks of plugins.enabled decide first: any deny refuses, an allow allows. When every hook abstains (or no plugin authorizes), the first authorization.allow rule that matches allows; with none, authorization.default decides. The audit line of every decision names the rule that decided.',
+      description:
+        'Who may run which routine (docs/plugins.md#order-and-how-decisions-combine). The authorize hooks of plugins.enabled decide first: any deny refuses, an allow allows. When every hook abstains (or no plugin authorizes), the first authorization.allow rule that matches allows; with none, authorization.default decides. The audit line of every decision names the rule that decided.',
       fields: {
-        default: { kind: 'enum', values: ['deny', 'allow'], default: 'deny', description: 'The decision when no plugin decides and no authorization.allow rule matches. "allow" lets every authenticated caller run every routine nothing else covers: warned about at start, refused by security.strict off loopback.' },
+        default: {
+          kind: 'enum',
+          values: ['deny', 'allow'],
+          default: 'deny',
+          description:
+            'The decision when no plugin decides and no authorization.allow rule matches. "allow" lets every authenticated caller run every routine nothing else covers: warned about at start, refused by security.strict off loopback.',
+        },
         allow: {
           kind: 'array',
           maxItems: 10_000,
           default: [],
-          description: 'Allow rules, checked in order; the first that matches the caller and the routine allows (recorded as authorization.allow[i]). Patterns are those of the routine-policy plugin: exact, or "*" globs (docs/plugins.md#patterns).',
+          description:
+            'Allow rules, checked in order; the first that matches the caller and the routine allows (recorded as authorization.allow[i]). Patterns are those of the routine-policy plugin: exact, or "*" globs (docs/plugins.md#patterns).',
           items: {
             kind: 'object',
-            description: 'One allow rule: one of its identity patterns matches one of the caller\'s identities (the client certificate\'s SPIFFE ID, or a principal from a token plugin such as jwt:alice) and one of its routine patterns matches the routine.',
+            description:
+              "One allow rule: one of its identity patterns matches one of the caller's identities (the client certificate's SPIFFE ID, or a principal from a token plugin such as jwt:alice) and one of its routine patterns matches the routine.",
             required: ['identities', 'routines'],
             fields: {
-              identities: { kind: 'array', maxItems: 1000, items: { kind: 'string', description: 'Identity pattern.' }, description: 'Identity patterns, e.g. spiffe://skein.local/client/dev-client, spiffe://skein.local/client/*, jwt:*.' },
+              identities: {
+                kind: 'array',
+                maxItems: 1000,
+                items: { kind: 'string', description: 'Identity pattern.' },
+                description: 'Identity patterns, e.g. spiffe://skein.local/client/dev-client, spiffe://skein.local/client/*, jwt:*.',
+              },
               routines: { kind: 'array', maxItems: 1000, items: { kind: 'string', description: 'Routine pattern.' }, description: 'Routine names or globs, e.g. add, report.*, *.' },
             },
           },
@@ -229,13 +403,42 @@ export const CONFIG_SCHEMA = {
       fields: {
         enabled: { kind: 'boolean', default: false, description: 'Advertise this agent and listen for peers.' },
         fleet: { kind: 'string', pattern: FLEET_PATTERN, patternHint: FLEET_HINT, description: 'Fleet id; advertisements of other fleets are dropped.' },
-        signingKey: { kind: 'string', path: true, description: 'Ed25519 private key that signs this agent\'s advertisements (skein keygen); refused if group/other can read it.' },
+        signingKey: { kind: 'string', path: true, description: "Ed25519 private key that signs this agent's advertisements (skein keygen); refused if group/other can read it." },
         endorsement: { kind: 'string', path: true, description: 'Endorsement of the signing key by a fleet root key (skein key endorse), carried in every advertisement.' },
-        trustedKeys: { kind: 'array', maxItems: 10_000, default: [], items: { kind: 'string', pattern: /^ed25519:[A-Za-z0-9_-]{43}(@spiffe:\/\/\S+)?$/, patternHint: '"ed25519:<base64url>", optionally "@spiffe://…" to pin the SPIFFE ID it may claim', description: 'Agent key.' }, description: 'Agent public keys whose advertisements are believed.' },
-        rootKeys: { kind: 'array', maxItems: 100, default: [], items: { kind: 'string', pattern: /^ed25519:[A-Za-z0-9_-]{43}$/, patternHint: 'an "ed25519:<base64url>" public key', description: 'Root key.' }, description: 'Fleet root keys whose endorsements make an agent key trusted (for the SPIFFE ID it names).' },
-        groups: { kind: 'array', maxItems: 4, default: ['239.255.77.77:7946'], items: { kind: 'string', pattern: /^(\[[0-9a-fA-F:]+\]|[0-9.]+):\d{1,5}$/, patternHint: 'GROUP:PORT (IPv6 as [ff15::7777]:7946)', description: 'Multicast group.' }, description: 'Multicast groups advertisements are sent to and received from.' },
+        trustedKeys: {
+          kind: 'array',
+          maxItems: 10_000,
+          default: [],
+          items: {
+            kind: 'string',
+            pattern: /^ed25519:[A-Za-z0-9_-]{43}(@spiffe:\/\/\S+)?$/,
+            patternHint: '"ed25519:<base64url>", optionally "@spiffe://…" to pin the SPIFFE ID it may claim',
+            description: 'Agent key.',
+          },
+          description: 'Agent public keys whose advertisements are believed.',
+        },
+        rootKeys: {
+          kind: 'array',
+          maxItems: 100,
+          default: [],
+          items: { kind: 'string', pattern: /^ed25519:[A-Za-z0-9_-]{43}$/, patternHint: 'an "ed25519:<base64url>" public key', description: 'Root key.' },
+          description: 'Fleet root keys whose endorsements make an agent key trusted (for the SPIFFE ID it names).',
+        },
+        groups: {
+          kind: 'array',
+          maxItems: 4,
+          default: ['239.255.77.77:7946'],
+          items: { kind: 'string', pattern: /^(\[[0-9a-fA-F:]+\]|[0-9.]+):\d{1,5}$/, patternHint: 'GROUP:PORT (IPv6 as [ff15::7777]:7946)', description: 'Multicast group.' },
+          description: 'Multicast groups advertisements are sent to and received from.',
+        },
         interface: { kind: 'string', default: '127.0.0.1', description: 'Local IPv4 address of the interface multicast uses (127.0.0.1 keeps it on this host).' },
-        advertise: { kind: 'array', maxItems: 8, default: [], items: { kind: 'string', pattern: HOST_PORT, patternHint: 'HOST:PORT (IPv6 as [addr]:port)', description: 'Endpoint.' }, description: 'Endpoints peers should dial (default: agent.listen; required when listening on 0.0.0.0).' },
+        advertise: {
+          kind: 'array',
+          maxItems: 8,
+          default: [],
+          items: { kind: 'string', pattern: HOST_PORT, patternHint: 'HOST:PORT (IPv6 as [addr]:port)', description: 'Endpoint.' },
+          description: 'Endpoints peers should dial (default: agent.listen; required when listening on 0.0.0.0).',
+        },
         intervalMs: { kind: 'integer', min: 100, max: 600_000, default: 2000, description: 'Advertisement interval (±20 % jitter).' },
         ttlMs: { kind: 'integer', min: 300, max: 3_600_000, default: 6000, description: 'How long peers believe an advertisement without a newer one.' },
         maxSkewMs: { kind: 'integer', min: 0, max: 3_600_000, default: 30_000, description: 'Accepted clock skew of advertisement timestamps.' },
@@ -243,7 +446,7 @@ export const CONFIG_SCHEMA = {
           kind: 'array',
           maxItems: 1000,
           default: [],
-          description: 'Peers for networks without multicast (set groups to [] for static only); their identity is pinned on connect like a discovered peer\'s.',
+          description: "Peers for networks without multicast (set groups to [] for static only); their identity is pinned on connect like a discovered peer's.",
           items: {
             kind: 'object',
             description: 'A static peer.',
@@ -270,13 +473,18 @@ export const CONFIG_SCHEMA = {
         description: 'A Python function loaded from a file or an https URL.',
         fields: {
           file: { kind: 'string', path: true, description: 'Python source file, relative to the config file that names it (or set url).' },
-          url: { kind: 'string', pattern: /^https:\/\/\S+$/, patternHint: 'an https:// URL', description: 'Fetch the source from this https URL at start-up instead of a file: host on sandbox.allowedCodeHosts, public address only, sha256 required.' },
+          url: {
+            kind: 'string',
+            pattern: /^https:\/\/\S+$/,
+            patternHint: 'an https:// URL',
+            description: 'Fetch the source from this https URL at start-up instead of a file: host on sandbox.allowedCodeHosts, public address only, sha256 required.',
+          },
           sha256: { kind: 'string', pattern: /^[0-9a-f]{64}$/, patternHint: '64 lower-case hex characters', description: 'Required SHA-256 pin of the code fetched from url.' },
           function: { kind: 'string', pattern: PYTHON_IDENTIFIER_PATTERN, patternHint: 'a Python identifier', description: 'Function to call; defaults to the routine name.' },
           timeoutMs: { kind: 'integer', min: 1, max: 86_400_000, description: 'Default deadline for this routine (still capped by limits.maxTimeoutMs).' },
           limits: {
             kind: 'object',
-            description: 'Resource limits for this routine\'s workers, overriding workers.* and sandbox.*; a routine with its own limits gets a pool of its own.',
+            description: "Resource limits for this routine's workers, overriding workers.* and sandbox.*; a routine with its own limits gets a pool of its own.",
             fields: {
               memoryMb: { kind: 'integer', min: 32, max: 1_048_576, description: 'RLIMIT_AS, MiB (default workers.memoryLimitMb).' },
               openFiles: { kind: 'integer', min: 16, max: 65_536, description: 'RLIMIT_NOFILE (default workers.maxOpenFiles).' },
@@ -285,8 +493,17 @@ export const CONFIG_SCHEMA = {
               processes: { kind: 'integer', min: 0, max: 100_000, description: 'RLIMIT_NPROC (default sandbox.processes).' },
             },
           },
-          idempotent: { kind: 'boolean', default: false, description: 'Calls may run twice without harm: when a peer fails after the call may have reached it, --discover dispatch retries it on another peer.' },
-          workers: { kind: 'integer', min: 1, max: 1024, description: 'Size of this routine\'s own pool (under isolation "routine", or when it has its own limits); default workers.poolSize, or 1 for a limits-only pool in shared mode.' },
+          idempotent: {
+            kind: 'boolean',
+            default: false,
+            description: 'Calls may run twice without harm: when a peer fails after the call may have reached it, --discover dispatch retries it on another peer.',
+          },
+          workers: {
+            kind: 'integer',
+            min: 1,
+            max: 1024,
+            description: 'Size of this routine\'s own pool (under isolation "routine", or when it has its own limits); default workers.poolSize, or 1 for a limits-only pool in shared mode.',
+          },
         },
       },
     },

@@ -14,17 +14,7 @@
  */
 import { readFileSync, statSync } from 'node:fs';
 import { SkeinError } from '../../common/errors/index.ts';
-import {
-  decodeCanonical,
-  isSigningError,
-  keyId,
-  open,
-  publicKeyFromRaw,
-  sign,
-  type CanonicalMap,
-  type SigningKey,
-  type TrustedKeys,
-} from '../../signing/index.ts';
+import { decodeCanonical, isSigningError, keyId, open, publicKeyFromRaw, sign, type CanonicalMap, type SigningKey, type TrustedKeys } from '../../signing/index.ts';
 import { isValidSpiffeId } from './advert.ts';
 
 export const ENDORSE_CONTEXT = 'skein-endorse-v1';
@@ -72,11 +62,7 @@ export function endorse(options: EndorseOptions): Uint8Array {
   publicKeyFromRaw(agentPublicKey); // throws SKEIN_ERR_SIG_KEY_INVALID for bytes that are not a key
   if (!isValidSpiffeId(spiffeId)) throw new SkeinError('SKEIN_ERR_CONFIG', `${JSON.stringify(spiffeId)} is not a SPIFFE ID (spiffe://trust.domain/path)`);
   if (!Number.isSafeInteger(notAfter) || notAfter <= 0) throw new SkeinError('SKEIN_ERR_CONFIG', `notAfter must be a positive integer (unix ms), got ${notAfter}`);
-  return sign(
-    { v: ENDORSEMENT_VERSION, agentKey: new Uint8Array(agentPublicKey), spiffe: spiffeId, notAfter },
-    root,
-    ENDORSE_CONTEXT,
-  );
+  return sign({ v: ENDORSEMENT_VERSION, agentKey: new Uint8Array(agentPublicKey), spiffe: spiffeId, notAfter }, root, ENDORSE_CONTEXT);
 }
 
 function shapeOf(payload: CanonicalMap): { agentKey: Uint8Array; spiffe: string; notAfter: number } | string {

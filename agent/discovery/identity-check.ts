@@ -37,8 +37,8 @@ export function checkPeerIdentity(endpoint: string, expected: Pin, creds: TlsCre
         checkServerIdentity: () => undefined,
       },
       () => {
-      const mismatch = pinMismatch(socket.getPeerCertificate(), expected);
-      finish(mismatch ? `${endpoint} ${mismatch}` : undefined, socket);
+        const mismatch = pinMismatch(socket.getPeerCertificate(), expected);
+        finish(mismatch ? `${endpoint} ${mismatch}` : undefined, socket);
       },
     );
     socket.on('error', (err: Error) => finish(`${endpoint}: ${err.message}`, socket));

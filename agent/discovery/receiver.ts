@@ -37,12 +37,15 @@ export class Receiver {
 
   constructor(opts: ReceiverOptions) {
     this.#o = opts;
-    this.#expiry = setInterval(() => {
-      for (const agent of opts.table.expire()) {
-        opts.log.info('peer expired', { peer: agent });
-        opts.audit?.record('peer.evicted', { peer: agent, reason: 'expired' });
-      }
-    }, Math.max(100, Math.min(1000, opts.ttlMs / 3)));
+    this.#expiry = setInterval(
+      () => {
+        for (const agent of opts.table.expire()) {
+          opts.log.info('peer expired', { peer: agent });
+          opts.audit?.record('peer.evicted', { peer: agent, reason: 'expired' });
+        }
+      },
+      Math.max(100, Math.min(1000, opts.ttlMs / 3)),
+    );
     this.#expiry.unref?.();
   }
 
@@ -81,7 +84,16 @@ export class Receiver {
       return;
     }
     if (change === 'rekeyed' || change === 'added') {
-      const accepted = { peer: payload.agent, spiffe: payload.spiffe, keyId, endorsed: result.endorsed, source, endpoints: payload.endpoints, routines: payload.routines, tlsFingerprint: payload.tlsFingerprint };
+      const accepted = {
+        peer: payload.agent,
+        spiffe: payload.spiffe,
+        keyId,
+        endorsed: result.endorsed,
+        source,
+        endpoints: payload.endpoints,
+        routines: payload.routines,
+        tlsFingerprint: payload.tlsFingerprint,
+      };
       if (change === 'rekeyed') log.info('peer signing key rotated', { peer: payload.agent, spiffe: payload.spiffe, keyId });
       else log.info('peer discovered', { peer: payload.agent, spiffe: payload.spiffe, endpoints: payload.endpoints, routines: payload.routines, keyId, endorsed: result.endorsed });
       audit?.record('peer.accepted', change === 'rekeyed' ? { ...accepted, rekeyed: true } : accepted);

@@ -34,7 +34,9 @@ export function planDiscoveryReload(next: DiscoveryConfig, ctx: { spiffe: string
   if (endorsement && key) {
     const e = inspectEndorsement(endorsement);
     if (e.agentKeyId !== key.keyId) {
-      throw new SkeinError('SKEIN_ERR_CONFIG', `discovery.endorsement ${next.endorsement} endorses key ${e.agentKeyId}, not the signing key ${key.keyId} (discovery.signingKey)`, { key: 'discovery.endorsement' });
+      throw new SkeinError('SKEIN_ERR_CONFIG', `discovery.endorsement ${next.endorsement} endorses key ${e.agentKeyId}, not the signing key ${key.keyId} (discovery.signingKey)`, {
+        key: 'discovery.endorsement',
+      });
     }
     if (e.spiffe !== ctx.spiffe) {
       throw new SkeinError('SKEIN_ERR_CONFIG', `discovery.endorsement ${next.endorsement} is for ${e.spiffe}, this agent is ${ctx.spiffe}`, { key: 'discovery.endorsement' });

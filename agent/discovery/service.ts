@@ -91,12 +91,23 @@ export class DiscoveryService implements Component, Reloadable<AgentConfig> {
     await service.#startMulticast(endorsement);
     const { advertiser } = service.#mc!;
     const { endpoints } = opts.self;
-    log.info('discovery started', { fleet: config.fleet, keyId: advertiser.key.keyId, groups: config.groups, interface: config.interface, advertise: endpoints, endorsed: advertiser.endorsed, static: config.static.length });
+    log.info('discovery started', {
+      fleet: config.fleet,
+      keyId: advertiser.key.keyId,
+      groups: config.groups,
+      interface: config.interface,
+      advertise: endpoints,
+      endorsed: advertiser.endorsed,
+      static: config.static.length,
+    });
     // Multicast on the loopback interface reaches only this host: a fleet on a segment hears
     // nothing, silently. Said at start, naming the key.
     const offHost = endpoints.filter((e) => !isLoopbackHost(parseHostPort(e).host));
     if (isLoopbackHost(config.interface) && offHost.length > 0) {
-      log.warn('discovery.interface is the loopback interface, but this agent advertises an off-host endpoint: only agents on this host will hear it; set discovery.interface to this host\'s address on the fleet\'s segment', { interface: config.interface, advertise: offHost });
+      log.warn(
+        "discovery.interface is the loopback interface, but this agent advertises an off-host endpoint: only agents on this host will hear it; set discovery.interface to this host's address on the fleet's segment",
+        { interface: config.interface, advertise: offHost },
+      );
     }
     service.#checkAdvertised();
     return service;
@@ -142,7 +153,17 @@ export class DiscoveryService implements Component, Reloadable<AgentConfig> {
     } catch (err) {
       throw new SkeinError('SKEIN_ERR_CONFIG', `config key "discovery.groups": ${(err as Error).message}`, { key: 'discovery.groups' }, { cause: err });
     }
-    const advertiser = new Advertiser({ self: this.#opts.self, fleet: config.fleet!, ttlMs: config.ttlMs, intervalMs: config.intervalMs, key, endorsement, send: (bytes) => transport.send(bytes), report: this.#report, now });
+    const advertiser = new Advertiser({
+      self: this.#opts.self,
+      fleet: config.fleet!,
+      ttlMs: config.ttlMs,
+      intervalMs: config.intervalMs,
+      key,
+      endorsement,
+      send: (bytes) => transport.send(bytes),
+      report: this.#report,
+      now,
+    });
     receiver = new Receiver({
       verifier,
       table: this.#table,
@@ -168,7 +189,16 @@ export class DiscoveryService implements Component, Reloadable<AgentConfig> {
 
   /** Verified peers from advertisements, then the static ones from config. */
   peers(): Array<PeerInfo | StaticPeer> {
-    const statics: StaticPeer[] = this.#opts.config.static.map((p) => ({ agent: p.agent, spiffe: p.spiffe, endpoints: [p.endpoint], routines: p.routines, tlsFingerprint: p.sha256, load: 0, capacity: 0, static: true }));
+    const statics: StaticPeer[] = this.#opts.config.static.map((p) => ({
+      agent: p.agent,
+      spiffe: p.spiffe,
+      endpoints: [p.endpoint],
+      routines: p.routines,
+      tlsFingerprint: p.sha256,
+      load: 0,
+      capacity: 0,
+      static: true,
+    }));
     return [...this.#table.list(), ...statics];
   }
 

@@ -166,12 +166,7 @@ function isLoopbackName(name: string): boolean {
 }
 
 /** Translates the user's `interface` into what node:dgram wants for this family. */
-function resolveInterface(
-  spec: string | undefined,
-  family: MulticastFamily,
-  group: string,
-  port: number,
-): { dgram: string | undefined; name: string | undefined } {
+function resolveInterface(spec: string | undefined, family: MulticastFamily, group: string, port: number): { dgram: string | undefined; name: string | undefined } {
   if (spec === undefined || spec === '') return { dgram: undefined, name: undefined };
   if (family === 'IPv4') {
     if (isIPv4(spec)) return { dgram: spec, name: interfaceNameOf(spec) };
@@ -383,9 +378,7 @@ export async function createMulticastTransport(opts: MulticastTransportOptions):
     const sources =
       s.address !== '0.0.0.0' && s.address !== '::'
         ? [s.address]
-        : (iface.name ? (networkInterfaces()[iface.name] ?? []) : Object.values(networkInterfaces()).flat())
-            .filter((a) => a !== undefined && a.family === family)
-            .map((a) => a!.address);
+        : (iface.name ? (networkInterfaces()[iface.name] ?? []) : Object.values(networkInterfaces()).flat()).filter((a) => a !== undefined && a.family === family).map((a) => a!.address);
     for (const a of sources) entry.ownSources.add(`${stripScope(a)}|${s.port}`);
 
     const own = entry.ownSources;

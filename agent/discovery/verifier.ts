@@ -87,8 +87,7 @@ export type VerifyResult =
    * trust store pins it), so it may take over an agent name from another key bound to the
    * same ID - signing-key rotation without waiting for the old entry to expire.
    */
-  | { ok: true; payload: AdvertPayload; keyId: string; endorsed: boolean; bound: boolean; endorsementNotAfter?: number }
-  | { ok: false; reason: RejectReason; detail?: string };
+  { ok: true; payload: AdvertPayload; keyId: string; endorsed: boolean; bound: boolean; endorsementNotAfter?: number } | { ok: false; reason: RejectReason; detail?: string };
 
 export interface AdvertVerifier {
   /** Never throws for bad input: the answer is accepted or one reason (also counted). */

@@ -48,7 +48,6 @@ export function parseFrame(b: Uint8Array): FrameView | 'malformed' | 'unsupporte
   return { fleet, envelope, endorsement };
 }
 
-
 const ADVERT_CONTEXT_HEAD = envelopeContextHead(ADVERT_CONTEXT);
 
 /** The advertisement envelope as views (signing's viewEnvelope for the advert context). */

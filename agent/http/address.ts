@@ -108,7 +108,7 @@ export function parseIPv6(text: string): number[] | undefined {
 
 function classifyV4(value: number): V4Class {
   for (const { net, mask, cls } of V4_TABLE) {
-    if (((value & mask) >>> 0) === net) return cls;
+    if ((value & mask) >>> 0 === net) return cls;
   }
   return 'public';
 }
@@ -146,7 +146,10 @@ function classifyV6(w: number[]): AddressClass {
  * `socket.remoteAddress`); anything unparsable is 'invalid', never 'public'.
  */
 export function classifyAddress(ip: string): AddressClass {
-  const bare = ip.trim().replace(/^\[(.*)\]$/, '$1').replace(/%.*$/, '');
+  const bare = ip
+    .trim()
+    .replace(/^\[(.*)\]$/, '$1')
+    .replace(/%.*$/, '');
   const v4 = parseIPv4(bare);
   if (v4 !== undefined) return classifyV4(v4);
   const v6 = parseIPv6(bare);

@@ -171,7 +171,8 @@ function checkHost(url: URL, s: Settings, redirectedFrom?: string): void {
   // IP literals never reach the resolver: judge them before connecting (the connect check would too).
   if (isIpLiteral(host)) {
     const cls = refusedClass(host, s.policy);
-    if (cls !== undefined) throw addressRefusal(guardContext(s), s.policy, redirectedFrom === undefined ? 'the host is' : `the redirect from ${redirectedFrom} goes to`, host, cls, { target: url.href });
+    if (cls !== undefined)
+      throw addressRefusal(guardContext(s), s.policy, redirectedFrom === undefined ? 'the host is' : `the redirect from ${redirectedFrom} goes to`, host, cls, { target: url.href });
   }
 }
 
@@ -371,7 +372,12 @@ async function readBody(
   } catch (err) {
     if (err instanceof SkeinError) throw err;
     if (timedOut()) throw timeoutError(url);
-    throw httpError('SKEIN_ERR_HTTP_NETWORK', `${s.label}: ${url.href}: the connection closed before the body was complete; retry, or check the server`, { url: s.origin, target: url.href, received: size }, err);
+    throw httpError(
+      'SKEIN_ERR_HTTP_NETWORK',
+      `${s.label}: ${url.href}: the connection closed before the body was complete; retry, or check the server`,
+      { url: s.origin, target: url.href, received: size },
+      err,
+    );
   }
   return Buffer.concat(chunks, size);
 }

@@ -123,7 +123,12 @@ export function transportError(err: unknown, ctx: GuardContext, target: URL | st
       err,
     );
   }
-  return httpError('SKEIN_ERR_HTTP_NETWORK', `${ctx.label}: ${href}: cannot connect (${code}: ${message}); check that the host resolves and serves https`, { url: ctx.url, target: href, errno: code }, err);
+  return httpError(
+    'SKEIN_ERR_HTTP_NETWORK',
+    `${ctx.label}: ${href}: cannot connect (${code}: ${message}); check that the host resolves and serves https`,
+    { url: ctx.url, target: href, errno: code },
+    err,
+  );
 }
 
 export interface ConnectorOptions {

@@ -88,14 +88,48 @@ export class AgentMetrics implements DispatchRecorder, AuthRecorder, WorkerRecor
     const registers = [this.registry];
     const src = () => this.#sources;
     this.#dispatches = new Counter({ name: 'skein_dispatches_total', help: 'Dispatch requests by routine and outcome ("ok" or the error code).', labelNames: ['routine', 'outcome'], registers });
-    this.#duration = new Histogram({ name: 'skein_dispatch_duration_seconds', help: 'Time from request to reply of dispatch requests, any outcome.', labelNames: ['routine'], buckets: DURATION_BUCKETS, registers });
-    this.#auth = new Counter({ name: 'skein_auth_rejections_total', help: 'Requests refused by authentication (authn, 401) or authorization (authz, 403), by reason.', labelNames: ['kind', 'reason'], registers });
-    this.#workers = new Counter({ name: 'skein_worker_events_total', help: 'Python worker spawns (reason initial|replacement) and exits (reason: deadline, cancelled, recycle, protocol, oversize, shutdown, crash).', labelNames: ['event', 'reason'], registers });
-    this.#recycles = new Counter({ name: 'skein_worker_recycles_total', help: 'Healthy workers retired after a call, by reason: maxCalls (workers.maxCallsPerWorker), memory (workers.recycleMemoryMb), cpu (near sandbox.cpuSeconds), leftovers (the call left threads, child processes, timers or trace hooks running).', labelNames: ['reason'], registers });
+    this.#duration = new Histogram({
+      name: 'skein_dispatch_duration_seconds',
+      help: 'Time from request to reply of dispatch requests, any outcome.',
+      labelNames: ['routine'],
+      buckets: DURATION_BUCKETS,
+      registers,
+    });
+    this.#auth = new Counter({
+      name: 'skein_auth_rejections_total',
+      help: 'Requests refused by authentication (authn, 401) or authorization (authz, 403), by reason.',
+      labelNames: ['kind', 'reason'],
+      registers,
+    });
+    this.#workers = new Counter({
+      name: 'skein_worker_events_total',
+      help: 'Python worker spawns (reason initial|replacement) and exits (reason: deadline, cancelled, recycle, protocol, oversize, shutdown, crash).',
+      labelNames: ['event', 'reason'],
+      registers,
+    });
+    this.#recycles = new Counter({
+      name: 'skein_worker_recycles_total',
+      help: 'Healthy workers retired after a call, by reason: maxCalls (workers.maxCallsPerWorker), memory (workers.recycleMemoryMb), cpu (near sandbox.cpuSeconds), leftovers (the call left threads, child processes, timers or trace hooks running).',
+      labelNames: ['reason'],
+      registers,
+    });
     for (const reason of ['maxCalls', 'memory', 'cpu', 'leftovers']) this.#recycles.labels(reason).inc(0);
-    this.#stderrLines = new Counter({ name: 'skein_worker_stderr_dropped_total', help: 'Lines of worker stderr (routine output) not written to the log because the workers.stderr rate limits were reached.', registers });
-    this.#stderrBytes = new Counter({ name: 'skein_worker_stderr_dropped_bytes_total', help: 'Bytes of worker stderr not written to the log: lines dropped by the workers.stderr rate limits, and the parts of lines cut at 4096 bytes.', registers });
-    this.#auditDropped = new Counter({ name: 'skein_audit_events_dropped_total', help: 'Audit lines lost: reason "sink" when the audit file or stderr could not be written (warned about once), "overflow" when the queue (audit.maxQueueLines) was full.', labelNames: ['reason'], registers });
+    this.#stderrLines = new Counter({
+      name: 'skein_worker_stderr_dropped_total',
+      help: 'Lines of worker stderr (routine output) not written to the log because the workers.stderr rate limits were reached.',
+      registers,
+    });
+    this.#stderrBytes = new Counter({
+      name: 'skein_worker_stderr_dropped_bytes_total',
+      help: 'Bytes of worker stderr not written to the log: lines dropped by the workers.stderr rate limits, and the parts of lines cut at 4096 bytes.',
+      registers,
+    });
+    this.#auditDropped = new Counter({
+      name: 'skein_audit_events_dropped_total',
+      help: 'Audit lines lost: reason "sink" when the audit file or stderr could not be written (warned about once), "overflow" when the queue (audit.maxQueueLines) was full.',
+      labelNames: ['reason'],
+      registers,
+    });
     // Both series exist from the start, so an alert on a rate sees 0 before the first loss.
     this.#auditDropped.labels('sink').inc(0);
     this.#auditDropped.labels('overflow').inc(0);
@@ -107,7 +141,12 @@ export class AgentMetrics implements DispatchRecorder, AuthRecorder, WorkerRecor
     });
     // Every reason exists from the start (a fixed set), so alerts see 0 before the first failure.
     for (const reason of TLS_FAILURE_REASONS) this.#tlsFailures.labels(reason).inc(0);
-    this.#reloads = new Counter({ name: 'skein_reloads_total', help: 'Reloads without restart: kind "tls" (certificate, key, CA files) or "config" (SIGHUP), outcome "applied" or "refused" (the old material or config kept serving).', labelNames: ['kind', 'outcome'], registers });
+    this.#reloads = new Counter({
+      name: 'skein_reloads_total',
+      help: 'Reloads without restart: kind "tls" (certificate, key, CA files) or "config" (SIGHUP), outcome "applied" or "refused" (the old material or config kept serving).',
+      labelNames: ['kind', 'outcome'],
+      registers,
+    });
     for (const kind of ['tls', 'config']) for (const outcome of ['applied', 'refused']) this.#reloads.labels(kind, outcome).inc(0);
     this.#pluginHttp = new Counter({
       name: 'skein_plugin_http_requests_total',
@@ -115,7 +154,10 @@ export class AgentMetrics implements DispatchRecorder, AuthRecorder, WorkerRecor
       labelNames: ['plugin', 'outcome'],
       registers,
     });
-    new Gauge({ name: 'skein_build_info', help: 'Always 1; the labels say which build is running.', labelNames: ['version', 'commit', 'build_date'], registers }).set({ version: VERSION, commit: COMMIT, build_date: BUILD_DATE }, 1);
+    new Gauge({ name: 'skein_build_info', help: 'Always 1; the labels say which build is running.', labelNames: ['version', 'commit', 'build_date'], registers }).set(
+      { version: VERSION, commit: COMMIT, build_date: BUILD_DATE },
+      1,
+    );
     registerProcessMetrics(registers);
     new Gauge({
       name: 'skein_queue_depth',

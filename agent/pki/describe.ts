@@ -76,9 +76,14 @@ export type SanIdentity =
   | { spiffeId?: undefined; trustDomain?: undefined; uris: string[]; error: 'multiple' | 'invalid'; problem?: SpiffeProblem; message: string };
 
 export function sanIdentity(san: string | undefined): SanIdentity {
-  const uris = san ? entries(san, ':', ', ').filter(([type]) => type === 'URI').map(([, value]) => value) : [];
+  const uris = san
+    ? entries(san, ':', ', ')
+        .filter(([type]) => type === 'URI')
+        .map(([, value]) => value)
+    : [];
   if (uris.length === 0) return { spiffeId: undefined, uris };
-  if (uris.length > 1) return { error: 'multiple', uris, message: `the client certificate has ${uris.length} URI SANs (${uris.map((u) => JSON.stringify(u)).join(', ')}); an X.509-SVID has exactly one` };
+  if (uris.length > 1)
+    return { error: 'multiple', uris, message: `the client certificate has ${uris.length} URI SANs (${uris.map((u) => JSON.stringify(u)).join(', ')}); an X.509-SVID has exactly one` };
   const parsed = parseSpiffeId(uris[0]);
   if (!parsed.ok) return { error: 'invalid', uris, problem: parsed.problem, message: `the URI SAN ${JSON.stringify(uris[0])} is not a valid SPIFFE ID: ${parsed.message}` };
   return { spiffeId: parsed.id, trustDomain: parsed.trustDomain, uris };
@@ -116,7 +121,9 @@ export function describeCertificate(pem: string): CertificateSummary {
 export function summarize(cert: X509Certificate): CertificateSummary {
   const spiffeId = spiffeIdFromSan(cert.subjectAltName);
   // Node ≤ 20 escapes RFC 4514 specials in `subject` ("CN=a\, b"); undo that.
-  const cn = entries(cert.subject, '=', '\n').find(([type]) => type === 'CN')?.[1]?.replace(/\\(.)/g, '$1');
+  const cn = entries(cert.subject, '=', '\n')
+    .find(([type]) => type === 'CN')?.[1]
+    ?.replace(/\\(.)/g, '$1');
   const summary: CertificateSummary = {
     notAfter: parseOpenSslDate(cert.validTo),
     sha256: createHash('sha256').update(cert.raw).digest('hex'),

@@ -109,12 +109,7 @@ export function readPkiInfo(dir: string): PkiInfo {
     raw = readFileSync(file, 'utf8');
   } catch (err) {
     const missing = (err as NodeJS.ErrnoException).code === 'ENOENT';
-    throw new SkeinError(
-      'SKEIN_ERR_PKI',
-      missing ? `no PKI in ${abs}: run \`skein pki init --dir ${dir}\` first` : `cannot read ${file}: ${(err as Error).message}`,
-      {},
-      { cause: err },
-    );
+    throw new SkeinError('SKEIN_ERR_PKI', missing ? `no PKI in ${abs}: run \`skein pki init --dir ${dir}\` first` : `cannot read ${file}: ${(err as Error).message}`, {}, { cause: err });
   }
   let trustDomain: unknown;
   try {
@@ -151,10 +146,7 @@ function validateName(name: string): void {
   }
 }
 
-export async function issueCert(
-  dir: string,
-  options: { name: string; kind: CertKind; hosts?: string[]; days?: number; now?: Date },
-): Promise<IssuedPaths> {
+export async function issueCert(dir: string, options: { name: string; kind: CertKind; hosts?: string[]; days?: number; now?: Date }): Promise<IssuedPaths> {
   const { name, kind, hosts = [], days = DEFAULT_LEAF_DAYS } = options;
   validateName(name);
   if (kind !== 'agent' && kind !== 'client') throw usage(`certificate kind ${JSON.stringify(kind)} is invalid: agent or client`);
@@ -234,10 +226,7 @@ export async function ensureDevPki(
     const info = readPkiInfo(dir);
     // Silently mixing trust domains would make every SPIFFE-based authorization fail later.
     if (info.trustDomain !== options.trustDomain) {
-      throw new SkeinError(
-        'SKEIN_ERR_PKI',
-        `the development PKI in ${dir} is for trust domain "${info.trustDomain}", the config says "${options.trustDomain}": remove ${dir} or fix tls.trustDomain`,
-      );
+      throw new SkeinError('SKEIN_ERR_PKI', `the development PKI in ${dir} is for trust domain "${info.trustDomain}", the config says "${options.trustDomain}": remove ${dir} or fix tls.trustDomain`);
     }
   }
   let ca: X509Certificate;

@@ -14,7 +14,12 @@ export interface Pin {
 
 /** What the certificate actually identifies. */
 export function presentedIdentity(cert: PeerCertificate | undefined): { spiffeId: string | undefined; sha256: string } {
-  return { spiffeId: spiffeIdFromSan(cert?.subjectaltname), sha256: String(cert?.fingerprint256 ?? '').replaceAll(':', '').toLowerCase() };
+  return {
+    spiffeId: spiffeIdFromSan(cert?.subjectaltname),
+    sha256: String(cert?.fingerprint256 ?? '')
+      .replaceAll(':', '')
+      .toLowerCase(),
+  };
 }
 
 /** undefined when `cert` is the pinned one, else a sentence saying what was presented instead. */

@@ -8,18 +8,7 @@
  * (SKEIN_ERR_SOURCE_TLS / SKEIN_ERR_SOURCE_NETWORK).
  */
 
-export const TLS_FAILURE_REASONS = [
-  'no-certificate',
-  'unknown-ca',
-  'expired',
-  'not-yet-valid',
-  'bad-key-usage',
-  'bad-certificate',
-  'protocol',
-  'handshake-timeout',
-  'closed',
-  'other',
-] as const;
+export const TLS_FAILURE_REASONS = ['no-certificate', 'unknown-ca', 'expired', 'not-yet-valid', 'bad-key-usage', 'bad-certificate', 'protocol', 'handshake-timeout', 'closed', 'other'] as const;
 export type TlsFailureReason = (typeof TLS_FAILURE_REASONS)[number];
 
 /** Sentence fragments for messages: "the agent refused the client certificate: <text>". */

@@ -114,7 +114,7 @@ export function readTls(files: TlsFiles, config: Pick<AgentConfig, 'tls'>, now =
 export function clientTrustDomains(tls: Pick<AgentConfig['tls'], 'trustDomains' | 'trustDomain'>, caBundle: string | Buffer): { domains: string[]; from: LoadedTls['trustDomainsFrom'] } {
   if (tls.trustDomains) {
     // An empty list would refuse every SPIFFE ID while looking like "no restriction".
-    if (tls.trustDomains.length === 0) throw configError('tls.trustDomains', 'must list at least one trust domain (leave it unset to use the CA\'s)');
+    if (tls.trustDomains.length === 0) throw configError('tls.trustDomains', "must list at least one trust domain (leave it unset to use the CA's)");
     return { domains: [...new Set(tls.trustDomains)], from: 'tls.trustDomains' };
   }
   const named = caTrustDomains(caBundle);
@@ -126,7 +126,7 @@ export function clientTrustDomains(tls: Pick<AgentConfig['tls'], 'trustDomains' 
 export function logTrustDomains(loaded: LoadedTls, config: Pick<AgentConfig, 'tls'>, log: Logger): void {
   const fields = { trustDomains: loaded.material.trustDomains, from: loaded.trustDomainsFrom };
   if (loaded.trustDomainsFrom === 'tls.trustDomain' && config.tls.ca) {
-    log.warn('client SPIFFE IDs must be in tls.trustDomain: the CA in tls.ca names no trust domain (set tls.trustDomains to the fleet\'s)', fields);
+    log.warn("client SPIFFE IDs must be in tls.trustDomain: the CA in tls.ca names no trust domain (set tls.trustDomains to the fleet's)", fields);
   } else log.info('client SPIFFE IDs accepted from', fields);
 }
 

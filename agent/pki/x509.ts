@@ -79,11 +79,7 @@ export interface LeafSpec {
 
 export async function createLeafCertificate(spec: LeafSpec, publicKey: CryptoKey, ca: { pem: string; key: CryptoKey }): Promise<string> {
   const caCert = new x509.X509Certificate(ca.pem);
-  const names: x509.JsonGeneralName[] = [
-    { type: 'url', value: spec.uri },
-    ...spec.dns.map((value) => ({ type: 'dns' as const, value })),
-    ...spec.ips.map((value) => ({ type: 'ip' as const, value })),
-  ];
+  const names: x509.JsonGeneralName[] = [{ type: 'url', value: spec.uri }, ...spec.dns.map((value) => ({ type: 'dns' as const, value })), ...spec.ips.map((value) => ({ type: 'ip' as const, value }))];
   const eku = spec.serverAuth ? [x509.ExtendedKeyUsage.serverAuth, x509.ExtendedKeyUsage.clientAuth] : [x509.ExtendedKeyUsage.clientAuth];
   const cert = await x509.X509CertificateGenerator.create({
     serialNumber: randomSerial(),

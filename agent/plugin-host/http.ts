@@ -80,18 +80,25 @@ export function createPluginHttp(plugin: string, policy: PluginHttpPolicy, tally
     }
   };
   return {
-    request: (url, options = {}) => counted(() => send(url, options), (res) => (res.status >= 400 ? 'SKEIN_ERR_HTTP_STATUS' : 'ok')),
+    request: (url, options = {}) =>
+      counted(
+        () => send(url, options),
+        (res) => (res.status >= 400 ? 'SKEIN_ERR_HTTP_STATUS' : 'ok'),
+      ),
     fetchJson: (url, options = {}) =>
-      counted(async () => {
-        const res = await send(url, { ...options, method: 'GET', headers: { accept: 'application/json', ...(options.headers ?? {}) } });
-        if (res.status < 200 || res.status >= 300) {
-          throw httpError('SKEIN_ERR_HTTP_STATUS', `${label}: ${res.url}: the server answered ${res.status}; check the URL and the server`, { url, target: res.url, status: res.status });
-        }
-        try {
-          return JSON.parse(decoder.decode(res.body)) as unknown;
-        } catch (err) {
-          throw httpError('SKEIN_ERR_HTTP_BODY', `${label}: ${res.url}: the body is not UTF-8 JSON (${(err as Error).message})`, { url, target: res.url }, err);
-        }
-      }, () => 'ok'),
+      counted(
+        async () => {
+          const res = await send(url, { ...options, method: 'GET', headers: { accept: 'application/json', ...(options.headers ?? {}) } });
+          if (res.status < 200 || res.status >= 300) {
+            throw httpError('SKEIN_ERR_HTTP_STATUS', `${label}: ${res.url}: the server answered ${res.status}; check the URL and the server`, { url, target: res.url, status: res.status });
+          }
+          try {
+            return JSON.parse(decoder.decode(res.body)) as unknown;
+          } catch (err) {
+            throw httpError('SKEIN_ERR_HTTP_BODY', `${label}: ${res.url}: the body is not UTF-8 JSON (${(err as Error).message})`, { url, target: res.url }, err);
+          }
+        },
+        () => 'ok',
+      ),
   };
 }

@@ -36,12 +36,21 @@ export async function buildPipeline(config: AgentConfig, deps: LivePipelineDeps)
   const hooks = { authenticate: plugins.some((p) => p.hooks.authenticate), authorize: plugins.some((p) => p.hooks.authorize) };
   if (config.authorization.default === 'allow') {
     // Strict mode refuses this off loopback (security/strict.ts); everywhere else it stays loud.
-    log.warn('authorization.default is "allow": every authenticated caller may run every routine that no plugin denies; list what callers may run in authorization.allow and keep the default "deny"', { key: 'authorization.default' });
+    log.warn('authorization.default is "allow": every authenticated caller may run every routine that no plugin denies; list what callers may run in authorization.allow and keep the default "deny"', {
+      key: 'authorization.default',
+    });
   }
   if (config.tls.clientCerts === 'optional' && !hooks.authenticate) {
     log.warn('tls.clientCerts is "optional" but no enabled plugin authenticates tokens: every caller without a client certificate will be refused');
   }
-  const pipeline = new AuthPipeline(plugins, { hookTimeoutMs: config.plugins.hookTimeoutMs, requireToken: config.plugins.requireToken, log, metrics: deps.metrics, audit: deps.audit, authorization: config.authorization });
+  const pipeline = new AuthPipeline(plugins, {
+    hookTimeoutMs: config.plugins.hookTimeoutMs,
+    requireToken: config.plugins.requireToken,
+    log,
+    metrics: deps.metrics,
+    audit: deps.audit,
+    authorization: config.authorization,
+  });
   return { pipeline, hooks };
 }
 

@@ -111,7 +111,11 @@ function locate(name: string, config: PluginsConfig, log: Logger): { file: strin
   const file = EXTENSIONS.map((ext) => join(config.dir, `${name}${ext}`)).find((f) => existsSync(f));
   const builtin = builtinPluginSource(name);
   if (!file) {
-    if (builtin === undefined) throw pluginError(name, `no file ${join(config.dir, name)}{${EXTENSIONS.join(',')}} (plugins.dir is ${config.dir}), and no built-in plugin of that name (built in: ${BUILTIN_PLUGIN_NAMES.join(', ')})`);
+    if (builtin === undefined)
+      throw pluginError(
+        name,
+        `no file ${join(config.dir, name)}{${EXTENSIONS.join(',')}} (plugins.dir is ${config.dir}), and no built-in plugin of that name (built in: ${BUILTIN_PLUGIN_NAMES.join(', ')})`,
+      );
     return { file: `builtin:${name}`, bytes: Buffer.from(builtin), builtin: true };
   }
   let bytes: Buffer;
@@ -131,7 +135,11 @@ async function loadOne(entry: PluginsConfig['enabled'][number], index: number, c
   const sha256 = createHash('sha256').update(bytes).digest('hex');
   let keyId: string | undefined;
   if (deps.strict && !builtin && !config.requireSignature) {
-    throw new SkeinError('SKEIN_ERR_STRICT', `security.strict: refusing to start; 1 violation:\n  - plugins.requireSignature: plugin "${name}" is loaded from ${file} but signatures are not required`, { violations: [{ key: 'plugins.requireSignature' }] });
+    throw new SkeinError(
+      'SKEIN_ERR_STRICT',
+      `security.strict: refusing to start; 1 violation:\n  - plugins.requireSignature: plugin "${name}" is loaded from ${file} but signatures are not required`,
+      { violations: [{ key: 'plugins.requireSignature' }] },
+    );
   }
   // Built-in bytes are trusted as part of the binary; everything else needs its signature.
   if (config.requireSignature && !builtin) {

@@ -94,7 +94,8 @@ export class AuthPipeline implements Component {
       }
     }
     if (peer.id === 'anonymous' && identity.principals.length === 0) this.#reject(req, peer, 'CREDENTIAL_REQUIRED', undefined, 'a client certificate or a token is required');
-    if (this.#opts.requireToken && identity.principals.length === 0) this.#reject(req, peer, 'TOKEN_REQUIRED', undefined, 'a token is required on top of the client certificate (plugins.requireToken)');
+    if (this.#opts.requireToken && identity.principals.length === 0)
+      this.#reject(req, peer, 'TOKEN_REQUIRED', undefined, 'a token is required on top of the client certificate (plugins.requireToken)');
     // "certificate": the mTLS client certificate alone; "token": a plugin authenticated a principal.
     this.#opts.audit?.record('authn.decision', { ...this.#common(req, peer, identity.principals), outcome: 'allow', via: identity.principals.length ? 'token' : 'certificate' });
     return identity;

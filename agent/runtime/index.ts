@@ -115,7 +115,9 @@ async function assemble({ config, log, embedded = false, baseDir, reloadConfig }
 
   let draining = false;
   let discovery: DiscoveryService | undefined;
-  const idempotent = Object.entries(config.routines).filter(([, r]) => r.idempotent).map(([name]) => name);
+  const idempotent = Object.entries(config.routines)
+    .filter(([, r]) => r.idempotent)
+    .map(([name]) => name);
   const app = createApp({
     pool,
     routines: infos,

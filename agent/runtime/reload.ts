@@ -98,7 +98,10 @@ export class Reloader implements Component {
     const staged: Staged[] = [];
     for (const component of components) {
       try {
-        const s = await component.stage(next, applied.filter((k) => covers(component.reloadKeys, k)));
+        const s = await component.stage(
+          next,
+          applied.filter((k) => covers(component.reloadKeys, k)),
+        );
         if (s) staged.push(s);
       } catch (err) {
         for (const s of staged.reverse()) await s.undo?.();

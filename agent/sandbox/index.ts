@@ -92,7 +92,8 @@ export function planProfile(sandbox: SandboxConfig, caps: HostCapabilities, limi
   const missing: string[] = [];
   const degraded: string[] = [];
   if (!caps.seccomp.available) missing.push(`seccomp (${caps.seccomp.reason ?? `actions available: ${caps.seccomp.actions.join(' ') || 'none'}`})`);
-  if (!landlock && !bwrap) missing.push(`Landlock or bubblewrap (Landlock ABI ${caps.landlock.abi}; bwrap ${caps.bwrap ?? 'not on PATH'}${caps.bwrap && !sandbox.bubblewrap ? ', sandbox.bubblewrap is false' : ''})`);
+  if (!landlock && !bwrap)
+    missing.push(`Landlock or bubblewrap (Landlock ABI ${caps.landlock.abi}; bwrap ${caps.bwrap ?? 'not on PATH'}${caps.bwrap && !sandbox.bubblewrap ? ', sandbox.bubblewrap is false' : ''})`);
   // seccomp refusing socket() is itself a network cut-off; namespaces and Landlock add to it.
   if (!caps.seccomp.available && !caps.userns && caps.landlock.abi < 4) missing.push('a network cut-off (network namespace, Landlock ABI ≥ 4 or seccomp)');
   if (!caps.userns) degraded.push(`user/network/IPC namespaces (${caps.usernsError ?? 'unshare refused'})`);

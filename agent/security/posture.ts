@@ -43,10 +43,14 @@ export function computePosture(config: AgentConfig, hooks: PluginHooks): Posture
     );
   }
   if (offHost && transport === 'h2c') {
-    warnings.push(`plaintext HTTP/2 (tls.plaintext) reachable off-host (${config.agent.listen}): requests, results and tokens cross the network unencrypted; listen on loopback behind a TLS-terminating proxy`);
+    warnings.push(
+      `plaintext HTTP/2 (tls.plaintext) reachable off-host (${config.agent.listen}): requests, results and tokens cross the network unencrypted; listen on loopback behind a TLS-terminating proxy`,
+    );
   }
   if (offHost && config.authorization.default === 'allow') {
-    warnings.push(`reachable off-host (${config.agent.listen}) with authorization.default "allow": every authenticated caller may run every routine that no plugin denies; list what callers may run in authorization.allow and set the default to "deny"`);
+    warnings.push(
+      `reachable off-host (${config.agent.listen}) with authorization.default "allow": every authenticated caller may run every routine that no plugin denies; list what callers may run in authorization.allow and set the default to "deny"`,
+    );
   }
   return { transport, clientAuth, offHost, authorization: hooks.authorize, authorizationDefault: config.authorization.default, warnings };
 }

@@ -36,7 +36,8 @@ export function strictViolations(config: AgentConfig, configFiles: string | stri
   // Built-in plugins are part of the binary; any other plugin is code from a folder and must be signed.
   // (A file that shadows a built-in is held to the same rule when it is loaded: plugin-host/loader.ts.)
   const fromFiles = enabled.filter((n) => !(BUILTIN_PLUGIN_NAMES as readonly string[]).includes(n));
-  if (fromFiles.length > 0 && !config.plugins.requireSignature) v.push({ key: 'plugins.requireSignature', message: `plugins loaded from files (${fromFiles.join(', ')}) but their signatures are not required` });
+  if (fromFiles.length > 0 && !config.plugins.requireSignature)
+    v.push({ key: 'plugins.requireSignature', message: `plugins loaded from files (${fromFiles.join(', ')}) but their signatures are not required` });
   if (config.discovery.enabled && config.discovery.trustedKeys.length === 0 && config.discovery.rootKeys.length === 0 && config.discovery.groups.length > 0) {
     v.push({ key: 'discovery.trustedKeys', message: 'discovery is enabled without a trust store' });
   }
@@ -44,7 +45,10 @@ export function strictViolations(config: AgentConfig, configFiles: string | stri
   if (config.audit.sink === 'off') v.push({ key: 'audit.sink', message: '"off" records no security decision; use "stderr" or "file"' });
   // Off loopback, what nothing allows must be refused: the config (or a plugin) says who may run what.
   if (offHost && config.authorization.default === 'allow') {
-    v.push({ key: 'authorization.default', message: `"allow" while listening off-host (${config.agent.listen}): every authenticated peer may run every routine that no plugin denies; keep "deny" and list what callers may run in authorization.allow` });
+    v.push({
+      key: 'authorization.default',
+      message: `"allow" while listening off-host (${config.agent.listen}): every authenticated peer may run every routine that no plugin denies; keep "deny" and list what callers may run in authorization.allow`,
+    });
   }
   // The host file and every fleet file its `extends` chain names: each can change what runs.
   const [hostFile, ...fleetFiles] = typeof configFiles === 'string' ? [configFiles] : configFiles;

@@ -168,7 +168,12 @@ export async function listen(app: Hono<any>, tls: TlsMaterial, host: string, por
     streamsOf.set(session, 0);
     const peer = identities.ofSession(session);
     const remote = (session.socket as TLSSocket | undefined)?.remoteAddress;
-    log.info('peer connected', { peer: peer.id, remote, tls: plaintext ? 'none (h2c)' : (session.socket as TLSSocket | undefined)?.getProtocol?.(), ...(peer.refused ? { refused: peer.refused.reason } : {}) });
+    log.info('peer connected', {
+      peer: peer.id,
+      remote,
+      tls: plaintext ? 'none (h2c)' : (session.socket as TLSSocket | undefined)?.getProtocol?.(),
+      ...(peer.refused ? { refused: peer.refused.reason } : {}),
+    });
     session.on('close', () => sessions.delete(session));
     session.on('error', (err) => log.debug('session error', { peer: peer.id, error: err.message }));
     // PING and SETTINGS floods: both events fire under Bun, so count them here.
@@ -203,19 +208,22 @@ export async function listen(app: Hono<any>, tls: TlsMaterial, host: string, por
     let lastSent = -1;
     const stall =
       limits.writeStallTimeoutMs > 0
-        ? setInterval(() => {
-            if (stream.destroyed) return;
-            const sent = session?.socket?.bytesWritten ?? 0;
-            const progressed = sent !== lastSent;
-            lastSent = sent;
-            if (stream.writableLength > 0 && !stream.writableFinished && !progressed) {
-              stalledSince ||= Date.now();
-              if (Date.now() - stalledSince >= limits.writeStallTimeoutMs) {
-                log.warn('stream reset: client not reading', { remote: session?.socket?.remoteAddress, buffered: stream.writableLength });
-                stream.close(NGHTTP2_CANCEL);
-              }
-            } else stalledSince = 0;
-          }, Math.max(50, Math.min(1000, limits.writeStallTimeoutMs / 4)))
+        ? setInterval(
+            () => {
+              if (stream.destroyed) return;
+              const sent = session?.socket?.bytesWritten ?? 0;
+              const progressed = sent !== lastSent;
+              lastSent = sent;
+              if (stream.writableLength > 0 && !stream.writableFinished && !progressed) {
+                stalledSince ||= Date.now();
+                if (Date.now() - stalledSince >= limits.writeStallTimeoutMs) {
+                  log.warn('stream reset: client not reading', { remote: session?.socket?.remoteAddress, buffered: stream.writableLength });
+                  stream.close(NGHTTP2_CANCEL);
+                }
+              } else stalledSince = 0;
+            },
+            Math.max(50, Math.min(1000, limits.writeStallTimeoutMs / 4)),
+          )
         : undefined;
     stall?.unref?.();
     stream.once('close', () => {

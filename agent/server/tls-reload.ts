@@ -152,7 +152,15 @@ export class TlsReload implements Component, Reloadable<AgentConfig> {
     const previous = this.#tls;
     this.#tls = next;
     this.#d.onApplied(next);
-    const fields = { trigger, sha256: next.certificate.sha256, previousSha256: previous.certificate.sha256, spiffe: next.certificate.spiffeId, notAfter: next.certificate.notAfter.toISOString(), minVersion: next.material.minVersion, trustDomains: next.material.trustDomains };
+    const fields = {
+      trigger,
+      sha256: next.certificate.sha256,
+      previousSha256: previous.certificate.sha256,
+      spiffe: next.certificate.spiffeId,
+      notAfter: next.certificate.notAfter.toISOString(),
+      minVersion: next.material.minVersion,
+      trustDomains: next.material.trustDomains,
+    };
     log.info('TLS material reloaded', fields);
     audit.record('tls.reloaded', fields);
     metrics.reload('tls', 'applied');

@@ -27,19 +27,15 @@ const SSRF_FIX = 'routine code may only come from public addresses (SSRF guard);
 /** Refuses `remoteAddress` unless it is a public address; returns it when it is. */
 export function assertPublicPeer(remoteAddress: string | undefined, url: string, classify: Classify = classifyAddress): string {
   if (remoteAddress === undefined || remoteAddress === '') {
-    throw sourceError(
-      'SKEIN_ERR_SOURCE_ADDRESS',
-      `routine source ${url}: the runtime did not report which address the connection reached, so it is refused; ${SSRF_FIX}`,
-      { url },
-    );
+    throw sourceError('SKEIN_ERR_SOURCE_ADDRESS', `routine source ${url}: the runtime did not report which address the connection reached, so it is refused; ${SSRF_FIX}`, { url });
   }
   const cls = classify(remoteAddress);
   if (cls !== 'public') {
-    throw sourceError(
-      'SKEIN_ERR_SOURCE_ADDRESS',
-      `routine source ${url}: the connection reached ${remoteAddress} (${cls}), not a public address; ${SSRF_FIX}`,
-      { url, address: remoteAddress, addressClass: cls },
-    );
+    throw sourceError('SKEIN_ERR_SOURCE_ADDRESS', `routine source ${url}: the connection reached ${remoteAddress} (${cls}), not a public address; ${SSRF_FIX}`, {
+      url,
+      address: remoteAddress,
+      addressClass: cls,
+    });
   }
   return remoteAddress;
 }
@@ -60,11 +56,12 @@ export function guardedLookup(base: Lookup, url: string, classify: Classify, onR
       for (const answer of answers) {
         const cls = classify(answer.address);
         if (cls === 'public') continue;
-        const refusal = sourceError(
-          'SKEIN_ERR_SOURCE_ADDRESS',
-          `routine source ${url}: ${hostname} resolves to ${answer.address} (${cls}), not a public address; ${SSRF_FIX}`,
-          { url, host: hostname, address: answer.address, addressClass: cls },
-        );
+        const refusal = sourceError('SKEIN_ERR_SOURCE_ADDRESS', `routine source ${url}: ${hostname} resolves to ${answer.address} (${cls}), not a public address; ${SSRF_FIX}`, {
+          url,
+          host: hostname,
+          address: answer.address,
+          addressClass: cls,
+        });
         onRefuse(refusal);
         callback(refusal, address, family);
         return;

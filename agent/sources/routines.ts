@@ -40,7 +40,10 @@ export async function loadRoutines(config: AgentConfig, log: Logger, embedded: b
       origin = r.url;
       const key = `${r.url} ${r.sha256}`;
       if (!fetched.has(key)) {
-        fetched.set(key, fetchUrlSource({ url: r.url, sha256: r.sha256!, allowedHosts: config.sandbox.allowedCodeHosts, ...(ca ? { ca } : {}) }).then((f) => f.source));
+        fetched.set(
+          key,
+          fetchUrlSource({ url: r.url, sha256: r.sha256!, allowedHosts: config.sandbox.allowedCodeHosts, ...(ca ? { ca } : {}) }).then((f) => f.source),
+        );
       }
       try {
         source = await fetched.get(key)!;

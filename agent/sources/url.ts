@@ -148,11 +148,11 @@ function checkHost(url: URL, s: Settings, redirectedFrom?: string): void {
   if (isIpLiteral(host)) {
     const cls = s.classify(host);
     if (cls !== 'public') {
-      throw sourceError(
-        'SKEIN_ERR_SOURCE_ADDRESS',
-        `routine source ${url.href}: ${host} is a ${cls} address, not a public one; routine code may only come from public addresses (SSRF guard)`,
-        { url: s.origin, address: host, addressClass: cls },
-      );
+      throw sourceError('SKEIN_ERR_SOURCE_ADDRESS', `routine source ${url.href}: ${host} is a ${cls} address, not a public one; routine code may only come from public addresses (SSRF guard)`, {
+        url: s.origin,
+        address: host,
+        addressClass: cls,
+      });
     }
   }
 }
@@ -183,11 +183,11 @@ function fetchOnce(url: URL, s: Settings): Promise<Hop> {
   return new Promise<Hop>((resolve, reject) => {
     const remaining = s.deadline - Date.now();
     const timeoutError = () =>
-      sourceError(
-        'SKEIN_ERR_SOURCE_TIMEOUT',
-        `routine source ${url.href}: no complete response within ${s.timeoutMs} ms; check the host is reachable and fast, or raise the timeout`,
-        { url: s.origin, target: url.href, timeoutMs: s.timeoutMs },
-      );
+      sourceError('SKEIN_ERR_SOURCE_TIMEOUT', `routine source ${url.href}: no complete response within ${s.timeoutMs} ms; check the host is reachable and fast, or raise the timeout`, {
+        url: s.origin,
+        target: url.href,
+        timeoutMs: s.timeoutMs,
+      });
     if (remaining <= 0) {
       reject(timeoutError());
       return;
@@ -260,31 +260,32 @@ function fetchOnce(url: URL, s: Settings): Promise<Hop> {
       }
       if (status < 200 || status >= 300) {
         fail(
-          sourceError(
-            'SKEIN_ERR_SOURCE_HTTP',
-            `routine source ${url.href}: the server answered ${status} ${res.statusMessage ?? ''}`.trimEnd() + '; check the URL and that the file is published',
-            { url: s.origin, target: url.href, status },
-          ),
+          sourceError('SKEIN_ERR_SOURCE_HTTP', `routine source ${url.href}: the server answered ${status} ${res.statusMessage ?? ''}`.trimEnd() + '; check the URL and that the file is published', {
+            url: s.origin,
+            target: url.href,
+            status,
+          }),
         );
         return;
       }
       const encoding = res.headers['content-encoding'];
       if (encoding !== undefined && encoding.toLowerCase() !== 'identity') {
         fail(
-          sourceError(
-            'SKEIN_ERR_SOURCE_HTTP',
-            `routine source ${url.href}: the server sent Content-Encoding "${encoding}" although identity was asked for; serve the file uncompressed`,
-            { url: s.origin, target: url.href, status, contentEncoding: encoding },
-          ),
+          sourceError('SKEIN_ERR_SOURCE_HTTP', `routine source ${url.href}: the server sent Content-Encoding "${encoding}" although identity was asked for; serve the file uncompressed`, {
+            url: s.origin,
+            target: url.href,
+            status,
+            contentEncoding: encoding,
+          }),
         );
         return;
       }
       const tooLarge = (size: string) =>
-        sourceError(
-          'SKEIN_ERR_SOURCE_TOO_LARGE',
-          `routine source ${url.href}: the body is ${size}, over the ${s.maxBytes}-byte limit; shrink the file or raise the source size limit`,
-          { url: s.origin, target: url.href, maxBytes: s.maxBytes },
-        );
+        sourceError('SKEIN_ERR_SOURCE_TOO_LARGE', `routine source ${url.href}: the body is ${size}, over the ${s.maxBytes}-byte limit; shrink the file or raise the source size limit`, {
+          url: s.origin,
+          target: url.href,
+          maxBytes: s.maxBytes,
+        });
       const declared = res.headers['content-length'];
       if (declared !== undefined && /^\d+$/.test(declared) && Number(declared) > s.maxBytes) {
         fail(tooLarge(`${declared} bytes (Content-Length)`));

@@ -68,7 +68,8 @@ export class CircuitBreaker {
     const now = this.#opts.now();
     if (now < s.openUntil) return { kind: 'refuse', retryAfterMs: s.openUntil - now };
     if (s.trial && now <= s.trial.until) return { kind: 'wait', trialEnded: s.trial.ended, retryAfterMs: s.trial.until - now };
-    if (s.trial) this.#endTrial(s); // its call outlived its deadline without a word: given up
+    if (s.trial)
+      this.#endTrial(s); // its call outlived its deadline without a word: given up
     else if (now >= s.openUntil + this.#opts.cooldownMs) {
       this.#routines.delete(routine); // half-open for a whole cool-down without a trial
       return RUN;

@@ -50,9 +50,7 @@ const RSS_CHECK_EVERY = 8;
  */
 const THREAD_EXIT_GRACE_MS = 20;
 
-type RetireReason =
-  | { reason: 'maxCalls' | 'memory' | 'cpu'; rssBytes?: number; cpuSeconds?: number }
-  | ({ reason: 'leftovers' } & Leftovers);
+type RetireReason = { reason: 'maxCalls' | 'memory' | 'cpu'; rssBytes?: number; cpuSeconds?: number } | ({ reason: 'leftovers' } & Leftovers);
 
 export interface DispatchRequest {
   routine: string;
@@ -84,7 +82,10 @@ function circuitOpen(routine: string, retryAfterMs: number, trialRunning: boolea
 }
 
 function waitedTooLong(req: DispatchRequest): CallOutcome {
-  return { ok: false, error: new SkeinError('SKEIN_ERR_DEADLINE_EXCEEDED', `the call waited ${req.timeoutMs} ms for the trial call of routine "${req.routine}" (its circuit is half-open) and never started`) };
+  return {
+    ok: false,
+    error: new SkeinError('SKEIN_ERR_DEADLINE_EXCEEDED', `the call waited ${req.timeoutMs} ms for the trial call of routine "${req.routine}" (its circuit is half-open) and never started`),
+  };
 }
 
 const RESPAWN_BACKOFF_MS = [0, 100, 250, 500, 1000, 2000, 5000];
@@ -147,7 +148,9 @@ export class WorkerPool implements Component {
       if (admission.trial) this.#circuit.settle(req.routine, 'not-run', admission.trial);
       return Promise.resolve({
         ok: false,
-        error: new SkeinError('SKEIN_ERR_OVERLOADED', `all ${this.#workers.size} workers are busy and ${this.#queue.length} calls are queued (limits.queueSize); retry later`, { retryAfterSeconds: 1 }),
+        error: new SkeinError('SKEIN_ERR_OVERLOADED', `all ${this.#workers.size} workers are busy and ${this.#queue.length} calls are queued (limits.queueSize); retry later`, {
+          retryAfterSeconds: 1,
+        }),
       });
     }
     this.#inFlight++;
@@ -245,8 +248,16 @@ export class WorkerPool implements Component {
       if (worker.state !== 'idle') return;
       const retire: RetireReason | undefined = left ? { reason: 'leftovers', ...left } : this.#shouldRetire(worker);
       if (retire) {
-        if (retire.reason === 'leftovers') this.#log.info('call left threads, processes or timers running; recycling its worker', { worker: worker.id, routine: job.req.routine, requestId: job.req.requestId, ...left });
-        this.#opts.audit?.record('worker.recycle', { worker: worker.id, pid: worker.pid, routines: this.#routines, calls: worker.calls, ...(retire.reason === 'leftovers' ? { routine: job.req.routine, requestId: job.req.requestId } : {}), ...retire });
+        if (retire.reason === 'leftovers')
+          this.#log.info('call left threads, processes or timers running; recycling its worker', { worker: worker.id, routine: job.req.routine, requestId: job.req.requestId, ...left });
+        this.#opts.audit?.record('worker.recycle', {
+          worker: worker.id,
+          pid: worker.pid,
+          routines: this.#routines,
+          calls: worker.calls,
+          ...(retire.reason === 'leftovers' ? { routine: job.req.routine, requestId: job.req.requestId } : {}),
+          ...retire,
+        });
         this.#opts.events?.workerRecycled(retire.reason);
         return worker.kill('recycle');
       }
@@ -301,7 +312,8 @@ export class WorkerPool implements Component {
     // A call cancelled by its caller proves nothing either way, like one that never ran.
     const code = outcome.ok ? undefined : outcome.error.code;
     const end = code && KILLING_CODES.has(code) ? 'kill' : job.worker && code !== 'SKEIN_ERR_ABORTED' ? 'ran' : 'not-run';
-    if (this.#circuit.settle(job.req.routine, end, job.trial)) this.#log.warn('circuit opened: routine keeps killing its workers', { routine: job.req.routine, cooldownMs: this.#opts.circuit.cooldownMs });
+    if (this.#circuit.settle(job.req.routine, end, job.trial))
+      this.#log.warn('circuit opened: routine keeps killing its workers', { routine: job.req.routine, cooldownMs: this.#opts.circuit.cooldownMs });
     clearTimeout(job.timer);
     if (job.onAbort) job.req.signal?.removeEventListener('abort', job.onAbort);
     this.#inFlight--;
@@ -370,7 +382,14 @@ export class WorkerPool implements Component {
   #auditExit(worker: Worker, info: ExitInfo): void {
     const audit = this.#opts.audit;
     if (!audit || info.reason === 'recycle' || info.reason === 'shutdown') return;
-    const fields = { worker: worker.id, pid: worker.pid, routines: this.#routines, exitCode: info.code, signal: info.signal, ...(info.call ? { requestId: info.call.requestId, routine: info.call.routine } : {}) };
+    const fields = {
+      worker: worker.id,
+      pid: worker.pid,
+      routines: this.#routines,
+      exitCode: info.code,
+      signal: info.signal,
+      ...(info.call ? { requestId: info.call.requestId, routine: info.call.routine } : {}),
+    };
     if (info.reason === undefined) audit.record('worker.crash', { ...fields, stage: info.stage });
     else audit.record('worker.kill', { ...fields, reason: info.reason });
   }

@@ -29,7 +29,15 @@ export function workerLimits(config: AgentConfig, routine?: RoutineConfig): Reco
   };
 }
 
-export function buildPools(config: AgentConfig, sources: Record<string, RoutineSource>, sandbox: PreparedSandbox, cwd: string, log: Logger, events?: WorkerRecorder & StderrDropRecorder, audit?: Audit): PoolSet {
+export function buildPools(
+  config: AgentConfig,
+  sources: Record<string, RoutineSource>,
+  sandbox: PreparedSandbox,
+  cwd: string,
+  log: Logger,
+  events?: WorkerRecorder & StderrDropRecorder,
+  audit?: Audit,
+): PoolSet {
   const defaults = JSON.stringify(workerLimits(config));
   const defaultSize = config.workers.poolSize || cpus().length;
   const isolated = config.workers.isolation === 'routine';

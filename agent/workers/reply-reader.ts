@@ -113,7 +113,8 @@ export class ReplyReader {
       const b = buf[i]!;
       if (inString) {
         if (escaped) escaped = false;
-        else if (b === 0x5c) escaped = true; // backslash
+        else if (b === 0x5c)
+          escaped = true; // backslash
         else if (b === 0x22) inString = false;
         continue;
       }

@@ -35,9 +35,7 @@ export interface WorkerSpec {
   startTimeoutMs: number;
 }
 
-export type CallOutcome =
-  | { ok: true; value: unknown }
-  | { ok: false; error: SkeinError };
+export type CallOutcome = { ok: true; value: unknown } | { ok: false; error: SkeinError };
 
 export interface ReadyInfo {
   pid: number;
@@ -156,7 +154,10 @@ export class Worker {
       if (this.#state === 'starting') this.#fail('start', new SkeinError('SKEIN_ERR_WORKER_CRASHED', `worker ${id} was not ready within ${spec.startTimeoutMs} ms`));
     }, spec.startTimeoutMs);
     timer.unref();
-    this.#ready.then(() => clearTimeout(timer), () => clearTimeout(timer));
+    this.#ready.then(
+      () => clearTimeout(timer),
+      () => clearTimeout(timer),
+    );
   }
 
   get pid(): number | undefined {
@@ -278,12 +279,15 @@ export class Worker {
     }
     if (reason !== 'shutdown' && reason !== 'recycle' && this.#current) {
       const code = KILL_REASON_CODES[reason];
-      const msg =
-        message ? message
-        : reason === 'deadline' ? 'the call ran past its deadline; its worker was killed'
-        : reason === 'cancelled' ? 'the caller cancelled the call; its worker was killed'
-        : reason === 'oversize' ? `the worker's reply exceeded limits.maxResultBytes (${this.#maxReply} bytes); the worker was killed`
-        : 'the worker sent a malformed or unexpected reply and was killed';
+      const msg = message
+        ? message
+        : reason === 'deadline'
+          ? 'the call ran past its deadline; its worker was killed'
+          : reason === 'cancelled'
+            ? 'the caller cancelled the call; its worker was killed'
+            : reason === 'oversize'
+              ? `the worker's reply exceeded limits.maxResultBytes (${this.#maxReply} bytes); the worker was killed`
+              : 'the worker sent a malformed or unexpected reply and was killed';
       this.#settle({ ok: false, error: new SkeinError(code, msg, { worker: this.id }) });
     }
   }
@@ -404,7 +408,10 @@ export class Worker {
     }
     if (wasStarting) this.#onStartFail(new SkeinError('SKEIN_ERR_WORKER_CRASHED', `worker ${this.id} exited during start-up (code ${code}, signal ${signal})`));
     if (this.#current) {
-      this.#settle({ ok: false, error: new SkeinError('SKEIN_ERR_WORKER_CRASHED', `the worker died during the call (${signal ? `signal ${signal}` : `exit code ${code}`})`, { worker: this.id, signal, exitCode: code }) });
+      this.#settle({
+        ok: false,
+        error: new SkeinError('SKEIN_ERR_WORKER_CRASHED', `the worker died during the call (${signal ? `signal ${signal}` : `exit code ${code}`})`, { worker: this.id, signal, exitCode: code }),
+      });
     }
     this.onExit(this, { code, signal, reason: this.#killReason, stage: wasStarting ? 'start' : call ? 'call' : 'idle', ...(call ? { call } : {}) });
   }

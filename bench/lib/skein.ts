@@ -51,7 +51,9 @@ export function devClientCreds(pkiDir: string): Pick<ClientOptions, 'cert' | 'ke
 /** The raw baseline with the agent's certificate (its SAN is 127.0.0.1 too). */
 export async function startBaseline(procs: Procs, agent: AgentHandle): Promise<number> {
   const p = agent.pkiDir;
-  const started = await procs.start(process.execPath, [join(ROOT, 'bench/baseline-server.ts'), join(p, `agent-${agent.name}.crt`), join(p, `agent-${agent.name}.key`), join(p, 'ca.crt')], /^(\d+)\n/, { stream: 'stdout' });
+  const started = await procs.start(process.execPath, [join(ROOT, 'bench/baseline-server.ts'), join(p, `agent-${agent.name}.crt`), join(p, `agent-${agent.name}.key`), join(p, 'ca.crt')], /^(\d+)\n/, {
+    stream: 'stdout',
+  });
   started.proc.stdout?.resume();
   return Number(started.match[1]);
 }
@@ -61,4 +63,7 @@ export function client(port: number, creds: AgentHandle['creds'], extra: Partial
 }
 
 /** One `echo` of the bench payload through a client. */
-export const echoCall = (c: SkeinClient): Call => () => c.dispatch('echo', { args: [PAYLOAD] });
+export const echoCall =
+  (c: SkeinClient): Call =>
+  () =>
+    c.dispatch('echo', { args: [PAYLOAD] });

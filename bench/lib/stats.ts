@@ -3,7 +3,11 @@
 /** The q-quantile of an ascending array (nearest rank, no interpolation). */
 export const quantile = (sorted: number[], q: number): number => sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]!;
 
-export const median = (xs: number[]): number => quantile([...xs].sort((a, b) => a - b), 0.5);
+export const median = (xs: number[]): number =>
+  quantile(
+    [...xs].sort((a, b) => a - b),
+    0.5,
+  );
 
 export interface Spread {
   median: number;

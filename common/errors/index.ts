@@ -39,7 +39,11 @@ export const ERROR_TABLE = {
   SKEIN_ERR_PEER_IDENTITY: { status: 0, exit: 6, what: 'a peer presented another certificate or SPIFFE ID than it advertised; nothing was sent to it' },
   SKEIN_ERR_NO_PEERS: { status: 0, exit: 3, what: 'no trusted peer offers the routine (or every one failed)' },
   // Discovery's multicast transport (agent/discovery/transport.ts).
-  SKEIN_ERR_MULTICAST_UNAVAILABLE: { status: 0, exit: 2, what: 'a discovery multicast group cannot be joined or reached on this host (the message names the group, the interface and the step that failed)' },
+  SKEIN_ERR_MULTICAST_UNAVAILABLE: {
+    status: 0,
+    exit: 2,
+    what: 'a discovery multicast group cannot be joined or reached on this host (the message names the group, the interface and the step that failed)',
+  },
   SKEIN_ERR_MULTICAST_SEND: { status: 0, exit: 1, what: 'a discovery advertisement was not sent: larger than the datagram limit, the transport closed, or the network refused it' },
   // Signatures (signing/): advertisements, plugin files, key files.
   SKEIN_ERR_SIG_MALFORMED: { status: 0, exit: 1, what: 'signed object or signature file cannot be decoded, has the wrong shape or an unsupported version' },

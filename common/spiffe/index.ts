@@ -40,9 +40,7 @@ export type SpiffeProblem =
   | 'dot-segment'
   | 'segment-chars';
 
-export type SpiffeParse =
-  | { ok: true; id: string; trustDomain: string; path: string }
-  | { ok: false; problem: SpiffeProblem; message: string };
+export type SpiffeParse = { ok: true; id: string; trustDomain: string; path: string } | { ok: false; problem: SpiffeProblem; message: string };
 
 export const SPIFFE_SCHEME = 'spiffe://';
 /** SPIFFE ID spec §2.3: "URIs with a maximum length of 2048 bytes". */
@@ -64,9 +62,7 @@ export function parseSpiffeId(text: unknown, kind: 'workload' | 'trust-domain' =
   if (typeof text !== 'string' || text.length === 0) return fail('empty', 'it is empty');
   if (Buffer.byteLength(text) > MAX_SPIFFE_ID_BYTES) return fail('too-long', `it is longer than ${MAX_SPIFFE_ID_BYTES} bytes`);
   if (!text.startsWith(SPIFFE_SCHEME)) {
-    return text.toLowerCase().startsWith(SPIFFE_SCHEME)
-      ? fail('scheme', 'the scheme must be "spiffe://" in lower case')
-      : fail('scheme', 'it does not start with "spiffe://"');
+    return text.toLowerCase().startsWith(SPIFFE_SCHEME) ? fail('scheme', 'the scheme must be "spiffe://" in lower case') : fail('scheme', 'it does not start with "spiffe://"');
   }
   // Query and fragment are checked on the whole rest, so "spiffe://td?x" names the query, not
   // a bad trust domain character.

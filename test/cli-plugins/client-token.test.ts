@@ -47,7 +47,9 @@ describe('tokens on the wire', () => {
     server.on('stream', (stream, headers) => {
       stream.on('data', () => {});
       stream.on('end', () => {
-        const auth = Object.entries(headers).filter(([k]) => k.toLowerCase() === 'authorization').map(([, v]) => v);
+        const auth = Object.entries(headers)
+          .filter(([k]) => k.toLowerCase() === 'authorization')
+          .map(([, v]) => v);
         stream.respond({ ':status': 200, 'content-type': 'application/json' });
         stream.end(JSON.stringify({ result: { authorization: auth, path: headers[':path'] }, routines: [{ name: String(auth[0] ?? '') }] }));
       });

@@ -35,7 +35,10 @@ describe('readPluginMeta', () => {
     [`export default definePlugin<{ a: Record<string, string> }>({ name: "x", version: "2.0.0-rc.1", setup })`, { name: 'x', version: '2.0.0-rc.1' }],
     ['export default definePlugin({ name: `t`, version: `3.1`, setup })', { name: 't', version: '3.1' }],
     // The import of definePlugin is not the call; a doc comment mentioning it has no literal.
-    [`/** export default definePlugin({ name, version, setup }) */\nimport { definePlugin } from './skein-plugin.ts';\nconst p = definePlugin({ version: '4.0.0', name: 'p', setup });\nexport default p;`, { name: 'p', version: '4.0.0' }],
+    [
+      `/** export default definePlugin({ name, version, setup }) */\nimport { definePlugin } from './skein-plugin.ts';\nconst p = definePlugin({ version: '4.0.0', name: 'p', setup });\nexport default p;`,
+      { name: 'p', version: '4.0.0' },
+    ],
     ["export default { name: 'plain', version: '0.0.1', setup() { return {}; } };", { name: 'plain', version: '0.0.1' }],
   ])('reads literals without running the file (%#)', (source, expected) => {
     expect(readPluginMeta(source)).toEqual(expected);
@@ -253,10 +256,13 @@ describe('skein plugin new', () => {
     expect(`${tsc.stdout ?? ''}${tsc.stderr ?? ''}`).toBe('');
   }, 120_000);
 
-  it('skein plugin test runs the scaffolds\' own tests with the runner inside the binary: nothing installed, no node_modules', async () => {
+  it("skein plugin test runs the scaffolds' own tests with the runner inside the binary: nothing installed, no node_modules", async () => {
     const dir = tempDir('skein-scaffold-');
     const binary = join(ROOT, 'dist/skein');
-    for (const [name, kind] of [['api-keys', 'authn'], ['office-hours', 'authz']]) {
+    for (const [name, kind] of [
+      ['api-keys', 'authn'],
+      ['office-hours', 'authz'],
+    ]) {
       const made = await run(binary, ['plugin', 'new', name!, '--kind', kind!, '--dir', dir]);
       expect(made.stdout).toContain(`created`);
     }

@@ -32,7 +32,10 @@ describe('docs/plugins.md walkthrough', () => {
     writeFileSync(join(dir, 'plugins/office-hours.ts'), hook!);
     // "keep its imports": the scaffolded test's import lines, then the page's cases.
     const scaffolded = readFileSync(join(dir, 'plugins/office-hours.test.ts'), 'utf8');
-    const imports = scaffolded.split('\n').filter((l) => l.startsWith('import ')).join('\n');
+    const imports = scaffolded
+      .split('\n')
+      .filter((l) => l.startsWith('import '))
+      .join('\n');
     writeFileSync(join(dir, 'plugins/office-hours.test.ts'), `${imports}\n\n${cases}`);
 
     expect(commands[1]).toBe('skein plugin test --dir plugins office-hours');

@@ -28,7 +28,6 @@ const GROUPS = [
   { address: GROUP6, port: PORT },
 ];
 
-
 interface Lines {
   proc: ChildProcess;
   events: Array<Record<string, unknown>>;
@@ -60,8 +59,7 @@ async function waitFor(check: () => boolean, what: string, ms = 4000): Promise<v
     await new Promise((r) => setTimeout(r, 20));
   }
 }
-const received = (l: Lines, data?: string) =>
-  l.events.filter((e) => e.event === 'recv' && typeof e.data === 'string' && e.data.startsWith(data ?? TOKEN));
+const received = (l: Lines, data?: string) => l.events.filter((e) => e.event === 'recv' && typeof e.data === 'string' && e.data.startsWith(data ?? TOKEN));
 
 requires(netnsNeed()).describe('multicast across network namespaces', () => {
   let net: Network;
@@ -80,7 +78,10 @@ requires(netnsNeed()).describe('multicast across network namespaces', () => {
       interface: '127.0.0.1',
       onDatagram: (d) => rootHeard.push(d.toString()),
     });
-    for (const [type, address] of [['udp4', '0.0.0.0'], ['udp6', '::']] as const) {
+    for (const [type, address] of [
+      ['udp4', '0.0.0.0'],
+      ['udp6', '::'],
+    ] as const) {
       const s = dgram.createSocket({ type, reuseAddr: true, ipv6Only: type === 'udp6' });
       s.on('message', (m) => rootHeard.push(m.toString()));
       s.on('error', () => {});
@@ -114,8 +115,7 @@ requires(netnsNeed()).describe('multicast across network namespaces', () => {
 
   it('a datagram sent from host A reaches B and C (IPv4 and IPv6) and never the root namespace', async () => {
     const [a, b, c] = net.hosts as [NetHost, NetHost, NetHost];
-    const cfg = (h: NetHost, role: string) =>
-      JSON.stringify({ role, groups: GROUPS, iface: { v4: h.address, v6: h.iface }, token: TOKEN, count: 3, intervalMs: 30, lifetimeMs: 6000 });
+    const cfg = (h: NetHost, role: string) => JSON.stringify({ role, groups: GROUPS, iface: { v4: h.address, v6: h.iface }, token: TOKEN, count: 3, intervalMs: 30, lifetimeMs: 6000 });
     const receivers = [b, c].map((h) => collect(h.exec('node', [MCAST_FIXTURE, cfg(h, 'recv')])));
     await waitFor(() => receivers.every((r) => r.events.some((e) => e.event === 'ready')), 'receivers ready').catch((err: Error) => {
       throw new Error(`${err.message}: ${receivers.map((r) => r.stderr.join('')).join(' | ')}`);
@@ -126,10 +126,7 @@ requires(netnsNeed()).describe('multicast across network namespaces', () => {
     expect(sent.code).toBe(0);
 
     for (const r of receivers) {
-      await waitFor(
-        () => [GROUP4, GROUP6].every((g) => received(r).some((e) => e.group === g)),
-        'IPv4 and IPv6 datagrams at B and C',
-      );
+      await waitFor(() => [GROUP4, GROUP6].every((g) => received(r).some((e) => e.group === g)), 'IPv4 and IPv6 datagrams at B and C');
     }
     await new Promise((r) => setTimeout(r, 200));
     for (const r of receivers) {
@@ -144,15 +141,13 @@ requires(netnsNeed()).describe('multicast across network namespaces', () => {
 
   requires(file(BUN, { why: 'npm install puts it there' })).it('the real transport (run by Bun) in each namespace: A, B and C hear each other, not themselves', async () => {
     const peers = net.hosts.map((h) =>
-      collect(h.exec(BUN, [PEER_FIXTURE, JSON.stringify({ groups: GROUPS, interface: h.address, lifetimeMs: 8000 })], {
-        env: { ...process.env, CBOR_NATIVE_ACCELERATION_DISABLED: 'true' },
-      })),
+      collect(
+        h.exec(BUN, [PEER_FIXTURE, JSON.stringify({ groups: GROUPS, interface: h.address, lifetimeMs: 8000 })], {
+          env: { ...process.env, CBOR_NATIVE_ACCELERATION_DISABLED: 'true' },
+        }),
+      ),
     );
-    await waitFor(
-      () => peers.every((p) => p.events.some((e) => e.event === 'ready' || e.event === 'error')),
-      'Bun peers ready',
-      6000,
-    ).catch((err: Error) => {
+    await waitFor(() => peers.every((p) => p.events.some((e) => e.event === 'ready' || e.event === 'error')), 'Bun peers ready', 6000).catch((err: Error) => {
       throw new Error(`${err.message}: ${peers.map((p) => p.stderr.join('')).join(' | ')}`);
     });
     expect(peers.flatMap((p) => p.events.filter((e) => e.event === 'error'))).toEqual([]);
@@ -189,11 +184,10 @@ requires(netnsNeed()).describe('multicast across network namespaces', () => {
     expect(rootHeard.filter((d) => d.startsWith(TOKEN))).toEqual([]);
   });
 
-  it('loopback: false on a real interface keeps a host\'s own receivers deaf to it', async () => {
+  it("loopback: false on a real interface keeps a host's own receivers deaf to it", async () => {
     const [a, b] = net.hosts as [NetHost, NetHost];
     const token = `${TOKEN}-noloop`;
-    const cfg = (h: NetHost, role: string, extra = {}) =>
-      JSON.stringify({ role, groups: [GROUPS[0]], iface: { v4: h.address }, token, count: 2, intervalMs: 30, lifetimeMs: 5000, ...extra });
+    const cfg = (h: NetHost, role: string, extra = {}) => JSON.stringify({ role, groups: [GROUPS[0]], iface: { v4: h.address }, token, count: 2, intervalMs: 30, lifetimeMs: 5000, ...extra });
     const recvA = collect(a.exec('node', [MCAST_FIXTURE, cfg(a, 'recv')]));
     const recvB = collect(b.exec('node', [MCAST_FIXTURE, cfg(b, 'recv')]));
     await waitFor(() => [recvA, recvB].every((r) => r.events.some((e) => e.event === 'ready')), 'receivers ready');

@@ -6,11 +6,7 @@
 import { readFileSync } from 'node:fs';
 import { afterEach, describe, expect, it } from 'vitest';
 import { SkeinError } from '../../common/errors/index.ts';
-import {
-  createMulticastTransport,
-  type DatagramSource,
-  type MulticastTransport,
-} from '../../agent/discovery/transport.ts';
+import { createMulticastTransport, type DatagramSource, type MulticastTransport } from '../../agent/discovery/transport.ts';
 
 const GROUP4 = '239.255.77.77';
 const GROUP6 = 'ff15::7777';
@@ -54,9 +50,7 @@ const settle = (ms = 150) => new Promise((r) => setTimeout(r, ms));
 /** UDP sockets bound to `port` in this namespace (/proc/net/udp{,6}), to prove nothing leaked. */
 function udpSocketsOn(port: number): number {
   const suffix = `:${port.toString(16).toUpperCase().padStart(4, '0')}`;
-  return ['/proc/net/udp', '/proc/net/udp6']
-    .flatMap((f) => readFileSync(f, 'utf8').split('\n').slice(1))
-    .filter((l) => (l.trim().split(/\s+/)[1] ?? '').endsWith(suffix)).length;
+  return ['/proc/net/udp', '/proc/net/udp6'].flatMap((f) => readFileSync(f, 'utf8').split('\n').slice(1)).filter((l) => (l.trim().split(/\s+/)[1] ?? '').endsWith(suffix)).length;
 }
 
 describe('multicast transport on loopback (IPv4, 127.0.0.1)', () => {
@@ -80,7 +74,7 @@ describe('multicast transport on loopback (IPv4, 127.0.0.1)', () => {
     expect(ta.stats()).toMatchObject({ sent: 1, dropped: 0 });
   });
 
-  it('skipOwn drops our own datagrams but keeps the other transport\'s', async () => {
+  it("skipOwn drops our own datagrams but keeps the other transport's", async () => {
     const port = randomPort();
     const a = inbox();
     const b = inbox();
@@ -188,13 +182,15 @@ describe('multicast transport on loopback (IPv4, 127.0.0.1)', () => {
     await expect(createMulticastTransport({ groups: [{ address: 'fd00::1', port: 47777 }], onDatagram })).rejects.toMatchObject({ code: 'SKEIN_ERR_CONFIG', details: { option: 'groups' } });
     await expect(createMulticastTransport({ groups: [], onDatagram })).rejects.toThrow(/at least one/);
     await expect(createMulticastTransport({ groups: [{ address: GROUP4, port: 0 }], onDatagram })).rejects.toThrow(/port/);
-    await expect(createMulticastTransport({ groups: [{ address: GROUP4, port: 1 }], maxDatagram: 70_000, onDatagram })).rejects.toMatchObject({ code: 'SKEIN_ERR_CONFIG', details: { option: 'maxDatagram' } });
-    await expect(
-      createMulticastTransport({ groups: [{ address: GROUP4, port: randomPort() }], interface: 'no-such-if0', onDatagram }),
-    ).rejects.toThrow(/interface "no-such-if0" has no IPv4 address/);
-    await expect(
-      createMulticastTransport({ groups: [{ address: GROUP4, port: randomPort() }], interface: 'no-such-if0', onDatagram }),
-    ).rejects.toMatchObject({ code: 'SKEIN_ERR_MULTICAST_UNAVAILABLE', details: { group: GROUP4, step: 'interface' } });
+    await expect(createMulticastTransport({ groups: [{ address: GROUP4, port: 1 }], maxDatagram: 70_000, onDatagram })).rejects.toMatchObject({
+      code: 'SKEIN_ERR_CONFIG',
+      details: { option: 'maxDatagram' },
+    });
+    await expect(createMulticastTransport({ groups: [{ address: GROUP4, port: randomPort() }], interface: 'no-such-if0', onDatagram })).rejects.toThrow(/interface "no-such-if0" has no IPv4 address/);
+    await expect(createMulticastTransport({ groups: [{ address: GROUP4, port: randomPort() }], interface: 'no-such-if0', onDatagram })).rejects.toMatchObject({
+      code: 'SKEIN_ERR_MULTICAST_UNAVAILABLE',
+      details: { group: GROUP4, step: 'interface' },
+    });
   });
 });
 

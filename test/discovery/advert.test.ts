@@ -2,16 +2,7 @@ import { Decoder } from 'cbor-x';
 import nacl from 'tweetnacl';
 import { describe, expect, it } from 'vitest';
 import { SkeinError } from '../../common/errors/index.ts';
-import {
-  ADVERT_CONTEXT,
-  MAX_ADVERT_BYTES,
-  checkAdvertPayload,
-  encodeAdvert,
-  isValidEndpoint,
-  isValidSpiffeId,
-  nextSeq,
-  type AdvertPayload,
-} from '../../agent/discovery/advert.ts';
+import { ADVERT_CONTEXT, MAX_ADVERT_BYTES, checkAdvertPayload, encodeAdvert, isValidEndpoint, isValidSpiffeId, nextSeq, type AdvertPayload } from '../../agent/discovery/advert.ts';
 import { endorse } from '../../agent/discovery/endorse.ts';
 import { createAdvertVerifier } from '../../agent/discovery/verifier.ts';
 import { decodeCanonical, encodeCanonical, formatPublicKey, generateKeyPair, keyId, type KeyPair } from '../../signing/index.ts';
@@ -49,7 +40,7 @@ function layers(datagram: Uint8Array) {
 }
 
 describe('advert: sign → verify round trip', () => {
-  it('a trusted key\'s advert verifies and returns the payload, key id and endorsed=false', () => {
+  it("a trusted key's advert verifies and returns the payload, key id and endorsed=false", () => {
     const key = generateKeyPair();
     const clock = testClock();
     const v = createAdvertVerifier({ fleet: FLEET, trustedKeys: [formatPublicKey(key.publicKey)], now: clock.now });
@@ -86,7 +77,21 @@ describe('advert: wire format', () => {
     expect(cbor.decode(l.payloadBytes)).toEqual({ ...p, iat: BigInt(p.iat) }); // an 8-byte uint: cbor-x reads it as a bigint
     expect(l.signature).toHaveLength(64);
     // Payload keys in canonical order: shorter first, then bytewise.
-    expect(Object.keys(decodeCanonical(l.payloadBytes) as object)).toEqual(['v', 'iat', 'seq', 'ttl', 'load', 'agent', 'fleet', 'spiffe', 'goodbye', 'capacity', 'routines', 'endpoints', 'tlsFingerprint']);
+    expect(Object.keys(decodeCanonical(l.payloadBytes) as object)).toEqual([
+      'v',
+      'iat',
+      'seq',
+      'ttl',
+      'load',
+      'agent',
+      'fleet',
+      'spiffe',
+      'goodbye',
+      'capacity',
+      'routines',
+      'endpoints',
+      'tlsFingerprint',
+    ]);
     expect(Buffer.from(bytes).equals(encodeCanonical([1, FLEET, l.envelope, null]))).toBe(true);
   });
 
@@ -205,14 +210,40 @@ describe('advert: the sender refuses what receivers would drop', () => {
 describe('advert: field checks', () => {
   it('endpoints: IPv4, bracketed IPv6 and DNS names with a port', () => {
     for (const ok of ['127.0.0.1:7443', '[::1]:7443', '[fd00::5]:1', 'agent-1.fleet.example:65535', 'localhost:80', '[::ffff:10.0.0.1]:7443']) expect(isValidEndpoint(ok), ok).toBe(true);
-    for (const bad of ['127.0.0.1', '::1:7443', '[::1]', '[zz::1]:7443', '127.0.0.1:0', '127.0.0.1:65536', '127.0.0.1:07443', '1.2.3:80', '999.1.1.1:80', 'a_b:80', '-a:80', 'a b:80', '[fe80::1%eth0]:80', '', 7443]) {
+    for (const bad of [
+      '127.0.0.1',
+      '::1:7443',
+      '[::1]',
+      '[zz::1]:7443',
+      '127.0.0.1:0',
+      '127.0.0.1:65536',
+      '127.0.0.1:07443',
+      '1.2.3:80',
+      '999.1.1.1:80',
+      'a_b:80',
+      '-a:80',
+      'a b:80',
+      '[fe80::1%eth0]:80',
+      '',
+      7443,
+    ]) {
       expect(isValidEndpoint(bad), String(bad)).toBe(false);
     }
   });
 
   it('SPIFFE IDs: spiffe://domain/path, no dot segments', () => {
     for (const ok of ['spiffe://skein.local/agent/a1', 'spiffe://a/b', 'spiffe://x-y_z.io/a.b/c-d_e']) expect(isValidSpiffeId(ok), ok).toBe(true);
-    for (const bad of ['spiffe://skein.local', 'spiffe://skein.local/', 'spiffe://Skein/a', 'spiffe://x/a/../b', 'spiffe://x/./b', 'spiffe://x//b', 'https://x/a', `spiffe://x/${'a'.repeat(600)}`, 42]) {
+    for (const bad of [
+      'spiffe://skein.local',
+      'spiffe://skein.local/',
+      'spiffe://Skein/a',
+      'spiffe://x/a/../b',
+      'spiffe://x/./b',
+      'spiffe://x//b',
+      'https://x/a',
+      `spiffe://x/${'a'.repeat(600)}`,
+      42,
+    ]) {
       expect(isValidSpiffeId(bad), String(bad)).toBe(false);
     }
   });

@@ -53,7 +53,12 @@ describe('endorsements', () => {
     }
     expect(verifyEndorsement(sign({ v: 1, agentKey: agent.publicKey, spiffe: SPIFFE, notAfter: NOW + 1 }, root, 'skein-advert-v1'), roots, NOW)).toMatchObject({ reason: 'endorsement-invalid' });
     // Signed by the root, but the wrong shape.
-    for (const payload of [{ v: 2, agentKey: agent.publicKey, spiffe: SPIFFE, notAfter: NOW + 1 }, { v: 1, agentKey: agent.publicKey.subarray(1), spiffe: SPIFFE, notAfter: NOW + 1 }, { v: 1, agentKey: agent.publicKey, spiffe: 'x', notAfter: NOW + 1 }, { v: 1, agentKey: agent.publicKey, spiffe: SPIFFE, notAfter: 'soon' }]) {
+    for (const payload of [
+      { v: 2, agentKey: agent.publicKey, spiffe: SPIFFE, notAfter: NOW + 1 },
+      { v: 1, agentKey: agent.publicKey.subarray(1), spiffe: SPIFFE, notAfter: NOW + 1 },
+      { v: 1, agentKey: agent.publicKey, spiffe: 'x', notAfter: NOW + 1 },
+      { v: 1, agentKey: agent.publicKey, spiffe: SPIFFE, notAfter: 'soon' },
+    ]) {
       expect(verifyEndorsement(sign(payload, root, ENDORSE_CONTEXT), roots, NOW)).toMatchObject({ ok: false, reason: 'endorsement-invalid' });
     }
     expect(verifyEndorsement(new Uint8Array(2000), roots, NOW)).toMatchObject({ ok: false, reason: 'endorsement-invalid' });

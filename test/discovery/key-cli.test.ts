@@ -27,7 +27,7 @@ const endorseArgs = (k: ReturnType<typeof keys>, over: Record<string, string> = 
 };
 
 describe('skein key endorse', () => {
-  it('writes an endorsement that verifies against the root and makes the agent\'s adverts trusted', async () => {
+  it("writes an endorsement that verifies against the root and makes the agent's adverts trusted", async () => {
     const k = keys();
     const t = memoryIo();
     expect(await runKey(endorseArgs(k), t.io, clock)).toBe(0);
@@ -37,7 +37,8 @@ describe('skein key endorse', () => {
     const notAfter = Date.parse('2027-06-30T00:00:00Z');
     expect(verifyEndorsement(bytes, new Map([[k.root.keyId, k.root.publicKey]]), NOW)).toMatchObject({ ok: true, agentKeyId: k.agent.keyId, spiffe: SPIFFE, notAfter });
     const printed = t.text();
-    for (const s of [k.agent.keyId, formatPublicKey(k.agent.publicKey), SPIFFE, '2027-06-30T00:00:00.000Z', k.root.keyId, out, `${bytes.length} bytes`, 'discovery.rootKeys', 'discovery.endorsement']) expect(printed).toContain(s);
+    for (const s of [k.agent.keyId, formatPublicKey(k.agent.publicKey), SPIFFE, '2027-06-30T00:00:00.000Z', k.root.keyId, out, `${bytes.length} bytes`, 'discovery.rootKeys', 'discovery.endorsement'])
+      expect(printed).toContain(s);
     // End to end: a verifier that trusts only the root accepts the agent's advert carrying it.
     const v = createAdvertVerifier({ fleet: 'prod', rootKeys: [formatPublicKey(k.root.publicKey)], now: clock });
     expectAccepted(v, encodeAdvert(payload(), k.agent, bytes));

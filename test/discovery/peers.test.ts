@@ -66,7 +66,7 @@ describe('peer table', () => {
     expect(peers.size).toBe(0);
   });
 
-  it('expiry does not depend on the sender\'s clock (iat far behind still lives for its ttl)', () => {
+  it("expiry does not depend on the sender's clock (iat far behind still lives for its ttl)", () => {
     const { peers, clock } = table();
     peers.upsert(payload({ iat: NOW - 25_000, ttl: 6000 }), KEY_A, 'x');
     clock.advance(5999);
@@ -101,7 +101,10 @@ describe('peer table', () => {
     peers.upsert(payload({ agent: 'b1', load: 3, ttl: 60_000 }), KEY_B, 'y');
     peers.markUntrusted('a1', NOW + 10_000);
     const coolDowns = () => peers.list().map((p) => [p.agent, p.coolDownMs]);
-    expect(coolDowns()).toEqual([['a1', 10_000], ['b1', 0]]);
+    expect(coolDowns()).toEqual([
+      ['a1', 10_000],
+      ['b1', 0],
+    ]);
     clock.advance(5000);
     peers.upsert(payload({ agent: 'a1', seq: 2, load: 0, ttl: 60_000 }), KEY_A, 'x');
     expect(peers.get('a1')?.coolDownMs).toBe(5000);
@@ -110,7 +113,10 @@ describe('peer table', () => {
     clock.set(NOW + 9999);
     expect(peers.get('a1')?.coolDownMs).toBe(1);
     clock.set(NOW + 10_000);
-    expect(coolDowns()).toEqual([['a1', 0], ['b1', 0]]);
+    expect(coolDowns()).toEqual([
+      ['a1', 0],
+      ['b1', 0],
+    ]);
   });
 
   it('signing-key rotation: a key bound to the same SPIFFE ID takes the entry over; replays and unbound keys cannot', () => {

@@ -33,8 +33,7 @@ function setup(over: Partial<AdvertVerifierOptions> = {}) {
   return { v, clock };
 }
 
-const advertE = (over: Partial<AdvertPayload> = {}, endorsement: Uint8Array | null = endorsementE) =>
-  encodeAdvert(payload({ agent: 'e1', spiffe: SPIFFE_E, ...over }), endorsed, endorsement);
+const advertE = (over: Partial<AdvertPayload> = {}, endorsement: Uint8Array | null = endorsementE) => encodeAdvert(payload({ agent: 'e1', spiffe: SPIFFE_E, ...over }), endorsed, endorsement);
 
 /** A datagram put together without encodeAdvert's checks (to send what a hostile or buggy sender would). */
 function rawAdvert(body: object, key: KeyPair, opts: { fleet?: string; endorsement?: Uint8Array | null; frameVersion?: number } = {}): Uint8Array {
@@ -275,7 +274,10 @@ describe('verifier: tampering and fuzzing (fast-check)', () => {
   it('flipping any single byte is rejected: random adverts, positions and values', () => {
     const arbPayload = fc.record({
       agent: fc.stringMatching(/^[a-z][a-z0-9_.-]{0,20}$/),
-      endpoints: fc.uniqueArray(fc.tuple(fc.ipV4(), fc.integer({ min: 1, max: 65535 })).map(([h, p]) => `${h}:${p}`), { minLength: 1, maxLength: 4 }),
+      endpoints: fc.uniqueArray(
+        fc.tuple(fc.ipV4(), fc.integer({ min: 1, max: 65535 })).map(([h, p]) => `${h}:${p}`),
+        { minLength: 1, maxLength: 4 },
+      ),
       routines: fc.uniqueArray(fc.stringMatching(/^[a-z_][a-z0-9_]{0,15}$/), { maxLength: 8 }),
       load: fc.nat(1000),
       capacity: fc.nat(1000),
@@ -329,7 +331,7 @@ describe('verifier: tampering and fuzzing (fast-check)', () => {
     );
   });
 
-  it('deeply nested CBOR: in the frame, the envelope, the endorsement slot and a trusted signer\'s payload', () => {
+  it("deeply nested CBOR: in the frame, the envelope, the endorsement slot and a trusted signer's payload", () => {
     const { v } = setup();
     fc.assert(
       fc.property(fc.integer({ min: 2, max: 1100 }), fc.constantFrom(0x81, 0xa1), (depth, head) => {

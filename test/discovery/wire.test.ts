@@ -142,19 +142,31 @@ describe('wire: the frame and envelope readers agree with signing/', () => {
 
   it('decodeCanonicalFast never accepts what decodeCanonical refuses, and returns the same value', () => {
     fc.assert(
-      fc.property(fc.oneof(fc.uint8Array({ maxLength: 64 }), arbPayload.map((p) => handEncode(p))), (bytes) => {
-        const fast = decodeCanonicalFast(bytes, PAYLOAD_LIMITS.maxDepth, PAYLOAD_LIMITS.maxItems);
-        if (fast === FALLBACK) return;
-        expect({ ...fast }).toEqual({ ...(decodeCanonical(bytes, { maxBytes: Math.max(1, bytes.length), ...PAYLOAD_LIMITS }) as object) });
-      }),
+      fc.property(
+        fc.oneof(
+          fc.uint8Array({ maxLength: 64 }),
+          arbPayload.map((p) => handEncode(p)),
+        ),
+        (bytes) => {
+          const fast = decodeCanonicalFast(bytes, PAYLOAD_LIMITS.maxDepth, PAYLOAD_LIMITS.maxItems);
+          if (fast === FALLBACK) return;
+          expect({ ...fast }).toEqual({ ...(decodeCanonical(bytes, { maxBytes: Math.max(1, bytes.length), ...PAYLOAD_LIMITS }) as object) });
+        },
+      ),
       { numRuns: 3000 },
     );
   });
 
   it('decodeCanonicalFast refuses every non-shortest head (each width, uints and lengths) as decodeCanonical does', () => {
     const cases: [string, number][] = [
-      ['18', 23], ['19', 255], ['1a', 65535], ['1b', 2 ** 32 - 1], // uint one width too wide
-      ['18', 0], ['19', 0], ['1a', 0], ['1b', 0],
+      ['18', 23],
+      ['19', 255],
+      ['1a', 65535],
+      ['1b', 2 ** 32 - 1], // uint one width too wide
+      ['18', 0],
+      ['19', 0],
+      ['1a', 0],
+      ['1b', 0],
     ];
     const widths: Record<string, number> = { '18': 1, '19': 2, '1a': 4, '1b': 8 };
     for (const [ai, n] of cases) {

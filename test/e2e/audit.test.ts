@@ -31,7 +31,10 @@ const sha256 = (file: string) => createHash('sha256').update(readFileSync(file))
 
 function readAudit(path: string): Line[] {
   if (!existsSync(path)) return [];
-  return readFileSync(path, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as Line);
+  return readFileSync(path, 'utf8')
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => JSON.parse(l) as Line);
 }
 
 /** Polls the audit file until a line matches (lines are written asynchronously, in batches). */
@@ -220,7 +223,15 @@ describe('audit file: discovery', () => {
     const beta = await member('beta', trusted);
     try {
       const accepted = await waitForAudit(alpha.audit, (l) => l.event === 'peer.accepted' && l.peer === 'beta');
-      expect(accepted).toMatchObject({ spiffe: 'spiffe://fleet.test/agent/beta', keyId: expect.stringMatching(/^[0-9a-f]{16}$/), endorsed: false, source: '127.0.0.1', endpoints: [`127.0.0.1:${beta.agent.port}`], routines: ['echo'], tlsFingerprint: expect.stringMatching(/^[0-9a-f]{64}$/) });
+      expect(accepted).toMatchObject({
+        spiffe: 'spiffe://fleet.test/agent/beta',
+        keyId: expect.stringMatching(/^[0-9a-f]{16}$/),
+        endorsed: false,
+        source: '127.0.0.1',
+        endpoints: [`127.0.0.1:${beta.agent.port}`],
+        routines: ['echo'],
+        tlsFingerprint: expect.stringMatching(/^[0-9a-f]{64}$/),
+      });
 
       // Twenty junk datagrams: the first rejection is recorded, the rest are held back.
       const socket = createSocket('udp4');

@@ -65,12 +65,18 @@ describe('no plugin, no allow rule: every call is denied by default', () => {
   });
 });
 
-describe('the quick-start config (the repository\'s agent.config.json) says what it allows', () => {
+describe("the quick-start config (the repository's agent.config.json) says what it allows", () => {
   let dir: string;
   let port: number;
   let agent: StartedAgent;
   const auditFile = () => join(dir, '.skein', 'audit.jsonl');
-  const readAudit = (): Line[] => (existsSync(auditFile()) ? readFileSync(auditFile(), 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as Line) : []);
+  const readAudit = (): Line[] =>
+    existsSync(auditFile())
+      ? readFileSync(auditFile(), 'utf8')
+          .split('\n')
+          .filter(Boolean)
+          .map((l) => JSON.parse(l) as Line)
+      : [];
   async function waitForAudit(pred: (l: Line) => boolean): Promise<Line> {
     for (const until = Date.now() + 5000; ; await new Promise((r) => setTimeout(r, 25))) {
       const hit = readAudit().find(pred);
@@ -104,7 +110,9 @@ describe('the quick-start config (the repository\'s agent.config.json) says what
     const r = await runCli(['dispatch', 'add', '--args', '[2,3]', '--peer', `127.0.0.1:${port}`, '--cert', other.cert, '--key', other.key, '--ca', other.ca], { cwd: dir });
     expect(r.code).toBe(3);
     expect(r.stdout).toBe('');
-    const m = /^error \[SKEIN_ERR_FORBIDDEN\]: rejected by the server: spiffe:\/\/skein\.local\/client\/other may not run routine "add" \(reason DEFAULT_DENY, request ([0-9a-f-]{36})\)\n$/.exec(r.stderr);
+    const m = /^error \[SKEIN_ERR_FORBIDDEN\]: rejected by the server: spiffe:\/\/skein\.local\/client\/other may not run routine "add" \(reason DEFAULT_DENY, request ([0-9a-f-]{36})\)\n$/.exec(
+      r.stderr,
+    );
     expect(m, r.stderr).not.toBeNull();
     expectNoPolicy(r.stderr, OTHER);
     expect(await waitForAudit((l) => l.event === 'authz.decision' && l.requestId === m![1])).toMatchObject({ outcome: 'deny', reason: 'DEFAULT_DENY', rule: 'default', peer: OTHER });
@@ -165,7 +173,13 @@ describe('plugins decide first, then the allow list, then the default', () => {
   it('a plugin allow allows, audited as the plugin and its rule', async () => {
     const res = await postJson(session, 'add', { args: [1, 2] });
     expect(res.status).toBe(200);
-    expect(await decision(String(res.headers['x-request-id']))).toMatchObject({ outcome: 'allow', plugin: 'routine-policy', rule: 'routine-policy:rules[0]', reason: 'POLICY_ALLOW', plugins: ['routine-policy'] });
+    expect(await decision(String(res.headers['x-request-id']))).toMatchObject({
+      outcome: 'allow',
+      plugin: 'routine-policy',
+      rule: 'routine-policy:rules[0]',
+      reason: 'POLICY_ALLOW',
+      plugins: ['routine-policy'],
+    });
   });
 
   it('a plugin deny wins over an allow rule; the caller sees POLICY_DENY and nothing of the rule, the audit line has it all', async () => {
@@ -217,7 +231,20 @@ describe('plugins decide first, then the allow list, then the default', () => {
 describe('authorization.allow is checked and reloadable', () => {
   it('a malformed pattern is a config error naming its key (skein validate, exit 2)', async () => {
     const path = join(tempDir(), 'agent.config.json');
-    writeFileSync(path, JSON.stringify(baseConfig({ authorization: { allow: [{ identities: [DEV_CLIENT], routines: ['add'] }, { identities: ['jwt:**'], routines: ['add'] }] } })), { mode: 0o600 });
+    writeFileSync(
+      path,
+      JSON.stringify(
+        baseConfig({
+          authorization: {
+            allow: [
+              { identities: [DEV_CLIENT], routines: ['add'] },
+              { identities: ['jwt:**'], routines: ['add'] },
+            ],
+          },
+        }),
+      ),
+      { mode: 0o600 },
+    );
     const r = await runCli(['validate', '--config', path]);
     expect(r.code).toBe(2);
     expect(r.stderr).toBe(`error [SKEIN_ERR_CONFIG]: config key "authorization.allow[1].identities[0]": "jwt:**" "**" is only allowed alone or as the last segment of a spiffe:// pattern\n`);
@@ -230,7 +257,9 @@ describe('authorization.allow is checked and reloadable', () => {
     try {
       const client = agent.client();
       expect((await failure(client.dispatch('add', { args: [1, 1] }))).details.reason).toBe('DEFAULT_DENY');
-      writeFileSync(agent.configPath, JSON.stringify(baseConfig({ workers: { poolSize: 1 }, authorization: { allow: [{ identities: ['spiffe://skein.local/client/*'], routines: ['add'] }] } })), { mode: 0o600 });
+      writeFileSync(agent.configPath, JSON.stringify(baseConfig({ workers: { poolSize: 1 }, authorization: { allow: [{ identities: ['spiffe://skein.local/client/*'], routines: ['add'] }] } })), {
+        mode: 0o600,
+      });
       agent.proc.kill('SIGHUP');
       const reloaded = await agent.waitForLog((l) => l.msg === 'config reloaded');
       expect(reloaded.applied).toEqual(['authorization.allow']);

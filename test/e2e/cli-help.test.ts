@@ -61,7 +61,9 @@ describe('shell completion', () => {
     const file = script(shell);
     // zsh runs bash functions through bashcompinit's _bash_complete, which sets ksharrays (0-based arrays).
     const program = `source ${file}; ${shell === 'zsh' ? 'setopt ksharrays; ' : ''}COMP_WORDS=(${words.map((w) => `'${w}'`).join(' ')}); COMP_CWORD=${words.length - 1}; _skein; print_it() { printf '%s\\n' "\${COMPREPLY[@]}"; }; print_it`;
-    const reply = execFileSync(shell, shell === 'zsh' ? ['-f', '-c', `autoload -U compinit && compinit -u; ${program}`] : ['-c', program], { encoding: 'utf8' }).split('\n').filter(Boolean);
+    const reply = execFileSync(shell, shell === 'zsh' ? ['-f', '-c', `autoload -U compinit && compinit -u; ${program}`] : ['-c', program], { encoding: 'utf8' })
+      .split('\n')
+      .filter(Boolean);
     // zsh's compgen emulation leaves prefix matching to compadd, which _bash_complete calls next.
     return shell === 'zsh' ? reply.filter((w) => w.startsWith(words.at(-1)!)) : reply;
   };
@@ -77,7 +79,11 @@ describe('shell completion', () => {
 
   it('fish: complete -C offers the same', () => {
     const file = script('fish');
-    const complete = (line: string) => execFileSync('fish', ['--no-config', '-c', `source ${file}; complete -C '${line}'`], { encoding: 'utf8' }).split('\n').filter(Boolean).map((l) => l.split('\t')[0]);
+    const complete = (line: string) =>
+      execFileSync('fish', ['--no-config', '-c', `source ${file}; complete -C '${line}'`], { encoding: 'utf8' })
+        .split('\n')
+        .filter(Boolean)
+        .map((l) => l.split('\t')[0]);
     expect(complete('skein rou')).toEqual(['routines']);
     expect(complete('skein dispatch add --pr')).toEqual(['--profile']);
     expect(complete('skein pki ')).toEqual(['init', 'issue']);

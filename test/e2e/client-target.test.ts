@@ -58,7 +58,10 @@ describe('client settings from the environment and profiles', () => {
   it('the profile file is found at $XDG_CONFIG_HOME/skein/client.json', async () => {
     const xdg = tempDir();
     mkdirSync(join(xdg, 'skein'));
-    writeFileSync(join(xdg, 'skein', 'client.json'), JSON.stringify({ default: 'p', profiles: { p: { peer: `127.0.0.1:${agent.port}`, cert: agent.pki.cert, key: agent.pki.key, ca: agent.pki.ca } } }));
+    writeFileSync(
+      join(xdg, 'skein', 'client.json'),
+      JSON.stringify({ default: 'p', profiles: { p: { peer: `127.0.0.1:${agent.port}`, cert: agent.pki.cert, key: agent.pki.key, ca: agent.pki.ca } } }),
+    );
     const r = await runCli(['peers', '--json'], { cwd: elsewhere, env: { XDG_CONFIG_HOME: xdg } });
     expect(r.stderr).toBe('');
     expect(JSON.parse(r.stdout)).toMatchObject({ enabled: false });
@@ -116,7 +119,7 @@ describe('a peer without a port', () => {
     ['http://127.0.0.1', `http://127.0.0.1:${DEFAULT_PORT}`],
     ['127.0.0.1:9000', '127.0.0.1:9000'],
     ['[::1]:9000', '[::1]:9000'],
-  ])('%s dials %s (skein\'s default port, not 443)', (peer, expected) => {
+  ])("%s dials %s (skein's default port, not 443)", (peer, expected) => {
     expect(normalizePeer(peer)).toBe(expected);
   });
 

@@ -107,10 +107,15 @@ describe('docs/config.schema.json and skein validate agree', () => {
 describe('keys and values that are gone say what happened', () => {
   it('sandbox.allowPrivateCodeAddresses (a test-only switch) is refused, exit 2, naming why; the agent does not start', async () => {
     const file = fileOf(2000, { sandbox: { allowPrivateCodeAddresses: true } });
-    for (const args of [['validate', '--config', file], ['agent', '--config', file]]) {
+    for (const args of [
+      ['validate', '--config', file],
+      ['agent', '--config', file],
+    ]) {
       const r = await runCli(args, { cwd: dir });
       expect(r.code).toBe(2);
-      expect(r.stderr).toContain(`error [SKEIN_ERR_CONFIG]: config key "sandbox.allowPrivateCodeAddresses" (in ${file}): was removed: it let routine URLs reach loopback and private addresses, for tests only; routine code comes only from public addresses`);
+      expect(r.stderr).toContain(
+        `error [SKEIN_ERR_CONFIG]: config key "sandbox.allowPrivateCodeAddresses" (in ${file}): was removed: it let routine URLs reach loopback and private addresses, for tests only; routine code comes only from public addresses`,
+      );
     }
   });
 });

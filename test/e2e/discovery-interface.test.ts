@@ -25,7 +25,12 @@ it('warns at start, naming discovery.interface, and still says its endpoint reac
   const host = net.hosts[0] as NetHost;
   const dir = tempDir();
   const pki = join(dir, 'pki');
-  for (const args of [['pki', 'init', '--dir', pki, '--trust-domain', 'fleet.test'], ['pki', 'issue', '--dir', pki, '--name', 'edge', '--kind', 'agent', '--host', host.address], ['keygen', '--out', join(dir, 'edge.key')]]) expect((await runCli(args)).code).toBe(0);
+  for (const args of [
+    ['pki', 'init', '--dir', pki, '--trust-domain', 'fleet.test'],
+    ['pki', 'issue', '--dir', pki, '--name', 'edge', '--kind', 'agent', '--host', host.address],
+    ['keygen', '--out', join(dir, 'edge.key')],
+  ])
+    expect((await runCli(args)).code).toBe(0);
   const pub = readFileSync(join(dir, 'edge.key.pub'), 'utf8').trim();
   const endpoint = `${host.address}:7443`;
   const config = baseConfig({
@@ -43,7 +48,10 @@ it('warns at start, naming discovery.interface, and still says its endpoint reac
   for (const until = Date.now() + 20_000; !/advertised endpoint reaches this agent/.test(log); await new Promise((r) => setTimeout(r, 50))) {
     if (proc.exitCode !== null || Date.now() > until) throw new Error(`the agent did not get that far:\n${log}`);
   }
-  const lines = log.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Record<string, unknown>);
+  const lines = log
+    .split('\n')
+    .filter((l) => l.startsWith('{'))
+    .map((l) => JSON.parse(l) as Record<string, unknown>);
   expect(lines.find((l) => l.msg === 'discovery started')).toMatchObject({ interface: '127.0.0.1', advertise: [endpoint] });
   const warning = lines.find((l) => String(l.msg).startsWith('discovery.interface is the loopback interface'));
   expect(warning).toMatchObject({ level: 'warn', interface: '127.0.0.1', advertise: [endpoint] });

@@ -47,8 +47,22 @@ const TD = 'fleet.test';
 const AGENT_PORT = 7443;
 const NAMES = ['node-a', 'node-b', 'node-c'] as const;
 type Name = (typeof NAMES)[number];
-const REASONS = ['rate-limited', 'oversize', 'malformed', 'unsupported-version', 'wrong-fleet', 'endorsement-invalid', 'endorsement-expired', 'endorsement-mismatch', 'unknown-key', 'bad-signature', 'spiffe-mismatch', 'stale', 'future', 'replay'];
-
+const REASONS = [
+  'rate-limited',
+  'oversize',
+  'malformed',
+  'unsupported-version',
+  'wrong-fleet',
+  'endorsement-invalid',
+  'endorsement-expired',
+  'endorsement-mismatch',
+  'unknown-key',
+  'bad-signature',
+  'spiffe-mismatch',
+  'stale',
+  'future',
+  'replay',
+];
 
 type Event = Record<string, unknown>;
 interface Lines {
@@ -174,13 +188,13 @@ requires(netnsNeed(), file(BUN, { why: 'npm install puts it there' })).describe(
   }
   /** Reject reasons whose counter moved between two snapshots. */
   const moved = (before: Record<string, number>, after: Record<string, number>) =>
-    Object.fromEntries(
-      [...new Set([...REASONS, ...Object.keys(after)])].filter((r) => r !== 'accepted' && (after[r] ?? 0) !== (before[r] ?? 0)).map((r) => [r, (after[r] ?? 0) - (before[r] ?? 0)]),
-    );
+    Object.fromEntries([...new Set([...REASONS, ...Object.keys(after)])].filter((r) => r !== 'accepted' && (after[r] ?? 0) !== (before[r] ?? 0)).map((r) => [r, (after[r] ?? 0) - (before[r] ?? 0)]));
 
   /** `skein dispatch ROUTINE --discover --json` inside host `n`, through its agent. */
   async function dispatchFrom(n: Name, routine: string, args: unknown[]) {
-    const r = await hostOf(n).run(BINARY, ['dispatch', routine, '--args', JSON.stringify(args), '--discover', '--json', '--timeout', '5000', '--peer', agents[n].endpoint, ...creds()], { timeoutMs: 12_000 });
+    const r = await hostOf(n).run(BINARY, ['dispatch', routine, '--args', JSON.stringify(args), '--discover', '--json', '--timeout', '5000', '--peer', agents[n].endpoint, ...creds()], {
+      timeoutMs: 12_000,
+    });
     return { ...r, answer: r.stdout.trim() ? (JSON.parse(r.stdout) as Record<string, unknown>) : undefined };
   }
 
@@ -226,7 +240,12 @@ requires(netnsNeed(), file(BUN, { why: 'npm install puts it there' })).describe(
     };
     await ok(['pki', 'init', '--dir', pki, '--trust-domain', TD]);
     await ok(['pki', 'issue', '--dir', pki, '--name', 'ops', '--kind', 'client']);
-    for (const [name, host] of [['node-a', a], ['node-b', b], ['node-c', c], ['mallory', d]] as const) {
+    for (const [name, host] of [
+      ['node-a', a],
+      ['node-b', b],
+      ['node-c', c],
+      ['mallory', d],
+    ] as const) {
       await ok(['pki', 'issue', '--dir', pki, '--name', name, '--kind', 'agent', '--host', host.address]);
     }
     await Promise.all([...NAMES, 'mallory'].map((n) => ok(['keygen', '--out', join(keys, `${n}.key`)])));
@@ -290,7 +309,10 @@ requires(netnsNeed(), file(BUN, { why: 'npm install puts it there' })).describe(
       'stdout',
     );
     await waitFor(() => [honeypot, attacker].every((p) => p.events.some((e) => e.event === 'ready') || exited(p.proc)), 'attacker processes ready', 8000);
-    for (const [what, p] of [['honeypot', honeypot], ['attacker', attacker]] as const) {
+    for (const [what, p] of [
+      ['honeypot', honeypot],
+      ['attacker', attacker],
+    ] as const) {
       if (!p.events.some((e) => e.event === 'ready')) throw new Error(`${what} did not start: ${JSON.stringify(p.events)} ${p.raw.join('')}`);
     }
   });
@@ -363,7 +385,7 @@ requires(netnsNeed(), file(BUN, { why: 'npm install puts it there' })).describe(
     expect(honeypotEvents()).toEqual([]);
   });
 
-  it('(b) a replayed advert counts as replay, one rewritten to the attacker\'s endpoint as bad-signature', async () => {
+  it("(b) a replayed advert counts as replay, one rewritten to the attacker's endpoint as bad-signature", async () => {
     const a = hostOf('node-a');
     const fromA = () => attacker.events.filter((e) => e.event === 'recv' && e.from === a.address).map((e) => Buffer.from(String(e.b64), 'base64'));
     // Three of node-a's adverts heard on the group; every agent has seen the newest by now

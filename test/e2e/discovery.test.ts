@@ -87,7 +87,11 @@ describe('discovery on loopback multicast', () => {
     const stray = await fleetMember('stray', { echo: { file: EXAMPLES } }, [`${pub('stray')}@spiffe://fleet.test/agent/stray`], { advertise: [`127.0.0.1:${beta.port}`] });
     try {
       const warning = await stray.waitForLog((l) => String(l.msg).startsWith('an advertised endpoint does not reach this agent'));
-      expect(warning).toMatchObject({ level: 'warn', endpoint: `127.0.0.1:${beta.port}`, reason: expect.stringMatching(/presented spiffe:\/\/fleet\.test\/agent\/beta .*not the advertised spiffe:\/\/fleet\.test\/agent\/stray/) });
+      expect(warning).toMatchObject({
+        level: 'warn',
+        endpoint: `127.0.0.1:${beta.port}`,
+        reason: expect.stringMatching(/presented spiffe:\/\/fleet\.test\/agent\/beta .*not the advertised spiffe:\/\/fleet\.test\/agent\/stray/),
+      });
       expect(String(warning.msg)).toContain('discovery.advertise');
     } finally {
       await stray.stop();
@@ -128,18 +132,47 @@ describe('discovery on loopback multicast', () => {
     const stderr = await startMustFail({
       ...baseConfig({ discovery: { enabled: true, fleet: 'test-fleet', signingKey: join(keys, 'alpha.key'), trustedKeys: [pub('beta')], groups: ['239.255.77.78:47778'], interface: 'no-such-if0' } }),
     });
-    expect(stderr).toContain('error [SKEIN_ERR_CONFIG]: config key "discovery.groups": multicast group 239.255.77.78:47778 is unavailable on interface no-such-if0 (interface failed): interface "no-such-if0" has no IPv4 address');
+    expect(stderr).toContain(
+      'error [SKEIN_ERR_CONFIG]: config key "discovery.groups": multicast group 239.255.77.78:47778 is unavailable on interface no-such-if0 (interface failed): interface "no-such-if0" has no IPv4 address',
+    );
   });
 
   it("a trusted key cannot advertise under another agent's name (regression: name hijack)", async () => {
     // gamma's key is trusted, pinned to spiffe://fleet.test/agent/gamma. It claims the name "beta".
     const key = readPrivateKey(join(keys, 'gamma.key'));
     const forged = encodeAdvert(
-      { v: 1, fleet: 'test-fleet', agent: 'beta', spiffe: 'spiffe://fleet.test/agent/gamma', endpoints: ['127.0.0.1:1'], routines: ['mark'], load: 0, capacity: 100, tlsFingerprint: 'ab'.repeat(32), seq: Date.now(), iat: Date.now(), ttl: 60_000 },
+      {
+        v: 1,
+        fleet: 'test-fleet',
+        agent: 'beta',
+        spiffe: 'spiffe://fleet.test/agent/gamma',
+        endpoints: ['127.0.0.1:1'],
+        routines: ['mark'],
+        load: 0,
+        capacity: 100,
+        tlsFingerprint: 'ab'.repeat(32),
+        seq: Date.now(),
+        iat: Date.now(),
+        ttl: 60_000,
+      },
       key,
     );
     const goodbye = encodeAdvert(
-      { v: 1, fleet: 'test-fleet', agent: 'beta', spiffe: 'spiffe://fleet.test/agent/gamma', endpoints: ['127.0.0.1:1'], routines: ['mark'], load: 0, capacity: 100, tlsFingerprint: 'ab'.repeat(32), seq: Date.now() + 1, iat: Date.now(), ttl: 60_000, goodbye: true },
+      {
+        v: 1,
+        fleet: 'test-fleet',
+        agent: 'beta',
+        spiffe: 'spiffe://fleet.test/agent/gamma',
+        endpoints: ['127.0.0.1:1'],
+        routines: ['mark'],
+        load: 0,
+        capacity: 100,
+        tlsFingerprint: 'ab'.repeat(32),
+        seq: Date.now() + 1,
+        iat: Date.now(),
+        ttl: 60_000,
+        goodbye: true,
+      },
       key,
     );
     const socket = createSocket('udp4');
@@ -187,7 +220,10 @@ describe('discovery on loopback multicast', () => {
       }
       expect(alpha.logs.some((l) => String(l.line).startsWith('MARK:static'))).toBe(false);
       const listed = JSON.parse((await runCli(['peers', '--peer', `127.0.0.1:${solo.port}`, ...clientFlags(), '--json'])).stdout);
-      expect(listed.peers.map((p: { agent: string; static?: boolean }) => [p.agent, p.static])).toEqual([['liar', true], ['beta', true]]);
+      expect(listed.peers.map((p: { agent: string; static?: boolean }) => [p.agent, p.static])).toEqual([
+        ['liar', true],
+        ['beta', true],
+      ]);
     } finally {
       await solo.stop();
     }
@@ -211,7 +247,20 @@ describe('discovery on loopback multicast', () => {
     expect(refused).toMatch(/discovery\.endorsement .*iota\.endorsement is for spiffe:\/\/fleet\.test\/agent\/someone-else, this agent is spiffe:\/\/fleet\.test\/agent\/iota/);
     // What a peer does with such an advert anyway (a forged or misconfigured sender): refused.
     const forged = encodeAdvert(
-      { v: 1, fleet: 'test-fleet', agent: 'iota', spiffe: 'spiffe://fleet.test/agent/iota', endpoints: ['127.0.0.1:1'], routines: ['echo'], load: 0, capacity: 1, tlsFingerprint: 'ab'.repeat(32), seq: Date.now(), iat: Date.now(), ttl: 60_000 },
+      {
+        v: 1,
+        fleet: 'test-fleet',
+        agent: 'iota',
+        spiffe: 'spiffe://fleet.test/agent/iota',
+        endpoints: ['127.0.0.1:1'],
+        routines: ['echo'],
+        load: 0,
+        capacity: 1,
+        tlsFingerprint: 'ab'.repeat(32),
+        seq: Date.now(),
+        iat: Date.now(),
+        ttl: 60_000,
+      },
       readPrivateKey(join(keys, 'iota.key')),
       readFileSync(join(keys, 'iota.endorsement')),
     );
@@ -256,7 +305,9 @@ describe('discovery on loopback multicast', () => {
       expect(r.stdout).toMatch(/^AGENT +SPIFFE ID +ENDPOINTS +ROUTINES +LOAD +AGE +STATUS$/m);
       expect(r.stdout, r.stdout).toMatch(/^gamma .* cool-down (5m00s|4m5\ds)$/m);
       expect(r.stdout).toMatch(/^beta .* ok$/m);
-      expect(r.stdout).toMatch(new RegExp(`not used while cooling down:\\n {2}gamma \\((5m00s|4m5\\ds) left\\): identity check failed: 127\\.0\\.0\\.1:${beta.port} presented spiffe://fleet\\.test/agent/beta`));
+      expect(r.stdout).toMatch(
+        new RegExp(`not used while cooling down:\\n {2}gamma \\((5m00s|4m5\\ds) left\\): identity check failed: 127\\.0\\.0\\.1:${beta.port} presented spiffe://fleet\\.test/agent/beta`),
+      );
       const json = JSON.parse((await runCli(['peers', '--json', '--peer', `127.0.0.1:${alpha.port}`, ...clientFlags()])).stdout) as { peers: Array<Record<string, unknown>> };
       expect(json.peers.find((p) => p.agent === 'gamma')).toMatchObject({ coolDownMs: expect.any(Number), coolDownReason: expect.stringMatching(/^identity check failed: /) });
     } finally {

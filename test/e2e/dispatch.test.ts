@@ -196,7 +196,17 @@ describe('skein dispatch (the binary as a client)', () => {
 
 describe('curl --http2 with client certificates', () => {
   it('negotiates HTTP/2 and dispatches with a JSON body', async () => {
-    const r = await curl(['--http2', ...curlCreds(), '-H', 'content-type: application/json', '--data-binary', '{"args":[20,22]}', '-w', '\n%{http_version} %{response_code}', `https://127.0.0.1:${agent.port}/v1/dispatch/add`]);
+    const r = await curl([
+      '--http2',
+      ...curlCreds(),
+      '-H',
+      'content-type: application/json',
+      '--data-binary',
+      '{"args":[20,22]}',
+      '-w',
+      '\n%{http_version} %{response_code}',
+      `https://127.0.0.1:${agent.port}/v1/dispatch/add`,
+    ]);
     expect(r.stderr).toBe('');
     const [body, meta] = r.stdout.split('\n');
     expect(meta).toBe('2 200');
@@ -214,7 +224,19 @@ describe('curl --http2 with client certificates', () => {
     const file = join(tempDir(), 'body.cbor');
     writeFileSync(file, encode({ args: ['cbor', 1] }));
     const out = join(tempDir(), 'out.cbor');
-    const r = await curl(['--http2', ...curlCreds(), '-H', 'content-type: application/cbor', '--data-binary', `@${file}`, '-o', out, '-w', '%{http_version} %{response_code} %{content_type}', `https://127.0.0.1:${agent.port}/v1/dispatch/echo`]);
+    const r = await curl([
+      '--http2',
+      ...curlCreds(),
+      '-H',
+      'content-type: application/cbor',
+      '--data-binary',
+      `@${file}`,
+      '-o',
+      out,
+      '-w',
+      '%{http_version} %{response_code} %{content_type}',
+      `https://127.0.0.1:${agent.port}/v1/dispatch/echo`,
+    ]);
     expect(r.stdout).toBe('2 200 application/cbor');
     expect(decode(readFileSync(out))).toEqual({ result: ['cbor', 1] });
   });
@@ -230,7 +252,18 @@ describe('curl --http2 with client certificates', () => {
   });
 
   it('refuses a client without a certificate during the handshake', async () => {
-    const r = await curl(['--http2', '--cacert', agent.pki.ca, '-H', 'content-type: application/json', '--data-binary', '{}', '-w', '%{http_code}', `https://127.0.0.1:${agent.port}/v1/dispatch/echo`]);
+    const r = await curl([
+      '--http2',
+      '--cacert',
+      agent.pki.ca,
+      '-H',
+      'content-type: application/json',
+      '--data-binary',
+      '{}',
+      '-w',
+      '%{http_code}',
+      `https://127.0.0.1:${agent.port}/v1/dispatch/echo`,
+    ]);
     // TLS 1.3: the client may finish its side of the handshake before the server's alert
     // arrives, so curl reports the alert, the reset or the dead socket; never a response.
     expect(r.code).not.toBe(0);
@@ -245,7 +278,22 @@ describe('curl --http2 with client certificates', () => {
     const dir = tempDir();
     expect((await runCli(['pki', 'init', '--dir', dir, '--trust-domain', 'evil.example'])).code).toBe(0);
     expect((await runCli(['pki', 'issue', '--dir', dir, '--name', 'mallory', '--kind', 'client'])).code).toBe(0);
-    const r = await curl(['--http2', '--cert', join(dir, 'client-mallory.crt'), '--key', join(dir, 'client-mallory.key'), '--cacert', agent.pki.ca, '-H', 'content-type: application/json', '--data-binary', '{}', '-w', '%{http_code}', `https://127.0.0.1:${agent.port}/v1/dispatch/echo`]);
+    const r = await curl([
+      '--http2',
+      '--cert',
+      join(dir, 'client-mallory.crt'),
+      '--key',
+      join(dir, 'client-mallory.key'),
+      '--cacert',
+      agent.pki.ca,
+      '-H',
+      'content-type: application/json',
+      '--data-binary',
+      '{}',
+      '-w',
+      '%{http_code}',
+      `https://127.0.0.1:${agent.port}/v1/dispatch/echo`,
+    ]);
     expect(r.code).not.toBe(0);
     expect(r.stdout).toBe('000');
     // The agent still serves its own clients.

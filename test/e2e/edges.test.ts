@@ -203,7 +203,17 @@ describe('discovery: oversize datagrams', () => {
     expect((await runCli(['keygen', '--out', join(keys, 'edge.key')])).code).toBe(0);
     const group = `239.255.77.78:${40000 + Math.floor(Math.random() * 19000)}`;
     const a = await startAgent({
-      config: baseConfig({ discovery: { enabled: true, fleet: 'edge-fleet', signingKey: join(keys, 'edge.key'), trustedKeys: [readFileSync(join(keys, 'edge.key.pub'), 'utf8').trim()], groups: [group], intervalMs: 300, ttlMs: 1500 } }),
+      config: baseConfig({
+        discovery: {
+          enabled: true,
+          fleet: 'edge-fleet',
+          signingKey: join(keys, 'edge.key'),
+          trustedKeys: [readFileSync(join(keys, 'edge.key.pub'), 'utf8').trim()],
+          groups: [group],
+          intervalMs: 300,
+          ttlMs: 1500,
+        },
+      }),
     });
     const scrape = async () => {
       const admin = String((await a.waitForLog((l) => l.msg === 'admin listening')).address);
@@ -254,7 +264,14 @@ describe('one oversize header field', () => {
     return Buffer.concat(parts);
   };
   const bigRequest = (size: number) =>
-    hpack([[':method', 'POST'], [':scheme', 'https'], [':path', '/v1/dispatch/echo'], [':authority', '127.0.0.1'], ['content-type', 'application/json'], ['x-big', 'a'.repeat(size)]]);
+    hpack([
+      [':method', 'POST'],
+      [':scheme', 'https'],
+      [':path', '/v1/dispatch/echo'],
+      [':authority', '127.0.0.1'],
+      ['content-type', 'application/json'],
+      ['x-big', 'a'.repeat(size)],
+    ]);
   const send = async (s: RawSession, stream: number, block: Buffer, body: string) => {
     await s.send(headerFrames(stream, block));
     await s.send(frame(FRAME.DATA, FLAG.END_STREAM, stream, Buffer.from(body)));

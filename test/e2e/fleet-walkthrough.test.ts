@@ -73,7 +73,7 @@ describe('docs/fleet.md: a strict fleet from the page alone', () => {
     for (const n of NAMES) for (const f of [`ca/agent-${n}.crt`, `${n}-adverts.key`, `${n}.endorsement`]) expect(readFileSync(join(admin, f)).length).toBeGreaterThan(0);
   });
 
-  it('2–4. each host installs the page\'s files, passes validate --strict and starts in strict mode', async () => {
+  it("2–4. each host installs the page's files, passes validate --strict and starts in strict mode", async () => {
     const rootKey = readFileSync(join(admin, 'fleet-root.key.pub'), 'utf8').trim();
     mkdirSync(join(admin, 'routines'));
     copyFileSync(EXAMPLES, join(admin, 'routines/examples.py'));
@@ -103,7 +103,7 @@ describe('docs/fleet.md: a strict fleet from the page alone', () => {
     // Strict mode is on, with nothing to complain about; each host's advertised endpoint leads back to it.
     for (const n of NAMES) expect(logs[n]).not.toMatch(/INSECURE POSTURE|"level":"error"|"level":"warn"/);
     for (const n of NAMES) {
-      for (const until = Date.now() + 5000; !/advertised endpoint reaches this agent/.test(logs[n]!) && Date.now() < until; ) await new Promise((r) => setTimeout(r, 50));
+      for (const until = Date.now() + 5000; !/advertised endpoint reaches this agent/.test(logs[n]!) && Date.now() < until;) await new Promise((r) => setTimeout(r, 50));
       expect(logs[n]).toMatch(/"msg":"advertised endpoint reaches this agent"/);
     }
   }, 90_000);

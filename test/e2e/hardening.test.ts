@@ -161,7 +161,12 @@ describe('stream and header limits', () => {
     try {
       // Fire 8 sleeping calls before the server's SETTINGS arrive: the client cannot hold
       // them back, so the agent itself must refuse what is beyond its limit of 4.
-      const calls = Array.from({ length: 8 }, () => postJson(s, 'sleep', { args: [0.3] }).then((r) => ({ ok: r.status }), (e: NodeJS.ErrnoException) => ({ err: e.code, msg: e.message })));
+      const calls = Array.from({ length: 8 }, () =>
+        postJson(s, 'sleep', { args: [0.3] }).then(
+          (r) => ({ ok: r.status }),
+          (e: NodeJS.ErrnoException) => ({ err: e.code, msg: e.message }),
+        ),
+      );
       await opened(s);
       const results = await Promise.all(calls);
       const ok = results.filter((r) => 'ok' in r && r.ok === 200);
@@ -201,7 +206,13 @@ describe('connections', () => {
       await Promise.all(keep.map(opened));
       const extra = connect(small.port, small.pki);
       extra.on('error', () => {});
-      const how = await Promise.race([opened(extra).then(() => 'connected', (e: NodeJS.ErrnoException) => e.code ?? e.message), ended(extra, 5000)]);
+      const how = await Promise.race([
+        opened(extra).then(
+          () => 'connected',
+          (e: NodeJS.ErrnoException) => e.code ?? e.message,
+        ),
+        ended(extra, 5000),
+      ]);
       extra.destroy();
       expect(how).not.toBe('connected');
       await small.waitForLog((l) => l.msg === 'connection refused' && l.reason === 'http2.maxConnectionsPerIp', 5000);

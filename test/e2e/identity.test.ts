@@ -63,13 +63,45 @@ async function opensslClient(pkiDir: string, name: string, san: string): Promise
   writeFileSync(ext, `subjectAltName=${san.replaceAll('#', '\\#')}\nextendedKeyUsage=clientAuth\nkeyUsage=critical,digitalSignature\nbasicConstraints=critical,CA:FALSE\n`);
   await exec('openssl', ['ecparam', '-genkey', '-name', 'prime256v1', '-noout', '-out', key]);
   await exec('openssl', ['req', '-new', '-key', key, '-subj', `/CN=${name}`, '-out', csr]);
-  await exec('openssl', ['x509', '-req', '-in', csr, '-CA', join(pkiDir, 'ca.crt'), '-CAkey', join(pkiDir, 'ca.key'), '-CAcreateserial', '-CAserial', join(work, 'ca.srl'), '-days', '2', '-extfile', ext, '-out', cert]);
+  await exec('openssl', [
+    'x509',
+    '-req',
+    '-in',
+    csr,
+    '-CA',
+    join(pkiDir, 'ca.crt'),
+    '-CAkey',
+    join(pkiDir, 'ca.key'),
+    '-CAcreateserial',
+    '-CAserial',
+    join(work, 'ca.srl'),
+    '-days',
+    '2',
+    '-extfile',
+    ext,
+    '-out',
+    cert,
+  ]);
   return { cert, key };
 }
 
 function curlDispatch(a: StartedAgent, creds: { cert: string; key: string } | undefined, routine = 'echo', body = '{"args":["hi"]}', requestId = `id-${Math.random().toString(36).slice(2)}`) {
   const certArgs = creds ? ['--cert', creds.cert, '--key', creds.key] : [];
-  return curl(['--http2', ...certArgs, '--cacert', a.pki.ca, '-H', 'content-type: application/json', '-H', `x-request-id: ${requestId}`, '--data-binary', body, '-w', '\n%{http_code}', `https://127.0.0.1:${a.port}/v1/dispatch/${routine}`]);
+  return curl([
+    '--http2',
+    ...certArgs,
+    '--cacert',
+    a.pki.ca,
+    '-H',
+    'content-type: application/json',
+    '-H',
+    `x-request-id: ${requestId}`,
+    '--data-binary',
+    body,
+    '-w',
+    '\n%{http_code}',
+    `https://127.0.0.1:${a.port}/v1/dispatch/${routine}`,
+  ]);
 }
 
 async function goodClientStillServed(a: StartedAgent): Promise<void> {
@@ -98,7 +130,9 @@ describe('SPIFFE identity rules: 401 with a reason of its own, audited, routine 
     expect(status).toBe('401');
     const json = JSON.parse(body!);
     expect(json).toMatchObject({ code: 'SKEIN_ERR_UNAUTHENTICATED', requestId, meta: { peer: 'anonymous', reason: 'MULTIPLE_URI_SANS' } });
-    expect(json.message).toBe('authentication failed: the client certificate has 2 URI SANs ("spiffe://skein.local/client/dev-client", "spiffe://skein.local/client/ops"); an X.509-SVID has exactly one');
+    expect(json.message).toBe(
+      'authentication failed: the client certificate has 2 URI SANs ("spiffe://skein.local/client/dev-client", "spiffe://skein.local/client/ops"); an X.509-SVID has exactly one',
+    );
     const line = await agent.waitForAudit((l) => l.event === 'authn.decision' && l.requestId === requestId);
     expect(line).toMatchObject({ outcome: 'deny', reason: 'MULTIPLE_URI_SANS', peer: 'anonymous', routine: 'echo' });
     expect(line.fingerprint).toMatch(/^[0-9A-F:]{95}$/);
@@ -124,7 +158,12 @@ describe('SPIFFE identity rules: 401 with a reason of its own, audited, routine 
   });
 
   it.each([
-    ['outside the trust domain', 'URI:spiffe://evil.example/client/ops', 'UNTRUSTED_TRUST_DOMAIN', /SPIFFE ID spiffe:\/\/evil.example\/client\/ops is in trust domain "evil.example", which is not in tls.trustDomains \(skein.local\)/],
+    [
+      'outside the trust domain',
+      'URI:spiffe://evil.example/client/ops',
+      'UNTRUSTED_TRUST_DOMAIN',
+      /SPIFFE ID spiffe:\/\/evil.example\/client\/ops is in trust domain "evil.example", which is not in tls.trustDomains \(skein.local\)/,
+    ],
     ['no path', 'URI:spiffe://skein.local', 'INVALID_SPIFFE_ID', /"spiffe:\/\/skein.local" is not a valid SPIFFE ID: it has no path/],
     ['query', 'URI:spiffe://skein.local/client/ops?admin=1', 'INVALID_SPIFFE_ID', /must not have a query/],
     ['fragment', 'URI:spiffe://skein.local/client/ops#admin', 'INVALID_SPIFFE_ID', /must not have a fragment/],
@@ -224,10 +263,30 @@ describe('tls.trustDomains', () => {
 describe('certificates refused at the TLS layer: SKEIN_ERR_TLS with the reason, logged and counted', () => {
   const uris = ['spiffe://skein.local/client/x'];
   const cases: Array<[string, () => Promise<{ cert: string; key: string }>, string, RegExp]> = [
-    ['expired', async () => issueClient(work, await pkiIssuer(agent.pki.dir), { name: 'expired', uris, notBefore: new Date(Date.now() - 60 * DAY), notAfter: new Date(Date.now() - 30 * DAY) }), 'expired', /the agent refused the client certificate: certificate expired \(notAfter \d{4}-/],
-    ['not yet valid', async () => issueClient(work, await pkiIssuer(agent.pki.dir), { name: 'future', uris, notBefore: new Date(Date.now() + 30 * DAY), notAfter: new Date(Date.now() + 60 * DAY) }), 'not-yet-valid', /the agent refused the client certificate: certificate not yet valid \(notBefore \d{4}-/],
-    ['unknown CA', async () => issueClient(work, await strangerIssuer(), { name: 'stranger', uris }), 'unknown-ca', /the agent refused the client certificate: unknown CA \(not issued by a CA the agent trusts\)/],
-    ['serverAuth only', async () => issueClient(work, await pkiIssuer(agent.pki.dir), { name: 'server-eku', uris, eku: [EKU.serverAuth] }), 'bad-key-usage', /the agent refused the client certificate: the certificate's extended key usage lacks clientAuth/],
+    [
+      'expired',
+      async () => issueClient(work, await pkiIssuer(agent.pki.dir), { name: 'expired', uris, notBefore: new Date(Date.now() - 60 * DAY), notAfter: new Date(Date.now() - 30 * DAY) }),
+      'expired',
+      /the agent refused the client certificate: certificate expired \(notAfter \d{4}-/,
+    ],
+    [
+      'not yet valid',
+      async () => issueClient(work, await pkiIssuer(agent.pki.dir), { name: 'future', uris, notBefore: new Date(Date.now() + 30 * DAY), notAfter: new Date(Date.now() + 60 * DAY) }),
+      'not-yet-valid',
+      /the agent refused the client certificate: certificate not yet valid \(notBefore \d{4}-/,
+    ],
+    [
+      'unknown CA',
+      async () => issueClient(work, await strangerIssuer(), { name: 'stranger', uris }),
+      'unknown-ca',
+      /the agent refused the client certificate: unknown CA \(not issued by a CA the agent trusts\)/,
+    ],
+    [
+      'serverAuth only',
+      async () => issueClient(work, await pkiIssuer(agent.pki.dir), { name: 'server-eku', uris, eku: [EKU.serverAuth] }),
+      'bad-key-usage',
+      /the agent refused the client certificate: the certificate's extended key usage lacks clientAuth/,
+    ],
   ];
 
   it.each(cases)('%s: client library, skein dispatch, agent log and metric', async (_name, make, reason, message) => {
@@ -290,7 +349,13 @@ describe('certificates refused at the TLS layer: SKEIN_ERR_TLS with the reason, 
       const freshAdmin = String((await fresh.waitForLog((l) => l.msg === 'admin listening')).address);
       const count = async () => {
         const text = await (await fetch(`http://${freshAdmin}/metrics`)).text();
-        return Number(text.split('\n').find((l) => l.startsWith('skein_tls_handshake_failures_total{reason="unknown-ca"}'))?.split(' ').pop());
+        return Number(
+          text
+            .split('\n')
+            .find((l) => l.startsWith('skein_tls_handshake_failures_total{reason="unknown-ca"}'))
+            ?.split(' ')
+            .pop(),
+        );
       };
       expect(await count()).toBe(0);
       const creds = await issueClient(work, await strangerIssuer(), { name: 'stranger-flood', uris });

@@ -47,7 +47,9 @@ function mint(specs: Array<{ key: SigningKey; kid?: string; sub?: string }>): st
 for d in json.loads(sys.stdin.read()):
     print(jwt.encode(d["claims"], d["key"], algorithm="EdDSA", headers={"kid": d["kid"]}))`;
   const input = specs.map((s) => ({ key: s.key.privatePem, kid: s.kid ?? s.key.kid, claims: { sub: s.sub ?? 'alice', iss: ISSUER, aud: 'skein', exp: now() + 600 } }));
-  return execFileSync(PYTHON, ['-c', script], { input: JSON.stringify(input), encoding: 'utf8' }).trim().split('\n');
+  return execFileSync(PYTHON, ['-c', script], { input: JSON.stringify(input), encoding: 'utf8' })
+    .trim()
+    .split('\n');
 }
 const token = (key: SigningKey, sub = 'alice') => mint([{ key, sub }])[0]!;
 
@@ -191,7 +193,9 @@ withPyJwt.describe('bearer-jwt jwksUrl: rotation and a failing issuer', () => {
   beforeAll(async () => {
     idp = issuer('rotating', [k1]);
     // Unknown kids never trigger a fetch here (jwksMinRefreshSec is an hour): only the 2 s refresh does.
-    agent = await startAgent({ config: jwksConfig('rotating', { jwksRefreshSec: 2, jwksMinRefreshSec: 3600, jwksTimeoutMs: 1000, jwksMaxBytes: 8192 }, { allowedHosts: ['localhost', '169.254.169.254'] }) });
+    agent = await startAgent({
+      config: jwksConfig('rotating', { jwksRefreshSec: 2, jwksMinRefreshSec: 3600, jwksTimeoutMs: 1000, jwksMaxBytes: 8192 }, { allowedHosts: ['localhost', '169.254.169.254'] }),
+    });
   });
   afterAll(async () => {
     await agent?.stop();
@@ -298,7 +302,7 @@ withPyJwt.describe('bearer-jwt jwksUrl: the issuer down', () => {
     }
   });
 
-  it('down at start without security.strict: the agent starts, warns, refuses the issuer\'s tokens, and accepts them once it answers', async () => {
+  it("down at start without security.strict: the agent starts, warns, refuses the issuer's tokens, and accepts them once it answers", async () => {
     const k1 = signingKey('k1');
     const idp = issuer('late', [k1], 'down');
     const agent = await startAgent({ config: jwksConfig('late', { jwksRefreshSec: 60, jwksMinRefreshSec: 1 }) });

@@ -48,7 +48,13 @@ async function reload(agent: StartedAgent, next: Record<string, unknown>): Promi
 }
 
 const client = (agent: StartedAgent) =>
-  new SkeinClient({ peer: `127.0.0.1:${agent.port}`, cert: readFileSync(join(pki, 'client-ops.crt')), key: readFileSync(join(pki, 'client-ops.key')), ca: readFileSync(join(pki, 'ca.crt')), servername: 'localhost' });
+  new SkeinClient({
+    peer: `127.0.0.1:${agent.port}`,
+    cert: readFileSync(join(pki, 'client-ops.crt')),
+    key: readFileSync(join(pki, 'client-ops.key')),
+    ca: readFileSync(join(pki, 'ca.crt')),
+    servername: 'localhost',
+  });
 
 beforeAll(async () => {
   pki = tempDir();
@@ -113,7 +119,11 @@ describe('signing-key rotation with an overlap window', () => {
     expect(gaps).toEqual([]);
     expect([...keysSeen].sort()).toEqual([keyIdOf('alpha-old'), keyIdOf('alpha-new')].sort());
     // Audited on both sides: alpha's rotation, and beta accepting the new key for alpha.
-    const audit = (agent: StartedAgent) => readFileSync(join(agent.dir, 'audit.jsonl'), 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>);
+    const audit = (agent: StartedAgent) =>
+      readFileSync(join(agent.dir, 'audit.jsonl'), 'utf8')
+        .split('\n')
+        .filter(Boolean)
+        .map((l) => JSON.parse(l) as Record<string, unknown>);
     expect(audit(alpha).find((l) => l.event === 'discovery.key_rotated')).toMatchObject({ schema: 'skein.audit/v1', agent: 'alpha', from: keyIdOf('alpha-old'), to: keyIdOf('alpha-new') });
     expect(audit(beta).find((l) => l.event === 'peer.accepted' && l.keyId === keyIdOf('alpha-new'))).toMatchObject({ peer: 'alpha', rekeyed: true });
     // Nothing of the rotation was mistaken for an impostor.
@@ -124,7 +134,20 @@ describe('signing-key rotation with an overlap window', () => {
     const old = readPrivateKey(join(keys, 'alpha-old.key'));
     const now = Date.now();
     const forged = encodeAdvert(
-      { v: 1, fleet: 'rot-fleet', agent: 'alpha', spiffe: `spiffe://${TD}/agent/alpha`, endpoints: ['127.0.0.1:1'], routines: ['echo'], load: 0, capacity: 1, tlsFingerprint: 'ab'.repeat(32), seq: now * 1000, iat: now, ttl: 60_000 },
+      {
+        v: 1,
+        fleet: 'rot-fleet',
+        agent: 'alpha',
+        spiffe: `spiffe://${TD}/agent/alpha`,
+        endpoints: ['127.0.0.1:1'],
+        routines: ['echo'],
+        load: 0,
+        capacity: 1,
+        tlsFingerprint: 'ab'.repeat(32),
+        seq: now * 1000,
+        iat: now,
+        ttl: 60_000,
+      },
       old,
     );
     const socket = createSocket('udp4');

@@ -9,8 +9,7 @@ import { connect, postJson } from '../helpers/h2.ts';
 import { baseConfig, failure, FIXTURES, startAgent, stopAll } from '../helpers/agent.ts';
 
 const FIX = join(FIXTURES, 'routines.py');
-const single = (extra: Record<string, unknown> = {}) =>
-  baseConfig({ workers: { poolSize: 1 }, routines: { pid: { file: FIX }, slow_pid: { file: FIX }, spin: { file: FIX } }, ...extra });
+const single = (extra: Record<string, unknown> = {}) => baseConfig({ workers: { poolSize: 1 }, routines: { pid: { file: FIX }, slow_pid: { file: FIX }, spin: { file: FIX } }, ...extra });
 
 afterAll(stopAll);
 

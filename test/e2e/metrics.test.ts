@@ -81,8 +81,11 @@ describe('admin listener on loopback (default)', () => {
     await agent?.stop();
   });
 
-  it('parses with the Prometheus project\'s own text parser (Debian python3-prometheus-client)', async () => {
-    await agent.client().dispatch('add', { args: [1, 2] }).catch(() => undefined);
+  it("parses with the Prometheus project's own text parser (Debian python3-prometheus-client)", async () => {
+    await agent
+      .client()
+      .dispatch('add', { args: [1, 2] })
+      .catch(() => undefined);
     const { text } = await scrape(admin);
     // An independent implementation of the exposition format: any line it cannot read throws.
     const script = [

@@ -55,7 +55,13 @@ const creds = () => ({ cert: readFileSync(join(pki, 'client-caller.crt')), key: 
 
 describe('choosing a peer', () => {
   it('prefers the least-loaded peer offering the routine', async () => {
-    const pool = new PeerPool({ ...creds(), peers: () => [{ ...peers.alpha!, load: 1 }, { ...peers.beta!, load: 0 }] });
+    const pool = new PeerPool({
+      ...creds(),
+      peers: () => [
+        { ...peers.alpha!, load: 1 },
+        { ...peers.beta!, load: 0 },
+      ],
+    });
     try {
       const { result, peer } = await pool.dispatch('add', { args: [2, 3] });
       expect(result).toBe(5);
@@ -68,7 +74,7 @@ describe('choosing a peer', () => {
 });
 
 describe('identity pinning', () => {
-  it("a peer presenting another certificate than advertised is refused before any request; the call fails over", async () => {
+  it('a peer presenting another certificate than advertised is refused before any request; the call fails over', async () => {
     // An advertisement that claims alpha's identity but points at beta's endpoint.
     const impostor: PeerEndpoint = { ...peers.alpha!, agent: 'impostor', endpoints: peers.beta!.endpoints, load: 0 };
     const untrusted: string[] = [];
@@ -103,7 +109,13 @@ describe('failover', () => {
 
   it('a call that may have reached a routine is not sent twice unless the routine is idempotent', async () => {
     await fleetAgent('gamma');
-    const pool = new PeerPool({ ...creds(), peers: () => [{ ...peers.gamma!, load: 0 }, { ...peers.alpha!, load: 1 }] });
+    const pool = new PeerPool({
+      ...creds(),
+      peers: () => [
+        { ...peers.gamma!, load: 0 },
+        { ...peers.alpha!, load: 1 },
+      ],
+    });
     try {
       const call = pool.dispatch('mark_slow', { args: ['maybe-ran', 5] }).catch((e) => e);
       await agents.gamma!.waitForLog((l) => String(l.line) === 'MARK:maybe-ran');
@@ -117,7 +129,14 @@ describe('failover', () => {
       await pool.close();
     }
     // A routine declared idempotent is retried on the next peer after the same kind of failure.
-    const idempotent = new PeerPool({ ...creds(), peers: () => [{ ...peers.gamma!, load: 0 }, { ...peers.alpha!, load: 1 }], idempotent: (r) => r === 'echo' });
+    const idempotent = new PeerPool({
+      ...creds(),
+      peers: () => [
+        { ...peers.gamma!, load: 0 },
+        { ...peers.alpha!, load: 1 },
+      ],
+      idempotent: (r) => r === 'echo',
+    });
     try {
       expect((await idempotent.dispatch('echo', { args: ['again'] })).peer.agent).toBe('alpha');
     } finally {

@@ -87,7 +87,16 @@ describe('an agent with tls.plaintext', () => {
   });
 
   withPyJwt.it('serves curl --http2-prior-knowledge with a bearer token', async () => {
-    const r = await curl(['--http2-prior-knowledge', '-H', `authorization: Bearer ${mint('alice')}`, '-H', 'content-type: application/json', '--data-binary', '{"args":[2,3]}', `http://127.0.0.1:${h2c.port}/v1/dispatch/add`]);
+    const r = await curl([
+      '--http2-prior-knowledge',
+      '-H',
+      `authorization: Bearer ${mint('alice')}`,
+      '-H',
+      'content-type: application/json',
+      '--data-binary',
+      '{"args":[2,3]}',
+      `http://127.0.0.1:${h2c.port}/v1/dispatch/add`,
+    ]);
     expect(r.stderr).toBe('');
     expect(JSON.parse(r.stdout)).toEqual({ result: 5 });
     expect(h2c.logs.some((l) => l.msg === 'peer connected' && l.tls === 'none (h2c)' && l.peer === 'anonymous')).toBe(true);

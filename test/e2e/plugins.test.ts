@@ -25,7 +25,6 @@ function withPlugins(enabled: unknown[], plugins: Record<string, unknown> = {}, 
   });
 }
 
-
 describe('authorization', () => {
   it('an identity allowed echo but not add gets 403 on add, and the denied routine never runs', async () => {
     const agent = await startAgent({ config: withPlugins([{ name: 'only-echo', options: { echoOnly: [DEV_CLIENT] } }]) });
@@ -46,7 +45,14 @@ describe('authorization', () => {
       // Every decision is a line on the audit stream (stderr by default; docs/audit.md).
       await agent.waitForAudit((l) => l.event === 'authz.decision' && l.routine === 'mark');
       const audit = agent.audit.filter((l) => l.event === 'authz.decision');
-      expect(audit.find((l) => l.routine === 'add')).toMatchObject({ outcome: 'deny', plugin: 'only-echo', rule: 'only-echo', reason: 'ECHO_ONLY', detail: 'this identity may only run echo', peer: DEV_CLIENT });
+      expect(audit.find((l) => l.routine === 'add')).toMatchObject({
+        outcome: 'deny',
+        plugin: 'only-echo',
+        rule: 'only-echo',
+        reason: 'ECHO_ONLY',
+        detail: 'this identity may only run echo',
+        peer: DEV_CLIENT,
+      });
       expect(audit.find((l) => l.routine === 'echo')).toMatchObject({ outcome: 'allow', plugin: 'only-echo', rule: 'only-echo', plugins: ['only-echo'], peer: DEV_CLIENT });
       expect(audit.every((l) => typeof l.requestId === 'string')).toBe(true);
     } finally {
@@ -136,11 +142,17 @@ describe('signed plugins (plugins.requireSignature)', () => {
   it('unsigned, tampered or signed by an untrusted key: start-up stops naming the plugin', async () => {
     const { plugins, key } = signedDir();
     const trusted = [formatPublicKey(key.publicKey)];
-    expect(await startMustFail(withPlugins([{ name: 'only-echo' }], { dir: plugins, requireSignature: true, trustedKeys: [formatPublicKey(generateKeyPair().publicKey)] }))).toMatch(/plugin "only-echo": signature check failed \(SKEIN_ERR_SIG_UNKNOWN_KEY\)/);
+    expect(await startMustFail(withPlugins([{ name: 'only-echo' }], { dir: plugins, requireSignature: true, trustedKeys: [formatPublicKey(generateKeyPair().publicKey)] }))).toMatch(
+      /plugin "only-echo": signature check failed \(SKEIN_ERR_SIG_UNKNOWN_KEY\)/,
+    );
     writeFileSync(join(plugins, 'only-echo.ts'), `${readFileSync(join(plugins, 'only-echo.ts'), 'utf8')}\n// tampered\n`);
-    expect(await startMustFail(withPlugins([{ name: 'only-echo' }], { dir: plugins, requireSignature: true, trustedKeys: trusted }))).toMatch(/plugin "only-echo": signature check failed \(SKEIN_ERR_SIG_TAMPERED\)/);
+    expect(await startMustFail(withPlugins([{ name: 'only-echo' }], { dir: plugins, requireSignature: true, trustedKeys: trusted }))).toMatch(
+      /plugin "only-echo": signature check failed \(SKEIN_ERR_SIG_TAMPERED\)/,
+    );
     copyFileSync(join(PLUGINS, 'throws.ts'), join(plugins, 'throws.ts'));
-    expect(await startMustFail(withPlugins([{ name: 'throws' }], { dir: plugins, requireSignature: true, trustedKeys: trusted }))).toMatch(/plugin "throws": signature check failed \(SKEIN_ERR_SIG_MISSING\)/);
+    expect(await startMustFail(withPlugins([{ name: 'throws' }], { dir: plugins, requireSignature: true, trustedKeys: trusted }))).toMatch(
+      /plugin "throws": signature check failed \(SKEIN_ERR_SIG_MISSING\)/,
+    );
   });
 });
 

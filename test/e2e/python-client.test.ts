@@ -60,7 +60,15 @@ describe('Python client: calls and typed errors (mTLS)', () => {
     expect(r).toMatchObject({ add: 5, echo: 'hi', json: 'via json', call: 6, after_deadline: 42, peers: { enabled: false, peers: [] } });
     expect(r.kwargs).toEqual({ args: [1], kwargs: { routine: 'r', timeout_ms: 5, args: [7] } });
     expect(r.routines).toEqual(['add', 'echo', 'fail', 'sleep']);
-    expect(r.raised).toMatchObject({ class: 'RoutineRaised', code: 'SKEIN_ERR_ROUTINE_RAISED', exception_type: 'ValueError', exception_message: 'boom', status: 422, request_id: 'py-raised-1', peer: DEV });
+    expect(r.raised).toMatchObject({
+      class: 'RoutineRaised',
+      code: 'SKEIN_ERR_ROUTINE_RAISED',
+      exception_type: 'ValueError',
+      exception_message: 'boom',
+      status: 422,
+      request_id: 'py-raised-1',
+      peer: DEV,
+    });
     expect(r.deadline).toMatchObject({ class: 'DeadlineExceeded', code: 'SKEIN_ERR_DEADLINE_EXCEEDED', status: 504 });
     expect(r.deadline.message).toMatch(/deadline/);
     expect(r.unknown).toMatchObject({ class: 'UnknownRoutine', code: 'SKEIN_ERR_UNKNOWN_ROUTINE', routine: 'no_such_routine', status: 404 });
@@ -150,7 +158,12 @@ describe('Python client: calls and typed errors (mTLS)', () => {
     expect(r.deadline.waited).toBeGreaterThanOrEqual(2);
     expect(r.deadline.waited).toBeLessThan(5);
     expect(r.routines).toMatchObject({ class: 'ClientTimeout', message: expect.stringMatching(/within 0\.5 s$/) });
-    expect(r.handshake).toMatchObject({ class: 'TransportError', code: 'SKEIN_ERR_TRANSPORT', message: expect.stringMatching(/^no connection to 127\.0\.0\.1:\d+ within 0\.5 s$/), details: { sent: false } });
+    expect(r.handshake).toMatchObject({
+      class: 'TransportError',
+      code: 'SKEIN_ERR_TRANSPORT',
+      message: expect.stringMatching(/^no connection to 127\.0\.0\.1:\d+ within 0\.5 s$/),
+      details: { sent: false },
+    });
   });
 
   it('every code of common/errors/index.ts with an HTTP status has its own class, with that status', async () => {
@@ -190,7 +203,11 @@ describe('Python client: calls and typed errors (mTLS)', () => {
 describe('Python client: the package', () => {
   it('type-checks under mypy --strict (it ships py.typed)', async () => {
     const cache = tempDir();
-    const r = await run('/usr/bin/python3', ['-m', 'mypy', '--strict', '--cache-dir', cache, '-p', 'skein_client'], { cwd: join(ROOT, 'clients/python'), env: { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: home, MYPYPATH: '' }, timeout: 110_000 }).catch((e) => e);
+    const r = await run('/usr/bin/python3', ['-m', 'mypy', '--strict', '--cache-dir', cache, '-p', 'skein_client'], {
+      cwd: join(ROOT, 'clients/python'),
+      env: { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: home, MYPYPATH: '' },
+      timeout: 110_000,
+    }).catch((e) => e);
     expect(r.stdout, r.stderr).toMatch(/^Success: no issues found in \d+ source files/);
   }, 120_000);
 });
@@ -206,7 +223,10 @@ describe('Python client: where calls go (the CLI lookup)', () => {
     const c = creds(agent);
     const rel = (p: string) => relative(dir, p);
     const file = join(dir, 'client.json');
-    const doc = { default: 'good', profiles: { good: { peer: c.peer, cert: rel(c.cert), key: rel(c.key), ca: rel(c.ca) }, broken: { peer: '127.0.0.1:1', cert: c.cert, key: c.key, ca: c.ca }, ...extra } };
+    const doc = {
+      default: 'good',
+      profiles: { good: { peer: c.peer, cert: rel(c.cert), key: rel(c.key), ca: rel(c.ca) }, broken: { peer: '127.0.0.1:1', cert: c.cert, key: c.key, ca: c.ca }, ...extra },
+    };
     writeFileSync(file, `// skein client profiles\n${JSON.stringify(doc, null, 2).replace(/\n}$/, ', // trailing comma\n}')}\n`);
     return file;
   };
@@ -233,9 +253,14 @@ describe('Python client: where calls go (the CLI lookup)', () => {
   it('precedence: argument > environment > profile; SKEIN_PROFILE and profile= select', async () => {
     const file = profileFile(mtls);
     // The environment beats the selected profile: its closed port is never dialled.
-    expect(await py('dispatch', { client: { profile: 'broken' }, routine: 'add', args: [1, 1] }, { SKEIN_CLIENT_CONFIG: file, SKEIN_PEER: `127.0.0.1:${mtls.port}` })).toMatchObject({ value: { result: 2 } });
+    expect(await py('dispatch', { client: { profile: 'broken' }, routine: 'add', args: [1, 1] }, { SKEIN_CLIENT_CONFIG: file, SKEIN_PEER: `127.0.0.1:${mtls.port}` })).toMatchObject({
+      value: { result: 2 },
+    });
     // SKEIN_PROFILE selects like profile=.
-    expect(await py('dispatch', { routine: 'add', args: [1] }, { SKEIN_CLIENT_CONFIG: file, SKEIN_PROFILE: 'broken' })).toMatchObject({ class: 'TransportError', message: expect.stringMatching(/^127\.0\.0\.1:1:/) });
+    expect(await py('dispatch', { routine: 'add', args: [1] }, { SKEIN_CLIENT_CONFIG: file, SKEIN_PROFILE: 'broken' })).toMatchObject({
+      class: 'TransportError',
+      message: expect.stringMatching(/^127\.0\.0\.1:1:/),
+    });
     // profile= beats SKEIN_PROFILE.
     expect(await py('dispatch', { client: { profile: 'good' }, routine: 'add', args: [2, 2] }, { SKEIN_CLIENT_CONFIG: file, SKEIN_PROFILE: 'broken' })).toMatchObject({ value: { result: 4 } });
     // An argument beats the environment.
@@ -255,10 +280,13 @@ describe('Python client: where calls go (the CLI lookup)', () => {
     const tokenPath = join(dir, 'token');
     writeFileSync(tokenPath, '  file-token\n');
     const environment =
-      env === 'profile' ? { SKEIN_CLIENT_CONFIG: profileFile(mtls) }
-      : env === 'tokenFile' ? { SKEIN_TOKEN_FILE: tokenPath }
-      : env === 'profileToken' ? { SKEIN_CLIENT_CONFIG: profileFile(mtls, { t: { peer: 'a', tokenFile: tokenPath } }), SKEIN_PROFILE: 't', SKEIN_TOKEN: 'env-token' }
-      : (env as Record<string, string>);
+      env === 'profile'
+        ? { SKEIN_CLIENT_CONFIG: profileFile(mtls) }
+        : env === 'tokenFile'
+          ? { SKEIN_TOKEN_FILE: tokenPath }
+          : env === 'profileToken'
+            ? { SKEIN_CLIENT_CONFIG: profileFile(mtls, { t: { peer: 'a', tokenFile: tokenPath } }), SKEIN_PROFILE: 't', SKEIN_TOKEN: 'env-token' }
+            : (env as Record<string, string>);
     const r = await py('target', params, environment);
     expect(r).toMatchObject(expected);
   });
@@ -339,7 +367,11 @@ describe('Python client: tokens (bearer-jwt, PyJWT) and certificate identities',
 
   it('a bad token (SKEIN_TOKEN) → Unauthenticated JWT_MALFORMED; no credential at all → CREDENTIAL_REQUIRED', async () => {
     const c = oneWay();
-    expect(await py('dispatch', { routine: 'echo', args: [1] }, { SKEIN_PEER: c.peer, SKEIN_CA: c.ca, SKEIN_TOKEN: 'not.a.jwt' })).toMatchObject({ class: 'Unauthenticated', reason: 'JWT_MALFORMED', plugin: 'bearer-jwt' });
+    expect(await py('dispatch', { routine: 'echo', args: [1] }, { SKEIN_PEER: c.peer, SKEIN_CA: c.ca, SKEIN_TOKEN: 'not.a.jwt' })).toMatchObject({
+      class: 'Unauthenticated',
+      reason: 'JWT_MALFORMED',
+      plugin: 'bearer-jwt',
+    });
     expect(await py('dispatch', { client: c, routine: 'echo', args: [1] })).toMatchObject({ class: 'Unauthenticated', reason: 'CREDENTIAL_REQUIRED' });
   });
 
@@ -366,7 +398,9 @@ describe('Python client: plaintext h2c (tls.plaintext) with a token', () => {
         tls: { plaintext: true },
         http2: { idleTimeoutMs: 500 },
         authorization: { allow: [{ identities: ['jwt:alice'], routines: ['*'] }] },
-        plugins: { enabled: [{ name: 'bearer-jwt', options: { algorithms: ['ES256'], keys: [String(es.publicKey.export({ type: 'spki', format: 'pem' }))], issuer: 'https://issuer.test', audience: 'skein' } }] },
+        plugins: {
+          enabled: [{ name: 'bearer-jwt', options: { algorithms: ['ES256'], keys: [String(es.publicKey.export({ type: 'spki', format: 'pem' }))], issuer: 'https://issuer.test', audience: 'skein' } }],
+        },
       }),
     });
   });

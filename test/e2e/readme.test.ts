@@ -19,10 +19,11 @@ const blocks = (lang: string, doc = README) => [...doc.matchAll(new RegExp('```'
 
 let dir: string;
 let agent: ReturnType<typeof spawn>;
-const sh = (command: string) => run('bash', ['-c', command], { cwd: dir, env: { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: dir } }).then(
-  (r) => ({ code: 0, stdout: r.stdout, stderr: r.stderr }),
-  (e) => ({ code: e.code as number, stdout: String(e.stdout), stderr: String(e.stderr) }),
-);
+const sh = (command: string) =>
+  run('bash', ['-c', command], { cwd: dir, env: { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: dir } }).then(
+    (r) => ({ code: 0, stdout: r.stdout, stderr: r.stderr }),
+    (e) => ({ code: e.code as number, stdout: String(e.stdout), stderr: String(e.stderr) }),
+  );
 
 beforeAll(async () => {
   // A checkout as the README's reader has it: the config, the example routines, the binary.
@@ -50,7 +51,9 @@ afterAll(async () => {
 
 describe('README quick start', () => {
   it('each dispatch line does what its comment says', async () => {
-    const lines = blocks('sh').flatMap((b) => b.split('\n')).filter((l) => l.startsWith('./dist/skein dispatch'));
+    const lines = blocks('sh')
+      .flatMap((b) => b.split('\n'))
+      .filter((l) => l.startsWith('./dist/skein dispatch'));
     expect(lines).toHaveLength(3);
     for (const line of lines) {
       const [command, comment] = line.split(/\s+# /) as [string, string];

@@ -50,14 +50,27 @@ async function hup(): Promise<LogLine> {
 /** Whether a TLS handshake with the agent succeeds for this client (cert of `name` in `pki`). */
 function handshake(pki: string, name: string, opts: { maxVersion?: 'TLSv1.2' } = {}): Promise<boolean> {
   return new Promise((resolve) => {
-    const s = connect({ host: '127.0.0.1', port: agent.port, ALPNProtocols: ['h2'], cert: readFileSync(join(pki, `client-${name}.crt`)), key: readFileSync(join(pki, `client-${name}.key`)), ca: readFileSync(path('pki', 'ca.crt')), servername: 'localhost', checkServerIdentity: () => undefined, ...opts }, () => {
-      // TLS 1.3 reports a refused client certificate after the handshake: wait for it.
-      s.once('data', () => {});
-      setTimeout(() => {
-        resolve(!s.destroyed);
-        s.destroy();
-      }, 200);
-    });
+    const s = connect(
+      {
+        host: '127.0.0.1',
+        port: agent.port,
+        ALPNProtocols: ['h2'],
+        cert: readFileSync(join(pki, `client-${name}.crt`)),
+        key: readFileSync(join(pki, `client-${name}.key`)),
+        ca: readFileSync(path('pki', 'ca.crt')),
+        servername: 'localhost',
+        checkServerIdentity: () => undefined,
+        ...opts,
+      },
+      () => {
+        // TLS 1.3 reports a refused client certificate after the handshake: wait for it.
+        s.once('data', () => {});
+        setTimeout(() => {
+          resolve(!s.destroyed);
+          s.destroy();
+        }, 200);
+      },
+    );
     s.on('error', () => resolve(false));
     s.setTimeout(5000, () => s.destroy(new Error('timeout')));
   });
@@ -67,7 +80,20 @@ function handshake(pki: string, name: string, opts: { maxVersion?: 'TLSv1.2' } =
 async function advertise(key: string, agentName: string, endorsement?: Uint8Array): Promise<void> {
   const now = Date.now();
   const bytes = encodeAdvert(
-    { v: 1, fleet: FLEET, agent: agentName, spiffe: `spiffe://skein.local/agent/${agentName}`, endpoints: ['127.0.0.1:1'], routines: ['echo'], load: 0, capacity: 1, tlsFingerprint: 'ab'.repeat(32), seq: now * 1000, iat: now, ttl: 60_000 },
+    {
+      v: 1,
+      fleet: FLEET,
+      agent: agentName,
+      spiffe: `spiffe://skein.local/agent/${agentName}`,
+      endpoints: ['127.0.0.1:1'],
+      routines: ['echo'],
+      load: 0,
+      capacity: 1,
+      tlsFingerprint: 'ab'.repeat(32),
+      seq: now * 1000,
+      iat: now,
+      ttl: 60_000,
+    },
     readPrivateKey(path(`${key}.key`)),
     endorsement ?? null,
   );
@@ -79,7 +105,14 @@ async function advertise(key: string, agentName: string, endorsement?: Uint8Arra
   socket.close();
 }
 
-const client = () => new SkeinClient({ peer: `127.0.0.1:${agent.port}`, cert: readFileSync(path('pki', 'client-dev-client.crt')), key: readFileSync(path('pki', 'client-dev-client.key')), ca: readFileSync(path('pki', 'ca.crt')), servername: 'localhost' });
+const client = () =>
+  new SkeinClient({
+    peer: `127.0.0.1:${agent.port}`,
+    cert: readFileSync(path('pki', 'client-dev-client.crt')),
+    key: readFileSync(path('pki', 'client-dev-client.key')),
+    ca: readFileSync(path('pki', 'ca.crt')),
+    servername: 'localhost',
+  });
 
 beforeAll(async () => {
   dir = tempDir('skein-reload-');
@@ -90,8 +123,34 @@ beforeAll(async () => {
   await ok(['pki', 'init', '--dir', path('pki2'), '--trust-domain', 'other.test']);
   await ok(['pki', 'issue', '--dir', path('pki2'), '--name', 'other', '--kind', 'client']);
   for (const k of ['sign-1', 'sign-2', 'peer-t', 'peer-e', 'root']) await ok(['keygen', '--out', path(`${k}.key`)]);
-  await ok(['key', 'endorse', '--root', path('root.key'), '--agent-pub', path('peer-e.key.pub'), '--spiffe-id', 'spiffe://skein.local/agent/peer-e', '--not-after', '2099-01-01T00:00:00Z', '--out', path('peer-e.endorsement')]);
-  await ok(['key', 'endorse', '--root', path('root.key'), '--agent-pub', path('sign-2.key.pub'), '--spiffe-id', 'spiffe://skein.local/agent/test', '--not-after', '2099-01-01T00:00:00Z', '--out', path('self.endorsement')]);
+  await ok([
+    'key',
+    'endorse',
+    '--root',
+    path('root.key'),
+    '--agent-pub',
+    path('peer-e.key.pub'),
+    '--spiffe-id',
+    'spiffe://skein.local/agent/peer-e',
+    '--not-after',
+    '2099-01-01T00:00:00Z',
+    '--out',
+    path('peer-e.endorsement'),
+  ]);
+  await ok([
+    'key',
+    'endorse',
+    '--root',
+    path('root.key'),
+    '--agent-pub',
+    path('sign-2.key.pub'),
+    '--spiffe-id',
+    'spiffe://skein.local/agent/test',
+    '--not-after',
+    '2099-01-01T00:00:00Z',
+    '--out',
+    path('self.endorsement'),
+  ]);
   mkdirSync(path('plugins'));
   copyFileSync(join(FIXTURES, 'plugins', 'closes.ts'), path('plugins', 'closes.ts'));
   mkdirSync(path('moved'));
@@ -312,7 +371,10 @@ describe('SIGHUP reloads every live key', () => {
     const line = await hup();
     expect(line, agent.stderr().slice(-3000)).toMatchObject({ msg: 'config reloaded', pending: [] });
     const applied = line.applied as string[];
-    expect(applied.some((k) => k === key || k.startsWith(`${key}.`)), JSON.stringify(applied)).toBe(true);
+    expect(
+      applied.some((k) => k === key || k.startsWith(`${key}.`)),
+      JSON.stringify(applied),
+    ).toBe(true);
     const others = applied.filter((k) => !(k === key || k.startsWith(`${key}.`)));
     expect(others.sort()).toEqual([...(row.alsoApplied ?? [])].sort());
     await row.effect(from);

@@ -25,11 +25,23 @@ async function ok(args: string[]): Promise<void> {
 /** SHA-256 of the certificate the agent presents to a NEW connection. */
 function presented(port: number, client: { cert: string; key: string; ca: string }): Promise<string> {
   return new Promise((resolve, reject) => {
-    const s = connect({ host: '127.0.0.1', port, ALPNProtocols: ['h2'], cert: readFileSync(client.cert), key: readFileSync(client.key), ca: readFileSync(client.ca), servername: 'localhost', checkServerIdentity: () => undefined }, () => {
-      const fp = s.getPeerCertificate().fingerprint256.replaceAll(':', '').toLowerCase();
-      s.destroy();
-      resolve(fp);
-    });
+    const s = connect(
+      {
+        host: '127.0.0.1',
+        port,
+        ALPNProtocols: ['h2'],
+        cert: readFileSync(client.cert),
+        key: readFileSync(client.key),
+        ca: readFileSync(client.ca),
+        servername: 'localhost',
+        checkServerIdentity: () => undefined,
+      },
+      () => {
+        const fp = s.getPeerCertificate().fingerprint256.replaceAll(':', '').toLowerCase();
+        s.destroy();
+        resolve(fp);
+      },
+    );
     s.on('error', reject);
     s.setTimeout(5000, () => s.destroy(new Error('handshake timed out')));
   });
@@ -53,7 +65,11 @@ async function auditEvents(agent: StartedAgent, event: string, min = 1, file = j
     } catch {
       // not written yet
     }
-    found = text.split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>).filter((l) => l.event === event);
+    found = text
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => JSON.parse(l) as Record<string, unknown>)
+      .filter((l) => l.event === event);
     if (found.length >= min) break;
     await new Promise((r) => setTimeout(r, 50));
   }
@@ -155,7 +171,17 @@ describe('certificate rotation under load', () => {
     // The audit stream has each rotation and each refusal, with the documented fields.
     const auditFile = join(pki, 'audit.jsonl');
     const reloaded = await auditEvents(agent, 'tls.reloaded', 1, auditFile);
-    expect(reloaded[0]).toMatchObject({ schema: 'skein.audit/v1', agent: 'rot', event: 'tls.reloaded', trigger: 'watch', sha256: expect.stringMatching(/^[0-9a-f]{64}$/), previousSha256: first, spiffe: 'spiffe://skein.local/agent/rot', notAfter: expect.any(String), minVersion: 'TLSv1.3' });
+    expect(reloaded[0]).toMatchObject({
+      schema: 'skein.audit/v1',
+      agent: 'rot',
+      event: 'tls.reloaded',
+      trigger: 'watch',
+      sha256: expect.stringMatching(/^[0-9a-f]{64}$/),
+      previousSha256: first,
+      spiffe: 'spiffe://skein.local/agent/rot',
+      notAfter: expect.any(String),
+      minVersion: 'TLSv1.3',
+    });
     const refusedLines = await auditEvents(agent, 'tls.reload_refused', 2, auditFile);
     expect(refusedLines[0]).toMatchObject({ event: 'tls.reload_refused', trigger: 'watch', key: 'tls.cert', path: certFile, error: expect.stringContaining('not a PEM certificate') });
     expect(refusedLines.some((l) => l.key === 'tls.key' && String(l.error).includes('does not belong'))).toBe(true);
@@ -166,7 +192,8 @@ describe('certificate rotation under load', () => {
     await ok(['pki', 'init', '--dir', other]);
     await ok(['pki', 'issue', '--dir', other, '--name', 'newops', '--kind', 'client']);
     const newClient = { cert: join(other, 'client-newops.crt'), key: join(other, 'client-newops.key'), ca: join(pki, 'ca.crt') };
-    const client = () => new SkeinClient({ peer: `127.0.0.1:${agent.port}`, cert: readFileSync(newClient.cert), key: readFileSync(newClient.key), ca: readFileSync(newClient.ca), servername: 'localhost' });
+    const client = () =>
+      new SkeinClient({ peer: `127.0.0.1:${agent.port}`, cert: readFileSync(newClient.cert), key: readFileSync(newClient.key), ca: readFileSync(newClient.ca), servername: 'localhost' });
     const before = client();
     try {
       expect(['SKEIN_ERR_TLS', 'SKEIN_ERR_TRANSPORT']).toContain((await failure(before.dispatch('add', { args: [1, 1] }))).code);
@@ -224,7 +251,13 @@ describe('SIGHUP reload', () => {
       // log.level applied: debug lines now appear.
       expect(agent.logs.some((l) => l.level === 'debug')).toBe(true);
       const [audited] = await auditEvents(agent, 'config.reloaded');
-      expect(audited).toMatchObject({ schema: 'skein.audit/v1', event: 'config.reloaded', trigger: 'sighup', applied: expect.arrayContaining(['plugins.enabled', 'log.level']), pending: ['limits.queueSize'] });
+      expect(audited).toMatchObject({
+        schema: 'skein.audit/v1',
+        event: 'config.reloaded',
+        trigger: 'sighup',
+        applied: expect.arrayContaining(['plugins.enabled', 'log.level']),
+        pending: ['limits.queueSize'],
+      });
       // The reloaded plugin is recorded as loaded, with its hash.
       expect((await auditEvents(agent, 'plugin.loaded', 2)).length).toBeGreaterThanOrEqual(2);
     } finally {

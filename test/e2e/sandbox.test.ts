@@ -58,7 +58,10 @@ describe('"strict" was the old name of "full" (it now means only security.strict
     ['SKEIN_SANDBOX_PROFILE', {}, { SKEIN_SANDBOX_PROFILE: 'strict' }, 'in environment'],
   ] as const)('sandbox.profile "strict" in %s is refused, exit 2, naming "full"', async (_where, sandbox, env, source) => {
     const path = writeConfig(baseConfig({ agent: { listen: '127.0.0.1:0', stateDir: 'state' }, ...sandbox }));
-    for (const args of [['agent', '--config', path], ['validate', '--config', path]]) {
+    for (const args of [
+      ['agent', '--config', path],
+      ['validate', '--config', path],
+    ]) {
       const r = await runCli(args, { env });
       expect(r.code).toBe(2);
       expect(r.stderr).toContain('[SKEIN_ERR_CONFIG]');

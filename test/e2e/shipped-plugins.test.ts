@@ -144,7 +144,22 @@ withPyJwt.describe('bearer-jwt with tokens minted by PyJWT', () => {
     const dir = tempDir();
     const tokenFile = join(dir, 'token');
     execFileSync('sh', ['-c', `printf '%s\\n' "$0" > "${tokenFile}"`, mint('EdDSA', good())]);
-    const r = await runCli(['dispatch', 'add', '--args', '[2, 3]', '--peer', `127.0.0.1:${agent.port}`, '--cert', agent.pki.cert, '--key', agent.pki.key, '--ca', agent.pki.ca, '--token-file', tokenFile]);
+    const r = await runCli([
+      'dispatch',
+      'add',
+      '--args',
+      '[2, 3]',
+      '--peer',
+      `127.0.0.1:${agent.port}`,
+      '--cert',
+      agent.pki.cert,
+      '--key',
+      agent.pki.key,
+      '--ca',
+      agent.pki.ca,
+      '--token-file',
+      tokenFile,
+    ]);
     expect(r.stderr).toBe('');
     expect(r.stdout.trim()).toBe('5');
   });

@@ -105,7 +105,24 @@ requires(netnsNeed()).describe('routine code from a URL, served from a public ad
       expect(logs.find((l) => l.msg === 'routine loaded')).toMatchObject({ routine: 'add', url: `${origin}/examples.py`, sha256: PIN });
       const port = String(listening.address).split(':').pop();
       const pki = join(path, '..', 'state', 'pki');
-      const r = await host.run(BINARY, ['dispatch', 'add', '--args', '[20, 22]', '--peer', `127.0.0.1:${port}`, '--cert', join(pki, 'client-dev-client.crt'), '--key', join(pki, 'client-dev-client.key'), '--ca', join(pki, 'ca.crt')], { timeoutMs: 15_000 });
+      const r = await host.run(
+        BINARY,
+        [
+          'dispatch',
+          'add',
+          '--args',
+          '[20, 22]',
+          '--peer',
+          `127.0.0.1:${port}`,
+          '--cert',
+          join(pki, 'client-dev-client.crt'),
+          '--key',
+          join(pki, 'client-dev-client.key'),
+          '--ca',
+          join(pki, 'ca.crt'),
+        ],
+        { timeoutMs: 15_000 },
+      );
       expect(r.stdout.trim(), r.stderr).toBe('42');
     } finally {
       agent.kill('SIGTERM');
@@ -115,13 +132,32 @@ requires(netnsNeed()).describe('routine code from a URL, served from a public ad
   it.each([
     ['a wrong pin', () => urlConfig('/examples.py', {}, 'a'.repeat(64)), /SKEIN_ERR_SOURCE_PIN_MISMATCH.*routine "echo"/],
     ['a host off the allow-list', () => urlConfig('/examples.py', { allowedCodeHosts: ['code.example'] }), /SKEIN_ERR_SOURCE_HOST/],
-    ['a private address (localhost, allowed by name)', () => urlConfig('/examples.py', { allowedCodeHosts: ['localhost'] }, PIN, `https://localhost:${CODE_PORT}/examples.py`), /SKEIN_ERR_SOURCE_ADDRESS.*localhost resolves to (127\.0\.0\.1|::1) \(loopback\)/],
+    [
+      'a private address (localhost, allowed by name)',
+      () => urlConfig('/examples.py', { allowedCodeHosts: ['localhost'] }, PIN, `https://localhost:${CODE_PORT}/examples.py`),
+      /SKEIN_ERR_SOURCE_ADDRESS.*localhost resolves to (127\.0\.0\.1|::1) \(loopback\)/,
+    ],
     ['a redirect off the allow-list', () => urlConfig('/redirect-away'), /SKEIN_ERR_SOURCE_HOST.*evil.example/],
-    ['an oversize body', () => urlConfig('/huge.py', {}, createHash('sha256').update('#'.repeat(2 * 1024 * 1024)).digest('hex')), /SKEIN_ERR_SOURCE_TOO_LARGE/],
-  ] as const)('%s stops start-up with its code', async (_name, config, message) => {
-    const path = configFile({ ...config(), agent: { name: 't', listen: '127.0.0.1:0', stateDir: 'state' } });
-    const r = await host.run(BINARY, ['agent', '--config', path], { timeoutMs: 20_000 });
-    expect(r.code, r.stderr).toBe(2);
-    expect(r.stderr).toMatch(message);
-  }, 30_000);
+    [
+      'an oversize body',
+      () =>
+        urlConfig(
+          '/huge.py',
+          {},
+          createHash('sha256')
+            .update('#'.repeat(2 * 1024 * 1024))
+            .digest('hex'),
+        ),
+      /SKEIN_ERR_SOURCE_TOO_LARGE/,
+    ],
+  ] as const)(
+    '%s stops start-up with its code',
+    async (_name, config, message) => {
+      const path = configFile({ ...config(), agent: { name: 't', listen: '127.0.0.1:0', stateDir: 'state' } });
+      const r = await host.run(BINARY, ['agent', '--config', path], { timeoutMs: 20_000 });
+      expect(r.code, r.stderr).toBe(2);
+      expect(r.stderr).toMatch(message);
+    },
+    30_000,
+  );
 });

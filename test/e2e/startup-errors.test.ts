@@ -11,7 +11,13 @@ import { BINARY, EXAMPLES, runCli, stopAll, tempDir } from '../helpers/agent.ts'
 
 afterAll(stopAll);
 
-const config = (stateDir: string, extra: Record<string, unknown> = {}) => ({ agent: { name: 't', listen: '127.0.0.1:0', stateDir }, log: { format: 'json' }, workers: { poolSize: 1 }, routines: { echo: { file: EXAMPLES } }, ...extra });
+const config = (stateDir: string, extra: Record<string, unknown> = {}) => ({
+  agent: { name: 't', listen: '127.0.0.1:0', stateDir },
+  log: { format: 'json' },
+  workers: { poolSize: 1 },
+  routines: { echo: { file: EXAMPLES } },
+  ...extra,
+});
 
 /** Runs `skein agent` in a private mount namespace (root and util-linux's unshare, as in CI) where `ro` is bind-mounted read-only. */
 function agentWithReadOnly(ro: string, configPath: string, command: 'agent' | 'validate' = 'agent'): Promise<{ code: number | null; stderr: string }> {
@@ -33,12 +39,20 @@ describe('start-up failures on the file system', () => {
     const etc = tempDir();
     // A fleet set-up: TLS files given, so the first write is the state folder itself.
     const pki = join(etc, 'pki');
-    for (const args of [['pki', 'init', '--dir', pki], ['pki', 'issue', '--dir', pki, '--name', 't', '--kind', 'agent']]) expect((await runCli(args)).code).toBe(0);
+    for (const args of [
+      ['pki', 'init', '--dir', pki],
+      ['pki', 'issue', '--dir', pki, '--name', 't', '--kind', 'agent'],
+    ])
+      expect((await runCli(args)).code).toBe(0);
     const path = join(etc, 'agent.config.json');
     writeFileSync(path, JSON.stringify(config(join(etc, '.skein'), { tls: { cert: join(pki, 'agent-t.crt'), key: join(pki, 'agent-t.key'), ca: join(pki, 'ca.crt') } })));
     const r = await agentWithReadOnly(etc, path);
     expect(r.code).toBe(2);
-    expect(r.stderr).toMatch(new RegExp(`error \\[SKEIN_ERR_CONFIG\\]: cannot create the folder ${etc}/\\.skein\\S* \\(agent\\.stateDir is "${etc}/\\.skein"\\): read-only file system \\(EROFS\\): set agent\\.stateDir to a writable folder \\(under systemd, StateDirectory=skein provides /var/lib/skein\\)`));
+    expect(r.stderr).toMatch(
+      new RegExp(
+        `error \\[SKEIN_ERR_CONFIG\\]: cannot create the folder ${etc}/\\.skein\\S* \\(agent\\.stateDir is "${etc}/\\.skein"\\): read-only file system \\(EROFS\\): set agent\\.stateDir to a writable folder \\(under systemd, StateDirectory=skein provides /var/lib/skein\\)`,
+      ),
+    );
     expect(r.stderr).not.toMatch(/\n\s+at /);
   });
 

@@ -26,9 +26,17 @@ describe('each violation is reported with its key (skein validate --strict, exit
     ['plaintext h2c without a token plugin', { tls: { plaintext: true } }, /tls.plaintext: plaintext HTTP\/2 \(h2c\) without a token plugin/],
     ['TLS below 1.3', { tls: { minVersion: 'TLSv1.2' } }, /tls.minVersion: TLSv1.2 is below TLS 1.3/],
     ['a sandbox weaker than full', { sandbox: { profile: 'standard' } }, /sandbox.profile: "standard" is weaker than "full"/],
-    ['plugins from files without required signatures', { plugins: { enabled: [{ name: 'office-hours' }] } }, /plugins.requireSignature: plugins loaded from files \(office-hours\) but their signatures are not required/],
+    [
+      'plugins from files without required signatures',
+      { plugins: { enabled: [{ name: 'office-hours' }] } },
+      /plugins.requireSignature: plugins loaded from files \(office-hours\) but their signatures are not required/,
+    ],
     ['the audit stream turned off', { audit: { sink: 'off' } }, /audit.sink: "off" records no security decision/],
-    ['authorization.default "allow" reachable off-host', { agent: { name: 'strict', listen: '0.0.0.0:0', stateDir: 'state' }, authorization: { default: 'allow' } }, /authorization.default: "allow" while listening off-host \(0.0.0.0:0\): every authenticated peer may run every routine that no plugin denies/],
+    [
+      'authorization.default "allow" reachable off-host',
+      { agent: { name: 'strict', listen: '0.0.0.0:0', stateDir: 'state' }, authorization: { default: 'allow' } },
+      /authorization.default: "allow" while listening off-host \(0.0.0.0:0\): every authenticated peer may run every routine that no plugin denies/,
+    ],
   ])('%s', async (_name, overrides, message) => {
     const r = await runCli(['validate', '--strict', '--config', configFile({ ...clean(), ...overrides })]);
     expect(r.code).toBe(2);
@@ -37,7 +45,12 @@ describe('each violation is reported with its key (skein validate --strict, exit
   });
 
   it('built-in plugins need no signature: routine-policy alone passes', async () => {
-    const r = await runCli(['validate', '--strict', '--config', configFile({ ...clean(), plugins: { enabled: [{ name: 'routine-policy', options: { rules: [{ effect: 'allow', identities: ['**'], routines: ['echo'] }] } }] } })]);
+    const r = await runCli([
+      'validate',
+      '--strict',
+      '--config',
+      configFile({ ...clean(), plugins: { enabled: [{ name: 'routine-policy', options: { rules: [{ effect: 'allow', identities: ['**'], routines: ['echo'] }] } }] } }),
+    ]);
     expect(r.stderr).toBe('');
     expect(r.code).toBe(0);
   });
@@ -50,7 +63,9 @@ describe('each violation is reported with its key (skein validate --strict, exit
     writeFileSync(path, JSON.stringify({ ...clean(), plugins: { enabled: [{ name: 'routine-policy', options: { rules: [] } }] } }), { mode: 0o600 });
     const r = await runCli(['agent', '--strict', '--config', path]);
     expect(r.code).toBe(2);
-    expect(r.stderr).toMatch(/error \[SKEIN_ERR_STRICT\]: security.strict: refusing to start; 1 violation:\n {2}- plugins.requireSignature: plugin "routine-policy" is loaded from .*routine-policy\.ts but signatures are not required/);
+    expect(r.stderr).toMatch(
+      /error \[SKEIN_ERR_STRICT\]: security.strict: refusing to start; 1 violation:\n {2}- plugins.requireSignature: plugin "routine-policy" is loaded from .*routine-policy\.ts but signatures are not required/,
+    );
   });
 
   it('a private key readable by others', async () => {
@@ -116,7 +131,10 @@ describe('skein agent --strict', () => {
     const r = await runCli(['validate', '--strict', '--config', configFile({ ...clean(), authorization: { default: 'allow' } })]);
     expect(r.code).toBe(0);
     // validate shows the warning the agent would give at start, and no other line.
-    const lines = r.stderr.trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+    const lines = r.stderr
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as Record<string, unknown>);
     expect(lines).toHaveLength(1);
     expect(lines[0]).toMatchObject({ level: 'warn' });
     expect(JSON.stringify(lines[0])).toContain('authorization.default');

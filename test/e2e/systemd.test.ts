@@ -94,7 +94,10 @@ while True:
 }
 
 describe('sd_notify', () => {
-  it.each([['a socket path', false], ['an abstract socket', true]])('over %s: READY=1 with MAINPID once serving, RELOADING=1 then READY=1 on SIGHUP, STOPPING=1 on SIGTERM', async (_name, abstract) => {
+  it.each([
+    ['a socket path', false],
+    ['an abstract socket', true],
+  ])('over %s: READY=1 with MAINPID once serving, RELOADING=1 then READY=1 on SIGHUP, STOPPING=1 on SIGTERM', async (_name, abstract) => {
     const path = abstract ? `@skein-test-${process.pid}-${Date.now()}` : join(tempDir(), 'notify.sock');
     const sock = await notifySocket(path);
     const agent = await startAgent({ env: { NOTIFY_SOCKET: path } });

@@ -19,9 +19,19 @@ const ok = async (args: string[], cwd?: string) => {
 /** Each case builds its files in `dir` and returns the config to try. */
 const CASES: Array<[string, (dir: string) => Promise<Record<string, unknown>> | Record<string, unknown>, string, RegExp]> = [
   ['a routine file that is missing', () => baseConfig({ routines: { echo: { file: 'missing.py' } } }), 'SKEIN_ERR_CONFIG', /config key "routines\.echo\.file": cannot read .*missing\.py/],
-  ['a routine file that is a folder', (dir) => (mkdirSync(join(dir, 'code.py')), baseConfig({ routines: { echo: { file: 'code.py' } } })), 'SKEIN_ERR_CONFIG', /config key "routines\.echo\.file": cannot read .*code\.py/],
+  [
+    'a routine file that is a folder',
+    (dir) => (mkdirSync(join(dir, 'code.py')), baseConfig({ routines: { echo: { file: 'code.py' } } })),
+    'SKEIN_ERR_CONFIG',
+    /config key "routines\.echo\.file": cannot read .*code\.py/,
+  ],
   ['a function the file does not define', () => baseConfig({ routines: { nope: { file: EXAMPLES, function: 'no_such_function' } } }), 'SKEIN_ERR_CONFIG', /routine "nope".*no_such_function/],
-  ['a routine with a syntax error', (dir) => (writeFileSync(join(dir, 'broken.py'), 'def f(:\n  pass\n'), baseConfig({ routines: { f: { file: 'broken.py' } } })), 'SKEIN_ERR_CONFIG', /routine "f" failed to load: SyntaxError/],
+  [
+    'a routine with a syntax error',
+    (dir) => (writeFileSync(join(dir, 'broken.py'), 'def f(:\n  pass\n'), baseConfig({ routines: { f: { file: 'broken.py' } } })),
+    'SKEIN_ERR_CONFIG',
+    /routine "f" failed to load: SyntaxError/,
+  ],
   ['a Python that does not run', () => baseConfig({ workers: { poolSize: 1, python: '/nonexistent/python3' } }), 'SKEIN_ERR_CONFIG', /config key "workers\.python": cannot run \/nonexistent\/python3/],
   ['a plugin file that is missing', () => baseConfig({ plugins: { enabled: [{ name: 'office-hours' }] } }), 'SKEIN_ERR_PLUGIN_LOAD', /plugin "office-hours": no file .*office-hours/],
   [
@@ -38,7 +48,10 @@ const CASES: Array<[string, (dir: string) => Promise<Record<string, unknown>> | 
     'strict mode and a file shadowing a built-in plugin, unsigned',
     (dir) => {
       mkdirSync(join(dir, 'plugins'));
-      writeFileSync(join(dir, 'plugins/routine-policy.ts'), "import { definePlugin } from './skein-plugin.ts';\nexport default definePlugin({ name: 'routine-policy', version: '9', setup: () => ({ authorize: () => ({ decision: 'abstain' as const }) }) });\n");
+      writeFileSync(
+        join(dir, 'plugins/routine-policy.ts'),
+        "import { definePlugin } from './skein-plugin.ts';\nexport default definePlugin({ name: 'routine-policy', version: '9', setup: () => ({ authorize: () => ({ decision: 'abstain' as const }) }) });\n",
+      );
       return baseConfig({ security: { strict: true }, plugins: { enabled: [{ name: 'routine-policy' }] } });
     },
     'SKEIN_ERR_STRICT',
@@ -54,13 +67,33 @@ const CASES: Array<[string, (dir: string) => Promise<Record<string, unknown>> | 
     'SKEIN_ERR_CONFIG',
     /tls\.key.*agent-b\.key.*does not belong to the certificate/,
   ],
-  ['a malformed allow pattern', () => baseConfig({ authorization: { allow: [{ identities: ['spiffe://skein.local/a**b'], routines: ['*'] }] } }), 'SKEIN_ERR_CONFIG', /authorization\.allow\[0\]\.identities\[0\]/],
+  [
+    'a malformed allow pattern',
+    () => baseConfig({ authorization: { allow: [{ identities: ['spiffe://skein.local/a**b'], routines: ['*'] }] } }),
+    'SKEIN_ERR_CONFIG',
+    /authorization\.allow\[0\]\.identities\[0\]/,
+  ],
   [
     'an endorsement of another key',
     async (dir) => {
       for (const n of ['root', 'agent', 'other']) await ok(['keygen', '--out', join(dir, n)]);
-      await ok(['key', 'endorse', '--root', join(dir, 'root'), '--agent-pub', join(dir, 'other.pub'), '--spiffe-id', 'spiffe://skein.local/agent/test', '--not-after', '2030-01-01T00:00:00Z', '--out', join(dir, 'e')]);
-      return baseConfig({ discovery: { enabled: true, fleet: 'f', signingKey: 'agent', endorsement: 'e', rootKeys: [readFileSync(join(dir, 'root.pub'), 'utf8').trim()], groups: ['239.255.77.80:47000'] } });
+      await ok([
+        'key',
+        'endorse',
+        '--root',
+        join(dir, 'root'),
+        '--agent-pub',
+        join(dir, 'other.pub'),
+        '--spiffe-id',
+        'spiffe://skein.local/agent/test',
+        '--not-after',
+        '2030-01-01T00:00:00Z',
+        '--out',
+        join(dir, 'e'),
+      ]);
+      return baseConfig({
+        discovery: { enabled: true, fleet: 'f', signingKey: 'agent', endorsement: 'e', rootKeys: [readFileSync(join(dir, 'root.pub'), 'utf8').trim()], groups: ['239.255.77.80:47000'] },
+      });
     },
     'SKEIN_ERR_CONFIG',
     /discovery\.endorsement .* endorses key [0-9a-f]{16}, not the signing key [0-9a-f]{16} \(discovery\.signingKey\)/,

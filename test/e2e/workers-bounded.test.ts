@@ -77,7 +77,7 @@ describe('a call leaves nothing running behind', () => {
     }
   });
 
-  it.each(['thread', '_thread', 'timer', 'profile'])('a %s left behind cannot read the next call\'s arguments', async (kind) => {
+  it.each(['thread', '_thread', 'timer', 'profile'])("a %s left behind cannot read the next call's arguments", async (kind) => {
     const client = agent.client();
     try {
       const spyPid = await client.dispatch<number>('spy', { args: [kind] });
@@ -135,7 +135,7 @@ requires(tool('bwrap', 'bubblewrap')).describe('a call leaves nothing running be
   });
 });
 
-describe('a routine\'s stderr cannot flood the agent log', () => {
+describe("a routine's stderr cannot flood the agent log", () => {
   it('200,000 lines / 50 MB of stderr become a bounded number of log lines; the drop is counted and noticed; calls are served', async () => {
     const agent = await startAgent({
       config: baseConfig({

@@ -31,7 +31,6 @@ afterAll(async () => {
   await stopAll();
 });
 
-
 async function gone(pid: number): Promise<boolean> {
   for (let i = 0; i < 40; i++) {
     if (!alive(pid)) return true;

@@ -83,12 +83,36 @@ describe('standard library under the full profile', () => {
     [
       'use_collections',
       [['a', 'b', 'a', 'cc']],
-      { top: [['a', 2], ['b', 1]], deque: ['a', 'cc'], ordered: ['a', 'b', 'cc'], by_len: { '1': ['a', 'b', 'a'], '2': ['cc'] } },
+      {
+        top: [
+          ['a', 2],
+          ['b', 1],
+        ],
+        deque: ['a', 'cc'],
+        ordered: ['a', 'b', 'cc'],
+        by_len: { '1': ['a', 'b', 'a'], '2': ['cc'] },
+      },
     ],
     [
       'use_itertools',
       [4],
-      { combinations: [[0, 1], [0, 2], [0, 3], [1, 2], [1, 3], [2, 3]], accumulate: [1, 3, 6, 10], chain: ['a', 'b', 'c', 'd'], groupby: [['a', 3], ['b', 2], ['c', 1]] },
+      {
+        combinations: [
+          [0, 1],
+          [0, 2],
+          [0, 3],
+          [1, 2],
+          [1, 3],
+          [2, 3],
+        ],
+        accumulate: [1, 3, 6, 10],
+        chain: ['a', 'b', 'c', 'd'],
+        groupby: [
+          ['a', 3],
+          ['b', 2],
+          ['c', 1],
+        ],
+      },
     ],
     [
       'use_hashlib',

@@ -53,10 +53,7 @@ interface Ctx {
   unixConnections: () => number;
 }
 
-type Expect =
-  | { kind: 'raised'; type: string; message?: RegExp }
-  | { kind: 'code'; code: ErrorCode; message?: RegExp }
-  | { kind: 'returns'; check: (value: any, ctx: Ctx) => void };
+type Expect = { kind: 'raised'; type: string; message?: RegExp } | { kind: 'code'; code: ErrorCode; message?: RegExp } | { kind: 'returns'; check: (value: any, ctx: Ctx) => void };
 
 interface Technique {
   family: string;
@@ -146,7 +143,12 @@ const TECHNIQUES: Technique[] = [
     }),
   },
   // The worker's whole environment is WORKER_ENV (agent/sandbox/python.ts): locale, and native thread pools held to one thread.
-  { family: 'read', name: 'read_environ', args: (c) => [c.secretName], expect: returns((v) => expect(v).toEqual({ keys: ['LANG', 'LC_ALL', 'MKL_NUM_THREADS', 'OMP_NUM_THREADS', 'OPENBLAS_NUM_THREADS'], leaked: false })) },
+  {
+    family: 'read',
+    name: 'read_environ',
+    args: (c) => [c.secretName],
+    expect: returns((v) => expect(v).toEqual({ keys: ['LANG', 'LC_ALL', 'MKL_NUM_THREADS', 'OMP_NUM_THREADS', 'OPENBLAS_NUM_THREADS'], leaked: false })),
+  },
 
   // --- writing -------------------------------------------------------------------------------
   { family: 'write', name: 'write_tmp', args: (c) => [c.tmpFile], expect: EACCES },
@@ -311,7 +313,6 @@ interface AgentHandle {
   waitForLogs(pred: (l: LogLine) => boolean, count: number, timeoutMs?: number): Promise<LogLine[]>;
 }
 
-
 function logWaiter(logs: LogLine[]) {
   return async (pred: (l: LogLine) => boolean, count: number, timeoutMs = 5_000): Promise<LogLine[]> => {
     const deadline = Date.now() + timeoutMs;
@@ -354,7 +355,10 @@ async function runTechnique(t: Technique, ctx: Ctx, agent: AgentHandle): Promise
 }
 
 /** Host-side fixtures: a drop directory the agent's user may write, unix sockets to aim at. */
-async function hostFixtures(dir: string, owner?: number): Promise<{ drop: string; marker: string; victim: string; tmpFile: string; unixPath: string; abstractName: string; unixConnections: () => number; servers: Server[] }> {
+async function hostFixtures(
+  dir: string,
+  owner?: number,
+): Promise<{ drop: string; marker: string; victim: string; tmpFile: string; unixPath: string; abstractName: string; unixConnections: () => number; servers: Server[] }> {
   const drop = join(dir, 'drop');
   mkdirSync(drop, { mode: 0o777 });
   chmodSync(drop, 0o777);
@@ -590,9 +594,7 @@ function startUnprivileged(dir: string, config: Record<string, unknown>): Promis
   const configPath = join(dir, 'agent.config.json');
   writeFileSync(configPath, JSON.stringify(config, null, 2), { mode: 0o644 });
   const argv = ['agent', '--config', configPath];
-  const [cmd, args] = setpriv
-    ? [setpriv, [`--reuid=${NOBODY}`, `--regid=${NOBODY}`, '--clear-groups', BINARY, ...argv]]
-    : [runuser!, ['-u', 'nobody', '--', BINARY, ...argv]];
+  const [cmd, args] = setpriv ? [setpriv, [`--reuid=${NOBODY}`, `--regid=${NOBODY}`, '--clear-groups', BINARY, ...argv]] : [runuser!, ['-u', 'nobody', '--', BINARY, ...argv]];
   const proc = spawn(cmd, args, { cwd: dir, env: { PATH: '/usr/bin:/bin', HOME: dir }, stdio: ['ignore', 'pipe', 'pipe'] });
   const logs: LogLine[] = [];
   let raw = '';

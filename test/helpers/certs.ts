@@ -72,7 +72,14 @@ export async function issueClient(dir: string, issuer: Issuer, spec: ClientSpec)
       new x509.BasicConstraintsExtension(false, undefined, true),
       new x509.KeyUsagesExtension(spec.keyUsage ?? x509.KeyUsageFlags.digitalSignature, true),
       new x509.ExtendedKeyUsageExtension(spec.eku ?? [x509.ExtendedKeyUsage.clientAuth], false),
-      ...(spec.uris.length ? [new x509.SubjectAlternativeNameExtension(spec.uris.map((value) => ({ type: 'url' as const, value })), false)] : []),
+      ...(spec.uris.length
+        ? [
+            new x509.SubjectAlternativeNameExtension(
+              spec.uris.map((value) => ({ type: 'url' as const, value })),
+              false,
+            ),
+          ]
+        : []),
       await x509.AuthorityKeyIdentifierExtension.create(ca.publicKey),
     ],
   });

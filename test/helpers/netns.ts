@@ -264,7 +264,16 @@ export async function createNetwork(opts: CreateNetworkOptions): Promise<Network
     state.namespaces.push(ns);
   };
   const sysctl = (ns: string, settings: Record<string, string>) =>
-    ip(['netns', 'exec', ns, 'sh', '-c', Object.entries(settings).map(([k, v]) => `echo ${v} > /proc/sys/${k.replaceAll('.', '/')}`).join(' && ')]);
+    ip([
+      'netns',
+      'exec',
+      ns,
+      'sh',
+      '-c',
+      Object.entries(settings)
+        .map(([k, v]) => `echo ${v} > /proc/sys/${k.replaceAll('.', '/')}`)
+        .join(' && '),
+    ]);
 
   const makeHost = (index: number, ns: string, address: string, address6: string | undefined): NetHost => {
     const exec = (cmd: string, args: string[] = [], spawnOpts: SpawnOptions = {}): ChildProcess => {
@@ -328,9 +337,7 @@ export async function createNetwork(opts: CreateNetworkOptions): Promise<Network
       let address6: string | undefined;
       for (let attempt = 0; attempt < 50 && address6 === undefined; attempt++) {
         const out = await ip(['-n', p.ns, '-j', '-6', 'addr', 'show', 'dev', 'eth0', 'scope', 'link']).catch(() => '[]');
-        const info = (JSON.parse(out || '[]') as Array<{ addr_info?: Array<{ local?: string; tentative?: boolean }> }>)
-          .flatMap((x) => x.addr_info ?? [])
-          .find((a) => a.local && !a.tentative);
+        const info = (JSON.parse(out || '[]') as Array<{ addr_info?: Array<{ local?: string; tentative?: boolean }> }>).flatMap((x) => x.addr_info ?? []).find((a) => a.local && !a.tentative);
         address6 = info?.local;
         if (address6 === undefined) await new Promise((r) => setTimeout(r, 20));
       }

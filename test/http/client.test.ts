@@ -175,7 +175,7 @@ describe('outboundRequest: success', () => {
     expect(last.headers['x-keep']).toBe('1');
   });
 
-  it('returns a POST\'s redirect instead of replaying the request elsewhere', async () => {
+  it("returns a POST's redirect instead of replaying the request elsewhere", async () => {
     const res = await outboundRequest(loopback('/to-mirror', { method: 'POST', body: 'x' }));
     expect(res.status).toBe(302);
     expect(res.headers.location).toBe(`https://mirror.test:${port}/echo`);

@@ -44,7 +44,15 @@ async function sleepPool(drainTimeoutMs: number): Promise<WorkerPool> {
     maxCallsPerWorker: 0,
     recycleRssBytes: 0,
     recycleCpuSeconds: 0,
-    spec: { launcher: sandbox.launcher, cwd, routines: { sleep: sources.sleep! }, limits, confine: { ...sandbox.confine, policy: { ...(sandbox.confine.policy as object), limits } }, maxReplyBytes: config.limits.maxResultBytes, startTimeoutMs: config.workers.startTimeoutMs },
+    spec: {
+      launcher: sandbox.launcher,
+      cwd,
+      routines: { sleep: sources.sleep! },
+      limits,
+      confine: { ...sandbox.confine, policy: { ...(sandbox.confine.policy as object), limits } },
+      maxReplyBytes: config.limits.maxResultBytes,
+      startTimeoutMs: config.workers.startTimeoutMs,
+    },
   });
   await pool.start();
   return pool;

@@ -240,7 +240,13 @@ describe('bearer-jwt: JWKS file', () => {
     const enc = generateKeyPairSync('rsa', { modulusLength: 2048 }).publicKey.export({ format: 'jwk' });
     writeFileSync(
       join(dir, 'jwks.json'),
-      JSON.stringify({ keys: [{ ...enc, use: 'enc', alg: 'RSA-OAEP' }, { kty: 'EC', crv: 'P-384', x: 'AA', y: 'AA' }, { ...pairs.ES256.jwk, kid: 'es', use: 'sig' }] }),
+      JSON.stringify({
+        keys: [
+          { ...enc, use: 'enc', alg: 'RSA-OAEP' },
+          { kty: 'EC', crv: 'P-384', x: 'AA', y: 'AA' },
+          { ...pairs.ES256.jwk, kid: 'es', use: 'sig' },
+        ],
+      }),
     );
     const h = await hooks({ algorithms: ['ES256'], jwksFile: 'jwks.json' }, { now: NOW }, dir);
     writeFileSync(join(dir, 'jwks.json'), 'changed after start-up: not read again');
@@ -300,7 +306,7 @@ describe('bearer-jwt: options validation names the key', () => {
     ['a jwks option without jwksUrl', { algorithms: ['HS256'], keys: [octJwk], jwksRefreshSec: 60 }, /^jwksRefreshSec: only applies with jwksUrl/],
     ['jwksRefreshSec 0', { algorithms: ['EdDSA'], jwksUrl: 'https://idp.test/j', jwksRefreshSec: 0 }, /^jwksRefreshSec: must be an integer from 1 to 86400/],
     ['jwksMaxAgeSec below the refresh', { algorithms: ['EdDSA'], jwksUrl: 'https://idp.test/j', jwksRefreshSec: 600, jwksMaxAgeSec: 60 }, /^jwksMaxAgeSec: must be at least jwksRefreshSec \(600\)/],
-    ['jwksTimeoutMs beyond setup\'s budget', { algorithms: ['EdDSA'], jwksUrl: 'https://idp.test/j', jwksTimeoutMs: 20_000 }, /^jwksTimeoutMs: must be an integer from 100 to 9000/],
+    ["jwksTimeoutMs beyond setup's budget", { algorithms: ['EdDSA'], jwksUrl: 'https://idp.test/j', jwksTimeoutMs: 20_000 }, /^jwksTimeoutMs: must be an integer from 100 to 9000/],
     ['jwksMaxBytes too small', { algorithms: ['EdDSA'], jwksUrl: 'https://idp.test/j', jwksMaxBytes: 10 }, /^jwksMaxBytes: must be an integer from 1024/],
     ['jwksCa a private key', { algorithms: ['EdDSA'], jwksUrl: 'https://idp.test/j', jwksCa: '-----BEGIN PRIVATE KEY-----\nAA\n-----END PRIVATE KEY-----' }, /^jwksCa: must be PEM CA certificate/],
   ];

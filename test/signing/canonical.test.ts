@@ -86,9 +86,19 @@ describe('canonical CBOR: encoding rules', () => {
 
   it('uses shortest integer heads at every boundary', () => {
     const cases: [number, string][] = [
-      [23, '17'], [24, '1818'], [255, '18ff'], [256, '190100'], [65535, '19ffff'], [65536, '1a00010000'],
-      [4294967295, '1affffffff'], [4294967296, '1b0000000100000000'], [Number.MAX_SAFE_INTEGER, '1b001fffffffffffff'],
-      [-24, '37'], [-25, '3818'], [-256, '38ff'], [-257, '390100'],
+      [23, '17'],
+      [24, '1818'],
+      [255, '18ff'],
+      [256, '190100'],
+      [65535, '19ffff'],
+      [65536, '1a00010000'],
+      [4294967295, '1affffffff'],
+      [4294967296, '1b0000000100000000'],
+      [Number.MAX_SAFE_INTEGER, '1b001fffffffffffff'],
+      [-24, '37'],
+      [-25, '3818'],
+      [-256, '38ff'],
+      [-257, '390100'],
     ];
     for (const [v, h] of cases) {
       expect(enc(v)).toBe(h);
@@ -107,10 +117,28 @@ describe('canonical CBOR: encoding rules', () => {
   it('omits undefined properties but refuses what has no canonical form', () => {
     expect(enc({ a: 1, b: undefined })).toBe(enc({ a: 1 }));
     const bad: unknown[] = [
-      undefined, [undefined], NaN, Infinity, -Infinity, new Date(0), new Map(), new Set(), () => 1, Symbol('s'),
-      new Uint16Array(2), new (class X {})(), '\ud800', 'a\udc00b', 2n ** 64n, -(2n ** 64n) - 1n,
+      undefined,
+      [undefined],
+      NaN,
+      Infinity,
+      -Infinity,
+      new Date(0),
+      new Map(),
+      new Set(),
+      () => 1,
+      Symbol('s'),
+      new Uint16Array(2),
+      new (class X {})(),
+      '\ud800',
+      'a\udc00b',
+      2n ** 64n,
+      -(2n ** 64n) - 1n,
     ];
-    for (const v of bad) expect(codeOf(() => encodeCanonical(v)), String(v)).toBe('SKEIN_ERR_SIG_UNENCODABLE');
+    for (const v of bad)
+      expect(
+        codeOf(() => encodeCanonical(v)),
+        String(v),
+      ).toBe('SKEIN_ERR_SIG_UNENCODABLE');
     // A hole in an array is a value canonical CBOR cannot say.
     // eslint-disable-next-line no-sparse-arrays
     expect(codeOf(() => encodeCanonical([1, , 3]))).toBe('SKEIN_ERR_SIG_UNENCODABLE');
@@ -215,12 +243,7 @@ const leaf: fc.Arbitrary<CanonicalValue> = fc.oneof(
   fc.uint8Array({ maxLength: 40 }),
 );
 const valueArb: fc.Arbitrary<CanonicalValue> = fc.letrec<{ v: CanonicalValue }>((tie) => ({
-  v: fc.oneof(
-    { depthSize: 'small', withCrossShrink: true },
-    leaf,
-    fc.array(tie('v'), { maxLength: 6 }),
-    fc.dictionary(keyArb, tie('v'), { maxKeys: 6, noNullPrototype: true }),
-  ),
+  v: fc.oneof({ depthSize: 'small', withCrossShrink: true }, leaf, fc.array(tie('v'), { maxLength: 6 }), fc.dictionary(keyArb, tie('v'), { maxKeys: 6, noNullPrototype: true })),
 })).v;
 
 // What decode returns for a value: -0 → 0, safe bigints → numbers, unsafe integral doubles stay.

@@ -35,8 +35,7 @@ function head(major: number, n: number): Buffer {
 const cborText = (s: string): Buffer => Buffer.concat([head(3, Buffer.byteLength(s)), Buffer.from(s)]);
 const cborBytes = (b: Uint8Array): Buffer => Buffer.concat([head(2, b.length), b]);
 /** The bytes the envelope signature covers: [context, keyId, payloadBytes]. */
-const signedBytesByHand = (context: string, id: string, payload: Uint8Array): Buffer =>
-  Buffer.concat([Buffer.from([0x83]), cborText(context), cborText(id), cborBytes(payload)]);
+const signedBytesByHand = (context: string, id: string, payload: Uint8Array): Buffer => Buffer.concat([Buffer.from([0x83]), cborText(context), cborText(id), cborBytes(payload)]);
 /** An envelope put together by hand from its parts. */
 const envelopeByHand = (version: number, context: string, id: string, payload: Uint8Array, sig: Uint8Array): Buffer =>
   Buffer.concat([Buffer.from([0x85, version]), cborText(context), cborText(id), cborBytes(payload), cborBytes(sig)]);
@@ -174,7 +173,11 @@ describe('envelope: every rejection has its own code', () => {
       // Same items, payload length written in a longer head than needed.
       ['non-shortest head', Buffer.concat([Buffer.from([0x85, 0x01]), cborText(CONTEXT), cborText(pair.keyId), Buffer.from([0x58, payloadBytes.length]), payloadBytes, cborBytes(sig)])],
     ];
-    for (const [name, bytes] of cases) expect(codeOf(() => open(bytes, opts)), name).toBe('SKEIN_ERR_SIG_MALFORMED');
+    for (const [name, bytes] of cases)
+      expect(
+        codeOf(() => open(bytes, opts)),
+        name,
+      ).toBe('SKEIN_ERR_SIG_MALFORMED');
   });
 
   it('SKEIN_ERR_SIG_MALFORMED: a validly signed payload that is not a canonical map', () => {
@@ -222,7 +225,11 @@ describe('envelope: any single-byte change is refused', () => {
   });
 
   it('for random payloads, positions and values', () => {
-    const payloadArb = fc.dictionary(fc.string({ maxLength: 12 }), fc.oneof(fc.integer(), fc.string({ maxLength: 30 }), fc.boolean(), fc.uint8Array({ maxLength: 20 }), fc.array(fc.integer(), { maxLength: 5 })), { maxKeys: 8, noNullPrototype: true });
+    const payloadArb = fc.dictionary(
+      fc.string({ maxLength: 12 }),
+      fc.oneof(fc.integer(), fc.string({ maxLength: 30 }), fc.boolean(), fc.uint8Array({ maxLength: 20 }), fc.array(fc.integer(), { maxLength: 5 })),
+      { maxKeys: 8, noNullPrototype: true },
+    );
     fc.assert(
       fc.property(payloadArb, fc.nat(), fc.integer({ min: 1, max: 255 }), (payload, pos, delta) => {
         const bytes = Buffer.from(sign(payload, pair, CONTEXT));
@@ -235,4 +242,3 @@ describe('envelope: any single-byte change is refused', () => {
     );
   });
 });
-

@@ -75,7 +75,7 @@ describe('file signatures', () => {
     expect(codeOf(() => verifyFile(file, { trustedKeys: () => undefined }))).toBe('SKEIN_ERR_SIG_UNKNOWN_KEY');
   });
 
-  it('SKEIN_ERR_SIG_INVALID: an edited statement, or another key\'s signature under a trusted id', () => {
+  it("SKEIN_ERR_SIG_INVALID: an edited statement, or another key's signature under a trusted id", () => {
     const { file, pair, trustedKeys } = setup();
     const doc = signFile(file, { name: 'jwt-auth', version: '1.2.0' }, pair);
     for (const edit of [{ name: 'other' }, { version: '9.9.9' }]) {
@@ -130,7 +130,10 @@ describe('file signatures', () => {
     ];
     for (const [name, content] of cases) {
       writeSig(file, content);
-      expect(codeOf(() => verifyFile(file, { trustedKeys })), name).toBe('SKEIN_ERR_SIG_MALFORMED');
+      expect(
+        codeOf(() => verifyFile(file, { trustedKeys })),
+        name,
+      ).toBe('SKEIN_ERR_SIG_MALFORMED');
     }
     if (Buffer.from(nonCanonicalSig, 'base64url').toString('base64url') !== nonCanonicalSig) {
       writeSig(file, { ...doc, sig: nonCanonicalSig });

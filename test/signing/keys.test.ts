@@ -93,7 +93,16 @@ describe('keys', () => {
     const last = alphabet.indexOf(b64.at(-1)!);
     const noncanonical = `ed25519:${b64.slice(0, -1)}${alphabet[(last & ~3) | 1]}`;
     const rsaPem = generateKeyPairSync('rsa', { modulusLength: 1024 }).publicKey.export({ format: 'pem', type: 'spki' }).toString();
-    for (const bad of [`ed25519:${b64.slice(1)}`, `ed25519:${b64}A`, `ED25519:${b64}`, `ed25519:${b64.replace(/^./, '+')}`, noncanonical, rsaPem, '-----BEGIN PUBLIC KEY-----\nnope\n-----END PUBLIC KEY-----', '/no/such/file.pub']) {
+    for (const bad of [
+      `ed25519:${b64.slice(1)}`,
+      `ed25519:${b64}A`,
+      `ED25519:${b64}`,
+      `ed25519:${b64.replace(/^./, '+')}`,
+      noncanonical,
+      rsaPem,
+      '-----BEGIN PUBLIC KEY-----\nnope\n-----END PUBLIC KEY-----',
+      '/no/such/file.pub',
+    ]) {
       signingError(() => readPublicKey(bad), 'SKEIN_ERR_SIG_KEY_INVALID');
     }
   });

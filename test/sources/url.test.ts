@@ -189,13 +189,7 @@ describe('fetchUrlSource: success', () => {
 });
 
 describe('fetchUrlSource: refusals before any connection', () => {
-  it.each([
-    ['http://code.test/good'],
-    ['file:///etc/passwd'],
-    ['ftp://code.test/good'],
-    ['not a url'],
-    ['https://user:secret@code.test/good'],
-  ])('SKEIN_ERR_SOURCE_SCHEME for %s', async (url) => {
+  it.each([['http://code.test/good'], ['file:///etc/passwd'], ['ftp://code.test/good'], ['not a url'], ['https://user:secret@code.test/good']])('SKEIN_ERR_SOURCE_SCHEME for %s', async (url) => {
     const before = connections;
     const err = await failure({ ...loopback('/good'), url }, 'SKEIN_ERR_SOURCE_SCHEME');
     expect(err.message).toContain(url.startsWith('https://user') ? 'https://user:secret@code.test/good' : url);
@@ -229,10 +223,7 @@ describe('fetchUrlSource: refusals before any connection', () => {
 describe('fetchUrlSource: SSRF guard', () => {
   it('refuses "localhost" resolved to loopback by the real resolver', async () => {
     const before = connections;
-    const err = await failure(
-      { url: `https://localhost:${port}/good`, sha256: GOOD_PIN, allowedHosts: ['localhost'], ca },
-      'SKEIN_ERR_SOURCE_ADDRESS',
-    );
+    const err = await failure({ url: `https://localhost:${port}/good`, sha256: GOOD_PIN, allowedHosts: ['localhost'], ca }, 'SKEIN_ERR_SOURCE_ADDRESS');
     expect(err.message).toContain(`https://localhost:${port}/good`);
     expect(err.message).toMatch(/resolves to (127\.0\.0\.1|::1) \(loopback\)/);
     expect(connections).toBe(before);
@@ -240,10 +231,7 @@ describe('fetchUrlSource: SSRF guard', () => {
 
   it.each([['127.0.0.1'], ['[::1]']])('refuses the IP literal %s without connecting', async (host) => {
     const before = connections;
-    const err = await failure(
-      { url: `https://${host}:${port}/good`, sha256: GOOD_PIN, allowedHosts: [host], ca },
-      'SKEIN_ERR_SOURCE_ADDRESS',
-    );
+    const err = await failure({ url: `https://${host}:${port}/good`, sha256: GOOD_PIN, allowedHosts: [host], ca }, 'SKEIN_ERR_SOURCE_ADDRESS');
     expect(err.message).toContain('loopback');
     expect(connections).toBe(before);
   });
@@ -252,13 +240,7 @@ describe('fetchUrlSource: SSRF guard', () => {
     await failure({ url: `https://2130706433:${port}/good`, sha256: GOOD_PIN, allowedHosts: ['127.0.0.1'], ca }, 'SKEIN_ERR_SOURCE_ADDRESS');
   });
 
-  it.each([
-    ['127.0.0.1'],
-    ['10.0.0.7'],
-    ['169.254.169.254'],
-    ['::ffff:127.0.0.1'],
-    ['64:ff9b::7f00:1'],
-  ])('DNS rebinding: an allowed name answering %s is refused before connecting', async (ip) => {
+  it.each([['127.0.0.1'], ['10.0.0.7'], ['169.254.169.254'], ['::ffff:127.0.0.1'], ['64:ff9b::7f00:1']])('DNS rebinding: an allowed name answering %s is refused before connecting', async (ip) => {
     const before = connections;
     const hitsBefore = hits.get('/rebind') ?? 0;
     const err = await failure(loopback('/rebind', { classifyAddress, lookup: lookupTo(ip) }), 'SKEIN_ERR_SOURCE_ADDRESS');
@@ -357,7 +339,10 @@ describe('fetchUrlSource: redirects', () => {
     await failure(loopback('/redirect-relative', { maxRedirects: 0 }), 'SKEIN_ERR_SOURCE_REDIRECT');
   });
 
-  it.each([['/redirect-none', 'no Location'], ['/redirect-invalid', 'invalid']])('SKEIN_ERR_SOURCE_REDIRECT for %s', async (path, words) => {
+  it.each([
+    ['/redirect-none', 'no Location'],
+    ['/redirect-invalid', 'invalid'],
+  ])('SKEIN_ERR_SOURCE_REDIRECT for %s', async (path, words) => {
     const err = await failure(loopback(path), 'SKEIN_ERR_SOURCE_REDIRECT');
     expect(err.message).toContain(words);
     expect(err.message).toContain(`${base}${path}`);
@@ -445,10 +430,7 @@ describe('fetchUrlSource: deadline, TLS and network', () => {
   });
 
   it('SKEIN_ERR_SOURCE_TLS when the certificate does not name the host', async () => {
-    const err = await failure(
-      loopback('/good', { url: `https://wrong.test:${port}/good`, allowedHosts: ['wrong.test'] }),
-      'SKEIN_ERR_SOURCE_TLS',
-    );
+    const err = await failure(loopback('/good', { url: `https://wrong.test:${port}/good`, allowedHosts: ['wrong.test'] }), 'SKEIN_ERR_SOURCE_TLS');
     expect(err.details).toMatchObject({ tlsCode: 'ERR_TLS_CERT_ALTNAME_INVALID' });
   });
 

@@ -35,7 +35,11 @@ function harness(config: { sink: 'file' | 'stderr'; path?: string; maxQueueLines
   return { audit, logs, lost, lostLines, out, warnings: () => logs.filter((l) => l.level === 'warn') };
 }
 
-const lines = (text: string) => text.split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>);
+const lines = (text: string) =>
+  text
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => JSON.parse(l) as Record<string, unknown>);
 const tick = () => new Promise((r) => setImmediate(r));
 
 describe('audit lines', () => {
@@ -264,7 +268,8 @@ describe('the lifecycle (agent/lifecycle)', () => {
 
 describe('redaction', () => {
   it('treats secret-looking option names as secrets', () => {
-    for (const name of ['secret', 'hs256Secret', 'apiKey', 'keys', 'password', 'client_passwd', 'token', 'bearerTokens', 'hmac', 'privateKey', 'credentials']) expect(isSecretName(name), name).toBe(true);
+    for (const name of ['secret', 'hs256Secret', 'apiKey', 'keys', 'password', 'client_passwd', 'token', 'bearerTokens', 'hmac', 'privateKey', 'credentials'])
+      expect(isSecretName(name), name).toBe(true);
     for (const name of ['issuer', 'audience', 'rules', 'windowSec', 'algorithms', 'identityClaim']) expect(isSecretName(name), name).toBe(false);
   });
 
@@ -273,7 +278,10 @@ describe('redaction', () => {
       issuer: 'https://id.example',
       hs256Secret: 'hunter2hunter2hunter2',
       nested: [{ name: 'a', token: 't0ps3cret' }],
-      jwks: [{ kty: 'oct', kid: 'k1', k: 'c2VjcmV0' }, { kty: 'EC', crv: 'P-256', x: 'pub', y: 'pub', d: 'private' }],
+      jwks: [
+        { kty: 'oct', kid: 'k1', k: 'c2VjcmV0' },
+        { kty: 'EC', crv: 'P-256', x: 'pub', y: 'pub', d: 'private' },
+      ],
       pem: '-----BEGIN PRIVATE KEY-----\nMIIE\n-----END PRIVATE KEY-----\n',
       rules: [{ allow: 'echo' }],
     };
@@ -281,7 +289,10 @@ describe('redaction', () => {
       issuer: 'https://id.example',
       hs256Secret: REDACTED,
       nested: [{ name: 'a', token: REDACTED }],
-      jwks: [{ kty: 'oct', kid: 'k1', k: REDACTED }, { kty: 'EC', crv: 'P-256', x: 'pub', y: 'pub', d: REDACTED }],
+      jwks: [
+        { kty: 'oct', kid: 'k1', k: REDACTED },
+        { kty: 'EC', crv: 'P-256', x: 'pub', y: 'pub', d: REDACTED },
+      ],
       pem: REDACTED,
       rules: [{ allow: 'echo' }],
     });
@@ -290,13 +301,23 @@ describe('redaction', () => {
   it('the audited config hides admin.token and secret plugin options, and shows everything else', () => {
     const d = dir();
     const file = join(d, 'agent.config.json');
-    writeFileSync(file, JSON.stringify({ admin: { token: 'a-very-secret-admin-token' }, plugins: { enabled: [{ name: 'bearer-jwt', options: { issuer: 'https://id.example', keys: ['secret-key-material'] } }, { name: 'routine-policy' }] } }));
+    writeFileSync(
+      file,
+      JSON.stringify({
+        admin: { token: 'a-very-secret-admin-token' },
+        plugins: { enabled: [{ name: 'bearer-jwt', options: { issuer: 'https://id.example', keys: ['secret-key-material'] } }, { name: 'routine-policy' }] },
+      }),
+    );
     const { config } = loadConfig({ path: file, env: {} });
     const audited = auditedConfig(config);
     const text = JSON.stringify(audited);
     expect(text).not.toContain('a-very-secret-admin-token');
     expect(text).not.toContain('secret-key-material');
-    expect(audited).toMatchObject({ admin: { token: REDACTED }, plugins: { enabled: [{ name: 'bearer-jwt', options: { issuer: 'https://id.example', keys: REDACTED } }, { name: 'routine-policy' }] }, audit: { sink: 'stderr' } });
+    expect(audited).toMatchObject({
+      admin: { token: REDACTED },
+      plugins: { enabled: [{ name: 'bearer-jwt', options: { issuer: 'https://id.example', keys: REDACTED } }, { name: 'routine-policy' }] },
+      audit: { sink: 'stderr' },
+    });
     expect(config.admin.token).toBe('a-very-secret-admin-token'); // the running config is untouched
   });
 });

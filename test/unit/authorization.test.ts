@@ -24,7 +24,13 @@ function plugin(name: string, result: AuthzResult | unknown): LoadedPlugin {
 async function decide(plugins: LoadedPlugin[], authorization: Partial<AuthorizationConfig>, who: Partial<Identity> = {}, routine = 'add') {
   const lines: Array<Record<string, unknown>> = [];
   const audit = { record: (_e: string, f: Record<string, unknown>) => lines.push(f), reopen() {}, flush: async () => {}, close: async () => {} } as unknown as Audit;
-  const pipeline = new AuthPipeline(plugins, { hookTimeoutMs: 100, requireToken: false, log: createLogger({ level: 'error' }), audit, authorization: { default: 'deny', allow: [], ...authorization } });
+  const pipeline = new AuthPipeline(plugins, {
+    hookTimeoutMs: 100,
+    requireToken: false,
+    log: createLogger({ level: 'error' }),
+    audit,
+    authorization: { default: 'deny', allow: [], ...authorization },
+  });
   const req: RequestInfo = { requestId: 'r-1', routine, method: 'POST', path: `/v1/dispatch/${routine}`, headers: {}, remoteAddress: '127.0.0.1' };
   const identity: Identity = { peer: { id: DEV }, principals: [], claims: {}, ...who };
   let error: SkeinError | undefined;
@@ -66,7 +72,10 @@ describe('authorization precedence', () => {
   });
 
   it('a plugin deny beats a plugin allow and every allow rule; its rule and message reach the audit line only', async () => {
-    const { line, error } = await decide([plugin('yes', { decision: 'allow' }), plugin('no', { decision: 'deny', reason: 'NOPE', rule: 'rules[7]', message: 'secret pattern spiffe://x/*' })], { ...allowAll, default: 'allow' });
+    const { line, error } = await decide([plugin('yes', { decision: 'allow' }), plugin('no', { decision: 'deny', reason: 'NOPE', rule: 'rules[7]', message: 'secret pattern spiffe://x/*' })], {
+      ...allowAll,
+      default: 'allow',
+    });
     expect(line).toMatchObject({ outcome: 'deny', reason: 'NOPE', plugin: 'no', rule: 'no:rules[7]', detail: 'secret pattern spiffe://x/*' });
     expect(error?.message).toBe(`${DEV} may not run routine "add" (reason NOPE, request r-1)`);
     expect(error?.details).toEqual({ reason: 'NOPE', plugin: 'no', routine: 'add' });
@@ -93,7 +102,9 @@ describe('authorization precedence', () => {
 
 describe('AllowRules', () => {
   it('names the malformed pattern by its key', () => {
-    expect(() => new AllowRules([{ identities: ['spiffe://td/**/x'], routines: ['a'] }])).toThrow(/config key "authorization.allow\[0\].identities\[0\]": "spiffe:\/\/td\/\*\*\/x" "\*\*" is only allowed as the last path segment/);
+    expect(() => new AllowRules([{ identities: ['spiffe://td/**/x'], routines: ['a'] }])).toThrow(
+      /config key "authorization.allow\[0\].identities\[0\]": "spiffe:\/\/td\/\*\*\/x" "\*\*" is only allowed as the last path segment/,
+    );
     expect(() => new AllowRules([{ identities: ['a'], routines: ['a b'] }])).toThrow(/"authorization.allow\[0\].routines\[0\]"/);
     expect(() => new AllowRules([{ identities: ['a'], routines: [] }])).toThrow(/"authorization.allow\[0\].routines": must list at least one pattern/);
   });
@@ -114,7 +125,15 @@ describe('closing the pipeline (agent/lifecycle)', () => {
 
   it('close() and destroy(), twice and concurrently, run each close hook once — a plugin with only a close hook too', async () => {
     const calls: string[] = [];
-    const onlyClose: LoadedPlugin = { name: 'only-close', version: '1', file: 'only-close.ts', sha256: '', builtin: false, httpTally: new HttpTally('only-close'), hooks: { close: () => void calls.push('only-close') } };
+    const onlyClose: LoadedPlugin = {
+      name: 'only-close',
+      version: '1',
+      file: 'only-close.ts',
+      sha256: '',
+      builtin: false,
+      httpTally: new HttpTally('only-close'),
+      hooks: { close: () => void calls.push('only-close') },
+    };
     const pipeline = pipelineOf([closing('a', calls), onlyClose, closing('b', calls)]);
     await Promise.all([pipeline.close(), pipeline.close(), pipeline.destroy()]);
     await pipeline.close();

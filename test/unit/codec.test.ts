@@ -71,7 +71,10 @@ describe('refusals', () => {
     badRequest(() => decodeBody('application/cbor', encode({ args: [new Uint8Array([1])] })), /body.args\[0\]: CBOR byte string/);
     badRequest(() => decodeBody('application/cbor', encode({ args: [undefined] })), /body.args\[0\]: CBOR undefined/);
     badRequest(() => decodeBody('application/cbor', encode({ args: [Number.NaN] })), /non-finite/);
-    badRequest(() => decodeBody('application/cbor', encode({ args: [2n ** 70n + 1n] })), /body.args\[0\]: integer 1180591620717411303425 cannot be represented exactly \(it would arrive as 1\.1805916207174113e\+21\)/);
+    badRequest(
+      () => decodeBody('application/cbor', encode({ args: [2n ** 70n + 1n] })),
+      /body.args\[0\]: integer 1180591620717411303425 cannot be represented exactly \(it would arrive as 1\.1805916207174113e\+21\)/,
+    );
     // {"args": [-0.0]} with a half-precision -0.0 (cbor-x itself encodes -0 as 0).
     const negativeZero = Buffer.concat([Buffer.from([0xa1, 0x64]), Buffer.from('args'), Buffer.from([0x81, 0xf9, 0x80, 0x00])]);
     badRequest(() => decodeBody('application/cbor', negativeZero), /body.args\[0\]: negative zero/);

@@ -122,7 +122,7 @@ describe('errors name the key (and the file)', () => {
     expect(configError(() => loadConfig({ path: join(dir, 'a.json'), env: {} })).message).toMatch(message);
   });
 
-  it('JSONC: comments and trailing commas are accepted, as in the docs\' examples', () => {
+  it("JSONC: comments and trailing commas are accepted, as in the docs' examples", () => {
     const dir = files({
       'fleet.json': '{\n  // the fleet\'s pool\n  "workers": { "poolSize": 3, },\n}\n',
       'host.json': '/* this host */ {\n  "extends": "fleet.json", // inherit\n  "agent": { "name": "edge-7" },\n}',
@@ -150,7 +150,9 @@ describe('errors name the key (and the file)', () => {
     expect(configError(() => loadConfig({ path: join(dir, 'none.json'), env: {} })).message).toMatch(/file not found/);
     expect(configError(() => loadConfig({ path: join(dir, 'a.json'), env: {} })).message).toMatch(/cycle: .*a.json → .*b.json → .*a.json/);
     const missingParent = files({ 'host.json': { extends: 'fleet.json' } });
-    expect(configError(() => loadConfig({ path: join(missingParent, 'host.json'), env: {} })).message).toMatch(/^cannot read config file .*fleet\.json \(named by "extends" in .*host\.json\): file not found$/);
+    expect(configError(() => loadConfig({ path: join(missingParent, 'host.json'), env: {} })).message).toMatch(
+      /^cannot read config file .*fleet\.json \(named by "extends" in .*host\.json\): file not found$/,
+    );
     expect(configError(() => loadConfig({ path: join(dir, 'ok.json'), env: { SKEIN_POOL_SIZE: 'many' } }).config).message).toMatch(/workers.poolSize \(from SKEIN_POOL_SIZE\)/);
   });
 });

@@ -42,7 +42,7 @@ describe('docs/api.md lists every code a server can send', () => {
     expect(rows).toContainEqual({ status: entry.status, code });
   });
 
-  it('every row names a code of the table, with the table\'s status', () => {
+  it("every row names a code of the table, with the table's status", () => {
     for (const row of rows) {
       expect(isErrorCode(row.code), row.code).toBe(true);
       expect(ERROR_TABLE[row.code as keyof typeof ERROR_TABLE].status).toBe(row.status);
@@ -51,6 +51,7 @@ describe('docs/api.md lists every code a server can send', () => {
 
   it('names every client-side code (status 0 codes a client raises) in its client-side list', () => {
     const clientSide = errors.slice(errors.indexOf('Client-side codes'));
-    for (const code of ['SKEIN_ERR_TLS', 'SKEIN_ERR_TRANSPORT', 'SKEIN_ERR_CLIENT_TIMEOUT', 'SKEIN_ERR_ABORTED', 'SKEIN_ERR_BAD_RESPONSE', 'SKEIN_ERR_PEER_IDENTITY', 'SKEIN_ERR_NO_PEERS']) expect(clientSide).toContain(code);
+    for (const code of ['SKEIN_ERR_TLS', 'SKEIN_ERR_TRANSPORT', 'SKEIN_ERR_CLIENT_TIMEOUT', 'SKEIN_ERR_ABORTED', 'SKEIN_ERR_BAD_RESPONSE', 'SKEIN_ERR_PEER_IDENTITY', 'SKEIN_ERR_NO_PEERS'])
+      expect(clientSide).toContain(code);
   });
 });

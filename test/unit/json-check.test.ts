@@ -63,12 +63,16 @@ describe('JSON bodies: nothing JSON.parse would change is accepted', () => {
   });
 
   it('what a double holds exactly passes unchanged', () => {
-    const text = '{"args":[9007199254740991,-9007199254740991,9007199254740994,66123540622781050,100000000000000000000,1e17,1e21,1000000000000000000000,6.02214076e23,0,0.0,0e-400,1.5,5e-324,1.7976931348623157e308,0.1,1e23,"\\ud83d\\ude00","\\\\ud800","é\\n\\"",true,false,null],"kwargs":{"a":{"a":1},"b":[{"a":2}]}}';
+    const text =
+      '{"args":[9007199254740991,-9007199254740991,9007199254740994,66123540622781050,100000000000000000000,1e17,1e21,1000000000000000000000,6.02214076e23,0,0.0,0e-400,1.5,5e-324,1.7976931348623157e308,0.1,1e23,"\\ud83d\\ude00","\\\\ud800","é\\n\\"",true,false,null],"kwargs":{"a":{"a":1},"b":[{"a":2}]}}';
     expect(decodeJson(text)).toEqual(JSON.parse(text));
   });
 
   it('never refuses what JSON.stringify writes from ordinary values, whatever their strings hold', () => {
-    const value = fc.jsonValue({ maxDepth: 4 }).map((v) => JSON.parse(JSON.stringify(v)) as unknown).filter((v) => !hasUnsafeInteger(v));
+    const value = fc
+      .jsonValue({ maxDepth: 4 })
+      .map((v) => JSON.parse(JSON.stringify(v)) as unknown)
+      .filter((v) => !hasUnsafeInteger(v));
     fc.assert(
       fc.property(value, fc.string({ unit: 'grapheme' }), (v, s) => {
         const text = JSON.stringify({ args: [v, s] });

@@ -14,9 +14,17 @@ const messages = async (path: string, code: string) => (await eslint.lintText(co
 describe('lint boundaries', () => {
   it.each([
     ['agent/codec/probe.ts', "import { runAgent } from '../cli/agent.ts';\nexport { runAgent };", /skein\/layers: agent\/codec imports agent\/cli .*a higher layer/],
-    ['agent/runtime/probe.ts', "import p from '../../plugins/routine-policy.ts';\nexport { p };", /skein\/layers: agent\/runtime imports plugins\/routine-policy\.ts: nothing but tests imports plugins\//],
+    [
+      'agent/runtime/probe.ts',
+      "import p from '../../plugins/routine-policy.ts';\nexport { p };",
+      /skein\/layers: agent\/runtime imports plugins\/routine-policy\.ts: nothing but tests imports plugins\//,
+    ],
     ['signing/probe.ts', "import { createLogger } from '../agent/log/index.ts';\nexport { createLogger };", /skein\/layers: signing\/ imports agent\/log\/index\.ts: signing\/ uses only common\//],
-    ['agent/newfolder/probe.ts', "import { SkeinError } from '../../common/errors/index.ts';\nexport { SkeinError };", /skein\/layers: agent\/newfolder\/probe\.ts is in agent\/newfolder, which eslint\/layers\.mjs does not place/],
+    [
+      'agent/newfolder/probe.ts',
+      "import { SkeinError } from '../../common/errors/index.ts';\nexport { SkeinError };",
+      /skein\/layers: agent\/newfolder\/probe\.ts is in agent\/newfolder, which eslint\/layers\.mjs does not place/,
+    ],
     ['plugins/probe.ts', "import { readFileSync } from 'node:fs';\nexport { readFileSync };", /skein\/plugin-imports: a plugin imports only '\.\/skein-plugin\.ts'/],
     ['agent/http/probe.ts', "import { request } from 'undici';\nexport { request };", /no-restricted-imports: .*undici\/index\.js/],
     ['test/unit/probe.test.ts', "import { it } from 'vitest';\nit.skip('x', () => {});", /no-restricted-syntax: focused or skipped tests/],
@@ -34,7 +42,9 @@ describe('lint boundaries', () => {
 
   it('places every folder of agent/ in the layering', async () => {
     const { readdirSync } = await import('node:fs');
-    const folders = readdirSync(join(ROOT, 'agent'), { withFileTypes: true }).filter((d) => d.isDirectory()).map((d) => `agent/${d.name}`);
+    const folders = readdirSync(join(ROOT, 'agent'), { withFileTypes: true })
+      .filter((d) => d.isDirectory())
+      .map((d) => `agent/${d.name}`);
     for (const f of folders) expect(LAYERS, f).toContain(f);
   });
 });

@@ -47,13 +47,7 @@ afterAll(async () => {
 
 describe('PeerPool: choosing a peer', () => {
   it('tries peers offering the routine, least loaded first; skips those cooling down on the agent', async () => {
-    const peers = [
-      peer('busy', 3, 4),
-      peer('idle', 0, 2),
-      peer('half', 4, 8),
-      peer('other', 0, 8, { routines: ['resize'] }),
-      peer('untrusted', 0, 8, { coolDownMs: 5000 }),
-    ];
+    const peers = [peer('busy', 3, 4), peer('idle', 0, 2), peer('half', 4, 8), peer('other', 0, 8, { routines: ['resize'] }), peer('untrusted', 0, 8, { coolDownMs: 5000 })];
     const pool = new PeerPool({ peers: () => peers, idempotent: () => true });
     pools.push(pool);
     const err = await failed(pool);

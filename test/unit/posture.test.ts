@@ -45,7 +45,14 @@ describe('computePosture', () => {
   });
 
   it('h2c: warned off-host for plaintext even with a token plugin, and for no authentication without one', () => {
-    expect(computePosture(config({ tls: { plaintext: true } }), { authenticate: true, authorize: false })).toEqual({ transport: 'h2c', clientAuth: 'token', offHost: false, authorization: false, authorizationDefault: 'deny', warnings: [] });
+    expect(computePosture(config({ tls: { plaintext: true } }), { authenticate: true, authorize: false })).toEqual({
+      transport: 'h2c',
+      clientAuth: 'token',
+      offHost: false,
+      authorization: false,
+      authorizationDefault: 'deny',
+      warnings: [],
+    });
     const withToken = computePosture(config({ ...OFF, tls: { plaintext: true } }), { authenticate: true, authorize: false });
     expect(withToken.warnings).toEqual([expect.stringMatching(/^plaintext HTTP\/2 \(tls.plaintext\) reachable off-host/)]);
     const bare = computePosture(config({ ...OFF, tls: { plaintext: true } }), none);
@@ -58,7 +65,9 @@ describe('computePosture', () => {
     expect(computePosture(config(allow), none)).toMatchObject({ authorizationDefault: 'allow', warnings: [] });
     const p = computePosture(config({ ...OFF, ...allow }), none);
     expect(p.authorizationDefault).toBe('allow');
-    expect(p.warnings).toEqual([expect.stringMatching(/^reachable off-host \(0\.0\.0\.0:7443\) with authorization.default "allow": every authenticated caller may run every routine that no plugin denies/)]);
+    expect(p.warnings).toEqual([
+      expect.stringMatching(/^reachable off-host \(0\.0\.0\.0:7443\) with authorization.default "allow": every authenticated caller may run every routine that no plugin denies/),
+    ]);
   });
 
   it('localhost and 127.x are loopback; [::] is not', () => {
@@ -161,6 +170,8 @@ describe('strict mode and tls.plaintext', () => {
   });
 
   it('discovery cannot be combined with plaintext (config error, strict or not)', () => {
-    expect(() => config({ tls: { plaintext: true }, discovery: { enabled: true, fleet: 'f', signingKey: 'k', trustedKeys: ['ed25519:' + 'A'.repeat(43)] } })).toThrow(/tls.plaintext.*discovery.enabled/);
+    expect(() => config({ tls: { plaintext: true }, discovery: { enabled: true, fleet: 'f', signingKey: 'k', trustedKeys: ['ed25519:' + 'A'.repeat(43)] } })).toThrow(
+      /tls.plaintext.*discovery.enabled/,
+    );
   });
 });

@@ -29,7 +29,9 @@ describe('requires: the CI skip policy', () => {
     const ci = process.env.CI;
     try {
       process.env.CI = 'true';
-      expect(() => reportSkips('suite.py', ['test_x: needs python3-numpy (apt-get install python3-numpy)'])).toThrow(/in CI a skipped test fails the run: suite.py: 1 test\(s\) skipped:\n {2}test_x: needs python3-numpy/);
+      expect(() => reportSkips('suite.py', ['test_x: needs python3-numpy (apt-get install python3-numpy)'])).toThrow(
+        /in CI a skipped test fails the run: suite.py: 1 test\(s\) skipped:\n {2}test_x: needs python3-numpy/,
+      );
       expect(() => reportSkips('suite.py', [])).not.toThrow();
       process.env.CI = 'false';
       expect(() => reportSkips('suite.py', ['test_x: why'])).not.toThrow();

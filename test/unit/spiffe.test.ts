@@ -64,7 +64,7 @@ describe('parseSpiffeId: each malformation has its own problem and message', () 
   });
 });
 
-describe('parseSpiffeId: trust domain IDs (a CA\'s URI SAN)', () => {
+describe("parseSpiffeId: trust domain IDs (a CA's URI SAN)", () => {
   it.each([
     ['spiffe://skein.local', true],
     ['spiffe://skein.local/ca', false],
@@ -86,12 +86,20 @@ describe('sanIdentity: a certificate identifies at most one SPIFFE ID', () => {
     ['DNS and IP SANs beside it', 'DNS:host, URI:spiffe://skein.local/agent/a1, IP Address:127.0.0.1', { spiffeId: 'spiffe://skein.local/agent/a1' }],
     ['no URI SAN', 'DNS:host', { spiffeId: undefined, uris: [] }],
     ['no SAN at all', undefined, { spiffeId: undefined, uris: [] }],
-    ['two URI SANs', 'URI:spiffe://skein.local/client/dev-client, URI:spiffe://skein.local/client/ops', { error: 'multiple', message: expect.stringMatching(/has 2 URI SANs .*an X.509-SVID has exactly one/) }],
+    [
+      'two URI SANs',
+      'URI:spiffe://skein.local/client/dev-client, URI:spiffe://skein.local/client/ops',
+      { error: 'multiple', message: expect.stringMatching(/has 2 URI SANs .*an X.509-SVID has exactly one/) },
+    ],
     ['a SPIFFE ID and an https URI', 'URI:https://example.org/x, URI:spiffe://skein.local/client/ops', { error: 'multiple' }],
     ['one invalid SPIFFE ID', 'URI:spiffe://skein.local/client/../ops', { error: 'invalid', problem: 'dot-segment', message: expect.stringContaining('is not a valid SPIFFE ID') }],
     ['one non-SPIFFE URI', 'URI:https://example.org/x', { error: 'invalid', problem: 'scheme' }],
     // Node quotes a SAN value holding ", " so it cannot pass for two entries.
-    ['a quoted value holding ", URI:"', 'URI:"spiffe://skein.local/a, URI:spiffe://skein.local/b"', { error: 'invalid', problem: 'segment-chars', uris: ['spiffe://skein.local/a, URI:spiffe://skein.local/b'] }],
+    [
+      'a quoted value holding ", URI:"',
+      'URI:"spiffe://skein.local/a, URI:spiffe://skein.local/b"',
+      { error: 'invalid', problem: 'segment-chars', uris: ['spiffe://skein.local/a, URI:spiffe://skein.local/b'] },
+    ],
   ])('%s', (_name, san, expected) => {
     expect(sanIdentity(san)).toMatchObject(expected);
   });
@@ -100,7 +108,8 @@ describe('sanIdentity: a certificate identifies at most one SPIFFE ID', () => {
 describe('caTrustDomains', () => {
   it('reads the URI SAN skein pki init gives a CA, across a bundle, ignoring CAs without one', async () => {
     const now = Date.now();
-    const mk = async (trustDomainId?: string) => createCaCertificate({ keys: await generateKeyPair(), commonName: 'ca', ...(trustDomainId ? { trustDomainId } : {}), notBefore: new Date(now - 1000), notAfter: new Date(now + 86_400_000) });
+    const mk = async (trustDomainId?: string) =>
+      createCaCertificate({ keys: await generateKeyPair(), commonName: 'ca', ...(trustDomainId ? { trustDomainId } : {}), notBefore: new Date(now - 1000), notAfter: new Date(now + 86_400_000) });
     const a = await mk('spiffe://fleet-a.example');
     const plain = await mk();
     const b = await mk('spiffe://fleet-b.example');

@@ -93,7 +93,7 @@ describe('worker stderr relay', () => {
     expect(s.lines().length).toBeLessThanOrEqual(10);
   });
 
-  it('shares the budget between a pool\'s workers, so a replacement gets no fresh burst', () => {
+  it("shares the budget between a pool's workers, so a replacement gets no fresh burst", () => {
     const s = setup({ linesPerSecond: 1, bytesPerSecond: 1024 * 1024 }, 2);
     const log = createLogger({ write: () => {} });
     for (let w = 0; w < 5; w++) {

@@ -44,9 +44,7 @@ setTimeout(() => void shutdown(), cfg.lifetimeMs ?? 60_000).unref();
 process.on('SIGTERM', () => void shutdown());
 
 type Command =
-  | { op: 'send'; id: number; b64: string[]; gapMs?: number }
-  | { op: 'forge'; id: number; key: string; payload: Omit<AdvertPayload, 'seq' | 'iat'>; count?: number; gapMs?: number }
-  | { op: 'close' };
+  { op: 'send'; id: number; b64: string[]; gapMs?: number } | { op: 'forge'; id: number; key: string; payload: Omit<AdvertPayload, 'seq' | 'iat'>; count?: number; gapMs?: number } | { op: 'close' };
 
 async function run(cmd: Command): Promise<void> {
   if (cmd.op === 'close') return shutdown();
