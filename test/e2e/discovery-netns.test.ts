@@ -33,6 +33,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { BINARY, EXAMPLES, FIXTURES, ROOT, baseConfig, runCli, stopAll, tempDir } from '../helpers/agent.ts';
+import { REJECT_REASONS } from '../../agent/discovery/reasons.ts';
 import { createNetwork, netnsNeed, type NetHost, type Network } from '../helpers/netns.ts';
 import { file, requires } from '../helpers/requires.ts';
 
@@ -47,22 +48,8 @@ const TD = 'fleet.test';
 const AGENT_PORT = 7443;
 const NAMES = ['node-a', 'node-b', 'node-c'] as const;
 type Name = (typeof NAMES)[number];
-const REASONS = [
-  'rate-limited',
-  'oversize',
-  'malformed',
-  'unsupported-version',
-  'wrong-fleet',
-  'endorsement-invalid',
-  'endorsement-expired',
-  'endorsement-mismatch',
-  'unknown-key',
-  'bad-signature',
-  'spiffe-mismatch',
-  'stale',
-  'future',
-  'replay',
-];
+// Every reason the verifier can count, as the agent lists them.
+const REASONS: readonly string[] = REJECT_REASONS;
 
 type Event = Record<string, unknown>;
 interface Lines {

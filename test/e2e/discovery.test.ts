@@ -43,6 +43,16 @@ async function fleetMember(name: string, routines: Record<string, unknown>, trus
   return startAgent({ config: fleetConfigOf(name, trusted, extra, routines) });
 }
 
+/** Sends datagrams to the fleet's multicast group on loopback, as a sender outside the agents would. */
+async function sendToGroup(...datagrams: Uint8Array[]): Promise<void> {
+  const socket = createSocket('udp4');
+  await new Promise<void>((r) => socket.bind(0, '127.0.0.1', () => r()));
+  socket.setMulticastInterface('127.0.0.1');
+  const [group, port] = GROUP.split(':');
+  for (const bytes of datagrams) await new Promise<void>((r) => socket.send(bytes, Number(port), group!, () => r()));
+  socket.close();
+}
+
 const pub = (name: string) => readFileSync(join(keys, `${name}.key.pub`), 'utf8').trim();
 const clientFlags = () => ['--cert', join(pki, 'client-ops.crt'), '--key', join(pki, 'client-ops.key'), '--ca', join(pki, 'ca.crt')];
 
@@ -140,47 +150,28 @@ describe('discovery on loopback multicast', () => {
   it("a trusted key cannot advertise under another agent's name (regression: name hijack)", async () => {
     // gamma's key is trusted, pinned to spiffe://fleet.test/agent/gamma. It claims the name "beta".
     const key = readPrivateKey(join(keys, 'gamma.key'));
-    const forged = encodeAdvert(
-      {
-        v: 1,
-        fleet: 'test-fleet',
-        agent: 'beta',
-        spiffe: 'spiffe://fleet.test/agent/gamma',
-        endpoints: ['127.0.0.1:1'],
-        routines: ['mark'],
-        load: 0,
-        capacity: 100,
-        tlsFingerprint: 'ab'.repeat(32),
-        seq: Date.now(),
-        iat: Date.now(),
-        ttl: 60_000,
-      },
-      key,
-    );
-    const goodbye = encodeAdvert(
-      {
-        v: 1,
-        fleet: 'test-fleet',
-        agent: 'beta',
-        spiffe: 'spiffe://fleet.test/agent/gamma',
-        endpoints: ['127.0.0.1:1'],
-        routines: ['mark'],
-        load: 0,
-        capacity: 100,
-        tlsFingerprint: 'ab'.repeat(32),
-        seq: Date.now() + 1,
-        iat: Date.now(),
-        ttl: 60_000,
-        goodbye: true,
-      },
-      key,
-    );
-    const socket = createSocket('udp4');
-    await new Promise<void>((r) => socket.bind(0, '127.0.0.1', () => r()));
-    socket.setMulticastInterface('127.0.0.1');
-    const [group, port] = GROUP.split(':');
-    for (const bytes of [forged, goodbye]) await new Promise<void>((r) => socket.send(bytes, Number(port), group!, () => r()));
-    socket.close();
+    const claim = (extra: Record<string, unknown>) =>
+      encodeAdvert(
+        {
+          v: 1,
+          fleet: 'test-fleet',
+          agent: 'beta',
+          spiffe: 'spiffe://fleet.test/agent/gamma',
+          endpoints: ['127.0.0.1:1'],
+          routines: ['mark'],
+          load: 0,
+          capacity: 100,
+          tlsFingerprint: 'ab'.repeat(32),
+          seq: Date.now(),
+          iat: Date.now(),
+          ttl: 60_000,
+          ...extra,
+        },
+        key,
+      );
+    const forged = claim({});
+    const goodbye = claim({ seq: Date.now() + 1, goodbye: true });
+    await sendToGroup(forged, goodbye);
     await alpha.waitForLog((l) => l.msg === 'advertisement rejected' && l.reason === 'name-mismatch', 3000);
     const answer = JSON.parse((await runCli(['peers', '--peer', `127.0.0.1:${alpha.port}`, ...clientFlags(), '--json'])).stdout);
     expect(answer.rejected['name-mismatch']).toBeGreaterThanOrEqual(2);
@@ -264,12 +255,7 @@ describe('discovery on loopback multicast', () => {
       readPrivateKey(join(keys, 'iota.key')),
       readFileSync(join(keys, 'iota.endorsement')),
     );
-    const socket = createSocket('udp4');
-    await new Promise<void>((r) => socket.bind(0, '127.0.0.1', () => r()));
-    socket.setMulticastInterface('127.0.0.1');
-    const [group, port] = GROUP.split(':');
-    await new Promise<void>((r) => socket.send(forged, Number(port), group!, () => r()));
-    socket.close();
+    await sendToGroup(forged);
     try {
       const found = await eta.waitForLog((l) => l.msg === 'peer discovered' && l.peer === 'theta', 5000);
       expect(found.endorsed).toBe(true);
