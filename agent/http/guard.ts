@@ -17,6 +17,7 @@ import { connect as netConnect, type LookupFunction, type Socket } from 'node:ne
 import { connect as tlsConnect, type TLSSocket } from 'node:tls';
 import type { buildConnector } from 'undici/index.js';
 import { SkeinError } from '../../common/errors/index.ts';
+import { isTlsFailure } from '../pki/tls-refusal.ts';
 import { classifyAddress, isIpLiteral, parseIPv6, type AddressClass } from './address.ts';
 import { httpError } from './errors.ts';
 
@@ -106,8 +107,6 @@ export function checkPeer(socket: Socket, policy: AddressPolicy, ctx: GuardConte
   return remote;
 }
 
-const TLS_CODE_RE = /^(ERR_TLS_|ERR_SSL_|CERT_|UNABLE_TO_|SELF_SIGNED_|DEPTH_ZERO_|HOSTNAME_MISMATCH|ERR_OSSL_)/;
-
 function sameOrigin(a: string, b: string): boolean {
   try {
     return new URL(a).origin === new URL(b).origin;
@@ -125,7 +124,7 @@ export function transportError(err: unknown, ctx: GuardContext, target: URL | st
   const href = String(target);
   // Name the URL that was asked for (the connector only knows the hop's origin), and the hop when a redirect left that origin.
   const where = sameOrigin(href, ctx.url) ? ctx.url : `${ctx.url} (at ${href})`;
-  if (TLS_CODE_RE.test(code) || (code === 'EPROTO' && /ssl|tls/i.test(message))) {
+  if (isTlsFailure(err)) {
     const host = new URL(href).hostname;
     return httpError(
       'SKEIN_ERR_HTTP_TLS',
@@ -176,6 +175,11 @@ export function guardedConnector(o: ConnectorOptions): buildConnector.connector 
     const tcp = netConnect({ host, port: Number(opts.port || 443), lookup: guardedLookup(o.lookup, o.policy, o.ctx) });
     o.sockets.add(tcp);
     tcp.once('error', (err) => finish(transportError(err, o.ctx, target, o.ca !== undefined)));
+    // A socket destroyed without an error (the request's deadline destroys every socket) emits
+    // only 'close': answer undici then too, or its request waits for this connector forever.
+    tcp.once('close', () =>
+      finish(httpError('SKEIN_ERR_HTTP_NETWORK', `${o.ctx.label}: ${o.ctx.url}: the connection closed before TLS was established; retry, or check the server`, { url: o.ctx.url, target })),
+    );
     tcp.once('connect', () => {
       try {
         o.onPeer(checkPeer(tcp, o.policy, o.ctx));
