@@ -1,6 +1,7 @@
 /**
  * The guarded outbound HTTPS client (undici), for everything the agent fetches from a URL:
- * plugins' ctx.http (JWKS, policy services, token introspection) and routine code.
+ * plugins' ctx.http (JWKS, policy services, token introspection) and routine code from URLs
+ * (agent/sources/url.ts, always under the "public" policy).
  *
  *  - https only, no credentials in the URL; every redirect hop is parsed and checked again;
  *  - the host of the URL and of every redirect target must be on `allowedHosts` (exact);
@@ -60,7 +61,7 @@ export interface OutboundRequest {
   ca?: string | Buffer | Array<string | Buffer>;
   /** Who asks, for messages: 'plugin "bearer-jwt"', 'routine source'. Default 'outbound request'. */
   label?: string;
-  /** The settings the fix hints name. */
+  /** The settings the fix hints name; without allowPrivate, a refused address is reported as beyond any setting. */
   settings?: { allowedHosts?: string; allowPrivate?: string };
   /** Resolver, injectable for tests (DNS rebinding). Default dns.lookup. */
   lookup?: Lookup;
@@ -123,7 +124,7 @@ interface Settings {
   ca: Array<string | Buffer> | undefined;
   lookup: Lookup;
   hostsSetting: string;
-  privateSetting: string;
+  privateSetting: string | undefined;
 }
 
 function optionInteger(label: string, name: string, value: unknown, fallback: number, min: number, max: number): number {
@@ -222,7 +223,7 @@ function settingsOf(req: OutboundRequest): Settings {
     ca,
     lookup: req.lookup ?? dnsLookup,
     hostsSetting: req.settings?.allowedHosts ?? 'the allowed hosts',
-    privateSetting: req.settings?.allowPrivate ?? 'the private-address setting',
+    privateSetting: req.settings?.allowPrivate,
   };
 }
 

@@ -17,6 +17,7 @@ import { connect as netConnect, type LookupFunction, type Socket } from 'node:ne
 import { connect as tlsConnect, type TLSSocket } from 'node:tls';
 import type { buildConnector } from 'undici/index.js';
 import { SkeinError } from '../../common/errors/index.ts';
+import { isTlsFailure } from '../pki/tls-refusal.ts';
 import { classifyAddress, isIpLiteral, parseIPv6, type AddressClass } from './address.ts';
 import { httpError } from './errors.ts';
 
@@ -38,8 +39,8 @@ export interface GuardContext {
   label: string;
   /** The URL of the request (not of the hop) the refusal belongs to. */
   url: string;
-  /** The setting that lets private addresses through, named in the fix. */
-  privateSetting: string;
+  /** The setting that lets private addresses through, named in the fix; absent when none exists (routine sources). */
+  privateSetting?: string | undefined;
 }
 
 /** "::ffff:a.b.c.d" (in any IPv6 spelling) to "a.b.c.d"; anything else unchanged. */
@@ -58,6 +59,7 @@ export function refusedClass(ip: string, policy: AddressPolicy): AddressClass | 
 }
 
 function fix(policy: AddressPolicy, ctx: GuardContext): string {
+  if (policy === 'public' && ctx.privateSetting === undefined) return 'only public addresses may be reached (SSRF guard), and no setting lifts that; serve it from a public host instead';
   return policy === 'public'
     ? `only public addresses may be reached (SSRF guard); if the server is meant to be internal, set ${ctx.privateSetting} (warned about at start)`
     : 'link-local (cloud metadata), multicast, unspecified, documentation and reserved addresses are never reachable, whatever the settings';
@@ -105,7 +107,13 @@ export function checkPeer(socket: Socket, policy: AddressPolicy, ctx: GuardConte
   return remote;
 }
 
-const TLS_CODE_RE = /^(ERR_TLS_|ERR_SSL_|CERT_|UNABLE_TO_|SELF_SIGNED_|DEPTH_ZERO_|HOSTNAME_MISMATCH|ERR_OSSL_)/;
+function sameOrigin(a: string, b: string): boolean {
+  try {
+    return new URL(a).origin === new URL(b).origin;
+  } catch {
+    return false;
+  }
+}
 
 /** A socket or TLS failure as HTTP_TLS or HTTP_NETWORK (SkeinErrors pass through). */
 export function transportError(err: unknown, ctx: GuardContext, target: URL | string, pinned: boolean): SkeinError {
@@ -114,18 +122,20 @@ export function transportError(err: unknown, ctx: GuardContext, target: URL | st
   const code = typeof e?.code === 'string' ? e.code : 'ERROR';
   const message = e?.message ?? String(err);
   const href = String(target);
-  if (TLS_CODE_RE.test(code) || (code === 'EPROTO' && /ssl|tls/i.test(message))) {
+  // Name the URL that was asked for (the connector only knows the hop's origin), and the hop when a redirect left that origin.
+  const where = sameOrigin(href, ctx.url) ? ctx.url : `${ctx.url} (at ${href})`;
+  if (isTlsFailure(err)) {
     const host = new URL(href).hostname;
     return httpError(
       'SKEIN_ERR_HTTP_TLS',
-      `${ctx.label}: ${href}: TLS failed (${code}: ${message}); the server must present a certificate for "${host}" from ${pinned ? 'the pinned CA' : 'a CA the system trusts'}, over TLS 1.2 or later`,
+      `${ctx.label}: ${where}: TLS failed (${code}: ${message}); the server must present a certificate for "${host}" from ${pinned ? 'the pinned CA' : 'a CA the system trusts'}, over TLS 1.2 or later`,
       { url: ctx.url, target: href, tlsCode: code },
       err,
     );
   }
   return httpError(
     'SKEIN_ERR_HTTP_NETWORK',
-    `${ctx.label}: ${href}: cannot connect (${code}: ${message}); check that the host resolves and serves https`,
+    `${ctx.label}: ${where}: cannot connect (${code}: ${message}); check that the host resolves and serves https`,
     { url: ctx.url, target: href, errno: code },
     err,
   );
@@ -165,6 +175,11 @@ export function guardedConnector(o: ConnectorOptions): buildConnector.connector 
     const tcp = netConnect({ host, port: Number(opts.port || 443), lookup: guardedLookup(o.lookup, o.policy, o.ctx) });
     o.sockets.add(tcp);
     tcp.once('error', (err) => finish(transportError(err, o.ctx, target, o.ca !== undefined)));
+    // A socket destroyed without an error (the request's deadline destroys every socket) emits
+    // only 'close': answer undici then too, or its request waits for this connector forever.
+    tcp.once('close', () =>
+      finish(httpError('SKEIN_ERR_HTTP_NETWORK', `${o.ctx.label}: ${o.ctx.url}: the connection closed before TLS was established; retry, or check the server`, { url: o.ctx.url, target })),
+    );
     tcp.once('connect', () => {
       try {
         o.onPeer(checkPeer(tcp, o.policy, o.ctx));

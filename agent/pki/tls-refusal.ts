@@ -4,8 +4,9 @@
  * skein_tls_handshake_failures_total{reason} metric) and the client library (the reason of
  * SKEIN_ERR_TLS); fixed, so the metric's label set is bounded whatever a scanner sends. And
  * whether an outbound connection failed in TLS or in the network (`isTlsFailure`), for the
- * client library (SKEIN_ERR_TLS / SKEIN_ERR_TRANSPORT) and routine code from URLs
- * (SKEIN_ERR_SOURCE_TLS / SKEIN_ERR_SOURCE_NETWORK).
+ * client library (SKEIN_ERR_TLS / SKEIN_ERR_TRANSPORT) and the outbound HTTPS client
+ * (agent/http: SKEIN_ERR_HTTP_TLS / SKEIN_ERR_HTTP_NETWORK, which routine code from URLs
+ * reports as SKEIN_ERR_SOURCE_TLS / SKEIN_ERR_SOURCE_NETWORK).
  */
 
 export const TLS_FAILURE_REASONS = ['no-certificate', 'unknown-ca', 'expired', 'not-yet-valid', 'bad-key-usage', 'bad-certificate', 'protocol', 'handshake-timeout', 'closed', 'other'] as const;

@@ -1,5 +1,4 @@
 /** Routine sources: where routine code comes from before it reaches a worker. */
 export { classifyAddress, isPublicAddress, type AddressClass } from '../http/address.ts';
 export { SOURCE_REASONS, sourceReason, type SourceReason } from './errors.ts';
-export { assertPublicPeer } from './guard.ts';
-export { DEFAULT_MAX_BYTES, DEFAULT_MAX_REDIRECTS, DEFAULT_TIMEOUT_MS, fetchUrlSource, type FetchedSource, type UrlSourceOptions } from './url.ts';
+export { fetchUrlSource, type FetchedSource, type UrlSourceOptions } from './url.ts';

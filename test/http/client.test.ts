@@ -8,7 +8,7 @@ import type { LookupAddress, LookupOptions } from 'node:dns';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { createServer, type Server } from 'node:https';
-import { connect, type AddressInfo } from 'node:net';
+import { connect, createServer as createNetServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -316,6 +316,25 @@ describe('outboundRequest: redirects, limits and TLS', () => {
     expect(Date.now() - started).toBeLessThan(5000);
   });
 
+  it('the deadline ends a request stuck in the TLS handshake (the connector answers undici when its socket is destroyed)', async () => {
+    // Regression: the deadline destroyed the socket without an error, the connector never called back, and the request hung.
+    const accepted = new Set<import('node:net').Socket>();
+    const silent = createNetServer((socket) => {
+      accepted.add(socket);
+      socket.on('error', () => {});
+    });
+    await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve));
+    const silentPort = (silent.address() as AddressInfo).port;
+    try {
+      const started = Date.now();
+      await failure(loopback('/json', { url: `https://code.test:${silentPort}/json`, timeoutMs: 300 }), 'SKEIN_ERR_HTTP_TIMEOUT');
+      expect(Date.now() - started).toBeLessThan(5000);
+    } finally {
+      for (const socket of accepted) socket.destroy();
+      await new Promise<void>((resolve) => silent.close(() => resolve()));
+    }
+  }, 10_000);
+
   it('a CA other than the pinned one is refused (SKEIN_ERR_HTTP_TLS), and so are the system CAs for a private CA', async () => {
     const pinned = await failure(loopback('/json', { ca: otherCa }), 'SKEIN_ERR_HTTP_TLS');
     expect(pinned.message).toContain('the pinned CA');
@@ -324,7 +343,9 @@ describe('outboundRequest: redirects, limits and TLS', () => {
   });
 
   it('a certificate for another name is refused', async () => {
-    await failure(loopback('/json', { url: `https://other.test:${port}/json`, allowedHosts: ['other.test'] }), 'SKEIN_ERR_HTTP_TLS');
+    const err = await failure(loopback('/json', { url: `https://other.test:${port}/json`, allowedHosts: ['other.test'] }), 'SKEIN_ERR_HTTP_TLS');
+    // The connector only sees the origin; the message still names the URL asked for.
+    expect(err.message).toContain(`https://other.test:${port}/json: TLS failed`);
   });
 
   it('a closed port is SKEIN_ERR_HTTP_NETWORK', async () => {

@@ -3,16 +3,18 @@ import type { LookupAddress, LookupOptions } from 'node:dns';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { createServer, type Server } from 'node:https';
-import { connect, type AddressInfo, type Socket } from 'node:net';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
+import { rootCertificates } from 'node:tls';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SkeinError } from '../../common/errors/index.ts';
 import { initCa, issueCert } from '../../agent/pki/index.ts';
 import { sourceReason, type SourceReason } from '../../agent/sources/errors.ts';
-import { classifyAddress } from '../../agent/http/address.ts';
-import { assertPublicPeer, watchPeer, type Classify, type Lookup } from '../../agent/sources/guard.ts';
-import { fetchUrlSource, type UrlSourceOptions } from '../../agent/sources/url.ts';
+import { outboundRequest, type Lookup } from '../../agent/http/client.ts';
+import { HTTP_REASONS, httpError } from '../../agent/http/errors.ts';
+import { refusedClass } from '../../agent/http/guard.ts';
+import { fetchUrlSource, readSource, SOURCE_CODE_OF, sourceFailure, urlSourceRequest, type UrlSourceOptions } from '../../agent/sources/url.ts';
 
 const GOOD = '# routine: doubles its input — UTF-8 é\ndef main(x):\n    return x * 2\n';
 const sha = (body: string | Buffer) => createHash('sha256').update(body).digest('hex');
@@ -127,26 +129,34 @@ afterAll(async () => {
 });
 
 /**
- * The shipped SSRF verdict, except that the test server's own address counts as public: the
- * server stands in for a public code host (the guard is injected; the agent has no switch).
+ * fetchUrlSource's own steps, except that the request goes out under the "private" address
+ * policy: the loopback test server stands in for a public code host. fetchUrlSource itself
+ * has no such switch (its request is always "public", tested below); the public-policy
+ * refusals run through fetchUrlSource, and test/e2e/sources.test.ts fetches from a public
+ * address in a network namespace through the binary.
  */
-const serverIsPublic: Classify = (address) => (address === '127.0.0.1' ? 'public' : classifyAddress(address));
+async function fetchFromLoopback(opts: UrlSourceOptions) {
+  const request = urlSourceRequest(opts);
+  const res = await outboundRequest({ ...request, addressPolicy: 'private' }).catch((err: unknown) => {
+    throw sourceFailure(err);
+  });
+  return readSource(res, opts);
+}
 
-/** Options for a fetch from the loopback test server, judged by serverIsPublic. */
+/** Options for a fetch from the loopback test server (fetchFromLoopback). */
 const loopback = (path: string, extra: Partial<UrlSourceOptions> = {}): UrlSourceOptions => ({
   url: `${base}${path}`,
   sha256: GOOD_PIN,
   allowedHosts: ['code.test', 'mirror.test'],
-  classifyAddress: serverIsPublic,
   ca,
   lookup: lookupTo('127.0.0.1'),
   ...extra,
 });
 
-async function failure(opts: UrlSourceOptions, reason: SourceReason): Promise<SkeinError> {
+async function failure(opts: UrlSourceOptions, reason: SourceReason, fetch: (o: UrlSourceOptions) => Promise<unknown> = fetchFromLoopback): Promise<SkeinError> {
   let caught: unknown;
   try {
-    await fetchUrlSource(opts);
+    await fetch(opts);
   } catch (err) {
     caught = err;
   }
@@ -159,56 +169,59 @@ async function failure(opts: UrlSourceOptions, reason: SourceReason): Promise<Sk
 
 describe('fetchUrlSource: success', () => {
   it('fetches a pinned routine and reports where it came from', async () => {
-    const got = await fetchUrlSource(loopback('/good'));
+    const got = await fetchFromLoopback(loopback('/good'));
     expect(got).toEqual({ source: GOOD, sha256: GOOD_PIN, finalUrl: `${base}/good`, address: '127.0.0.1' });
   });
 
   it('accepts an upper-case pin, a Buffer CA and an allow-list entry in upper case', async () => {
-    const got = await fetchUrlSource(loopback('/good', { sha256: GOOD_PIN.toUpperCase(), ca: Buffer.from(ca), allowedHosts: ['CODE.TEST'] }));
+    const got = await fetchFromLoopback(loopback('/good', { sha256: GOOD_PIN.toUpperCase(), ca: Buffer.from(ca), allowedHosts: ['CODE.TEST'] }));
     expect(got.source).toBe(GOOD);
   });
 
-  it('fetches from an IP literal the guard judges public', async () => {
-    const got = await fetchUrlSource({ url: `https://127.0.0.1:${port}/good`, sha256: GOOD_PIN, allowedHosts: ['127.0.0.1'], classifyAddress: serverIsPublic, ca });
+  it('fetches from an IP literal the address policy admits', async () => {
+    const got = await fetchFromLoopback({ url: `https://127.0.0.1:${port}/good`, sha256: GOOD_PIN, allowedHosts: ['127.0.0.1'], ca });
     expect(got.address).toBe('127.0.0.1');
   });
 
   it('follows a redirect to another allowed host and reports the final URL', async () => {
-    const got = await fetchUrlSource(loopback('/redirect-ok'));
+    const got = await fetchFromLoopback(loopback('/redirect-ok'));
     expect(got.finalUrl).toBe(`https://mirror.test:${port}/good`);
     expect(got.source).toBe(GOOD);
   });
 
   it('follows a relative redirect', async () => {
-    expect((await fetchUrlSource(loopback('/redirect-relative'))).finalUrl).toBe(`${base}/good`);
+    expect((await fetchFromLoopback(loopback('/redirect-relative'))).finalUrl).toBe(`${base}/good`);
   });
 
   it('follows exactly maxRedirects redirects', async () => {
-    expect((await fetchUrlSource(loopback('/chain/2', { maxRedirects: 3 }))).finalUrl).toBe(`${base}/good`);
+    expect((await fetchFromLoopback(loopback('/chain/2', { maxRedirects: 3 }))).finalUrl).toBe(`${base}/good`);
   });
 });
 
 describe('fetchUrlSource: refusals before any connection', () => {
   it.each([['http://code.test/good'], ['file:///etc/passwd'], ['ftp://code.test/good'], ['not a url'], ['https://user:secret@code.test/good']])('SKEIN_ERR_SOURCE_SCHEME for %s', async (url) => {
     const before = connections;
-    const err = await failure({ ...loopback('/good'), url }, 'SKEIN_ERR_SOURCE_SCHEME');
-    expect(err.message).toContain(url.startsWith('https://user') ? 'https://user:secret@code.test/good' : url);
+    const err = await failure({ ...loopback('/good'), url }, 'SKEIN_ERR_SOURCE_SCHEME', fetchUrlSource);
+    // The secret is never echoed into a message (it would land in logs); the origin names the URL.
+    if (url.startsWith('https://user')) expect(err.message).toMatch(/^routine source https:\/\/code\.test embeds credentials/);
+    else expect(err.message).toContain(url);
+    expect(err.message).not.toContain('secret');
     expect(connections).toBe(before);
   });
 
   it('SKEIN_ERR_SOURCE_HOST for a host off the allow-list, naming the config key', async () => {
-    const err = await failure(loopback('/good', { allowedHosts: ['mirror.test'] }), 'SKEIN_ERR_SOURCE_HOST');
+    const err = await failure(loopback('/good', { allowedHosts: ['mirror.test'] }), 'SKEIN_ERR_SOURCE_HOST', fetchUrlSource);
     expect(err.message).toContain(`${base}/good`);
     expect(err.message).toContain('sandbox.allowedCodeHosts');
   });
 
   it('matches allowed hosts exactly (no suffix or subdomain matching)', async () => {
-    await failure(loopback('/good', { url: `https://sub.code.test:${port}/good` }), 'SKEIN_ERR_SOURCE_HOST');
-    await failure(loopback('/good', { allowedHosts: ['test'] }), 'SKEIN_ERR_SOURCE_HOST');
+    await failure(loopback('/good', { url: `https://sub.code.test:${port}/good` }), 'SKEIN_ERR_SOURCE_HOST', fetchUrlSource);
+    await failure(loopback('/good', { allowedHosts: ['test'] }), 'SKEIN_ERR_SOURCE_HOST', fetchUrlSource);
   });
 
   it.each([[undefined], [''], ['abc'], ['z'.repeat(64)], [GOOD_PIN.slice(1)], [`${GOOD_PIN}0`]])('SKEIN_ERR_SOURCE_PIN_MISSING for pin %j', async (pin) => {
-    const err = await failure(loopback('/good', { sha256: pin as unknown as string }), 'SKEIN_ERR_SOURCE_PIN_MISSING');
+    const err = await failure(loopback('/good', { sha256: pin as unknown as string }), 'SKEIN_ERR_SOURCE_PIN_MISSING', fetchUrlSource);
     expect(err.message).toContain(`${base}/good`);
     expect(err.message).toContain('sha256sum');
   });
@@ -223,7 +236,7 @@ describe('fetchUrlSource: refusals before any connection', () => {
 describe('fetchUrlSource: SSRF guard', () => {
   it('refuses "localhost" resolved to loopback by the real resolver', async () => {
     const before = connections;
-    const err = await failure({ url: `https://localhost:${port}/good`, sha256: GOOD_PIN, allowedHosts: ['localhost'], ca }, 'SKEIN_ERR_SOURCE_ADDRESS');
+    const err = await failure({ url: `https://localhost:${port}/good`, sha256: GOOD_PIN, allowedHosts: ['localhost'], ca }, 'SKEIN_ERR_SOURCE_ADDRESS', fetchUrlSource);
     expect(err.message).toContain(`https://localhost:${port}/good`);
     expect(err.message).toMatch(/resolves to (127\.0\.0\.1|::1) \(loopback\)/);
     expect(connections).toBe(before);
@@ -231,19 +244,19 @@ describe('fetchUrlSource: SSRF guard', () => {
 
   it.each([['127.0.0.1'], ['[::1]']])('refuses the IP literal %s without connecting', async (host) => {
     const before = connections;
-    const err = await failure({ url: `https://${host}:${port}/good`, sha256: GOOD_PIN, allowedHosts: [host], ca }, 'SKEIN_ERR_SOURCE_ADDRESS');
+    const err = await failure({ url: `https://${host}:${port}/good`, sha256: GOOD_PIN, allowedHosts: [host], ca }, 'SKEIN_ERR_SOURCE_ADDRESS', fetchUrlSource);
     expect(err.message).toContain('loopback');
     expect(connections).toBe(before);
   });
 
   it('refuses a literal that only looks public after URL normalisation (decimal 127.0.0.1)', async () => {
-    await failure({ url: `https://2130706433:${port}/good`, sha256: GOOD_PIN, allowedHosts: ['127.0.0.1'], ca }, 'SKEIN_ERR_SOURCE_ADDRESS');
+    await failure({ url: `https://2130706433:${port}/good`, sha256: GOOD_PIN, allowedHosts: ['127.0.0.1'], ca }, 'SKEIN_ERR_SOURCE_ADDRESS', fetchUrlSource);
   });
 
   it.each([['127.0.0.1'], ['10.0.0.7'], ['169.254.169.254'], ['::ffff:127.0.0.1'], ['64:ff9b::7f00:1']])('DNS rebinding: an allowed name answering %s is refused before connecting', async (ip) => {
     const before = connections;
     const hitsBefore = hits.get('/rebind') ?? 0;
-    const err = await failure(loopback('/rebind', { classifyAddress, lookup: lookupTo(ip) }), 'SKEIN_ERR_SOURCE_ADDRESS');
+    const err = await failure(loopback('/rebind', { lookup: lookupTo(ip) }), 'SKEIN_ERR_SOURCE_ADDRESS', fetchUrlSource);
     expect(err.details).toMatchObject({ host: 'code.test', address: ip });
     expect(connections).toBe(before);
     expect(hits.get('/rebind') ?? 0).toBe(hitsBefore);
@@ -251,67 +264,56 @@ describe('fetchUrlSource: SSRF guard', () => {
 
   it('DNS rebinding: a mixed answer (public + loopback) is refused as a whole', async () => {
     const before = connections;
-    await failure(loopback('/rebind', { classifyAddress, lookup: lookupTo('93.184.216.34', '127.0.0.1') }), 'SKEIN_ERR_SOURCE_ADDRESS');
+    await failure(loopback('/rebind', { lookup: lookupTo('93.184.216.34', '127.0.0.1') }), 'SKEIN_ERR_SOURCE_ADDRESS', fetchUrlSource);
     expect(connections).toBe(before);
   });
 });
 
-describe('post-connect peer check', () => {
+describe('address policy and error mapping', () => {
+  it('the request is always under the "public" policy, names no private-address setting, and adds sandbox.codeCa to the system CAs', () => {
+    const req = urlSourceRequest({ url: `${base}/good`, sha256: GOOD_PIN, allowedHosts: ['code.test'], ca });
+    expect(req).toMatchObject({ addressPolicy: 'public', label: 'routine source', settings: { allowedHosts: 'sandbox.allowedCodeHosts' } });
+    expect(req.settings?.allowPrivate).toBeUndefined();
+    // The client's `ca` replaces the system CAs: a codeCa must extend them, not pin to itself.
+    expect(req.ca).toEqual([...rootCertificates, ca]);
+    expect(urlSourceRequest({ url: `${base}/good`, sha256: GOOD_PIN, allowedHosts: ['code.test'] }).ca).toBeUndefined();
+  });
+
   it.each([
     ['127.0.0.1', 'loopback'],
     ['::1', 'loopback'],
     ['::ffff:10.0.0.1', 'ipv4-mapped-private'],
     ['192.168.0.10', 'private'],
     ['fe80::1%eth0', 'link-local'],
-  ])('assertPublicPeer refuses %s (%s) whatever the resolver claimed', (ip, cls) => {
-    let caught: unknown;
-    try {
-      assertPublicPeer(ip, 'https://code.test/x.py');
-    } catch (err) {
-      caught = err;
+  ])('the "public" policy refuses a connection that reached %s (%s), whatever the resolver claimed', (ip, cls) => {
+    // The verdict the client's connector applies to socket.remoteAddress (test/http/client.test.ts: checkPeer).
+    expect(refusedClass(ip, 'public')).toBe(cls);
+  });
+
+  it('a refused address names no setting to lift it, since routine code has none', async () => {
+    const err = await failure({ url: `https://localhost:${port}/good`, sha256: GOOD_PIN, allowedHosts: ['localhost'], ca }, 'SKEIN_ERR_SOURCE_ADDRESS', fetchUrlSource);
+    expect(err.message).toMatch(/^routine source https:\/\/localhost:/);
+    expect(err.message).toContain('no setting lifts that');
+    expect(err.message).not.toMatch(/allowPrivate|set sandbox/);
+  });
+
+  it('maps every SKEIN_ERR_HTTP_* failure one to one onto a source code (options → SKEIN_ERR_CONFIG), keeping the words and the cause', () => {
+    const mapped = HTTP_REASONS.filter((r) => r !== 'SKEIN_ERR_HTTP_BODY').map((r) => SOURCE_CODE_OF[r as keyof typeof SOURCE_CODE_OF]);
+    expect(new Set(mapped).size).toBe(mapped.length);
+    expect(mapped.filter((c) => !c.startsWith('SKEIN_ERR_SOURCE_'))).toEqual(['SKEIN_ERR_CONFIG']);
+    for (const reason of HTTP_REASONS) {
+      if (reason === 'SKEIN_ERR_HTTP_BODY') continue;
+      const http = httpError(reason, 'routine source: https://code.test/x.py: what happened; the fix', { url: 'https://code.test/x.py', option: 'maxBytes' });
+      const err = sourceFailure(http) as SkeinError;
+      const code = SOURCE_CODE_OF[reason as keyof typeof SOURCE_CODE_OF];
+      expect(err.code).toBe(code);
+      expect(err.message).toBe('routine source https://code.test/x.py: what happened; the fix');
+      expect(err.cause).toBe(http);
+      if (code === 'SKEIN_ERR_CONFIG') expect(err.details).toEqual({ key: 'maxBytes' });
+      else expect(sourceReason(err)).toBe(code);
     }
-    expect(sourceReason(caught)).toBe('SKEIN_ERR_SOURCE_ADDRESS');
-    expect((caught as SkeinError).details).toMatchObject({ address: ip, addressClass: cls });
-    expect((caught as SkeinError).message).toContain('https://code.test/x.py');
-  });
-
-  it('assertPublicPeer fails closed when the runtime reports no address', () => {
-    expect(() => assertPublicPeer(undefined, 'https://code.test/x.py')).toThrow(/did not report/);
-  });
-
-  it('assertPublicPeer passes a public address through', () => {
-    expect(assertPublicPeer('8.8.8.8', 'https://code.test/x.py')).toBe('8.8.8.8');
-    expect(assertPublicPeer('2606:4700::1111', 'https://code.test/x.py')).toBe('2606:4700::1111');
-  });
-
-  const outcome = (socket: Socket, classify: Classify) =>
-    new Promise<{ err: SkeinError | null; address?: string }>((resolve) => {
-      socket.on('error', () => undefined); // watchPeer destroys the socket with its refusal
-      watchPeer(socket, 'https://code.test/x.py', classify, (err, address) => resolve({ err, address }));
-    });
-
-  it('watchPeer destroys a real socket that connected to loopback', async () => {
-    const socket = connect(port, '127.0.0.1');
-    const { err } = await outcome(socket, classifyAddress);
-    expect(sourceReason(err)).toBe('SKEIN_ERR_SOURCE_ADDRESS');
-    expect(socket.destroyed).toBe(true);
-  });
-
-  it('watchPeer checks a socket that is already connected', async () => {
-    const socket = connect(port, '127.0.0.1');
-    await new Promise<void>((resolve) => socket.once('connect', () => resolve()));
-    const { err } = await outcome(socket, classifyAddress);
-    expect(sourceReason(err)).toBe('SKEIN_ERR_SOURCE_ADDRESS');
-    expect(socket.destroyed).toBe(true);
-  });
-
-  it('watchPeer reports the address and leaves the socket open when the guard judges it public', async () => {
-    const socket = connect(port, '127.0.0.1');
-    const { err, address } = await outcome(socket, serverIsPublic);
-    expect(err).toBeNull();
-    expect(address).toBe('127.0.0.1');
-    expect(socket.destroyed).toBe(false);
-    socket.destroy();
+    const other = new Error('not an outbound failure');
+    expect(sourceFailure(other)).toBe(other);
   });
 });
 
@@ -373,7 +375,7 @@ describe('fetchUrlSource: body limits and content', () => {
   });
 
   it('accepts a body of exactly maxBytes', async () => {
-    const got = await fetchUrlSource(loopback('/good', { maxBytes: Buffer.byteLength(GOOD) }));
+    const got = await fetchFromLoopback(loopback('/good', { maxBytes: Buffer.byteLength(GOOD) }));
     expect(got.source).toBe(GOOD);
     await failure(loopback('/good', { maxBytes: Buffer.byteLength(GOOD) - 1 }), 'SKEIN_ERR_SOURCE_TOO_LARGE');
   });
@@ -420,7 +422,7 @@ describe('fetchUrlSource: deadline, TLS and network', () => {
   it('the deadline covers the whole fetch, redirects included', async () => {
     // 4 hops of 150 ms each: every hop is under the 400 ms deadline, the whole is not.
     await failure(loopback('/delay/3', { timeoutMs: 400 }), 'SKEIN_ERR_SOURCE_TIMEOUT');
-    expect((await fetchUrlSource(loopback('/delay/1', { timeoutMs: 5_000 }))).finalUrl).toBe(`${base}/good`);
+    expect((await fetchFromLoopback(loopback('/delay/1', { timeoutMs: 5_000 }))).finalUrl).toBe(`${base}/good`);
   });
 
   it('SKEIN_ERR_SOURCE_TLS when the certificate is not from a trusted CA', async () => {
@@ -441,5 +443,6 @@ describe('fetchUrlSource: deadline, TLS and network', () => {
     await new Promise<void>((resolve) => closed.close(() => resolve()));
     const err = await failure(loopback('/good', { url: `https://code.test:${freePort}/good` }), 'SKEIN_ERR_SOURCE_NETWORK');
     expect(err.message).toContain('ECONNREFUSED');
+    expect(err.message).toContain(`https://code.test:${freePort}/good`);
   });
 });
