@@ -12,7 +12,7 @@ import { configError } from '../config/schema-dsl.ts';
 import { PYTHON_IDENTIFIER_PATTERN } from '../../common/names/index.ts';
 import { SkeinError } from '../../common/errors/index.ts';
 import type { Logger } from '../log/index.ts';
-import { fetchUrlSource } from './index.ts';
+import { fetchUrlSource } from './url.ts';
 import type { RoutineSource } from '../workers/worker.ts';
 import { embeddedRoutineSource } from './embedded.ts';
 
