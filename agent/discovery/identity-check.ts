@@ -6,6 +6,7 @@
 import { connect, type TLSSocket } from 'node:tls';
 import { parseHostPort } from '../config/load.ts';
 import { pinMismatch, type Pin } from '../pki/pin.ts';
+import { isTlsFailure } from '../pki/tls-refusal.ts';
 
 export interface TlsCredentials {
   cert: string | Buffer;
@@ -13,17 +14,26 @@ export interface TlsCredentials {
   ca: string | Buffer;
 }
 
-/** Resolves undefined when the identity matches, else a reason naming what was presented. */
-export function checkPeerIdentity(endpoint: string, expected: Pin, creds: TlsCredentials, timeoutMs = 3000): Promise<string | undefined> {
+/**
+ * What one handshake showed: the advertised identity; another one (the endpoint answered with
+ * another certificate, or one the fleet CA did not sign) — an impostor or a misconfiguration;
+ * or nothing, because the endpoint could not be reached at all (down, restarting, filtered),
+ * which says nothing about who is there.
+ */
+export type IdentityCheck = { outcome: 'proved' } | { outcome: 'mismatch' | 'unreachable'; reason: string };
+
+/** One TLS handshake to `endpoint`: does it present `expected`? No request is sent. */
+export function checkPeerIdentity(endpoint: string, expected: Pin, creds: TlsCredentials, timeoutMs = 3000): Promise<IdentityCheck> {
   const { host, port } = parseHostPort(endpoint);
   return new Promise((resolve) => {
     let done = false;
-    const finish = (reason: string | undefined, socket?: TLSSocket) => {
+    let connected = false;
+    const finish = (reason: string | undefined, socket?: TLSSocket, unreachable = false) => {
       if (done) return;
       done = true;
       clearTimeout(timer);
       socket?.destroy();
-      resolve(reason);
+      resolve(reason === undefined ? { outcome: 'proved' } : { outcome: unreachable ? 'unreachable' : 'mismatch', reason });
     };
     const socket = connect(
       {
@@ -41,8 +51,11 @@ export function checkPeerIdentity(endpoint: string, expected: Pin, creds: TlsCre
         finish(mismatch ? `${endpoint} ${mismatch}` : undefined, socket);
       },
     );
-    socket.on('error', (err: Error) => finish(`${endpoint}: ${err.message}`, socket));
-    const timer = setTimeout(() => finish(`${endpoint}: no TLS handshake within ${timeoutMs} ms`, socket), timeoutMs);
+    // Reached but refused in TLS (an unknown CA, a bad certificate) is a mismatch; no TCP
+    // connection at all, or one dropped before TLS said anything, is unreachable.
+    socket.once('connect', () => (connected = true));
+    socket.on('error', (err: Error) => finish(`${endpoint}: ${err.message}`, socket, !connected || !isTlsFailure(err)));
+    const timer = setTimeout(() => finish(`${endpoint}: no TLS handshake within ${timeoutMs} ms`, socket, !connected), timeoutMs);
     timer.unref?.();
   });
 }

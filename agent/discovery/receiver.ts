@@ -14,6 +14,9 @@ import type { AdvertVerifier } from './verifier.ts';
 
 /** How long a peer that failed its identity check is skipped (it may be a transient mix-up). */
 const UNTRUSTED_MS = 5 * 60_000;
+/** Re-checks of a peer that could not be reached: the first after 2 s, doubling up to 5 min. */
+const RECHECK_FIRST_MS = 2000;
+const RECHECK_MAX_MS = 5 * 60_000;
 
 export interface ReceiverOptions {
   verifier: AdvertVerifier;
@@ -33,6 +36,14 @@ export class Receiver {
   #o: ReceiverOptions;
   /** Keys this agent signed with before a rotation: their in-flight adverts are our own. */
   #ownKeyIds = new Set<string>();
+  /**
+   * Peers whose identity check could not reach them: checked again with a later advertisement,
+   * backing off (2 s doubling to 5 min) so an endpoint this host can never reach is not dialled
+   * every interval forever.
+   */
+  #unverified = new Map<string, { next: number; wait: number }>();
+  /** Peers with a check in flight (a slow endpoint is not dialled again by every advert). */
+  #checking = new Set<string>();
   #expiry: ReturnType<typeof setInterval>;
 
   constructor(opts: ReceiverOptions) {
@@ -97,8 +108,15 @@ export class Receiver {
       if (change === 'rekeyed') log.info('peer signing key rotated', { peer: payload.agent, spiffe: payload.spiffe, keyId });
       else log.info('peer discovered', { peer: payload.agent, spiffe: payload.spiffe, endpoints: payload.endpoints, routines: payload.routines, keyId, endorsed: result.endorsed });
       audit?.record('peer.accepted', change === 'rekeyed' ? { ...accepted, rekeyed: true } : accepted);
-      if (change === 'added') this.#verifyIdentity(payload);
+      if (change === 'added') {
+        // A new entry (first sight, or back after expiring): its own check, its own backoff.
+        this.#unverified.delete(payload.agent);
+        this.#verifyIdentity(payload);
+      }
+    } else if (change === 'updated' && (this.#unverified.get(payload.agent)?.next ?? Infinity) <= this.#o.now() && !this.#checking.has(payload.agent)) {
+      this.#verifyIdentity(payload);
     } else if (change === 'removed') {
+      this.#unverified.delete(payload.agent);
       log.info('peer said goodbye', { peer: payload.agent });
       audit?.record('peer.evicted', { peer: payload.agent, reason: 'goodbye', keyId, source });
     }
@@ -115,11 +133,24 @@ export class Receiver {
     const endpoint = payload.endpoints[0];
     if (!creds || !endpoint) return;
     const { table, report, log, audit, now } = this.#o;
-    void checkPeerIdentity(endpoint, { spiffeId: payload.spiffe, sha256: payload.tlsFingerprint }, creds).then((reason) => {
-      if (!reason) {
+    this.#checking.add(payload.agent);
+    void checkPeerIdentity(endpoint, { spiffeId: payload.spiffe, sha256: payload.tlsFingerprint }, creds).then((check) => {
+      this.#checking.delete(payload.agent);
+      if (check.outcome === 'proved') {
+        this.#unverified.delete(payload.agent);
         log.info('peer proved its identity', { peer: payload.agent, endpoint, spiffe: payload.spiffe });
         return;
       }
+      if (check.outcome === 'unreachable') {
+        // Down or restarting, not an impostor: no cool-down. Callers pin its identity on
+        // connect anyway; the check runs again with a later advertisement.
+        const wait = Math.min(RECHECK_MAX_MS, (this.#unverified.get(payload.agent)?.wait ?? RECHECK_FIRST_MS / 2) * 2);
+        this.#unverified.set(payload.agent, { next: now() + wait, wait });
+        log.info('peer unreachable for its identity check; checked again with a later advertisement', { peer: payload.agent, endpoint, reason: check.reason, retryInMs: wait });
+        return;
+      }
+      const reason = check.reason;
+      this.#unverified.delete(payload.agent);
       report.count('identity-mismatch');
       table.markUntrusted(payload.agent, now() + UNTRUSTED_MS, `identity check failed: ${reason}`);
       log.warn('peer failed its identity check; untrusted for a while', { peer: payload.agent, reason, untrustedMs: UNTRUSTED_MS });

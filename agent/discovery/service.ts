@@ -123,7 +123,8 @@ export class DiscoveryService implements Component, Reloadable<AgentConfig> {
     const { self, tls, log } = this.#opts;
     if (!tls) return;
     for (const endpoint of self.endpoints) {
-      void checkPeerIdentity(endpoint, { spiffeId: self.spiffe, sha256: self.tlsFingerprint }, tls).then((reason) => {
+      void checkPeerIdentity(endpoint, { spiffeId: self.spiffe, sha256: self.tlsFingerprint }, tls).then((check) => {
+        const reason = check.outcome === 'proved' ? undefined : check.reason;
         if (reason) log.warn('an advertised endpoint does not reach this agent: peers will not be able to use it; check discovery.advertise (and agent.listen)', { endpoint, reason });
         else log.info('advertised endpoint reaches this agent', { endpoint });
       });

@@ -281,6 +281,27 @@ describe('discovery on loopback multicast', () => {
     expect(Date.now() - killed).toBeGreaterThanOrEqual(1000); // not before its TTL (1.5 s, minus what had passed)
   });
 
+  it('a peer its identity check cannot reach is not put on cool-down like an impostor (checked again later)', async () => {
+    const before = JSON.parse((await runCli(['peers', '--peer', `127.0.0.1:${alpha.port}`, ...clientFlags(), '--json'])).stdout).rejected['identity-mismatch'] ?? 0;
+    // gamma advertises an endpoint nothing listens on (port 1): down, not someone else.
+    const mark = alpha.logs.length;
+    const since = (l: (typeof alpha.logs)[number]) => alpha.logs.indexOf(l) >= mark;
+    const down = await fleetMember('gamma', { echo: { file: EXAMPLES } }, [`${pub('gamma')}@spiffe://fleet.test/agent/gamma`], { advertise: ['127.0.0.1:1'] });
+    try {
+      const line = await alpha.waitForLog((l) => since(l) && String(l.msg).startsWith('peer unreachable for its identity check') && l.peer === 'gamma', 5000);
+      expect(line).toMatchObject({ level: 'info', endpoint: '127.0.0.1:1', retryInMs: 2000 });
+      const answer = JSON.parse((await runCli(['peers', '--peer', `127.0.0.1:${alpha.port}`, ...clientFlags(), '--json'])).stdout);
+      expect(answer.peers.find((p: { agent: string }) => p.agent === 'gamma')).toMatchObject({ coolDownMs: 0 });
+      expect(answer.rejected['identity-mismatch'] ?? 0).toBe(before);
+      expect(alpha.logs.some((l) => l.msg === 'peer failed its identity check; untrusted for a while' && l.peer === 'gamma')).toBe(false);
+      // With its next advertisements it is dialled again, backing off.
+      const again = await alpha.waitForLog((l) => since(l) && String(l.msg).startsWith('peer unreachable for its identity check') && l.peer === 'gamma' && l.retryInMs === 4000, 6000);
+      expect(again).toBeDefined();
+    } finally {
+      await down.stop();
+    }
+  });
+
   // Last: gamma stays on cool-down for minutes afterwards.
   it('skein peers shows a peer that failed its identity check as cooling down, with the reason', async () => {
     const liar = await fleetMember('gamma', { echo: { file: EXAMPLES } }, [`${pub('gamma')}@spiffe://fleet.test/agent/gamma`], { advertise: [`127.0.0.1:${beta.port}`] });
