@@ -9,7 +9,6 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { loadConfig } from '../agent/config/load.ts';
 import { createLogger } from '../agent/log/index.ts';
-import { compileConfine } from '../agent/sandbox/index.ts';
 import { planSandbox } from '../agent/sandbox/prepare.ts';
 import { StderrBudget } from '../agent/workers/stderr.ts';
 import { Worker, type WorkerSpec } from '../agent/workers/worker.ts';
@@ -28,7 +27,7 @@ const routines = { echo: { file: 'examples.py', function: 'echo', source: readFi
 function specFor(overrides: Record<string, unknown>): { spec?: WorkerSpec; skipped?: string; wrapped: boolean } {
   const { config } = loadConfig({ path: join(ROOT, 'agent.config.json'), env: {} });
   Object.assign(config.sandbox, overrides);
-  const { plan, launcher, python } = planSandbox(config, limits);
+  const { plan, launcher, confine } = planSandbox(config, limits);
   if (plan.missing.length) return { skipped: plan.missing.join('; '), wrapped: false };
   return {
     wrapped: launcher.wrapped,
@@ -39,7 +38,7 @@ function specFor(overrides: Record<string, unknown>): { spec?: WorkerSpec; skipp
       limits,
       maxReplyBytes: 1 << 20,
       startTimeoutMs: 10_000,
-      ...(config.sandbox.profile === 'none' ? {} : { confine: { ...compileConfine(python.executable), policy: plan.policy, packagePaths: plan.packagePaths } }),
+      ...(config.sandbox.profile === 'none' ? {} : { confine: { ...confine, policy: plan.policy, packagePaths: plan.packagePaths } }),
     },
   };
 }

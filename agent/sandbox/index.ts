@@ -62,12 +62,6 @@ export interface Plan {
 export const CANARY_PROBES = ['socket', 'fork', 'readEtcPasswd', 'writeTmp', 'signalParent'] as const;
 export type CanaryResult = Record<(typeof CANARY_PROBES)[number], 'blocked' | 'allowed'> & { errno?: Record<string, string> };
 
-/** Runs confine.probe() in a throwaway interpreter: the host's capabilities, unconfined. */
-export function probeHost(python: string): HostCapabilities {
-  const r = runPython({ command: python, prefix: [], wrapped: false }, `${CONFINE}\nimport json as _j\nprint(_j.dumps(probe()))`, '');
-  return JSON.parse(r) as HostCapabilities;
-}
-
 export function planProfile(sandbox: SandboxConfig, caps: HostCapabilities, limits: Record<string, number>): Plan {
   const { readPaths, packagePaths } = packageGrants(sandbox);
   // Blocked imports raise an ImportError subclass: libraries guard optional imports with
@@ -110,17 +104,6 @@ export function planProfile(sandbox: SandboxConfig, caps: HostCapabilities, limi
     packagePaths,
     bwrap,
   };
-}
-
-/**
- * Compiles confine.py once, in the workers' own interpreter, to a marshalled code object
- * (hex): compiling its source took ~9 ms of every worker spawn.
- */
-export function compileConfine(python: string): { code: string; pythonVersion: string } {
-  // Hex, not base64: the worker decodes it with the built-in bytes.fromhex instead of
-  // importing binascii, which is not built into every interpreter (~0.3 ms per spawn).
-  const code = 'import sys, json, marshal\nsrc = sys.stdin.read()\nprint(json.dumps({"code": marshal.dumps(compile(src, "<skein-confine>", "exec")).hex(), "pythonVersion": sys.version}))';
-  return JSON.parse(runPython({ command: python, prefix: [], wrapped: false }, code, CONFINE));
 }
 
 /** Confines a throwaway interpreter with the policy and tries what must fail. */

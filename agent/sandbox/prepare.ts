@@ -7,8 +7,8 @@ import type { AgentConfig } from '../config/schema.ts';
 import { SkeinError } from '../../common/errors/index.ts';
 import type { Logger } from '../log/index.ts';
 import { bwrapLauncher, directLauncher, type Launcher } from './bwrap.ts';
-import { canaryFailures, compileConfine, planProfile, probeHost, runCanary, type CanaryResult, type HostCapabilities, type Plan } from './index.ts';
-import { resolvePython, type PythonInfo } from './python.ts';
+import { CONFINE_SOURCE, canaryFailures, planProfile, runCanary, type CanaryResult, type HostCapabilities, type Plan } from './index.ts';
+import { inspectPython, type CompiledConfine, type PythonInfo } from './python.ts';
 
 export interface PreparedSandbox {
   python: PythonInfo;
@@ -22,18 +22,19 @@ export interface PreparedSandbox {
 }
 
 /** Plans the profile on this host without starting anything (also used by `skein doctor`). */
-export function planSandbox(config: AgentConfig, limits: Record<string, number>) {
-  const python = resolvePython(config.workers.python);
-  const caps = probeHost(python.executable);
+export function planSandbox(config: AgentConfig, limits: Record<string, number>): { python: PythonInfo; caps: HostCapabilities; plan: Plan; launcher: Launcher; confine: CompiledConfine } {
+  // One run of the configured interpreter (often a slow version-manager shim): executable,
+  // host probe and compiled confine.py; every later spawn uses the resolved executable.
+  const { python, caps, confine } = inspectPython<HostCapabilities>(config.workers.python, CONFINE_SOURCE);
   const plan = planProfile(config.sandbox, caps, limits);
   const launcher = plan.bwrap && caps.bwrap ? bwrapLauncher(caps.bwrap, python, plan.packagePaths) : directLauncher(python);
-  return { python, caps, plan, launcher };
+  return { python, caps, plan, launcher, confine };
 }
 
 export function prepareSandbox(config: AgentConfig, limits: Record<string, number>, log: Logger): PreparedSandbox {
   const { profile } = config.sandbox;
-  const { python, caps, plan, launcher } = planSandbox(config, limits);
-  const prepared: PreparedSandbox = { python, caps, plan, launcher, confine: { ...compileConfine(python.executable), policy: plan.policy, packagePaths: plan.packagePaths } };
+  const { python, caps, plan, launcher, confine } = planSandbox(config, limits);
+  const prepared: PreparedSandbox = { python, caps, plan, launcher, confine: { ...confine, policy: plan.policy, packagePaths: plan.packagePaths } };
   if (plan.missing.length) {
     throw new SkeinError(
       'SKEIN_ERR_SANDBOX',

@@ -4,7 +4,7 @@
  * loudly, bubblewrap wraps workers when enabled, and `skein doctor` reports it all.
  */
 import { execFileSync } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
+import { chmodSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { baseConfig, failure, FIXTURES, runCli, startAgent, stopAll, tempDir } from '../helpers/agent.ts';
@@ -23,6 +23,51 @@ function writeConfig(config: Record<string, unknown>): string {
   writeFileSync(path, JSON.stringify(config));
   return path;
 }
+
+/**
+ * An interpreter that records each run (next to itself: workers and the canary run with a
+ * cleared environment) and, like a version-manager shim, is resolved by the start-up
+ * inspection to an executable: here itself, so every later run is recorded too.
+ */
+function countingPython(): { python: string; runs: () => string[] } {
+  const dir = tempDir();
+  const python = join(dir, 'python3');
+  const log = join(dir, 'runs.log');
+  writeFileSync(
+    python,
+    `#!/bin/bash
+REAL='${REAL_PYTHON}'
+case "$*" in
+  *'out["caps"] = ns["probe"]()'*) echo inspect >> '${log}'; set -o pipefail
+    "$REAL" "$@" | "$REAL" -I -S -c 'import sys, json; o = json.loads(sys.stdin.read().strip().splitlines()[-1]); o["executable"] = sys.argv[1]; print(json.dumps(o))' "$0"; exit $? ;;
+  *'_p["canary"] = True'*) echo canary >> '${log}' ;;
+  *) echo other >> '${log}' ;;
+esac
+exec "$REAL" "$@"
+`,
+  );
+  chmodSync(python, 0o755);
+  return { python, runs: () => readFileSync(log, 'utf8').trim().split('\n') };
+}
+
+describe('start-up', () => {
+  it('runs the configured interpreter once before the canary and the workers, every layer still proven', async () => {
+    const { python, runs } = countingPython();
+    const agent = await startAgent({ config: baseConfig({ workers: { poolSize: 2, python } }) });
+    try {
+      const sandbox = await agent.waitForLog((l) => l.msg === 'sandbox ready');
+      expect(sandbox.canary).toBe('all blocked');
+      await agent.waitForLog((l) => l.msg === 'workers ready');
+      // One inspection (executable, host probe, compiled confine.py), the canary, one per worker.
+      expect(runs().sort()).toEqual(['canary', 'inspect', 'other', 'other']);
+      const client = agent.client();
+      expect(await client.dispatch('add', { args: [1, 2] })).toBe(3);
+      await client.close();
+    } finally {
+      await agent.stop();
+    }
+  });
+});
 
 describe('full (the default)', () => {
   it('applies every kernel layer in each worker and proves them with the canary', async () => {
