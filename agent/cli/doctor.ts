@@ -28,7 +28,7 @@ export async function runDoctor(argv: string[], io: Io): Promise<number> {
   const python = pythonInfo.executable;
   const plans = Object.fromEntries(PROFILES.map((p) => [p, planProfile({ ...config.sandbox, profile: p }, caps, limits)])) as Record<string, Plan>;
   const configured = plans[config.sandbox.profile]!;
-  const canary = configured.missing.length === 0 && config.sandbox.profile !== 'none' ? runCanary(launcher, configured.policy) : undefined;
+  const canary = configured.missing.length === 0 && config.sandbox.profile !== 'none' ? await runCanary(launcher, configured.policy) : undefined;
   const failures = canary ? canaryFailures(canary.canary) : [];
   const ok = configured.missing.length === 0 && (config.sandbox.profile !== 'full' || failures.length === 0);
 

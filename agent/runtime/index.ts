@@ -103,11 +103,13 @@ async function assemble({ config, log, embedded = false, baseDir, reloadConfig }
   const { sources, infos } = await loadRoutines(config, log, embedded, audit);
   const cwd = join(config.agent.stateDir, 'run', 'empty');
   mkdirSync(cwd, { recursive: true, mode: 0o755 });
-  const sandbox = prepareSandbox(config, workerLimits(config), log);
-
-  // Recorded before it starts: workers that came up before another failed are stopped too.
-  const pool = stack.push('workers', buildPools(config, sources, sandbox, cwd, log, metrics, audit));
-  const ready = await pool.start();
+  // Recorded before it starts: workers that came up before another failed (or before the
+  // sandbox canary refused the start) are stopped too.
+  let pool!: PoolSet;
+  const { sandbox, started: ready } = await prepareSandbox(config, workerLimits(config), log, (prepared) => {
+    pool = stack.push('workers', buildPools(config, sources, prepared, cwd, log, metrics, audit));
+    return pool.start();
+  });
   log.info('workers ready', { count: ready.length, python: sandbox.python.executable, version: ready[0]?.python, layers: ready[0]?.layers ?? [] });
 
   // A reload may swap the pipeline behind it between requests.

@@ -53,13 +53,11 @@ export async function preflight({ config, log, embedded, baseDir }: PreflightOpt
     if (!tls) writable(config.agent.stateDir);
 
     const { sources } = await loadRoutines(config, log, embedded, nullAudit);
-    const sandbox = prepareSandbox(config, workerLimits(config), log);
     // One worker per pool compiles every routine it serves, confined as in production.
     const one: AgentConfig = { ...probe, workers: { ...probe.workers, poolSize: 1 }, routines: Object.fromEntries(Object.entries(config.routines).map(([n, r]) => [n, { ...r, workers: 1 }])) };
     const cwd = join(scratch, 'run', 'empty');
     mkdirSync(cwd, { recursive: true, mode: 0o755 });
-    const pool = stack.push('workers', buildPools(one, sources, sandbox, cwd, log));
-    const ready = await pool.start();
+    const { started: ready } = await prepareSandbox(config, workerLimits(config), log, (sandbox) => stack.push('workers', buildPools(one, sources, sandbox, cwd, log)).start());
 
     stack.push('plugins', await LivePipeline.start(probe, { log, baseDir, audit: nullAudit }));
     const enabled = config.plugins.enabled.map((p) => p.name);

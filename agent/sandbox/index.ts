@@ -8,7 +8,7 @@
  *   standard  every layer the host offers; each missing one is a warning.
  *   none      rlimits only; for debugging, with a loud warning on every start.
  */
-import { spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import type { Launcher } from './bwrap.ts';
 import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
@@ -107,11 +107,11 @@ export function planProfile(sandbox: SandboxConfig, caps: HostCapabilities, limi
 }
 
 /** Confines a throwaway interpreter with the policy and tries what must fail. */
-export function runCanary(launcher: Launcher, policy: Policy): { layers: string[]; canary: CanaryResult } {
+export async function runCanary(launcher: Launcher, policy: Policy): Promise<{ layers: string[]; canary: CanaryResult }> {
   // canary: true runs the probes inside apply(), after the kernel layers and before the audit
   // hook, so a refusal is the kernel's and not the tripwire's.
   const code = `${CONFINE}\nimport json as _j, sys as _s\n_p = _j.loads(_s.stdin.readline())\n_p["canary"] = True\n_l = apply(_p)\nprint(_j.dumps({"layers": [l for l in _l if l != "canary"], "canary": last_report["canary"]}))`;
-  const result = JSON.parse(runPython(launcher, code, `${JSON.stringify(policy)}\n`)) as { layers: string[]; canary: CanaryResult };
+  const result = JSON.parse(await runPython(launcher, code, `${JSON.stringify(policy)}\n`)) as { layers: string[]; canary: CanaryResult };
   if (launcher.wrapped) result.layers.unshift('bwrap');
   return result;
 }
@@ -143,10 +143,32 @@ function packageGrants(sandbox: SandboxConfig): { readPaths: string[]; packagePa
   return { readPaths, packagePaths: sandbox.packagePaths };
 }
 
-function runPython(launcher: Launcher, code: string, input: string): string {
-  const r = spawnSync(launcher.command, [...launcher.prefix, '-I', '-S', '-c', code], { input, encoding: 'utf8', timeout: 15_000, env: { LC_ALL: 'C.UTF-8' } });
-  if (r.error || r.status !== 0) {
-    throw new SkeinError('SKEIN_ERR_SANDBOX', `sandbox self-test with ${launcher.command} failed: ${r.error?.message ?? (r.stderr.trim().split('\n').slice(-1)[0] || `exit ${r.status}`)}`);
-  }
-  return r.stdout.trim().split('\n').pop() ?? '';
+/** Runs a throwaway interpreter (asynchronously: the start-up spawns workers meanwhile) and returns its last line of output. */
+function runPython(launcher: Launcher, code: string, input: string): Promise<string> {
+  const failed = (why: string) => new SkeinError('SKEIN_ERR_SANDBOX', `sandbox self-test with ${launcher.command} failed: ${why}`);
+  return new Promise((resolve, reject) => {
+    const child = spawn(launcher.command, [...launcher.prefix, '-I', '-S', '-c', code], { env: { LC_ALL: 'C.UTF-8' }, stdio: ['pipe', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    let timedOut = false;
+    const timer = setTimeout(() => {
+      timedOut = true;
+      child.kill('SIGKILL');
+    }, 15_000);
+    child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+    child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+    // A child that exits before reading its input must not surface as an unhandled EPIPE.
+    child.stdin.on('error', () => {});
+    child.stdin.end(input);
+    child.on('error', (err) => {
+      clearTimeout(timer);
+      reject(failed(err.message));
+    });
+    child.on('close', (status, signal) => {
+      clearTimeout(timer);
+      if (timedOut) reject(failed('timed out after 15 s'));
+      else if (status !== 0) reject(failed(stderr.trim().split('\n').slice(-1)[0] || `exit ${status ?? signal}`));
+      else resolve(stdout.trim().split('\n').pop() ?? '');
+    });
+  });
 }

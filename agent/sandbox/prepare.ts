@@ -31,7 +31,19 @@ export function planSandbox(config: AgentConfig, limits: Record<string, number>)
   return { python, caps, plan, launcher, confine };
 }
 
-export function prepareSandbox(config: AgentConfig, limits: Record<string, number>, log: Logger): PreparedSandbox {
+/**
+ * Prepares the sandbox and starts the workers with it (`start`, which must record what it
+ * starts for the caller to stop). The canary runs while `start` spawns the workers: they
+ * are confined by the same layers, serve nothing until this returns, and its verdict is
+ * awaited first, so a failing canary still refuses the start with its own error (after
+ * `start` has settled, its workers left to the caller's clean-up).
+ */
+export async function prepareSandbox<T>(
+  config: AgentConfig,
+  limits: Record<string, number>,
+  log: Logger,
+  start: (sandbox: PreparedSandbox) => Promise<T>,
+): Promise<{ sandbox: PreparedSandbox; started: T }> {
   const { profile } = config.sandbox;
   const { python, caps, plan, launcher, confine } = planSandbox(config, limits);
   const prepared: PreparedSandbox = { python, caps, plan, launcher, confine: { ...confine, policy: plan.policy, packagePaths: plan.packagePaths } };
@@ -45,16 +57,28 @@ export function prepareSandbox(config: AgentConfig, limits: Record<string, numbe
   }
   if (profile === 'none') {
     log.warn('SANDBOX DISABLED: sandbox.profile is "none"; routines run with the agent\'s privileges, network and file system. Use only for debugging.', { profile });
-    return prepared;
+    return { sandbox: prepared, started: await start(prepared) };
   }
   for (const layer of plan.degraded) log.warn('sandbox layer unavailable on this host', { profile, layer });
-  const { layers, canary } = runCanary(launcher, plan.policy);
+  const proving = runCanary(launcher, plan.policy);
+  const starting = (async () => start(prepared))();
+  // Observed now: a worker failing before the canary's verdict must not be an unhandled rejection.
+  starting.catch(() => {});
+  let proven: Awaited<typeof proving>;
+  try {
+    proven = await proving;
+  } catch (err) {
+    await starting.catch(() => {});
+    throw err;
+  }
+  const { layers, canary } = proven;
   prepared.canary = canary;
   const failures = canaryFailures(canary);
   if (failures.length && profile === 'full') {
+    await starting.catch(() => {});
     throw new SkeinError('SKEIN_ERR_SANDBOX', `sandbox canary: a confined test worker could still ${failures.join(', ')}; refusing to start with sandbox.profile "full"`, { canary });
   }
   for (const probe of failures) log.warn('sandbox canary: a confined worker can still do this', { profile, probe });
   log.info('sandbox ready', { profile, layers, canary: failures.length ? canary : 'all blocked' });
-  return prepared;
+  return { sandbox: prepared, started: await starting };
 }

@@ -7,7 +7,7 @@ import { execFileSync } from 'node:child_process';
 import { chmodSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { baseConfig, failure, FIXTURES, runCli, startAgent, stopAll, tempDir } from '../helpers/agent.ts';
+import { alive, baseConfig, failure, FIXTURES, runCli, startAgent, startMustFail, stopAll, tempDir } from '../helpers/agent.ts';
 import { requires, tool } from '../helpers/requires.ts';
 
 const BARE_HOST_PYTHON = join(FIXTURES, 'bare-host/python3');
@@ -27,9 +27,10 @@ function writeConfig(config: Record<string, unknown>): string {
 /**
  * An interpreter that records each run (next to itself: workers and the canary run with a
  * cleared environment) and, like a version-manager shim, is resolved by the start-up
- * inspection to an executable: here itself, so every later run is recorded too.
+ * inspection to an executable: here itself, so every later run is recorded too (workers
+ * with their pid). `canary`, when given, is printed as the canary's report instead of running it.
  */
-function countingPython(): { python: string; runs: () => string[] } {
+function countingPython(canary?: object): { python: string; runs: () => string[] } {
   const dir = tempDir();
   const python = join(dir, 'python3');
   const log = join(dir, 'runs.log');
@@ -40,8 +41,8 @@ REAL='${REAL_PYTHON}'
 case "$*" in
   *'out["caps"] = ns["probe"]()'*) echo inspect >> '${log}'; set -o pipefail
     "$REAL" "$@" | "$REAL" -I -S -c 'import sys, json; o = json.loads(sys.stdin.read().strip().splitlines()[-1]); o["executable"] = sys.argv[1]; print(json.dumps(o))' "$0"; exit $? ;;
-  *'_p["canary"] = True'*) echo canary >> '${log}' ;;
-  *) echo other >> '${log}' ;;
+  *'_p["canary"] = True'*) echo canary >> '${log}'${canary ? `; echo '${JSON.stringify(canary)}'; exit 0` : ''} ;;
+  *) echo "other $$" >> '${log}' ;;
 esac
 exec "$REAL" "$@"
 `,
@@ -59,13 +60,29 @@ describe('start-up', () => {
       expect(sandbox.canary).toBe('all blocked');
       await agent.waitForLog((l) => l.msg === 'workers ready');
       // One inspection (executable, host probe, compiled confine.py), the canary, one per worker.
-      expect(runs().sort()).toEqual(['canary', 'inspect', 'other', 'other']);
+      expect(
+        runs()
+          .map((r) => r.split(' ')[0])
+          .sort(),
+      ).toEqual(['canary', 'inspect', 'other', 'other']);
       const client = agent.client();
       expect(await client.dispatch('add', { args: [1, 2] })).toBe(3);
       await client.close();
     } finally {
       await agent.stop();
     }
+  });
+
+  it('a canary probe that gets through still refuses "full", and the workers started meanwhile are stopped', async () => {
+    const canary = { layers: ['seccomp'], canary: { socket: 'allowed', fork: 'blocked', readEtcPasswd: 'blocked', writeTmp: 'blocked', signalParent: 'blocked' } };
+    const { python, runs } = countingPython(canary);
+    const stderr = await startMustFail(baseConfig({ workers: { poolSize: 2, python } }));
+    expect(stderr).toMatch(/error \[SKEIN_ERR_SANDBOX\]: sandbox canary: a confined test worker could still socket; refusing to start with sandbox.profile "full"/);
+    expect(stderr).not.toMatch(/"msg":"listening"/);
+    const workers = runs()
+      .filter((r) => r.startsWith('other '))
+      .map((r) => Number(r.split(' ')[1]));
+    for (const pid of workers) expect(alive(pid)).toBe(false);
   });
 });
 

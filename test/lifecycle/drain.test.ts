@@ -31,7 +31,7 @@ async function sleepPool(drainTimeoutMs: number): Promise<WorkerPool> {
   const config = loadConfig({ path, env: {} }).config;
   const { sources } = await loadRoutines(config, log, false, nullAudit);
   const limits = workerLimits(config);
-  const sandbox = prepareSandbox(config, limits, log);
+  const { sandbox } = await prepareSandbox(config, limits, log, async () => undefined);
   const cwd = join(dir, 'empty');
   mkdirSync(cwd);
   const pool = new WorkerPool({
