@@ -8,7 +8,6 @@
  * closes the sockets; destroy() sends it once without waiting and closes them. Both stop the
  * timers, and are idempotent. As a reloadable component it applies DISCOVERY_RELOAD_KEYS.
  */
-import { readPrivateKey } from '../../signing/index.ts';
 import type { Audit } from '../audit/index.ts';
 import { isLoopbackHost, parseHostPort } from '../config/load.ts';
 import type { AgentConfig, DiscoveryConfig } from '../config/schema.ts';
@@ -20,7 +19,7 @@ import { Advertiser, type SelfDescription } from './advertiser.ts';
 import { PeerTable, type PeerInfo } from './peers.ts';
 import { checkPeerIdentity, type TlsCredentials } from './identity-check.ts';
 import { Receiver } from './receiver.ts';
-import { DISCOVERY_RELOAD_KEYS, parseTrustedKey, planDiscoveryReload, type DiscoveryReloadPlan } from './reload.ts';
+import { DISCOVERY_RELOAD_KEYS, planDiscoveryReload, type DiscoveryReloadPlan } from './reload.ts';
 import { DiscoveryReport } from './report.ts';
 import { createMulticastTransport, type MulticastTransport } from './transport.ts';
 import { createAdvertVerifier, type AdvertVerifier } from './verifier.ts';
@@ -83,12 +82,12 @@ export class DiscoveryService implements Component, Reloadable<AgentConfig> {
     const { config, log } = opts;
     // The same checks as a reload (and skein validate): the signing key, an endorsement of that
     // key for this agent's SPIFFE ID, a trust store that parses.
-    const { endorsement } = planDiscoveryReload(config, { spiffe: opts.self.spiffe, trustDomains: opts.trustDomains, multicast: config.groups.length > 0 });
+    const plan = planDiscoveryReload(config, { spiffe: opts.self.spiffe, trustDomains: opts.trustDomains, multicast: config.groups.length > 0 });
     if (config.groups.length === 0) {
       log.info('discovery started with static peers only', { peers: config.static.map((p) => p.agent) });
       return service;
     }
-    await service.#startMulticast(endorsement);
+    await service.#startMulticast(plan);
     const { advertiser } = service.#mc!;
     const { endpoints } = opts.self;
     log.info('discovery started', {
@@ -131,11 +130,12 @@ export class DiscoveryService implements Component, Reloadable<AgentConfig> {
     }
   }
 
-  async #startMulticast(endorsement: Uint8Array | null): Promise<void> {
+  /** Opens the sockets with what the plan already read and checked (the key, endorsement and trust store). */
+  async #startMulticast({ key: planned, endorsement, trust }: DiscoveryReloadPlan): Promise<void> {
     const { config, log, audit, trustDomains } = this.#opts;
     const now = this.#opts.now!;
-    const key = readPrivateKey(config.signingKey!);
-    const verifier = createAdvertVerifier({ fleet: config.fleet!, trustedKeys: config.trustedKeys.map(parseTrustedKey), rootKeys: config.rootKeys, trustDomains, maxSkewMs: config.maxSkewMs, now });
+    const key = planned!; // multicast: the plan read the signing key
+    const verifier = createAdvertVerifier({ fleet: config.fleet!, ...trust, trustDomains, maxSkewMs: config.maxSkewMs, now });
     let receiver: Receiver | undefined;
     let transport: MulticastTransport;
     try {
