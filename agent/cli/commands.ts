@@ -130,13 +130,7 @@ export function synopsis(text: string): string[] {
 /** The synopsis block of docs/cli.md: every command and sub-command, as --help prints it. */
 export function synopsisBlock(): string {
   const lines: string[] = [];
-  for (const [name, c] of Object.entries(COMMANDS)) {
-    if (name === 'completion') {
-      lines.push(...synopsis(c.usage));
-      continue;
-    }
-    const subs = c.sub ? Object.values(c.sub) : [c.usage];
-    for (const text of subs) lines.push(...synopsis(text));
-  }
+  // Sub-commands that share one usage (the shells of `completion`) print it once.
+  for (const c of Object.values(COMMANDS)) for (const text of new Set(c.sub ? Object.values(c.sub) : [c.usage])) lines.push(...synopsis(text));
   return lines.join('\n');
 }

@@ -12,7 +12,6 @@ import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { nullAudit } from '../audit/index.ts';
 import type { AgentConfig } from '../config/schema.ts';
-import { parseHostPort } from '../config/load.ts';
 import { planDiscoveryReload } from '../discovery/reload.ts';
 import { StartStack } from '../lifecycle/stack.ts';
 import type { Logger } from '../log/index.ts';
@@ -68,7 +67,6 @@ export async function preflight({ config, log, embedded, baseDir }: PreflightOpt
       const spiffe = tls?.certificate.spiffeId ?? `spiffe://${config.tls.trustDomain}/agent/${config.agent.name}`;
       planDiscoveryReload(config.discovery, { spiffe, trustDomains, multicast });
     }
-    parseHostPort(config.agent.listen);
     return { tls: tls ? 'files' : 'development PKI', routines: Object.keys(config.routines).length, workers: ready.length, plugins: enabled, discovery: config.discovery.enabled };
   } catch (err) {
     throw startupFailure(err, config);
