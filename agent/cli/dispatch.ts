@@ -8,7 +8,7 @@ import { PeerPool, type PeerEndpoint } from '../client/pool.ts';
 import { ERROR_TABLE, SkeinError, toSkeinError } from '../../common/errors/index.ts';
 import { parseFlags, parseIntFlag } from './args.ts';
 import type { Io } from './io.ts';
-import { resolveTarget, TARGET_FLAGS, TARGET_HELP } from './target.ts';
+import { clientFor, resolveTarget, TARGET_FLAGS, TARGET_HELP } from './target.ts';
 
 export const DISPATCH_USAGE = `Usage: skein dispatch ROUTINE [--args JSON] [--kwargs JSON] [--peer HOST[:PORT]]
                       [--cert PATH --key PATH --ca PATH] [--token T | --token-file F]
@@ -77,13 +77,7 @@ export async function runDispatch(argv: string[], io: Io): Promise<number> {
   const target = resolveTarget(values);
   const { creds, token } = target;
   if (target.plaintext && values.discover) throw new SkeinError('SKEIN_ERR_USAGE', 'the profile asks for plaintext, which cannot be combined with --discover');
-  const client = new SkeinClient({
-    peer: target.peer,
-    ...creds,
-    ...(target.plaintext ? { plaintext: true } : {}),
-    ...(values.encoding ? { encoding: values.encoding as 'cbor' | 'json' } : {}),
-    ...(token !== undefined ? { token } : {}),
-  });
+  const client = clientFor(target, values.encoding ? { encoding: values.encoding as 'cbor' | 'json' } : {});
   const call = { args: args ?? [], kwargs: kwargs ?? {}, ...(timeoutMs ? { timeoutMs } : {}) };
   try {
     if (values.discover) {

@@ -1,7 +1,6 @@
 /** `skein peers`: the local agent's verified peers and its advertisement rejection counters. */
-import { SkeinClient } from '../client/index.ts';
 import { parseFlags } from './args.ts';
-import { resolveTarget, TARGET_FLAGS, TARGET_HELP } from './target.ts';
+import { clientFor, resolveTarget, TARGET_FLAGS, TARGET_HELP } from './target.ts';
 import type { Io } from './io.ts';
 import { table } from './table.ts';
 
@@ -25,7 +24,7 @@ export async function runPeers(argv: string[], io: Io): Promise<number> {
     return 0;
   }
   const target = resolveTarget(values);
-  const client = new SkeinClient({ peer: target.peer, ...target.creds, ...(target.plaintext ? { plaintext: true } : {}), ...(target.token !== undefined ? { token: target.token } : {}) });
+  const client = clientFor(target);
   try {
     const answer = await client.peers();
     if (values.json) {

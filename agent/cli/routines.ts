@@ -1,9 +1,8 @@
 /** `skein routines`: what an agent serves — each routine's name, Python function and code SHA-256. */
-import { SkeinClient } from '../client/index.ts';
 import { parseFlags } from './args.ts';
 import type { Io } from './io.ts';
 import { table } from './table.ts';
-import { resolveTarget, TARGET_FLAGS, TARGET_HELP } from './target.ts';
+import { clientFor, resolveTarget, TARGET_FLAGS, TARGET_HELP } from './target.ts';
 
 export const ROUTINES_USAGE = `Usage: skein routines [--peer HOST[:PORT]] [--cert PATH --key PATH --ca PATH] [--token T | --token-file F]
                       [--profile NAME] [--json] [--config PATH]
@@ -23,7 +22,7 @@ export async function runRoutines(argv: string[], io: Io): Promise<number> {
     return 0;
   }
   const target = resolveTarget(values);
-  const client = new SkeinClient({ peer: target.peer, ...target.creds, ...(target.plaintext ? { plaintext: true } : {}), ...(target.token !== undefined ? { token: target.token } : {}) });
+  const client = clientFor(target);
   try {
     const routines = await client.routines();
     if (values.json) {

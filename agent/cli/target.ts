@@ -13,7 +13,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
-import { authorizationHeader } from '../client/index.ts';
+import { authorizationHeader, SkeinClient, type ClientOptions } from '../client/index.ts';
 import { loadConfig, parseHostPort } from '../config/load.ts';
 import { parseJsonc } from '../config/jsonc.ts';
 import { SkeinError } from '../../common/errors/index.ts';
@@ -131,6 +131,11 @@ export function resolveTarget(flags: TargetFlags, env: NodeJS.ProcessEnv = proce
   const peer = peerSetting ? normalizePeer(peerSetting) : localPeer(flags.config);
   const [cert, key, ca] = paths.map(readCredential) as [Buffer, Buffer, Buffer];
   return { peer, creds: { cert, key, ca }, plaintext: false, ...(token !== undefined ? { token } : {}) };
+}
+
+/** The client library for a resolved target (one HTTP/2 session to its peer). */
+export function clientFor(target: Target, extra: Partial<ClientOptions> = {}): SkeinClient {
+  return new SkeinClient({ peer: target.peer, ...target.creds, ...(target.plaintext ? { plaintext: true } : {}), ...(target.token !== undefined ? { token: target.token } : {}), ...extra });
 }
 
 /**
