@@ -15,6 +15,8 @@ pymod() { [ -x "$PY" ] && "$PY" -c "import $1" >/dev/null 2>&1; }
 missing() {
   need=()
   have curl || need+=(curl)
+  # Certificates with odd SANs are made as an operator would, with the openssl CLI.
+  have openssl || need+=(openssl)
   have h2load || need+=(nghttp2-client)
   have ip || need+=(iproute2)
   have bwrap || need+=(bubblewrap)
