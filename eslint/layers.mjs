@@ -23,6 +23,7 @@ export const LAYERS = [
   'agent/plugin-host',
   'agent/security',
   'agent/sources',
+  'agent/calls', // the call seam: sync, streaming and async calls, the results store
   'agent/server',
   'agent/discovery',
   'agent/admin',

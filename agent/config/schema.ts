@@ -397,6 +397,67 @@ export const CONFIG_SCHEMA = {
         },
       },
     },
+    calls: {
+      kind: 'object',
+      description: 'Calls as work (docs/calls.md): the async results store, stream buffers, priorities and fair queues.',
+      fields: {
+        store: {
+          kind: 'string',
+          path: true,
+          description: 'SQLite file (WAL mode) holding async calls and their results; default calls.db in agent.stateDir. Relative to the config file.',
+          env: 'SKEIN_CALLS_STORE',
+        },
+        resultTtlMs: { kind: 'integer', min: 1000, max: 31_536_000_000, default: 86_400_000, description: 'How long a finished async call and its result are kept, from when it finished.' },
+        maxStored: {
+          kind: 'integer',
+          min: 1,
+          max: 100_000_000,
+          default: 100_000,
+          description: 'Async calls the store may hold (any status); a submission past it is refused (503 SKEIN_ERR_STORE_FULL), never dropping an accepted call.',
+        },
+        maxBytes: {
+          kind: 'integer',
+          min: MiB,
+          max: 1024 * 1024 * MiB,
+          default: 1024 * MiB,
+          description: 'Bytes of arguments and results the store may hold; a submission past it is refused (503 SKEIN_ERR_STORE_FULL).',
+        },
+        streamBufferItems: {
+          kind: 'integer',
+          min: 1,
+          max: 65_536,
+          default: 16,
+          description: 'Items of a streaming call the agent holds for a caller that reads slowly; the generator pauses at its next yield until the caller catches up.',
+        },
+        agingMs: {
+          kind: 'integer',
+          min: 1,
+          max: 86_400_000,
+          default: 5000,
+          description: 'A queued call that waited this long is served as if one priority level higher (twice this: two levels), so low priority is never starved.',
+        },
+        weights: {
+          kind: 'array',
+          maxItems: 1000,
+          default: [],
+          description: "Fair-share weights of caller identities within a priority level (default weight 1): the first rule whose pattern matches one of the caller's identities applies.",
+          items: {
+            kind: 'object',
+            description: 'One weight rule.',
+            required: ['identities', 'weight'],
+            fields: {
+              identities: {
+                kind: 'array',
+                maxItems: 1000,
+                items: { kind: 'string', description: 'Identity pattern.' },
+                description: 'Identity patterns (as authorization.allow), e.g. spiffe://skein.local/client/batch-*, jwt:alice.',
+              },
+              weight: { kind: 'integer', min: 1, max: 1000, description: 'Share relative to the default 1.' },
+            },
+          },
+        },
+      },
+    },
     discovery: {
       kind: 'object',
       description: 'Signed multicast advertisements: peers are believed only if signed by a trusted or endorsed key (docs/discovery.md).',
@@ -497,6 +558,12 @@ export const CONFIG_SCHEMA = {
             kind: 'boolean',
             default: false,
             description: 'Calls may run twice without harm: when a peer fails after the call may have reached it, --discover dispatch retries it on another peer.',
+          },
+          maxConcurrency: {
+            kind: 'integer',
+            min: 1,
+            max: 1024,
+            description: 'Most workers that may run this routine at once (its calls beyond it wait in the queue); default: all of its pool.',
           },
           workers: {
             kind: 'integer',

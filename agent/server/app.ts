@@ -150,7 +150,7 @@ export function createApp(deps: AppDeps): Hono<Env> {
     // become a log flood.
     else if (e.code === 'SKEIN_ERR_ABORTED') log.debug('request aborted by the caller', fields);
     else log.warn('request failed', { ...fields, message: e.message });
-    if (e.code === 'SKEIN_ERR_OVERLOADED' || e.code === 'SKEIN_ERR_SHUTTING_DOWN' || e.code === 'SKEIN_ERR_CIRCUIT_OPEN') c.header('retry-after', String(e.details.retryAfterSeconds ?? 1));
+    if (e.code === 'SKEIN_ERR_OVERLOADED' || e.code === 'SKEIN_ERR_SHUTTING_DOWN' || e.code === 'SKEIN_ERR_CIRCUIT_OPEN' || e.code === 'SKEIN_ERR_STORE_FULL') c.header('retry-after', String(e.details.retryAfterSeconds ?? 1));
     const { trace: _trace, retryAfterSeconds: _r, ...details } = e.details;
     return reply(c, e.status || 500, { code: e.code, message: e.message, requestId, meta: { peer: peer.id, ...details } });
   });

@@ -16,6 +16,7 @@ export const ERROR_TABLE = {
   SKEIN_ERR_NOT_FOUND: { status: 404, exit: 3, what: 'no such endpoint' },
   SKEIN_ERR_METHOD_NOT_ALLOWED: { status: 405, exit: 3, what: 'wrong HTTP method for the endpoint' },
   SKEIN_ERR_BODY_TOO_LARGE: { status: 413, exit: 3, what: 'request body over limits.maxBodyBytes' },
+  SKEIN_ERR_CALL_NOT_FOUND: { status: 404, exit: 3, what: 'no async call with that id is visible to this caller (unknown, expired, or another caller\'s)' },
   // Identity: authentication (client certificate, token plugins) and authorization.
   SKEIN_ERR_UNAUTHENTICATED: { status: 401, exit: 3, what: 'no valid credential' },
   SKEIN_ERR_FORBIDDEN: { status: 403, exit: 3, what: 'identity may not run this routine' },
@@ -28,6 +29,7 @@ export const ERROR_TABLE = {
   // Capacity and lifecycle.
   SKEIN_ERR_OVERLOADED: { status: 503, exit: 3, what: 'all workers busy and the queue is full; retry after Retry-After' },
   SKEIN_ERR_SHUTTING_DOWN: { status: 503, exit: 3, what: 'the agent is draining and accepts no new calls' },
+  SKEIN_ERR_STORE_FULL: { status: 503, exit: 3, what: 'the async results store is at calls.maxStored or calls.maxBytes; retry after Retry-After' },
   SKEIN_ERR_CIRCUIT_OPEN: { status: 503, exit: 3, what: 'this routine kept killing its workers; refused until the cool-down passes (Retry-After)' },
   SKEIN_ERR_INTERNAL: { status: 500, exit: 1, what: 'unexpected agent failure (a bug: please report it)' },
   // Client side: never sent by a server.
