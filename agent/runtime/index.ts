@@ -202,6 +202,7 @@ async function assemble({ config, log, embedded = false, baseDir, reloadConfig }
   );
   metrics.bind({
     stats: () => pool.stats,
+    queueDepth: () => pool.queueDepth(),
     canary: () => sandbox.canary,
     adverts: () => discovery?.counters(),
     peers: () => (discovery ? discovery.peers().length : undefined),
