@@ -15,7 +15,7 @@ import { loadRoutines } from '../../agent/sources/routines.ts';
 import type { PoolSet } from '../../agent/workers/pool-set.ts';
 import type { DispatchRequest } from '../../agent/workers/pool.ts';
 import { buildPools, workerLimits } from '../../agent/workers/pools.ts';
-import { baseConfig, stopAll, tempDir } from '../helpers/agent.ts';
+import { baseConfig, FIXTURES, stopAll, tempDir } from '../helpers/agent.ts';
 import { childrenOf } from '../lifecycle/in-process.ts';
 
 afterAll(stopAll);
@@ -104,5 +104,27 @@ describe('WorkerPool with the scheduler (real workers)', () => {
       await set.destroy();
     }
     expect(childrenOf(process.pid)).toEqual([]);
+  });
+
+  it('maxConcurrency: when a capped call ends on a worker that dies, the call it held back takes the idle worker at once', async () => {
+    const file = join(FIXTURES, 'routines.py');
+    const set = await pools({ workers: { poolSize: 2, isolation: 'shared' }, routines: { pid: { file }, slow_pid: { file, maxConcurrency: 1 } } });
+    try {
+      // Both workers' pids (through the uncapped routine: slow_pid runs on one worker at a time).
+      const both = await Promise.all([0, 1].map(() => set.dispatch({ routine: 'pid', args: [], kwargs: {}, timeoutMs: 20_000 })));
+      const live = new Set(both.map((o) => (o.ok ? o.value : undefined)));
+      expect(live.size).toBe(2);
+      // The first call is killed at its deadline; its worker is replaced (a new pid) only later.
+      const killed = set.dispatch({ routine: 'slow_pid', args: [30], kwargs: {}, timeoutMs: 400 });
+      const held = set.dispatch({ routine: 'slow_pid', args: [0], kwargs: {}, timeoutMs: 20_000 });
+      expect(set.stats).toMatchObject({ queued: 1, idle: 1 });
+      expect((await killed).ok).toBe(false);
+      const outcome = await held;
+      expect(outcome.ok).toBe(true);
+      // It ran on the worker that was idle all along, not on the replacement.
+      expect(live.has(outcome.ok ? outcome.value : undefined)).toBe(true);
+    } finally {
+      await set.destroy();
+    }
   });
 });
