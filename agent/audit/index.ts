@@ -47,9 +47,6 @@ export const AUDIT_EVENTS = [
   'config.reloaded',
   'config.reload_refused',
   'discovery.key_rotated',
-  'call.submitted',
-  'call.started',
-  'call.completed',
 ] as const;
 export type AuditEvent = (typeof AUDIT_EVENTS)[number];
 
