@@ -85,7 +85,7 @@ export class CallRunner implements Component {
   start(): { requeued: number; interrupted: number } {
     const { requeued, interrupted } = this.#o.store.recover((r) => this.#o.routine(r)?.idempotent === true);
     if (requeued.length || interrupted.length) this.#o.log.info('async calls cut off by the last stop', { requeued: requeued.length, interrupted: interrupted.length });
-    for (const id of interrupted) this.#o.audit?.record('call.completed', { callId: id, status: 'interrupted' });
+    for (const id of interrupted) this.#ended(id, 'SKEIN_ERR_SHUTTING_DOWN', 'interrupted');
     this.#pump();
     return { requeued: requeued.length, interrupted: interrupted.length };
   }
@@ -106,8 +106,7 @@ export class CallRunner implements Component {
       if (running) {
         running.cause = 'cancel';
         running.abort.abort();
-      }
-      this.#o.audit?.record('call.completed', { callId: id, status: 'cancelled' });
+      } else this.#ended(id, 'SKEIN_ERR_ABORTED', 'cancelled');
       this.#wake(id);
     }
     return this.#o.store.get(id);
@@ -205,10 +204,11 @@ export class CallRunner implements Component {
   }
 
   #run(call: RunnableCall): void {
-    const { store, audit } = this.#o;
+    const { store } = this.#o;
     if (!this.#o.routine(call.routine)) {
       // Configured when it was submitted, gone since (a restart with another config).
       store.start(call.id);
+      this.#ended(call.id, 'SKEIN_ERR_UNKNOWN_ROUTINE', 'failed', call.routine);
       this.#record(call, {
         ok: false,
         error: { code: 'SKEIN_ERR_UNKNOWN_ROUTINE', message: `no routine named "${call.routine}" is configured any more (it was when the call was submitted)`, meta: { routine: call.routine } },
@@ -228,6 +228,7 @@ export class CallRunner implements Component {
         callId: call.id,
         priority: call.priority,
         caller: call.owner,
+        shape: 'async',
       },
       {
         onStart: () => {
@@ -235,7 +236,6 @@ export class CallRunner implements Component {
           // Cancelled while it waited in the pool's queue: do not let it run.
           if (!store.start(call.id)) return f.abort.abort();
           f.started = true;
-          audit?.record('call.started', { callId: call.id, routine: call.routine, owner: call.owner, priority: call.priority });
           f.timer = setTimeout(() => {
             f.cause = 'deadline';
             f.abort.abort();
@@ -294,15 +294,15 @@ export class CallRunner implements Component {
     const stored = this.#o.store.finish(call.id, outcome);
     if (!stored) return;
     if (stored.error?.code === 'SKEIN_ERR_ROUTINE_RAISED') this.#o.log.info('async call: routine raised', { callId: call.id, routine: call.routine });
-    this.#o.audit?.record('call.completed', {
-      callId: call.id,
-      routine: call.routine,
-      owner: call.owner,
-      status: stored.status,
-      ...(stored.error ? { code: stored.error.code } : {}),
-      ...(stored.startedAt !== undefined && stored.finishedAt !== undefined ? { durationMs: stored.finishedAt - stored.startedAt } : {}),
-    });
     this.#wake(call.id);
+  }
+
+  /**
+   * call.completed for a call that ended without reaching the pool (cancelled while queued,
+   * found interrupted, its routine gone); the call service records the calls it ran.
+   */
+  #ended(callId: string, outcome: string, status: string, routine?: string): void {
+    this.#o.audit?.record('call.completed', { callId, ...(routine ? { routine } : {}), shape: 'async', outcome, status });
   }
 }
 
@@ -312,4 +312,3 @@ export function callError(err: unknown): CallError {
   const { trace: _trace, retryAfterSeconds: _r, ...meta } = e.details;
   return { code: e.code, message: e.message, ...(Object.keys(meta).length ? { meta } : {}) };
 }
-

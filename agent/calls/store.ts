@@ -20,10 +20,11 @@
  */
 import { randomBytes } from 'node:crypto';
 import { accessSync, constants, existsSync, mkdirSync } from 'node:fs';
-import { dirname, resolve } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import type { Database, Statement } from 'bun:sqlite';
 import { Decoder, Encoder } from 'cbor-x';
 import { SkeinError } from '../../common/errors/index.ts';
+import type { AgentConfig } from '../config/schema.ts';
 import { released, type Component } from '../lifecycle/index.ts';
 import { PRIORITIES, type Priority } from '../workers/call.ts';
 
@@ -31,6 +32,11 @@ export const CALL_STATUSES = ['queued', 'running', 'succeeded', 'failed', 'cance
 export type CallStatus = (typeof CALL_STATUSES)[number];
 /** Statuses a call never leaves: its result (or error) is final and expires after calls.resultTtlMs. */
 export const FINISHED: ReadonlySet<CallStatus> = new Set(['succeeded', 'failed', 'cancelled', 'interrupted']);
+
+/** The store's file: calls.store, or calls.db in agent.stateDir. */
+export function storePathOf(config: Pick<AgentConfig, 'agent' | 'calls'>): string {
+  return resolve(config.calls.store ?? join(config.agent.stateDir, 'calls.db'));
+}
 
 /** A call id: 18 random bytes (144 bits) as base64url, 24 characters: unguessable and URL-safe. */
 export const CALL_ID = /^[A-Za-z0-9_-]{24}$/;

@@ -26,6 +26,10 @@ import { LivePipeline } from '../plugin-host/live.ts';
 import { prepareSandbox } from '../sandbox/prepare.ts';
 import { createApp } from '../server/app.ts';
 import { CallService } from '../calls/service.ts';
+import { callerKey } from '../calls/owner.ts';
+import { dispatcherAdapter } from '../calls/pool-adapter.ts';
+import { CallRunner, inFlightBound } from '../calls/runner.ts';
+import { CallStore, storePathOf } from '../calls/store.ts';
 import { DEFAULT_PRIORITY, PRIORITIES, type Priority } from '../workers/call.ts';
 import { listen, type Listener } from '../server/listener.ts';
 import { TlsReload } from '../server/tls-reload.ts';
@@ -124,11 +128,30 @@ async function assemble({ config, log, embedded = false, baseDir, reloadConfig }
     .map(([name]) => name);
   // TEMPORARY until the pools speak CallDispatcher (worker protocol v2) and agent/calls/weights.ts lands.
   const calls = new CallService({
-    pool: { call: (req, h) => void pool.dispatch(req).then((o) => (o.ok ? h.onComplete(o.value) : h.onError(o.error))) },
+    pool: dispatcherAdapter(pool),
     audit,
     metrics,
     isRoutine: (name) => infos.has(name),
   });
+  // Async calls: the durable store, and the runner feeding its queued calls to the pools
+  // through the call service (started once the listener is up; see below).
+  const store = stack.push(
+    'calls store',
+    await CallStore.open({ path: storePathOf(config), maxStored: config.calls.maxStored, maxBytes: config.calls.maxBytes, resultTtlMs: config.calls.resultTtlMs }),
+  );
+  const runner = stack.push(
+    'calls runner',
+    new CallRunner({
+      store,
+      pool: calls,
+      routine: (name) => (infos.has(name) ? { idempotent: config.routines[name]?.idempotent === true } : undefined),
+      maxInFlight: inFlightBound(pool.stats.workers, config.limits.queueSize),
+      agingMs: config.calls.agingMs,
+      queueSlackMs: config.limits.maxTimeoutMs,
+      log,
+      audit,
+    }),
+  );
   const app = createApp({
     calls,
     stats: () => pool.stats,
@@ -138,7 +161,7 @@ async function assemble({ config, log, embedded = false, baseDir, reloadConfig }
         if ((PRIORITIES as readonly string[]).includes(h)) return h as Priority;
         throw new SkeinError('SKEIN_ERR_BAD_REQUEST', `x-skein-priority must be one of ${PRIORITIES.join(', ')}, got ${JSON.stringify(h)}`);
       },
-      keyOf: (identity) => [identity.peer.id, ...identity.principals].join(' '),
+      keyOf: callerKey,
       weightOf: () => 1,
     },
     routines: infos,
@@ -148,6 +171,7 @@ async function assemble({ config, log, embedded = false, baseDir, reloadConfig }
     auth,
     metrics,
     identities,
+    asyncCalls: { store, runner, access: auth, audit },
     // idempotent: routines the (fleet) config declares safe to run twice, for callers' failover.
     peers: () => (discovery ? { enabled: true, peers: discovery.peers(), rejected: discovery.counters(), idempotent } : { enabled: false, peers: [] }),
   });
@@ -158,6 +182,8 @@ async function assemble({ config, log, embedded = false, baseDir, reloadConfig }
     throw cannotListen(err, 'agent.listen', config.agent.listen);
   }
   stack.push('listener', listener);
+  // Calls left by the last run (queued, or cut off mid-run) run now that results can be fetched.
+  runner.start();
   const address = listener.address;
   const hostPort = `${address.host.includes(':') ? `[${address.host}]` : address.host}:${address.port}`;
   log.info('listening', { address: hostPort, routines: [...infos.keys()] });
@@ -255,7 +281,11 @@ async function assemble({ config, log, embedded = false, baseDir, reloadConfig }
       await discovery?.close();
       log.info('draining', { inFlight: pool.stats.inFlight, graceMs: config.limits.drainTimeoutMs });
       listener.stopAccepting();
+      // The runner takes no more calls from the store (queued ones wait for the next start);
+      // the calls it has with the pools end within the pools' drain.
+      const runnerClosed = runner.close();
       await pool.close();
+      await runnerClosed;
       await listener.close();
       await auth.close();
       await admin?.close();

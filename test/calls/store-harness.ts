@@ -44,7 +44,7 @@ const quiet = { debug() {}, info() {}, warn() {}, error() {}, enabled: () => fal
   store.start(c.id);
   store.finish(c.id, { ok: true, value: { out: new Uint8Array([7]) } });
   const done = store.get(c.id)!;
-  out.finished = { status: done.status, result: [...((done.result as { out: Uint8Array }).out)] };
+  out.finished = { status: done.status, result: [...(done.result as { out: Uint8Array }).out] };
   clock += 5000;
   out.expiredReadsAbsent = store.get(c.id) === undefined;
   store.submit(sub('o3')); // sweeps on demand
