@@ -33,6 +33,18 @@ export type CallStatus = (typeof CALL_STATUSES)[number];
 /** Statuses a call never leaves: its result (or error) is final and expires after calls.resultTtlMs. */
 export const FINISHED: ReadonlySet<CallStatus> = new Set(['succeeded', 'failed', 'cancelled', 'interrupted']);
 
+let sqliteModule: Promise<typeof import('bun:sqlite') | undefined> | undefined;
+
+/** Bun's SQLite, or undefined under a runtime without it (Node). Imported once, on first use. */
+function loadSqlite(): Promise<typeof import('bun:sqlite') | undefined> {
+  return (sqliteModule ??= import('bun:sqlite').catch(() => undefined));
+}
+
+/** Whether this runtime can open a store (the compiled agent always can). */
+export async function sqliteAvailable(): Promise<boolean> {
+  return (await loadSqlite()) !== undefined;
+}
+
 /** The store's file: calls.store, or calls.db in agent.stateDir. */
 export function storePathOf(config: Pick<AgentConfig, 'agent' | 'calls'>): string {
   return resolve(config.calls.store ?? join(config.agent.stateDir, 'calls.db'));
@@ -211,12 +223,8 @@ export class CallStore implements Component {
     } catch (err) {
       throw Object.assign(new Error((err as Error).message), { code: (err as NodeJS.ErrnoException).code, syscall: 'open', path });
     }
-    let sqlite: typeof import('bun:sqlite');
-    try {
-      sqlite = await import('bun:sqlite');
-    } catch (err) {
-      throw new SkeinError('SKEIN_ERR_INTERNAL', 'the calls store needs the Bun runtime (bun:sqlite); run the compiled agent', {}, { cause: err });
-    }
+    const sqlite = await loadSqlite();
+    if (!sqlite) throw new SkeinError('SKEIN_ERR_INTERNAL', 'the calls store needs the Bun runtime (bun:sqlite); run the compiled agent');
     let db: Database | undefined;
     try {
       db = new sqlite.Database(path, { create: true, strict: true });

@@ -28,8 +28,7 @@ import { createApp } from '../server/app.ts';
 import { CallService } from '../calls/service.ts';
 import { callerKey } from '../calls/owner.ts';
 import { dispatcherAdapter } from '../calls/pool-adapter.ts';
-import { CallRunner, inFlightBound } from '../calls/runner.ts';
-import { CallStore, storePathOf } from '../calls/store.ts';
+import { AsyncCalls } from '../calls/async-calls.ts';
 import { DEFAULT_PRIORITY, PRIORITIES, type Priority } from '../workers/call.ts';
 import { listen, type Listener } from '../server/listener.ts';
 import { TlsReload } from '../server/tls-reload.ts';
@@ -135,23 +134,8 @@ async function assemble({ config, log, embedded = false, baseDir, reloadConfig }
   });
   // Async calls: the durable store, and the runner feeding its queued calls to the pools
   // through the call service (started once the listener is up; see below).
-  const store = stack.push(
-    'calls store',
-    await CallStore.open({ path: storePathOf(config), maxStored: config.calls.maxStored, maxBytes: config.calls.maxBytes, resultTtlMs: config.calls.resultTtlMs }),
-  );
-  const runner = stack.push(
-    'calls runner',
-    new CallRunner({
-      store,
-      pool: calls,
-      routine: (name) => (infos.has(name) ? { idempotent: config.routines[name]?.idempotent === true } : undefined),
-      maxInFlight: inFlightBound(pool.stats.workers, config.limits.queueSize),
-      agingMs: config.calls.agingMs,
-      queueSlackMs: config.limits.maxTimeoutMs,
-      log,
-      audit,
-    }),
-  );
+  const asyncCalls = stack.push('async calls', await AsyncCalls.open({ config, pool: calls, workers: pool.stats.workers, isRoutine: (name) => infos.has(name), log, audit }));
+  const { store, runner } = asyncCalls;
   const app = createApp({
     calls,
     stats: () => pool.stats,
@@ -171,7 +155,7 @@ async function assemble({ config, log, embedded = false, baseDir, reloadConfig }
     auth,
     metrics,
     identities,
-    asyncCalls: { store, runner, access: auth, audit },
+    ...(store && runner ? { asyncCalls: { store, runner, access: auth, audit } } : {}),
     // idempotent: routines the (fleet) config declares safe to run twice, for callers' failover.
     peers: () => (discovery ? { enabled: true, peers: discovery.peers(), rejected: discovery.counters(), idempotent } : { enabled: false, peers: [] }),
   });
@@ -183,7 +167,7 @@ async function assemble({ config, log, embedded = false, baseDir, reloadConfig }
   }
   stack.push('listener', listener);
   // Calls left by the last run (queued, or cut off mid-run) run now that results can be fetched.
-  runner.start();
+  asyncCalls.start();
   const address = listener.address;
   const hostPort = `${address.host.includes(':') ? `[${address.host}]` : address.host}:${address.port}`;
   log.info('listening', { address: hostPort, routines: [...infos.keys()] });
@@ -283,9 +267,9 @@ async function assemble({ config, log, embedded = false, baseDir, reloadConfig }
       listener.stopAccepting();
       // The runner takes no more calls from the store (queued ones wait for the next start);
       // the calls it has with the pools end within the pools' drain.
-      const runnerClosed = runner.close();
+      const asyncClosed = asyncCalls.close();
       await pool.close();
-      await runnerClosed;
+      await asyncClosed;
       await listener.close();
       await auth.close();
       await admin?.close();

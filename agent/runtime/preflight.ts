@@ -22,7 +22,7 @@ import { LivePipeline } from '../plugin-host/live.ts';
 import { prepareSandbox } from '../sandbox/prepare.ts';
 import { loadRoutines } from '../sources/routines.ts';
 import { buildPools, workerLimits } from '../workers/pools.ts';
-import { CallStore, storePathOf } from '../calls/store.ts';
+import { CallStore, sqliteAvailable, storePathOf } from '../calls/store.ts';
 import { startupFailure } from './startup-error.ts';
 
 export interface PreflightOptions {
@@ -83,6 +83,7 @@ export async function preflight({ config, log, embedded, baseDir }: PreflightOpt
 /** The async calls' store opens as the agent would open it; a store not created yet needs a writable folder. */
 async function checkStore(config: AgentConfig): Promise<void> {
   const path = storePathOf(config);
+  if (!(await sqliteAvailable())) return; // run from source under Node: the agent would start without it too
   if (!existsSync(path)) {
     try {
       return writable(dirname(path));
