@@ -16,7 +16,7 @@ export const ERROR_TABLE = {
   SKEIN_ERR_NOT_FOUND: { status: 404, exit: 3, what: 'no such endpoint' },
   SKEIN_ERR_METHOD_NOT_ALLOWED: { status: 405, exit: 3, what: 'wrong HTTP method for the endpoint' },
   SKEIN_ERR_BODY_TOO_LARGE: { status: 413, exit: 3, what: 'request body over limits.maxBodyBytes' },
-  SKEIN_ERR_CALL_NOT_FOUND: { status: 404, exit: 3, what: 'no async call with that id is visible to this caller (unknown, expired, or another caller\'s)' },
+  SKEIN_ERR_CALL_NOT_FOUND: { status: 404, exit: 3, what: "no async call with that id is visible to this caller (unknown, expired, or another caller's)" },
   // Identity: authentication (client certificate, token plugins) and authorization.
   SKEIN_ERR_UNAUTHENTICATED: { status: 401, exit: 3, what: 'no valid credential' },
   SKEIN_ERR_FORBIDDEN: { status: 403, exit: 3, what: 'identity may not run this routine' },
