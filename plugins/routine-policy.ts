@@ -47,7 +47,9 @@
  * or abstain. Allow and deny name the rule that decided ("rules[3]", or "default"), and a deny's
  * message names the patterns that matched: the host writes both to the audit line only, never
  * to the caller, who sees the reason code and the request id. Requests that target no
- * routine (non-dispatch endpoints) are not this plugin's business: it abstains.
+ * routine (non-dispatch endpoints) are not this plugin's business: it abstains, and so it
+ * does for reading, cancelling and listing async calls (action call.read, call.cancel,
+ * call.list); its rules decide `dispatch` and `call.submit` alike.
  *
  * Decision hooks for anything this rule language cannot express are simply other plugins'
  * authorize hooks: enable a plugin of your own next to this one and the host combines their
@@ -181,6 +183,10 @@ export default definePlugin<CompiledOptions>({
       authorize(req: AuthzRequest): AuthzResult {
         const routine = req.routine;
         if (routine === undefined) return { decision: 'abstain' };
+        // The rules say who may RUN a routine (now or as an async call), never whose async
+        // calls one may read, cancel or list: "may run X" must not become "may read everyone's
+        // X calls". (A host before `action` existed sends none: those requests were dispatches.)
+        if (req.action !== undefined && req.action !== 'dispatch' && req.action !== 'call.submit') return { decision: 'abstain' };
         const subjects = [req.identity.peer.id, ...req.identity.principals];
         let winner: { index: number; score: number[]; identity: string; routine: string } | undefined;
         compiled.forEach((rule, index) => {

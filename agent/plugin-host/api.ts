@@ -53,9 +53,26 @@ export interface Identity {
   claims: Record<string, Record<string, unknown>>;
 }
 
+/**
+ * What a request does: run a routine now (`dispatch`, sync or streaming), submit an async
+ * call (`call.submit`), or read, cancel or list async calls (docs/calls.md).
+ */
+export type RequestAction = 'dispatch' | 'call.submit' | 'call.read' | 'call.cancel' | 'call.list';
+
 export interface RequestInfo {
   requestId: string;
-  /** The routine the request targets (undefined for non-dispatch endpoints). */
+  /**
+   * What the request does; undefined for endpoints that run no routine and touch no call
+   * (GET /v1/routines, GET /v1/peers). An authorize hook asked about `call.read` or
+   * `call.cancel` decides whether this caller may read or cancel ANOTHER caller's async call
+   * of `routine`: only an explicit allow opens it (the owner never needs one).
+   */
+  action: RequestAction | undefined;
+  /**
+   * The routine the request targets: the one dispatched or submitted, or the routine of the
+   * async call read or cancelled (undefined when there is no such call, and for endpoints that
+   * target no routine).
+   */
   routine: string | undefined;
   method: string;
   path: string;

@@ -92,6 +92,10 @@ export class LivePipeline implements Component, Reloadable<AgentConfig> {
     return this.#current.authorize(req, identity);
   }
 
+  allowsOthers(req: RequestInfo, identity: Identity): Promise<boolean> {
+    return this.#current.allowsOthers(req, identity);
+  }
+
   /** Loads the new plugins (the same checks as at start); commit() swaps them in. */
   async stage(next: AgentConfig, changed: readonly string[]): Promise<Staged | undefined> {
     if (changed.length === 0) return undefined;

@@ -121,6 +121,35 @@ export class AuthPipeline implements Component {
     this.#opts.audit?.record('authz.decision', { ...this.#common(req, identity.peer, identity.principals), outcome: 'allow', ...allowedBy, plugins: this.#authzNames });
   }
 
+  /**
+   * Whether an authorize hook explicitly allows `req` (another caller's async call: `call.read`,
+   * `call.cancel`) and none denies it. Config allow rules and authorization.default do not
+   * count: they say who may RUN a routine, not whose calls one may see. Never throws: a hook
+   * that fails counts as a deny. Recorded on the audit stream like every decision.
+   */
+  async allowsOthers(req: RequestInfo, identity: Identity): Promise<boolean> {
+    let allowedBy: (Decider & { reason?: string }) | undefined;
+    for (const plugin of this.#authz) {
+      let result: unknown;
+      try {
+        result = await this.#call(plugin, 'authorize', { ...req, identity }, 'FORBIDDEN', req, identity.peer);
+      } catch {
+        return false; // #call logged and audited the failure
+      }
+      const r = checkAuthz(result);
+      if (!r || r.decision === 'deny') {
+        const by = { rule: r ? ruleOf(plugin.name, r.rule) : plugin.name, plugin: plugin.name };
+        this.#opts.audit?.record('authz.decision', { ...this.#common(req, identity.peer, identity.principals), outcome: 'deny', reason: r ? r.reason : 'PLUGIN_FAILED', ...by });
+        return false;
+      }
+      if (r.decision === 'allow') allowedBy ??= { rule: ruleOf(plugin.name, r.rule), plugin: plugin.name, ...(r.reason !== undefined ? { reason: r.reason } : {}) };
+    }
+    const common = this.#common(req, identity.peer, identity.principals);
+    if (!allowedBy) this.#opts.audit?.record('authz.decision', { ...common, outcome: 'deny', reason: 'NOT_OWNER', rule: 'owner' });
+    else this.#opts.audit?.record('authz.decision', { ...common, outcome: 'allow', ...allowedBy, plugins: this.#authzNames });
+    return allowedBy !== undefined;
+  }
+
   /** Runs the plugins' close hooks (once). */
   close(): Promise<void> {
     return this.#life.close();
@@ -176,7 +205,17 @@ export class AuthPipeline implements Component {
 
   /** The fields every decision line carries (docs/audit.md). */
   #common(req: RequestInfo, peer: PeerInfo, principals: string[]) {
-    return { requestId: req.requestId, method: req.method, path: req.path, routine: req.routine, remoteAddress: req.remoteAddress, peer: peer.id, fingerprint: peer.fingerprint, principals };
+    return {
+      requestId: req.requestId,
+      method: req.method,
+      path: req.path,
+      action: req.action,
+      routine: req.routine,
+      remoteAddress: req.remoteAddress,
+      peer: peer.id,
+      fingerprint: peer.fingerprint,
+      principals,
+    };
   }
 }
 

@@ -27,6 +27,8 @@ import { prepareSandbox } from '../sandbox/prepare.ts';
 import { createApp } from '../server/app.ts';
 import { CallService } from '../calls/service.ts';
 import { CallerWeights, callerKey, parsePriority } from '../calls/weights.ts';
+import { dispatcherAdapter } from '../calls/pool-adapter.ts';
+import { AsyncCalls } from '../calls/async-calls.ts';
 import { listen, type Listener } from '../server/listener.ts';
 import { TlsReload } from '../server/tls-reload.ts';
 import type { PoolSet } from '../workers/pool-set.ts';
@@ -126,11 +128,15 @@ async function assemble({ config, log, embedded = false, baseDir, reloadConfig }
     .map(([name]) => name);
   // TEMPORARY until the pools speak CallDispatcher (worker protocol v2).
   const calls = new CallService({
-    pool: { call: (req, h) => void pool.dispatch(req).then((o) => (o.ok ? h.onComplete(o.value) : h.onError(o.error))) },
+    pool: dispatcherAdapter(pool),
     audit,
     metrics,
     isRoutine: (name) => infos.has(name),
   });
+  // Async calls: the durable store, and the runner feeding its queued calls to the pools
+  // through the call service (started once the listener is up; see below).
+  const asyncCalls = stack.push('async calls', await AsyncCalls.open({ config, pool: calls, workers: pool.stats.workers, isRoutine: (name) => infos.has(name), log, audit }));
+  const { store, runner } = asyncCalls;
   const app = createApp({
     calls,
     stats: () => pool.stats,
@@ -142,6 +148,7 @@ async function assemble({ config, log, embedded = false, baseDir, reloadConfig }
     auth,
     metrics,
     identities,
+    ...(store && runner ? { asyncCalls: { store, runner, access: auth, audit } } : {}),
     // idempotent: routines the (fleet) config declares safe to run twice, for callers' failover.
     peers: () => (discovery ? { enabled: true, peers: discovery.peers(), rejected: discovery.counters(), idempotent } : { enabled: false, peers: [] }),
   });
@@ -152,6 +159,8 @@ async function assemble({ config, log, embedded = false, baseDir, reloadConfig }
     throw cannotListen(err, 'agent.listen', config.agent.listen);
   }
   stack.push('listener', listener);
+  // Calls left by the last run (queued, or cut off mid-run) run now that results can be fetched.
+  asyncCalls.start();
   const address = listener.address;
   const hostPort = `${address.host.includes(':') ? `[${address.host}]` : address.host}:${address.port}`;
   log.info('listening', { address: hostPort, routines: [...infos.keys()] });
@@ -250,7 +259,11 @@ async function assemble({ config, log, embedded = false, baseDir, reloadConfig }
       await discovery?.close();
       log.info('draining', { inFlight: pool.stats.inFlight, graceMs: config.limits.drainTimeoutMs });
       listener.stopAccepting();
+      // The runner takes no more calls from the store (queued ones wait for the next start);
+      // the calls it has with the pools end within the pools' drain.
+      const asyncClosed = asyncCalls.close();
       await pool.close();
+      await asyncClosed;
       await listener.close();
       await auth.close();
       await admin?.close();

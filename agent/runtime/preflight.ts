@@ -4,7 +4,9 @@
  * a real gate. It reads the TLS files (or checks that the development PKI's folder can be
  * written), loads the routines (URL code fetched and pinned), runs the sandbox canary,
  * compiles every routine in a throwaway confined worker (one per pool), loads and verifies
- * the plugins, and checks discovery's signing key, endorsement and trust store. What a check
+ * the plugins, checks discovery's signing key, endorsement and trust store, and opens the async
+ * calls' store (calls.store; when it does not exist yet, checks that its folder can be
+ * written, without creating it). What a check
  * has to write goes to a private temporary folder, removed afterwards.
  */
 import { accessSync, chmodSync, constants, existsSync, mkdirSync, mkdtempSync, rmSync, statSync } from 'node:fs';
@@ -20,6 +22,7 @@ import { LivePipeline } from '../plugin-host/live.ts';
 import { prepareSandbox } from '../sandbox/prepare.ts';
 import { loadRoutines } from '../sources/routines.ts';
 import { buildPools, workerLimits } from '../workers/pools.ts';
+import { CallStore, sqliteAvailable, storePathOf } from '../calls/store.ts';
 import { startupFailure } from './startup-error.ts';
 
 export interface PreflightOptions {
@@ -50,6 +53,7 @@ export async function preflight({ config, log, embedded, baseDir }: PreflightOpt
     const { cert, key, ca } = config.tls;
     const tls = cert && key && ca ? readTls({ cert, key, ca }, config) : undefined;
     if (!tls) writable(config.agent.stateDir);
+    await checkStore(config);
 
     const { sources } = await loadRoutines(config, log, embedded, nullAudit);
     // One worker per pool compiles every routine it serves, confined as in production.
@@ -74,6 +78,22 @@ export async function preflight({ config, log, embedded, baseDir }: PreflightOpt
     await stack.unwind();
     rmSync(scratch, { recursive: true, force: true });
   }
+}
+
+/** The async calls' store opens as the agent would open it; a store not created yet needs a writable folder. */
+async function checkStore(config: AgentConfig): Promise<void> {
+  const path = storePathOf(config);
+  if (!(await sqliteAvailable())) return; // run from source under Node: the agent would start without it too
+  if (!existsSync(path)) {
+    try {
+      return writable(dirname(path));
+    } catch (err) {
+      // Reported as the agent would fail: opening the store's file (named by calls.store).
+      throw Object.assign(err as Error, { syscall: 'open', path });
+    }
+  }
+  const { resultTtlMs, maxStored, maxBytes } = config.calls;
+  await (await CallStore.open({ path, resultTtlMs, maxStored, maxBytes })).close();
 }
 
 /**

@@ -6,6 +6,7 @@
  */
 import { resolve, sep } from 'node:path';
 import type { AgentConfig } from '../config/schema.ts';
+import { storePathOf } from '../calls/store.ts';
 import { SkeinError } from '../../common/errors/index.ts';
 
 const WHY: Record<string, string> = {
@@ -24,6 +25,7 @@ const WHY: Record<string, string> = {
 const HINT: Partial<Record<string, string>> = {
   'agent.stateDir': 'set agent.stateDir to a writable folder (under systemd, StateDirectory=skein provides /var/lib/skein)',
   'audit.path': 'point audit.path at a writable file (under systemd, LogsDirectory=skein provides /var/log/skein)',
+  'calls.store': 'point calls.store at a file in a writable folder (it holds the async calls; SQLite also writes -wal and -shm files next to it)',
 };
 
 /** The config keys whose values are paths, with those paths (absolute). */
@@ -31,6 +33,7 @@ function pathKeys(config: AgentConfig): Array<[string, string]> {
   const keys: Array<[string, string | undefined]> = [
     ['agent.stateDir', config.agent.stateDir],
     ['audit.path', config.audit.path],
+    ['calls.store', storePathOf(config)],
     ['plugins.dir', config.plugins.dir],
     ['tls.cert', config.tls.cert],
     ['tls.key', config.tls.key],
@@ -50,11 +53,15 @@ export function startupFailure(err: unknown, config: AgentConfig): unknown {
   const e = inner as NodeJS.ErrnoException;
   if (typeof e?.code !== 'string' || typeof e.path !== 'string') return err;
   const path = resolve(e.path);
-  // The most specific key whose path is this one or a folder above it.
+  // The most specific key whose path is this one or a folder above it; failing that, the
+  // nearest key below it (a folder that could not be created on the way to the key's path).
   let best: [string, string] | undefined;
+  let below: [string, string] | undefined;
   for (const [key, p] of pathKeys(config)) {
-    if ((path === p || path.startsWith(p + sep) || p.startsWith(path + sep)) && (!best || p.length > best[1].length)) best = [key, p];
+    if ((path === p || path.startsWith(p + sep)) && (!best || p.length > best[1].length)) best = [key, p];
+    else if (p.startsWith(path + sep) && (!below || p.length < below[1].length)) below = [key, p];
   }
+  best ??= below;
   const why = WHY[e.code] ?? e.code;
   const op = e.syscall === 'mkdir' ? 'create the folder' : e.syscall === 'open' ? 'open' : e.syscall ? `${e.syscall}` : 'use';
   const named = best ? ` (${best[0]} is ${JSON.stringify(best[1])})` : '';

@@ -4,6 +4,7 @@
  * reading, and the reply is encoded in the request's own media type.
  *
  *   POST /v1/dispatch/:routine   {args, kwargs} as CBOR or JSON → {result}
+ *   /v1/calls…                   async calls (./calls.ts)
  *   GET  /v1/routines            configured routines
  *   GET  /healthz                liveness, worker and queue counts
  */
@@ -17,11 +18,12 @@ import type { Logger } from '../log/index.ts';
 import { UNKNOWN_ROUTINE, type DispatchRecorder } from '../metrics/index.ts';
 import type { CallDispatcher, CallRequest, Priority } from '../workers/call.ts';
 import type { AuthPipeline } from '../plugin-host/pipeline.ts';
-import type { Identity, RequestInfo } from '../plugin-host/api.ts';
+import type { Identity, RequestAction, RequestInfo } from '../plugin-host/api.ts';
 import type { IdentityReader, PeerIdentity } from './identity.ts';
 import type { RoutineInfo } from '../sources/routines.ts';
 import { admitCall, PRIORITY_HEADER, readCallBody, type CallLimits } from './call-request.ts';
 import { streamReply, streamTypeOf } from './stream.ts';
+import { registerCallRoutes, type AsyncCallDeps } from './calls.ts';
 
 export { TIMEOUT_HEADER } from './call-request.ts';
 
@@ -52,6 +54,8 @@ export interface AppDeps {
   metrics?: DispatchRecorder;
   /** Identity of each session's client certificate (shared with the listener, which updates its trust domains). */
   identities: Pick<IdentityReader, 'ofSession'>;
+  /** The async calls' store and runner: serves /v1/calls (agent/server/calls.ts). */
+  asyncCalls?: AsyncCallDeps;
 }
 
 /** A call's own failure, already counted by the call service. */
@@ -64,6 +68,7 @@ class CallFailed extends Error {
 // mediaType: the request's codec, undefined when its content-type is neither CBOR nor JSON
 // (replies then use JSON).
 type Env = { Bindings: Http2Bindings; Variables: { requestId: string; peer: PeerIdentity; mediaType: MediaType | undefined } };
+export type AppEnv = Env;
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 
@@ -71,8 +76,9 @@ export function createApp(deps: AppDeps): Hono<Env> {
   const app = new Hono<Env>();
   const { log, calls, callers, routines, limits } = deps;
 
-  const requestInfo = (c: Context<Env>, routine: string | undefined): RequestInfo => ({
+  const requestInfo = (c: Context<Env>, routine: string | undefined, action: RequestAction | undefined): RequestInfo => ({
     requestId: c.get('requestId'),
+    action,
     routine,
     method: c.req.method,
     path: c.req.path,
@@ -111,7 +117,7 @@ export function createApp(deps: AppDeps): Hono<Env> {
 
   const dispatch = async (c: Context<Env>, name: string): Promise<Response> => {
     const headers = c.env.incoming.headers as Record<string, string | undefined>;
-    const info = requestInfo(c, name) as RequestInfo & { routine: string };
+    const info = requestInfo(c, name, 'dispatch') as RequestInfo & { routine: string };
     const admitted = await admitCall(deps, info, c.get('peer'), c.get('mediaType'));
     const priority = callers.priorityOf(headers[PRIORITY_HEADER]);
     const streamType = streamTypeOf(headers.accept);
@@ -155,15 +161,17 @@ export function createApp(deps: AppDeps): Hono<Env> {
     }
   };
 
+  if (deps.asyncCalls) registerCallRoutes(app, deps, deps.asyncCalls, { reply, requestInfo });
+
   app.get('/v1/routines', async (c) => {
-    await authenticate(c, requestInfo(c, undefined));
+    await authenticate(c, requestInfo(c, undefined, undefined));
     return reply(c, 200, {
       routines: [...routines.values()].map((r) => ({ name: r.name, function: r.function, sha256: r.sha256, ...(r.timeoutMs ? { timeoutMs: r.timeoutMs } : {}) })),
     });
   });
 
   app.get('/v1/peers', async (c) => {
-    await authenticate(c, requestInfo(c, undefined));
+    await authenticate(c, requestInfo(c, undefined, undefined));
     return reply(c, 200, deps.peers());
   });
 

@@ -87,7 +87,7 @@ export async function failureCases(): Promise<FailureContext> {
       config: { ...isolated, ...closes, agent: { name: 'test', listen: `127.0.0.1:${agentPort.port}`, stateDir: 'state' } },
       code: 'SKEIN_ERR_CONFIG',
       message: new RegExp(`cannot listen on 127\\.0\\.0\\.1:${agentPort.port} \\(agent\\.listen\\): address already in use`),
-      stopped: ['plugins', 'workers'],
+      stopped: ['async calls', 'plugins', 'workers'],
     },
     {
       step: 'discovery (a group that cannot be joined)',
@@ -98,14 +98,14 @@ export async function failureCases(): Promise<FailureContext> {
       },
       code: 'SKEIN_ERR_CONFIG',
       message: /config key "discovery\.groups": .*192\.0\.2\.1/,
-      stopped: ['posture warnings', 'listener', 'plugins', 'workers'],
+      stopped: ['posture warnings', 'listener', 'async calls', 'plugins', 'workers'],
     },
     {
       step: 'admin listener (port already in use)',
       config: { ...isolated, ...closes, tls, admin: { enabled: true, listen: `127.0.0.1:${adminPort.port}` } },
       code: 'SKEIN_ERR_CONFIG',
       message: new RegExp(`cannot listen on 127\\.0\\.0\\.1:${adminPort.port} \\(admin\\.listen\\): address already in use`),
-      stopped: ['reloader', 'tls watch', 'posture warnings', 'listener', 'plugins', 'workers'],
+      stopped: ['reloader', 'tls watch', 'posture warnings', 'listener', 'async calls', 'plugins', 'workers'],
     },
   ];
   if (JSON.stringify(cases.map((c) => c.step)) !== JSON.stringify(FAILURE_STEPS)) throw new Error('FAILURE_STEPS and the cases differ');

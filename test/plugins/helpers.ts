@@ -50,6 +50,7 @@ export const PEER = 'spiffe://skein.local/client/dev-client';
 export function authnRequest(headers: Record<string, string | undefined>, routine: string | null = 'echo'): AuthnRequest {
   return {
     requestId: 'req-1',
+    action: routine === null ? undefined : 'dispatch',
     routine: routine ?? undefined,
     method: 'POST',
     path: routine === null ? '/v1/routines' : `/v1/dispatch/${routine}`,
@@ -67,6 +68,7 @@ export function identity(peer: string, principals: string[] = [], claims: Identi
 export function authzRequest(id: Identity, routine: string | null): AuthzRequest {
   return {
     requestId: 'req-1',
+    action: routine === null ? undefined : 'dispatch',
     routine: routine ?? undefined,
     method: 'POST',
     path: routine === null ? '/v1/routines' : `/v1/dispatch/${routine}`,

@@ -215,3 +215,18 @@ describe('routine-policy: options validation names the key', () => {
     expect(o.rules).toEqual([{ effect: 'allow', identities: [DEV], routines: ['echo'], claims: { role: ['admin'], level: [1, 2] } }]);
   });
 });
+
+describe('routine-policy: actions', () => {
+  it('decides running a routine (dispatch, call.submit) and abstains on reading, cancelling and listing async calls, whatever its default', async () => {
+    const h = await setupPlugin(plugin, { rules: [allow([DEV], ['echo']), deny(['**'], ['add'])], default: 'deny' });
+    const ask = (action: string, routine: string) => h.authorize!({ ...authzRequest(identity(DEV), routine), action } as Parameters<NonNullable<typeof h.authorize>>[0]);
+    for (const action of ['dispatch', 'call.submit']) {
+      expect(await ask(action, 'echo'), action).toMatchObject({ decision: 'allow' });
+      expect(await ask(action, 'add'), action).toMatchObject({ decision: 'deny', reason: 'POLICY_DENY' });
+      expect(await ask(action, 'other'), action).toMatchObject({ decision: 'deny', reason: 'POLICY_DEFAULT_DENY' });
+    }
+    // "may run echo" is not "may read everyone's echo calls"; nor does a deny hide one's own.
+    for (const action of ['call.read', 'call.cancel', 'call.list'])
+      for (const routine of ['echo', 'add', 'other']) expect(await ask(action, routine), `${action} ${routine}`).toEqual({ decision: 'abstain' });
+  });
+});

@@ -31,7 +31,7 @@ async function decide(plugins: LoadedPlugin[], authorization: Partial<Authorizat
     audit,
     authorization: { default: 'deny', allow: [], ...authorization },
   });
-  const req: RequestInfo = { requestId: 'r-1', routine, method: 'POST', path: `/v1/dispatch/${routine}`, headers: {}, remoteAddress: '127.0.0.1' };
+  const req: RequestInfo = { requestId: 'r-1', action: 'dispatch', routine, method: 'POST', path: `/v1/dispatch/${routine}`, headers: {}, remoteAddress: '127.0.0.1' };
   const identity: Identity = { peer: { id: DEV }, principals: [], claims: {}, ...who };
   let error: SkeinError | undefined;
   try {

@@ -49,13 +49,14 @@ const base = { requestId: 'req-1', method: 'POST', remoteAddress: '127.0.0.1' };
 
 /** A dispatch of `routine` as an authenticate hook sees it. */
 export function authnRequest(routine: string, headers: Record<string, string> = {}, peerId = 'anonymous'): AuthnRequest {
-  return { ...base, routine, path: `/v1/dispatch/${routine}`, headers, peer: { id: peerId, ...(peerId.startsWith('spiffe://') ? { spiffeId: peerId } : {}) } };
+  return { ...base, action: 'dispatch', routine, path: `/v1/dispatch/${routine}`, headers, peer: { id: peerId, ...(peerId.startsWith('spiffe://') ? { spiffeId: peerId } : {}) } };
 }
 
 /** A request as an authorize hook sees it: `routine` undefined for other endpoints (GET /v1/routines). */
 export function authzRequest(routine: string | undefined, principals: string[] = [], peerId = 'anonymous'): AuthzRequest {
   return {
     ...base,
+    action: routine === undefined ? undefined : 'dispatch',
     routine,
     path: routine === undefined ? '/v1/routines' : `/v1/dispatch/${routine}`,
     headers: {},

@@ -1,0 +1,134 @@
+/**
+ * Runs under Bun (bun:sqlite exists only there), spawned by store.test.ts: exercises the
+ * results store and the runner against a fake pool, and prints one JSON object of findings.
+ * Argument: a fresh folder for the store files.
+ */
+import { join } from 'node:path';
+import { CallStore } from '../../agent/calls/store.ts';
+import { CallRunner } from '../../agent/calls/runner.ts';
+import type { CallHandler, CallRequest } from '../../agent/workers/call.ts';
+import { SkeinError } from '../../common/errors/index.ts';
+
+const dir = process.argv[2]!;
+const out: Record<string, unknown> = {};
+let clock = 1_000_000;
+const now = () => clock;
+const sub = (owner: string, extra: Record<string, unknown> = {}) => ({ owner, routine: 'echo', args: [1], kwargs: {}, priority: 'normal' as const, timeoutMs: 1000, ...extra });
+const quiet = { debug() {}, info() {}, warn() {}, error() {}, enabled: () => false } as never;
+
+// Values come back as they went in: bytes, big integers, "__proto__" keys, nesting.
+{
+  const store = await CallStore.open({ path: join(dir, 'a.db'), maxStored: 3, maxBytes: 10_000, resultTtlMs: 5000, now });
+  const weird = JSON.parse('{"__proto__": {"x": 1}}');
+  const c = store.submit(sub('o1', { args: [new Uint8Array([0, 1, 255]), 2 ** 60, -1.5, weird], kwargs: { k: 'v' } }));
+  const r = store.runnable(c.id)!;
+  out.roundTrip = {
+    bytes: r.args[0] instanceof Uint8Array ? [...(r.args[0] as Uint8Array)] : typeof r.args[0],
+    big: r.args[1] === 2 ** 60,
+    float: r.args[2],
+    proto: Object.keys(r.args[3] as object),
+    kwargs: r.kwargs,
+    idLength: c.id.length,
+  };
+  // Bounds: a 4th call is refused, the 3 accepted remain.
+  store.submit(sub('o1'));
+  store.submit(sub('o2'));
+  try {
+    store.submit(sub('o3'));
+    out.full = 'accepted';
+  } catch (err) {
+    out.full = { code: (err as SkeinError).code, message: (err as Error).message, retry: (err as SkeinError).details.retryAfterSeconds };
+  }
+  out.stillThere = store.list('o1', { limit: 10 }).length + store.list('o2', { limit: 10 }).length;
+  // A finished call expires resultTtlMs after it finished; then there is room again.
+  store.start(c.id);
+  store.finish(c.id, { ok: true, value: { out: new Uint8Array([7]) } });
+  const done = store.get(c.id)!;
+  out.finished = { status: done.status, result: [...(done.result as { out: Uint8Array }).out] };
+  clock += 5000;
+  out.expiredReadsAbsent = store.get(c.id) === undefined;
+  store.submit(sub('o3')); // sweeps on demand
+  out.afterSweep = store.stats.stored;
+  await store.close();
+}
+
+// A result larger than the store's byte budget is stored as a failure, not lost.
+{
+  const store = await CallStore.open({ path: join(dir, 'b.db'), maxStored: 10, maxBytes: 200, resultTtlMs: 5000, now });
+  const c = store.submit(sub('o1'));
+  store.start(c.id);
+  const f = store.finish(c.id, { ok: true, value: 'x'.repeat(500) })!;
+  out.tooLarge = { status: f.status, code: f.error?.code, message: f.error?.message };
+  await store.close();
+}
+
+// Recovery: running → interrupted, or queued for an idempotent routine; survives reopening.
+{
+  const path = join(dir, 'c.db');
+  let store = await CallStore.open({ path, maxStored: 10, maxBytes: 10_000, resultTtlMs: 5000, now });
+  const a = store.submit(sub('o1', { routine: 'plain' }));
+  const b = store.submit(sub('o1', { routine: 'again' }));
+  const q = store.submit(sub('o1'));
+  store.start(a.id);
+  store.start(b.id);
+  await store.destroy();
+  store = await CallStore.open({ path, maxStored: 10, maxBytes: 10_000, resultTtlMs: 5000, now });
+  store.recover((r) => r === 'again');
+  out.recovered = { a: store.get(a.id)!.status, b: store.get(b.id)!.status, q: store.get(q.id)!.status, errorA: store.get(a.id)!.error?.code };
+  await store.close();
+}
+
+// The runner: priority first, owners in turn, submission order within an owner; one in flight.
+{
+  const store = await CallStore.open({ path: join(dir, 'd.db'), maxStored: 100, maxBytes: 100_000, resultTtlMs: 60_000 });
+  const order: string[] = [];
+  const pending: Array<() => void> = [];
+  const pool = {
+    call(req: CallRequest, h: CallHandler) {
+      h.onStart?.({ resume() {} });
+      order.push(`${req.args[0]}`);
+      pending.push(() => h.onComplete(req.args[0]));
+    },
+  };
+  for (let i = 0; i < 4; i++) store.submit(sub('flood', { args: [`flood${i}`], routine: 'r' }));
+  store.submit(sub('other', { args: ['other0'], routine: 'r' }));
+  store.submit(sub('other', { args: ['other1'], routine: 'r' }));
+  store.submit(sub('late', { args: ['high0'], routine: 'r', priority: 'high' }));
+  store.submit(sub('x', { args: ['gone'], routine: 'removed' }));
+  const runner = new CallRunner({ store, pool, routine: (n) => (n === 'r' ? { idempotent: false } : undefined), maxInFlight: 1, agingMs: 3_600_000, queueSlackMs: 1000, log: quiet });
+  runner.start();
+  for (let i = 0; i < 20 && pending.length; i++) pending.shift()!();
+  out.order = order;
+  out.unknownRoutine = store.list('x', { limit: 5 }).map((c) => [c.status, c.error?.code]);
+  await runner.close();
+  await store.close();
+}
+
+// The runner: deadline counts from the start; DELETE of a running call aborts it; wait() wakes.
+{
+  const store = await CallStore.open({ path: join(dir, 'e.db'), maxStored: 100, maxBytes: 100_000, resultTtlMs: 60_000 });
+  const aborted: string[] = [];
+  const pool = {
+    call(req: CallRequest, h: CallHandler) {
+      h.onStart?.({ resume() {} });
+      req.signal!.addEventListener('abort', () => {
+        aborted.push(String(req.args[0]));
+        h.onError(new SkeinError('SKEIN_ERR_ABORTED', 'the caller cancelled the call'));
+      });
+    },
+  };
+  const slow = store.submit(sub('o', { args: ['slow'], routine: 'r', timeoutMs: 50 }));
+  const runner = new CallRunner({ store, pool, routine: () => ({ idempotent: false }), maxInFlight: 2, agingMs: 1000, queueSlackMs: 1000, log: quiet });
+  runner.start();
+  const t0 = Date.now();
+  await runner.wait(slow.id, 5000);
+  out.deadline = { waitedMs: Date.now() - t0, status: store.get(slow.id)!.status, code: store.get(slow.id)!.error?.code };
+  const held = store.submit(sub('o', { args: ['held'], routine: 'r', timeoutMs: 60_000 }));
+  runner.submitted();
+  const cancelled = runner.cancel(held.id)!;
+  out.cancel = { status: cancelled.status, aborted };
+  await runner.close();
+  await store.close();
+}
+
+console.log(JSON.stringify(out));
