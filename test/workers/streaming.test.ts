@@ -28,6 +28,7 @@ const ROUTINES = [
   'bytes_items',
   'reverse_bytes',
   'pid',
+  'forge_items',
 ];
 const BUFFER = 4;
 
@@ -230,6 +231,19 @@ describe('streaming a generator through the pool', () => {
     // asyncio itself cannot be imported in the sandbox (it imports the blocked socket module).
     const asyncio = await run('async_sleeps', []).done;
     expect(!asyncio.ok && asyncio.error.message).toMatch(/socket/);
+  });
+});
+
+describe('credits are enforced', () => {
+  it('a worker sending items beyond the granted credit is a protocol violation: SKEIN_ERR_WORKER_PROTOCOL, the worker killed', async () => {
+    const before = await workerPid();
+    const r = run('forge_items', [BUFFER + 1]);
+    r.accept = false;
+    const out = await r.done;
+    expect(!out.ok && out.error.code).toBe('SKEIN_ERR_WORKER_PROTOCOL');
+    expect(r.items).toHaveLength(BUFFER);
+    expect(t.lines.some((l) => l.msg === 'worker protocol violation; killing worker' && l.what === 'an item beyond the granted credit')).toBe(true);
+    expect(await workerPid()).not.toBe(before);
   });
 });
 
