@@ -309,6 +309,15 @@ export class WorkerPool implements Component, CallDispatcher {
     let owed = 0; // items taken that have not been granted back yet
     let paused = false;
     const collected: Collected | undefined = req.stream ? undefined : { items: [], bytes: 0, cost: 0 };
+    /** handler.onItem's answer, or the error that ends the call when it throws. */
+    const deliver = (value: unknown): boolean | undefined | SkeinError => {
+      try {
+        return handler.onItem?.(value);
+      } catch (err) {
+        this.#log.error('call handler failed on an item', { routine: req.routine, requestId: req.requestId, error: String(err) });
+        return new SkeinError('SKEIN_ERR_INTERNAL', 'the agent failed to deliver an item of the stream');
+      }
+    };
     const grant = () => {
       if (paused || owed === 0 || outstanding > buffer / 2) return;
       worker.grant(owed);
@@ -328,7 +337,10 @@ export class WorkerPool implements Component, CallDispatcher {
         outstanding--;
         owed++;
         if (!collected) {
-          if (handler.onItem?.(value) === false) paused = true;
+          const more = deliver(value);
+          // The consumer's failure, not the routine's: the generator is stopped, the agent goes on.
+          if (more instanceof SkeinError) return worker.stop(more, 'cancelled');
+          if (more === false) paused = true;
           return grant();
         }
         collected.bytes += size.bytes;
@@ -354,7 +366,8 @@ export class WorkerPool implements Component, CallDispatcher {
         if (!outcome.ok) return ended(outcome);
         if (!outcome.ended) {
           // A plain result: as the value, or, for a stream, as its one item.
-          if (req.stream && !job.done) handler.onItem?.(outcome.value);
+          const failed = req.stream && !job.done ? deliver(outcome.value) : undefined;
+          if (failed instanceof SkeinError) return ended({ ok: false, error: failed });
           return ended({ ok: true, value: req.stream ? undefined : outcome.value });
         }
         ended({ ok: true, value: collected ? collected.items : undefined });
@@ -415,7 +428,12 @@ export class WorkerPool implements Component, CallDispatcher {
     clearTimeout(job.timer);
     if (job.onAbort) job.req.signal?.removeEventListener('abort', job.onAbort);
     this.#inFlight--;
-    settleHandler(job.handler, outcome);
+    try {
+      settleHandler(job.handler, outcome);
+    } catch (err) {
+      // The pool's books (in flight, drain) must stay right whatever a handler does.
+      this.#log.error('call handler failed on the outcome', { routine: job.req.routine, requestId: job.req.requestId, error: String(err) });
+    }
     if (this.#inFlight === 0) this.#drained?.();
   }
 

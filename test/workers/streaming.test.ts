@@ -234,6 +234,27 @@ describe('streaming a generator through the pool', () => {
   });
 });
 
+describe('a failing consumer', () => {
+  it('an onItem that throws stops the generator (SKEIN_ERR_INTERNAL); the pool and its worker go on', async () => {
+    const before = await workerPid();
+    const out = await new Promise<{ code: string }>((resolve) =>
+      t.pools.call(
+        { routine: 'count', args: [100, 'throws:'], kwargs: {}, timeoutMs: 5000, stream: true },
+        {
+          onItem: () => {
+            throw new Error('consumer bug');
+          },
+          onComplete: () => resolve({ code: 'completed' }),
+          onError: (e) => resolve({ code: e.code }),
+        },
+      ),
+    );
+    expect(out.code).toBe('SKEIN_ERR_INTERNAL');
+    await waitFor(() => (marks('throws:').includes('finally') ? true : undefined));
+    expect(await workerPid()).toBe(before);
+  });
+});
+
 describe('credits are enforced', () => {
   it('a worker sending items beyond the granted credit is a protocol violation: SKEIN_ERR_WORKER_PROTOCOL, the worker killed', async () => {
     const before = await workerPid();
