@@ -11,7 +11,7 @@ import { loadConfig } from '../agent/config/load.ts';
 import { createLogger } from '../agent/log/index.ts';
 import { planSandbox } from '../agent/sandbox/prepare.ts';
 import { StderrBudget } from '../agent/workers/stderr.ts';
-import { Worker, type WorkerSpec } from '../agent/workers/worker.ts';
+import { Worker, type WorkerOutcome, type WorkerSpec } from '../agent/workers/worker.ts';
 
 const ROOT = resolve(import.meta.dir, '..');
 const SPAWNS = Number(process.env.SKEIN_BENCH_SPAWNS ?? 60);
@@ -38,6 +38,7 @@ function specFor(overrides: Record<string, unknown>): { spec?: WorkerSpec; skipp
       limits,
       maxReplyBytes: 1 << 20,
       startTimeoutMs: 10_000,
+      streamBufferItems: 16,
       ...(config.sandbox.profile === 'none' ? {} : { confine: { ...confine, policy: plan.policy, packagePaths: plan.packagePaths } }),
     },
   };
@@ -76,7 +77,7 @@ for (const s of specs) {
   const times: number[] = [];
   for (let i = 0; i < CALLS; i++) {
     const t = performance.now();
-    const r = await w.call(i, 'echo', [i], {});
+    const r = await new Promise<WorkerOutcome>((settle) => w.call(i + 1, { routine: 'echo', args: [i], kwargs: {} }, { item: () => {}, settle }));
     if (!r.ok) throw r.error;
     times.push(performance.now() - t);
   }

@@ -1,9 +1,12 @@
 /**
- * Request/response bodies: CBOR (RFC 8949) or JSON, chosen by Content-Type. Routine values
- * cross into Python as JSON, so a body may hold only what JSON can carry: CBOR byte strings,
- * tags, undefined, non-finite floats and over-deep nesting are refused with the path named.
+ * Request/response bodies: CBOR (RFC 8949) or JSON, chosen by Content-Type. A body may hold
+ * what a routine can take: strings, numbers, booleans, null, arrays, maps with string keys,
+ * and (CBOR only) byte strings, which reach Python as `bytes` (docs/calls.md#bytes); tags,
+ * undefined, non-finite floats and over-deep nesting are refused with the path named.
  * Nothing is changed without a word: JSON text that JSON.parse would round, overflow or
- * replace (see json-check.ts), and invalid UTF-8, are refused the same way.
+ * replace (see json-check.ts), and invalid UTF-8, are refused the same way. JSON has no
+ * bytes: a JSON request cannot send them (`{"$bytes": …}` in a request is an ordinary
+ * object), and bytes in a JSON response are written as `{"$bytes": "<base64>"}`.
  */
 import { isUtf8 } from 'node:buffer';
 import { Decoder, Encoder } from 'cbor-x';
@@ -30,7 +33,33 @@ export function mediaTypeOf(header: string | undefined | null): MediaType | unde
 }
 
 export function encodeBody(type: MediaType, value: unknown): Uint8Array {
-  return type === 'application/cbor' ? encoder.encode(value) : Buffer.from(JSON.stringify(value));
+  if (type === 'application/cbor') return encoder.encode(value);
+  // The replacer runs only for values that hold bytes: it would cost every other response a
+  // call per member. It reads the holder's own member because JSON.stringify applies a
+  // Buffer's toJSON before the replacer sees it.
+  return Buffer.from(containsBytes(value) ? JSON.stringify(value, bytesAsJson) : JSON.stringify(value));
+}
+
+/** `{"$bytes": "<base64, standard alphabet, padded>"}`: how JSON responses carry bytes (docs/calls.md#bytes). */
+function bytesAsJson(this: Record<string, unknown>, key: string, value: unknown): unknown {
+  const own = this[key];
+  if (own instanceof Uint8Array) return { $bytes: Buffer.from(own.buffer, own.byteOffset, own.byteLength).toString('base64') };
+  return value;
+}
+
+/** Whether a value holds a byte string anywhere (values here nest at most MAX_DEPTH levels). */
+export function containsBytes(value: unknown): boolean {
+  if (typeof value !== 'object' || value === null) return false;
+  if (value instanceof Uint8Array) return true;
+  if (Array.isArray(value)) {
+    for (const v of value) if (typeof v === 'object' && v !== null && containsBytes(v)) return true;
+    return false;
+  }
+  for (const k in value) {
+    const v = (value as Record<string, unknown>)[k];
+    if (typeof v === 'object' && v !== null && containsBytes(v)) return true;
+  }
+  return false;
 }
 
 export function decodeBody(type: MediaType, bytes: Uint8Array): unknown {
@@ -42,6 +71,16 @@ export function decodeBody(type: MediaType, bytes: Uint8Array): unknown {
     throw new SkeinError('SKEIN_ERR_BAD_REQUEST', `body is not valid CBOR: ${(err as Error).message}`);
   }
   return toPlain(value, 'body', 0);
+}
+
+/**
+ * A worker's CBOR payload (already validated by agent/workers/cbor-scan.ts) as plain values,
+ * held to the same rules as a body: what JSON callers could not be given exactly (an integer
+ * beyond 2^53 that does not come back digit for digit, -0, a non-finite float) throws a
+ * SkeinError naming the path under `root`.
+ */
+export function decodeCborValue(bytes: Uint8Array, root: string): unknown {
+  return toPlain(decoder.decode(bytes), root, 0);
 }
 
 function decodeJson(bytes: Uint8Array): unknown {
@@ -87,12 +126,12 @@ export function parseCallBody(value: unknown): CallBody {
 
 function checkDepth(value: unknown, path: string, depth: number): void {
   if (depth > MAX_DEPTH) throw new SkeinError('SKEIN_ERR_BAD_REQUEST', `${path}: nesting deeper than ${MAX_DEPTH} levels`);
-  if (typeof value !== 'object' || value === null) return;
+  if (typeof value !== 'object' || value === null || value instanceof Uint8Array) return;
   if (Array.isArray(value)) value.forEach((v, i) => checkDepth(v, `${path}[${i}]`, depth + 1));
   else for (const [k, v] of Object.entries(value)) checkDepth(v, `${path}.${k}`, depth + 1);
 }
 
-/** Converts decoded CBOR into plain JSON-compatible values, refusing what JSON cannot carry. */
+/** Converts decoded CBOR into plain values (bytes as Uint8Array), refusing what JSON callers could not be given exactly. */
 function toPlain(value: unknown, path: string, depth: number): unknown {
   if (depth > MAX_DEPTH) throw new SkeinError('SKEIN_ERR_BAD_REQUEST', `${path}: nesting deeper than ${MAX_DEPTH} levels`);
   switch (typeof value) {
@@ -113,6 +152,11 @@ function toPlain(value: unknown, path: string, depth: number): unknown {
     }
     case 'object': {
       if (value === null) return null;
+      // cbor-x returns a byte string as a Buffer (a view on the input), and tag 64 (a typed
+      // array) as a bare Uint8Array: only the first is a byte string, the second is refused
+      // below as a tag. Handed on as a plain Uint8Array: Buffer's toJSON would turn it into
+      // {type, data}.
+      if (Buffer.isBuffer(value)) return new Uint8Array(value.buffer, value.byteOffset, value.byteLength);
       if (Array.isArray(value)) return value.map((v, i) => toPlain(v, `${path}[${i}]`, depth + 1));
       if (value instanceof Map) {
         const out: Record<string, unknown> = {};
@@ -123,10 +167,7 @@ function toPlain(value: unknown, path: string, depth: number): unknown {
         }
         return out;
       }
-      throw new SkeinError(
-        'SKEIN_ERR_BAD_REQUEST',
-        `${path}: CBOR ${value instanceof Uint8Array ? 'byte string' : 'tagged value'} is not supported; use strings, numbers, booleans, null, arrays and maps with string keys`,
-      );
+      throw new SkeinError('SKEIN_ERR_BAD_REQUEST', `${path}: CBOR tagged value is not supported; use strings, numbers, booleans, null, byte strings, arrays and maps with string keys`);
     }
     default:
       throw new SkeinError('SKEIN_ERR_BAD_REQUEST', `${path}: CBOR ${typeof value} is not supported`);

@@ -125,7 +125,14 @@ export const CONFIG_SCHEMA = {
       description: 'Request, queue and deadline limits.',
       fields: {
         maxBodyBytes: { kind: 'integer', min: 64, max: 256 * MiB, default: MiB, description: 'Largest request body accepted; larger gets 413.' },
-        maxResultBytes: { kind: 'integer', min: 1024, max: 1024 * MiB, default: 16 * MiB, description: 'Largest reply line a worker may send; larger kills the worker.' },
+        maxResultBytes: {
+          kind: 'integer',
+          min: 1024,
+          max: 1024 * MiB,
+          default: 16 * MiB,
+          description:
+            'Largest result or item frame a worker may send (larger kills the worker), and the most a generator called without a stream may yield in all (past it the call fails and the generator is stopped).',
+        },
         queueSize: { kind: 'integer', min: 0, max: 1_000_000, default: 1024, description: 'Calls that may wait for a free worker; beyond it, 503 at once.' },
         defaultTimeoutMs: { kind: 'integer', min: 1, max: 86_400_000, default: 30_000, description: 'Deadline of a call when the request names none.' },
         maxTimeoutMs: {

@@ -27,7 +27,6 @@ import { prepareSandbox } from '../sandbox/prepare.ts';
 import { createApp } from '../server/app.ts';
 import { CallService } from '../calls/service.ts';
 import { CallerWeights, callerKey, parsePriority } from '../calls/weights.ts';
-import { dispatcherAdapter } from '../calls/pool-adapter.ts';
 import { AsyncCalls } from '../calls/async-calls.ts';
 import { listen, type Listener } from '../server/listener.ts';
 import { TlsReload } from '../server/tls-reload.ts';
@@ -126,9 +125,8 @@ async function assemble({ config, log, embedded = false, baseDir, reloadConfig }
   const idempotent = Object.entries(config.routines)
     .filter(([, r]) => r.idempotent)
     .map(([name]) => name);
-  // TEMPORARY until the pools speak CallDispatcher (worker protocol v2).
   const calls = new CallService({
-    pool: dispatcherAdapter(pool),
+    pool,
     audit,
     metrics,
     isRoutine: (name) => infos.has(name),

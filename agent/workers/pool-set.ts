@@ -4,11 +4,11 @@
  * every other routine shares the main pool. Dispatch goes to the routine's pool.
  */
 import { Lifecycle, type Component } from '../lifecycle/index.ts';
-import { PRIORITIES, type Priority } from './call.ts';
+import { PRIORITIES, type CallDispatcher, type CallHandler, type CallRequest, type Priority } from './call.ts';
 import type { CallOutcome, ReadyInfo } from './worker.ts';
 import type { DispatchRequest, WorkerPool } from './pool.ts';
 
-export interface Dispatcher {
+export interface Dispatcher extends CallDispatcher {
   dispatch(req: DispatchRequest): Promise<CallOutcome>;
   readonly stats: { workers: number; idle: number; queued: number; inFlight: number };
 }
@@ -30,6 +30,10 @@ export class PoolSet implements Dispatcher, Component {
   dispatch(req: DispatchRequest): Promise<CallOutcome> {
     // The app checks the routine exists before dispatching, so a miss is a bug.
     return this.#byRoutine.get(req.routine)!.dispatch(req);
+  }
+
+  call(req: CallRequest, handler: CallHandler): void {
+    this.#byRoutine.get(req.routine)!.call(req, handler);
   }
 
   get stats() {

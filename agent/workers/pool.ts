@@ -3,9 +3,14 @@
  * aging, fair lanes per caller, per-routine concurrency caps), a wall-clock
  * deadline per call (queue time included), cancellation, and replacement of dead workers.
  *
- * Lifecycle (agent/lifecycle): `start()` once, `dispatch()` many; `close()` drains (in-flight
- * calls get up to drainTimeoutMs, then every worker is killed), `destroy()` kills at once;
- * both idempotent and concurrent-safe. A dispatch after either is refused with
+ * A call is `call(req, handler)` (call.ts): one shape for a plain result, a generator's
+ * items streamed with back-pressure (credits to the worker, granted as the handler takes
+ * items), and a generator's items collected into a list bounded by limits.maxResultBytes.
+ * `dispatch(req)` is call() as a promise of the outcome.
+ *
+ * Lifecycle (agent/lifecycle): `start()` once, `call()`/`dispatch()` many; `close()` drains
+ * (in-flight calls get up to drainTimeoutMs, then every worker is killed), `destroy()` kills at
+ * once; both idempotent and concurrent-safe. A call after either is refused with
  * SKEIN_ERR_SHUTTING_DOWN.
  */
 import type { Audit } from '../audit/index.ts';
@@ -13,11 +18,14 @@ import { SkeinError } from '../../common/errors/index.ts';
 import { Lifecycle, type Component } from '../lifecycle/index.ts';
 import type { Logger } from '../log/index.ts';
 import type { StderrDropRecorder, WorkerRecorder } from '../metrics/index.ts';
-import type { CallRequest, Priority } from './call.ts';
+import type { CallDispatcher, CallHandler, CallRequest, Priority } from './call.ts';
+import { MAX_DEPTH } from '../codec/index.ts';
 import { CircuitBreaker, type CircuitOptions, type Trial } from './circuit.ts';
+import { decodeBudget } from './decode-cost.ts';
+import { MAX_CALL_ID } from './frames.ts';
 import { Scheduler } from './scheduler.ts';
 import { StderrBudget, type StderrLimits } from './stderr.ts';
-import { Worker, type CallOutcome, type ExitInfo, type Leftovers, type ReadyInfo, type WorkerSpec } from './worker.ts';
+import { Worker, type CallOutcome, type CallSink, type ExitInfo, type Leftovers, type ReadyInfo, type WorkerOutcome, type WorkerSpec } from './worker.ts';
 
 export interface PoolOptions {
   size: number;
@@ -59,25 +67,24 @@ const THREAD_EXIT_GRACE_MS = 20;
 
 type RetireReason = { reason: 'maxCalls' | 'memory' | 'cpu'; rssBytes?: number; cpuSeconds?: number } | ({ reason: 'leftovers' } & Leftovers);
 
-export interface DispatchRequest extends Pick<CallRequest, 'priority' | 'caller' | 'weight'> {
-  routine: string;
-  args: unknown[];
-  kwargs: Record<string, unknown>;
-  timeoutMs: number;
-  signal?: AbortSignal;
-  /** Correlation id, carried onto the worker's log lines for this call. */
-  requestId?: string;
-}
+/** What dispatch() takes: a call without a handler (call.ts). */
+export type DispatchRequest = CallRequest;
 
 interface Job {
-  req: DispatchRequest;
+  req: CallRequest;
   /** Set when this call is its routine's half-open trial (circuit.ts). */
   trial?: Trial;
-  resolve: (o: CallOutcome) => void;
+  handler: CallHandler;
   timer: ReturnType<typeof setTimeout>;
   worker?: Worker;
   done: boolean;
   onAbort?: () => void;
+}
+
+/** Exactly one of onComplete / onError. */
+function settleHandler(handler: CallHandler, outcome: CallOutcome): void {
+  if (outcome.ok) handler.onComplete(outcome.value);
+  else handler.onError(outcome.error);
 }
 
 function circuitOpen(routine: string, retryAfterMs: number, trialRunning: boolean): CallOutcome {
@@ -88,7 +95,7 @@ function circuitOpen(routine: string, retryAfterMs: number, trialRunning: boolea
   return { ok: false, error: new SkeinError('SKEIN_ERR_CIRCUIT_OPEN', message, { routine, retryAfterSeconds: seconds }) };
 }
 
-function waitedTooLong(req: DispatchRequest): CallOutcome {
+function waitedTooLong(req: CallRequest): CallOutcome {
   return {
     ok: false,
     error: new SkeinError('SKEIN_ERR_DEADLINE_EXCEEDED', `the call waited ${req.timeoutMs} ms for the trial call of routine "${req.routine}" (its circuit is half-open) and never started`),
@@ -99,7 +106,14 @@ const RESPAWN_BACKOFF_MS = [0, 100, 250, 500, 1000, 2000, 5000];
 /** How long destroy() waits for killed workers to be reaped (SIGKILL: normally milliseconds). */
 const REAP_WAIT_MS = 2000;
 
-export class WorkerPool implements Component {
+/** A generator's items collected for a caller that did not ask for a stream. */
+interface Collected {
+  items: unknown[];
+  bytes: number;
+  cost: number;
+}
+
+export class WorkerPool implements Component, CallDispatcher {
   #opts: PoolOptions;
   #workers = new Set<Worker>();
   #idle: Worker[] = [];
@@ -146,21 +160,32 @@ export class WorkerPool implements Component {
     return this.#queue.depth();
   }
 
+  /** call() as a promise of its outcome (a stream's items, if any, are not seen). */
   dispatch(req: DispatchRequest): Promise<CallOutcome> {
-    if (this.#life.closed) return Promise.resolve({ ok: false, error: new SkeinError('SKEIN_ERR_SHUTTING_DOWN', 'the agent is shutting down and accepts no new calls') });
-    if (req.signal?.aborted) return Promise.resolve({ ok: false, error: new SkeinError('SKEIN_ERR_ABORTED', 'the caller cancelled the call') });
+    return new Promise<CallOutcome>((resolve) => this.call(req, { onComplete: (value) => resolve({ ok: true, value }), onError: (error) => resolve({ ok: false, error }) }));
+  }
+
+  /**
+   * Runs one call; the handler hears how it goes (call.ts). A call refused before it is
+   * queued (shutting down, cancelled, circuit open, queue full) gets onError before call()
+   * returns.
+   */
+  call(req: CallRequest, handler: CallHandler): void {
+    const refuse = (outcome: CallOutcome) => settleHandler(handler, outcome);
+    if (this.#life.closed) return refuse({ ok: false, error: new SkeinError('SKEIN_ERR_SHUTTING_DOWN', 'the agent is shutting down and accepts no new calls') });
+    if (req.signal?.aborted) return refuse({ ok: false, error: new SkeinError('SKEIN_ERR_ABORTED', 'the caller cancelled the call') });
     const admission = this.#circuit.admit(req.routine, req.timeoutMs);
-    if (admission.kind === 'refuse') return Promise.resolve(circuitOpen(req.routine, admission.retryAfterMs, false));
+    if (admission.kind === 'refuse') return refuse(circuitOpen(req.routine, admission.retryAfterMs, false));
     if (admission.kind === 'wait') {
       // Bounded like the queue: past queueSize waiters, the rest are told when the trial ends.
-      if (this.#waiting.size >= this.#opts.queueSize) return Promise.resolve(circuitOpen(req.routine, admission.retryAfterMs, true));
-      return this.#waitForTrial(req, admission.trialEnded);
+      if (this.#waiting.size >= this.#opts.queueSize) return refuse(circuitOpen(req.routine, admission.retryAfterMs, true));
+      return this.#waitForTrial(req, handler, admission.trialEnded);
     }
     // An idle worker takes the call directly (the queue holds only calls of routines at their cap then).
     const worker = this.#idle.length > 0 && this.#queue.canStart(req.routine) ? this.#idle.pop() : undefined;
     if (!worker && this.#queue.size >= this.#opts.queueSize) {
       if (admission.trial) this.#circuit.settle(req.routine, 'not-run', admission.trial);
-      return Promise.resolve({
+      return refuse({
         ok: false,
         error: new SkeinError('SKEIN_ERR_OVERLOADED', `all ${this.#workers.size} workers are busy and ${this.#queue.size} calls are queued (limits.queueSize); retry later`, {
           retryAfterSeconds: 1,
@@ -168,43 +193,39 @@ export class WorkerPool implements Component {
       });
     }
     this.#inFlight++;
-    return new Promise<CallOutcome>((resolve) => {
-      const job: Job = { req, resolve, done: false, timer: undefined as unknown as ReturnType<typeof setTimeout>, ...(admission.trial ? { trial: admission.trial } : {}) };
-      job.timer = setTimeout(() => this.#expire(job), req.timeoutMs);
-      if (req.signal) {
-        job.onAbort = () => this.#cancel(job);
-        req.signal.addEventListener('abort', job.onAbort, { once: true });
-      }
-      if (worker) {
-        this.#queue.started(req.routine);
-        this.#run(worker, job);
-      } else this.#queue.push(job, req);
-    });
+    const job: Job = { req, handler, done: false, timer: undefined as unknown as ReturnType<typeof setTimeout>, ...(admission.trial ? { trial: admission.trial } : {}) };
+    job.timer = setTimeout(() => this.#expire(job), req.timeoutMs);
+    if (req.signal) {
+      job.onAbort = () => this.#cancel(job);
+      req.signal.addEventListener('abort', job.onAbort, { once: true });
+    }
+    if (worker) {
+      this.#queue.started(req.routine);
+      this.#run(worker, job);
+    } else this.#queue.push(job, req);
   }
 
   /**
    * Waits for the routine's trial call to end, within the call's own deadline, then asks
    * again: the trial's success lets this call run, a kill refuses it.
    */
-  #waitForTrial(req: DispatchRequest, trialEnded: Promise<void>): Promise<CallOutcome> {
+  #waitForTrial(req: CallRequest, handler: CallHandler, trialEnded: Promise<void>): void {
     const started = performance.now();
-    return new Promise<CallOutcome>((resolve) => {
-      const finish = (outcome: CallOutcome | undefined) => {
-        if (!this.#waiting.delete(wake)) return;
-        clearTimeout(timer);
-        req.signal?.removeEventListener('abort', onAbort);
-        if (outcome) return resolve(outcome);
-        const left = Math.floor(req.timeoutMs - (performance.now() - started));
-        if (left <= 0) return resolve(waitedTooLong(req));
-        resolve(this.dispatch({ ...req, timeoutMs: left }));
-      };
-      const wake = () => finish(undefined);
-      const onAbort = () => finish({ ok: false, error: new SkeinError('SKEIN_ERR_ABORTED', 'the caller cancelled the call') });
-      const timer = setTimeout(() => finish(waitedTooLong(req)), req.timeoutMs);
-      this.#waiting.add(wake);
-      req.signal?.addEventListener('abort', onAbort, { once: true });
-      trialEnded.then(wake);
-    });
+    const finish = (outcome: CallOutcome | undefined) => {
+      if (!this.#waiting.delete(wake)) return;
+      clearTimeout(timer);
+      req.signal?.removeEventListener('abort', onAbort);
+      if (outcome) return settleHandler(handler, outcome);
+      const left = Math.floor(req.timeoutMs - (performance.now() - started));
+      if (left <= 0) return settleHandler(handler, waitedTooLong(req));
+      this.call({ ...req, timeoutMs: left }, handler);
+    };
+    const wake = () => finish(undefined);
+    const onAbort = () => finish({ ok: false, error: new SkeinError('SKEIN_ERR_ABORTED', 'the caller cancelled the call') });
+    const timer = setTimeout(() => finish(waitedTooLong(req)), req.timeoutMs);
+    this.#waiting.add(wake);
+    req.signal?.addEventListener('abort', onAbort, { once: true });
+    trialEnded.then(wake);
   }
 
   /**
@@ -255,7 +276,10 @@ export class WorkerPool implements Component {
 
   #run(worker: Worker, job: Job): void {
     job.worker = worker;
-    worker.call(this.#nextCall++, job.req.routine, job.req.args, job.req.kwargs, job.req.requestId).then(async (outcome) => {
+    const id = this.#nextCall;
+    // Call ids are u32 on the wire (frames.ts); 0 is the hello's.
+    this.#nextCall = id >= MAX_CALL_ID ? 1 : id + 1;
+    const sink = this.#sink(worker, job, async (outcome) => {
       this.#finish(job, outcome);
       if (worker.state !== 'idle') return;
       // Before the worker serves anything else: whatever the call left running (a thread, a
@@ -279,6 +303,91 @@ export class WorkerPool implements Component {
       }
       this.#release(worker);
     });
+    worker.call(id, job.req, sink);
+    job.handler.onStart?.(sink.control);
+  }
+
+  /**
+   * Where the worker's frames for `job` go. Items of a streaming call go to the handler, and
+   * each one it takes is granted back to the worker (in batches of half the buffer), until
+   * onItem returns false; control.resume() grants again. Items of a call that did not ask for
+   * a stream are collected (and granted back at once) up to limits.maxResultBytes and the
+   * decode budget; past them the generator is stopped and the call fails with
+   * SKEIN_ERR_RESULT_TOO_LARGE.
+   */
+  #sink(worker: Worker, job: Job, ended: (outcome: CallOutcome) => void): CallSink & { control: { resume(): void } } {
+    const { req, handler } = job;
+    const buffer = this.#opts.spec.streamBufferItems;
+    const maxBytes = this.#opts.spec.maxReplyBytes;
+    const budget = decodeBudget(maxBytes);
+    let outstanding = buffer; // credits the worker holds
+    let owed = 0; // items taken that have not been granted back yet
+    let paused = false;
+    const collected: Collected | undefined = req.stream ? undefined : { items: [], bytes: 0, cost: 0 };
+    /** handler.onItem's answer, or the error that ends the call when it throws. */
+    const deliver = (value: unknown): boolean | undefined | SkeinError => {
+      try {
+        return handler.onItem?.(value);
+      } catch (err) {
+        this.#log.error('call handler failed on an item', { routine: req.routine, requestId: req.requestId, error: String(err) });
+        return new SkeinError('SKEIN_ERR_INTERNAL', 'the agent failed to deliver an item of the stream');
+      }
+    };
+    const grant = () => {
+      if (paused || owed === 0 || outstanding > buffer / 2) return;
+      worker.grant(owed);
+      outstanding += owed;
+      owed = 0;
+    };
+    return {
+      control: {
+        resume: () => {
+          if (job.done || !paused) return;
+          paused = false;
+          grant();
+        },
+      },
+      item: (value, size) => {
+        if (job.done) return;
+        outstanding--;
+        owed++;
+        if (!collected) {
+          const more = deliver(value);
+          // The consumer's failure, not the routine's: the generator is stopped, the agent goes on.
+          if (more instanceof SkeinError) return worker.stop(more, 'cancelled');
+          if (more === false) paused = true;
+          return grant();
+        }
+        collected.bytes += size.bytes;
+        collected.cost += size.cost;
+        if (collected.bytes > maxBytes || collected.cost > budget || size.depth + 1 > MAX_DEPTH) {
+          const why =
+            size.depth + 1 > MAX_DEPTH
+              ? `the collected items nest deeper than ${MAX_DEPTH} levels`
+              : collected.bytes > maxBytes
+                ? `the generator's items passed limits.maxResultBytes (${maxBytes} bytes) before it ended`
+                : `the generator's items would take more than ${budget} bytes of agent memory to decode`;
+          const error =
+            size.depth + 1 > MAX_DEPTH
+              ? new SkeinError('SKEIN_ERR_ROUTINE_RAISED', `ResultNotSerializable: ${why}`, { exception: { type: 'ResultNotSerializable', message: why } })
+              : new SkeinError('SKEIN_ERR_RESULT_TOO_LARGE', `${why}; it was stopped (ask for a stream to read them one at a time)`, { worker: worker.id });
+          collected.items = [];
+          return worker.stop(error, 'oversize');
+        }
+        collected.items.push(value);
+        grant();
+      },
+      settle: (outcome: WorkerOutcome) => {
+        if (!outcome.ok) return ended(outcome);
+        if (!outcome.ended) {
+          // A plain result: as the value, or, for a stream, as its one item.
+          const failed = req.stream && !job.done ? deliver(outcome.value) : undefined;
+          if (failed instanceof SkeinError) return ended({ ok: false, error: failed });
+          return ended({ ok: true, value: req.stream ? undefined : outcome.value });
+        }
+        ended({ ok: true, value: collected ? collected.items : undefined });
+      },
+    };
   }
 
   /** worker.leftovers(), looked at again for THREAD_EXIT_GRACE_MS while only threads remain. */
@@ -327,7 +436,8 @@ export class WorkerPool implements Component {
     job.done = true;
     // A call cancelled by its caller proves nothing either way, like one that never ran.
     const code = outcome.ok ? undefined : outcome.error.code;
-    const end = code && KILLING_CODES.has(code) ? 'kill' : job.worker && code !== 'SKEIN_ERR_ABORTED' ? 'ran' : 'not-run';
+    // A generator stopped for its size, whose worker lives on, killed nothing.
+    const end = code && KILLING_CODES.has(code) && job.worker?.killed !== false ? 'kill' : job.worker && code !== 'SKEIN_ERR_ABORTED' ? 'ran' : 'not-run';
     if (this.#circuit.settle(job.req.routine, end, job.trial))
       this.#log.warn('circuit opened: routine keeps killing its workers', { routine: job.req.routine, cooldownMs: this.#opts.circuit.cooldownMs });
     clearTimeout(job.timer);
@@ -335,20 +445,25 @@ export class WorkerPool implements Component {
     if (job.worker && this.#queue.ended(job.req.routine) && this.#idle.length > 0) this.#release(this.#idle.pop()!);
     if (job.onAbort) job.req.signal?.removeEventListener('abort', job.onAbort);
     this.#inFlight--;
-    job.resolve(outcome);
+    try {
+      settleHandler(job.handler, outcome);
+    } catch (err) {
+      // The pool's books (in flight, drain) must stay right whatever a handler does.
+      this.#log.error('call handler failed on the outcome', { routine: job.req.routine, requestId: job.req.requestId, error: String(err) });
+    }
     if (this.#inFlight === 0) this.#drained?.();
   }
 
   #expire(job: Job): void {
     if (job.done) return;
-    if (job.worker) return job.worker.kill('deadline'); // settles the call through the worker
+    if (job.worker) return job.worker.interrupt('deadline'); // settles the call through the worker
     this.#queue.remove(job);
     this.#finish(job, { ok: false, error: new SkeinError('SKEIN_ERR_DEADLINE_EXCEEDED', `the call waited ${job.req.timeoutMs} ms in the queue without a free worker`) });
   }
 
   #cancel(job: Job): void {
     if (job.done) return;
-    if (job.worker) return job.worker.kill('cancelled');
+    if (job.worker) return job.worker.interrupt('cancelled');
     this.#queue.remove(job);
     this.#finish(job, { ok: false, error: new SkeinError('SKEIN_ERR_ABORTED', 'the caller cancelled the call') });
   }

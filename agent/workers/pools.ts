@@ -78,6 +78,7 @@ export function buildPools(
           confine: { ...sandbox.confine, policy: { ...(sandbox.confine.policy as object), limits } },
           maxReplyBytes: config.limits.maxResultBytes,
           startTimeoutMs: config.workers.startTimeoutMs,
+          streamBufferItems: config.calls.streamBufferItems,
         },
       }),
     })),

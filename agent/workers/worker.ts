@@ -1,7 +1,12 @@
 /**
- * One persistent Python worker: a child process that runs one call at a time over the JSON
- * line protocol in bootstrap.py. Every line from the worker is untrusted input: a reply with
- * the wrong id, a second reply, an oversize, too costly or malformed line kills the worker.
+ * One persistent Python worker: a child process that runs one call at a time over protocol
+ * v2 (frames.ts, bootstrap.py, docs/protocol.md). Every frame from the worker is untrusted
+ * input: a frame for the wrong call id or while no call runs, an item beyond the granted
+ * credit, an oversize, too costly or malformed frame kills the worker.
+ *
+ * A generator routine streams: each item spends one credit (the call frame's initial
+ * credits, then grant()), and stop() asks the worker to close the generator, killing it if it
+ * has not answered within STOP_GRACE_MS.
  */
 import { isUtf8 } from 'node:buffer';
 import { spawn, type ChildProcessByStdio } from 'node:child_process';
@@ -9,11 +14,14 @@ import { closeSync, constants, fstatSync, openSync, readFileSync, readSync } fro
 import type { Readable, Writable } from 'node:stream';
 import { SkeinError } from '../../common/errors/index.ts';
 import type { Logger } from '../log/index.ts';
-import { MAX_DEPTH } from '../codec/index.ts';
+import { containsBytes, decodeCborValue, MAX_DEPTH } from '../codec/index.ts';
 import { jsonProblem } from '../codec/json-check.ts';
 import type { Launcher } from '../sandbox/bwrap.ts';
 import { WORKER_ENV } from '../sandbox/python.ts';
-import { DECODE_BUDGET_FACTOR, DECODE_BUDGET_FLOOR, ReplyReader, type Refusal, type ReplyLine } from './reply-reader.ts';
+import { encodeCbor } from './cbor-encode.ts';
+import { DECODE_BUDGET_FACTOR, DECODE_BUDGET_FLOOR } from './decode-cost.ts';
+import { FrameReader, type Frame, type Refusal } from './frame-reader.ts';
+import { ENC, encodeFrame, HEADER_BYTES, KIND, PROTOCOL_VERSION, writeHeader } from './frames.ts';
 import { StderrRelay, type StderrBudget } from './stderr.ts';
 import BOOTSTRAP from './bootstrap.py' with { type: 'text' };
 
@@ -33,9 +41,36 @@ export interface WorkerSpec {
   confine?: { code: string; pythonVersion: string; policy: unknown; packagePaths: string[] };
   maxReplyBytes: number;
   startTimeoutMs: number;
+  /** Credits a generator starts with (calls.streamBufferItems): items it may send unasked. */
+  streamBufferItems: number;
 }
 
 export type CallOutcome = { ok: true; value: unknown } | { ok: false; error: SkeinError };
+
+/** How a call ended, as the worker saw it: `ended` when a generator finished (no value). */
+export type WorkerOutcome = { ok: true; value: unknown; ended?: boolean } | { ok: false; error: SkeinError };
+
+/** Where a running call's frames go. */
+export interface CallSink {
+  /** One item a generator yielded; `depth` and `bytes` of its payload for the pool's bounds. */
+  item(value: unknown, size: { bytes: number; cost: number; depth: number }): void;
+  /** The call's end; called once. */
+  settle(outcome: WorkerOutcome): void;
+}
+
+export interface WorkerCall {
+  routine: string;
+  args: unknown[];
+  kwargs: Record<string, unknown>;
+  requestId?: string | undefined;
+}
+
+/**
+ * How long a worker asked to stop a generator (stop frame) has to close it and answer, before
+ * it is killed: a generator paused at a yield answers at once; one busy between yields, or
+ * whose `finally` blocks, does not.
+ */
+export const STOP_GRACE_MS = 200;
 
 export interface ReadyInfo {
   pid: number;
@@ -88,13 +123,14 @@ export class Worker {
   #child: ChildProcessByStdio<Writable, Readable, Readable>;
   #log: Logger;
   #maxReply: number;
-  #replies: ReplyReader;
+  #frames: FrameReader;
+  #credits: number;
   #stderr: StderrRelay;
   /** What the bootstrap reported with the last reply ("left"). */
   #reportedLeft: string[] | undefined;
   /** Open descriptors of /proc/<pid>/task (fstat) and …/children (pread), read after each call. */
   #procFds: { task: number; children: number } | undefined;
-  #current: { id: number; requestId: string | undefined; routine: string; settle: (o: CallOutcome) => void } | undefined;
+  #current: Running | undefined;
   /** The call running when the worker was killed, kept for onExit. */
   #killedCall: ExitInfo['call'];
   #ready: Promise<ReadyInfo>;
@@ -111,7 +147,8 @@ export class Worker {
     this.id = id;
     this.#log = log.child({ worker: id });
     this.#maxReply = spec.maxReplyBytes;
-    this.#replies = new ReplyReader(spec.maxReplyBytes);
+    this.#frames = new FrameReader(spec.maxReplyBytes);
+    this.#credits = spec.streamBufferItems;
     this.#stderr = new StderrRelay(this.#log, stderr);
     this.#ready = new Promise<ReadyInfo>((res, rej) => {
       this.#onReady = res;
@@ -138,7 +175,7 @@ export class Worker {
     this.#child.stderr.on('end', () => this.#stderr.end());
 
     const init = {
-      v: 1,
+      v: PROTOCOL_VERSION,
       worker: id,
       // Under bubblewrap the worker's parent is bwrap (--die-with-parent covers it).
       agentPid: spec.launcher.wrapped ? null : process.pid,
@@ -149,7 +186,7 @@ export class Worker {
       confineFor: spec.confine?.pythonVersion ?? null,
       policy: spec.confine?.policy ?? null,
     };
-    this.#child.stdin.write(`${JSON.stringify(init)}\n`);
+    this.#child.stdin.write(encodeFrame(KIND.INIT, ENC.JSON, 0, JSON.stringify(init)));
     const timer = setTimeout(() => {
       if (this.#state === 'starting') this.#fail('start', new SkeinError('SKEIN_ERR_WORKER_CRASHED', `worker ${id} was not ready within ${spec.startTimeoutMs} ms`));
     }, spec.startTimeoutMs);
@@ -249,24 +286,74 @@ export class Worker {
     return this.#ready;
   }
 
-  /** Sends one call; resolves with its outcome. The pool guarantees one call at a time. */
-  call(callId: number, routine: string, args: unknown[], kwargs: Record<string, unknown>, requestId?: string): Promise<CallOutcome> {
+  /** Whether the agent has killed (or is killing) this worker, or it died. */
+  get killed(): boolean {
+    return this.#killReason !== undefined || this.#state === 'dead';
+  }
+
+  /**
+   * Sends one call; its items and end go to `sink`. The pool guarantees one call at a time.
+   * Arguments without bytes go as JSON (the fast path); with bytes, as CBOR.
+   */
+  call(callId: number, call: WorkerCall, sink: CallSink): void {
     if (this.#state !== 'idle') throw new Error(`worker ${this.id} is ${this.#state}, not idle`);
     this.#state = 'busy';
     this.calls++;
     this.#reportedLeft = undefined;
-    return new Promise<CallOutcome>((settle) => {
-      this.#current = { id: callId, requestId, routine, settle };
-      this.#child.stdin.write(`{"id":${callId},"r":${JSON.stringify(routine)},"a":${JSON.stringify(args)},"k":${JSON.stringify(kwargs)}}\n`);
-    });
+    const { routine, args, kwargs } = call;
+    this.#current = { id: callId, requestId: call.requestId, routine, sink, credit: this.#credits, items: 0, stopping: undefined };
+    if (containsBytes(args) || containsBytes(kwargs)) {
+      this.#child.stdin.write(writeHeader(encodeCbor({ r: routine, a: args, k: kwargs, c: this.#credits }, HEADER_BYTES), KIND.CALL, ENC.CBOR, callId));
+    } else {
+      this.#child.stdin.write(encodeFrame(KIND.CALL, ENC.JSON, callId, `{"r":${JSON.stringify(routine)},"a":${JSON.stringify(args)},"k":${JSON.stringify(kwargs)},"c":${this.#credits}}`));
+    }
+  }
+
+  /** Lets the running call's generator send `n` more items. */
+  grant(n: number): void {
+    const current = this.#current;
+    if (!current || current.stopping || this.#killReason !== undefined || n <= 0) return;
+    current.credit += n;
+    this.#child.stdin.write(encodeFrame(KIND.GRANT, ENC.JSON, current.id, String(n)));
+  }
+
+  /**
+   * Ends the running call early for `reason`: a generator that has yielded is asked to stop
+   * (its `finally` runs, the worker lives on); anything else is killed at once, as it cannot
+   * listen while it runs.
+   */
+  interrupt(reason: 'deadline' | 'cancelled'): void {
+    const current = this.#current;
+    if (!current || current.items === 0) return this.kill(reason);
+    const error =
+      reason === 'deadline'
+        ? new SkeinError('SKEIN_ERR_DEADLINE_EXCEEDED', 'the call ran past its deadline; its generator was stopped', { worker: this.id })
+        : new SkeinError('SKEIN_ERR_ABORTED', 'the caller cancelled the call; its generator was stopped', { worker: this.id });
+    this.stop(error, reason);
+  }
+
+  /**
+   * Asks the worker to close the running call's generator; the call then fails with `error`.
+   * A worker that has not answered within STOP_GRACE_MS is killed (`reason`).
+   */
+  stop(error: SkeinError, reason: Exclude<KillReason, 'shutdown' | 'recycle'>): void {
+    const current = this.#current;
+    if (!current || current.stopping || this.#killReason !== undefined) return;
+    const timer = setTimeout(() => {
+      this.#log.info('generator did not stop in time; killing its worker', { routine: current.routine, requestId: current.requestId, graceMs: STOP_GRACE_MS });
+      this.kill(reason, error);
+    }, STOP_GRACE_MS);
+    current.stopping = { error, timer };
+    this.#child.stdin.write(encodeFrame(KIND.STOP, ENC.NONE, current.id));
   }
 
   /**
    * Kills the worker's whole process group; the current call (if any) settles with `reason`
-   * (`message` overrides the caller-facing message).
+   * (`message` overrides the caller-facing message; an error replaces the error).
    */
-  kill(reason: KillReason, message?: string): void {
+  kill(reason: KillReason, message?: string | SkeinError): void {
     if (this.#state === 'dead') return;
+    if (this.#current?.stopping) clearTimeout(this.#current.stopping.timer);
     if (this.#killReason === undefined && this.#current) this.#killedCall = { requestId: this.#current.requestId, routine: this.#current.routine };
     this.#killReason ??= reason;
     const pid = this.#child.pid;
@@ -278,6 +365,7 @@ export class Worker {
       }
     }
     if (reason !== 'shutdown' && reason !== 'recycle' && this.#current) {
+      if (message instanceof SkeinError) return this.#settle({ ok: false, error: message });
       const code = KILL_REASON_CODES[reason];
       const msg = message
         ? message
@@ -292,78 +380,146 @@ export class Worker {
     }
   }
 
-  #settle(outcome: CallOutcome): void {
+  #settle(outcome: WorkerOutcome): void {
     const current = this.#current;
     this.#current = undefined;
-    current?.settle(outcome);
+    current?.sink.settle(outcome);
+  }
+
+  /** The call's last frame arrived: the worker is idle again. A stopped call fails with the stop's error. */
+  #end(outcome: WorkerOutcome): void {
+    this.#state = 'idle';
+    const stopping = this.#current?.stopping;
+    if (stopping) clearTimeout(stopping.timer);
+    this.#settle(stopping ? { ok: false, error: stopping.error } : outcome);
   }
 
   #onData(chunk: Buffer): void {
     // Once the worker is being killed, what it still sends is not read: one violation, one
     // log line, however many chunks were already on the socket.
     if (this.#state === 'dead' || this.#killReason !== undefined) return;
-    const refused = this.#replies.push(chunk, (reply) => {
-      this.#onLine(reply);
+    const refused = this.#frames.push(chunk, (frame) => {
+      this.#onFrame(frame);
       return this.#state !== 'dead' && this.#killReason === undefined;
     });
     if (refused) this.#refuse(refused);
   }
 
   #refuse(refused: Refusal): void {
+    if (refused.limit === 'protocol') return this.#protocolViolation('protocol', refused.what);
     const message =
       refused.limit === 'bytes'
         ? undefined
-        : `the worker's reply would take more than ${this.#replies.budget} bytes of agent memory to decode (${DECODE_BUDGET_FACTOR} × limits.maxResultBytes, at least ${DECODE_BUDGET_FLOOR / 1024 / 1024} MiB): too many arrays, objects or elements; the worker was killed`;
+        : `the worker's reply would take more than ${this.#frames.budget} bytes of agent memory to decode (${DECODE_BUDGET_FACTOR} × limits.maxResultBytes, at least ${DECODE_BUDGET_FLOOR / 1024 / 1024} MiB): too many arrays, objects or elements; the worker was killed`;
     this.#protocolViolation('oversize', refused.what, message);
   }
 
-  #onLine({ line, depth }: ReplyLine): void {
-    // Python's json writes ASCII only: other bytes are a forged or broken reply, and decoding
-    // them would replace them without a word.
-    if (!isUtf8(line)) return this.#protocolViolation('protocol', 'reply is not valid UTF-8');
-    const text = line.toString('utf8');
-    let msg: unknown;
-    try {
-      msg = JSON.parse(text);
-    } catch {
-      return this.#protocolViolation('protocol', 'reply is not JSON');
+  #onFrame(frame: Frame): void {
+    if (this.#state === 'starting') {
+      if (frame.kind !== KIND.HELLO) return this.#protocolViolation('protocol', 'first frame was not a hello');
+      const hello = this.#json(frame);
+      return hello && this.#onHello(hello);
     }
-    if (typeof msg !== 'object' || msg === null || Array.isArray(msg)) return this.#protocolViolation('protocol', 'reply is not an object');
-    const m = msg as Record<string, unknown>;
-    if (this.#state === 'starting') return this.#onHello(m);
     const current = this.#current;
     if (!current) return this.#protocolViolation('protocol', 'reply while no call was running');
-    if (m.id !== current.id) return this.#protocolViolation('protocol', `reply for call ${JSON.stringify(m.id)} while call ${current.id} was running`);
-    if (Array.isArray(m.left)) this.#reportedLeft = m.left.slice(0, MAX_LEFT).map((a) => String(a).slice(0, 32));
-    if ('ok' in m && !('err' in m)) {
-      this.#state = 'idle';
-      // Refused here rather than when encoding the response (a stack overflow there) or in
-      // the client's decoder, which enforces the same limit. The reader measured the depth
-      // on the raw line; the envelope object is its first level.
-      if (depth - 1 > MAX_DEPTH) return this.#settle(notSerializable(`the result nests deeper than ${MAX_DEPTH} levels`));
-      // What JSON.parse would have changed (a Python int beyond 2^53, -0.0, a lone surrogate, a
-      // key twice after json turned 1 and "1" into the same key) is refused, not passed on.
-      const problem = jsonProblem(text, 'reply');
-      const inResult = problem && /^reply\.ok(?=$|[.[])/.test(problem.path);
-      if (inResult) return this.#settle(notSerializable(`${problem.path.replace('reply.ok', 'result')}: ${problem.message}`));
-      if (problem) return this.#protocolViolation('protocol', `${problem.path}: ${problem.message}`);
-      this.#settle({ ok: true, value: m.ok });
-      return;
+    if (frame.id !== current.id) return this.#protocolViolation('protocol', `reply for call ${frame.id} while call ${current.id} was running`);
+    switch (frame.kind) {
+      case KIND.ITEM: {
+        // The credit is what bounds the agent's memory for a stream: past it is a violation.
+        if (current.credit <= 0) return this.#protocolViolation('protocol', 'an item beyond the granted credit');
+        current.credit--;
+        const index = current.items++;
+        if (current.stopping) return; // sent before the worker read the stop: dropped
+        const item = this.#value(frame, `result[${index}]`);
+        if (!item) return;
+        if (!item.ok) return this.stop(item.error, 'protocol');
+        current.sink.item(item.value, { bytes: frame.payload.length, cost: frame.cost, depth: frame.depth });
+        return;
+      }
+      case KIND.RESULT: {
+        const result = this.#value(frame, 'result');
+        return result && this.#end(result);
+      }
+      case KIND.DONE:
+        return this.#end({ ok: true, value: undefined, ended: true });
+      case KIND.ERROR: {
+        const err = this.#json(frame);
+        if (!err) return;
+        if (typeof err.type !== 'string' || typeof err.message !== 'string') return this.#protocolViolation('protocol', 'error frame without a type and message');
+        const trace = typeof err.trace === 'string' ? err.trace : '';
+        return this.#end({
+          ok: false,
+          error: new SkeinError('SKEIN_ERR_ROUTINE_RAISED', `${err.type}: ${err.message}`, { exception: { type: err.type, message: err.message }, trace }),
+        });
+      }
+      case KIND.LEFT: {
+        const left = this.#parse(frame);
+        if (left === undefined) return;
+        if (!Array.isArray(left)) return this.#protocolViolation('protocol', 'left frame is not a list');
+        this.#reportedLeft = left.slice(0, MAX_LEFT).map((a) => String(a).slice(0, 32));
+        return;
+      }
+      default:
+        return this.#protocolViolation('protocol', 'a second hello');
     }
-    const err = m.err as Record<string, unknown> | undefined;
-    if (err && typeof err === 'object' && typeof err.type === 'string' && typeof err.message === 'string') {
-      this.#state = 'idle';
-      const trace = typeof err.trace === 'string' ? err.trace : '';
-      this.#settle({
-        ok: false,
-        error: new SkeinError('SKEIN_ERR_ROUTINE_RAISED', `${err.type}: ${err.message}`, { exception: { type: err.type, message: err.message }, trace }),
-      });
-      return;
+  }
+
+  /** A JSON payload, parsed; undefined after a violation. */
+  #parse(frame: Frame): unknown {
+    // Python's json writes ASCII only: other bytes are a forged or broken frame, and decoding
+    // them would replace them without a word.
+    if (!isUtf8(frame.payload)) return this.#protocolViolation('protocol', 'payload is not valid UTF-8');
+    try {
+      return JSON.parse(frame.payload.toString('utf8'));
+    } catch {
+      return this.#protocolViolation('protocol', 'payload is not JSON');
     }
-    this.#protocolViolation('protocol', 'reply has neither a valid "ok" nor "err"');
+  }
+
+  /** A JSON object payload (hello, error); undefined after a violation. */
+  #json(frame: Frame): Record<string, unknown> | undefined {
+    const m = this.#parse(frame);
+    if (m === undefined) return undefined;
+    if (typeof m !== 'object' || m === null || Array.isArray(m)) return this.#protocolViolation('protocol', 'payload is not an object');
+    return m as Record<string, unknown>;
+  }
+
+  /**
+   * A result or item: its value, or ResultNotSerializable for what the caller cannot be given
+   * exactly; undefined after a violation.
+   */
+  #value(frame: Frame, root: string): WorkerOutcome | undefined {
+    // Refused here rather than when encoding the response (a stack overflow there) or in the
+    // client's decoder, which enforces the same limit. The reader measured the depth on the
+    // raw payload.
+    if (frame.depth > MAX_DEPTH) return notSerializable(`${root === 'result' ? 'the result' : root} nests deeper than ${MAX_DEPTH} levels`);
+    if (frame.enc === ENC.CBOR) {
+      try {
+        return { ok: true, value: decodeCborValue(frame.payload, root) };
+      } catch (err) {
+        if (err instanceof SkeinError) return notSerializable(err.message);
+        return this.#protocolViolation('protocol', `CBOR payload: ${(err as Error).message}`);
+      }
+    }
+    if (!isUtf8(frame.payload)) return this.#protocolViolation('protocol', 'payload is not valid UTF-8');
+    const text = frame.payload.toString('utf8');
+    let value: unknown;
+    try {
+      value = JSON.parse(text);
+    } catch {
+      return this.#protocolViolation('protocol', 'payload is not JSON');
+    }
+    // What JSON.parse would have changed (a Python int beyond 2^53, -0.0, a lone surrogate, a
+    // key twice after json turned 1 and "1" into the same key) is refused, not passed on.
+    const problem = jsonProblem(text, root);
+    if (problem) return notSerializable(`${problem.path}: ${problem.message}`);
+    return { ok: true, value };
   }
 
   #onHello(m: Record<string, unknown>): void {
+    if (m.v !== PROTOCOL_VERSION) {
+      return this.#protocolViolation('protocol', `the worker speaks protocol v${String(m.v)}, the agent v${PROTOCOL_VERSION} (a bootstrap from another skein version?)`);
+    }
     if (m.ready === true && typeof m.pid === 'number') {
       this.#state = 'idle';
       // bubblewrap wraps the interpreter from outside, so confine.py cannot report it.
@@ -380,13 +536,14 @@ export class Worker {
       this.#fail('start', new SkeinError('SKEIN_ERR_CONFIG', `routine "${String(e.routine)}" failed to load: ${String(e.type)}: ${String(e.message)}`, { key: `routines.${String(e.routine)}` }));
       return;
     }
-    this.#protocolViolation('protocol', 'first line was not a ready message');
+    this.#protocolViolation('protocol', 'the hello was not a ready message');
   }
 
-  #protocolViolation(reason: 'protocol' | 'oversize', what: string, message?: string): void {
+  #protocolViolation(reason: 'protocol' | 'oversize', what: string, message?: string): undefined {
     this.#log.warn('worker protocol violation; killing worker', { reason, what });
     if (this.#state === 'starting') this.#onStartFail(new SkeinError('SKEIN_ERR_WORKER_PROTOCOL', `worker ${this.id} sent an invalid hello: ${what}`));
     this.kill(reason, message);
+    return undefined;
   }
 
   #fail(stage: string, err: SkeinError): void {
@@ -401,6 +558,7 @@ export class Worker {
     const current = this.#current;
     const call = this.#killedCall ?? (current ? { requestId: current.requestId, routine: current.routine } : undefined);
     this.#state = 'dead';
+    if (current?.stopping) clearTimeout(current.stopping.timer);
     if (this.#procFds) {
       closeSync(this.#procFds.task);
       closeSync(this.#procFds.children);
@@ -417,7 +575,21 @@ export class Worker {
   }
 }
 
+/** The call a worker is running. */
+interface Running {
+  id: number;
+  requestId: string | undefined;
+  routine: string;
+  sink: CallSink;
+  /** Items the worker may still send (granted, not yet received). */
+  credit: number;
+  /** Items received so far. */
+  items: number;
+  /** Set once a stop frame was sent: the error the call ends with, and the kill timer. */
+  stopping: { error: SkeinError; timer: ReturnType<typeof setTimeout> } | undefined;
+}
+
 /** A result the caller cannot be given as it is; reported like Python's own ResultNotSerializable. */
-function notSerializable(message: string): CallOutcome {
+function notSerializable(message: string): WorkerOutcome {
   return { ok: false, error: new SkeinError('SKEIN_ERR_ROUTINE_RAISED', `ResultNotSerializable: ${message}`, { exception: { type: 'ResultNotSerializable', message } }) };
 }

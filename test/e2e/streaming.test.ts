@@ -13,7 +13,7 @@ import { baseConfig, FIXTURES, startAgent, stopAll, type StartedAgent } from '..
 import { connect, request } from '../helpers/h2.ts';
 import { requires, tool } from '../helpers/requires.ts';
 
-const STREAMS = join(FIXTURES, 'streams.py');
+const STREAMS = join(FIXTURES, 'http-streams.py');
 const cbor = new Encoder({ useRecords: false, mapsAsObjects: true });
 const NDJSON = 'application/x-ndjson';
 const routines = Object.fromEntries(['countdown', 'endless', 'raises_after', 'raises_first', 'slow', 'plain'].map((r) => [r, { file: STREAMS }]));

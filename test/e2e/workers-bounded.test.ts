@@ -251,7 +251,8 @@ describe('protocol violations', () => {
       expect(await client.dispatch<number>('pid')).not.toBe(before);
       const violations = agent.logs.filter((l) => l.msg === 'worker protocol violation; killing worker');
       expect(violations).toHaveLength(1);
-      expect(violations[0]).toMatchObject({ reason: 'oversize', what: `partial reply over ${MiB} bytes` });
+      // Refused from the frame's header, before a byte of its payload was kept.
+      expect(violations[0]).toMatchObject({ reason: 'oversize', what: `frame of ${2.5 * MiB} bytes announced (limit ${MiB})` });
     } finally {
       await client.close();
       await agent.stop();

@@ -1,5 +1,5 @@
 /**
- * Hostile or unlucky routines versus the pool: forged protocol lines, cancellation, the
+ * Hostile or unlucky routines versus the pool: forged protocol frames, cancellation, the
  * per-routine circuit breaker and worker recycling, each asserted through the binary with
  * the agent still serving afterwards.
  */
@@ -9,7 +9,7 @@ import { connect, postJson } from '../helpers/h2.ts';
 import { alive, baseConfig, failure, FIXTURES, startAgent, stopAll, type StartedAgent } from '../helpers/agent.ts';
 
 const FIX = join(FIXTURES, 'routines.py');
-const FORGERIES = ['wrong_id', 'not_json', 'not_object', 'oversize', 'late'];
+const FORGERIES = ['wrong_id', 'not_json', 'bad_kind', 'bad_cbor', 'oversize', 'late'];
 const routines = {
   ...Object.fromEntries(['pid', 'slow_pid', 'crash', 'hoard'].map((r) => [r, { file: FIX }])),
   // One routine name per forgery: the circuit breaker counts kills per routine name.
@@ -40,12 +40,14 @@ async function gone(pid: number): Promise<boolean> {
 }
 
 describe('worker replies are untrusted', () => {
+  const PROTOCOL = /malformed or unexpected reply/;
   it.each([
-    ['wrong_id', 'SKEIN_ERR_WORKER_PROTOCOL', /malformed or unexpected reply/],
-    ['not_json', 'SKEIN_ERR_WORKER_PROTOCOL', /malformed or unexpected reply/],
-    ['not_object', 'SKEIN_ERR_WORKER_PROTOCOL', /malformed or unexpected reply/],
-    ['oversize', 'SKEIN_ERR_RESULT_TOO_LARGE', /exceeded limits.maxResultBytes \(1048576 bytes\)/],
-  ])('a forged %s line kills the worker → %s', async (kind, code, message) => {
+    ['wrong_id', 'SKEIN_ERR_WORKER_PROTOCOL', PROTOCOL, /^reply for call 999999999 while call \d+ was running$/],
+    ['not_json', 'SKEIN_ERR_WORKER_PROTOCOL', PROTOCOL, /^payload is not JSON$/],
+    ['bad_kind', 'SKEIN_ERR_WORKER_PROTOCOL', PROTOCOL, /^frame of unknown kind "Z"$/],
+    ['bad_cbor', 'SKEIN_ERR_WORKER_PROTOCOL', PROTOCOL, /^CBOR payload: a tag at byte 0$/],
+    ['oversize', 'SKEIN_ERR_RESULT_TOO_LARGE', /exceeded limits.maxResultBytes \(1048576 bytes\)/, /^frame of 2621440 bytes announced \(limit 1048576\)$/],
+  ])('a forged %s frame kills the worker → %s', async (kind, code, message, what) => {
     const client = agent.client();
     try {
       const before = await client.dispatch<number>('pid');
@@ -53,6 +55,7 @@ describe('worker replies are untrusted', () => {
       expect(err.code).toBe(code);
       expect(err.details.status).toBe(502);
       expect(err.message).toMatch(message);
+      await agent.waitForLog((l) => l.msg === 'worker protocol violation; killing worker' && what.test(String(l.what)));
       expect(await gone(before)).toBe(true);
       expect(await client.dispatch<number>('pid')).not.toBe(before);
     } finally {
@@ -60,7 +63,7 @@ describe('worker replies are untrusted', () => {
     }
   });
 
-  it('a line sent while no call runs kills the idle worker', async () => {
+  it('a frame sent while no call runs kills the idle worker', async () => {
     const client = agent.client();
     try {
       const before = await client.dispatch<number>('pid');

@@ -53,6 +53,7 @@ async function sleepPool(drainTimeoutMs: number): Promise<WorkerPool> {
       confine: { ...sandbox.confine, policy: { ...(sandbox.confine.policy as object), limits } },
       maxReplyBytes: config.limits.maxResultBytes,
       startTimeoutMs: config.workers.startTimeoutMs,
+      streamBufferItems: config.calls.streamBufferItems,
     },
   });
   await pool.start();

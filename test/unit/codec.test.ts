@@ -68,7 +68,9 @@ describe('round trips', () => {
 
 describe('refusals', () => {
   it('values JSON cannot carry to Python', () => {
-    badRequest(() => decodeBody('application/cbor', encode({ args: [new Uint8Array([1])] })), /body.args\[0\]: CBOR byte string/);
+    // cbor-x tags a bare Uint8Array (tag 64, a typed array): a tag, not a byte string.
+    badRequest(() => decodeBody('application/cbor', encode({ args: [new Uint8Array([1])] })), /body.args\[0\]: CBOR tagged value is not supported/);
+    badRequest(() => decodeBody('application/cbor', encode({ args: [new Date(0)] })), /body.args\[0\]: CBOR tagged value is not supported/);
     badRequest(() => decodeBody('application/cbor', encode({ args: [undefined] })), /body.args\[0\]: CBOR undefined/);
     badRequest(() => decodeBody('application/cbor', encode({ args: [Number.NaN] })), /non-finite/);
     badRequest(
@@ -78,6 +80,28 @@ describe('refusals', () => {
     // {"args": [-0.0]} with a half-precision -0.0 (cbor-x itself encodes -0 as 0).
     const negativeZero = Buffer.concat([Buffer.from([0xa1, 0x64]), Buffer.from('args'), Buffer.from([0x81, 0xf9, 0x80, 0x00])]);
     badRequest(() => decodeBody('application/cbor', negativeZero), /body.args\[0\]: negative zero/);
+  });
+
+  it('CBOR byte strings are bytes: a plain Uint8Array (not a Buffer), not walked by the depth check', () => {
+    const body = Buffer.concat([Buffer.from([0xa1, 0x64]), Buffer.from('args'), Buffer.from([0x82, 0x43, 1, 2, 3, 0x40])]);
+    const decoded = decodeBody('application/cbor', body) as { args: Uint8Array[] };
+    expect(decoded.args).toEqual([new Uint8Array([1, 2, 3]), new Uint8Array(0)]);
+    expect(decoded.args.map((b) => b.constructor)).toEqual([Uint8Array, Uint8Array]);
+    const big = new Uint8Array(1024 * 1024);
+    const t = performance.now();
+    expect(parseCallBody({ args: [big] }).args[0]).toBe(big);
+    expect(performance.now() - t).toBeLessThan(50);
+  });
+
+  it('bytes in a response: a CBOR byte string, or {"$bytes": base64} in JSON', () => {
+    const value = { result: [new Uint8Array([0xfb, 0xff]), { k: Buffer.from('hi') }, 'text'] };
+    expect(Buffer.from(encodeBody('application/cbor', { b: new Uint8Array([1, 2]) })).toString('hex')).toBe('b90001' + '6162' + '420102'); // a map (cbor-x writes a 16-bit count), "b", bytes 01 02 untagged
+    expect(JSON.parse(Buffer.from(encodeBody('application/json', value)).toString())).toEqual({ result: [{ $bytes: '+/8=' }, { k: { $bytes: 'aGk=' } }, 'text'] });
+    expect(Buffer.from(encodeBody('application/json', { result: new Uint8Array(0) })).toString()).toBe('{"result":{"$bytes":""}}');
+  });
+
+  it('a JSON request object shaped like {"$bytes": …} stays an ordinary object', () => {
+    expect(decodeBody('application/json', Buffer.from('{"args":[{"$bytes":"AAE="}]}'))).toEqual({ args: [{ $bytes: 'AAE=' }] });
   });
 
   it('CBOR 64-bit integers that a double holds exactly are numbers, not refusals', () => {

@@ -52,8 +52,8 @@ def sync_basics(p: Dict[str, Any]) -> Dict[str, Any]:
             "bad_timeout": outcome(lambda: client.call("add", [1], timeout_ms=1.5)),  # type: ignore[arg-type]
             "bad_request_id": outcome(lambda: client.call("add", [1], request_id="has space")),
             "unencodable": outcome(lambda: client.dispatch("echo", object())),
-            # CBOR carries bytes, but routine values cross into Python as JSON: the agent refuses them.
-            "bytes": outcome(lambda: client.dispatch("echo", b"raw")),
+            # CBOR byte strings are bytes both ways (worker protocol v2).
+            "bytes": (lambda v: {"type": type(v).__name__, "hex": v.hex()})(client.dispatch("echo", b"raw\x00\xff")),
             "after_deadline": client.dispatch("add", 40, 2),
         }
 

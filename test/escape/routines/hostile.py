@@ -756,8 +756,30 @@ def code_marshal_crafted():
 
 # --- the protocol descriptor -----------------------------------------------------------------
 
+def _frame(kind, cid, payload, enc=b'j'):
+    """A protocol v2 frame (agent/workers/frames.ts; docs/protocol.md), forged by hand."""
+    import struct
+    return struct.pack('>IBBI', len(payload), ord(kind), ord(enc), cid) + payload
+
+
+def _read_frame(fd):
+    """One frame the agent sends the worker, read straight from fd 0."""
+    import struct
+
+    def exactly(n):
+        data = b''
+        while len(data) < n:
+            chunk = os.read(fd, n - len(data))
+            if not chunk:
+                os._exit(0)
+            data += chunk
+        return data
+    length, kind, enc, cid = struct.unpack('>IBBI', exactly(10))
+    return kind, enc, cid, exactly(length)
+
+
 def forge_wrong_id():
-    os.write(_proto_fd(), b'{"id":999999999,"ok":"forged"}\n')
+    os.write(_proto_fd(), _frame('R', 999999999, b'"forged"'))
     import time
     time.sleep(1)
     return 'not reached'
@@ -780,7 +802,7 @@ def forge_close_proto():
 def forge_via_fd1():
     # Re-point fd 1 at the protocol descriptor, then write: a wrong-id reply all the same.
     os.dup2(_proto_fd(), 1)
-    os.write(1, b'{"id":-5,"ok":"forged"}\n')
+    os.write(1, _frame('R', 5, b'"forged"'))
     import time
     time.sleep(1)
     return 'not reached'
@@ -839,11 +861,11 @@ def victim(*numbers):
 
 
 def forge_deep_reply(depth):
-    """A reply line with the running call's own id (read from the bootstrap's frame) whose
+    """A result frame with the running call's own id (read from the bootstrap's frame) whose
     value is nested `depth` levels deep: valid JSON, within maxResultBytes."""
     cid = sys._getframe(1).f_locals['cid']
     depth = int(depth)
-    os.write(_proto_fd(), b'{"id":%d,"ok":%s%s}\n' % (cid, b'[' * depth, b']' * depth))
+    os.write(_proto_fd(), _frame('R', cid, b'[' * depth + b']' * depth))
     # Leave at once: a later genuine reply would only add a protocol violation to the picture.
     import time
     time.sleep(0.2)
@@ -864,15 +886,10 @@ def hijack_next_call():
     import json
     cid = sys._getframe(1).f_locals['cid']
     proto = _proto_fd()
-    os.write(proto, b'{"id":%d,"ok":"early"}\n' % cid)
-    line = b''
-    while not line.endswith(b'\n'):
-        chunk = os.read(0, 1)
-        if not chunk:
-            os._exit(0)
-        line += chunk
-    stolen = json.loads(line)
-    os.write(proto, json.dumps({'id': stolen['id'], 'ok': {'hijacked': stolen}}).encode() + b'\n')
+    os.write(proto, _frame('R', cid, b'"early"'))
+    kind, enc, stolen_id, payload = _read_frame(0)
+    stolen = json.loads(payload)
+    os.write(proto, _frame('R', stolen_id, json.dumps({'hijacked': stolen}).encode()))
     os._exit(0)
 
 
