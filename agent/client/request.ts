@@ -31,7 +31,12 @@ export function callBody(mediaType: MediaType, options: DispatchOptions): Uint8A
   const body = { args: options.args ?? [], kwargs: options.kwargs ?? {} };
   if (mediaType === 'application/json') {
     const path = bytesPath(body.args, 'args', 0) ?? bytesPath(body.kwargs, 'kwargs', 0);
-    if (path) throw new SkeinError('SKEIN_ERR_USAGE', `${path.at} is binary data (${path.type}), which JSON cannot carry: send the call with encoding "cbor" (the default), where it travels as a CBOR byte string`, { path: path.at });
+    if (path)
+      throw new SkeinError(
+        'SKEIN_ERR_USAGE',
+        `${path.at} is binary data (${path.type}), which JSON cannot carry: send the call with encoding "cbor" (the default), where it travels as a CBOR byte string`,
+        { path: path.at },
+      );
   }
   return encodeBody(mediaType, body);
 }

@@ -171,7 +171,10 @@ export class ItemStream<T = unknown> implements AsyncIterableIterator<T> {
       .trim()
       .toLowerCase();
     if (type !== this.#opts.type) {
-      this.#fail(new SkeinError('SKEIN_ERR_BAD_RESPONSE', `asked for a stream (${this.#opts.type}), the agent answered ${type || 'without a content-type'}: does it support streaming calls?`, { status: 200 }), true);
+      this.#fail(
+        new SkeinError('SKEIN_ERR_BAD_RESPONSE', `asked for a stream (${this.#opts.type}), the agent answered ${type || 'without a content-type'}: does it support streaming calls?`, { status: 200 }),
+        true,
+      );
     }
   }
 

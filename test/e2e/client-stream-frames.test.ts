@@ -96,8 +96,16 @@ describe('client.stream against a scripted server', () => {
 
   it.each([
     ['a body that ends without done or error', (s: http2.ServerHttp2Stream, a: string) => s.end(frame(a, { item: 1 })), /ended without a done or error frame after 1 items: it was cut/],
-    ['a body cut inside a frame', (s: http2.ServerHttp2Stream, a: string) => s.end(frame(a, { item: 'x'.repeat(100) }).subarray(0, 50)), /ended without a done or error frame after 0 items \(50 bytes of an unfinished frame\)/],
-    ['a done frame that miscounts', (s: http2.ServerHttp2Stream, a: string) => s.end(Buffer.concat([frame(a, { item: 1 }), frame(a, { done: true, items: 2 })])), /the done frame counts 2 items, 1 arrived/],
+    [
+      'a body cut inside a frame',
+      (s: http2.ServerHttp2Stream, a: string) => s.end(frame(a, { item: 'x'.repeat(100) }).subarray(0, 50)),
+      /ended without a done or error frame after 0 items \(50 bytes of an unfinished frame\)/,
+    ],
+    [
+      'a done frame that miscounts',
+      (s: http2.ServerHttp2Stream, a: string) => s.end(Buffer.concat([frame(a, { item: 1 }), frame(a, { done: true, items: 2 })])),
+      /the done frame counts 2 items, 1 arrived/,
+    ],
     ['an unknown frame', (s: http2.ServerHttp2Stream, a: string) => s.end(frame(a, { result: 1 })), /unexpected stream frame with keys \["result"\]/],
     ['an error frame with an unknown code', (s: http2.ServerHttp2Stream, a: string) => s.end(frame(a, { error: { code: 'NOPE', message: 'x' } })), /an error frame without a known code/],
   ])('%s is SKEIN_ERR_BAD_RESPONSE', async (_name, write, message) => {
