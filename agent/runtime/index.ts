@@ -25,6 +25,8 @@ import { AgentMetrics } from '../metrics/index.ts';
 import { LivePipeline } from '../plugin-host/live.ts';
 import { prepareSandbox } from '../sandbox/prepare.ts';
 import { createApp } from '../server/app.ts';
+import { CallService } from '../calls/service.ts';
+import { DEFAULT_PRIORITY, PRIORITIES, type Priority } from '../workers/call.ts';
 import { listen, type Listener } from '../server/listener.ts';
 import { TlsReload } from '../server/tls-reload.ts';
 import type { PoolSet } from '../workers/pool-set.ts';
@@ -120,8 +122,25 @@ async function assemble({ config, log, embedded = false, baseDir, reloadConfig }
   const idempotent = Object.entries(config.routines)
     .filter(([, r]) => r.idempotent)
     .map(([name]) => name);
+  // TEMPORARY until the pools speak CallDispatcher (worker protocol v2) and agent/calls/weights.ts lands.
+  const calls = new CallService({
+    pool: { call: (req, h) => void pool.dispatch(req).then((o) => (o.ok ? h.onComplete(o.value) : h.onError(o.error))) },
+    audit,
+    metrics,
+    isRoutine: (name) => infos.has(name),
+  });
   const app = createApp({
-    pool,
+    calls,
+    stats: () => pool.stats,
+    callers: {
+      priorityOf: (h) => {
+        if (h === undefined) return DEFAULT_PRIORITY;
+        if ((PRIORITIES as readonly string[]).includes(h)) return h as Priority;
+        throw new SkeinError('SKEIN_ERR_BAD_REQUEST', `x-skein-priority must be one of ${PRIORITIES.join(', ')}, got ${JSON.stringify(h)}`);
+      },
+      keyOf: (identity) => [identity.peer.id, ...identity.principals].join(' '),
+      weightOf: () => 1,
+    },
     routines: infos,
     limits: config.limits,
     log,

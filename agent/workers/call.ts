@@ -35,7 +35,11 @@ export interface CallRequest {
   weight?: number;
   /** Deliver a generator's items one at a time through onItem, with back-pressure. */
   stream?: boolean;
+  /** How the caller takes the call (audit lines and metrics); default "sync". */
+  shape?: CallShape;
 }
+
+export type CallShape = 'sync' | 'stream' | 'async';
 
 /** Handed to onStart: lets a streaming consumer pause and resume the generator. */
 export interface CallControl {

@@ -1,0 +1,118 @@
+/**
+ * What every call route does before a call exists: authenticate (before saying whether a
+ * routine exists), find the routine, authorize (before any body is read), check the media
+ * type, and read the deadline, priority and body. Sync, streaming and async submission share
+ * it, so a call is admitted the same way whatever its shape.
+ */
+import type { Http2ServerRequest } from 'node:http2';
+import { decodeBody, parseCallBody, type CallBody, type MediaType } from '../codec/index.ts';
+import { SkeinError } from '../../common/errors/index.ts';
+import type { Identity, RequestInfo } from '../plugin-host/api.ts';
+import type { AuthPipeline } from '../plugin-host/pipeline.ts';
+import type { RoutineInfo } from '../sources/routines.ts';
+import type { PeerIdentity } from './identity.ts';
+
+export const TIMEOUT_HEADER = 'x-skein-timeout-ms';
+export const PRIORITY_HEADER = 'x-skein-priority';
+
+export interface CallLimits {
+  maxBodyBytes: number;
+  defaultTimeoutMs: number;
+  maxTimeoutMs: number;
+}
+
+export interface Admitted {
+  routine: RoutineInfo;
+  identity: Identity;
+  mediaType: MediaType;
+  timeoutMs: number;
+}
+
+export interface AdmitDeps {
+  routines: Map<string, RoutineInfo>;
+  limits: CallLimits;
+  auth: Pick<AuthPipeline, 'authenticate' | 'authorize'>;
+}
+
+/** Authenticates and authorizes a call of `info.routine`, and reads its headers; throws SkeinErrors. */
+export async function admitCall(deps: AdmitDeps, info: RequestInfo & { routine: string }, peer: PeerIdentity, mediaType: MediaType | undefined): Promise<Admitted> {
+  const identity = await deps.auth.authenticate(info, peer);
+  const name = info.routine;
+  const routine = deps.routines.get(name);
+  if (!routine) throw new SkeinError('SKEIN_ERR_UNKNOWN_ROUTINE', `no routine named "${name}" (GET /v1/routines lists them)`, { routine: name });
+  await deps.auth.authorize(info, identity);
+  if (!mediaType)
+    throw new SkeinError('SKEIN_ERR_UNSUPPORTED_MEDIA_TYPE', `content-type must be application/cbor or application/json, got ${JSON.stringify(info.headers['content-type'] ?? '(none)')}`);
+  const timeoutMs = deadlineOf(info.headers[TIMEOUT_HEADER], routine.timeoutMs ?? deps.limits.defaultTimeoutMs, deps.limits.maxTimeoutMs);
+  return { routine, identity, mediaType, timeoutMs };
+}
+
+/** Reads and validates `{args, kwargs}`; an empty body is no arguments. */
+export async function readCallBody(incoming: Http2ServerRequest, mediaType: MediaType, max: number, signal: AbortSignal): Promise<CallBody> {
+  const bytes = await readBody(incoming, max, signal);
+  return parseCallBody(bytes.length === 0 ? {} : decodeBody(mediaType, bytes));
+}
+
+/**
+ * The call's deadline. A header over the maximum is refused, not capped: a caller that asked
+ * for 10 minutes and silently got 5 would see a deadline error it cannot explain.
+ */
+function deadlineOf(header: string | undefined, fallback: number, max: number): number {
+  if (header === undefined) return Math.min(fallback, max);
+  if (!/^\d{1,9}$/.test(header) || Number(header) < 1) {
+    throw new SkeinError('SKEIN_ERR_BAD_REQUEST', `${TIMEOUT_HEADER} must be a positive integer of milliseconds, got ${JSON.stringify(header)}`);
+  }
+  const ms = Number(header);
+  if (ms > max) throw new SkeinError('SKEIN_ERR_BAD_REQUEST', `${TIMEOUT_HEADER} ${ms} exceeds the maximum of ${max} ms (limits.maxTimeoutMs)`, { header: TIMEOUT_HEADER, limit: max });
+  return ms;
+}
+
+/**
+ * Reads the request body, refusing (413) as soon as it passes `max` bytes, and giving up when
+ * `signal` aborts (the stream was reset: it may never end).
+ */
+function readBody(incoming: Http2ServerRequest, max: number, signal: AbortSignal): Promise<Buffer> {
+  const declared = Number(incoming.headers['content-length']);
+  if (declared > max) return Promise.reject(tooLarge(max));
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    const onData = (chunk: Buffer) => {
+      size += chunk.length;
+      if (size > max) {
+        cleanup();
+        incoming.resume(); // discard the rest so the stream can still carry our 413
+        reject(tooLarge(max));
+        return;
+      }
+      chunks.push(chunk);
+    };
+    const onEnd = () => {
+      cleanup();
+      resolve(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks));
+    };
+    const onError = (err: Error) => {
+      cleanup();
+      reject(new SkeinError('SKEIN_ERR_BAD_REQUEST', `request body could not be read: ${err.message}`));
+    };
+    const onAbort = () => {
+      cleanup();
+      reject(new SkeinError('SKEIN_ERR_ABORTED', 'the caller reset the stream before the body was complete'));
+    };
+    const cleanup = () => {
+      incoming.off('data', onData);
+      incoming.off('end', onEnd);
+      incoming.off('error', onError);
+      signal.removeEventListener('abort', onAbort);
+    };
+    if (signal.aborted) return onAbort();
+    incoming.on('data', onData);
+    incoming.on('end', onEnd);
+    incoming.on('error', onError);
+    signal.addEventListener('abort', onAbort, { once: true });
+  });
+}
+
+function tooLarge(max: number): SkeinError {
+  return new SkeinError('SKEIN_ERR_BODY_TOO_LARGE', `request body exceeds limits.maxBodyBytes (${max} bytes)`, { limit: max });
+}
