@@ -6,17 +6,32 @@
  * how a test sees a generator stop without asking the worker running it.
  */
 import { execFile } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { baseConfig, BINARY, DEV_CLIENT, failure, FIXTURES, runCli, startAgent, stopAll, type StartedAgent } from '../helpers/agent.ts';
+import { baseConfig, BINARY, DEV_CLIENT, failure, FIXTURES, runCli, startAgent, stopAll, tempDir, type StartedAgent } from '../helpers/agent.ts';
 
 const STREAMS = join(FIXTURES, 'streams.py');
-const routines = Object.fromEntries(['countdown', 'endless', 'raises_after', 'slow', 'plain'].map((r) => [r, { file: STREAMS }]));
+const BYTES = join(FIXTURES, 'bytes_routines.py');
+const routines = {
+  ...Object.fromEntries(['countdown', 'endless', 'raises_after', 'slow', 'plain'].map((r) => [r, { file: STREAMS }])),
+  utf8: { file: BYTES },
+  blob: { file: BYTES },
+};
+const blob = (n: number) => Buffer.from(Array.from({ length: n }, (_, i) => i % 256));
 
 let agent: StartedAgent;
 
 beforeAll(async () => {
-  agent = await startAgent({ config: baseConfig({ workers: { poolSize: 2, isolation: 'shared' }, routines, authorization: { allow: [{ identities: [DEV_CLIENT], routines: ['*'] }] } }) });
+  agent = await startAgent({
+    // 1 MiB of bytes plus the body's envelope.
+    config: baseConfig({
+      workers: { poolSize: 2, isolation: 'shared' },
+      limits: { maxBodyBytes: 2 * 1024 * 1024 },
+      routines,
+      authorization: { allow: [{ identities: [DEV_CLIENT], routines: ['*'] }] },
+    }),
+  });
 });
 afterAll(async () => {
   await agent?.stop();
@@ -102,6 +117,23 @@ describe('TypeScript client: priority and bytes', () => {
     }
   });
 
+  it('bytes both ways in CBOR: 1 MiB Uint8Array in, Uint8Array out; a JSON caller gets {"$bytes"}', async () => {
+    const client = agent.client();
+    try {
+      const sent = new Uint8Array(blob(1 << 20));
+      const back = await client.dispatch<Uint8Array>('echo', { args: [sent] });
+      expect(back).toBeInstanceOf(Uint8Array);
+      expect(Buffer.compare(Buffer.from(back), Buffer.from(sent))).toBe(0);
+      expect(await client.dispatch('utf8', { args: ['hé'], encoding: 'json' })).toEqual({ $bytes: Buffer.from('hé').toString('base64') });
+      // Items of a stream too.
+      const items: unknown[] = [];
+      for await (const item of client.stream('echo', { args: [new Uint8Array([0, 255])] })) items.push(item);
+      expect(items).toEqual([new Uint8Array([0, 255])]);
+    } finally {
+      await client.close();
+    }
+  });
+
   it('a Uint8Array in a JSON-encoded call is refused client-side, naming where it is', async () => {
     const client = agent.client({ encoding: 'json' });
     try {
@@ -151,5 +183,81 @@ describe('skein dispatch --stream / --priority (the compiled binary)', () => {
   it('--stream, --async and --output are one shape each: combining them is a usage error', async () => {
     const r = await runCli(['dispatch', 'add', '--stream', '--async', ...target()]);
     expect(r).toMatchObject({ code: 2, stderr: 'error [SKEIN_ERR_USAGE]: --stream and --async cannot be combined\n' });
+  });
+});
+
+describe('bytes on the command line', () => {
+  it('a bytes result prints as {"$bytes": base64} whichever encoding carried it; --output FILE writes it raw', async () => {
+    const expected = blob(300);
+    for (const encoding of ['cbor', 'json']) {
+      const r = await runCli(['dispatch', 'blob', '--args', '[300]', '--encoding', encoding, ...target()]);
+      expect(r.code, r.stderr).toBe(0);
+      expect(JSON.parse(r.stdout)).toEqual({ $bytes: expected.toString('base64') });
+    }
+    const file = join(tempDir(), 'out.bin');
+    const r = await runCli(['dispatch', 'blob', '--args', '[300]', '--output', file, ...target()]);
+    expect(r).toMatchObject({ code: 0, stdout: '' });
+    expect(readFileSync(file)).toEqual(expected);
+  });
+});
+
+describe('async calls: TypeScript client and skein calls', () => {
+  it('client: submit → wait, call with waitMs, cancel, calls (newest first), an unknown id', async () => {
+    const client = agent.client();
+    try {
+      const submitted = await client.submit('add', { args: [2, 3], priority: 'high' });
+      expect(submitted).toMatchObject({ id: expect.any(String), status: 'queued' });
+      expect(await client.wait(submitted.id, { timeoutMs: 10_000 })).toMatchObject({ id: submitted.id, routine: 'add', status: 'succeeded', priority: 'high', result: 5 });
+      expect(await client.call(submitted.id, { waitMs: 10 })).toMatchObject({ status: 'succeeded', result: 5 });
+      const slow = await client.submit('sleep', { args: [5] });
+      expect(await client.cancel(slow.id)).toMatchObject({ id: slow.id, status: 'cancelled' });
+      const ids = (await client.calls({ limit: 10 })).map((c) => c.id);
+      expect(ids.indexOf(slow.id)).toBeLessThan(ids.indexOf(submitted.id));
+      expect((await client.calls({ status: 'cancelled' })).map((c) => c.id)).toContain(slow.id);
+      expect(await failure(client.call('no-such-call'))).toMatchObject({ code: 'SKEIN_ERR_CALL_NOT_FOUND', details: { status: 404 } });
+      const waiting = await client.submit('sleep', { args: [3] });
+      const late = await failure(client.wait(waiting.id, { timeoutMs: 300, sliceMs: 100 }));
+      expect(late).toMatchObject({ code: 'SKEIN_ERR_CLIENT_TIMEOUT', details: { id: waiting.id } });
+      expect(late.message).toMatch(new RegExp(`^call ${waiting.id} is still (queued|running) after 300 ms$`));
+      await client.cancel(waiting.id);
+      expect(await failure(client.call('../etc'))).toMatchObject({ code: 'SKEIN_ERR_USAGE' });
+    } finally {
+      await client.close();
+    }
+  });
+
+  it('skein dispatch --async prints the id; calls wait prints the result; get/cancel/list; exit codes', async () => {
+    const submitted = await runCli(['dispatch', 'add', '--args', '[2, 3]', '--async', ...target()]);
+    expect(submitted.code, submitted.stderr).toBe(0);
+    const id = submitted.stdout.trim();
+    expect(id).toMatch(/^[A-Za-z0-9._~-]+$/);
+    expect(await runCli(['calls', 'wait', id, '--timeout', '10000', ...target()])).toMatchObject({ code: 0, stdout: '5\n' });
+    const got = await runCli(['calls', 'get', id, '--json', ...target()]);
+    expect(JSON.parse(got.stdout)).toMatchObject({ id, routine: 'add', status: 'succeeded', result: 5 });
+
+    const json = await runCli(['dispatch', 'sleep', '--args', '[5]', '--async', '--json', ...target()]);
+    const slow = JSON.parse(json.stdout);
+    expect(slow).toMatchObject({ id: expect.any(String), status: 'queued' });
+    const cancelled = await runCli(['calls', 'cancel', slow.id, ...target()]);
+    expect(JSON.parse(cancelled.stdout)).toMatchObject({ id: slow.id, status: 'cancelled' });
+    const waited = await runCli(['calls', 'wait', slow.id, ...target()]);
+    expect(waited.code).toBe(3);
+    expect(waited.stderr).toMatch(/^error \[SKEIN_ERR_CALL_CANCELLED\]: .*call \S+ \(sleep\) was cancelled/);
+
+    const list = await runCli(['calls', 'list', '--status', 'cancelled', ...target()]);
+    expect(list.stdout).toMatch(/^ID\s+ROUTINE\s+STATUS\s+PRIORITY\s+SUBMITTED\n/);
+    expect(list.stdout).toContain(slow.id);
+    const unknown = await runCli(['calls', 'get', 'no-such-call', ...target()]);
+    expect(unknown.code).toBe(3);
+    expect(unknown.stderr).toMatch(/^error \[SKEIN_ERR_CALL_NOT_FOUND\]/);
+    const badStatus = await runCli(['calls', 'list', '--status', 'done', ...target()]);
+    expect(badStatus).toMatchObject({ code: 2, stderr: 'error [SKEIN_ERR_USAGE]: --status must be one of queued, running, succeeded, failed, cancelled, interrupted, got "done"\n' });
+  });
+
+  it('calls wait on a failed call exits with the error code of its stored error', async () => {
+    const id = (await runCli(['dispatch', 'fail', '--args', '["stored"]', '--async', ...target()])).stdout.trim();
+    const r = await runCli(['calls', 'wait', id, ...target()]);
+    expect(r.code).toBe(4);
+    expect(r.stderr).toMatch(/^error \[SKEIN_ERR_ROUTINE_RAISED\]: routine failed: ValueError: stored/);
   });
 });
