@@ -52,6 +52,8 @@ export interface PluginHttpRecorder {
 /** Scrape-time sources; each is optional (discovery off, sandbox "none"). */
 export interface MetricSources {
   stats?: () => { workers: number; idle: number; queued: number; inFlight: number };
+  /** Queued calls by the priority level they were queued at (agent/workers PRIORITIES). */
+  queueDepth?: () => Record<string, number>;
   /** The start-up canary's result: each probe (agent/sandbox CANARY_PROBES) "blocked" or "allowed", plus errno details. */
   canary?: () => Record<string, unknown> | undefined;
   adverts?: () => Record<string, number> | undefined;
@@ -161,11 +163,12 @@ export class AgentMetrics implements DispatchRecorder, AuthRecorder, WorkerRecor
     registerProcessMetrics(registers);
     new Gauge({
       name: 'skein_queue_depth',
-      help: 'Calls waiting for a free worker.',
+      help: 'Calls waiting for a free worker, by the priority they were queued at (high, normal, low; sum them for the whole queue).',
+      labelNames: ['priority'],
       registers,
       collect() {
-        const s = src().stats?.();
-        if (s) this.set(s.queued);
+        const depth = src().queueDepth?.();
+        if (depth) for (const [priority, n] of Object.entries(depth)) this.set({ priority }, n);
       },
     });
     new Gauge({

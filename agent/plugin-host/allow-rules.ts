@@ -19,8 +19,8 @@ export class AllowRules {
   /** Compiles the rules; throws SKEIN_ERR_CONFIG naming the key of a malformed pattern. */
   constructor(rules: AuthorizationConfig['allow']) {
     this.#rules = rules.map((rule, i) => ({
-      identities: compileList(rule.identities, `authorization.allow[${i}].identities`, compileIdentityPattern),
-      routines: compileList(rule.routines, `authorization.allow[${i}].routines`, compileRoutinePattern),
+      identities: compilePatternList(rule.identities, `authorization.allow[${i}].identities`, compileIdentityPattern),
+      routines: compilePatternList(rule.routines, `authorization.allow[${i}].routines`, compileRoutinePattern),
     }));
   }
 
@@ -35,7 +35,11 @@ export class AllowRules {
   }
 }
 
-function compileList(texts: string[], key: string, compile: (text: string) => Pattern | string): Pattern[] {
+/**
+ * Compiles the patterns listed under config key `key` (at least one); throws SKEIN_ERR_CONFIG
+ * naming the key of a malformed one. Shared with calls.weights, whose patterns mean the same.
+ */
+export function compilePatternList(texts: string[], key: string, compile: (text: string) => Pattern | string): Pattern[] {
   if (texts.length === 0) throw configError(key, 'must list at least one pattern');
   return texts.map((text, i) => {
     const p = compile(text);

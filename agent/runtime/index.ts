@@ -26,7 +26,7 @@ import { LivePipeline } from '../plugin-host/live.ts';
 import { prepareSandbox } from '../sandbox/prepare.ts';
 import { createApp } from '../server/app.ts';
 import { CallService } from '../calls/service.ts';
-import { DEFAULT_PRIORITY, PRIORITIES, type Priority } from '../workers/call.ts';
+import { CallerWeights, callerKey, parsePriority } from '../calls/weights.ts';
 import { listen, type Listener } from '../server/listener.ts';
 import { TlsReload } from '../server/tls-reload.ts';
 import type { PoolSet } from '../workers/pool-set.ts';
@@ -102,6 +102,8 @@ async function assemble({ config, log, embedded = false, baseDir, reloadConfig }
   const tls = loadedTls.material;
   if (!config.tls.plaintext) logTrustDomains(loadedTls, config, log);
   const identities = new IdentityReader(tls.trustDomains);
+  // Before any worker starts: a malformed calls.weights pattern fails the start (SKEIN_ERR_CONFIG).
+  const weights = new CallerWeights(config.calls.weights);
   const { sources, infos } = await loadRoutines(config, log, embedded, audit);
   const cwd = join(config.agent.stateDir, 'run', 'empty');
   mkdirSync(cwd, { recursive: true, mode: 0o755 });
@@ -122,7 +124,7 @@ async function assemble({ config, log, embedded = false, baseDir, reloadConfig }
   const idempotent = Object.entries(config.routines)
     .filter(([, r]) => r.idempotent)
     .map(([name]) => name);
-  // TEMPORARY until the pools speak CallDispatcher (worker protocol v2) and agent/calls/weights.ts lands.
+  // TEMPORARY until the pools speak CallDispatcher (worker protocol v2).
   const calls = new CallService({
     pool: { call: (req, h) => void pool.dispatch(req).then((o) => (o.ok ? h.onComplete(o.value) : h.onError(o.error))) },
     audit,
@@ -132,15 +134,7 @@ async function assemble({ config, log, embedded = false, baseDir, reloadConfig }
   const app = createApp({
     calls,
     stats: () => pool.stats,
-    callers: {
-      priorityOf: (h) => {
-        if (h === undefined) return DEFAULT_PRIORITY;
-        if ((PRIORITIES as readonly string[]).includes(h)) return h as Priority;
-        throw new SkeinError('SKEIN_ERR_BAD_REQUEST', `x-skein-priority must be one of ${PRIORITIES.join(', ')}, got ${JSON.stringify(h)}`);
-      },
-      keyOf: (identity) => [identity.peer.id, ...identity.principals].join(' '),
-      weightOf: () => 1,
-    },
+    callers: { priorityOf: parsePriority, keyOf: callerKey, weightOf: (identity) => weights.weightOf(identity) },
     routines: infos,
     limits: config.limits,
     log,
@@ -221,6 +215,7 @@ async function assemble({ config, log, embedded = false, baseDir, reloadConfig }
   );
   metrics.bind({
     stats: () => pool.stats,
+    queueDepth: () => pool.queueDepth(),
     canary: () => sandbox.canary,
     adverts: () => discovery?.counters(),
     peers: () => (discovery ? discovery.peers().length : undefined),

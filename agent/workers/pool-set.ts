@@ -4,6 +4,7 @@
  * every other routine shares the main pool. Dispatch goes to the routine's pool.
  */
 import { Lifecycle, type Component } from '../lifecycle/index.ts';
+import { PRIORITIES, type Priority } from './call.ts';
 import type { CallOutcome, ReadyInfo } from './worker.ts';
 import type { DispatchRequest, WorkerPool } from './pool.ts';
 
@@ -34,6 +35,13 @@ export class PoolSet implements Dispatcher, Component {
   get stats() {
     const total = { workers: 0, idle: 0, queued: 0, inFlight: 0 };
     for (const p of this.#pools) for (const k of Object.keys(total) as Array<keyof typeof total>) total[k] += p.stats[k];
+    return total;
+  }
+
+  /** Queued calls by priority, over every pool. */
+  queueDepth(): Record<Priority, number> {
+    const total = Object.fromEntries(PRIORITIES.map((p) => [p, 0])) as Record<Priority, number>;
+    for (const pool of this.#pools) for (const [p, n] of Object.entries(pool.queueDepth()) as Array<[Priority, number]>) total[p] += n;
     return total;
   }
 

@@ -1,5 +1,6 @@
 /**
- * The worker pool: N persistent workers, a bounded FIFO queue in front of them, a wall-clock
+ * The worker pool: N persistent workers, a bounded queue in front of them (scheduler.ts: priorities,
+ * aging, fair lanes per caller, per-routine concurrency caps), a wall-clock
  * deadline per call (queue time included), cancellation, and replacement of dead workers.
  *
  * Lifecycle (agent/lifecycle): `start()` once, `dispatch()` many; `close()` drains (in-flight
@@ -12,13 +13,19 @@ import { SkeinError } from '../../common/errors/index.ts';
 import { Lifecycle, type Component } from '../lifecycle/index.ts';
 import type { Logger } from '../log/index.ts';
 import type { StderrDropRecorder, WorkerRecorder } from '../metrics/index.ts';
+import type { CallRequest, Priority } from './call.ts';
 import { CircuitBreaker, type CircuitOptions, type Trial } from './circuit.ts';
+import { Scheduler } from './scheduler.ts';
 import { StderrBudget, type StderrLimits } from './stderr.ts';
 import { Worker, type CallOutcome, type ExitInfo, type Leftovers, type ReadyInfo, type WorkerSpec } from './worker.ts';
 
 export interface PoolOptions {
   size: number;
   queueSize: number;
+  /** calls.agingMs: a queued call that waited this long is served as if one priority level higher. */
+  agingMs: number;
+  /** routines.<name>.maxConcurrency of this pool's routines that set one. */
+  maxConcurrency?: Record<string, number>;
   /** How long close() lets in-flight calls finish before it kills the workers (limits.drainTimeoutMs). */
   drainTimeoutMs: number;
   spec: WorkerSpec;
@@ -52,7 +59,7 @@ const THREAD_EXIT_GRACE_MS = 20;
 
 type RetireReason = { reason: 'maxCalls' | 'memory' | 'cpu'; rssBytes?: number; cpuSeconds?: number } | ({ reason: 'leftovers' } & Leftovers);
 
-export interface DispatchRequest {
+export interface DispatchRequest extends Pick<CallRequest, 'priority' | 'caller' | 'weight'> {
   routine: string;
   args: unknown[];
   kwargs: Record<string, unknown>;
@@ -96,7 +103,7 @@ export class WorkerPool implements Component {
   #opts: PoolOptions;
   #workers = new Set<Worker>();
   #idle: Worker[] = [];
-  #queue: Job[] = [];
+  #queue: Scheduler<Job>;
   #nextWorker = 1;
   #nextCall = 1;
   #life = new Lifecycle({ drain: () => this.#drain(), abort: () => this.#abort() });
@@ -121,6 +128,7 @@ export class WorkerPool implements Component {
     this.#log = opts.log;
     this.#circuit = new CircuitBreaker(opts.circuit);
     this.#stderr = new StderrBudget(opts.stderr, opts.size, opts.events);
+    this.#queue = new Scheduler({ agingMs: opts.agingMs, maxConcurrency: opts.maxConcurrency });
   }
 
   /** Starts every worker; resolves when all are ready, rejects with the first start failure. */
@@ -130,7 +138,12 @@ export class WorkerPool implements Component {
   }
 
   get stats() {
-    return { workers: this.#workers.size, idle: this.#idle.length, queued: this.#queue.length, inFlight: this.#inFlight };
+    return { workers: this.#workers.size, idle: this.#idle.length, queued: this.#queue.size, inFlight: this.#inFlight };
+  }
+
+  /** Queued calls by the priority they were queued at (skein_queue_depth{priority}). */
+  queueDepth(): Record<Priority, number> {
+    return this.#queue.depth();
   }
 
   dispatch(req: DispatchRequest): Promise<CallOutcome> {
@@ -143,12 +156,13 @@ export class WorkerPool implements Component {
       if (this.#waiting.size >= this.#opts.queueSize) return Promise.resolve(circuitOpen(req.routine, admission.retryAfterMs, true));
       return this.#waitForTrial(req, admission.trialEnded);
     }
-    const worker = this.#idle.pop();
-    if (!worker && this.#queue.length >= this.#opts.queueSize) {
+    // An idle worker takes the call directly (the queue holds only calls of routines at their cap then).
+    const worker = this.#idle.length > 0 && this.#queue.canStart(req.routine) ? this.#idle.pop() : undefined;
+    if (!worker && this.#queue.size >= this.#opts.queueSize) {
       if (admission.trial) this.#circuit.settle(req.routine, 'not-run', admission.trial);
       return Promise.resolve({
         ok: false,
-        error: new SkeinError('SKEIN_ERR_OVERLOADED', `all ${this.#workers.size} workers are busy and ${this.#queue.length} calls are queued (limits.queueSize); retry later`, {
+        error: new SkeinError('SKEIN_ERR_OVERLOADED', `all ${this.#workers.size} workers are busy and ${this.#queue.size} calls are queued (limits.queueSize); retry later`, {
           retryAfterSeconds: 1,
         }),
       });
@@ -161,8 +175,10 @@ export class WorkerPool implements Component {
         job.onAbort = () => this.#cancel(job);
         req.signal.addEventListener('abort', job.onAbort, { once: true });
       }
-      if (worker) this.#run(worker, job);
-      else this.#queue.push(job);
+      if (worker) {
+        this.#queue.started(req.routine);
+        this.#run(worker, job);
+      } else this.#queue.push(job, req);
     });
   }
 
@@ -221,7 +237,7 @@ export class WorkerPool implements Component {
     this.#wakeWaiters();
     for (const t of this.#respawns) clearTimeout(t);
     this.#respawns.clear();
-    for (const job of this.#queue.splice(0)) this.#finish(job, { ok: false, error: new SkeinError('SKEIN_ERR_SHUTTING_DOWN', 'the agent shut down before the call started') });
+    for (const job of this.#queue.drain()) this.#finish(job, { ok: false, error: new SkeinError('SKEIN_ERR_SHUTTING_DOWN', 'the agent shut down before the call started') });
     for (const w of this.#workers) w.kill('shutdown');
     if (this.#workers.size === 0) return;
     let timer: ReturnType<typeof setTimeout> | undefined;
@@ -300,7 +316,7 @@ export class WorkerPool implements Component {
   }
 
   #release(worker: Worker): void {
-    const next = this.#queue.shift();
+    const next = this.#queue.pop();
     if (next) this.#run(worker, next);
     else this.#idle.push(worker);
   }
@@ -315,6 +331,8 @@ export class WorkerPool implements Component {
     if (this.#circuit.settle(job.req.routine, end, job.trial))
       this.#log.warn('circuit opened: routine keeps killing its workers', { routine: job.req.routine, cooldownMs: this.#opts.circuit.cooldownMs });
     clearTimeout(job.timer);
+    // A call of a capped routine ended: a call it held back may take an idle worker now.
+    if (job.worker && this.#queue.ended(job.req.routine) && this.#idle.length > 0) this.#release(this.#idle.pop()!);
     if (job.onAbort) job.req.signal?.removeEventListener('abort', job.onAbort);
     this.#inFlight--;
     job.resolve(outcome);
@@ -324,14 +342,14 @@ export class WorkerPool implements Component {
   #expire(job: Job): void {
     if (job.done) return;
     if (job.worker) return job.worker.kill('deadline'); // settles the call through the worker
-    this.#queue.splice(this.#queue.indexOf(job), 1);
+    this.#queue.remove(job);
     this.#finish(job, { ok: false, error: new SkeinError('SKEIN_ERR_DEADLINE_EXCEEDED', `the call waited ${job.req.timeoutMs} ms in the queue without a free worker`) });
   }
 
   #cancel(job: Job): void {
     if (job.done) return;
     if (job.worker) return job.worker.kill('cancelled');
-    this.#queue.splice(this.#queue.indexOf(job), 1);
+    this.#queue.remove(job);
     this.#finish(job, { ok: false, error: new SkeinError('SKEIN_ERR_ABORTED', 'the caller cancelled the call') });
   }
 

@@ -57,6 +57,8 @@ export function buildPools(
       pool: new WorkerPool({
         size,
         queueSize: config.limits.queueSize,
+        agingMs: config.calls.agingMs,
+        maxConcurrency: Object.fromEntries(routines.flatMap((r) => (config.routines[r]!.maxConcurrency ? [[r, config.routines[r]!.maxConcurrency]] : []))),
         drainTimeoutMs: config.limits.drainTimeoutMs,
         log,
         events,

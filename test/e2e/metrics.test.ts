@@ -156,7 +156,7 @@ describe('admin listener on loopback (default)', () => {
     const { samples, types } = await scrape(admin);
     expect(types.get('skein_queue_depth')).toBe('gauge');
     expect(types.get('skein_in_flight')).toBe('gauge');
-    expect(samples.get('skein_queue_depth')).toEqual([{ labels: {}, value: 0 }]);
+    expect(samples.get('skein_queue_depth')).toEqual(['high', 'normal', 'low'].map((priority) => ({ labels: { priority }, value: 0 })));
     expect(samples.get('skein_in_flight')).toEqual([{ labels: {}, value: 0 }]);
     expect(value(samples, 'skein_workers')).toBe(2);
     expect(value(samples, 'skein_worker_events_total', { event: 'spawn', reason: 'initial' })).toBe(2);

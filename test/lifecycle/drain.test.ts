@@ -37,6 +37,7 @@ async function sleepPool(drainTimeoutMs: number): Promise<WorkerPool> {
   const pool = new WorkerPool({
     size: 1,
     queueSize: 4,
+    agingMs: config.calls.agingMs,
     drainTimeoutMs,
     log,
     circuit: config.workers.circuit,

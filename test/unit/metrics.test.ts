@@ -39,6 +39,19 @@ describe('AgentMetrics', () => {
     expect(text).toContain(`skein_tls_certificate_expiry_timestamp_seconds ${Date.UTC(2030, 0, 1) / 1000}`);
   });
 
+  it('reports the queue depth by priority at scrape time', async () => {
+    const m = new AgentMetrics();
+    const depth = { high: 0, normal: 7, low: 2 };
+    m.bind({ queueDepth: () => depth });
+    let text = await m.text();
+    expect(text).toContain('skein_queue_depth{priority="high"} 0');
+    expect(text).toContain('skein_queue_depth{priority="normal"} 7');
+    expect(text).toContain('skein_queue_depth{priority="low"} 2');
+    depth.normal = 0;
+    text = await m.text();
+    expect(text).toContain('skein_queue_depth{priority="normal"} 0');
+  });
+
   it('records dispatches, rejections and worker events with their labels', async () => {
     const m = new AgentMetrics();
     m.dispatch('echo', 'ok', 0.0002);
