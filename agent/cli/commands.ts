@@ -6,6 +6,7 @@
  */
 import { runAgent, AGENT_USAGE } from './agent.ts';
 import { runDispatch, DISPATCH_USAGE } from './dispatch.ts';
+import { runCalls, CALLS_CANCEL_USAGE, CALLS_GET_USAGE, CALLS_LIST_USAGE, CALLS_USAGE, CALLS_WAIT_USAGE } from './calls.ts';
 import { runDoctor, DOCTOR_USAGE } from './doctor.ts';
 import { runKey, KEY_ENDORSE_USAGE, KEY_INSPECT_USAGE, KEY_USAGE } from './key.ts';
 import { runKeygen, KEYGEN_USAGE } from './keygen.ts';
@@ -38,6 +39,12 @@ Prints the usage of COMMAND (the same as skein COMMAND --help), or the list of c
 export const COMMANDS: Record<string, Command> = {
   agent: { summary: 'run the agent', usage: AGENT_USAGE, run: runAgent },
   dispatch: { summary: 'run a routine on an agent and print its result', usage: DISPATCH_USAGE, run: runDispatch },
+  calls: {
+    summary: 'get, wait for, cancel or list async calls (skein dispatch --async)',
+    usage: CALLS_USAGE,
+    sub: { get: CALLS_GET_USAGE, wait: CALLS_WAIT_USAGE, cancel: CALLS_CANCEL_USAGE, list: CALLS_LIST_USAGE },
+    run: runCalls,
+  },
   routines: { summary: 'list the routines an agent serves (name, function, code SHA-256)', usage: ROUTINES_USAGE, run: runRoutines },
   peers: { summary: 'list the peers the agent discovered (and rejected advertisements)', usage: PEERS_USAGE, run: runPeers },
   validate: { summary: 'check a config file and print the effective configuration', usage: VALIDATE_USAGE, run: runValidate },
@@ -87,7 +94,7 @@ ${Object.entries(COMMANDS)
   .join('\n')}
 
 Exit codes: 0 ok, 1 runtime failure, 2 usage or configuration error
-(dispatch also: 3 rejected, 4 routine failed, 5 deadline exceeded, 6 TLS/transport failure).`;
+(dispatch and calls also: 3 rejected, 4 routine failed, 5 deadline exceeded, 6 TLS/transport failure).`;
 }
 
 function runHelp(argv: string[], io: Io): number {

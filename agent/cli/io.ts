@@ -2,6 +2,11 @@
 export interface Io {
   out: (s: string) => void;
   err: (s: string) => void;
+  /**
+   * Waits while many writes are still queued (a long stream into a slow reader must not pile up
+   * in memory); resolves with the first write failure, if any. Absent: nothing to wait for.
+   */
+  drain?: () => Promise<{ stream: string; error: Error } | undefined>;
 }
 
 /**
@@ -37,9 +42,16 @@ function tracked(stream: NodeJS.WriteStream, name: string): (s: string) => void 
   };
 }
 
+/** Writes queued before drain() waits: a few dozen lines in flight keep a pipe busy. */
+const DRAIN_BELOW = 64;
+
 export const processIo: Io = {
   out: tracked(process.stdout, 'standard output'),
   err: tracked(process.stderr, 'standard error'),
+  drain: async () => {
+    while (pending.size >= DRAIN_BELOW && !writeError) await Promise.race([...pending]);
+    return writeError;
+  },
 };
 
 /** Waits until every write so far has reached the kernel; returns the first write failure. */

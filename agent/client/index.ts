@@ -9,9 +9,17 @@
  * at 64 concurrent streams, undici 0.20 ms and 4.0k/s (undici's HTTP/2 path runs on top of
  * node:http2, so it can only add cost).
  *
+ * Every call shape of docs/calls.md: sync (dispatch), streamed (stream: an async iterator of
+ * the items a generator yields) and async (submit, then call / wait / cancel / calls). Bytes
+ * travel as Uint8Array both ways in CBOR (the default encoding); JSON cannot carry them.
+ *
  * @example
  *   const client = new SkeinClient({ peer: '127.0.0.1:7443', cert, key, ca });
- *   const sum = await client.dispatch<number>('add', { args: [2, 3] });
+ *   const sum = await client.dispatch<number>('add', { args: [2, 3], priority: 'high' });
+ *   const thumb = await client.dispatch<Uint8Array>('resize', { args: [readFileSync('photo.jpg')] });
+ *   for await (const n of client.stream<number>('countdown', { args: [5] })) console.log(n); // 5 4 3 2 1
+ *   const { id } = await client.submit('report', { args: ['2026-01'], priority: 'low' });
+ *   const done = await client.wait(id, { timeoutMs: 60_000 }); // {status: 'succeeded', result, ...}
  *   await client.close();
  *   // One-way TLS with a token plugin (tls.clientCerts: "optional"): no client certificate.
  *   const viaToken = new SkeinClient({ peer: '127.0.0.1:7443', ca, token: jwt }); // sends "Bearer <jwt>"
@@ -19,14 +27,22 @@
  *   const plain = new SkeinClient({ peer: 'http://127.0.0.1:7443', plaintext: true, token: jwt });
  */
 import http2 from 'node:http2';
-import type { TLSSocket } from 'node:tls';
-import { pinMismatch, presentedIdentity, type Pin } from '../pki/pin.ts';
-import { decodeBody, encodeBody, mediaTypeOf, type MediaType } from '../codec/index.ts';
-import { isErrorCode, SkeinError, type ErrorCode } from '../../common/errors/index.ts';
+import type { Pin } from '../pki/pin.ts';
+import type { MediaType } from '../codec/index.ts';
+import { SkeinError } from '../../common/errors/index.ts';
+import { decodeResponse, responseError, type RawResponse } from './answer.ts';
 import { transportError } from './transport-error.ts';
 import { alertRefusal, silentRefusal, unusableCertificate } from './tls-refusal.ts';
+import { authorizationHeader, callBody, callHeaders, setAuthorization, type DispatchOptions } from './request.ts';
+import { ItemStream, type OpenedStream } from './stream.ts';
+import { originOf, pinCheck } from './session.ts';
+import { callPath, callsQuery, checkCallId, FINAL_STATUSES, type CallRecord, type CallsQuery, type Submitted } from './calls.ts';
 
-export { transportError };
+export { authorizationHeader, transportError };
+export type { DispatchOptions } from './request.ts';
+export type { CallRecord, CallStatus, CallsQuery, Submitted } from './calls.ts';
+export { CALL_STATUSES } from './calls.ts';
+export type { ItemStream } from './stream.ts';
 
 export interface ClientOptions {
   /** HOST:PORT (IPv6 as [addr]:port), an https:// origin, or (with plaintext) an http:// one. */
@@ -58,19 +74,31 @@ export interface ClientOptions {
    * never inferred: an http:// peer without it is refused, and it cannot be pinned.
    */
   plaintext?: boolean;
+  /**
+   * Largest frame of a streamed call (one item with its envelope) and largest error body the
+   * client holds; past it the stream is reset and fails with SKEIN_ERR_BAD_RESPONSE. Default
+   * 64 MiB (four times the agent's default limits.maxResultBytes).
+   */
+  maxFrameBytes?: number;
 }
 
-export interface DispatchOptions {
-  args?: unknown[];
-  kwargs?: Record<string, unknown>;
-  /** Server-side deadline; the client gives up 2 s after it if no answer arrived. */
-  timeoutMs?: number;
-  signal?: AbortSignal;
+export interface StreamOptions extends DispatchOptions {
+  /** Frames as CBOR sequence (the default, and the only way to receive bytes) or NDJSON. */
   encoding?: 'cbor' | 'json';
-  requestId?: string;
-  headers?: Record<string, string>;
-  /** Token for this call; replaces the client's token and any authorization header. */
-  token?: string;
+}
+
+export interface CallOptions {
+  /** Wait up to this long for the call to finish before answering (long poll, ?waitMs=). */
+  waitMs?: number;
+  signal?: AbortSignal;
+}
+
+export interface WaitOptions {
+  /** Give up after this long (SKEIN_ERR_CLIENT_TIMEOUT, with the call's last status). */
+  timeoutMs: number;
+  /** Longest single long poll; the agent caps each at limits.maxTimeoutMs. Default 30 s. */
+  sliceMs?: number;
+  signal?: AbortSignal;
 }
 
 export interface DispatchResult<T> {
@@ -78,13 +106,9 @@ export interface DispatchResult<T> {
   requestId: string;
 }
 
-interface RawResponse {
-  status: number;
-  value: unknown;
-  requestId: string;
-}
-
 const CLIENT_GRACE_MS = 2000;
+const MAX_FRAME_BYTES = 64 * 1024 * 1024;
+const WAIT_SLICE_MS = 30_000;
 
 export class SkeinClient {
   #origin: string;
@@ -121,27 +145,99 @@ export class SkeinClient {
 
   /** Like dispatch, also returning the request id for correlation with agent logs. */
   async dispatchDetailed<T = unknown>(routine: string, options: DispatchOptions = {}): Promise<DispatchResult<T>> {
-    const mediaType: MediaType = (options.encoding ?? this.#opts.encoding ?? 'cbor') === 'cbor' ? 'application/cbor' : 'application/json';
-    const body = encodeBody(mediaType, { args: options.args ?? [], kwargs: options.kwargs ?? {} });
-    const headers: http2.OutgoingHttpHeaders = {
-      ':method': 'POST',
-      ':path': `/v1/dispatch/${encodeURIComponent(routine)}`,
-      'content-type': mediaType,
-      // Most specific wins: call token > call headers > client token > client headers.
-      ...this.#baseHeaders(),
-    };
-    if (options.headers) {
-      for (const [name, value] of Object.entries(options.headers)) {
-        if (name.toLowerCase() === 'authorization') setAuthorization(headers, value);
-        else headers[name] = value;
-      }
-    }
-    if (options.token !== undefined) setAuthorization(headers, authorizationHeader(options.token));
-    if (options.timeoutMs !== undefined) headers['x-skein-timeout-ms'] = String(options.timeoutMs);
-    if (options.requestId) headers['x-request-id'] = options.requestId;
+    const mediaType = this.#mediaType(options);
+    const body = callBody(mediaType, options);
+    const headers = { ...this.#callHeaders(options), ':method': 'POST', ':path': `/v1/dispatch/${encodeURIComponent(routine)}`, 'content-type': mediaType };
     const { status, value, requestId } = await this.#request(headers, body, options);
     if (status !== 200 || typeof value !== 'object' || value === null || !('result' in value)) throw responseError(status, value, requestId);
     return { result: (value as { result: T }).result, requestId };
+  }
+
+  /**
+   * Runs a routine as a stream: iterate the result for the items its generator yields, as they
+   * are produced (a routine that is not a generator yields its return value once). The request
+   * is sent at the first next(); leaving the loop early stops the generator on the agent.
+   *
+   * @example
+   *   for await (const n of client.stream<number>('countdown', { args: [5] })) console.log(n);
+   */
+  stream<T = unknown>(routine: string, options: StreamOptions = {}): ItemStream<T> {
+    const mediaType = this.#mediaType(options);
+    const body = callBody(mediaType, options);
+    const type = mediaType === 'application/cbor' ? 'application/cbor-seq' : 'application/x-ndjson';
+    const headers = { ...this.#callHeaders(options), ':method': 'POST', ':path': `/v1/dispatch/${encodeURIComponent(routine)}`, 'content-type': mediaType, accept: type };
+    const maxFrameBytes = this.#opts.maxFrameBytes ?? MAX_FRAME_BYTES;
+    const open = async (): Promise<OpenedStream> => {
+      const { stream, session, release } = await this.#open(headers, body);
+      return { stream, release, explain: (err) => this.#sessionError ?? this.#explain(session, err) };
+    };
+    return new ItemStream<T>(open, {
+      type,
+      maxFrameBytes,
+      ...(options.signal ? { signal: options.signal } : {}),
+      ...(options.timeoutMs !== undefined ? { deadlineMs: options.timeoutMs + CLIENT_GRACE_MS } : {}),
+    });
+  }
+
+  /** Submits an async call (POST /v1/calls/:routine): stored by the agent before it answers; fetch it with call() or wait(). */
+  async submit(routine: string, options: DispatchOptions = {}): Promise<Submitted> {
+    const mediaType = this.#mediaType(options);
+    const body = callBody(mediaType, options);
+    const headers = { ...this.#callHeaders(options), ':method': 'POST', ':path': `/v1/calls/${encodeURIComponent(routine)}`, 'content-type': mediaType };
+    const { status, value, requestId } = await this.#request(headers, body, options);
+    const v = value as Partial<Submitted> | undefined;
+    if (status !== 202 || typeof v?.id !== 'string' || typeof v.status !== 'string') throw responseError(status, value, requestId);
+    return v as Submitted;
+  }
+
+  /** An async call as the agent holds it now; with waitMs, once it finished or waitMs passed. */
+  async call<T = unknown>(id: string, options: CallOptions = {}): Promise<CallRecord<T>> {
+    return this.#callRequest<T>('GET', callPath(checkCallId(id), options.waitMs), options, options.waitMs);
+  }
+
+  /** Long-polls until the call has a final status (succeeded, failed, cancelled, interrupted); a failed call is returned, not thrown. */
+  async wait<T = unknown>(id: string, options: WaitOptions): Promise<CallRecord<T>> {
+    checkCallId(id);
+    const until = Date.now() + options.timeoutMs;
+    const slice = options.sliceMs ?? WAIT_SLICE_MS;
+    let record: CallRecord<T> | undefined;
+    // Bounded: every turn waits up to a slice, and the loop ends at the timeout.
+    for (let left = options.timeoutMs; ; left = until - Date.now()) {
+      record = await this.call<T>(id, { waitMs: Math.max(0, Math.min(slice, left)), ...(options.signal ? { signal: options.signal } : {}) });
+      if (FINAL_STATUSES.has(record.status)) return record;
+      if (until - Date.now() <= 0) break;
+    }
+    throw new SkeinError('SKEIN_ERR_CLIENT_TIMEOUT', `call ${id} is still ${record.status} after ${options.timeoutMs} ms`, { id, status: record.status });
+  }
+
+  /** Cancels an async call (DELETE /v1/calls/<id>): the call as it ended, cancelled or already final. */
+  async cancel<T = unknown>(id: string, options: { signal?: AbortSignal } = {}): Promise<CallRecord<T>> {
+    return this.#callRequest<T>('DELETE', callPath(checkCallId(id)), options);
+  }
+
+  /** The caller's own async calls, newest first. */
+  async calls(query: CallsQuery = {}): Promise<CallRecord[]> {
+    const { status, value, requestId } = await this.#request({ ...this.#baseHeaders(), ':method': 'GET', ':path': `/v1/calls${callsQuery(query)}` }, undefined, {});
+    const calls = (value as { calls?: unknown } | undefined)?.calls;
+    if (status !== 200 || !Array.isArray(calls)) throw responseError(status, value, requestId);
+    return calls as CallRecord[];
+  }
+
+  async #callRequest<T>(method: string, path: string, options: { signal?: AbortSignal }, waitMs?: number): Promise<CallRecord<T>> {
+    // A long poll answers after up to waitMs: the client waits that long plus the grace period.
+    const timeoutMs = (waitMs ?? 0) + (this.#opts.connectTimeoutMs ?? 10_000);
+    const { status, value, requestId } = await this.#request({ ...this.#baseHeaders(), ':method': method, ':path': path }, undefined, { ...options, clientTimeoutMs: timeoutMs });
+    const v = value as Partial<CallRecord<T>> | undefined;
+    if (status !== 200 || typeof v?.id !== 'string' || typeof v.status !== 'string') throw responseError(status, value, requestId);
+    return v as CallRecord<T>;
+  }
+
+  #mediaType(options: { encoding?: 'cbor' | 'json' }): MediaType {
+    return (options.encoding ?? this.#opts.encoding ?? 'cbor') === 'cbor' ? 'application/cbor' : 'application/json';
+  }
+
+  #callHeaders(options: DispatchOptions): http2.OutgoingHttpHeaders {
+    return callHeaders(this.#baseHeaders(), options, authorizationHeader);
   }
 
   async routines(): Promise<Array<{ name: string; function: string; sha256: string; timeoutMs?: number }>> {
@@ -242,30 +338,48 @@ export class SkeinClient {
     return transportError(err);
   }
 
-  async #request(headers: http2.OutgoingHttpHeaders, body: Uint8Array | undefined, options: DispatchOptions): Promise<RawResponse> {
+  /**
+   * Opens one request stream on the shared session (connecting, and checking a pinned identity,
+   * first). `release` must be called once when the stream is done with: while any stream is in
+   * flight the session keeps the process alive.
+   */
+  async #open(headers: http2.OutgoingHttpHeaders, body: Uint8Array | undefined): Promise<{ stream: http2.ClientHttp2Stream; session: http2.ClientHttp2Session; release: () => void }> {
     if (this.#closed) throw new SkeinError('SKEIN_ERR_TRANSPORT', 'the client is closed', { sent: false });
-    if (options.signal?.aborted) throw new SkeinError('SKEIN_ERR_ABORTED', 'the call was aborted by the caller', { sent: false });
     const session = this.#connect();
     // A pinned peer proves its identity before it sees a single request.
     if (this.#verified) await this.#verified;
+    const stream = session.request(headers, { endStream: body === undefined });
+    if (this.#inFlight++ === 0) session.ref?.();
+    let released = false;
+    const release = () => {
+      if (released) return;
+      released = true;
+      if (--this.#inFlight === 0 && !session.destroyed) session.unref?.();
+    };
+    if (body !== undefined) stream.end(body);
+    return { stream, session, release };
+  }
+
+  /** One request with a buffered answer. `clientTimeoutMs` overrides the deadline-derived client timeout. */
+  async #request(headers: http2.OutgoingHttpHeaders, body: Uint8Array | undefined, options: { signal?: AbortSignal; timeoutMs?: number; clientTimeoutMs?: number }): Promise<RawResponse> {
+    if (options.signal?.aborted) throw new SkeinError('SKEIN_ERR_ABORTED', 'the call was aborted by the caller', { sent: false });
+    const { stream, session, release } = await this.#open(headers, body);
     return new Promise<RawResponse>((resolve, reject) => {
       let settled = false;
       let status = 0;
       let responseHeaders: http2.IncomingHttpHeaders = {};
       const chunks: Buffer[] = [];
-      const stream = session.request(headers, { endStream: body === undefined });
-      if (this.#inFlight++ === 0) session.ref?.();
 
       const finish = (err: SkeinError | undefined, value?: RawResponse) => {
         if (settled) return;
         settled = true;
         if (timer) clearTimeout(timer);
         options.signal?.removeEventListener('abort', onAbort);
-        if (--this.#inFlight === 0 && !session.destroyed) session.unref?.();
+        release();
         if (err) reject(err);
         else resolve(value!);
       };
-      const deadline = options.timeoutMs !== undefined ? options.timeoutMs + CLIENT_GRACE_MS : undefined;
+      const deadline = options.clientTimeoutMs ?? (options.timeoutMs !== undefined ? options.timeoutMs + CLIENT_GRACE_MS : undefined);
       const timer =
         deadline !== undefined
           ? setTimeout(() => {
@@ -299,80 +413,6 @@ export class SkeinClient {
       stream.on('close', () => {
         if (!settled) finish(this.#sessionError ?? this.#explain(session, new Error(`stream closed before a response (code ${stream.rstCode})`)));
       });
-      if (body !== undefined) stream.end(body);
     });
   }
-}
-
-/** The origin to connect to; plaintext only when asked for, and never with a pin. */
-function originOf(opts: ClientOptions): string {
-  const { peer } = opts;
-  if (!opts.plaintext) {
-    if (peer.startsWith('http://')) throw new SkeinError('SKEIN_ERR_USAGE', `peer ${peer} is plaintext http://: set plaintext (--plaintext) to send calls and tokens unencrypted`);
-    return peer.startsWith('https://') ? peer : `https://${peer}`;
-  }
-  if (peer.startsWith('https://')) throw new SkeinError('SKEIN_ERR_USAGE', `peer ${peer} is https:// but plaintext was asked for`);
-  if (opts.pin) throw new SkeinError('SKEIN_ERR_USAGE', 'a pinned peer identity needs TLS: plaintext cannot be combined with pin');
-  return peer.startsWith('http://') ? peer : `http://${peer}`;
-}
-
-/**
- * The authorization header value for a token: verbatim when it contains a space (it names
- * its own scheme, e.g. "SkeinNonce …" or "Bearer …"), else "Bearer <token>". Throws
- * SKEIN_ERR_USAGE for an empty token or one with control characters (they cannot travel in
- * a header). The token itself never appears in the message.
- *
- * @example
- *   authorizationHeader('eyJhbGciOi…') // 'Bearer eyJhbGciOi…'
- *   authorizationHeader('SkeinNonce bot.1736160000.c2ln') // unchanged
- */
-export function authorizationHeader(token: string): string {
-  if (typeof token !== 'string' || token.trim() === '') throw new SkeinError('SKEIN_ERR_USAGE', 'token must be a non-empty string');
-  if (/[\x00-\x1f\x7f]/.test(token)) throw new SkeinError('SKEIN_ERR_USAGE', 'token contains a control character (a newline?); it cannot be sent in a header');
-  return token.includes(' ') ? token : `Bearer ${token}`;
-}
-
-/** Sets authorization, dropping any differently-cased copy so exactly one is sent. */
-function setAuthorization(headers: http2.OutgoingHttpHeaders, value: string): void {
-  for (const name of Object.keys(headers)) if (name.toLowerCase() === 'authorization') delete headers[name];
-  headers.authorization = value;
-}
-
-/** Resolves once the server certificate matches `pin`; otherwise destroys the session. */
-function pinCheck(session: http2.ClientHttp2Session, pin: Pin, peer: string, explain: (err: unknown) => SkeinError): Promise<void> {
-  return new Promise<void>((resolve, reject) => {
-    session.once('connect', () => {
-      const cert = (session.socket as TLSSocket).getPeerCertificate?.();
-      const mismatch = pinMismatch(cert, pin);
-      if (!mismatch) return resolve();
-      const err = new SkeinError('SKEIN_ERR_PEER_IDENTITY', `peer ${peer} ${mismatch}; nothing was sent`, { sent: false, presented: presentedIdentity(cert), expected: pin });
-      session.destroy(err);
-      reject(err);
-    });
-    session.once('error', (err) => {
-      const e = explain(err);
-      e.details.sent = false;
-      reject(e);
-    });
-    session.once('close', () => reject(new SkeinError('SKEIN_ERR_TRANSPORT', `connection to ${peer} closed before the handshake finished`, { sent: false })));
-  });
-}
-
-function decodeResponse(status: number, headers: http2.IncomingHttpHeaders, bytes: Buffer, sent: http2.OutgoingHttpHeaders): RawResponse {
-  const type = mediaTypeOf(headers['content-type']);
-  const requestId = String(headers['x-request-id'] ?? sent['x-request-id'] ?? '');
-  if (!type) throw new SkeinError('SKEIN_ERR_BAD_RESPONSE', `HTTP ${status} with content-type ${String(headers['content-type'])} is not a skein response`, { status });
-  try {
-    return { status, value: bytes.length ? decodeBody(type, bytes) : undefined, requestId };
-  } catch (err) {
-    throw new SkeinError('SKEIN_ERR_BAD_RESPONSE', `HTTP ${status}: undecodable ${type} body (${(err as Error).message})`, { status });
-  }
-}
-
-function responseError(status: number, value: unknown, requestId: string): SkeinError {
-  const v = (value ?? {}) as { code?: unknown; message?: unknown; meta?: Record<string, unknown> };
-  if (isErrorCode(v.code)) {
-    return new SkeinError(v.code as ErrorCode, String(v.message ?? v.code), { status, requestId, ...v.meta });
-  }
-  return new SkeinError('SKEIN_ERR_BAD_RESPONSE', `unexpected HTTP ${status} response`, { status, requestId });
 }

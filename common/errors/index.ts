@@ -40,6 +40,8 @@ export const ERROR_TABLE = {
   SKEIN_ERR_BAD_RESPONSE: { status: 0, exit: 6, what: 'the server answered with something that is not a skein response' },
   SKEIN_ERR_PEER_IDENTITY: { status: 0, exit: 6, what: 'a peer presented another certificate or SPIFFE ID than it advertised; nothing was sent to it' },
   SKEIN_ERR_NO_PEERS: { status: 0, exit: 3, what: 'no trusted peer offers the routine (or every one failed)' },
+  SKEIN_ERR_CALL_CANCELLED: { status: 0, exit: 3, what: 'the async call that was waited for ended cancelled (DELETE /v1/calls/<id>): it has no result' },
+  SKEIN_ERR_CALL_INTERRUPTED: { status: 0, exit: 4, what: 'the agent stopped while the async call ran and the routine is not idempotent: it may or may not have taken effect' },
   // Discovery's multicast transport (agent/discovery/transport.ts).
   SKEIN_ERR_MULTICAST_UNAVAILABLE: {
     status: 0,

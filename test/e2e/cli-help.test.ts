@@ -70,7 +70,10 @@ describe('shell completion', () => {
 
   it.each([['bash'], ['zsh']] as const)('%s: commands, sub-commands and the flags of each', (shell) => {
     expect(offered(shell, ['skein', 'rou'])).toEqual(['routines']);
-    expect(offered(shell, ['skein', 'dispatch', 'add', '--pr'])).toEqual(['--profile']);
+    expect(offered(shell, ['skein', 'dispatch', 'add', '--pr'])).toEqual(['--priority', '--profile']);
+    expect(offered(shell, ['skein', 'dispatch', 'add', '--st'])).toEqual(['--stream']);
+    expect(offered(shell, ['skein', 'calls', ''])).toEqual(['get', 'wait', 'cancel', 'list']);
+    expect(offered(shell, ['skein', 'calls', 'list', '--st'])).toEqual(['--status']);
     expect(offered(shell, ['skein', 'pki', ''])).toEqual(['init', 'issue']);
     expect(offered(shell, ['skein', 'pki', 'issue', '--k'])).toEqual(['--kind']);
     // The value of a flag is a file name: the function offers nothing and the shell's default takes over.
@@ -85,7 +88,9 @@ describe('shell completion', () => {
         .filter(Boolean)
         .map((l) => l.split('\t')[0]);
     expect(complete('skein rou')).toEqual(['routines']);
-    expect(complete('skein dispatch add --pr')).toEqual(['--profile']);
+    expect(complete('skein dispatch add --pr')).toEqual(['--priority', '--profile']);
+    expect(complete('skein calls ')).toEqual(['cancel', 'get', 'list', 'wait']); // fish sorts
+    expect(complete('skein calls wait ID --ti')).toEqual(['--timeout']);
     expect(complete('skein pki ')).toEqual(['init', 'issue']);
     expect(complete('skein pki issue --ki')).toEqual(['--kind']);
   });

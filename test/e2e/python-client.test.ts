@@ -13,7 +13,7 @@ import { join, relative } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ERROR_TABLE } from '../../common/errors/index.ts';
-import { baseConfig, ROOT, runCli, startAgent, stopAll, tempDir, type StartedAgent } from '../helpers/agent.ts';
+import { baseConfig, FIXTURES, ROOT, runCli, startAgent, stopAll, tempDir, type StartedAgent } from '../helpers/agent.ts';
 
 const run = promisify(execFile);
 const CASES = join(ROOT, 'test/e2e/python-client/cases.py');
@@ -196,6 +196,82 @@ describe('Python client: calls and typed errors (mTLS)', () => {
       SKEIN_ERR_BAD_RESPONSE: { class: 'BadResponse' },
       SKEIN_ERR_USAGE: { class: 'UsageError' },
     });
+  });
+});
+
+describe('Python client: every call shape (docs/calls.md)', () => {
+  let calls: StartedAgent;
+  beforeAll(async () => {
+    const streams = join(FIXTURES, 'streams.py');
+    const bytes = join(FIXTURES, 'bytes_routines.py');
+    calls = await startAgent({
+      config: baseConfig({
+        // 1 MiB of bytes plus the body's envelope.
+        limits: { maxBodyBytes: 2 * 1024 * 1024 },
+        routines: {
+          ...Object.fromEntries(['countdown', 'endless', 'raises_after', 'slow'].map((r) => [r, { file: streams }])),
+          utf8: { file: bytes },
+          blob: { file: bytes },
+        },
+      }),
+    });
+  });
+  afterAll(() => calls?.stop());
+  const finallyRan = (tag: string) => calls.waitForLog((l) => l.msg === 'worker stderr' && String(l.line).startsWith(`${tag} finally ran after`));
+
+  it('Client.stream: items as they are produced, an error frame after items, and leaving the loop stops the generator', async () => {
+    const r = await py('stream_basics', { client: creds(calls) });
+    expect(r.items).toEqual([0, 1, 2, 3]);
+    // 0.3 s between items: the first was in hand ~0.9 s before the last.
+    expect(r.spread).toBeGreaterThan(0.6);
+    expect(r.raised).toMatchObject({ items: [0, 1], class: 'RoutineRaised', code: 'SKEIN_ERR_ROUTINE_RAISED', message: 'ValueError: gave up after 2' });
+    expect(r.broke).toEqual([100, 100, 100]);
+    expect(r.after).toEqual([2, 1]);
+    expect(r.unknown).toMatchObject({ class: 'UnknownRoutine', status: 404 });
+    expect(r.bad_priority).toMatchObject({ class: 'UsageError', message: "priority must be one of high, normal, low, got 'urgent'" });
+    await finallyRan('py-break');
+  });
+
+  it('AsyncClient.stream: items, and an aclosing block left early stops the generator', async () => {
+    expect(await py('async_stream', { client: creds(calls) })).toEqual({ items: [3, 2, 1], got: [100, 100], after: 3 });
+    await finallyRan('py-abreak');
+  });
+
+  it('priority travels as x-skein-priority; a bad level and bytes in a JSON call are refused before sending', async () => {
+    const r = await py('priority', { client: creds(calls) });
+    expect(r.value).toBe(3);
+    expect(await calls.waitForAudit((l) => l.event === 'call.submitted' && l.requestId === 'py-prio-1')).toMatchObject({ priority: 'low' });
+    expect(r.bad).toMatchObject({ class: 'UsageError', code: 'SKEIN_ERR_USAGE' });
+    expect(r.json_bytes).toMatchObject({
+      class: 'UsageError',
+      message: 'args[0][\'blob\'] (bytes) is bytes, which JSON cannot carry: send the call with encoding="cbor" (the default), where it travels as a CBOR byte string',
+    });
+    expect(calls.logs.some((l) => l.requestId === 'py-json-bytes')).toBe(false);
+  });
+
+  it('bytes both ways in CBOR (1 MiB), and a bytes result as {"$bytes"} in JSON', async () => {
+    expect(await py('bytes_roundtrip', { client: creds(calls), size: 1 << 20 })).toEqual({
+      same: true,
+      type: 'bytes',
+      len: 1 << 20,
+      made: true,
+      json: { $bytes: Buffer.from('hé').toString('base64') },
+    });
+  });
+
+  it('submit → wait, cancel, get with wait_ms, calls(), and an unknown id as CallNotFound', async () => {
+    const r = await py('async_calls', { client: creds(calls) });
+    expect(r.submitted).toMatchObject({ id: expect.any(String), status: 'queued' });
+    expect(r.done).toMatchObject({ id: r.submitted.id, routine: 'add', status: 'succeeded', priority: 'high', result: 5 });
+    expect(r.cancelled).toMatchObject({ routine: 'sleep', status: 'cancelled' });
+    expect(r.got).toMatchObject({ id: r.submitted.id, status: 'succeeded' });
+    expect(r.listed).toEqual(expect.arrayContaining([r.submitted.id, r.cancelled.id]));
+    expect(r.listed.indexOf(r.cancelled.id)).toBeLessThan(r.listed.indexOf(r.submitted.id)); // newest first
+    expect(r.cancelled_ids).toContain(r.cancelled.id);
+    expect(r.unknown).toMatchObject({ class: 'CallNotFound', code: 'SKEIN_ERR_CALL_NOT_FOUND', status: 404 });
+    expect(r.unknown.bases).toContain('NotFound');
+    expect(r.bad_id).toMatchObject({ class: 'UsageError' });
+    expect(r.timeout).toMatchObject({ class: 'ClientTimeout', code: 'SKEIN_ERR_CLIENT_TIMEOUT', details: { status: expect.stringMatching(/^(queued|running)$/) } });
   });
 });
 

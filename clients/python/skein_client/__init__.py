@@ -13,6 +13,7 @@ from .errors import (
     BadRequest,
     BadResponse,
     BodyTooLarge,
+    CallNotFound,
     CircuitOpen,
     ClientTimeout,
     DeadlineExceeded,
@@ -24,6 +25,7 @@ from .errors import (
     ResultTooLarge,
     RoutineRaised,
     ShuttingDown,
+    StoreFull,
     SkeinError,
     TLSError,
     TransportError,
@@ -44,7 +46,7 @@ __version__ = "0.1.0"
 __all__ = [
     "AsyncClient", "Client", "Target", "resolve_target", "DEFAULT_PORT", "ERRORS", "error_for",
     "SkeinError", "BadRequest", "UnsupportedMediaType", "MethodNotAllowed", "BodyTooLarge", "NotFound",
-    "UnknownRoutine", "Unauthenticated", "Forbidden", "RoutineRaised", "DeadlineExceeded", "WorkerFailed",
+    "UnknownRoutine", "CallNotFound", "StoreFull", "Unauthenticated", "Forbidden", "RoutineRaised", "DeadlineExceeded", "WorkerFailed",
     "WorkerCrashed", "WorkerProtocolError", "ResultTooLarge", "Unavailable", "Overloaded", "ShuttingDown",
     "CircuitOpen", "InternalError", "TransportError", "TLSError", "ClientTimeout", "BadResponse", "UsageError",
 ]

@@ -19,6 +19,12 @@ from .target import Target, check_token
 CBOR = "application/cbor"
 JSON = "application/json"
 ENCODINGS = {"cbor": CBOR, "json": JSON}
+#: Queue priorities, highest first (agent/workers/call.ts PRIORITIES); the agent's default is "normal".
+PRIORITIES = ("high", "normal", "low")
+#: Statuses of an async call, and those it does not leave (docs/calls.md, "Async").
+CALL_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled", "interrupted")
+FINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled", "interrupted"})
+_CALL_ID = re.compile(r"^[A-Za-z0-9._~-]{1,128}$")
 #: How long past a call's deadline the client still waits for the agent's answer (as the TypeScript client).
 GRACE_SECONDS = 2.0
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -111,7 +117,11 @@ def dispatch_call(
     timeout_ms: Optional[int],
     request_id: Optional[str],
     headers: Mapping[str, str],
+    priority: Optional[str] = None,
+    accept: Optional[str] = None,
+    path: str = "/v1/dispatch/",
 ) -> Call:
+    """A call of ``routine`` (sync, or with ``accept`` a stream, or with path ``/v1/calls/`` an async submission)."""
     if not isinstance(routine, str) or routine == "":
         raise UsageError("SKEIN_ERR_USAGE", f"routine must be a non-empty string, got {routine!r}")
     if isinstance(args, (str, bytes)) or not isinstance(args, Sequence):
@@ -131,11 +141,70 @@ def dispatch_call(
         if not isinstance(request_id, str) or not _REQUEST_ID.match(request_id):
             raise UsageError("SKEIN_ERR_USAGE", f"request_id must match [A-Za-z0-9._:-]{{1,128}}, got {request_id!r}")
         out["x-request-id"] = request_id
+    if priority is not None:
+        if priority not in PRIORITIES:
+            raise UsageError("SKEIN_ERR_USAGE", f"priority must be one of {', '.join(PRIORITIES)}, got {priority!r}")
+        out["x-skein-priority"] = priority
+    if accept is not None:
+        out["accept"] = accept
     body = encode(media_type, {"args": list(args), "kwargs": dict(kwargs)})
-    return Call("POST", f"/v1/dispatch/{quote(routine, safe='')}", out, body, wait)
+    return Call("POST", f"{path}{quote(routine, safe='')}", out, body, wait)
+
+
+def call_id(value: str) -> str:
+    """Refuses an id that could not name a call (empty, or one that would change the path)."""
+    if not isinstance(value, str) or not _CALL_ID.match(value):
+        raise UsageError("SKEIN_ERR_USAGE", f'a call id is 1 to 128 letters, digits, ".", "_", "~" or "-", got {value!r}')
+    return value
+
+
+def wait_ms_of(wait_ms: Optional[int]) -> str:
+    if wait_ms is None:
+        return ""
+    if isinstance(wait_ms, bool) or not isinstance(wait_ms, int) or wait_ms < 0:
+        raise UsageError("SKEIN_ERR_USAGE", f"wait_ms must be a non-negative integer of milliseconds, got {wait_ms!r}")
+    return f"?waitMs={wait_ms}"
+
+
+def calls_query(status: Optional[str], limit: Optional[int]) -> str:
+    params = []
+    if status is not None:
+        if status not in CALL_STATUSES:
+            raise UsageError("SKEIN_ERR_USAGE", f"status must be one of {', '.join(CALL_STATUSES)}, got {status!r}")
+        params.append(f"status={status}")
+    if limit is not None:
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 1000:
+            raise UsageError("SKEIN_ERR_USAGE", f"limit must be an integer from 1 to 1000, got {limit!r}")
+        params.append(f"limit={limit}")
+    return "?" + "&".join(params) if params else ""
+
+
+def record_of(value: Any) -> Dict[str, Any]:
+    """An async call's record from a 200/202 answer; BadResponse when it is not one."""
+    if not isinstance(value, dict) or not isinstance(value.get("id"), str) or not isinstance(value.get("status"), str):
+        raise BadResponse("SKEIN_ERR_BAD_RESPONSE", "the answer is not an async call (no id and status)")
+    return value
+
+
+def _bytes_path(value: Any, at: str, depth: int) -> Optional[str]:
+    """Where the first bytes value is (JSON cannot carry it); bounded by depth."""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return f"{at} ({type(value).__name__})"
+    if depth > 64:
+        return None
+    items = enumerate(value) if isinstance(value, (list, tuple)) else value.items() if isinstance(value, dict) else ()
+    for key, item in items:
+        hit = _bytes_path(item, f"{at}[{key!r}]", depth + 1)
+        if hit:
+            return hit
+    return None
 
 
 def encode(media_type: str, value: Any) -> bytes:
+    if media_type == JSON:
+        where = _bytes_path(value.get("args"), "args", 0) or _bytes_path(value.get("kwargs"), "kwargs", 0)
+        if where:
+            raise UsageError("SKEIN_ERR_USAGE", f'{where} is bytes, which JSON cannot carry: send the call with encoding="cbor" (the default), where it travels as a CBOR byte string')
     try:
         if media_type == CBOR:
             encoded: bytes = cbor2.dumps(value)
@@ -145,8 +214,8 @@ def encode(media_type: str, value: Any) -> bytes:
         raise UsageError("SKEIN_ERR_USAGE", f"arguments cannot be encoded as {media_type}: {err}") from None
 
 
-def read_answer(response: httpx.Response, call: Call) -> Any:
-    """The decoded body of a 200; else the typed error the agent's body names."""
+def read_answer(response: httpx.Response, call: Call, ok: int = 200) -> Any:
+    """The decoded body of a 200 (or ``ok``); else the typed error the agent's body names."""
     status = response.status_code
     request_id = response.headers.get("x-request-id") or call.headers.get("x-request-id") or ""
     media_type = (response.headers.get("content-type") or "").split(";", 1)[0].strip().lower()
@@ -156,7 +225,7 @@ def read_answer(response: httpx.Response, call: Call) -> Any:
         value = (cbor2.loads(response.content) if media_type == CBOR else json.loads(response.content)) if response.content else None
     except (ValueError, cbor2.CBORDecodeError):
         raise BadResponse("SKEIN_ERR_BAD_RESPONSE", f"HTTP {status}: undecodable {media_type} body", {"status": status}) from None
-    if status == 200:
+    if status == ok:
         return value
     body = value if isinstance(value, dict) else {}
     code, meta = body.get("code"), body.get("meta")
@@ -238,3 +307,49 @@ def _ssl_error(err: BaseException) -> Optional[ssl.SSLError]:
         if isinstance(cause, ssl.SSLError) and not isinstance(cause, (ssl.SSLEOFError, ssl.SSLZeroReturnError)):
             return cause
     return None
+
+
+class _NoTimeout:
+    """What httpcore's write path reads from a request: its timeouts (none for a reset frame)."""
+
+    extensions: Dict[str, Any] = {"timeout": {}}
+
+
+def _stream_owner(http: Any, stream_id: int) -> Any:
+    """The httpcore HTTP/2 connection carrying ``stream_id``, or None where httpcore hides it.
+
+    httpcore (0.16, Debian 12) ends an unfinished response stream without RST_STREAM: the agent
+    would keep the generator paused until its deadline. So a stream left early is reset here,
+    through httpcore's connection objects."""
+    pool = getattr(getattr(http, "_transport", None), "_pool", None)
+    for conn in list(getattr(pool, "connections", None) or []):
+        h2conn = getattr(conn, "_connection", None)
+        if stream_id in (getattr(h2conn, "_events", None) or {}) and hasattr(h2conn, "_h2_state") and hasattr(h2conn, "_write_outgoing_data"):
+            return h2conn
+    return None
+
+
+def reset_stream(http: Any, stream_id: Optional[int]) -> bool:
+    """Sends RST_STREAM(CANCEL) for a stream left before its last frame; False when it cannot."""
+    owner = _stream_owner(http, stream_id) if stream_id is not None else None
+    if owner is None:
+        return False
+    try:
+        owner._h2_state.reset_stream(stream_id, error_code=0x8)
+        owner._write_outgoing_data(_NoTimeout())
+    except Exception:  # the connection is gone: nothing left to stop
+        return False
+    return True
+
+
+async def areset_stream(http: Any, stream_id: Optional[int]) -> bool:
+    """Like :func:`reset_stream`, for httpx.AsyncClient."""
+    owner = _stream_owner(http, stream_id) if stream_id is not None else None
+    if owner is None:
+        return False
+    try:
+        owner._h2_state.reset_stream(stream_id, error_code=0x8)
+        await owner._write_outgoing_data(_NoTimeout())
+    except Exception:  # the connection is gone: nothing left to stop
+        return False
+    return True

@@ -92,6 +92,13 @@ class UnknownRoutine(NotFound):
         return self._detail("routine")
 
 
+class CallNotFound(NotFound):
+    """No async call with that id is visible to this caller: unknown, expired, or another caller's
+    (the agent answers the same for all three, so ids cannot be probed)."""
+
+    CODE, HTTP_STATUS = "SKEIN_ERR_CALL_NOT_FOUND", 404
+
+
 # Identity.
 class Unauthenticated(SkeinError):
     """No valid credential; ``reason`` says which (CREDENTIAL_REQUIRED, JWT_EXPIRED…; docs/api.md)."""
@@ -181,6 +188,12 @@ class Overloaded(Unavailable):
     CODE, HTTP_STATUS = "SKEIN_ERR_OVERLOADED", 503
 
 
+class StoreFull(Unavailable):
+    """The agent's async results store is full (calls.maxStored / calls.maxBytes): submit again later."""
+
+    CODE, HTTP_STATUS = "SKEIN_ERR_STORE_FULL", 503
+
+
 class ShuttingDown(Unavailable):
     CODE, HTTP_STATUS = "SKEIN_ERR_SHUTTING_DOWN", 503
 
@@ -236,9 +249,9 @@ class UsageError(SkeinError, ValueError):
 ERRORS: Dict[str, Type[SkeinError]] = {
     cls.CODE: cls
     for cls in (
-        BadRequest, UnsupportedMediaType, MethodNotAllowed, BodyTooLarge, NotFound, UnknownRoutine,
+        BadRequest, UnsupportedMediaType, MethodNotAllowed, BodyTooLarge, NotFound, UnknownRoutine, CallNotFound,
         Unauthenticated, Forbidden, RoutineRaised, DeadlineExceeded, WorkerCrashed,
-        WorkerProtocolError, ResultTooLarge, Overloaded, ShuttingDown, CircuitOpen, InternalError,
+        WorkerProtocolError, ResultTooLarge, Overloaded, StoreFull, ShuttingDown, CircuitOpen, InternalError,
         TransportError, TLSError, ClientTimeout, BadResponse, UsageError,
     )
     if cls.CODE is not None

@@ -8,7 +8,7 @@ import socket
 import sys
 import threading
 import time
-from typing import Any, Awaitable, Callable, Dict
+from typing import Any, Awaitable, Callable, Dict, List
 
 import skein_client as sk
 
@@ -211,8 +211,99 @@ def target(p: Dict[str, Any]) -> Dict[str, Any]:
     return outcome(run)
 
 
+def stream_basics(p: Dict[str, Any]) -> Dict[str, Any]:
+    """Client.stream: items with the time each arrived, an error frame after items, leaving early."""
+    with sk.Client(**p["client"]) as client:
+        started = time.monotonic()
+        timed = [(item, time.monotonic() - started) for item in client.stream("slow", [4, 0.3], encoding=p.get("encoding"))]
+        raised: List[Any] = []
+
+        def after_items() -> None:
+            for item in client.stream("raises_after", [2]):
+                raised.append(item)
+
+        broke = []
+        for item in client.stream("endless", [100, "py-break"]):
+            broke.append(len(item))
+            if len(broke) == 3:
+                break
+        return {
+            "items": [i for i, _ in timed],
+            "spread": timed[-1][1] - timed[0][1],
+            "raised": {"items": raised, **outcome(after_items)},
+            "broke": broke,
+            "after": client.dispatch("countdown", 2),
+            "unknown": outcome(lambda: list(client.stream("nope"))),
+            "bad_priority": outcome(lambda: client.stream("countdown", [1], priority="urgent")),
+        }
+
+
+def async_stream(p: Dict[str, Any]) -> Dict[str, Any]:
+    """AsyncClient.stream: items, and an aclosing block left early."""
+    import contextlib
+
+    async def main() -> Dict[str, Any]:
+        async with sk.AsyncClient(**p["client"]) as client:
+            items = [i async for i in client.stream("countdown", [3], encoding="json")]
+            got = []
+            async with contextlib.aclosing(client.stream("endless", [100, "py-abreak"])) as stream:
+                async for item in stream:
+                    got.append(len(item))
+                    if len(got) == 2:
+                        break
+            return {"items": items, "got": got, "after": await client.dispatch("add", 1, 2)}
+
+    return asyncio.run(main())
+
+
+def priority(p: Dict[str, Any]) -> Dict[str, Any]:
+    with sk.Client(**p["client"]) as client:
+        return {
+            "value": client.call("add", [1, 2], priority="low", request_id="py-prio-1"),
+            "bad": outcome(lambda: client.call("add", [1], priority="urgent")),
+            "json_bytes": outcome(lambda: client.call("echo", [{"blob": b"x"}], encoding="json", request_id="py-json-bytes")),
+        }
+
+
+def bytes_roundtrip(p: Dict[str, Any]) -> Dict[str, Any]:
+    """bytes both ways in CBOR (a routine returning what it got); the JSON form of a bytes result."""
+    blob = bytes(range(256)) * (p["size"] // 256)
+    with sk.Client(**p["client"]) as client:
+        back = client.dispatch("echo", blob)
+        made = client.dispatch("blob", 300)
+        return {
+            "same": back == blob,
+            "type": type(back).__name__,
+            "len": len(back),
+            "made": made == bytes(range(256)) + bytes(range(44)),
+            "json": client.call("utf8", ["hé"], encoding="json"),
+        }
+
+
+def async_calls(p: Dict[str, Any]) -> Dict[str, Any]:
+    """submit → wait; submit → cancel; get with wait_ms; calls(); an unknown id."""
+    with sk.Client(**p["client"]) as client:
+        submitted = client.submit("add", [2, 3], priority="high")
+        done = client.wait(submitted["id"], 10_000)
+        slow = client.submit("sleep", [5])
+        cancelled = client.cancel(slow["id"])
+        listed = client.calls(limit=10)
+        return {
+            "submitted": submitted,
+            "done": done,
+            "cancelled": cancelled,
+            "got": client.get(submitted["id"], wait_ms=10),
+            "listed": [c["id"] for c in listed],
+            "cancelled_ids": [c["id"] for c in client.calls(status="cancelled")],
+            "unknown": outcome(lambda: client.get("no-such-call")),
+            "bad_id": outcome(lambda: client.get("../etc")),
+            "timeout": outcome(lambda: client.wait(client.submit("sleep", [3])["id"], 300, slice_ms=100)),
+        }
+
+
 CASES: Dict[str, Callable[[Dict[str, Any]], Any]] = {
-    f.__name__: f for f in (sync_basics, async_basics, cancel, closed, many, dispatch, jwt_call, idle, silent, overloaded, error_table, target)
+    f.__name__: f
+    for f in (sync_basics, async_basics, cancel, closed, many, dispatch, jwt_call, idle, silent, overloaded, error_table, target, stream_basics, async_stream, priority, bytes_roundtrip, async_calls)
 }
 
 if __name__ == "__main__":
