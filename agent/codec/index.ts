@@ -154,9 +154,11 @@ function toPlain(value: unknown, path: string, depth: number): unknown {
       if (value === null) return null;
       // cbor-x returns a byte string as a Buffer (a view on the input), and tag 64 (a typed
       // array) as a bare Uint8Array: only the first is a byte string, the second is refused
-      // below as a tag. Handed on as a plain Uint8Array: Buffer's toJSON would turn it into
-      // {type, data}.
-      if (Buffer.isBuffer(value)) return new Uint8Array(value.buffer, value.byteOffset, value.byteLength);
+      // below as a tag. Handed on as a plain Uint8Array (Buffer's toJSON would turn it into
+      // {type, data}), and copied: the input is often a reused buffer (a stream parser's, a
+      // pipe's chunk), and a view on it would change under the value later — a memcpy, not a
+      // re-encoding.
+      if (Buffer.isBuffer(value)) return new Uint8Array(value);
       if (Array.isArray(value)) return value.map((v, i) => toPlain(v, `${path}[${i}]`, depth + 1));
       if (value instanceof Map) {
         const out: Record<string, unknown> = {};

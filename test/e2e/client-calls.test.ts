@@ -1,7 +1,7 @@
 /**
  * The callers' side of every call shape (docs/calls.md) against the compiled binary: the
  * TypeScript client's stream() iterator, priority and bytes, and the CLI's --stream,
- * --priority, --async and `skein calls`. The generators of test/fixtures/streams.py print
+ * --priority, --async and `skein calls`. The generators of test/fixtures/http-streams.py print
  * their progress and their `finally` to stderr, which the agent relays to its log: that is
  * how a test sees a generator stop without asking the worker running it.
  */
@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { baseConfig, BINARY, DEV_CLIENT, failure, FIXTURES, runCli, startAgent, stopAll, tempDir, type StartedAgent } from '../helpers/agent.ts';
 
-const STREAMS = join(FIXTURES, 'streams.py');
+const STREAMS = join(FIXTURES, 'http-streams.py');
 const BYTES = join(FIXTURES, 'bytes_routines.py');
 const routines = {
   ...Object.fromEntries(['countdown', 'endless', 'raises_after', 'slow', 'plain'].map((r) => [r, { file: STREAMS }])),
@@ -214,7 +214,9 @@ describe('async calls: TypeScript client and skein calls', () => {
       const ids = (await client.calls({ limit: 10 })).map((c) => c.id);
       expect(ids.indexOf(slow.id)).toBeLessThan(ids.indexOf(submitted.id));
       expect((await client.calls({ status: 'cancelled' })).map((c) => c.id)).toContain(slow.id);
-      expect(await failure(client.call('no-such-call'))).toMatchObject({ code: 'SKEIN_ERR_CALL_NOT_FOUND', details: { status: 404 } });
+      expect(await failure(client.call('AAAAAAAAAAAAAAAAAAAAAAAA'))).toMatchObject({ code: 'SKEIN_ERR_CALL_NOT_FOUND', details: { status: 404 } });
+      // An id that cannot be one is a request error, not a lookup.
+      expect(await failure(client.call('no-such-call'))).toMatchObject({ code: 'SKEIN_ERR_BAD_REQUEST', details: { status: 400 } });
       const waiting = await client.submit('sleep', { args: [3] });
       const late = await failure(client.wait(waiting.id, { timeoutMs: 300, sliceMs: 100 }));
       expect(late).toMatchObject({ code: 'SKEIN_ERR_CLIENT_TIMEOUT', details: { id: waiting.id } });
@@ -247,7 +249,7 @@ describe('async calls: TypeScript client and skein calls', () => {
     const list = await runCli(['calls', 'list', '--status', 'cancelled', ...target()]);
     expect(list.stdout).toMatch(/^ID\s+ROUTINE\s+STATUS\s+PRIORITY\s+SUBMITTED\n/);
     expect(list.stdout).toContain(slow.id);
-    const unknown = await runCli(['calls', 'get', 'no-such-call', ...target()]);
+    const unknown = await runCli(['calls', 'get', 'AAAAAAAAAAAAAAAAAAAAAAAA', ...target()]);
     expect(unknown.code).toBe(3);
     expect(unknown.stderr).toMatch(/^error \[SKEIN_ERR_CALL_NOT_FOUND\]/);
     const badStatus = await runCli(['calls', 'list', '--status', 'done', ...target()]);

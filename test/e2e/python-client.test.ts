@@ -202,7 +202,7 @@ describe('Python client: calls and typed errors (mTLS)', () => {
 describe('Python client: every call shape (docs/calls.md)', () => {
   let calls: StartedAgent;
   beforeAll(async () => {
-    const streams = join(FIXTURES, 'streams.py');
+    const streams = join(FIXTURES, 'http-streams.py');
     const bytes = join(FIXTURES, 'bytes_routines.py');
     calls = await startAgent({
       config: baseConfig({

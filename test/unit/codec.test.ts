@@ -93,6 +93,13 @@ describe('refusals', () => {
     expect(performance.now() - t).toBeLessThan(50);
   });
 
+  it('a decoded byte string is a copy: reusing the input buffer (a stream parser does) cannot change it', () => {
+    const input = new Uint8Array(encode({ args: [new Uint8Array([0, 255])] }));
+    const value = decodeBody('application/cbor', input) as { args: Uint8Array[] };
+    input.fill(0x65);
+    expect(value.args[0]).toEqual(new Uint8Array([0, 255]));
+  });
+
   it('bytes in a response: a CBOR byte string, or {"$bytes": base64} in JSON', () => {
     const value = { result: [new Uint8Array([0xfb, 0xff]), { k: Buffer.from('hi') }, 'text'] };
     expect(Buffer.from(encodeBody('application/cbor', { b: new Uint8Array([1, 2]) })).toString('hex')).toBe('b90001' + '6162' + '420102'); // a map (cbor-x writes a 16-bit count), "b", bytes 01 02 untagged

@@ -295,7 +295,7 @@ def async_calls(p: Dict[str, Any]) -> Dict[str, Any]:
             "got": client.get(submitted["id"], wait_ms=10),
             "listed": [c["id"] for c in listed],
             "cancelled_ids": [c["id"] for c in client.calls(status="cancelled")],
-            "unknown": outcome(lambda: client.get("no-such-call")),
+            "unknown": outcome(lambda: client.get("AAAAAAAAAAAAAAAAAAAAAAAA")),
             "bad_id": outcome(lambda: client.get("../etc")),
             "timeout": outcome(lambda: client.wait(client.submit("sleep", [3])["id"], 300, slice_ms=100)),
         }
