@@ -66,7 +66,7 @@ export function decodeBody(type: MediaType, bytes: Uint8Array): unknown {
   if (type === 'application/json') return decodeJson(bytes);
   let value: unknown;
   try {
-    value = decoder.decode(bytes);
+    value = decoder.decode(asBuffer(bytes));
   } catch (err) {
     throw new SkeinError('SKEIN_ERR_BAD_REQUEST', `body is not valid CBOR: ${(err as Error).message}`);
   }
@@ -80,7 +80,16 @@ export function decodeBody(type: MediaType, bytes: Uint8Array): unknown {
  * SkeinError naming the path under `root`.
  */
 export function decodeCborValue(bytes: Uint8Array, root: string): unknown {
-  return toPlain(decoder.decode(bytes), root, 0);
+  return toPlain(decoder.decode(asBuffer(bytes)), root, 0);
+}
+
+/**
+ * cbor-x hands a byte string back as a slice of its input, so only a Buffer input tells a
+ * byte string (a Buffer) from tag 64 (a bare Uint8Array, refused): a plain Uint8Array input
+ * (what a client's stream parser holds under Node) is wrapped, without a copy.
+ */
+function asBuffer(bytes: Uint8Array): Buffer {
+  return Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
 }
 
 function decodeJson(bytes: Uint8Array): unknown {
