@@ -162,11 +162,31 @@ describe('audit file: start-up, code, decisions and workers', () => {
     expect(spawn.layers).toEqual(expect.arrayContaining(['rlimits']));
   });
 
+  it('call.submitted, call.started and call.completed: one call id, in order, with the request id; none for a refused request', async () => {
+    const ok = await postJson(session, 'echo', { args: ['calls'] }, { 'x-request-id': 'audit-e2e-call', 'x-skein-priority': 'high' });
+    expect(ok.status).toBe(200);
+    const denied = await postJson(session, 'add', { args: [1, 2] }, { 'x-test-key': KEY_LIMITED, 'x-request-id': 'audit-e2e-call-denied' });
+    expect(denied.status).toBe(403);
+    const completed = await waitForAudit(path, (l) => l.event === 'call.completed' && l.requestId === 'audit-e2e-call');
+    const lines = readAudit(path).filter((l) => typeof l.event === 'string' && l.event.startsWith('call.') && l.requestId === 'audit-e2e-call');
+    expect(lines.map((l) => l.event)).toEqual(['call.submitted', 'call.started', 'call.completed']);
+    const callId = lines[0]!.callId;
+    expect(callId).toEqual(expect.stringMatching(/^[0-9a-f-]{36}$/));
+    expect(lines.every((l) => l.callId === callId && l.routine === 'echo' && l.shape === 'sync')).toBe(true);
+    expect(lines[0]).toMatchObject({ caller: JSON.stringify([DEV_CLIENT]), priority: 'high' });
+    expect(lines[1]).toMatchObject({ queuedMs: expect.any(Number) });
+    expect(completed).toMatchObject({ outcome: 'ok', durationMs: expect.any(Number) });
+    // Refused before the call existed: the authz.decision line says why, no call line does.
+    await waitForAudit(path, (l) => l.event === 'authz.decision' && l.requestId === 'audit-e2e-call-denied');
+    expect(readAudit(path).some((l) => typeof l.event === 'string' && l.event.startsWith('call.') && l.requestId === 'audit-e2e-call-denied')).toBe(false);
+  });
+
   it('worker.kill on a deadline, with the request id and routine of the call', async () => {
     const res = await postJson(session, 'sleep', { args: [5] }, { 'x-skein-timeout-ms': '300' });
     expect(res.status).toBe(504);
     const kill = await waitForAudit(path, (l) => l.event === 'worker.kill');
     expect(kill).toMatchObject({ reason: 'deadline', requestId: rid(res), routine: 'sleep', signal: 'SIGKILL', pid: expect.any(Number) });
+    expect(await waitForAudit(path, (l) => l.event === 'call.completed' && l.requestId === rid(res))).toMatchObject({ outcome: 'SKEIN_ERR_DEADLINE_EXCEEDED', routine: 'sleep' });
   });
 
   it('worker.crash when a routine exits the process, with its exit code', async () => {
