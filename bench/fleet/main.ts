@@ -1,0 +1,121 @@
+/**
+ * The fleet simulator (issue #14, "Measure first"): `npm run bench:fleet` builds the binary and
+ * measures discovery with N simulated agents around real ones, against the issue's budget.
+ *
+ *   npm run bench:fleet                                 the suite: 10, 100, 1,000, 5,000 peers
+ *                                                       and 200 behind one source address
+ *   npm run bench:fleet -- --agents 1000 --seconds 30   one fleet size, quickly
+ *   npm run bench:fleet -- --agents 200 --sources 1     agents sharing source addresses
+ *
+ * Options: --agents N (repeatable), --sources K (addresses the N agents send from; default N),
+ * --seconds S (steady window, default 30), --interval-ms / --ttl-ms (both the simulated and the
+ * real agents; default: the agent's own defaults), --converge-timeout S (default 30),
+ * --cache DIR (certificates, default /tmp/skein-fleet-cache), --out FILE (default
+ * bench/results/fleet.json). Needs root (network namespaces). docs/benchmarks.md, "Fleet
+ * scale", describes the method.
+ */
+import { parseArgs } from 'node:util';
+import { join } from 'node:path';
+import { CONFIG_SCHEMA } from '../../agent/config/schema.ts';
+import { resultHeader, writeResults } from '../lib/rounds.ts';
+import { ROOT } from '../lib/skein.ts';
+import { BUDGET, cliff, summaryTable, verdicts } from './budget.ts';
+import { MAX_SIM_ADDRESSES, netnsProblem } from './net.ts';
+import { Running, runScenario, type ScenarioResult } from './scenario.ts';
+
+const discoveryDefaults = CONFIG_SCHEMA.fields.discovery.fields;
+const { values } = parseArgs({
+  options: {
+    agents: { type: 'string', multiple: true },
+    sources: { type: 'string' },
+    seconds: { type: 'string', default: '30' },
+    'interval-ms': { type: 'string' },
+    'ttl-ms': { type: 'string' },
+    'converge-timeout': { type: 'string', default: '30' },
+    cache: { type: 'string', default: '/tmp/skein-fleet-cache' },
+    out: { type: 'string', default: join(ROOT, 'bench/results/fleet.json') },
+  },
+});
+
+function int(name: string, raw: string | undefined, min: number, max: number): number | undefined {
+  if (raw === undefined) return undefined;
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n < min || n > max) {
+    process.stderr.write(`--${name} must be an integer from ${min} to ${max}, got ${JSON.stringify(raw)}\n`);
+    process.exit(2);
+  }
+  return n;
+}
+
+const problem = netnsProblem();
+if (problem) {
+  process.stderr.write(`bench:fleet: ${problem}\n`);
+  process.exit(2);
+}
+
+const maxAgents = MAX_SIM_ADDRESSES - 1;
+const intervalMs = int('interval-ms', values['interval-ms'], 100, 600_000) ?? discoveryDefaults.intervalMs.default;
+const ttlMs = int('ttl-ms', values['ttl-ms'], 300, 3_600_000) ?? discoveryDefaults.ttlMs.default;
+const defaultTiming = values['interval-ms'] === undefined && values['ttl-ms'] === undefined;
+const seconds = int('seconds', values.seconds, 5, 600)!;
+const sourcesFlag = int('sources', values.sources, 1, maxAgents);
+const suite: Array<{ agents: number; sources: number }> = values.agents
+  ? values.agents.map((a) => {
+      const agents = int('agents', a, 2, maxAgents)!;
+      return { agents, sources: sourcesFlag ?? agents };
+    })
+  : [10, 100, 1000, 5000].map((n) => ({ agents: n, sources: n })).concat([{ agents: 200, sources: 1 }]);
+
+const running = new Running();
+let interrupted = false;
+process.on('exit', () => running.kill());
+for (const sig of ['SIGINT', 'SIGTERM'] as const) {
+  process.on(sig, () => {
+    if (interrupted) return;
+    interrupted = true;
+    process.stderr.write(`\n${sig}: stopping the agents and the simulator, deleting the namespaces …\n`);
+    void running.stop().finally(() => process.exit(130));
+    setTimeout(() => {
+      running.kill();
+      process.exit(130);
+    }, 10_000).unref();
+  });
+}
+
+const log = (s: string) => process.stderr.write(s);
+const header = resultHeader('fleet', 1, {});
+const results: ScenarioResult[] = [];
+for (const { agents, sources } of suite) {
+  log(`\nfleet: ${agents} simulated agents, ${sources} source address(es), interval ${intervalMs} ms, ttl ${ttlMs} ms\n`);
+  try {
+    results.push(
+      await runScenario(
+        { agents, sources, seconds, intervalMs, ttlMs, defaultTiming, convergeTimeoutMs: int('converge-timeout', values['converge-timeout'], 5, 600)! * 1000, cache: values.cache!, log },
+        running,
+      ),
+    );
+  } catch (err) {
+    await running.stop();
+    throw err;
+  }
+  const r = results.at(-1)!;
+  for (const v of verdicts(r)) log(`    ${v.ok === null ? ' ' : v.ok ? '✓' : '✗'} ${v.measure}: ${v.value} (budget ${v.budget})\n`);
+}
+
+const growth = cliff(results);
+console.log(`\nfleet scale: one real agent started cold among N simulated endorsed peers; interval ${intervalMs} ms ± 20 %, ttl ${ttlMs} ms; steady window ${seconds} s\n`);
+console.log(summaryTable(results));
+console.log(
+  `\nbudget (issue #14): convergence ≤ ${BUDGET.convergenceMs} ms, ≤ ${BUDGET.bytesPerSec / 1000} kB/s at a host, discovery ≤ ${BUDGET.cpuFraction * 100} % of a core and ≤ ${BUDGET.rssBytes / 1048576} MiB, churn seen within the ttl, every peer listed; identity checks ≤ ${BUDGET.dialsPerMinute} peers dialled a minute`,
+);
+if (growth) console.log(`growth ${growth.from} → ${growth.to} peers: discovery CPU per peer ×${growth.cpuPerPeerRatio.toFixed(2)} (1.00: linear; above: a cliff)`);
+writeResults(values.out!, {
+  ...header,
+  units: { convergence: 'ms', bytesPerSec: 'link-layer bytes/s at the receiving interface', cpu: 'fraction of one core', rss: 'bytes', churn: 'ms', dispatch: 'ms' },
+  workload: { intervalMs, ttlMs, steadySeconds: seconds, defaultTiming },
+  budget: { ...BUDGET, churnMs: 'ttlMs' },
+  growth,
+  scenarios: results.map((r) => ({ ...r, verdicts: verdicts(r) })),
+});
+log(`\nwrote ${values.out}\n`);
+process.exit(0);

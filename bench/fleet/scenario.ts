@@ -1,0 +1,318 @@
+/**
+ * One measured scenario: N simulated agents (sending from `sources` addresses) already
+ * advertising, then a real agent "a" started cold beside them; another real agent "b" (the only
+ * peer offering `echo`) and an "idle" agent (same config as "a", a group nobody else uses: the
+ * baseline of CPU and memory with no peers). Everything runs in namespaces made here and is
+ * stopped by PID, and the namespaces deleted, before this returns or throws.
+ */
+import { spawn } from 'node:child_process';
+import { closeSync, mkdtempSync, openSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { spiffeId } from '../../agent/pki/index.ts';
+import { ROOT, BIN } from '../lib/skein.ts';
+import { ADMIN, AGENT_PORT, cpuSeconds, rssBytes, startRealAgent, stopProcess, waitForLog, type RealAgent } from './agents.ts';
+import { controlled, type Controlled } from './control.ts';
+import { clientCert, endorsedKey, FLEET, fingerprintOf, newFleet, seedOf, simCertificates, simName, TRUST_DOMAIN } from './material.ts';
+import { createFleetNet, type FleetNet } from './net.ts';
+import type { ResponderStats, SendStats, SimSpec } from './spec.ts';
+
+export interface ScenarioOptions {
+  agents: number;
+  sources: number;
+  seconds: number;
+  intervalMs: number;
+  ttlMs: number;
+  /** Whether intervalMs/ttlMs are the agent's defaults (then the real agents' configs leave them out). */
+  defaultTiming: boolean;
+  convergeTimeoutMs: number;
+  cache: string;
+  log: (s: string) => void;
+}
+
+export interface ScenarioResult {
+  agents: number;
+  sources: number;
+  intervalMs: number;
+  ttlMs: number;
+  /** Peers agent "a" should list: the simulated agents and "b". */
+  expectedPeers: number;
+  convergence: { reached: boolean; fromSpawnMs: number | null; fromDiscoveryStartMs: number | null; maxListed: number };
+  window: { seconds: number; listedMin: number; listedMax: number };
+  atHost: { datagramsPerSec: number; bytesPerSec: number; simDatagramsPerSec: number; simPayloadBytesPerSec: number; sendErrors: number };
+  cpu: { agent: number; idle: number; discovery: number };
+  rss: { agentBytes: number; idleBytes: number; discoveryBytes: number };
+  /** Agent a's identity checks of its new peers: dials counted at the simulated endpoints, outcomes from a's log. */
+  identityChecks: ResponderStats & { proved: number; unreachable: number; mismatch: number };
+  rejected: Record<string, number>;
+  /** Per peer (null: not seen within 3 × ttl + 5 s); `*Ms` the slowest. */
+  churn: { vanish: Array<number | null>; join: Array<number | null>; change: Array<number | null>; vanishMs: number | null; joinMs: number | null; changeMs: number | null };
+  dispatch: { discoverMs: number; directMs: number; addedMs: number; ranOn: string | undefined; peersFetchMs: number };
+  setup: { certificatesMs: number };
+}
+
+const SIM_ROUTINES = ['sim-a', 'sim-b', 'sim-c', 'sim-d'];
+const DISPATCH_RUNS = 5;
+/** Peers that vanish, join and change at once in the churn phase. */
+const CHURN = 3;
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] ?? NaN;
+const BUN = join(ROOT, 'node_modules/.bin/bun');
+
+/** Everything a scenario started, so teardown (and SIGINT) can stop it by PID. */
+export class Running {
+  net: FleetNet | undefined;
+  sim: Controlled | undefined;
+  probe: Controlled | undefined;
+  agents: RealAgent[] = [];
+
+  async stop(): Promise<void> {
+    this.probe?.proc.stdin?.end();
+    await Promise.all(this.agents.map((a) => stopProcess(a.proc)));
+    await Promise.all([stopProcess(this.sim?.proc, 2000), stopProcess(this.probe?.proc, 1000)]);
+    this.net?.destroy();
+    this.net = undefined;
+  }
+
+  /** Synchronous last resort (process exit): SIGKILL by PID, then the namespaces. */
+  kill(): void {
+    for (const p of [...this.agents.map((a) => a.proc), this.sim?.proc, this.probe?.proc]) {
+      if (p?.pid !== undefined && p.exitCode === null && p.signalCode === null) {
+        try {
+          process.kill(p.pid, 'SIGKILL');
+        } catch {
+          /* gone */
+        }
+      }
+    }
+    this.net?.destroy();
+    this.net = undefined;
+  }
+}
+
+function tail(file: string): string {
+  try {
+    return readFileSync(file, 'utf8').slice(-2000);
+  } catch {
+    return '';
+  }
+}
+
+export async function runScenario(o: ScenarioOptions, running: Running): Promise<ScenarioResult> {
+  const { log } = o;
+  const dir = mkdtempSync(join(tmpdir(), 'skein-fleet-'));
+  const group = { address: `239.255.${100 + Math.floor(Math.random() * 100)}.${1 + Math.floor(Math.random() * 250)}`, port: 40_000 + Math.floor(Math.random() * 19_000) };
+  const idleGroup = { address: group.address, port: group.port + 1 };
+  const total = o.agents + CHURN; // held back: they join later
+  const sources = Math.min(o.sources, o.agents);
+
+  log(`  ${o.agents} simulated agents from ${sources} source address(es); namespaces …\n`);
+  const net = createFleetNet(['a', 'b', 'idle'], sources + CHURN);
+  running.net = net;
+  const { certs, keyPem, generatedMs } = await simCertificates(o.cache, total, log);
+  const fleet = newFleet();
+  const shared = sources < o.agents;
+  const spec: SimSpec = {
+    fleet: FLEET,
+    group,
+    interface: net.simGateway,
+    intervalMs: o.intervalMs,
+    ttlMs: o.ttlMs,
+    capacity: 4,
+    tlsKey: keyPem,
+    agents: certs.map((c, i) => {
+      const joiner = i >= o.agents;
+      const source = net.simAddress(joiner ? sources + i - o.agents : i % sources);
+      const { key, endorsement } = endorsedKey(fleet, c.name);
+      return {
+        name: c.name,
+        spiffe: spiffeId(TRUST_DOMAIN, 'agent', c.name),
+        source,
+        // Agents behind one address (a NAT) are told apart by port, as a port forward would.
+        endpoint: { address: source, port: shared && !joiner ? 20_000 + i : AGENT_PORT },
+        routines: SIM_ROUTINES,
+        seed: seedOf(key),
+        endorsement: Buffer.from(endorsement).toString('base64'),
+        cert: c.cert,
+        tlsFingerprint: fingerprintOf(c.cert),
+        active: !joiner,
+      };
+    }),
+  };
+  const specFile = join(dir, 'sim.json');
+  writeFileSync(specFile, JSON.stringify(spec), { mode: 0o600 });
+
+  const simLog = join(dir, 'simulator.log');
+  const simFd = openSync(simLog, 'w');
+  const simProc = net.exec(net.simNs, BUN, [join(ROOT, 'bench/fleet/simulator.ts'), specFile, String(600 + o.seconds * 4)], {
+    stdio: ['pipe', 'pipe', simFd],
+    env: { ...process.env, CBOR_NATIVE_ACCELERATION_DISABLED: 'true' },
+  });
+  closeSync(simFd);
+  const sim = controlled(simProc, 'simulator', () => tail(simLog));
+  running.sim = sim;
+  const simReady = Number((await sim.event('ready', 120_000)).at);
+
+  const client = await clientCert(o.cache);
+  const timing = o.defaultTiming ? {} : { intervalMs: o.intervalMs, ttlMs: o.ttlMs };
+  const base = { timing, clientSpiffe: client.spiffe, routines: ['echo'] };
+  const b = await startRealAgent(net, fleet, o.cache, dir, { ...base, name: 'b', group });
+  const idle = await startRealAgent(net, fleet, o.cache, dir, { ...base, name: 'idle', group: idleGroup });
+  running.agents.push(b, idle);
+  await Promise.all([waitForLog(b, 'discovery started', 30_000), waitForLog(idle, 'discovery started', 30_000)]);
+
+  // The probe first (it polls until the agent answers), so its own start-up is not timed.
+  const aHost = net.hosts.get('a')!;
+  const probeLog = join(dir, 'probe.log');
+  const probeFd = openSync(probeLog, 'w');
+  const probeProc = net.exec(
+    aHost.ns,
+    BUN,
+    [join(ROOT, 'bench/fleet/probe.ts'), JSON.stringify({ admin: `http://${ADMIN}`, peer: `${aHost.address}:${AGENT_PORT}`, cert: client.cert, key: client.key, ca: client.ca })],
+    { stdio: ['pipe', 'pipe', probeFd], env: { ...process.env, CBOR_NATIVE_ACCELERATION_DISABLED: 'true' } },
+  );
+  closeSync(probeFd);
+  const probe = controlled(probeProc, 'probe', () => tail(probeLog));
+  running.probe = probe;
+  await probe.event('ready', 30_000);
+
+  // The simulated fleet has been advertising for at least one interval: its steady state.
+  await sleep(Math.max(0, simReady + o.intervalMs * 1.5 - Date.now()));
+
+  log(`  starting agent "a" cold among ${o.agents + 1} peers …\n`);
+  const a = await startRealAgent(net, fleet, o.cache, dir, { ...base, name: 'a', group });
+  running.agents.push(a);
+  const expected = o.agents + 1;
+  const converged = await probe.call<{ metAt: number | null; max: number }>({ op: 'until-count', atLeast: expected, timeoutMs: o.convergeTimeoutMs, everyMs: 100 }, o.convergeTimeoutMs + 15_000);
+  const discoveryStartedAt = await waitForLog(a, 'discovery started', 5000).catch(() => NaN);
+  const convergence = {
+    reached: converged.metAt !== null,
+    fromSpawnMs: converged.metAt === null ? null : converged.metAt - a.spawnedAt,
+    fromDiscoveryStartMs: converged.metAt === null || Number.isNaN(discoveryStartedAt) ? null : converged.metAt - discoveryStartedAt,
+    maxListed: converged.max,
+  };
+  log(`  convergence: ${convergence.reached ? `${convergence.fromSpawnMs} ms from spawn` : `not reached in ${o.convergeTimeoutMs} ms (most listed ${converged.max} of ${expected})`}\n`);
+
+  // Settle: the identity checks of the new peers have ended (no new connection for 2 s; bounded).
+  const settleEnd = Date.now() + 30_000;
+  for (;;) {
+    const r = await sim.call<ResponderStats>({ op: 'responder', from: a.address }, 10_000);
+    if (Date.now() - r.lastAt > 2000 || Date.now() > settleEnd) break;
+    await sleep(500);
+  }
+  const aLog = readFileSync(a.logFile, 'utf8');
+  const lines = (msg: string) => aLog.split(`"msg":"${msg}`).length - 1;
+  const identityChecks = {
+    ...(await sim.call<ResponderStats>({ op: 'responder', from: a.address }, 10_000)),
+    proved: lines('peer proved its identity'),
+    unreachable: lines('peer unreachable for its identity check'),
+    mismatch: lines('peer failed its identity check'),
+  };
+
+  log(`  steady window of ${o.seconds} s …\n`);
+  const s0 = await sim.call<SendStats>({ op: 'stats' }, 10_000);
+  const rx0 = net.rxCounters(a.ns);
+  const c0 = { a: cpuSeconds(a.pid), idle: cpuSeconds(idle.pid), t: performance.now() };
+  const listed: number[] = [];
+  const rss = { a: [] as number[], idle: [] as number[] };
+  const windowEnd = Date.now() + o.seconds * 1000;
+  while (Date.now() < windowEnd) {
+    await sleep(Math.min(2000, Math.max(0, windowEnd - Date.now())));
+    rss.a.push(rssBytes(a.pid));
+    rss.idle.push(rssBytes(idle.pid));
+    const n = await probe.call<{ count?: number }>({ op: 'count' }, 10_000);
+    if (n.count !== undefined) listed.push(n.count);
+  }
+  const c1 = { a: cpuSeconds(a.pid), idle: cpuSeconds(idle.pid), t: performance.now() };
+  const rx1 = net.rxCounters(a.ns);
+  const s1 = await sim.call<SendStats>({ op: 'stats' }, 10_000);
+  const secs = (c1.t - c0.t) / 1000;
+  const simSecs = (s1.at - s0.at) / 1000;
+  const cpu = { agent: (c1.a - c0.a) / secs, idle: (c1.idle - c0.idle) / secs, discovery: 0 };
+  cpu.discovery = cpu.agent - cpu.idle;
+  const rssA = median(rss.a);
+  const rssIdle = median(rss.idle);
+  const atHost = {
+    datagramsPerSec: (rx1.packets - rx0.packets) / secs,
+    bytesPerSec: (rx1.bytes - rx0.bytes) / secs,
+    simDatagramsPerSec: (s1.datagrams - s0.datagrams) / simSecs,
+    simPayloadBytesPerSec: (s1.bytes - s0.bytes) / simSecs,
+    sendErrors: s1.errors - s0.errors,
+  };
+  const table = await probe.call<{ count: number; rejected: Record<string, number>; fetchMs: number }>({ op: 'peers' }, 30_000);
+  const rejected = Object.fromEntries(Object.entries(table.rejected).filter(([k, v]) => k !== 'accepted' && v > 0));
+
+  log('  churn: a peer vanishes, one joins, one changes its routines …\n');
+  const churnOf = async (indices: number[], cmd: (index: number) => Record<string, unknown>, present: boolean, routine?: string) => {
+    const at = await Promise.all(indices.map(async (index) => (await sim.call<{ at: number }>(cmd(index), 10_000)).at));
+    const timeoutMs = o.ttlMs * 3 + 5000;
+    const agents = indices.map(simName);
+    const seen = await probe.call<{ metAt: Record<string, number | null> }>({ op: 'until-peers', agents, present, ...(routine ? { routine } : {}), timeoutMs, everyMs: 100 }, timeoutMs + 30_000);
+    return agents.map((agent, i) => (seen.metAt[agent] == null ? null : seen.metAt[agent]! - at[i]!));
+  };
+  const slowest = (xs: Array<number | null>) => (xs.some((x) => x === null) ? null : Math.max(...(xs as number[])));
+  const c = Math.min(CHURN, Math.floor(o.agents / 2));
+  const range = (from: number) => Array.from({ length: c }, (_, i) => from + i);
+  const vanish = await churnOf(range(0), (index) => ({ op: 'vanish', index }), false);
+  const joined = await churnOf(range(o.agents), (index) => ({ op: 'join', index }), true);
+  const change = await churnOf(range(c), (index) => ({ op: 'change', index, routines: [...SIM_ROUTINES.slice(0, 3), 'sim-changed'] }), true, 'sim-changed');
+
+  log(`  dispatch --discover vs direct, ${DISPATCH_RUNS} each …\n`);
+  const dispatch = await measureDispatch(a, b, client);
+  dispatch.peersFetchMs = table.fetchMs;
+
+  await running.stop();
+  running.agents = [];
+  return {
+    agents: o.agents,
+    sources,
+    intervalMs: o.intervalMs,
+    ttlMs: o.ttlMs,
+    expectedPeers: expected,
+    convergence,
+    window: { seconds: secs, listedMin: Math.min(...listed), listedMax: Math.max(...listed) },
+    atHost,
+    cpu,
+    rss: { agentBytes: rssA, idleBytes: rssIdle, discoveryBytes: rssA - rssIdle },
+    identityChecks,
+    rejected,
+    churn: { vanish, join: joined, change, vanishMs: slowest(vanish), joinMs: slowest(joined), changeMs: slowest(change) },
+    dispatch,
+    setup: { certificatesMs: generatedMs },
+  };
+}
+
+/**
+ * `skein dispatch echo --discover` through "a" (which must pick "b", the only peer offering
+ * echo, among all the others) against `skein dispatch echo --peer b`, alternating, each a
+ * fresh CLI process in a's namespace; the difference of the medians is what discovery adds:
+ * fetching a's peer table and choosing from it (the call itself is the same).
+ */
+async function measureDispatch(a: RealAgent, b: RealAgent, client: { cert: string; key: string; ca: string }) {
+  const creds = ['--cert', client.cert, '--key', client.key, '--ca', client.ca];
+  const run = (args: string[]) =>
+    new Promise<{ ms: number; out: string; code: number | null }>((resolve) => {
+      const started = performance.now();
+      const p = spawn('ip', ['netns', 'exec', a.ns, BIN, 'dispatch', 'echo', '--args', '["fleet"]', '--json', '--timeout', '10000', ...args, ...creds], { stdio: ['ignore', 'pipe', 'pipe'] });
+      let out = '';
+      p.stdout.on('data', (d: Buffer) => (out += d));
+      const killer = setTimeout(() => p.kill('SIGKILL'), 30_000);
+      p.on('close', (code) => {
+        clearTimeout(killer);
+        resolve({ ms: performance.now() - started, out, code });
+      });
+    });
+  const discover: number[] = [];
+  const direct: number[] = [];
+  let ranOn: string | undefined;
+  for (let i = 0; i < DISPATCH_RUNS; i++) {
+    const d = await run(['--discover', '--peer', a.endpoint]);
+    if (d.code !== 0) throw new Error(`skein dispatch --discover exited ${d.code}: ${d.out}`);
+    ranOn = (JSON.parse(d.out) as { peer?: string }).peer;
+    discover.push(d.ms);
+    const x = await run(['--peer', b.endpoint]);
+    if (x.code !== 0) throw new Error(`skein dispatch --peer b exited ${x.code}: ${x.out}`);
+    direct.push(x.ms);
+  }
+  return { discoverMs: median(discover), directMs: median(direct), addedMs: median(discover) - median(direct), ranOn, peersFetchMs: 0 };
+}
