@@ -40,9 +40,9 @@ export function verdicts(r: ScenarioResult): Verdict[] {
     },
     {
       measure: 'advert traffic at one host',
-      value: `${kB(r.atHost.bytesPerSec)}, ${Math.round(r.atHost.datagramsPerSec)} datagrams/s`,
+      value: `${kB(r.atHost.advertBytesPerSec)}, ${Math.round(r.atHost.advertsPerSec)} datagrams/s (all traffic ${kB(r.atHost.linkBytesPerSec)}; ${Math.round(r.atHost.receiveBufferDropsPerSec)}/s lost to a full socket buffer)`,
       budget: `≤ ${kB(BUDGET.bytesPerSec)}`,
-      ok: r.atHost.bytesPerSec <= BUDGET.bytesPerSec,
+      ok: r.atHost.advertBytesPerSec <= BUDGET.bytesPerSec,
     },
     { measure: 'discovery CPU (agent − idle agent)', value: `${pct(r.cpu.discovery)} (agent ${pct(r.cpu.agent)})`, budget: `≤ ${pct(BUDGET.cpuFraction)}`, ok: r.cpu.discovery <= BUDGET.cpuFraction },
     {
@@ -56,7 +56,7 @@ export function verdicts(r: ScenarioResult): Verdict[] {
     { measure: 'changed routines listed (slowest)', value: ms(r.churn.changeMs), budget: `≤ ttl ${ms(churn)}`, ok: within(r.churn.changeMs, churn) },
     {
       measure: 'identity checks (peers dialled in the first minute)',
-      value: `${r.identityChecks.firstMinute} (peak ${r.identityChecks.peakConcurrent} at once, ${r.identityChecks.peakPerSecond}/s; proved ${r.identityChecks.proved}, unreachable ${r.identityChecks.unreachable})`,
+      value: `${r.identityChecks.firstMinute} (peak ${r.identityChecks.peakConcurrent} at once, ${r.identityChecks.peakPerSecond}/s; proved ${r.identityChecks.proved}, failed ${r.identityChecks.mismatch} of which ${r.identityChecks.handshakeTimeouts} handshake timeouts, unreachable ${r.identityChecks.unreachable})`,
       budget: `≤ ${BUDGET.dialsPerMinute}`,
       ok: r.identityChecks.firstMinute <= BUDGET.dialsPerMinute,
     },
@@ -66,7 +66,12 @@ export function verdicts(r: ScenarioResult): Verdict[] {
       budget: `${r.expectedPeers}`,
       ok: r.window.listedMin >= r.expectedPeers,
     },
-    { measure: 'dispatch --discover adds (CLI)', value: `${ms(r.dispatch.addedMs)} (GET /v1/peers ${ms(r.dispatch.peersFetchMs)})`, budget: 'reported', ok: null },
+    {
+      measure: 'dispatch --discover adds (CLI)',
+      value: r.dispatch.error ? `failed: ${r.dispatch.error}` : `${ms(r.dispatch.addedMs)} (GET /v1/peers ${ms(r.dispatch.peersFetchMs)})`,
+      budget: 'reported',
+      ok: r.dispatch.error ? false : null,
+    },
   ];
   return out;
 }
@@ -79,15 +84,15 @@ export function summaryTable(results: ScenarioResult[]): string {
     [
       `${r.agents.toLocaleString('en-US')} (${r.sources.toLocaleString('en-US')})`,
       r.convergence.reached ? ms(r.convergence.fromSpawnMs) : `never (${r.convergence.maxListed})`,
-      Math.round(r.atHost.datagramsPerSec).toLocaleString('en-US'),
-      (r.atHost.bytesPerSec / 1000).toFixed(1),
+      Math.round(r.atHost.advertsPerSec).toLocaleString('en-US'),
+      (r.atHost.advertBytesPerSec / 1000).toFixed(1),
       pct(r.cpu.discovery),
       MiB(r.rss.discoveryBytes),
       `${r.window.listedMin}–${r.window.listedMax}/${r.expectedPeers}`,
       ms(r.churn.vanishMs),
       ms(r.churn.joinMs),
       ms(r.churn.changeMs),
-      ms(r.dispatch.addedMs),
+      r.dispatch.error ? 'failed' : ms(r.dispatch.addedMs),
       `${r.identityChecks.firstMinute} (${r.identityChecks.peakConcurrent})`,
     ].join(' | '),
   );

@@ -111,7 +111,7 @@ console.log(
 if (growth) console.log(`growth ${growth.from} → ${growth.to} peers: discovery CPU per peer ×${growth.cpuPerPeerRatio.toFixed(2)} (1.00: linear; above: a cliff)`);
 writeResults(values.out!, {
   ...header,
-  units: { convergence: 'ms', bytesPerSec: 'link-layer bytes/s at the receiving interface', cpu: 'fraction of one core', rss: 'bytes', churn: 'ms', dispatch: 'ms' },
+  units: { convergence: 'ms', advertBytesPerSec: 'link-layer bytes/s of adverts arriving at the host', cpu: 'fraction of one core', rss: 'bytes', churn: 'ms', dispatch: 'ms' },
   workload: { intervalMs, ttlMs, steadySeconds: seconds, defaultTiming },
   budget: { ...BUDGET, churnMs: 'ttlMs' },
   growth,

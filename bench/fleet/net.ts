@@ -34,6 +34,12 @@ export interface FleetNet {
   exec(ns: string, cmd: string, args: string[], opts?: SpawnOptions): ChildProcess;
   /** rx packets and bytes of eth0 in `ns` (link-layer bytes, as the interface counts them). */
   rxCounters(ns: string): { packets: number; bytes: number };
+  /**
+   * The namespace's UDP counters (/proc/net/snmp, which is per namespace): datagrams delivered
+   * to a socket, and those dropped because a socket's receive buffer was full (the agent fell
+   * behind) or for other errors.
+   */
+  udpCounters(ns: string): { delivered: number; receiveBufferDrops: number; errors: number };
   destroy(): void;
 }
 
@@ -181,6 +187,13 @@ export function createFleetNet(hosts: string[], simAddresses: number): FleetNet 
       const rx = info[0]?.stats64?.rx;
       if (!rx) throw new Error(`no counters for eth0 in ${ns}`);
       return { packets: rx.packets, bytes: rx.bytes };
+    },
+    udpCounters(ns) {
+      const r = spawnSync('ip', ['netns', 'exec', ns, 'cat', '/proc/net/snmp'], { encoding: 'utf8', timeout: IP_TIMEOUT_MS });
+      const [names, values] = (r.stdout ?? '').split('\n').filter((l) => l.startsWith('Udp:'));
+      if (!names || !values) throw new Error(`no UDP counters in ${ns}: ${r.stderr}`);
+      const row = Object.fromEntries(names.split(/\s+/).map((k, i) => [k, Number(values.split(/\s+/)[i])]));
+      return { delivered: row.InDatagrams ?? NaN, receiveBufferDrops: row.RcvbufErrors ?? NaN, errors: row.InErrors ?? NaN };
     },
     destroy,
   };

@@ -39,15 +39,45 @@ export interface ScenarioResult {
   expectedPeers: number;
   convergence: { reached: boolean; fromSpawnMs: number | null; fromDiscoveryStartMs: number | null; maxListed: number };
   window: { seconds: number; listedMin: number; listedMax: number };
-  atHost: { datagramsPerSec: number; bytesPerSec: number; simDatagramsPerSec: number; simPayloadBytesPerSec: number; sendErrors: number };
+  /**
+   * At a's host over the window. advertsPerSec: UDP datagrams that reached its UDP layer
+   * (/proc/net/snmp: delivered + errors); advertBytesPerSec: those at link level (the
+   * simulator's mean datagram + 42 bytes of Ethernet, IP and UDP headers); receiveBufferDrops:
+   * adverts lost because the agent's socket buffer was full. link*: everything the interface
+   * received (identity-check TCP included). sim*: what the simulator sent, against what its
+   * agents should send (agents / interval).
+   */
+  atHost: {
+    advertsPerSec: number;
+    advertBytesPerSec: number;
+    receiveBufferDropsPerSec: number;
+    linkPacketsPerSec: number;
+    linkBytesPerSec: number;
+    simDatagramsPerSec: number;
+    simExpectedPerSec: number;
+    simMeanDatagramBytes: number;
+    sendErrors: number;
+  };
   cpu: { agent: number; idle: number; discovery: number };
   rss: { agentBytes: number; idleBytes: number; discoveryBytes: number };
   /** Agent a's identity checks of its new peers: dials counted at the simulated endpoints, outcomes from a's log. */
-  identityChecks: ResponderStats & { proved: number; unreachable: number; mismatch: number };
+  identityChecks: ResponderStats & { proved: number; unreachable: number; mismatch: number; handshakeTimeouts: number };
+  /** From a's log over the whole run: peers added (first sight or back after expiring) and expired. */
+  table: { discovered: number; expired: number };
   rejected: Record<string, number>;
   /** Per peer (null: not seen within 3 × ttl + 5 s); `*Ms` the slowest. */
-  churn: { vanish: Array<number | null>; join: Array<number | null>; change: Array<number | null>; vanishMs: number | null; joinMs: number | null; changeMs: number | null };
-  dispatch: { discoverMs: number; directMs: number; addedMs: number; ranOn: string | undefined; peersFetchMs: number };
+  /** vanishSinceLastAdvert: from the vanished peer's last advert to its drop (the ttl plus the expiry sweep). */
+  churn: {
+    vanish: Array<number | null>;
+    vanishSinceLastAdvert: number[];
+    join: Array<number | null>;
+    change: Array<number | null>;
+    vanishMs: number | null;
+    joinMs: number | null;
+    changeMs: number | null;
+  };
+  /** discoverMs/addedMs null when --discover failed (`error`: its JSON answer, e.g. no listed peer offers the routine). */
+  dispatch: { discoverMs: number | null; directMs: number; addedMs: number | null; ranOn: string | undefined; error?: string; peersFetchMs: number };
   setup: { certificatesMs: number };
 }
 
@@ -63,20 +93,21 @@ const BUN = join(ROOT, 'node_modules/.bin/bun');
 export class Running {
   net: FleetNet | undefined;
   sim: Controlled | undefined;
+  responder: Controlled | undefined;
   probe: Controlled | undefined;
   agents: RealAgent[] = [];
 
   async stop(): Promise<void> {
     this.probe?.proc.stdin?.end();
     await Promise.all(this.agents.map((a) => stopProcess(a.proc)));
-    await Promise.all([stopProcess(this.sim?.proc, 2000), stopProcess(this.probe?.proc, 1000)]);
+    await Promise.all([stopProcess(this.sim?.proc, 2000), stopProcess(this.responder?.proc, 2000), stopProcess(this.probe?.proc, 1000)]);
     this.net?.destroy();
     this.net = undefined;
   }
 
   /** Synchronous last resort (process exit): SIGKILL by PID, then the namespaces. */
   kill(): void {
-    for (const p of [...this.agents.map((a) => a.proc), this.sim?.proc, this.probe?.proc]) {
+    for (const p of [...this.agents.map((a) => a.proc), this.sim?.proc, this.responder?.proc, this.probe?.proc]) {
       if (p?.pid !== undefined && p.exitCode === null && p.signalCode === null) {
         try {
           process.kill(p.pid, 'SIGKILL');
@@ -142,9 +173,21 @@ export async function runScenario(o: ScenarioOptions, running: Running): Promise
   const specFile = join(dir, 'sim.json');
   writeFileSync(specFile, JSON.stringify(spec), { mode: 0o600 });
 
+  const maxSeconds = String(600 + o.seconds * 4);
+  const respLog = join(dir, 'responder.log');
+  const respFd = openSync(respLog, 'w');
+  const respProc = net.exec(net.simNs, BUN, [join(ROOT, 'bench/fleet/responder-proc.ts'), specFile, maxSeconds], {
+    stdio: ['pipe', 'pipe', respFd],
+    env: { ...process.env, CBOR_NATIVE_ACCELERATION_DISABLED: 'true' },
+  });
+  closeSync(respFd);
+  const responder = controlled(respProc, 'responder', () => tail(respLog));
+  running.responder = responder;
+  await responder.event('ready', 60_000);
+
   const simLog = join(dir, 'simulator.log');
   const simFd = openSync(simLog, 'w');
-  const simProc = net.exec(net.simNs, BUN, [join(ROOT, 'bench/fleet/simulator.ts'), specFile, String(600 + o.seconds * 4)], {
+  const simProc = net.exec(net.simNs, BUN, [join(ROOT, 'bench/fleet/simulator.ts'), specFile, maxSeconds], {
     stdio: ['pipe', 'pipe', simFd],
     env: { ...process.env, CBOR_NATIVE_ACCELERATION_DISABLED: 'true' },
   });
@@ -196,22 +239,27 @@ export async function runScenario(o: ScenarioOptions, running: Running): Promise
   // Settle: the identity checks of the new peers have ended (no new connection for 2 s; bounded).
   const settleEnd = Date.now() + 30_000;
   for (;;) {
-    const r = await sim.call<ResponderStats>({ op: 'responder', from: a.address }, 10_000);
+    const r = await responder.call<ResponderStats>({ op: 'responder', from: a.address }, 10_000);
     if (Date.now() - r.lastAt > 2000 || Date.now() > settleEnd) break;
     await sleep(500);
   }
-  const aLog = readFileSync(a.logFile, 'utf8');
-  const lines = (msg: string) => aLog.split(`"msg":"${msg}`).length - 1;
+  const lines = (msg: string, detail = '') =>
+    readFileSync(a.logFile, 'utf8')
+      .split('\n')
+      .filter((l) => l.includes(`"msg":"${msg}`) && l.includes(detail)).length;
   const identityChecks = {
-    ...(await sim.call<ResponderStats>({ op: 'responder', from: a.address }, 10_000)),
+    ...(await responder.call<ResponderStats>({ op: 'responder', from: a.address }, 10_000)),
     proved: lines('peer proved its identity'),
     unreachable: lines('peer unreachable for its identity check'),
     mismatch: lines('peer failed its identity check'),
+    // Connected, but no handshake in time: the agent counts it as a mismatch (a cool-down).
+    handshakeTimeouts: lines('peer failed its identity check', 'no TLS handshake within'),
   };
 
   log(`  steady window of ${o.seconds} s …\n`);
   const s0 = await sim.call<SendStats>({ op: 'stats' }, 10_000);
   const rx0 = net.rxCounters(a.ns);
+  const udp0 = net.udpCounters(a.ns);
   const c0 = { a: cpuSeconds(a.pid), idle: cpuSeconds(idle.pid), t: performance.now() };
   const listed: number[] = [];
   const rss = { a: [] as number[], idle: [] as number[] };
@@ -225,6 +273,7 @@ export async function runScenario(o: ScenarioOptions, running: Running): Promise
   }
   const c1 = { a: cpuSeconds(a.pid), idle: cpuSeconds(idle.pid), t: performance.now() };
   const rx1 = net.rxCounters(a.ns);
+  const udp1 = net.udpCounters(a.ns);
   const s1 = await sim.call<SendStats>({ op: 'stats' }, 10_000);
   const secs = (c1.t - c0.t) / 1000;
   const simSecs = (s1.at - s0.at) / 1000;
@@ -232,23 +281,31 @@ export async function runScenario(o: ScenarioOptions, running: Running): Promise
   cpu.discovery = cpu.agent - cpu.idle;
   const rssA = median(rss.a);
   const rssIdle = median(rss.idle);
+  const simMeanDatagramBytes = (s1.bytes - s0.bytes) / Math.max(1, s1.datagrams - s0.datagrams);
+  const advertsPerSec = (udp1.delivered - udp0.delivered + udp1.errors - udp0.errors) / secs;
   const atHost = {
-    datagramsPerSec: (rx1.packets - rx0.packets) / secs,
-    bytesPerSec: (rx1.bytes - rx0.bytes) / secs,
+    advertsPerSec,
+    advertBytesPerSec: advertsPerSec * (simMeanDatagramBytes + 42),
+    receiveBufferDropsPerSec: (udp1.receiveBufferDrops - udp0.receiveBufferDrops) / secs,
+    linkPacketsPerSec: (rx1.packets - rx0.packets) / secs,
+    linkBytesPerSec: (rx1.bytes - rx0.bytes) / secs,
     simDatagramsPerSec: (s1.datagrams - s0.datagrams) / simSecs,
-    simPayloadBytesPerSec: (s1.bytes - s0.bytes) / simSecs,
+    simExpectedPerSec: (o.agents * 1000) / o.intervalMs,
+    simMeanDatagramBytes,
     sendErrors: s1.errors - s0.errors,
   };
-  const table = await probe.call<{ count: number; rejected: Record<string, number>; fetchMs: number }>({ op: 'peers' }, 30_000);
-  const rejected = Object.fromEntries(Object.entries(table.rejected).filter(([k, v]) => k !== 'accepted' && v > 0));
+  const snapshot = await probe.call<{ count: number; rejected: Record<string, number>; fetchMs: number }>({ op: 'peers' }, 30_000);
+  const rejected = Object.fromEntries(Object.entries(snapshot.rejected).filter(([k, v]) => k !== 'accepted' && v > 0));
 
   log('  churn: a peer vanishes, one joins, one changes its routines …\n');
+  const lastAdvert: number[] = [];
   const churnOf = async (indices: number[], cmd: (index: number) => Record<string, unknown>, present: boolean, routine?: string) => {
-    const at = await Promise.all(indices.map(async (index) => (await sim.call<{ at: number }>(cmd(index), 10_000)).at));
+    const answers = await Promise.all(indices.map((index) => sim.call<{ at: number; lastSentAt?: number }>(cmd(index), 10_000)));
     const timeoutMs = o.ttlMs * 3 + 5000;
     const agents = indices.map(simName);
     const seen = await probe.call<{ metAt: Record<string, number | null> }>({ op: 'until-peers', agents, present, ...(routine ? { routine } : {}), timeoutMs, everyMs: 100 }, timeoutMs + 30_000);
-    return agents.map((agent, i) => (seen.metAt[agent] == null ? null : seen.metAt[agent]! - at[i]!));
+    answers.forEach((a, i) => a.lastSentAt !== undefined && seen.metAt[agents[i]!] != null && lastAdvert.push(seen.metAt[agents[i]!]! - a.lastSentAt));
+    return agents.map((agent, i) => (seen.metAt[agent] == null ? null : seen.metAt[agent]! - answers[i]!.at));
   };
   const slowest = (xs: Array<number | null>) => (xs.some((x) => x === null) ? null : Math.max(...(xs as number[])));
   const c = Math.min(CHURN, Math.floor(o.agents / 2));
@@ -259,7 +316,7 @@ export async function runScenario(o: ScenarioOptions, running: Running): Promise
 
   log(`  dispatch --discover vs direct, ${DISPATCH_RUNS} each …\n`);
   const dispatch = await measureDispatch(a, b, client);
-  dispatch.peersFetchMs = table.fetchMs;
+  dispatch.peersFetchMs = snapshot.fetchMs;
 
   await running.stop();
   running.agents = [];
@@ -275,8 +332,9 @@ export async function runScenario(o: ScenarioOptions, running: Running): Promise
     cpu,
     rss: { agentBytes: rssA, idleBytes: rssIdle, discoveryBytes: rssA - rssIdle },
     identityChecks,
+    table: { discovered: lines('peer discovered'), expired: lines('peer expired') },
     rejected,
-    churn: { vanish, join: joined, change, vanishMs: slowest(vanish), joinMs: slowest(joined), changeMs: slowest(change) },
+    churn: { vanish, vanishSinceLastAdvert: lastAdvert, join: joined, change, vanishMs: slowest(vanish), joinMs: slowest(joined), changeMs: slowest(change) },
     dispatch,
     setup: { certificatesMs: generatedMs },
   };
@@ -305,14 +363,19 @@ async function measureDispatch(a: RealAgent, b: RealAgent, client: { cert: strin
   const discover: number[] = [];
   const direct: number[] = [];
   let ranOn: string | undefined;
+  let error: string | undefined;
   for (let i = 0; i < DISPATCH_RUNS; i++) {
-    const d = await run(['--discover', '--peer', a.endpoint]);
-    if (d.code !== 0) throw new Error(`skein dispatch --discover exited ${d.code}: ${d.out}`);
-    ranOn = (JSON.parse(d.out) as { peer?: string }).peer;
-    discover.push(d.ms);
     const x = await run(['--peer', b.endpoint]);
     if (x.code !== 0) throw new Error(`skein dispatch --peer b exited ${x.code}: ${x.out}`);
     direct.push(x.ms);
+    if (error) continue;
+    const d = await run(['--discover', '--peer', a.endpoint]);
+    if (d.code !== 0) error = `exit ${d.code}: ${d.out.trim()}`;
+    else {
+      ranOn = (JSON.parse(d.out) as { peer?: string }).peer;
+      discover.push(d.ms);
+    }
   }
-  return { discoverMs: median(discover), directMs: median(direct), addedMs: median(discover) - median(direct), ranOn, peersFetchMs: 0 };
+  if (error) return { discoverMs: null, directMs: median(direct), addedMs: null, ranOn, error, peersFetchMs: 0 };
+  return { discoverMs: median(discover), directMs: median(direct), addedMs: median(discover) - median(direct), ranOn, peersFetchMs: 0 } as ScenarioResult['dispatch'];
 }

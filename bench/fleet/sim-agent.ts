@@ -21,6 +21,8 @@ export class SimAgent {
   #stats: SendStats;
   #advertiser: Advertiser | undefined;
   #timer: ReturnType<typeof setTimeout> | undefined;
+  /** Unix ms of its last advert sent (0: none yet). */
+  lastSentAt = 0;
 
   constructor(spec: SimAgentSpec, fleet: SimSpec, socket: Socket, report: DiscoveryReport, stats: SendStats) {
     this.#spec = spec;
@@ -83,6 +85,7 @@ export class SimAgent {
               return;
             }
             stats.datagrams++;
+            this.lastSentAt = Date.now();
             stats.bytes += bytes.length;
             resolve();
           });

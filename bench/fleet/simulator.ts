@@ -1,7 +1,7 @@
 /**
  * The simulator process, run inside the sender namespace by main.ts:
  *   bun bench/fleet/simulator.ts SPEC.json
- * Binds one UDP socket per source address, starts the TLS responder, and starts every active
+ * Binds one UDP socket per source address and starts every active
  * simulated agent at a random point of its first interval (a fleet does not start in one
  * millisecond). Prints {"event":"ready"} once everything is bound, then answers the commands
  * of spec.ts, one JSON line each. Exits when stdin closes, on SIGTERM, or after --max-seconds
@@ -12,7 +12,6 @@ import { readFileSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { DiscoveryReport } from '../../agent/discovery/report.ts';
 import { createLogger } from '../../agent/log/index.ts';
-import { startResponder } from './responder.ts';
 import { SimAgent } from './sim-agent.ts';
 import type { SendStats, SimCommand, SimSpec } from './spec.ts';
 
@@ -38,7 +37,6 @@ for (const source of new Set(spec.agents.map((a) => a.source))) {
   socket.on('error', () => stats.errors++);
   sockets.set(source, socket);
 }
-const responder = await startResponder(spec.agents, spec.tlsKey);
 const agents = spec.agents.map((a) => new SimAgent(a, spec, sockets.get(a.source)!, report, stats));
 
 let stopping = false;
@@ -47,8 +45,7 @@ function stop(): void {
   stopping = true;
   for (const a of agents) a.vanish();
   for (const s of sockets.values()) s.close();
-  void responder.close().finally(() => process.exit(0));
-  setTimeout(() => process.exit(0), 2000).unref();
+  setTimeout(() => process.exit(0), 200).unref();
 }
 process.on('SIGTERM', stop);
 process.on('SIGINT', stop);
@@ -63,11 +60,9 @@ async function handle(cmd: SimCommand): Promise<Record<string, unknown>> {
   switch (cmd.op) {
     case 'stats':
       return { ...stats, at: Date.now() };
-    case 'responder':
-      return { ...responder.stats(cmd.from) };
     case 'vanish':
       agents[cmd.index]!.vanish();
-      return { at: Date.now() };
+      return { at: Date.now(), lastSentAt: agents[cmd.index]!.lastSentAt };
     case 'join': {
       const at = Date.now();
       agents[cmd.index]!.start(0);

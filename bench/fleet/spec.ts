@@ -39,14 +39,15 @@ export interface SimSpec {
 
 export type SimCommand =
   | { op: 'stats' }
-  /** The responder's counts of connections from one dialer (a real agent's address). */
-  | { op: 'responder'; from: string }
   /** Stops advertising without a goodbye, as a host that lost power. */
   | { op: 'vanish'; index: number }
   /** Starts advertising (a held-back agent joins). */
   | { op: 'join'; index: number }
   /** Restarts with other routines: a goodbye, then a new advertisement at once (as a real agent's restart does). */
   | { op: 'change'; index: number; routines: string[] };
+
+/** The responder process's one command: its counts of connections from one dialer (a real agent's address). */
+export type ResponderCommand = { op: 'responder'; from: string };
 
 export interface SendStats {
   /** Wall clock of the snapshot (unix ms). */
