@@ -29,7 +29,7 @@ export interface RealAgent {
 export interface RealAgentOptions {
   name: string;
   routines: string[];
-  group: { address: string; port: number };
+  groups: Array<{ address: string; port: number }>;
   /** Overrides of discovery.intervalMs / ttlMs (unset: the agent's defaults). */
   timing: { intervalMs?: number; ttlMs?: number };
   clientSpiffe: string;
@@ -53,7 +53,7 @@ export async function startRealAgent(net: FleetNet, fleet: Fleet, cache: string,
       signingKey: files.signingKey,
       endorsement: files.endorsement,
       rootKeys: [fleet.rootKey],
-      groups: [`${o.group.address}:${o.group.port}`],
+      groups: o.groups.map((g) => `${g.address}:${g.port}`),
       interface: host.address,
       ...o.timing,
     },

@@ -28,6 +28,10 @@ export type ProbeCommand =
 const opts = JSON.parse(process.argv[2] ?? '{}') as { admin: string; peer: string; cert: string; key: string; ca: string };
 const client = new SkeinClient({ peer: opts.peer, cert: readFileSync(opts.cert), key: readFileSync(opts.key), ca: readFileSync(opts.ca) });
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+/** GET /v1/peers, given up after 15 s (an overloaded agent may accept and never answer). */
+function peersOf(): Promise<Awaited<ReturnType<SkeinClient['peers']>>> {
+  return Promise.race([client.peers(), sleep(15_000).then(() => Promise.reject(new Error('GET /v1/peers: no answer within 15 s')))]);
+}
 
 async function count(): Promise<number | undefined> {
   try {
@@ -61,25 +65,38 @@ async function handle(cmd: ProbeCommand): Promise<Record<string, unknown>> {
       const end = Date.now() + cmd.timeoutMs;
       const metAt: Record<string, number | null> = Object.fromEntries(cmd.agents.map((a) => [a, null]));
       let polls = 0;
+      let failed = 0;
       for (;;) {
-        const { peers } = await client.peers();
+        const peers = await peersOf().then(
+          (answer) => answer.peers,
+          () => undefined, // an agent too busy to answer in time: polled again
+        );
         const at = Date.now();
         polls++;
-        const byName = new Map(peers.map((p) => [p.agent as string, p]));
+        if (!peers) failed++;
+        const byName = new Map((peers ?? []).map((p) => [p.agent as string, p]));
         for (const agent of cmd.agents) {
-          if (metAt[agent] !== null) continue;
+          if (metAt[agent] !== null || !peers) continue;
           const p = byName.get(agent);
           const listed = p !== undefined && (cmd.routine === undefined || (p.routines as string[]).includes(cmd.routine));
           if (listed === cmd.present) metAt[agent] = at;
         }
-        if (Object.values(metAt).every((v) => v !== null) || at > end) return { metAt, polls };
+        if (Object.values(metAt).every((v) => v !== null) || at > end) return { metAt, polls, failed };
         await sleep(cmd.everyMs);
       }
     }
     case 'peers': {
-      const started = performance.now();
-      const answer = await client.peers();
-      return { count: answer.peers.length, rejected: answer.rejected ?? {}, fetchMs: performance.now() - started };
+      let error = '';
+      for (let attempt = 0; attempt < 3; attempt++) {
+        const started = performance.now();
+        try {
+          const answer = await peersOf();
+          return { count: answer.peers.length, rejected: answer.rejected ?? {}, fetchMs: performance.now() - started };
+        } catch (err) {
+          error = (err as Error).message;
+        }
+      }
+      return { count: null, rejected: {}, fetchMs: null, failed: error };
     }
   }
 }

@@ -1,9 +1,10 @@
 /**
  * One measured scenario: N simulated agents (sending from `sources` addresses) already
- * advertising, then a real agent "a" started cold beside them; another real agent "b" (the only
- * peer offering `echo`) and an "idle" agent (same config as "a", a group nobody else uses: the
- * baseline of CPU and memory with no peers). Everything runs in namespaces made here and is
- * stopped by PID, and the namespaces deleted, before this returns or throws.
+ * advertising, then a real agent "a" started cold beside them. Another real agent, "b", is a's
+ * peer on a second group only a listens to as well (so b is not loaded by the simulated fleet)
+ * and the only peer offering `echo`; an "idle" agent has a's config on groups nobody uses: the
+ * baseline of CPU and memory with no peers. Everything runs in namespaces made here and is
+ * stopped by PID, and the namespaces deleted, before this returns (Running.stop on a throw).
  */
 import { spawn } from 'node:child_process';
 import { closeSync, mkdtempSync, openSync, readFileSync, writeFileSync } from 'node:fs';
@@ -64,6 +65,8 @@ export interface ScenarioResult {
   identityChecks: ResponderStats & { proved: number; unreachable: number; mismatch: number; handshakeTimeouts: number };
   /** From a's log over the whole run: peers added (first sight or back after expiring) and expired. */
   table: { discovered: number; expired: number };
+  /** Why GET /v1/peers on a failed three times after the window (an agent too busy to serve), if it did. */
+  apiFailure?: string;
   rejected: Record<string, number>;
   /** Per peer (null: not seen within 3 × ttl + 5 s); `*Ms` the slowest. */
   /** vanishSinceLastAdvert: from the vanished peer's last advert to its drop (the ttl plus the expiry sweep). */
@@ -77,7 +80,7 @@ export interface ScenarioResult {
     changeMs: number | null;
   };
   /** discoverMs/addedMs null when --discover failed (`error`: its JSON answer, e.g. no listed peer offers the routine). */
-  dispatch: { discoverMs: number | null; directMs: number; addedMs: number | null; ranOn: string | undefined; error?: string; peersFetchMs: number };
+  dispatch: { discoverMs: number | null; directMs: number | null; addedMs: number | null; ranOn: string | undefined; error?: string; peersFetchMs: number | null };
   setup: { certificatesMs: number };
 }
 
@@ -133,7 +136,10 @@ export async function runScenario(o: ScenarioOptions, running: Running): Promise
   const { log } = o;
   const dir = mkdtempSync(join(tmpdir(), 'skein-fleet-'));
   const group = { address: `239.255.${100 + Math.floor(Math.random() * 100)}.${1 + Math.floor(Math.random() * 250)}`, port: 40_000 + Math.floor(Math.random() * 19_000) };
-  const idleGroup = { address: group.address, port: group.port + 1 };
+  // "b" hears only a's group of two (it is a's peer, not the simulated fleet's: one agent
+  // under that load is enough for a 2-core machine); "idle" has the same two groups, unused.
+  const pair = { address: group.address, port: group.port + 1 };
+  const idleGroups = [2, 3].map((k) => ({ address: group.address, port: group.port + k }));
   const total = o.agents + CHURN; // held back: they join later
   const sources = Math.min(o.sources, o.agents);
 
@@ -153,14 +159,15 @@ export async function runScenario(o: ScenarioOptions, running: Running): Promise
     tlsKey: keyPem,
     agents: certs.map((c, i) => {
       const joiner = i >= o.agents;
-      const source = net.simAddress(joiner ? sources + i - o.agents : i % sources);
+      // Behind shared addresses, joiners share them too; otherwise each has its own.
+      const source = net.simAddress(joiner && !shared ? sources + i - o.agents : i % sources);
       const { key, endorsement } = endorsedKey(fleet, c.name);
       return {
         name: c.name,
         spiffe: spiffeId(TRUST_DOMAIN, 'agent', c.name),
         source,
         // Agents behind one address (a NAT) are told apart by port, as a port forward would.
-        endpoint: { address: source, port: shared && !joiner ? 20_000 + i : AGENT_PORT },
+        endpoint: { address: source, port: shared ? 20_000 + i : AGENT_PORT },
         routines: SIM_ROUTINES,
         seed: seedOf(key),
         endorsement: Buffer.from(endorsement).toString('base64'),
@@ -199,8 +206,8 @@ export async function runScenario(o: ScenarioOptions, running: Running): Promise
   const client = await clientCert(o.cache);
   const timing = o.defaultTiming ? {} : { intervalMs: o.intervalMs, ttlMs: o.ttlMs };
   const base = { timing, clientSpiffe: client.spiffe, routines: ['echo'] };
-  const b = await startRealAgent(net, fleet, o.cache, dir, { ...base, name: 'b', group });
-  const idle = await startRealAgent(net, fleet, o.cache, dir, { ...base, name: 'idle', group: idleGroup });
+  const b = await startRealAgent(net, fleet, o.cache, dir, { ...base, name: 'b', groups: [pair] });
+  const idle = await startRealAgent(net, fleet, o.cache, dir, { ...base, name: 'idle', groups: idleGroups });
   running.agents.push(b, idle);
   await Promise.all([waitForLog(b, 'discovery started', 30_000), waitForLog(idle, 'discovery started', 30_000)]);
 
@@ -223,7 +230,7 @@ export async function runScenario(o: ScenarioOptions, running: Running): Promise
   await sleep(Math.max(0, simReady + o.intervalMs * 1.5 - Date.now()));
 
   log(`  starting agent "a" cold among ${o.agents + 1} peers …\n`);
-  const a = await startRealAgent(net, fleet, o.cache, dir, { ...base, name: 'a', group });
+  const a = await startRealAgent(net, fleet, o.cache, dir, { ...base, name: 'a', groups: [group, pair] });
   running.agents.push(a);
   const expected = o.agents + 1;
   const converged = await probe.call<{ metAt: number | null; max: number }>({ op: 'until-count', atLeast: expected, timeoutMs: o.convergeTimeoutMs, everyMs: 100 }, o.convergeTimeoutMs + 15_000);
@@ -294,7 +301,8 @@ export async function runScenario(o: ScenarioOptions, running: Running): Promise
     simMeanDatagramBytes,
     sendErrors: s1.errors - s0.errors,
   };
-  const snapshot = await probe.call<{ count: number; rejected: Record<string, number>; fetchMs: number }>({ op: 'peers' }, 30_000);
+  const snapshot = await probe.call<{ count: number | null; rejected: Record<string, number>; fetchMs: number | null; failed?: string }>({ op: 'peers' }, 60_000);
+  if (snapshot.failed) log(`  GET /v1/peers failed three times: ${snapshot.failed}\n`);
   const rejected = Object.fromEntries(Object.entries(snapshot.rejected).filter(([k, v]) => k !== 'accepted' && v > 0));
 
   log('  churn: a peer vanishes, one joins, one changes its routines …\n');
@@ -310,7 +318,13 @@ export async function runScenario(o: ScenarioOptions, running: Running): Promise
   const slowest = (xs: Array<number | null>) => (xs.some((x) => x === null) ? null : Math.max(...(xs as number[])));
   const c = Math.min(CHURN, Math.floor(o.agents / 2));
   const range = (from: number) => Array.from({ length: c }, (_, i) => from + i);
+  // Only a listed peer can vanish from the list: wait (bounded) until the chosen ones are.
+  const listedFirst = await probe.call<{ metAt: Record<string, number | null> }>(
+    { op: 'until-peers', agents: range(0).map(simName), present: true, timeoutMs: o.ttlMs * 3, everyMs: 100 },
+    o.ttlMs * 3 + 30_000,
+  );
   const vanish = await churnOf(range(0), (index) => ({ op: 'vanish', index }), false);
+  vanish.forEach((_, i) => listedFirst.metAt[simName(i)] === null && (vanish[i] = null));
   const joined = await churnOf(range(o.agents), (index) => ({ op: 'join', index }), true);
   const change = await churnOf(range(c), (index) => ({ op: 'change', index, routines: [...SIM_ROUTINES.slice(0, 3), 'sim-changed'] }), true, 'sim-changed');
 
@@ -333,6 +347,7 @@ export async function runScenario(o: ScenarioOptions, running: Running): Promise
     rss: { agentBytes: rssA, idleBytes: rssIdle, discoveryBytes: rssA - rssIdle },
     identityChecks,
     table: { discovered: lines('peer discovered'), expired: lines('peer expired') },
+    ...(snapshot.failed ? { apiFailure: snapshot.failed } : {}),
     rejected,
     churn: { vanish, vanishSinceLastAdvert: lastAdvert, join: joined, change, vanishMs: slowest(vanish), joinMs: slowest(joined), changeMs: slowest(change) },
     dispatch,
@@ -366,16 +381,20 @@ async function measureDispatch(a: RealAgent, b: RealAgent, client: { cert: strin
   let error: string | undefined;
   for (let i = 0; i < DISPATCH_RUNS; i++) {
     const x = await run(['--peer', b.endpoint]);
-    if (x.code !== 0) throw new Error(`skein dispatch --peer b exited ${x.code}: ${x.out}`);
+    if (x.code !== 0) {
+      error = `direct to b: exit ${x.code}: ${x.out.trim()}`;
+      break;
+    }
     direct.push(x.ms);
-    if (error) continue;
     const d = await run(['--discover', '--peer', a.endpoint]);
-    if (d.code !== 0) error = `exit ${d.code}: ${d.out.trim()}`;
-    else {
+    if (d.code !== 0) {
+      error = `exit ${d.code}: ${d.out.trim()}`;
+      break;
+    } else {
       ranOn = (JSON.parse(d.out) as { peer?: string }).peer;
       discover.push(d.ms);
     }
   }
-  if (error) return { discoverMs: null, directMs: median(direct), addedMs: null, ranOn, error, peersFetchMs: 0 };
+  if (error) return { discoverMs: null, directMs: direct.length ? median(direct) : null, addedMs: null, ranOn, error, peersFetchMs: 0 };
   return { discoverMs: median(discover), directMs: median(direct), addedMs: median(discover) - median(direct), ranOn, peersFetchMs: 0 } as ScenarioResult['dispatch'];
 }
