@@ -510,6 +510,21 @@ export const CONFIG_SCHEMA = {
         intervalMs: { kind: 'integer', min: 100, max: 600_000, default: 2000, description: 'Advertisement interval (±20 % jitter).' },
         ttlMs: { kind: 'integer', min: 300, max: 3_600_000, default: 6000, description: 'How long peers believe an advertisement without a newer one.' },
         maxSkewMs: { kind: 'integer', min: 0, max: 3_600_000, default: 30_000, description: 'Accepted clock skew of advertisement timestamps.' },
+        identityChecks: {
+          kind: 'object',
+          description:
+            "Pacing of the one TLS handshake that checks each newly discovered peer's endpoint: each is a connection and a neighbour-table entry on this host, so meeting thousands of peers must not dial them at once.",
+          fields: {
+            concurrency: { kind: 'integer', min: 1, max: 256, default: 8, description: 'Identity checks in flight at once.' },
+            perSecond: {
+              kind: 'integer',
+              min: 1,
+              max: 1000,
+              default: 10,
+              description: "Identity checks started per second (new peers wait their turn in the order they were met; they are listed meanwhile, and pinned on connect anyway). Keep it well under the neighbour table's size (net.ipv4.neigh.default.gc_thresh3, 1,024) per minute.",
+            },
+          },
+        },
         static: {
           kind: 'array',
           maxItems: 1000,

@@ -24,7 +24,7 @@ import type { AdvertPayload } from './advert.ts';
 
 export interface PeerTableOptions {
   now: () => number;
-  /** Most peers held; adverts of further agents are ignored (default 4,096). */
+  /** Most peers held; adverts of further agents are ignored (default 16,384). */
   maxPeers?: number;
 }
 
@@ -71,7 +71,7 @@ export class PeerTable {
 
   constructor(options: PeerTableOptions) {
     this.now = options.now;
-    this.maxPeers = options.maxPeers ?? 4096;
+    this.maxPeers = options.maxPeers ?? 16_384;
   }
 
   get size(): number {

@@ -175,6 +175,7 @@ export class DiscoveryService implements Component, Reloadable<AgentConfig> {
       audit,
       now,
       ttlMs: config.ttlMs,
+      identityChecks: config.identityChecks,
     });
     // Sign once now: a payload that cannot be advertised (too big) stops start-up, and what
     // was opened for it is released.
