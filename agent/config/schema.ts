@@ -507,8 +507,36 @@ export const CONFIG_SCHEMA = {
           items: { kind: 'string', pattern: HOST_PORT, patternHint: 'HOST:PORT (IPv6 as [addr]:port)', description: 'Endpoint.' },
           description: 'Endpoints peers should dial (default: agent.listen; required when listening on 0.0.0.0).',
         },
-        intervalMs: { kind: 'integer', min: 100, max: 600_000, default: 2000, description: 'Advertisement interval (±20 % jitter).' },
-        ttlMs: { kind: 'integer', min: 300, max: 3_600_000, default: 6000, description: 'How long peers believe an advertisement without a newer one.' },
+        intervalMs: {
+          kind: 'integer',
+          min: 100,
+          max: 600_000,
+          default: 2000,
+          description: 'Shortest advertisement interval (±20 % jitter); it stretches as the fleet grows to keep within budgetBytesPerSec, up to ttlMs / 3.',
+        },
+        ttlMs: {
+          kind: 'integer',
+          min: 300,
+          max: 3_600_000,
+          default: 10_000,
+          description: 'How long peers believe an advertisement without a newer one: a vanished agent is dropped within it. At least 3 × intervalMs (the interval never stretches past ttlMs / 3).',
+        },
+        budgetBytesPerSec: {
+          kind: 'integer',
+          min: 1000,
+          max: 100_000_000,
+          default: 64_000,
+          description:
+            'Advertisement bytes per second the whole fleet should send to each host in steady state: each agent stretches its interval to (peers + 1) × advert size / budget, between intervalMs and ttlMs / 3 (docs/discovery.md, "The budget").',
+        },
+        wireVersion: {
+          kind: 'integer',
+          min: 1,
+          max: 2,
+          default: 2,
+          description:
+            'Advertisement wire version sent: 2 (records on change or request, small heartbeats in between) or 1 (the full advert every interval, for fleets still running agents that read only version 1). Both are always received.',
+        },
         maxSkewMs: { kind: 'integer', min: 0, max: 3_600_000, default: 30_000, description: 'Accepted clock skew of advertisement timestamps.' },
         identityChecks: {
           kind: 'object',

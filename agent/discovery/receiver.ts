@@ -36,6 +36,10 @@ export interface ReceiverOptions {
   audit?: Audit;
   now: () => number;
   ttlMs: number;
+  /** A heartbeat named a record this agent lacks: ask its key for it (wire version 2). */
+  want?: (keyId: string) => void;
+  /** A peer asked for this agent's record (its "want" is empty or names our key). */
+  wanted?: () => void;
   /** Pacing of identity checks (discovery.identityChecks). */
   identityChecks: { concurrency: number; perSecond: number };
 }
@@ -101,10 +105,17 @@ export class Receiver {
       report.rejected(result.reason, { source, detail: result.detail });
       return;
     }
-    const { payload, keyId } = result;
+    const { keyId } = result;
     // Our own, looped back (also those signed by a key rotated out, still in flight).
     const self = this.#o.self();
-    if ((keyId === self.keyId || this.#ownKeyIds.has(keyId)) && payload.agent === self.agent) return;
+    if ((keyId === self.keyId || this.#ownKeyIds.has(keyId)) && result.payload.agent === self.agent) return;
+    if ('rd' in result.payload) {
+      // A heartbeat refreshes the entry whose record it names; one we lack is asked for.
+      if (table.heartbeat(result.payload, keyId, source) === 'unknown') this.#o.want?.(keyId);
+      return;
+    }
+    const payload = result.payload;
+    if (payload.want !== undefined && (payload.want.length === 0 || payload.want.includes(self.keyId))) this.#o.wanted?.();
     // The name is the last segment of the SPIFFE ID the key is entitled to, so a trusted key
     // cannot advertise under another agent's name.
     if (payload.spiffe.slice(payload.spiffe.lastIndexOf('/') + 1) !== payload.agent) {

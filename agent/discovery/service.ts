@@ -135,7 +135,18 @@ export class DiscoveryService implements Component, Reloadable<AgentConfig> {
     const { config, log, audit, trustDomains } = this.#opts;
     const now = this.#opts.now!;
     const key = planned!; // multicast: the plan read the signing key
-    const verifier = createAdvertVerifier({ fleet: config.fleet!, ...trust, trustDomains, maxSkewMs: config.maxSkewMs, now });
+    // All of a source's datagrams together: the whole fleet sends each host about the budget
+    // (the smallest datagram, a heartbeat, is ~200 bytes), and one address may front all of it
+    // (agents behind one NAT); four times that per second, twice that at once.
+    const capPerSecond = Math.ceil((4 * config.budgetBytesPerSec) / 200);
+    const verifier = createAdvertVerifier({
+      fleet: config.fleet!,
+      ...trust,
+      trustDomains,
+      maxSkewMs: config.maxSkewMs,
+      now,
+      perSourceCap: { perSecond: capPerSecond, burst: 2 * capPerSecond },
+    });
     let receiver: Receiver | undefined;
     let transport: MulticastTransport;
     try {
@@ -164,6 +175,9 @@ export class DiscoveryService implements Component, Reloadable<AgentConfig> {
       send: (bytes) => transport.send(bytes),
       report: this.#report,
       now,
+      wireVersion: config.wireVersion === 1 ? 1 : 2,
+      budgetBytesPerSec: config.budgetBytesPerSec,
+      peerCount: () => this.#table.size,
     });
     receiver = new Receiver({
       verifier,
@@ -176,6 +190,8 @@ export class DiscoveryService implements Component, Reloadable<AgentConfig> {
       now,
       ttlMs: config.ttlMs,
       identityChecks: config.identityChecks,
+      want: (keyId) => advertiser.want(keyId),
+      wanted: () => advertiser.wanted(),
     });
     // Sign once now: a payload that cannot be advertised (too big) stops start-up, and what
     // was opened for it is released.

@@ -69,6 +69,7 @@ import { REJECT_REASONS, type CounterName, type RejectReason } from './reasons.t
 import { decodeCanonicalFast, FALLBACK } from '../../signing/index.ts';
 import { isUtf8, parseEnvelope, parseFrame } from './wire.ts';
 import { LruMap } from './bounded.ts';
+import { checkHeartbeat, isHeartbeatShape, type HeartbeatPayload } from './heartbeat.ts';
 
 /** An agent key: "ed25519:…", "ed25519:…@spiffe://…" (pins its SPIFFE ID), raw bytes, or an object. */
 export type TrustedKeySpec = string | Uint8Array | { key: string | Uint8Array; spiffe?: string };
@@ -121,7 +122,7 @@ export type VerifyResult =
    * trust store pins it), so it may take over an agent name from another key bound to the
    * same ID - signing-key rotation without waiting for the old entry to expire.
    */
-  { ok: true; payload: AdvertPayload; keyId: string; endorsed: boolean; bound: boolean; endorsementNotAfter?: number } | { ok: false; reason: RejectReason; detail?: string };
+  { ok: true; payload: AdvertPayload | HeartbeatPayload; keyId: string; endorsed: boolean; bound: boolean; endorsementNotAfter?: number } | { ok: false; reason: RejectReason; detail?: string };
 
 export interface AdvertVerifier {
   /** Never throws for bad input: the answer is accepted or one reason (also counted). */
@@ -153,7 +154,7 @@ interface Bucket {
 /** What a verified datagram proved, kept for its byte-identical repeats. */
 interface Verified {
   keyId: string;
-  payload: AdvertPayload;
+  payload: AdvertPayload | HeartbeatPayload;
   endorsement: CachedEndorsement | undefined;
   pinned: boolean;
 }
@@ -238,6 +239,8 @@ export function createAdvertVerifier(options: AdvertVerifierOptions): AdvertVeri
   let roots = parseRootKeys(options.rootKeys ?? []);
   const endorsements = new LruMap<string, CachedEndorsement>(positive(options.maxEndorsements ?? 16_384, 'maxEndorsements'));
   const badEndorsements = new Map<string, string>();
+  /** Endorsements by the key they endorse, from verified records: what heartbeats are checked with. */
+  const endorsedKeys = new LruMap<string, CachedEndorsement>(positive(options.maxEndorsements ?? 16_384, 'maxEndorsements'));
   const repeats = new LruMap<string, Verified>(positive(options.maxRepeats ?? 4096, 'maxRepeats'));
   /** Per source: what its rejected datagrams may still cost, and its cap on everything. */
   const sources = new LruMap<string, { unverified: Bucket; all: Bucket }>(maxSources);
@@ -316,7 +319,7 @@ export function createAdvertVerifier(options: AdvertVerifierOptions): AdvertVeri
     }
 
     // The signing envelope: parsed in place (no crypto yet).
-    const env = parseEnvelope(frame.envelope);
+    const env = parseEnvelope(frame.envelope, frame.version);
     if (typeof env === 'string') return reject('malformed', env === 'context' ? 'envelope signed for another context' : 'envelope is not canonical CBOR of the expected shape');
     const keyId = env.keyId;
 
@@ -335,7 +338,7 @@ export function createAdvertVerifier(options: AdvertVerifierOptions): AdvertVeri
       repeated = true;
       return current(seen, now);
     }
-    const verified = verifySigned(frame.envelope, env, keyId, endorsement);
+    const verified = verifySigned(frame.version, frame.envelope, env, keyId, endorsement);
     if ('reason' in verified) return verified;
     repeats.set(digest, verified);
     return current(verified, now);
@@ -346,8 +349,18 @@ export function createAdvertVerifier(options: AdvertVerifierOptions): AdvertVeri
    * signature, the endorsement naming the signer, the payload and the SPIFFE ID the key may
    * claim. Its answer for the same bytes never changes until setTrust (which empties `repeats`).
    */
-  function verifySigned(envelope: Uint8Array, env: Exclude<ReturnType<typeof parseEnvelope>, string>, keyId: string, endorsement: CachedEndorsement | undefined): Verified | VerifyResult & { ok: false } {
-    // The endorsed key is trusted for this advert only; otherwise the trust store decides.
+  function verifySigned(
+    version: 1 | 2,
+    envelope: Uint8Array,
+    env: Exclude<ReturnType<typeof parseEnvelope>, string>,
+    keyId: string,
+    carried: CachedEndorsement | undefined,
+  ): Verified | (VerifyResult & { ok: false }) {
+    // A record's endorsed key is trusted for that record only; a heartbeat (which carries no
+    // endorsement, to stay small) is checked with the endorsement a record of its key carried.
+    // Otherwise the trust store decides.
+    let endorsement = carried;
+    if (endorsement === undefined && version === 2 && !direct.has(keyId)) endorsement = endorsedKeys.get(keyId);
     const verifyKey = endorsement !== undefined && keyId === endorsement.agentKeyId ? endorsement.verifyKey : direct.get(keyId)?.verifyKey;
     if (verifyKey === undefined) return reject('unknown-key', `advert signed by untrusted key ${keyId}`) as VerifyResult & { ok: false };
     const signedLength = env.signedEnd - 1;
@@ -367,9 +380,19 @@ export function createAdvertVerifier(options: AdvertVerifierOptions): AdvertVeri
         return reject('malformed', `payload from key ${keyId}: ${err.message}`) as VerifyResult & { ok: false };
       }
     }
-    const payload = checkAdvertPayload(decoded);
     const refuse = (reason: RejectReason, detail: string) => reject(reason, detail) as VerifyResult & { ok: false };
+    const isMap = decoded !== null && typeof decoded === 'object' && !Array.isArray(decoded) && !(decoded instanceof Uint8Array);
+    if (version === 2 && isMap && isHeartbeatShape(decoded as Record<string, unknown>)) {
+      const hb = checkHeartbeat(decoded as Record<string, unknown>);
+      if (typeof hb === 'string') return refuse('malformed', `heartbeat from key ${keyId}: ${hb}`);
+      if (hb.fleet !== fleet) return refuse('wrong-fleet', `key ${keyId} signed fleet "${hb.fleet}" inside a "${fleet}" frame`);
+      // Its SPIFFE ID and name were checked with the record it refers to: the peer table applies
+      // a heartbeat only to an entry of the same key whose record has this digest.
+      return { keyId, payload: hb, endorsement, pinned: direct.get(keyId)?.spiffe !== undefined };
+    }
+    const payload = checkAdvertPayload(decoded);
     if (typeof payload === 'string') return refuse('malformed', `payload from key ${keyId}: ${payload}`);
+    if ('v' in payload && payload.v !== version) return refuse('malformed', `payload version ${payload.v} from key ${keyId} inside a version ${version} frame`);
     if (!('fleet' in payload)) return refuse('unsupported-version', `payload version ${String(payload.version)} from key ${keyId}`);
     if (payload.fleet !== fleet) return refuse('wrong-fleet', `key ${keyId} signed fleet "${payload.fleet}" inside a "${fleet}" frame`);
 
@@ -381,6 +404,8 @@ export function createAdvertVerifier(options: AdvertVerifierOptions): AdvertVeri
     if (trustDomains !== undefined && !trustDomains.has(spiffeTrustDomain(payload.spiffe)!)) {
       return refuse('spiffe-mismatch', `key ${keyId} claims ${payload.spiffe}, outside the trust domains ${[...trustDomains].join(', ')}`);
     }
+    // Heartbeats of this key are checked with the endorsement its record carried.
+    if (endorsement) endorsedKeys.set(keyId, endorsement);
     return { keyId, payload, endorsement, pinned: pinned !== undefined };
   }
 
@@ -414,6 +439,7 @@ export function createAdvertVerifier(options: AdvertVerifierOptions): AdvertVeri
       direct = nextDirect;
       roots = nextRoots;
       endorsements.clear();
+      endorsedKeys.clear();
       badEndorsements.clear();
       repeats.clear();
     },

@@ -211,8 +211,8 @@ describe('verifier: each rejection has its reason and its counter', () => {
 
   it('unsupported-version: a newer frame or payload version', () => {
     const { v } = setup();
-    expectRejected(v, rawAdvert(payload(), agent, { frameVersion: 2 }), 'unsupported-version');
-    expectRejected(v, rawAdvert({ ...payload(), v: 2 }, agent), 'unsupported-version');
+    expectRejected(v, rawAdvert(payload(), agent, { frameVersion: 3 }), 'unsupported-version');
+    expectRejected(v, rawAdvert({ ...payload(), v: 3 }, agent), 'unsupported-version');
   });
 
   it('rate-limited: a token bucket per source for what it gets rejected, per (source, key) for what verifies', () => {
