@@ -103,6 +103,10 @@ export class Receiver {
     const result = verifier.verify(data, source);
     if (!result.ok) {
       report.rejected(result.reason, { source, detail: result.detail });
+      // Perhaps the heartbeat of an endorsed peer whose record we never saw: ask for it (not
+      // for our own key: our heartbeats loop back, and our own verifier need not trust us).
+      const want = result.wantKeyId;
+      if (want !== undefined && want !== this.#o.self().keyId && !this.#ownKeyIds.has(want)) this.#o.want?.(want);
       return;
     }
     const { keyId } = result;

@@ -137,8 +137,9 @@ export class DiscoveryService implements Component, Reloadable<AgentConfig> {
     const key = planned!; // multicast: the plan read the signing key
     // All of a source's datagrams together: the whole fleet sends each host about the budget
     // (the smallest datagram, a heartbeat, is ~200 bytes), and one address may front all of it
-    // (agents behind one NAT); four times that per second, twice that at once.
-    const capPerSecond = Math.ceil((4 * config.budgetBytesPerSec) / 200);
+    // (agents behind one NAT); four times that per second, twice that at once — and never less
+    // than 1,000/s, so a small budget does not cut off a whole fleet's answers to a newcomer.
+    const capPerSecond = Math.max(1000, Math.ceil((4 * config.budgetBytesPerSec) / 200));
     const verifier = createAdvertVerifier({
       fleet: config.fleet!,
       ...trust,

@@ -122,7 +122,17 @@ export type VerifyResult =
    * trust store pins it), so it may take over an agent name from another key bound to the
    * same ID - signing-key rotation without waiting for the old entry to expire.
    */
-  { ok: true; payload: AdvertPayload | HeartbeatPayload; keyId: string; endorsed: boolean; bound: boolean; endorsementNotAfter?: number } | { ok: false; reason: RejectReason; detail?: string };
+  { ok: true; payload: AdvertPayload | HeartbeatPayload; keyId: string; endorsed: boolean; bound: boolean; endorsementNotAfter?: number } | {
+      ok: false;
+      reason: RejectReason;
+      detail?: string;
+      /**
+       * unknown-key of a version 2 datagram without an endorsement, when root keys are
+       * configured: possibly a heartbeat of an endorsed peer whose record this agent has not
+       * seen yet — the receiver may ask that key for its record.
+       */
+      wantKeyId?: string;
+    };
 
 export interface AdvertVerifier {
   /** Never throws for bad input: the answer is accepted or one reason (also counted). */
@@ -362,7 +372,11 @@ export function createAdvertVerifier(options: AdvertVerifierOptions): AdvertVeri
     let endorsement = carried;
     if (endorsement === undefined && version === 2 && !direct.has(keyId)) endorsement = endorsedKeys.get(keyId);
     const verifyKey = endorsement !== undefined && keyId === endorsement.agentKeyId ? endorsement.verifyKey : direct.get(keyId)?.verifyKey;
-    if (verifyKey === undefined) return reject('unknown-key', `advert signed by untrusted key ${keyId}`) as VerifyResult & { ok: false };
+    if (verifyKey === undefined) {
+      counts['unknown-key']++;
+      const detail = `advert signed by untrusted key ${keyId}`;
+      return version === 2 && carried === undefined && roots.size > 0 ? { ok: false, reason: 'unknown-key', detail, wantKeyId: keyId } : { ok: false, reason: 'unknown-key', detail };
+    }
     const signedLength = env.signedEnd - 1;
     scratch.set(envelope.subarray(2, env.signedEnd), 1);
     if (!edVerify(null, scratch.subarray(0, signedLength), verifyKey, env.signature)) return reject('bad-signature', `signature by key ${keyId} does not verify`) as VerifyResult & { ok: false };

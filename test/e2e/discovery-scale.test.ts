@@ -232,3 +232,107 @@ describe('a peer that failed its identity check', () => {
     }
   }, 30_000);
 });
+
+/** Listens on the group as another host would, keeping what `agent` sends (its name is in every datagram). */
+async function listen(port: number, agent = 'watcher'): Promise<{ got: Array<{ at: number; bytes: Buffer }>; close: () => void }> {
+  const socket = createSocket({ type: 'udp4', reuseAddr: true });
+  const got: Array<{ at: number; bytes: Buffer }> = [];
+  const name = Buffer.from(agent);
+  socket.on('message', (bytes) => {
+    if (bytes.includes(name)) got.push({ at: Date.now(), bytes });
+  });
+  await new Promise<void>((r) => socket.bind(port, () => r()));
+  socket.addMembership('239.255.77.78', '127.0.0.1');
+  return { got, close: () => socket.close() };
+}
+/** A version 2 record carries the endpoints; a heartbeat does not. */
+const isRecord = (b: Buffer) => b.includes(Buffer.from('endpoints'));
+
+describe('the advert budget (wire version 2)', () => {
+  it('an agent alone advertises every intervalMs; among 100 peers it stretches to ttlMs / 3, sending heartbeats', async () => {
+    const port = groupPort();
+    const heard = await listen(port);
+    // A budget of 1,000 B/s: 100 peers × ~200 B ask for ~20 s, so the ceiling ttlMs / 3 = 1 s binds.
+    const agent = await start(port, { intervalMs: 300, ttlMs: 3000, budgetBytesPerSec: 1000 });
+    const s = await sender();
+    try {
+      await agent.waitForLog((l) => l.msg === 'discovery started');
+      // Alone: one every 300 ms ± 20 %.
+      await sleep(2000);
+      const alone = heard.got.filter((g) => g.at > Date.now() - 1500).length;
+      expect(alone).toBeGreaterThanOrEqual(3);
+      // First a record asking every peer for theirs.
+      expect(isRecord(heard.got[0]!.bytes)).toBe(true);
+      expect(heard.got[0]!.bytes.includes(Buffer.from('want'))).toBe(true);
+      const peers = simPeers('bud', 100, () => '127.0.0.1:1');
+      for (const p of peers) await send(s, advertOf(p, 10_000), port);
+      await sleep(1500); // the interval already running ends
+      const from = heard.got.length;
+      const t0 = Date.now();
+      await sleep(4000);
+      const window = heard.got.slice(from);
+      expect((await listed(agent)).filter((p) => p.agent.startsWith('bud')).length).toBe(100);
+      // ~1 s apart (0.8–1 s), never further: 4–5 in 4 s, not the 13 of 300 ms.
+      expect(window.length, JSON.stringify(window.map((g) => g.at - t0))).toBeGreaterThanOrEqual(4);
+      expect(window.length, JSON.stringify(window.map((g) => [g.at - t0, g.bytes.length]))).toBeLessThanOrEqual(6);
+      for (let i = 1; i < window.length; i++) expect(window[i]!.at - window[i - 1]!.at).toBeLessThan(1300);
+      // Heartbeats (a record every tenth): small.
+      const heartbeats = window.filter((g) => !isRecord(g.bytes));
+      expect(heartbeats.length).toBeGreaterThanOrEqual(window.length - 1);
+      expect(Math.max(...heartbeats.map((g) => g.bytes.length))).toBeLessThan(260);
+    } finally {
+      s.close();
+      heard.close();
+      await agent.stop();
+    }
+  }, 30_000);
+
+  it("a heartbeat of a peer whose record it never saw makes the agent ask for it (want); the record then keeps the peer, refreshed by heartbeats", async () => {
+    const port = groupPort();
+    const heard = await listen(port);
+    const agent = await start(port, { intervalMs: 300, ttlMs: 1500 });
+    const s = await sender();
+    try {
+      await agent.waitForLog((l) => l.msg === 'discovery started');
+      const [p] = simPeers('late', 1, () => '127.0.0.1:1');
+      const rec = { v: 2 as const, fleet: FLEET, agent: p!.name, spiffe: `spiffe://skein.local/agent/${p!.name}`, endpoints: [p!.endpoint], routines: ['echo'], load: 0, capacity: 1, tlsFingerprint: '00'.repeat(32), ttl: 1500 };
+      const { encodeHeartbeat, recordDigest } = await import('../../agent/discovery/heartbeat.ts');
+      const heartbeat = () => {
+        p!.seq = nextSeq(p!.seq, Date.now());
+        return encodeHeartbeat({ v: 2, fleet: FLEET, agent: p!.name, rd: recordDigest(rec), load: 3, seq: p!.seq, iat: Date.now(), ttl: 1500 }, p!.key);
+      };
+      const before = heard.got.length;
+      await send(s, heartbeat(), port);
+      const keyId = Buffer.from(p!.key.keyId);
+      for (let i = 0; i < 50 && !heard.got.slice(before).some((g) => g.bytes.includes(keyId)); i++) await sleep(50);
+      const request = heard.got.slice(before).find((g) => g.bytes.includes(keyId));
+      expect(request, 'a record of the agent asking for the key').toBeDefined();
+      expect(isRecord(request!.bytes)).toBe(true);
+      // The peer answers with its record; from then on heartbeats alone keep it listed past its TTL.
+      p!.seq = nextSeq(p!.seq, Date.now());
+      await send(s, encodeAdvert({ ...rec, seq: p!.seq, iat: Date.now() }, p!.key, p!.endorsement), port);
+      for (let i = 0; i < 8; i++) {
+        await sleep(400);
+        await send(s, heartbeat(), port);
+      }
+      const entry = (await listed(agent)).find((e) => e.agent === 'late0') as { load?: number } | undefined;
+      expect(entry).toMatchObject({ load: 3 });
+      expect(agent.logs.filter((l) => l.msg === 'peer expired' && l.peer === 'late0')).toHaveLength(0);
+      // Silent: dropped within its TTL.
+      await agent.waitForLog((l) => l.msg === 'peer expired' && l.peer === 'late0', 2500);
+    } finally {
+      s.close();
+      heard.close();
+      await agent.stop();
+    }
+  }, 30_000);
+
+  it('refuses a ttlMs under 3 × intervalMs at start (exit 2, SKEIN_ERR_CONFIG naming discovery.ttlMs)', async () => {
+    const { startMustFail } = await import('../helpers/agent.ts');
+    const config = agentConfig(groupPort(), { signingKey: '/nonexistent.key', intervalMs: 2000, ttlMs: 5000 });
+    delete config._key;
+    const stderr = await startMustFail(config);
+    expect(stderr).toContain('SKEIN_ERR_CONFIG');
+    expect(stderr).toMatch(/discovery\.ttlMs.*\(5000\) must be at least 3 × discovery\.intervalMs \(2000\)/);
+  });
+});
