@@ -29,7 +29,20 @@ for (const n of sizes) {
       const p = peers[i]!;
       data.push(
         encodeAdvert(
-          { v: 1, fleet: 'prod', agent: p.name, spiffe: `spiffe://skein.local/agent/${p.name}`, endpoints: [`10.1.${i >> 8}.${i & 255}:7443`], routines: ['echo', 'resize'], load: 0, capacity: 4, tlsFingerprint: 'ab'.repeat(32), seq: round, iat: NOW, ttl: 6000 },
+          {
+            v: 1,
+            fleet: 'prod',
+            agent: p.name,
+            spiffe: `spiffe://skein.local/agent/${p.name}`,
+            endpoints: [`10.1.${i >> 8}.${i & 255}:7443`],
+            routines: ['echo', 'resize'],
+            load: 0,
+            capacity: 4,
+            tlsFingerprint: 'ab'.repeat(32),
+            seq: round,
+            iat: NOW,
+            ttl: 6000,
+          },
           p.key,
           p.endorsement,
         ),
@@ -40,7 +53,7 @@ for (const n of sizes) {
   // The first round meets every endorsement once (a verify each, unavoidable); the steady state is what follows.
   for (let i = 0; i < n; i++) v.verify(data[i]!, `10.1.${i >> 8}.${i & 255}`);
   const t0 = performance.now();
-  for (let i = n; i < data.length; i++) v.verify(data[i]!, `10.1.${(i % n) >> 8}.${i % n & 255}`);
+  for (let i = n; i < data.length; i++) v.verify(data[i]!, `10.1.${(i % n) >> 8}.${(i % n) & 255}`);
   const us = ((performance.now() - t0) * 1000) / (data.length - n);
   console.log(`${String(n).padStart(5)} peers: ${us.toFixed(1)} µs per advert (accepted ${v.counters().accepted} of ${data.length})`);
 }

@@ -549,7 +549,8 @@ export const CONFIG_SCHEMA = {
               min: 1,
               max: 1000,
               default: 10,
-              description: "Identity checks started per second (new peers wait their turn in the order they were met; they are listed meanwhile, and pinned on connect anyway). Keep it well under the neighbour table's size (net.ipv4.neigh.default.gc_thresh3, 1,024) per minute.",
+              description:
+                "Identity checks started per second (new peers wait their turn in the order they were met; they are listed meanwhile, and pinned on connect anyway). Keep it well under the neighbour table's size (net.ipv4.neigh.default.gc_thresh3, 1,024) per minute.",
             },
           },
         },

@@ -1,7 +1,7 @@
 /**
  * Discovery advertisements: the payload an agent announces and the datagram that carries it.
  *
- * ## Wire format (one UDP datagram, at most 1,200 bytes)
+ * ## Wire format, version 1 (one UDP datagram, at most 1,200 bytes; version 2: heartbeat.ts)
  *
  * Everything is canonical CBOR (signing/canonical.ts: RFC 8949 §4.2.1 deterministic encoding,
  * shortest integer heads, definite lengths, map keys sorted bytewise by their encoding, no

@@ -122,7 +122,8 @@ export type VerifyResult =
    * trust store pins it), so it may take over an agent name from another key bound to the
    * same ID - signing-key rotation without waiting for the old entry to expire.
    */
-  { ok: true; payload: AdvertPayload | HeartbeatPayload; keyId: string; endorsed: boolean; bound: boolean; endorsementNotAfter?: number } | {
+  | { ok: true; payload: AdvertPayload | HeartbeatPayload; keyId: string; endorsed: boolean; bound: boolean; endorsementNotAfter?: number }
+  | {
       ok: false;
       reason: RejectReason;
       detail?: string;
@@ -438,9 +439,7 @@ export function createAdvertVerifier(options: AdvertVerifierOptions): AdvertVeri
     lastSeq.set(keyId, payload.seq);
 
     counts.accepted++;
-    return endorsement
-      ? { ok: true, payload, keyId, endorsed: true, bound: true, endorsementNotAfter: endorsement.notAfter }
-      : { ok: true, payload, keyId, endorsed: false, bound: pinned };
+    return endorsement ? { ok: true, payload, keyId, endorsed: true, bound: true, endorsementNotAfter: endorsement.notAfter } : { ok: true, payload, keyId, endorsed: false, bound: pinned };
   }
 
   return {

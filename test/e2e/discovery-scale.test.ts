@@ -42,7 +42,20 @@ function simPeers(prefix: string, n: number, endpoint: (i: number) => string): S
 function advertOf(p: SimPeer, ttl: number, fingerprint = '00'.repeat(32)): Uint8Array {
   p.seq = nextSeq(p.seq, Date.now());
   return encodeAdvert(
-    { v: 1, fleet: FLEET, agent: p.name, spiffe: `spiffe://skein.local/agent/${p.name}`, endpoints: [p.endpoint], routines: ['echo'], load: 0, capacity: 1, tlsFingerprint: fingerprint, seq: p.seq, iat: Date.now(), ttl },
+    {
+      v: 1,
+      fleet: FLEET,
+      agent: p.name,
+      spiffe: `spiffe://skein.local/agent/${p.name}`,
+      endpoints: [p.endpoint],
+      routines: ['echo'],
+      load: 0,
+      capacity: 1,
+      tlsFingerprint: fingerprint,
+      seq: p.seq,
+      iat: Date.now(),
+      ttl,
+    },
     p.key,
     p.endorsement,
   );
@@ -287,7 +300,7 @@ describe('the advert budget (wire version 2)', () => {
     }
   }, 30_000);
 
-  it("a heartbeat of a peer whose record it never saw makes the agent ask for it (want); the record then keeps the peer, refreshed by heartbeats", async () => {
+  it('a heartbeat of a peer whose record it never saw makes the agent ask for it (want); the record then keeps the peer, refreshed by heartbeats', async () => {
     const port = groupPort();
     const heard = await listen(port);
     const agent = await start(port, { intervalMs: 300, ttlMs: 1500 });
@@ -295,7 +308,18 @@ describe('the advert budget (wire version 2)', () => {
     try {
       await agent.waitForLog((l) => l.msg === 'discovery started');
       const [p] = simPeers('late', 1, () => '127.0.0.1:1');
-      const rec = { v: 2 as const, fleet: FLEET, agent: p!.name, spiffe: `spiffe://skein.local/agent/${p!.name}`, endpoints: [p!.endpoint], routines: ['echo'], load: 0, capacity: 1, tlsFingerprint: '00'.repeat(32), ttl: 1500 };
+      const rec = {
+        v: 2 as const,
+        fleet: FLEET,
+        agent: p!.name,
+        spiffe: `spiffe://skein.local/agent/${p!.name}`,
+        endpoints: [p!.endpoint],
+        routines: ['echo'],
+        load: 0,
+        capacity: 1,
+        tlsFingerprint: '00'.repeat(32),
+        ttl: 1500,
+      };
       const { encodeHeartbeat, recordDigest } = await import('../../agent/discovery/heartbeat.ts');
       const heartbeat = () => {
         p!.seq = nextSeq(p!.seq, Date.now());
