@@ -409,7 +409,7 @@ requires(netnsNeed(), file(BUN, { why: 'npm install puts it there' })).describe(
     // node-a is still reached at its own address; echo (offered by node-a only) runs there.
     const views = await allPeers();
     for (const n of ['node-b', 'node-c'] as const) {
-      expect(views[n].peers.find((p) => p.agent === 'node-a')).toMatchObject({ endpoints: [`${a.address}:${AGENT_PORT}`], source: a.address });
+      expect(views[n].peers.find((p) => p.agent === 'node-a')).toMatchObject({ endpoints: [`${a.address}:${AGENT_PORT}`], source: 'multicast', from: a.address });
     }
     const r = await dispatchFrom('node-b', 'echo', ['after-b']);
     expect(r.code).toBe(0);
