@@ -342,7 +342,7 @@ requires(netnsNeed(), file(BUN, { why: 'npm install puts it there' })).describe(
       for (const p of view.peers) {
         const host = hostOf(p.agent as Name);
         // Heard from the other namespace's address, over the bridge.
-        expect(p).toMatchObject({ spiffe: `spiffe://${TD}/agent/${p.agent}`, endpoints: [`${host.address}:${AGENT_PORT}`], source: host.address });
+        expect(p).toMatchObject({ spiffe: `spiffe://${TD}/agent/${p.agent}`, endpoints: [`${host.address}:${AGENT_PORT}`], source: 'multicast', from: host.address });
         expect(p.tlsFingerprint).toBe(fingerprintOf(p.agent));
       }
       // Nothing but real adverts so far.

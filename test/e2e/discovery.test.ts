@@ -118,7 +118,7 @@ describe('discovery on loopback multicast', () => {
     expect(peer.tlsFingerprint).toMatch(/^[0-9a-f]{64}$/);
     expect(answer.peers.some((p: { agent: string }) => p.agent === 'alpha')).toBe(false); // not itself
     const text = await runCli(['peers', '--peer', `127.0.0.1:${alpha.port}`, ...clientFlags()]);
-    expect(text.stdout).toMatch(/^AGENT\s+SPIFFE ID\s+ENDPOINTS\s+ROUTINES\s+LOAD\s+AGE/);
+    expect(text.stdout).toMatch(/^AGENT\s+SPIFFE ID\s+ENDPOINTS\s+ROUTINES\s+LOAD\s+SOURCE\s+AGE/);
   });
 
   it('dispatch --discover runs the routine on the peer that offers it', async () => {
