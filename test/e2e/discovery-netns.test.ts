@@ -342,7 +342,7 @@ requires(netnsNeed(), file(BUN, { why: 'npm install puts it there' })).describe(
       for (const p of view.peers) {
         const host = hostOf(p.agent as Name);
         // Heard from the other namespace's address, over the bridge.
-        expect(p).toMatchObject({ spiffe: `spiffe://${TD}/agent/${p.agent}`, endpoints: [`${host.address}:${AGENT_PORT}`], source: host.address });
+        expect(p).toMatchObject({ spiffe: `spiffe://${TD}/agent/${p.agent}`, endpoints: [`${host.address}:${AGENT_PORT}`], source: 'multicast', from: host.address });
         expect(p.tlsFingerprint).toBe(fingerprintOf(p.agent));
       }
       // Nothing but real adverts so far.
@@ -411,7 +411,7 @@ requires(netnsNeed(), file(BUN, { why: 'npm install puts it there' })).describe(
     // node-a is still reached at its own address; echo (offered by node-a only) runs there.
     const views = await allPeers();
     for (const n of ['node-b', 'node-c'] as const) {
-      expect(views[n].peers.find((p) => p.agent === 'node-a')).toMatchObject({ endpoints: [`${a.address}:${AGENT_PORT}`], source: a.address });
+      expect(views[n].peers.find((p) => p.agent === 'node-a')).toMatchObject({ endpoints: [`${a.address}:${AGENT_PORT}`], source: 'multicast', from: a.address });
     }
     const r = await dispatchFrom('node-b', 'echo', ['after-b']);
     expect(r.code).toBe(0);
