@@ -35,16 +35,16 @@ class Raw {
   constructor(port: number, creds: AgentHandle['creds']) {
     this.#s = http2.connect(`https://127.0.0.1:${port}`, { ...creds, ALPNProtocols: ['h2'] });
   }
-  request(path: string, body: unknown, headers: Record<string, string> = {}): Promise<{ status: number; body: Buffer }> {
+  request(path: string, body: unknown, headers: Record<string, string> = {}, method = 'POST'): Promise<{ status: number; body: Buffer }> {
     return new Promise((resolve, reject) => {
-      const req = this.#s.request({ ':method': 'POST', ':path': path, 'content-type': 'application/cbor', ...headers });
+      const req = this.#s.request({ ':method': method, ':path': path, 'content-type': 'application/cbor', ...headers });
       const chunks: Buffer[] = [];
       let status = 0;
       req.on('response', (h) => (status = Number(h[':status'])));
       req.on('data', (c: Buffer) => chunks.push(c));
       req.on('end', () => resolve({ status, body: Buffer.concat(chunks) }));
       req.on('error', reject);
-      req.end(encoder.encode(body));
+      req.end(method === 'POST' ? encoder.encode(body) : undefined);
     });
   }
   close(): void {
@@ -75,6 +75,24 @@ async function bytesRoundTrip(raw: Raw, path: string, data: Uint8Array): Promise
   const ms = performance.now() - t;
   if (out.result.length !== data.length) throw new Error(`${path}: ${out.result.length} bytes came back for ${data.length}`);
   return ms;
+}
+
+/**
+ * Waits until the agent has run every async call submitted (they run after their 202, on
+ * the same machine): the next round must not share the CPU with this round's backlog.
+ */
+async function backlogRun(raw: Raw): Promise<void> {
+  const until = performance.now() + 120_000;
+  while (performance.now() < until) {
+    const left = await Promise.all(
+      ['queued', 'running'].map(
+        async (status) => (decoder.decode((await raw.request(`/v1/calls?status=${status}&limit=1`, undefined, { accept: 'application/cbor' }, 'GET')).body) as { calls: unknown[] }).calls.length,
+      ),
+    );
+    if (left.every((n) => n === 0)) return;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error('the async backlog did not run within 120 s');
 }
 
 async function rate(n: number, one: () => Promise<unknown>): Promise<number> {
@@ -137,6 +155,7 @@ for (let r = 0; r < ROUNDS; r++) {
   got.bytesRoundTripMs!.baseline.push(median(trips.baseline));
   got.asyncSubmitsPerSecond!.skein.push(await rate(SUBMITS, () => call(sk, '/v1/calls/echo', ['x'], 202)));
   got.asyncSubmitsPerSecond!.baseline.push(await rate(SUBMITS, () => call(base, '/echo', ['x'], 200)));
+  await backlogRun(sk);
   process.stderr.write(
     `  round ${r + 1}/${ROUNDS}: ${Object.entries(got)
       .map(([k, v]) => `${k} ${v.skein.at(-1)!.toFixed(1)} vs ${v.baseline.at(-1)!.toFixed(1)}`)

@@ -25,9 +25,9 @@ export const LAYERS = [
   'agent/sources',
   'agent/calls', // the call seam: sync, streaming and async calls, the results store
   'agent/server',
+  'agent/client', // below discovery: the DNS source reads its peers' routines and load through it
   'agent/discovery',
   'agent/admin',
-  'agent/client',
   'agent/systemd',
   'agent/runtime',
   'agent/cli',

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # First step of `npm test`: the Debian tools the suite drives (curl with HTTP/2, h2load,
-# testssl.sh, bubblewrap, iproute2, PyJWT, the Prometheus parser,
+# testssl.sh, bubblewrap, iproute2, dnsmasq, PyJWT, the Prometheus parser,
 # httpx/h2/cbor2 for the Python client). On a fresh machine of this
 # kind (root, apt reachable) it installs what is missing; where it cannot, it stops at once
 # and names the packages, instead of letting tests skip or fail one by one later (in CI a
@@ -19,6 +19,8 @@ missing() {
   have openssl || need+=(openssl)
   have h2load || need+=(nghttp2-client)
   have ip || need+=(iproute2)
+  # DNS discovery is tested against a real DNS server (test/e2e/discovery-dns.test.ts).
+  have dnsmasq || need+=(dnsmasq-base)
   have bwrap || need+=(bubblewrap)
   have setpriv || need+=(util-linux)
   # deploy/systemd/skein.service is checked offline by systemd-analyze.

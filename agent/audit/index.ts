@@ -41,6 +41,7 @@ export const AUDIT_EVENTS = [
   'worker.recycle',
   'peer.accepted',
   'peer.evicted',
+  'peer.refused',
   'advert.rejected',
   'tls.reloaded',
   'tls.reload_refused',

@@ -7,8 +7,9 @@ import { table } from './table.ts';
 export const PEERS_USAGE = `Usage: skein peers [--peer HOST[:PORT]] [--cert PATH --key PATH --ca PATH] [--token T | --token-file F]
                    [--profile NAME] [--json] [--config PATH]
 
-Lists the peers the agent believes (advertisements signed by a trusted or endorsed key):
-identity, endpoints, routines, load, age and status — "ok", or "cool-down" for a peer that is
+Lists the peers the agent believes — from advertisements signed by a trusted or endorsed key
+(source "multicast"), from DNS records whose endpoint proved a fleet certificate ("dns"), or
+from the config ("static"): identity, endpoints, routines, load, source, age and status — "ok", or "cool-down" for a peer that is
 not used for a while (it failed its identity check), with the reason below the table — and
 how many advertisements it rejected, by reason.
 Defaults as for skein dispatch: the agent of the local config, with its development client
@@ -42,10 +43,11 @@ export async function runPeers(argv: string[], io: Io): Promise<number> {
       (p.endpoints as string[]).join(' '),
       (p.routines as string[]).join(','),
       `${String(p.load)}/${String(p.capacity)}`,
-      p.static ? 'static' : `${Math.round(Number(p.ageMs) / 100) / 10}s`,
+      String(p.source ?? (p.static ? 'static' : 'multicast')),
+      p.static ? '-' : `${Math.round(Number(p.ageMs) / 100) / 10}s`,
       cooling(p) ? `cool-down ${duration(Number(p.coolDownMs))}` : 'ok',
     ]);
-    const header = ['AGENT', 'SPIFFE ID', 'ENDPOINTS', 'ROUTINES', 'LOAD', 'AGE', 'STATUS'];
+    const header = ['AGENT', 'SPIFFE ID', 'ENDPOINTS', 'ROUTINES', 'LOAD', 'SOURCE', 'AGE', 'STATUS'];
     io.out(table(header, rows));
     // Why a peer is not used, in full: a reason does not fit a table cell.
     const cold = answer.peers.filter(cooling);

@@ -289,6 +289,11 @@ export class SkeinClient {
             // An IP literal cannot be an SNI name; verification still checks the IP SAN.
             servername: this.#opts.servername ?? (/^[\d.]+$|:/.test(host) ? undefined : host),
             ALPNProtocols: ['h2'],
+            // A pinned peer: the chain is still verified against the CA, and the host-name
+            // check gives way to the stricter pin (this exact certificate and SPIFFE ID, checked
+            // before any request) — as the agent's own identity check does. A peer found by DNS
+            // or advertised is dialled at an address its certificate need not name (a pod IP).
+            ...(this.#opts.pin ? { checkServerIdentity: () => undefined } : {}),
           });
     } catch (err) {
       // Bun's TLS library refuses some certificates before connecting (a key usage that

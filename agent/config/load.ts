@@ -130,6 +130,14 @@ function crossCheck(config: AgentConfig): void {
     if (config.discovery.trustedKeys.length === 0 && config.discovery.rootKeys.length === 0) {
       throw configError('discovery.trustedKeys', 'discovery needs a trust store: set discovery.trustedKeys or discovery.rootKeys');
     }
+    // At least three adverts per TTL (the interval never stretches past ttlMs / 3): one or two
+    // lost datagrams in a row never expire a live peer, and a vanished one goes within the TTL.
+    if (config.discovery.ttlMs < 3 * config.discovery.intervalMs) {
+      throw configError(
+        'discovery.ttlMs',
+        `(${config.discovery.ttlMs}) must be at least 3 × discovery.intervalMs (${config.discovery.intervalMs}), so peers hear at least three adverts per TTL: raise ttlMs to ${3 * config.discovery.intervalMs} or lower intervalMs`,
+      );
+    }
     const host = parseHostPort(config.agent.listen).host;
     if (config.discovery.advertise.length === 0 && (host === '0.0.0.0' || host === '::')) {
       throw configError('discovery.advertise', `agent.listen is ${config.agent.listen}; name the endpoints peers should dial`);

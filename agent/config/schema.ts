@@ -9,6 +9,8 @@ import { FLEET_HINT, FLEET_PATTERN, NAME_HINT, NAME_PATTERN, PLUGIN_NAME_HINT, P
 
 const HOST_PORT = /^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):(\d{1,5})$/;
 const MiB = 1024 * 1024;
+/** A DNS name (RFC 1035 labels; "_" allowed for SRV owner names like _skein._tcp), optionally fully qualified. */
+const DNS_NAME = /^(?=.{1,253}\.?$)([A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9])?\.)*[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9])?\.?$/;
 
 export const CONFIG_SCHEMA = {
   kind: 'object',
@@ -467,7 +469,7 @@ export const CONFIG_SCHEMA = {
     },
     discovery: {
       kind: 'object',
-      description: 'Signed multicast advertisements: peers are believed only if signed by a trusted or endorsed key (docs/discovery.md).',
+      description: 'Peers: signed multicast advertisements (believed only if signed by a trusted or endorsed key), static peers and DNS SRV records (docs/discovery.md).',
       fields: {
         enabled: { kind: 'boolean', default: false, description: 'Advertise this agent and listen for peers.' },
         fleet: { kind: 'string', pattern: FLEET_PATTERN, patternHint: FLEET_HINT, description: 'Fleet id; advertisements of other fleets are dropped.' },
@@ -507,9 +509,53 @@ export const CONFIG_SCHEMA = {
           items: { kind: 'string', pattern: HOST_PORT, patternHint: 'HOST:PORT (IPv6 as [addr]:port)', description: 'Endpoint.' },
           description: 'Endpoints peers should dial (default: agent.listen; required when listening on 0.0.0.0).',
         },
-        intervalMs: { kind: 'integer', min: 100, max: 600_000, default: 2000, description: 'Advertisement interval (±20 % jitter).' },
-        ttlMs: { kind: 'integer', min: 300, max: 3_600_000, default: 6000, description: 'How long peers believe an advertisement without a newer one.' },
+        intervalMs: {
+          kind: 'integer',
+          min: 100,
+          max: 600_000,
+          default: 2000,
+          description: 'Shortest advertisement interval (±20 % jitter); it stretches as the fleet grows to keep within budgetBytesPerSec, up to ttlMs / 3.',
+        },
+        ttlMs: {
+          kind: 'integer',
+          min: 300,
+          max: 3_600_000,
+          default: 10_000,
+          description: 'How long peers believe an advertisement without a newer one: a vanished agent is dropped within it. At least 3 × intervalMs (the interval never stretches past ttlMs / 3).',
+        },
+        budgetBytesPerSec: {
+          kind: 'integer',
+          min: 1000,
+          max: 100_000_000,
+          default: 64_000,
+          description:
+            'Advertisement bytes per second the whole fleet should send to each host in steady state: each agent stretches its interval to (peers + 1) × advert size / budget, between intervalMs and ttlMs / 3 (docs/discovery.md, "The budget").',
+        },
+        wireVersion: {
+          kind: 'integer',
+          min: 1,
+          max: 2,
+          default: 2,
+          description:
+            'Advertisement wire version sent: 2 (records on change or request, small heartbeats in between) or 1 (the full advert every interval, for fleets still running agents that read only version 1). Both are always received.',
+        },
         maxSkewMs: { kind: 'integer', min: 0, max: 3_600_000, default: 30_000, description: 'Accepted clock skew of advertisement timestamps.' },
+        identityChecks: {
+          kind: 'object',
+          description:
+            "Pacing of the one TLS handshake that checks each newly discovered peer's endpoint: each is a connection and a neighbour-table entry on this host, so meeting thousands of peers must not dial them at once.",
+          fields: {
+            concurrency: { kind: 'integer', min: 1, max: 256, default: 8, description: 'Identity checks in flight at once.' },
+            perSecond: {
+              kind: 'integer',
+              min: 1,
+              max: 1000,
+              default: 10,
+              description:
+                "Identity checks started per second (new peers wait their turn in the order they were met; they are listed meanwhile, and pinned on connect anyway). Keep it well under the neighbour table's size (net.ipv4.neigh.default.gc_thresh3, 1,024) per minute.",
+            },
+          },
+        },
         static: {
           kind: 'array',
           maxItems: 1000,
@@ -525,6 +571,42 @@ export const CONFIG_SCHEMA = {
               spiffe: { kind: 'string', pattern: /^spiffe:\/\/\S+$/, patternHint: 'a spiffe:// ID', description: 'SPIFFE ID its certificate must carry.' },
               sha256: { kind: 'string', pattern: /^[0-9a-f]{64}$/, patternHint: '64 lower-case hex characters', description: 'SHA-256 of its certificate (DER).' },
               routines: { kind: 'array', maxItems: 1000, items: { kind: 'string', description: 'Routine name.' }, description: 'Routines it offers.' },
+            },
+          },
+        },
+        dns: {
+          kind: 'object',
+          description:
+            'Membership from DNS SRV records (a Kubernetes headless Service, a Consul service). A peer found this way carries no signed advert: it is believed only after its TLS handshake proves a fleet-CA certificate with an allowed SPIFFE ID; its routines and load are read from it over that connection (docs/discovery.md).',
+          fields: {
+            names: {
+              kind: 'array',
+              maxItems: 16,
+              default: [],
+              items: { kind: 'string', pattern: DNS_NAME, patternHint: 'a DNS name, e.g. _skein._tcp.skein.fleet.svc.cluster.local', description: 'SRV record name.' },
+              description: 'SRV records to follow, e.g. "_skein._tcp.skein.fleet.svc.cluster.local" or "skein.service.consul" (empty: no DNS discovery).',
+            },
+            resolver: {
+              kind: 'string',
+              pattern: /^(\[[0-9a-fA-F:.]+\]:\d{1,5}|[0-9.]+(:\d{1,5})?|[0-9a-fA-F:]*:[0-9a-fA-F:.]+)$/,
+              patternHint: 'an IP address, optionally with a port: 10.96.0.10, 10.96.0.10:53, [fd00::a]:53',
+              description: "DNS server asked instead of the system's (/etc/resolv.conf).",
+            },
+            intervalMs: { kind: 'integer', min: 500, max: 3_600_000, default: 5000, description: "How often the records are resolved again and each DNS peer's routines and load are read." },
+            keepStaleMs: {
+              kind: 'integer',
+              min: 0,
+              max: 86_400_000,
+              default: 300_000,
+              description: 'While resolution fails (retried sooner, backing off up to intervalMs), the last good answer is kept this long, then its peers are dropped.',
+            },
+            maxRecords: { kind: 'integer', min: 1, max: 4096, default: 256, description: 'Most endpoints (SRV targets × their addresses) followed; further ones are ignored with a warning.' },
+            identities: {
+              kind: 'array',
+              maxItems: 100,
+              default: [],
+              items: { kind: 'string', pattern: /^spiffe:\/\/\S+$/, patternHint: 'a spiffe:// ID or pattern', description: 'SPIFFE ID pattern.' },
+              description: 'SPIFFE IDs a DNS peer may present, as authorization.allow patterns (spiffe://fleet.example/agent/edge-*); default: spiffe://<each accepted trust domain>/agent/*.',
             },
           },
         },

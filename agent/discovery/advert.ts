@@ -1,7 +1,7 @@
 /**
  * Discovery advertisements: the payload an agent announces and the datagram that carries it.
  *
- * ## Wire format (one UDP datagram, at most 1,200 bytes)
+ * ## Wire format, version 1 (one UDP datagram, at most 1,200 bytes; version 2: heartbeat.ts)
  *
  * Everything is canonical CBOR (signing/canonical.ts: RFC 8949 §4.2.1 deterministic encoding,
  * shortest integer heads, definite lengths, map keys sorted bytewise by their encoding, no
@@ -102,11 +102,17 @@ import { SkeinError } from '../../common/errors/index.ts';
 import { FLEET_HINT, FLEET_PATTERN, NAME_HINT, NAME_PATTERN } from '../../common/names/index.ts';
 import { parseSpiffeId } from '../../common/spiffe/index.ts';
 import { encodeCanonical, sign, type SigningKey } from '../../signing/index.ts';
+import { checkWant } from './heartbeat.ts';
 
 /** Domain-separation context of advertisement envelopes. */
 export const ADVERT_CONTEXT = 'skein-advert-v1';
 /** Version of the outer frame [1, fleet, envelope, endorsement]. */
 export const ADVERT_FRAME_VERSION = 1;
+/** Wire version 2 (heartbeat.ts): its frame version, payload "v" and signing context. */
+export const WIRE_VERSION_2 = 2;
+export const ADVERT_CONTEXT_V2 = 'skein-advert-v2';
+/** Most key ids one version 2 record may ask for ("want"). */
+export const MAX_WANT = 32;
 /** Version of the signed payload ("v"). */
 export const ADVERT_PAYLOAD_VERSION = 1;
 /** One datagram that crosses any sane path without fragmentation (IPv6 minimum MTU 1280). */
@@ -115,10 +121,11 @@ export const MAX_ENDPOINTS = 16;
 export const MAX_ROUTINES = 128;
 export const MAX_TTL_MS = 3_600_000;
 /** Limits for the signed payload: a map holding two arrays; nothing deeper. */
-export const PAYLOAD_LIMITS = Object.freeze({ maxDepth: 2, maxItems: 13 + MAX_ENDPOINTS + MAX_ROUTINES + 16 });
+export const PAYLOAD_LIMITS = Object.freeze({ maxDepth: 2, maxItems: 14 + MAX_ENDPOINTS + MAX_ROUTINES + MAX_WANT + 16 });
 
 export interface AdvertPayload {
-  v: 1;
+  /** 1, or 2 for a wire version 2 record (heartbeat.ts). */
+  v: 1 | 2;
   fleet: string;
   agent: string;
   spiffe: string;
@@ -131,6 +138,8 @@ export interface AdvertPayload {
   iat: number;
   ttl: number;
   goodbye?: true;
+  /** Version 2 only: key ids whose records the sender asks for; empty = everyone's (heartbeat.ts). */
+  want?: string[];
 }
 
 const FINGERPRINT_PATTERN = /^[0-9a-f]{64}$/;
@@ -200,7 +209,7 @@ function stringList(v: unknown, what: string, min: number, max: number, valid: (
 export function checkAdvertPayload(value: unknown): AdvertPayload | string | { version: unknown } {
   if (value === null || typeof value !== 'object' || Array.isArray(value) || value instanceof Uint8Array) return 'payload must be a map';
   const p = value as Record<string, unknown>;
-  if (p.v !== ADVERT_PAYLOAD_VERSION) return typeof p.v === 'number' || typeof p.v === 'bigint' ? { version: p.v } : 'v must be 1';
+  if (p.v !== ADVERT_PAYLOAD_VERSION && p.v !== WIRE_VERSION_2) return typeof p.v === 'number' || typeof p.v === 'bigint' ? { version: p.v } : 'v must be 1 or 2';
   if (typeof p.fleet !== 'string' || !FLEET_PATTERN.test(p.fleet)) return `fleet must be ${FLEET_HINT}`;
   if (typeof p.agent !== 'string' || !NAME_PATTERN.test(p.agent)) return `agent must be ${NAME_HINT}`;
   if (!isValidSpiffeId(p.spiffe)) return 'spiffe must be a SPIFFE ID spiffe://domain/path';
@@ -215,8 +224,11 @@ export function checkAdvertPayload(value: unknown): AdvertPayload | string | { v
   if (!isCount(p.iat, Number.MAX_SAFE_INTEGER)) return 'iat must be a non-negative integer (unix ms)';
   if (!isCount(p.ttl, MAX_TTL_MS) || p.ttl === 0) return `ttl must be an integer of 1–${MAX_TTL_MS} ms`;
   if (p.goodbye !== undefined && p.goodbye !== true) return 'goodbye must be true when present';
+  if (p.want !== undefined && p.v !== WIRE_VERSION_2) return 'want is a version 2 field';
+  const want = checkWant(p.want);
+  if (want) return want;
   const out: AdvertPayload = {
-    v: 1,
+    v: p.v,
     fleet: p.fleet,
     agent: p.agent,
     spiffe: p.spiffe,
@@ -230,6 +242,7 @@ export function checkAdvertPayload(value: unknown): AdvertPayload | string | { v
     ttl: p.ttl,
   };
   if (p.goodbye === true) out.goodbye = true;
+  if (p.want !== undefined) out.want = p.want as string[];
   return out;
 }
 
@@ -255,10 +268,11 @@ export function nextSeq(previous: number | undefined, nowMs: number): number {
 export function encodeAdvert(payload: AdvertPayload, key: SigningKey, endorsement?: Uint8Array | null): Uint8Array {
   const checked = checkAdvertPayload(payload);
   if (typeof checked === 'string') throw new SkeinError('SKEIN_ERR_CONFIG', `advertisement payload: ${checked}`);
-  if (!('v' in checked)) throw new SkeinError('SKEIN_ERR_CONFIG', `advertisement payload: v must be ${ADVERT_PAYLOAD_VERSION}`);
+  if (!('v' in checked)) throw new SkeinError('SKEIN_ERR_CONFIG', `advertisement payload: v must be ${ADVERT_PAYLOAD_VERSION} or ${WIRE_VERSION_2}`);
   if (endorsement != null && !(endorsement instanceof Uint8Array)) throw new SkeinError('SKEIN_ERR_CONFIG', 'endorsement must be bytes (skein key endorse)');
-  const envelope = sign(checked, key, ADVERT_CONTEXT);
-  const bytes = encodeCanonical([ADVERT_FRAME_VERSION, checked.fleet, envelope, endorsement ?? null]);
+  // The frame and the signing context carry the payload's version: one wire version per datagram.
+  const envelope = sign(checked, key, checked.v === WIRE_VERSION_2 ? ADVERT_CONTEXT_V2 : ADVERT_CONTEXT);
+  const bytes = encodeCanonical([checked.v === WIRE_VERSION_2 ? WIRE_VERSION_2 : ADVERT_FRAME_VERSION, checked.fleet, envelope, endorsement ?? null]);
   if (bytes.length > MAX_ADVERT_BYTES) {
     throw new SkeinError(
       'SKEIN_ERR_CONFIG',

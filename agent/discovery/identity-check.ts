@@ -3,7 +3,7 @@
  * to its advertised endpoint, with this agent's own certificate, checking that the server
  * presents the advertised certificate (SHA-256) and SPIFFE ID. No request is sent.
  */
-import { connect, type TLSSocket } from 'node:tls';
+import { connect, type PeerCertificate, type TLSSocket } from 'node:tls';
 import { parseHostPort } from '../config/load.ts';
 import { pinMismatch, type Pin } from '../pki/pin.ts';
 import { isTlsFailure } from '../pki/tls-refusal.ts';
@@ -22,8 +22,12 @@ export interface TlsCredentials {
  */
 export type IdentityCheck = { outcome: 'proved' } | { outcome: 'mismatch' | 'unreachable'; reason: string };
 
-/** One TLS handshake to `endpoint`: does it present `expected`? No request is sent. */
-export function checkPeerIdentity(endpoint: string, expected: Pin, creds: TlsCredentials, timeoutMs = 3000): Promise<IdentityCheck> {
+/**
+ * One TLS handshake to `endpoint`: does it present `expected`? No request is sent. `expected`
+ * is a pin (an advertised identity), or a rule for a peer that advertised none (a DNS record):
+ * it gets the certificate the fleet CA verified and answers why it is refused, or undefined.
+ */
+export function checkPeerIdentity(endpoint: string, expected: Pin | ((cert: PeerCertificate) => string | undefined), creds: TlsCredentials, timeoutMs = 3000): Promise<IdentityCheck> {
   const { host, port } = parseHostPort(endpoint);
   return new Promise((resolve) => {
     let done = false;
@@ -47,7 +51,8 @@ export function checkPeerIdentity(endpoint: string, expected: Pin, creds: TlsCre
         checkServerIdentity: () => undefined,
       },
       () => {
-        const mismatch = pinMismatch(socket.getPeerCertificate(), expected);
+        const cert = socket.getPeerCertificate();
+        const mismatch = typeof expected === 'function' ? expected(cert) : pinMismatch(cert, expected);
         finish(mismatch ? `${endpoint} ${mismatch}` : undefined, socket);
       },
     );

@@ -21,10 +21,11 @@
  *   const usable = peers.list().filter((p) => p.coolDownMs === 0);
  */
 import type { AdvertPayload } from './advert.ts';
+import { recordDigest, type HeartbeatPayload } from './heartbeat.ts';
 
 export interface PeerTableOptions {
   now: () => number;
-  /** Most peers held; adverts of further agents are ignored (default 4,096). */
+  /** Most peers held; adverts of further agents are ignored (default 16,384). */
   maxPeers?: number;
 }
 
@@ -60,6 +61,8 @@ interface Entry {
   source: string;
   receivedAt: number;
   expiresAt: number;
+  /** recordDigest of the payload: heartbeats naming another digest refer to a record we missed. */
+  digest: string;
 }
 
 export class PeerTable {
@@ -71,7 +74,7 @@ export class PeerTable {
 
   constructor(options: PeerTableOptions) {
     this.now = options.now;
-    this.maxPeers = options.maxPeers ?? 4096;
+    this.maxPeers = options.maxPeers ?? 16_384;
   }
 
   get size(): number {
@@ -111,8 +114,29 @@ export class PeerTable {
       this.expire();
       if (this.peers.size >= this.maxPeers) return 'ignored';
     }
-    this.peers.set(payload.agent, { payload, keyId, endorsed: trust.endorsed ?? false, source: sourceAddress, receivedAt: now, expiresAt: now + payload.ttl });
+    this.peers.set(payload.agent, { payload, keyId, endorsed: trust.endorsed ?? false, source: sourceAddress, receivedAt: now, expiresAt: now + payload.ttl, digest: recordDigest(payload) });
     return rekeyed ? 'rekeyed' : current ? 'updated' : 'added';
+  }
+
+  /**
+   * Applies a verified heartbeat (wire version 2): it refreshes the entry its key owns and
+   * updates its load and sequence number — but only when the entry's record is the one the
+   * heartbeat names (same digest). 'unknown' means this table lacks that record (never had
+   * it, it expired, or a change was missed): the caller asks the sender for it. A heartbeat
+   * never creates, takes over or changes the identity of an entry.
+   */
+  heartbeat(hb: HeartbeatPayload, keyId: string, sourceAddress: string): 'refreshed' | 'unknown' | 'ignored' {
+    const now = this.now();
+    const current = this.peers.get(hb.agent);
+    if (!current || current.expiresAt <= now) return 'unknown';
+    if (current.keyId !== keyId) return 'ignored';
+    if (hb.seq <= current.payload.seq) return 'ignored';
+    if (current.digest !== hb.rd) return 'unknown';
+    current.payload = { ...current.payload, load: hb.load, seq: hb.seq, iat: hb.iat, ttl: hb.ttl };
+    current.source = sourceAddress;
+    current.receivedAt = now;
+    current.expiresAt = now + hb.ttl;
+    return 'refreshed';
   }
 
   /**

@@ -1,8 +1,9 @@
 /**
  * The running discovery plane of one agent, put together from its parts: advertising
  * (./advertiser.ts), receiving (./receiver.ts), what a reload changes (./reload.ts) and what
- * is reported about rejections (./report.ts), over the multicast transport. With no groups
- * configured it serves the static peers only: no sockets, no keys.
+ * is reported about rejections (./report.ts), over the multicast transport; and the peers of
+ * DNS records (./dns-source.ts) when discovery.dns.names are set. With no groups configured
+ * it serves the static (and DNS) peers only: no sockets, no keys.
  *
  * Lifecycle (agent/lifecycle): close() sends the signed goodbye (twice, 20 ms apart) and
  * closes the sockets; destroy() sends it once without waiting and closes them. Both stop the
@@ -21,6 +22,7 @@ import { checkPeerIdentity, type TlsCredentials } from './identity-check.ts';
 import { Receiver } from './receiver.ts';
 import { DISCOVERY_RELOAD_KEYS, planDiscoveryReload, type DiscoveryReloadPlan } from './reload.ts';
 import { DiscoveryReport } from './report.ts';
+import { DnsSource, type DnsPeer, type DnsStats } from './dns-source.ts';
 import { createMulticastTransport, type MulticastTransport } from './transport.ts';
 import { createAdvertVerifier, type AdvertVerifier } from './verifier.ts';
 
@@ -35,8 +37,12 @@ export interface StaticPeer {
   tlsFingerprint: string;
   load: number;
   capacity: number;
+  source: 'static';
   static: true;
 }
+
+/** A peer of a signed advert, as GET /v1/peers lists it: `from` is the address the advert came from. */
+export type MulticastPeer = Omit<PeerInfo, 'source'> & { source: 'multicast'; from: string };
 
 export interface DiscoveryOptions {
   /** This agent's certificate, used to check each new peer's identity with a handshake. */
@@ -66,6 +72,7 @@ export class DiscoveryService implements Component, Reloadable<AgentConfig> {
   #table: PeerTable;
   #report: DiscoveryReport;
   #mc: Multicast | undefined;
+  #dns: DnsSource | undefined;
   #life = new Lifecycle({ drain: () => this.#stop(true), abort: () => this.#stop(false) });
 
   private constructor(opts: DiscoveryOptions) {
@@ -84,10 +91,17 @@ export class DiscoveryService implements Component, Reloadable<AgentConfig> {
     // key for this agent's SPIFFE ID, a trust store that parses.
     const plan = planDiscoveryReload(config, { spiffe: opts.self.spiffe, trustDomains: opts.trustDomains, multicast: config.groups.length > 0 });
     if (config.groups.length === 0) {
-      log.info('discovery started with static peers only', { peers: config.static.map((p) => p.agent) });
+      if (config.dns.names.length > 0) service.#startDns();
+      log.info(service.#dns ? 'discovery started with static and DNS peers' : 'discovery started with static peers only', { peers: config.static.map((p) => p.agent), dns: config.dns.names });
       return service;
     }
     await service.#startMulticast(plan);
+    try {
+      if (config.dns.names.length > 0) service.#startDns();
+    } catch (err) {
+      await service.#stop(false);
+      throw err;
+    }
     const { advertiser } = service.#mc!;
     const { endpoints } = opts.self;
     log.info('discovery started', {
@@ -130,12 +144,39 @@ export class DiscoveryService implements Component, Reloadable<AgentConfig> {
     }
   }
 
+  /** Follows discovery.dns.names (a bad discovery.dns.identities pattern stops start-up). */
+  #startDns(): void {
+    const { config, log, audit, trustDomains } = this.#opts;
+    this.#dns = new DnsSource({
+      config: config.dns,
+      tls: () => this.#opts.tls,
+      self: () => this.#opts.self.spiffe,
+      trustDomains,
+      log,
+      warn: (kind, msg, fields) => this.#report.warn(kind, msg, fields),
+      audit,
+      now: this.#opts.now!,
+    });
+  }
+
   /** Opens the sockets with what the plan already read and checked (the key, endorsement and trust store). */
   async #startMulticast({ key: planned, endorsement, trust }: DiscoveryReloadPlan): Promise<void> {
     const { config, log, audit, trustDomains } = this.#opts;
     const now = this.#opts.now!;
     const key = planned!; // multicast: the plan read the signing key
-    const verifier = createAdvertVerifier({ fleet: config.fleet!, ...trust, trustDomains, maxSkewMs: config.maxSkewMs, now });
+    // All of a source's datagrams together: the whole fleet sends each host about the budget
+    // (the smallest datagram, a heartbeat, is ~200 bytes), and one address may front all of it
+    // (agents behind one NAT); four times that per second, twice that at once — and never less
+    // than 1,000/s, so a small budget does not cut off a whole fleet's answers to a newcomer.
+    const capPerSecond = Math.max(1000, Math.ceil((4 * config.budgetBytesPerSec) / 200));
+    const verifier = createAdvertVerifier({
+      fleet: config.fleet!,
+      ...trust,
+      trustDomains,
+      maxSkewMs: config.maxSkewMs,
+      now,
+      perSourceCap: { perSecond: capPerSecond, burst: 2 * capPerSecond },
+    });
     let receiver: Receiver | undefined;
     let transport: MulticastTransport;
     try {
@@ -164,6 +205,9 @@ export class DiscoveryService implements Component, Reloadable<AgentConfig> {
       send: (bytes) => transport.send(bytes),
       report: this.#report,
       now,
+      wireVersion: config.wireVersion === 1 ? 1 : 2,
+      budgetBytesPerSec: config.budgetBytesPerSec,
+      peerCount: () => this.#table.size,
     });
     receiver = new Receiver({
       verifier,
@@ -175,6 +219,9 @@ export class DiscoveryService implements Component, Reloadable<AgentConfig> {
       audit,
       now,
       ttlMs: config.ttlMs,
+      identityChecks: config.identityChecks,
+      want: (keyId) => advertiser.want(keyId),
+      wanted: () => advertiser.wanted(),
     });
     // Sign once now: a payload that cannot be advertised (too big) stops start-up, and what
     // was opened for it is released.
@@ -188,8 +235,15 @@ export class DiscoveryService implements Component, Reloadable<AgentConfig> {
     this.#mc = { transport, verifier, advertiser, receiver };
   }
 
-  /** Verified peers from advertisements, then the static ones from config. */
-  peers(): Array<PeerInfo | StaticPeer> {
+  /**
+   * Verified peers from advertisements, then those of DNS records, then the static ones from
+   * config, each with its `source`. An agent known from a signed advert is not listed again
+   * from DNS.
+   */
+  peers(): Array<MulticastPeer | DnsPeer | StaticPeer> {
+    const multicast: MulticastPeer[] = this.#table.list().map(({ source, ...p }) => ({ ...p, source: 'multicast', from: source }));
+    const known = new Set(multicast.map((p) => p.agent));
+    const dns = (this.#dns?.list() ?? []).filter((p) => !known.has(p.agent));
     const statics: StaticPeer[] = this.#opts.config.static.map((p) => ({
       agent: p.agent,
       spiffe: p.spiffe,
@@ -198,9 +252,15 @@ export class DiscoveryService implements Component, Reloadable<AgentConfig> {
       tlsFingerprint: p.sha256,
       load: 0,
       capacity: 0,
+      source: 'static',
       static: true,
     }));
-    return [...this.#table.list(), ...statics];
+    return [...multicast, ...dns, ...statics];
+  }
+
+  /** The DNS source's counters, when discovery.dns.names are set. */
+  dnsStats(): DnsStats | undefined {
+    return this.#dns?.stats();
   }
 
   table(): PeerTable {
@@ -222,6 +282,7 @@ export class DiscoveryService implements Component, Reloadable<AgentConfig> {
   }
 
   async #stop(graceful: boolean): Promise<void> {
+    await this.#dns?.close();
     const mc = this.#mc;
     if (!mc) return;
     mc.receiver.stop();

@@ -3,7 +3,8 @@
  *
  * Checks run cheapest first, so a flood of junk or forgeries costs as little as possible:
  *
- *   1. per-source token bucket           rate-limited         (a Map lookup)
+ *   1. per-source token bucket of        rate-limited         (a Map lookup)
+ *      datagrams that did not verify
  *   2. size ≤ maxBytes                   oversize
  *   3. outer frame [1, fleet, …], read   malformed / unsupported-version
  *      in place (wire.ts), canonical heads only, no copies
@@ -11,17 +12,42 @@
  *   5. endorsement, when carried         endorsement-invalid / endorsement-expired
  *      (one verify per distinct endorsement: results are cached by their bytes, the expiry
  *      is checked on every use; the endorsed key counts as trusted for THIS advert only)
- *   6. envelope read in place, key       malformed / unknown-key
- *      looked up (KeyObjects parsed once), one Ed25519 verify    bad-signature
+ *   6. envelope read in place            malformed
+ *   7. token buckets per (source, key)   rate-limited
+ *      and per source for every datagram
+ *   8. a byte-identical repeat of a datagram whose signature already verified skips to step
+ *      12 (keyed by SHA-256 of the exact bytes, see "Repeats" below)
+ *   9. key looked up (KeyObjects parsed  unknown-key
+ *      once), one Ed25519 verify                                 bad-signature
  *      and the endorsement names the signer                      endorsement-mismatch
- *   7. payload decoded (only now), with   malformed / unsupported-version
+ *  10. payload decoded (only now), with   malformed / unsupported-version
  *      depth and item limits, and its schema checked
- *   8. payload fleet = frame fleet       wrong-fleet
- *   9. SPIFFE ID the key may claim       spiffe-mismatch
+ *  11. payload fleet = frame fleet       wrong-fleet
+ *      SPIFFE ID the key may claim       spiffe-mismatch
  *      (an endorsed key: its endorsement's; a trusted key: its pin, if configured; and, when
  *      a trust domain is set, always inside it)
- *  10. |now − iat| ≤ maxSkewMs           stale / future
- *  11. seq > last accepted for the key   replay
+ *  12. endorsement still valid           endorsement-expired
+ *      |now − iat| ≤ maxSkewMs           stale / future
+ *      seq > last accepted for the key   replay
+ *
+ * Rate limits, verify-then-count: the per-source bucket (50 at once, 20/s) is charged only
+ * for datagrams that end rejected (other than as a repeat of verified bytes), so a flood of
+ * junk or forgeries from one address costs at most that many checks per second, while any
+ * number of legitimate agents behind one address (a NAT, a host running several agents) never
+ * drain it. Their verified adverts are counted per (source, signing key) instead — each agent
+ * gets what a whole address used to — and all datagrams of one source together are capped
+ * (perSourceCap, sized by the caller from the fleet's advert budget) so even a source holding
+ * many trusted keys is bounded.
+ *
+ * Repeats: the signature, the endorsement's signature, the payload's decoding and its checks
+ * against the trust store (fleet, SPIFFE ID the key may claim) are a pure function of the
+ * datagram's bytes and the trust store. So once a datagram passed them, the same bytes again
+ * (a second group or interface delivering it, a captured advert replayed) skip straight to the
+ * checks that depend on time and state, which run on every datagram: the endorsement's
+ * notAfter, the issued-at skew and the sequence number (a repeat is therefore always a
+ * replay, rejected without a signature check). The cache is keyed by SHA-256 of the exact
+ * bytes (no one can make other bytes hash alike), bounded, and emptied when the trust store
+ * changes; the rate limits are charged before it is consulted.
  *
  * Nothing here throws for bad input; every datagram ends as 'accepted' or one reason, and
  * `counters()` counts them.
@@ -34,7 +60,7 @@
  *     if (r.ok) peers.upsert(r.payload, r.keyId, rinfo.address);
  *   });
  */
-import { verify as edVerify, type KeyObject } from 'node:crypto';
+import { createHash, verify as edVerify, type KeyObject } from 'node:crypto';
 import { configError } from '../config/schema-dsl.ts';
 import { decodeCanonical, isSigningError, keyId as keyIdOf, publicKeyFromRaw, readPublicKey } from '../../signing/index.ts';
 import { MAX_ADVERT_BYTES, PAYLOAD_LIMITS, checkAdvertPayload, isValidSpiffeId, spiffeTrustDomain, type AdvertPayload } from './advert.ts';
@@ -42,6 +68,8 @@ import { openEndorsement, type Endorsement } from './endorse.ts';
 import { REJECT_REASONS, type CounterName, type RejectReason } from './reasons.ts';
 import { decodeCanonicalFast, FALLBACK } from '../../signing/index.ts';
 import { isUtf8, parseEnvelope, parseFrame } from './wire.ts';
+import { LruMap } from './bounded.ts';
+import { checkHeartbeat, isHeartbeatShape, type HeartbeatPayload } from './heartbeat.ts';
 
 /** An agent key: "ed25519:…", "ed25519:…@spiffe://…" (pins its SPIFFE ID), raw bytes, or an object. */
 export type TrustedKeySpec = string | Uint8Array | { key: string | Uint8Array; spiffe?: string };
@@ -70,13 +98,20 @@ export interface AdvertVerifierOptions {
   /** Datagrams larger than this are dropped unread (default 1,200). */
   maxBytes?: number;
   /**
-   * Token bucket per source address (default 50 at once, 20/s). Pass the sender's IP address
-   * (rinfo.address), not address:port, or a flood can dodge it by changing ports. Agents
-   * sharing one host share its bucket. `null` turns it off.
+   * Token bucket per source address for datagrams that end rejected, and per (source address,
+   * signing key) for those that verify (default 50 at once, 20/s). Pass the sender's IP address
+   * (rinfo.address), not address:port, or a flood can dodge it by changing ports. `null` turns
+   * every rate limit off.
    */
   perSourceRate?: RateLimit | null;
-  /** Sources tracked at once; the oldest is forgotten first (default 4,096). */
+  /** Every datagram of one source address, however many keys sign them (default 2,000 at once, 1,000/s). */
+  perSourceCap?: RateLimit;
+  /** Sources (and source, key pairs) tracked at once; the least recently seen is forgotten first (default 16,384). */
   maxSources?: number;
+  /** Valid endorsements kept verified: at least the fleet's size, or every advert pays a second signature check (default 16,384). */
+  maxEndorsements?: number;
+  /** Datagrams whose signature verified, remembered so byte-identical repeats skip the check (default 4,096). */
+  maxRepeats?: number;
   /** Signing keys whose last sequence number is remembered (default 65,536). */
   maxTrackedKeys?: number;
 }
@@ -87,7 +122,18 @@ export type VerifyResult =
    * trust store pins it), so it may take over an agent name from another key bound to the
    * same ID - signing-key rotation without waiting for the old entry to expire.
    */
-  { ok: true; payload: AdvertPayload; keyId: string; endorsed: boolean; bound: boolean; endorsementNotAfter?: number } | { ok: false; reason: RejectReason; detail?: string };
+  | { ok: true; payload: AdvertPayload | HeartbeatPayload; keyId: string; endorsed: boolean; bound: boolean; endorsementNotAfter?: number }
+  | {
+      ok: false;
+      reason: RejectReason;
+      detail?: string;
+      /**
+       * unknown-key of a version 2 datagram without an endorsement, when root keys are
+       * configured: possibly a heartbeat of an endorsed peer whose record this agent has not
+       * seen yet — the receiver may ask that key for its record.
+       */
+      wantKeyId?: string;
+    };
 
 export interface AdvertVerifier {
   /** Never throws for bad input: the answer is accepted or one reason (also counted). */
@@ -109,8 +155,20 @@ interface DirectKey {
 
 type CachedEndorsement = Endorsement & { verifyKey: KeyObject };
 
-const ENDORSEMENT_CACHE = 1024;
 const ENDORSEMENT_REJECT_CACHE = 256;
+
+interface Bucket {
+  tokens: number;
+  last: number;
+}
+
+/** What a verified datagram proved, kept for its byte-identical repeats. */
+interface Verified {
+  keyId: string;
+  payload: AdvertPayload | HeartbeatPayload;
+  endorsement: CachedEndorsement | undefined;
+  pinned: boolean;
+}
 
 /** Frozen answers for the reasons decided before any signature work: a flood allocates nothing. */
 const CHEAP: Readonly<Record<RejectReason, VerifyResult>> = Object.freeze(
@@ -182,14 +240,22 @@ export function createAdvertVerifier(options: AdvertVerifierOptions): AdvertVeri
   const rate = options.perSourceRate === undefined ? { burst: 50, perSecond: 20 } : options.perSourceRate;
   const burst = rate ? positive(rate.burst, 'perSourceRate.burst') : 0;
   const perMs = rate ? positive(rate.perSecond, 'perSourceRate.perSecond') / 1000 : 0;
-  const maxSources = positive(options.maxSources ?? 4096, 'maxSources');
+  const cap = options.perSourceCap ?? { burst: 2000, perSecond: 1000 };
+  const capBurst = positive(cap.burst, 'perSourceCap.burst');
+  const capPerMs = positive(cap.perSecond, 'perSourceCap.perSecond') / 1000;
+  const maxSources = positive(options.maxSources ?? 16_384, 'maxSources');
   const maxTrackedKeys = positive(options.maxTrackedKeys ?? 65_536, 'maxTrackedKeys');
 
   let direct = parseTrustedKeys(options.trustedKeys ?? []);
   let roots = parseRootKeys(options.rootKeys ?? []);
-  const endorsements = new Map<string, CachedEndorsement>();
+  const endorsements = new LruMap<string, CachedEndorsement>(positive(options.maxEndorsements ?? 16_384, 'maxEndorsements'));
   const badEndorsements = new Map<string, string>();
-  const buckets = new Map<string, { tokens: number; last: number }>();
+  /** Endorsements by the key they endorse, from verified records: what heartbeats are checked with. */
+  const endorsedKeys = new LruMap<string, CachedEndorsement>(positive(options.maxEndorsements ?? 16_384, 'maxEndorsements'));
+  const repeats = new LruMap<string, Verified>(positive(options.maxRepeats ?? 4096, 'maxRepeats'));
+  /** Per source: what its rejected datagrams may still cost, and its cap on everything. */
+  const sources = new LruMap<string, { unverified: Bucket; all: Bucket }>(maxSources);
+  const perKey = new LruMap<string, Bucket>(maxSources);
   const lastSeq = new Map<string, number>();
   const counts = Object.fromEntries([...REJECT_REASONS, 'accepted'].map((r) => [r, 0])) as Record<CounterName, number>;
 
@@ -203,19 +269,13 @@ export function createAdvertVerifier(options: AdvertVerifierOptions): AdvertVeri
     return detail === undefined ? CHEAP[reason] : { ok: false, reason, detail };
   }
 
-  function take(source: string, now: number): boolean {
-    let b = buckets.get(source);
-    if (b === undefined) {
-      if (buckets.size >= maxSources) buckets.delete(buckets.keys().next().value!);
-      b = { tokens: burst, last: now };
-      buckets.set(source, b);
-    } else if (now > b.last) {
-      b.tokens = Math.min(burst, b.tokens + (now - b.last) * perMs);
+  /** Refills `b` up to `size` at `rate` per ms; true when a token is left. */
+  function refill(b: Bucket, now: number, size: number, rate: number): boolean {
+    if (now > b.last) {
+      b.tokens = Math.min(size, b.tokens + (now - b.last) * rate);
       b.last = now;
     }
-    if (b.tokens < 1) return false;
-    b.tokens -= 1;
-    return true;
+    return b.tokens >= 1;
   }
 
   function endorsementOf(bytes: Uint8Array): CachedEndorsement | string {
@@ -231,14 +291,31 @@ export function createAdvertVerifier(options: AdvertVerifierOptions): AdvertVeri
       return e.detail;
     }
     const cached: CachedEndorsement = { ...e, verifyKey: publicKeyFromRaw(e.agentKey) };
-    if (endorsements.size >= ENDORSEMENT_CACHE) endorsements.delete(endorsements.keys().next().value!);
     endorsements.set(cacheKey, cached);
     return cached;
   }
 
   function verify(bytes: Uint8Array, sourceAddress: string): VerifyResult {
     const now = clock();
-    if (rate && !take(sourceAddress, now)) return reject('rate-limited');
+    let src: { unverified: Bucket; all: Bucket } | undefined;
+    if (rate) {
+      src = sources.get(sourceAddress);
+      if (src === undefined) sources.set(sourceAddress, (src = { unverified: { tokens: burst, last: now }, all: { tokens: capBurst, last: now } }));
+      // A source whose rejected datagrams used up its bucket is dropped before anything is read.
+      if (!refill(src.unverified, now, burst, perMs)) return reject('rate-limited');
+    }
+    repeated = false;
+    const r = check(bytes, sourceAddress, src, now);
+    // Verify-then-count: only what ends rejected (and was not a repeat of verified bytes) costs
+    // the source's bucket, so legitimate agents sharing an address never drain it.
+    if (src && !r.ok && !repeated && r.reason !== 'rate-limited') src.unverified.tokens -= 1;
+    return r;
+  }
+
+  /** Set by check(): the datagram repeated bytes whose signature already verified. */
+  let repeated = false;
+
+  function check(bytes: Uint8Array, sourceAddress: string, src: { unverified: Bucket; all: Bucket } | undefined, now: number): VerifyResult {
     if (!(bytes instanceof Uint8Array)) return reject('malformed');
     if (bytes.length > maxBytes) return reject('oversize');
     const frame = parseFrame(bytes);
@@ -249,22 +326,63 @@ export function createAdvertVerifier(options: AdvertVerifierOptions): AdvertVeri
     if (frame.endorsement !== null) {
       const e = endorsementOf(frame.endorsement);
       if (typeof e === 'string') return reject('endorsement-invalid', e);
-      if (now > e.notAfter) return reject('endorsement-expired', `endorsement of key ${e.agentKeyId} expired at ${new Date(e.notAfter).toISOString()}`);
       endorsement = e;
     }
 
-    // The signing envelope: parsed in place, then one Ed25519 verify.
-    const env = parseEnvelope(frame.envelope);
+    // The signing envelope: parsed in place (no crypto yet).
+    const env = parseEnvelope(frame.envelope, frame.version);
     if (typeof env === 'string') return reject('malformed', env === 'context' ? 'envelope signed for another context' : 'envelope is not canonical CBOR of the expected shape');
     const keyId = env.keyId;
-    // The endorsed key is trusted for this advert only; otherwise the trust store decides.
+
+    if (src) {
+      const k = `${sourceAddress} ${keyId}`;
+      let kb = perKey.get(k);
+      if (kb === undefined) perKey.set(k, (kb = { tokens: burst, last: now }));
+      if (!refill(kb, now, burst, perMs) || !refill(src.all, now, capBurst, capPerMs)) return reject('rate-limited');
+      kb.tokens -= 1;
+      src.all.tokens -= 1;
+    }
+
+    const digest = createHash('sha256').update(bytes).digest('base64');
+    const seen = repeats.get(digest);
+    if (seen !== undefined) {
+      repeated = true;
+      return current(seen, now);
+    }
+    const verified = verifySigned(frame.version, frame.envelope, env, keyId, endorsement);
+    if ('reason' in verified) return verified;
+    repeats.set(digest, verified);
+    return current(verified, now);
+  }
+
+  /**
+   * Everything that depends only on the bytes and the trust store: the key, the Ed25519
+   * signature, the endorsement naming the signer, the payload and the SPIFFE ID the key may
+   * claim. Its answer for the same bytes never changes until setTrust (which empties `repeats`).
+   */
+  function verifySigned(
+    version: 1 | 2,
+    envelope: Uint8Array,
+    env: Exclude<ReturnType<typeof parseEnvelope>, string>,
+    keyId: string,
+    carried: CachedEndorsement | undefined,
+  ): Verified | (VerifyResult & { ok: false }) {
+    // A record's endorsed key is trusted for that record only; a heartbeat (which carries no
+    // endorsement, to stay small) is checked with the endorsement a record of its key carried.
+    // Otherwise the trust store decides.
+    let endorsement = carried;
+    if (endorsement === undefined && version === 2 && !direct.has(keyId)) endorsement = endorsedKeys.get(keyId);
     const verifyKey = endorsement !== undefined && keyId === endorsement.agentKeyId ? endorsement.verifyKey : direct.get(keyId)?.verifyKey;
-    if (verifyKey === undefined) return reject('unknown-key', `advert signed by untrusted key ${keyId}`);
+    if (verifyKey === undefined) {
+      counts['unknown-key']++;
+      const detail = `advert signed by untrusted key ${keyId}`;
+      return version === 2 && carried === undefined && roots.size > 0 ? { ok: false, reason: 'unknown-key', detail, wantKeyId: keyId } : { ok: false, reason: 'unknown-key', detail };
+    }
     const signedLength = env.signedEnd - 1;
-    scratch.set(frame.envelope.subarray(2, env.signedEnd), 1);
-    if (!edVerify(null, scratch.subarray(0, signedLength), verifyKey, env.signature)) return reject('bad-signature', `signature by key ${keyId} does not verify`);
+    scratch.set(envelope.subarray(2, env.signedEnd), 1);
+    if (!edVerify(null, scratch.subarray(0, signedLength), verifyKey, env.signature)) return reject('bad-signature', `signature by key ${keyId} does not verify`) as VerifyResult & { ok: false };
     if (endorsement && keyId !== endorsement.agentKeyId) {
-      return reject('endorsement-mismatch', `advert signed by key ${keyId} carries an endorsement of key ${endorsement.agentKeyId}`);
+      return reject('endorsement-mismatch', `advert signed by key ${keyId} carries an endorsement of key ${endorsement.agentKeyId}`) as VerifyResult & { ok: false };
     }
 
     // Only now is the payload decoded (canonical CBOR, depth and item limits).
@@ -274,23 +392,43 @@ export function createAdvertVerifier(options: AdvertVerifierOptions): AdvertVeri
         decoded = decodeCanonical(env.payload, { maxBytes: Math.max(1, env.payload.length), ...PAYLOAD_LIMITS });
       } catch (err) {
         if (!isSigningError(err)) throw err;
-        return reject('malformed', `payload from key ${keyId}: ${err.message}`);
+        return reject('malformed', `payload from key ${keyId}: ${err.message}`) as VerifyResult & { ok: false };
       }
     }
+    const refuse = (reason: RejectReason, detail: string) => reject(reason, detail) as VerifyResult & { ok: false };
+    const isMap = decoded !== null && typeof decoded === 'object' && !Array.isArray(decoded) && !(decoded instanceof Uint8Array);
+    if (version === 2 && isMap && isHeartbeatShape(decoded as Record<string, unknown>)) {
+      const hb = checkHeartbeat(decoded as Record<string, unknown>);
+      if (typeof hb === 'string') return refuse('malformed', `heartbeat from key ${keyId}: ${hb}`);
+      if (hb.fleet !== fleet) return refuse('wrong-fleet', `key ${keyId} signed fleet "${hb.fleet}" inside a "${fleet}" frame`);
+      // Its SPIFFE ID and name were checked with the record it refers to: the peer table applies
+      // a heartbeat only to an entry of the same key whose record has this digest.
+      return { keyId, payload: hb, endorsement, pinned: direct.get(keyId)?.spiffe !== undefined };
+    }
     const payload = checkAdvertPayload(decoded);
-    if (typeof payload === 'string') return reject('malformed', `payload from key ${keyId}: ${payload}`);
-    if (!('fleet' in payload)) return reject('unsupported-version', `payload version ${String(payload.version)} from key ${keyId}`);
-    if (payload.fleet !== fleet) return reject('wrong-fleet', `key ${keyId} signed fleet "${payload.fleet}" inside a "${fleet}" frame`);
+    if (typeof payload === 'string') return refuse('malformed', `payload from key ${keyId}: ${payload}`);
+    if ('v' in payload && payload.v !== version) return refuse('malformed', `payload version ${payload.v} from key ${keyId} inside a version ${version} frame`);
+    if (!('fleet' in payload)) return refuse('unsupported-version', `payload version ${String(payload.version)} from key ${keyId}`);
+    if (payload.fleet !== fleet) return refuse('wrong-fleet', `key ${keyId} signed fleet "${payload.fleet}" inside a "${fleet}" frame`);
 
     const pinned = direct.get(keyId)?.spiffe;
     if (endorsement && payload.spiffe !== endorsement.spiffe) {
-      return reject('spiffe-mismatch', `key ${keyId} is endorsed for ${endorsement.spiffe}, claims ${payload.spiffe}`);
+      return refuse('spiffe-mismatch', `key ${keyId} is endorsed for ${endorsement.spiffe}, claims ${payload.spiffe}`);
     }
-    if (pinned !== undefined && payload.spiffe !== pinned) return reject('spiffe-mismatch', `key ${keyId} is pinned to ${pinned}, claims ${payload.spiffe}`);
+    if (pinned !== undefined && payload.spiffe !== pinned) return refuse('spiffe-mismatch', `key ${keyId} is pinned to ${pinned}, claims ${payload.spiffe}`);
     if (trustDomains !== undefined && !trustDomains.has(spiffeTrustDomain(payload.spiffe)!)) {
-      return reject('spiffe-mismatch', `key ${keyId} claims ${payload.spiffe}, outside the trust domains ${[...trustDomains].join(', ')}`);
+      return refuse('spiffe-mismatch', `key ${keyId} claims ${payload.spiffe}, outside the trust domains ${[...trustDomains].join(', ')}`);
     }
+    // Heartbeats of this key are checked with the endorsement its record carried.
+    if (endorsement) endorsedKeys.set(keyId, endorsement);
+    return { keyId, payload, endorsement, pinned: pinned !== undefined };
+  }
 
+  /** What depends on time and on what was accepted before: run for every datagram, repeats included. */
+  function current({ keyId, payload, endorsement, pinned }: Verified, now: number): VerifyResult {
+    if (endorsement && now > endorsement.notAfter) {
+      return reject('endorsement-expired', `endorsement of key ${endorsement.agentKeyId} expired at ${new Date(endorsement.notAfter).toISOString()}`);
+    }
     const skew = now - payload.iat;
     if (skew > maxSkewMs) return reject('stale', `advert from key ${keyId} issued ${skew} ms ago (limit ${maxSkewMs})`);
     if (-skew > maxSkewMs) return reject('future', `advert from key ${keyId} issued ${-skew} ms in the future (limit ${maxSkewMs})`);
@@ -301,9 +439,7 @@ export function createAdvertVerifier(options: AdvertVerifierOptions): AdvertVeri
     lastSeq.set(keyId, payload.seq);
 
     counts.accepted++;
-    return endorsement
-      ? { ok: true, payload, keyId, endorsed: true, bound: true, endorsementNotAfter: endorsement.notAfter }
-      : { ok: true, payload, keyId, endorsed: false, bound: pinned !== undefined };
+    return endorsement ? { ok: true, payload, keyId, endorsed: true, bound: true, endorsementNotAfter: endorsement.notAfter } : { ok: true, payload, keyId, endorsed: false, bound: pinned };
   }
 
   return {
@@ -316,7 +452,9 @@ export function createAdvertVerifier(options: AdvertVerifierOptions): AdvertVeri
       direct = nextDirect;
       roots = nextRoots;
       endorsements.clear();
+      endorsedKeys.clear();
       badEndorsements.clear();
+      repeats.clear();
     },
   };
 }

@@ -7,9 +7,11 @@
  */
 import { isUtf8 } from 'node:buffer';
 import { envelopeContextHead, readCborHead, scratchLen, viewEnvelope, type EnvelopeView } from '../../signing/index.ts';
-import { ADVERT_CONTEXT, ADVERT_FRAME_VERSION } from './advert.ts';
+import { ADVERT_CONTEXT, ADVERT_CONTEXT_V2, ADVERT_FRAME_VERSION, WIRE_VERSION_2 } from './advert.ts';
 
 export interface FrameView {
+  /** Wire version: 1, or 2 (heartbeat.ts). */
+  version: 1 | 2;
   /** The frame's fleet id bytes (UTF-8), a view. */
   fleet: Uint8Array;
   envelope: Uint8Array;
@@ -24,8 +26,9 @@ export interface FrameView {
 export function parseFrame(b: Uint8Array): FrameView | 'malformed' | 'unsupported-version' {
   const end = b.length;
   if (end < 4) return 'malformed';
-  if (b[0] !== 0x84 || b[1] !== ADVERT_FRAME_VERSION) {
-    return b[0]! >= 0x81 && b[0]! <= 0x97 && b[1]! <= 0x17 && b[1] !== ADVERT_FRAME_VERSION ? 'unsupported-version' : 'malformed';
+  const version = b[1];
+  if (b[0] !== 0x84 || (version !== ADVERT_FRAME_VERSION && version !== WIRE_VERSION_2)) {
+    return b[0]! >= 0x81 && b[0]! <= 0x97 && b[1]! <= 0x17 && version !== ADVERT_FRAME_VERSION && version !== WIRE_VERSION_2 ? 'unsupported-version' : 'malformed';
   }
   let p = readCborHead(b, 2, end, 3, scratchLen);
   if (p < 0) return 'malformed';
@@ -45,14 +48,15 @@ export function parseFrame(b: Uint8Array): FrameView | 'malformed' | 'unsupporte
     p += scratchLen[0]!;
   }
   if (p !== end) return 'malformed';
-  return { fleet, envelope, endorsement };
+  return { version, fleet, envelope, endorsement };
 }
 
 const ADVERT_CONTEXT_HEAD = envelopeContextHead(ADVERT_CONTEXT);
+const ADVERT_CONTEXT_V2_HEAD = envelopeContextHead(ADVERT_CONTEXT_V2);
 
-/** The advertisement envelope as views (signing's viewEnvelope for the advert context). */
-export function parseEnvelope(e: Uint8Array): EnvelopeView | 'malformed' | 'context' {
-  return viewEnvelope(e, ADVERT_CONTEXT_HEAD);
+/** The advertisement envelope as views (signing's viewEnvelope for the frame version's context). */
+export function parseEnvelope(e: Uint8Array, version: 1 | 2 = 1): EnvelopeView | 'malformed' | 'context' {
+  return viewEnvelope(e, version === WIRE_VERSION_2 ? ADVERT_CONTEXT_V2_HEAD : ADVERT_CONTEXT_HEAD);
 }
 
 /** True when `bytes` is well-formed UTF-8 (a wrong fleet id, as opposed to garbage). */

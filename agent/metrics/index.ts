@@ -58,6 +58,8 @@ export interface MetricSources {
   canary?: () => Record<string, unknown> | undefined;
   adverts?: () => Record<string, number> | undefined;
   peers?: () => number | undefined;
+  /** discovery.dns (agent/discovery/dns-source.ts): resolutions, endpoints refused by their certificate, stale answer. */
+  dns?: () => { resolutions: { ok: number; failed: number }; refused: number; stale: boolean } | undefined;
   /** notAfter of the agent's certificate. */
   certificateNotAfter?: () => Date | undefined;
 }
@@ -216,11 +218,44 @@ export class AgentMetrics implements DispatchRecorder, AuthRecorder, WorkerRecor
     });
     new Gauge({
       name: 'skein_peers',
-      help: 'Peers currently believed (verified advertisements and static peers).',
+      help: 'Peers currently believed (verified advertisements, DNS records whose endpoint proved its certificate, static peers).',
       registers,
       collect() {
         const n = src().peers?.();
         if (n !== undefined) this.set(n);
+      },
+    });
+    new Counter({
+      name: 'skein_dns_resolutions_total',
+      help: 'Resolutions of discovery.dns.names, by result ("ok" or "failed").',
+      labelNames: ['result'],
+      registers,
+      collect() {
+        const d = src().dns?.();
+        if (!d) return;
+        this.reset();
+        this.inc({ result: 'ok' }, d.resolutions.ok);
+        this.inc({ result: 'failed' }, d.resolutions.failed);
+      },
+    });
+    new Counter({
+      name: 'skein_dns_refused_total',
+      help: 'Endpoints of DNS records refused by their TLS certificate (another CA, or a SPIFFE ID discovery.dns.identities does not allow).',
+      registers,
+      collect() {
+        const d = src().dns?.();
+        if (!d) return;
+        this.reset();
+        this.inc(d.refused);
+      },
+    });
+    new Gauge({
+      name: 'skein_dns_stale',
+      help: '1 while DNS resolution fails and the peers of its last good answer are kept (for discovery.dns.keepStaleMs).',
+      registers,
+      collect() {
+        const d = src().dns?.();
+        if (d) this.set(d.stale ? 1 : 0);
       },
     });
     new Gauge({

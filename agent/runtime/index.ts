@@ -226,6 +226,7 @@ async function assemble({ config, log, embedded = false, baseDir, reloadConfig }
     canary: () => sandbox.canary,
     adverts: () => discovery?.counters(),
     peers: () => (discovery ? discovery.peers().length : undefined),
+    dns: () => discovery?.dnsStats(),
     certificateNotAfter: () => certificate.notAfter,
   });
   let admin: AdminListener | undefined;

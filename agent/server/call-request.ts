@@ -68,28 +68,36 @@ function deadlineOf(header: string | undefined, fallback: number, max: number): 
 }
 
 /**
- * Reads the request body, refusing (413) as soon as it passes `max` bytes, and giving up when
- * `signal` aborts (the stream was reset: it may never end).
+ * Reads the request body, refusing (413) one over `max` bytes, and giving up when `signal`
+ * aborts (the stream was reset: it may never end).
+ *
+ * The rest of a body over the limit is read and dropped before the 413 is sent, up to
+ * DISCARD_LIMIT_BYTES more (past that, the 413 goes at once and the stream is reset after it):
+ * a client that writes its whole body before it reads the response (Python's httpx) would
+ * otherwise wait for flow-control credit that never comes, and ignores the reset that ends
+ * the stream under it.
  */
 function readBody(incoming: Http2ServerRequest, max: number, signal: AbortSignal): Promise<Buffer> {
-  const declared = Number(incoming.headers['content-length']);
-  if (declared > max) return Promise.reject(tooLarge(max));
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
     let size = 0;
+    let over = Number(incoming.headers['content-length']) > max;
     const onData = (chunk: Buffer) => {
       size += chunk.length;
-      if (size > max) {
-        cleanup();
-        incoming.resume(); // discard the rest so the stream can still carry our 413
-        reject(tooLarge(max));
-        return;
+      if (!over && size > max) {
+        over = true;
+        chunks.length = 0;
       }
-      chunks.push(chunk);
+      if (!over) return void chunks.push(chunk);
+      if (size > max + DISCARD_LIMIT_BYTES) {
+        cleanup();
+        reject(tooLarge(max));
+      }
     };
     const onEnd = () => {
       cleanup();
-      resolve(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks));
+      if (over) reject(tooLarge(max));
+      else resolve(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks));
     };
     const onError = (err: Error) => {
       cleanup();
@@ -112,6 +120,9 @@ function readBody(incoming: Http2ServerRequest, max: number, signal: AbortSignal
     signal.addEventListener('abort', onAbort, { once: true });
   });
 }
+
+/** How much of a body over the limit is read and dropped before the 413. */
+const DISCARD_LIMIT_BYTES = 16 * 1024 * 1024;
 
 function tooLarge(max: number): SkeinError {
   return new SkeinError('SKEIN_ERR_BODY_TOO_LARGE', `request body exceeds limits.maxBodyBytes (${max} bytes)`, { limit: max });

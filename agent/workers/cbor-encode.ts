@@ -5,12 +5,7 @@
  * here every integer JSON would send as an integer is a CBOR integer, other numbers are
  * float64, and byte strings are copied once, into the frame.
  */
-const MAJOR_UINT = 0;
-const MAJOR_NINT = 1;
-const MAJOR_BYTES = 2;
-const MAJOR_TEXT = 3;
-const MAJOR_ARRAY = 4;
-const MAJOR_MAP = 5;
+import { MAJOR_ARRAY, MAJOR_BYTES, MAJOR_MAP, MAJOR_NINT, MAJOR_TEXT, MAJOR_UINT } from './cbor-scan.ts';
 
 class Writer {
   #buf: Buffer;

@@ -11,12 +11,13 @@ import { BYTE_COST, CONTAINER_COST, ELEMENT_COST, MEMBER_COST } from './decode-c
 
 export type CborScan = { ok: true; depth: number; cost: number } | { ok: false; limit: 'decode' | 'protocol'; what: string };
 
-const MAJOR_UINT = 0;
-const MAJOR_NINT = 1;
-const MAJOR_BYTES = 2;
-const MAJOR_TEXT = 3;
-const MAJOR_ARRAY = 4;
-const MAJOR_MAP = 5;
+// CBOR major types (RFC 8949 §3.1), shared with cbor-encode.ts.
+export const MAJOR_UINT = 0;
+export const MAJOR_NINT = 1;
+export const MAJOR_BYTES = 2;
+export const MAJOR_TEXT = 3;
+export const MAJOR_ARRAY = 4;
+export const MAJOR_MAP = 5;
 const MAJOR_TAG = 6;
 // Major type 7: false, true, null, and half, single and double floats.
 const SIMPLE_OK = new Set([20, 21, 22, 25, 26, 27]);

@@ -51,7 +51,7 @@ describe('advert: sign → verify round trip', () => {
     expect(r.endorsed).toBe(false);
     // A goodbye is the same advert with goodbye: true and a newer seq.
     const bye = expectAccepted(v, encodeAdvert(payload({ seq: 2, goodbye: true }), key));
-    expect(bye.payload.goodbye).toBe(true);
+    expect((bye.payload as AdvertPayload).goodbye).toBe(true);
   });
 
   it('an endorsed key verifies with only the root trusted; endorsed=true', () => {
@@ -199,7 +199,7 @@ describe('advert: the sender refuses what receivers would drop', () => {
       [{ ttl: 0 }, /ttl/],
       [{ ttl: 3_600_001 }, /ttl/],
       [{ goodbye: false }, /goodbye/],
-      [{ v: 2 }, /v must be 1/],
+      [{ v: 3 }, /v must be 1 or 2/],
     ];
     for (const [over, msg] of bad) {
       expect(() => encodeAdvert({ ...payload(), ...over } as never, key), JSON.stringify(over)).toThrow(msg);
@@ -248,10 +248,10 @@ describe('advert: field checks', () => {
     }
   });
 
-  it('unknown payload keys are ignored (forward compatibility), v ≠ 1 is reported as a version', () => {
+  it('unknown payload keys are ignored (forward compatibility), a v other than 1 and 2 is reported as a version', () => {
     const checked = checkAdvertPayload({ ...payload(), future: { nested: true } });
     expect(checked).toEqual(payload());
-    expect(checkAdvertPayload({ ...payload(), v: 2 })).toEqual({ version: 2 });
+    expect(checkAdvertPayload({ ...payload(), v: 3 })).toEqual({ version: 3 });
     expect(checkAdvertPayload([])).toBe('payload must be a map');
   });
 

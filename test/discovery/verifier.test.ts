@@ -211,19 +211,23 @@ describe('verifier: each rejection has its reason and its counter', () => {
 
   it('unsupported-version: a newer frame or payload version', () => {
     const { v } = setup();
-    expectRejected(v, rawAdvert(payload(), agent, { frameVersion: 2 }), 'unsupported-version');
-    expectRejected(v, rawAdvert({ ...payload(), v: 2 }, agent), 'unsupported-version');
+    expectRejected(v, rawAdvert(payload(), agent, { frameVersion: 3 }), 'unsupported-version');
+    expectRejected(v, rawAdvert({ ...payload(), v: 3 }, agent), 'unsupported-version');
   });
 
-  it('rate-limited: a token bucket per source address', () => {
+  it('rate-limited: a token bucket per source for what it gets rejected, per (source, key) for what verifies', () => {
     const { v, clock } = setup({ perSourceRate: { burst: 3, perSecond: 2 } });
     let seq = 0;
     const next = () => encodeAdvert(payload({ seq: ++seq }), agent);
     for (let i = 0; i < 3; i++) expectAccepted(v, next(), '10.0.0.1');
+    // The key's own bucket (3 at once) is empty; the source's is untouched by verified adverts.
     expectRejected(v, next(), 'rate-limited', '10.0.0.1');
-    // Junk from a flooding source is refused before it is even looked at.
+    expectAccepted(v, encodeAdvert(payload({ agent: 'p1', spiffe: SPIFFE_P, seq: 1 }), pinned), '10.0.0.1');
+    // Junk costs the source's bucket: 3 are looked at, then the source is refused unread.
+    for (let i = 0; i < 3; i++) expectRejected(v, new Uint8Array(5000), 'oversize', '10.0.0.1');
     expectRejected(v, new Uint8Array(5000), 'rate-limited', '10.0.0.1');
-    // Another source has its own bucket.
+    expectRejected(v, encodeAdvert(payload({ agent: 'p1', spiffe: SPIFFE_P, seq: 2 }), pinned), 'rate-limited', '10.0.0.1');
+    // Another source has its own buckets.
     expectAccepted(v, next(), '10.0.0.2');
     // 500 ms refill one token at 2/s.
     clock.advance(500);
@@ -232,6 +236,35 @@ describe('verifier: each rejection has its reason and its counter', () => {
     clock.advance(10_000); // refills up to the burst, not beyond
     for (let i = 0; i < 3; i++) expectAccepted(v, encodeAdvert(payload({ seq: ++seq, iat: NOW + 10_500 }), agent), '10.0.0.1');
     expectRejected(v, next(), 'rate-limited', '10.0.0.1');
+  });
+
+  it('200 agents behind one source address are all accepted, round after round (regression: 59 % dropped)', () => {
+    const { v, clock } = setup({ trustedKeys: [], perSourceRate: { burst: 50, perSecond: 20 } });
+    const keys = Array.from({ length: 200 }, (_, i) => ({ key: generateKeyPair(), name: `n${i}` }));
+    const endorsements = keys.map(({ key, name }) => endorse({ root, agentPublicKey: key.publicKey, spiffeId: `spiffe://skein.local/agent/${name}`, notAfter: NOW + 3_600_000 }));
+    for (let round = 1; round <= 5; round++) {
+      keys.forEach(({ key, name }, i) => {
+        expectAccepted(v, encodeAdvert(payload({ agent: name, spiffe: `spiffe://skein.local/agent/${name}`, seq: round, iat: clock.now() }), key, endorsements[i]), '10.9.9.9');
+      });
+      clock.advance(2000);
+    }
+    // A forger at the same address is still bounded by the source's bucket (50 at once).
+    const forged = Buffer.from(encodeAdvert(payload({ agent: 'n0', spiffe: 'spiffe://skein.local/agent/n0', seq: 99, iat: clock.now() }), keys[0]!.key, endorsements[0]));
+    forged[forged.length - endorsements[0]!.length - 10]! ^= 0x55; // inside the advert's signature
+    const results = Array.from({ length: 500 }, () => v.verify(forged, '10.9.9.9'));
+    expect(results.filter((r) => !r.ok && r.reason === 'bad-signature').length).toBe(50);
+    expect(results.filter((r) => !r.ok && r.reason === 'rate-limited').length).toBe(450);
+  });
+
+  it('every datagram of one source is capped (perSourceCap), however many keys sign them', () => {
+    const { v } = setup({ trustedKeys: [], perSourceRate: { burst: 50, perSecond: 20 }, perSourceCap: { burst: 30, perSecond: 10 } });
+    const results = Array.from({ length: 40 }, (_, i) => {
+      const key = generateKeyPair();
+      const e = endorse({ root, agentPublicKey: key.publicKey, spiffeId: `spiffe://skein.local/agent/c${i}`, notAfter: NOW + 3_600_000 });
+      return v.verify(encodeAdvert(payload({ agent: `c${i}`, spiffe: `spiffe://skein.local/agent/c${i}` }), key, e), '10.9.9.8');
+    });
+    expect(results.filter((r) => r.ok).length).toBe(30);
+    expect(results.slice(30).every((r) => !r.ok && r.reason === 'rate-limited')).toBe(true);
   });
 
   it('setTrust swaps the trust store and forgets cached endorsements, keeping sequence numbers', () => {

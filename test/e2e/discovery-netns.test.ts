@@ -342,7 +342,7 @@ requires(netnsNeed(), file(BUN, { why: 'npm install puts it there' })).describe(
       for (const p of view.peers) {
         const host = hostOf(p.agent as Name);
         // Heard from the other namespace's address, over the bridge.
-        expect(p).toMatchObject({ spiffe: `spiffe://${TD}/agent/${p.agent}`, endpoints: [`${host.address}:${AGENT_PORT}`], source: host.address });
+        expect(p).toMatchObject({ spiffe: `spiffe://${TD}/agent/${p.agent}`, endpoints: [`${host.address}:${AGENT_PORT}`], source: 'multicast', from: host.address });
         expect(p.tlsFingerprint).toBe(fingerprintOf(p.agent));
       }
       // Nothing but real adverts so far.
@@ -374,13 +374,16 @@ requires(netnsNeed(), file(BUN, { why: 'npm install puts it there' })).describe(
 
   it("(b) a replayed advert counts as replay, one rewritten to the attacker's endpoint as bad-signature", async () => {
     const a = hostOf('node-a');
-    const fromA = () => attacker.events.filter((e) => e.event === 'recv' && e.from === a.address).map((e) => Buffer.from(String(e.b64), 'base64'));
-    // Three of node-a's adverts heard on the group; every agent has seen the newest by now
-    // (they are on the same bridge), so the two older ones are stale sequence numbers.
-    const seen = fromA().length;
-    await waitFor(() => fromA().length >= seen + 1 && fromA().length >= 3, "node-a's adverts captured by the attacker", 3000);
-    const captured = fromA();
-    const [older, old] = captured.slice(-3, -1) as [Buffer, Buffer];
+    const realEp = Buffer.from(`${a.address}:${AGENT_PORT}`);
+    const heard = () => attacker.events.filter((e) => e.event === 'recv' && e.from === a.address).map((e) => Buffer.from(String(e.b64), 'base64'));
+    // node-a's full records (wire version 2: the ones that carry its endpoint; heartbeats in
+    // between carry a digest of it). Two heard on the group, then a newer advert: every agent
+    // has seen that by now (they are on the same bridge), so the two are stale sequence numbers.
+    const fromA = () => heard().filter((dg) => dg.includes(realEp));
+    await waitFor(() => fromA().length >= 2, "two of node-a's records captured by the attacker", 12_000);
+    const seen = heard().length;
+    await waitFor(() => heard().length > seen, 'a newer advert of node-a', 3000);
+    const [older, old] = fromA().slice(-2) as [Buffer, Buffer];
     const before = await countersUntil(() => true);
 
     expect(await attack({ op: 'send', b64: [older.toString('base64'), old.toString('base64')], gapMs: 30 })).toBe(2);
@@ -388,7 +391,6 @@ requires(netnsNeed(), file(BUN, { why: 'npm install puts it there' })).describe(
 
     // Same bytes with node-a's endpoint replaced by the attacker's (same length, so the CBOR
     // stays well-formed): only the signature can tell.
-    const realEp = Buffer.from(`${a.address}:${AGENT_PORT}`);
     const fakeEp = Buffer.from(`${attackerHost.address}:${AGENT_PORT}`);
     expect(fakeEp.length).toBe(realEp.length);
     const tampered = [older, old].map((dg) => {
@@ -409,7 +411,7 @@ requires(netnsNeed(), file(BUN, { why: 'npm install puts it there' })).describe(
     // node-a is still reached at its own address; echo (offered by node-a only) runs there.
     const views = await allPeers();
     for (const n of ['node-b', 'node-c'] as const) {
-      expect(views[n].peers.find((p) => p.agent === 'node-a')).toMatchObject({ endpoints: [`${a.address}:${AGENT_PORT}`], source: a.address });
+      expect(views[n].peers.find((p) => p.agent === 'node-a')).toMatchObject({ endpoints: [`${a.address}:${AGENT_PORT}`], source: 'multicast', from: a.address });
     }
     const r = await dispatchFrom('node-b', 'echo', ['after-b']);
     expect(r.code).toBe(0);

@@ -118,7 +118,7 @@ describe('discovery on loopback multicast', () => {
     expect(peer.tlsFingerprint).toMatch(/^[0-9a-f]{64}$/);
     expect(answer.peers.some((p: { agent: string }) => p.agent === 'alpha')).toBe(false); // not itself
     const text = await runCli(['peers', '--peer', `127.0.0.1:${alpha.port}`, ...clientFlags()]);
-    expect(text.stdout).toMatch(/^AGENT\s+SPIFFE ID\s+ENDPOINTS\s+ROUTINES\s+LOAD\s+AGE/);
+    expect(text.stdout).toMatch(/^AGENT\s+SPIFFE ID\s+ENDPOINTS\s+ROUTINES\s+LOAD\s+SOURCE\s+AGE/);
   });
 
   it('dispatch --discover runs the routine on the peer that offers it', async () => {
@@ -309,7 +309,8 @@ describe('discovery on loopback multicast', () => {
       await alpha.waitForLog((l) => l.msg === 'peer failed its identity check; untrusted for a while' && l.peer === 'gamma', 5000);
       const r = await runCli(['peers', '--peer', `127.0.0.1:${alpha.port}`, ...clientFlags()]);
       expect(r.code).toBe(0);
-      expect(r.stdout).toMatch(/^AGENT +SPIFFE ID +ENDPOINTS +ROUTINES +LOAD +AGE +STATUS$/m);
+      expect(r.stdout).toMatch(/^AGENT +SPIFFE ID +ENDPOINTS +ROUTINES +LOAD +SOURCE +AGE +STATUS$/m);
+      expect(r.stdout).toMatch(/^beta .* multicast +[\d.]+s +ok$/m);
       expect(r.stdout, r.stdout).toMatch(/^gamma .* cool-down (5m00s|4m5\ds)$/m);
       expect(r.stdout).toMatch(/^beta .* ok$/m);
       expect(r.stdout).toMatch(

@@ -11,9 +11,11 @@ import { encode, decode } from 'cbor-x';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SkeinError } from '../../common/errors/index.ts';
 import { connect, postJson, request } from '../helpers/h2.ts';
+import { pythonModules, requires } from '../helpers/requires.ts';
 import { baseConfig, failure, FIXTURES, runCli, startAgent, stopAll, tempDir, type StartedAgent } from '../helpers/agent.ts';
 
 const exec = promisify(execFile);
+const withHttpx = requires(pythonModules(['httpx', 'h2'], 'python3-httpx python3-h2'));
 const FIX = join(FIXTURES, 'routines.py');
 
 let agent: StartedAgent;
@@ -326,6 +328,30 @@ describe('bad requests get their code and the agent keeps serving', () => {
       expect(json.meta.peer).toBe('spiffe://skein.local/client/dev-client');
       const ok = await postJson(session, 'echo', { args: ['after'] });
       expect(ok.json).toEqual({ result: 'after' });
+    } finally {
+      session.close();
+    }
+  });
+
+  withHttpx.it('an oversize body gets its 413 in Python httpx, which writes the whole body before it reads the answer', async () => {
+    const script = [
+      'import httpx, json, sys',
+      'p = sys.argv[1]',
+      "c = httpx.Client(http2=True, http1=False, verify=p + '/ca.crt', cert=(p + '/client-dev-client.crt', p + '/client-dev-client.key'), timeout=10)",
+      "r = c.post(sys.argv[2], content=json.dumps({'args': ['x' * 300000]}), headers={'content-type': 'application/json'})",
+      "print(r.status_code, r.json()['code'])",
+      "print(c.post(sys.argv[2], json={'args': ['after']}).json())",
+    ].join('\n');
+    const { stdout } = await exec('/usr/bin/python3', ['-c', script, agent.pki.dir, `https://127.0.0.1:${agent.port}/v1/dispatch/echo`], { timeout: 20_000 });
+    expect(stdout).toBe("413 SKEIN_ERR_BODY_TOO_LARGE\n{'result': 'after'}\n");
+  });
+
+  it('a body far over the limit is answered at once past what the agent reads and drops, and the connection keeps serving', async () => {
+    const session = connect(agent.port, agent.pki);
+    try {
+      const r = await request(session, { ':method': 'POST', ':path': '/v1/dispatch/echo', 'content-type': 'application/json' }, Buffer.alloc(24 * 1024 * 1024, 0x20));
+      expect(r.status).toBe(413);
+      expect((await postJson(session, 'echo', { args: ['after'] })).json).toEqual({ result: 'after' });
     } finally {
       session.close();
     }
