@@ -30,8 +30,8 @@ export interface RealAgentOptions {
   name: string;
   routines: string[];
   groups: Array<{ address: string; port: number }>;
-  /** Overrides of discovery.intervalMs / ttlMs (unset: the agent's defaults). */
-  timing: { intervalMs?: number; ttlMs?: number };
+  /** Overrides of discovery keys given on the command line (the rest: the agent's defaults). */
+  timing: { intervalMs?: number; ttlMs?: number; wireVersion?: 1 | 2; budgetBytesPerSec?: number };
   clientSpiffe: string;
 }
 

@@ -29,7 +29,7 @@ const pct = (f: number) => `${(f * 100).toFixed(1)} %`;
 
 /** The budget, measure by measure, for one scenario. */
 export function verdicts(r: ScenarioResult): Verdict[] {
-  const churn = BUDGET.churnMs(r.ttlMs);
+  const churn = BUDGET.churnMs(r.discovery.ttlMs);
   const within = (v: number | null, max: number) => v !== null && v <= max;
   const out: Verdict[] = [
     {

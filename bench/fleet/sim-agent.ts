@@ -1,9 +1,10 @@
 /**
  * One simulated agent: the real advertiser (agent/discovery/advertiser.ts) with its own key,
- * endorsement and source socket. It is the agent's own code that schedules (interval ±
- * jitter), signs and frames every advert, so a change to the discovery protocol there is what
- * the simulator sends, with nothing to keep in step here. Only how an agent is started,
- * stopped and restarted lives in this file.
+ * endorsement and source socket. It is the agent's own code that schedules (interval stretched
+ * by the fleet budget, ± jitter), chooses record or heartbeat, signs and frames every advert,
+ * and answers a peer's request for its record, so a change to the discovery protocol there is
+ * what the simulator sends. What lives here: how an agent is started, stopped and restarted,
+ * and the options the advertiser takes (a new one is a compile error here, by design).
  */
 import type { Socket } from 'node:dgram';
 import { Advertiser } from '../../agent/discovery/advertiser.ts';
@@ -32,6 +33,15 @@ export class SimAgent {
     this.#socket = socket;
     this.#report = report;
     this.#stats = stats;
+  }
+
+  get keyId(): string {
+    return this.#key.keyId;
+  }
+
+  /** A real agent asked for this agent's record (its "want" was empty or named our key). */
+  wanted(): void {
+    this.#advertiser?.wanted();
   }
 
   get running(): boolean {
@@ -67,7 +77,7 @@ export class SimAgent {
 
   #newAdvertiser(): Advertiser {
     const { name, spiffe, endpoint, routines, tlsFingerprint } = this.#spec;
-    const { fleet, ttlMs, intervalMs, capacity, group } = this.#fleet;
+    const { fleet, ttlMs, intervalMs, capacity, group, wireVersion, budgetBytesPerSec, peerCount } = this.#fleet;
     const stats = this.#stats;
     return new Advertiser({
       self: { agent: name, spiffe, tlsFingerprint, endpoints: [`${endpoint.address}:${endpoint.port}`], routines, capacity, load: () => 0 },
@@ -92,6 +102,9 @@ export class SimAgent {
         }),
       report: this.#report,
       now: Date.now,
+      wireVersion,
+      budgetBytesPerSec,
+      peerCount: () => peerCount,
     });
   }
 }

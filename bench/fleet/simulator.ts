@@ -1,9 +1,9 @@
 /**
  * The simulator process, run inside the sender namespace by main.ts:
  *   bun bench/fleet/simulator.ts SPEC.json
- * Binds one UDP socket per source address and starts every active
- * simulated agent at a random point of its first interval (a fleet does not start in one
- * millisecond). Prints {"event":"ready"} once everything is bound, then answers the commands
+ * Binds one UDP socket per source address, listens on the group for the real agents' requests
+ * for records, and starts every active simulated agent at a random point of its first interval
+ * (a fleet does not start in one millisecond). Prints {"event":"ready"} once everything is bound, then answers the commands
  * of spec.ts, one JSON line each. Exits when stdin closes, on SIGTERM, or after --max-seconds
  * (a bound, so a lost orchestrator never leaves it sending).
  */
@@ -11,6 +11,7 @@ import { createSocket, type Socket } from 'node:dgram';
 import { readFileSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { DiscoveryReport } from '../../agent/discovery/report.ts';
+import { createAdvertVerifier } from '../../agent/discovery/verifier.ts';
 import { createLogger } from '../../agent/log/index.ts';
 import { SimAgent } from './sim-agent.ts';
 import type { SendStats, SimCommand, SimSpec } from './spec.ts';
@@ -39,12 +40,34 @@ for (const source of new Set(spec.agents.map((a) => a.source))) {
 }
 const agents = spec.agents.map((a) => new SimAgent(a, spec, sockets.get(a.source)!, report, stats));
 
+// The real agents' records may ask for ours ("want": [] for every peer, or key ids): the agent's
+// own verifier reads them, and the named simulated agents answer through their advertiser.
+const byKey = new Map(agents.map((a) => [a.keyId, a]));
+const wants = { requests: 0, asked: 0 };
+const verifier = createAdvertVerifier({ fleet: spec.fleet, rootKeys: [spec.rootKey], trustDomains: [spec.trustDomain], now: Date.now });
+const listener = createSocket({ type: 'udp4', reuseAddr: true });
+await new Promise<void>((resolve, reject) => {
+  listener.once('error', reject);
+  listener.bind(spec.group.port, spec.group.address, () => resolve());
+});
+listener.addMembership(spec.group.address, spec.interface);
+listener.on('message', (data, rinfo) => {
+  const r = verifier.verify(data, rinfo.address);
+  if (!r.ok || 'rd' in r.payload || r.payload.want === undefined) return;
+  const want = r.payload.want;
+  wants.requests++;
+  const asked = want.length === 0 ? agents : want.map((k) => byKey.get(k)).filter((a) => a !== undefined);
+  for (const a of asked) a.wanted();
+  wants.asked += asked.length;
+});
+
 let stopping = false;
 function stop(): void {
   if (stopping) return;
   stopping = true;
   for (const a of agents) a.vanish();
   for (const s of sockets.values()) s.close();
+  listener.close();
   setTimeout(() => process.exit(0), 200).unref();
 }
 process.on('SIGTERM', stop);
@@ -60,6 +83,8 @@ async function handle(cmd: SimCommand): Promise<Record<string, unknown>> {
   switch (cmd.op) {
     case 'stats':
       return { ...stats, at: Date.now() };
+    case 'wants':
+      return { ...wants };
     case 'vanish':
       agents[cmd.index]!.vanish();
       return { at: Date.now(), lastSentAt: agents[cmd.index]!.lastSentAt };

@@ -31,6 +31,15 @@ export interface SimSpec {
   interface: string;
   intervalMs: number;
   ttlMs: number;
+  /** discovery.wireVersion the simulated agents send (agent/discovery/advertiser.ts). */
+  wireVersion: 1 | 2;
+  /** discovery.budgetBytesPerSec: the fleet-wide advert budget per host they stretch their interval to. */
+  budgetBytesPerSec: number;
+  /** Peers each simulated agent sees (its estimate of the fleet, which the interval stretches with). */
+  peerCount: number;
+  /** The fleet root ("ed25519:…") and trust domain: the simulator verifies the real agents' records (their "want" lists). */
+  rootKey: string;
+  trustDomain: string;
   capacity: number;
   /** The private key of every simulated certificate (PEM). */
   tlsKey: string;
@@ -39,6 +48,8 @@ export interface SimSpec {
 
 export type SimCommand =
   | { op: 'stats' }
+  /** How many times the simulated agents were asked for their records, and answered. */
+  | { op: 'wants' }
   /** Stops advertising without a goodbye, as a host that lost power. */
   | { op: 'vanish'; index: number }
   /** Starts advertising (a held-back agent joins). */
