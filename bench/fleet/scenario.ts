@@ -337,6 +337,7 @@ export async function runScenario(o: ScenarioOptions, running: Running): Promise
   const dispatch = await measureDispatch(a, b, client);
   dispatch.peersFetchMs = snapshot.fetchMs;
 
+  const wants = await sim.call<{ requests: number; asked: number }>({ op: 'wants' }, 10_000);
   await running.stop();
   running.agents = [];
   return {
@@ -350,7 +351,7 @@ export async function runScenario(o: ScenarioOptions, running: Running): Promise
     cpu,
     rss: { agentBytes: rssA, idleBytes: rssIdle, discoveryBytes: rssA - rssIdle },
     identityChecks,
-    wants: await sim.call<{ requests: number; asked: number }>({ op: 'wants' }, 10_000),
+    wants,
     table: { discovered: lines('peer discovered'), expired: lines('peer expired') },
     ...(snapshot.failed ? { apiFailure: snapshot.failed } : {}),
     rejected,
