@@ -154,6 +154,9 @@ CREATE TABLE IF NOT EXISTS calls (
 );
 CREATE INDEX IF NOT EXISTS calls_queue ON calls (status, priority, owner, seq);
 CREATE INDEX IF NOT EXISTS calls_owner ON calls (owner, seq);
+-- The oldest queued call of a level (aging, see runner.ts), asked for on every pick: without
+-- it that is a scan and sort of every queued call, and a backlog of N runs in O(N²).
+CREATE INDEX IF NOT EXISTS calls_waiting ON calls (priority, seq) WHERE status = 'queued';
 CREATE INDEX IF NOT EXISTS calls_finished ON calls (finished_at) WHERE finished_at IS NOT NULL;
 `;
 
