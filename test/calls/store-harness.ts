@@ -15,12 +15,13 @@ let clock = 1_000_000;
 const now = () => clock;
 const sub = (owner: string, extra: Record<string, unknown> = {}) => ({ owner, routine: 'echo', args: [1], kwargs: {}, priority: 'normal' as const, timeoutMs: 1000, ...extra });
 const quiet = { debug() {}, info() {}, warn() {}, error() {}, enabled: () => false } as never;
+const turn = () => new Promise((r) => setImmediate(r));
 
 // Values come back as they went in: bytes, big integers, "__proto__" keys, nesting.
 {
   const store = await CallStore.open({ path: join(dir, 'a.db'), maxStored: 3, maxBytes: 10_000, resultTtlMs: 5000, now });
   const weird = JSON.parse('{"__proto__": {"x": 1}}');
-  const c = store.submit(sub('o1', { args: [new Uint8Array([0, 1, 255]), 2 ** 60, -1.5, weird], kwargs: { k: 'v' } }));
+  const c = await store.submit(sub('o1', { args: [new Uint8Array([0, 1, 255]), 2 ** 60, -1.5, weird], kwargs: { k: 'v' } }));
   const r = store.runnable(c.id)!;
   out.roundTrip = {
     bytes: r.args[0] instanceof Uint8Array ? [...(r.args[0] as Uint8Array)] : typeof r.args[0],
@@ -31,23 +32,23 @@ const quiet = { debug() {}, info() {}, warn() {}, error() {}, enabled: () => fal
     idLength: c.id.length,
   };
   // Bounds: a 4th call is refused, the 3 accepted remain.
-  store.submit(sub('o1'));
-  store.submit(sub('o2'));
+  await store.submit(sub('o1'));
+  await store.submit(sub('o2'));
   try {
-    store.submit(sub('o3'));
+    await store.submit(sub('o3'));
     out.full = 'accepted';
   } catch (err) {
     out.full = { code: (err as SkeinError).code, message: (err as Error).message, retry: (err as SkeinError).details.retryAfterSeconds };
   }
   out.stillThere = store.list('o1', { limit: 10 }).length + store.list('o2', { limit: 10 }).length;
   // A finished call expires resultTtlMs after it finished; then there is room again.
-  store.start(c.id);
-  store.finish(c.id, { ok: true, value: { out: new Uint8Array([7]) } });
+  await store.start(c.id);
+  await store.finish(c.id, { ok: true, value: { out: new Uint8Array([7]) } });
   const done = store.get(c.id)!;
   out.finished = { status: done.status, result: [...(done.result as { out: Uint8Array }).out] };
   clock += 5000;
   out.expiredReadsAbsent = store.get(c.id) === undefined;
-  store.submit(sub('o3')); // sweeps on demand
+  await store.submit(sub('o3')); // sweeps on demand
   out.afterSweep = store.stats.stored;
   await store.close();
 }
@@ -55,9 +56,9 @@ const quiet = { debug() {}, info() {}, warn() {}, error() {}, enabled: () => fal
 // A result larger than the store's byte budget is stored as a failure, not lost.
 {
   const store = await CallStore.open({ path: join(dir, 'b.db'), maxStored: 10, maxBytes: 200, resultTtlMs: 5000, now });
-  const c = store.submit(sub('o1'));
-  store.start(c.id);
-  const f = store.finish(c.id, { ok: true, value: 'x'.repeat(500) })!;
+  const c = await store.submit(sub('o1'));
+  await store.start(c.id);
+  const f = (await store.finish(c.id, { ok: true, value: 'x'.repeat(500) }))!;
   out.tooLarge = { status: f.status, code: f.error?.code, message: f.error?.message };
   await store.close();
 }
@@ -66,11 +67,11 @@ const quiet = { debug() {}, info() {}, warn() {}, error() {}, enabled: () => fal
 {
   const path = join(dir, 'c.db');
   let store = await CallStore.open({ path, maxStored: 10, maxBytes: 10_000, resultTtlMs: 5000, now });
-  const a = store.submit(sub('o1', { routine: 'plain' }));
-  const b = store.submit(sub('o1', { routine: 'again' }));
-  const q = store.submit(sub('o1'));
-  store.start(a.id);
-  store.start(b.id);
+  const a = await store.submit(sub('o1', { routine: 'plain' }));
+  const b = await store.submit(sub('o1', { routine: 'again' }));
+  const q = await store.submit(sub('o1'));
+  await store.start(a.id);
+  await store.start(b.id);
   await store.destroy();
   store = await CallStore.open({ path, maxStored: 10, maxBytes: 10_000, resultTtlMs: 5000, now });
   store.recover((r) => r === 'again');
@@ -90,14 +91,22 @@ const quiet = { debug() {}, info() {}, warn() {}, error() {}, enabled: () => fal
       pending.push(() => h.onComplete(req.args[0]));
     },
   };
-  for (let i = 0; i < 4; i++) store.submit(sub('flood', { args: [`flood${i}`], routine: 'r' }));
-  store.submit(sub('other', { args: ['other0'], routine: 'r' }));
-  store.submit(sub('other', { args: ['other1'], routine: 'r' }));
-  store.submit(sub('late', { args: ['high0'], routine: 'r', priority: 'high' }));
-  store.submit(sub('x', { args: ['gone'], routine: 'removed' }));
+  for (let i = 0; i < 4; i++) await store.submit(sub('flood', { args: [`flood${i}`], routine: 'r' }));
+  await store.submit(sub('other', { args: ['other0'], routine: 'r' }));
+  await store.submit(sub('other', { args: ['other1'], routine: 'r' }));
+  await store.submit(sub('late', { args: ['high0'], routine: 'r', priority: 'high' }));
+  await store.submit(sub('x', { args: ['gone'], routine: 'removed' }));
   const runner = new CallRunner({ store, pool, routine: (n) => (n === 'r' ? { idempotent: false } : undefined), maxInFlight: 1, agingMs: 3_600_000, queueSlackMs: 1000, log: quiet });
   runner.start();
-  for (let i = 0; i < 20 && pending.length; i++) pending.shift()!();
+  // Each call reaches the pool once its `running` is committed (a turn of the loop later).
+  const turns = async () => {
+    for (let t = 0; t < 5 && !pending.length; t++) await new Promise((r) => setImmediate(r));
+  };
+  for (let i = 0; i < 20; i++) {
+    await turns();
+    if (!pending.length) break;
+    pending.shift()!();
+  }
   out.order = order;
   out.unknownRoutine = store.list('x', { limit: 5 }).map((c) => [c.status, c.error?.code]);
   await runner.close();
@@ -117,15 +126,15 @@ const quiet = { debug() {}, info() {}, warn() {}, error() {}, enabled: () => fal
       });
     },
   };
-  const slow = store.submit(sub('o', { args: ['slow'], routine: 'r', timeoutMs: 50 }));
+  const slow = await store.submit(sub('o', { args: ['slow'], routine: 'r', timeoutMs: 50 }));
   const runner = new CallRunner({ store, pool, routine: () => ({ idempotent: false }), maxInFlight: 2, agingMs: 1000, queueSlackMs: 1000, log: quiet });
   runner.start();
   const t0 = Date.now();
   await runner.wait(slow.id, 5000);
   out.deadline = { waitedMs: Date.now() - t0, status: store.get(slow.id)!.status, code: store.get(slow.id)!.error?.code };
-  const held = store.submit(sub('o', { args: ['held'], routine: 'r', timeoutMs: 60_000 }));
+  const held = await store.submit(sub('o', { args: ['held'], routine: 'r', timeoutMs: 60_000 }));
   runner.submitted();
-  const cancelled = runner.cancel(held.id)!;
+  const cancelled = (await runner.cancel(held.id))!;
   out.cancel = { status: cancelled.status, aborted };
   await runner.close();
   await store.close();
