@@ -6,6 +6,8 @@
 import { join } from 'node:path';
 import { CallStore } from '../../agent/calls/store.ts';
 import { CallRunner } from '../../agent/calls/runner.ts';
+import { GroupCommit } from '../../agent/calls/group-commit.ts';
+import { Database } from 'bun:sqlite';
 import type { CallHandler, CallRequest } from '../../agent/workers/call.ts';
 import { SkeinError } from '../../common/errors/index.ts';
 
@@ -15,7 +17,6 @@ let clock = 1_000_000;
 const now = () => clock;
 const sub = (owner: string, extra: Record<string, unknown> = {}) => ({ owner, routine: 'echo', args: [1], kwargs: {}, priority: 'normal' as const, timeoutMs: 1000, ...extra });
 const quiet = { debug() {}, info() {}, warn() {}, error() {}, enabled: () => false } as never;
-const turn = () => new Promise((r) => setImmediate(r));
 
 // Values come back as they went in: bytes, big integers, "__proto__" keys, nesting.
 {
@@ -137,6 +138,47 @@ const turn = () => new Promise((r) => setImmediate(r));
   const cancelled = (await runner.cancel(held.id))!;
   out.cancel = { status: cancelled.status, aborted };
   await runner.close();
+  await store.close();
+}
+
+// Group commit: the writes of one turn are one transaction — one failing fails them all and
+// keeps none; the next turn commits on its own.
+{
+  const db = new Database(join(dir, 'g.db'), { create: true, strict: true });
+  db.exec('PRAGMA journal_mode = WAL');
+  db.exec('CREATE TABLE t (v INTEGER)');
+  const commits = new GroupCommit(db, (err) => new Error(`commit failed: ${(err as Error).message}`));
+  const insert = (v: number) => () => db.query('INSERT INTO t VALUES ($v)').run({ v }).changes;
+  const turn = await Promise.allSettled([
+    commits.write(insert(1)),
+    commits.write(() => {
+      throw new Error('boom');
+    }),
+    commits.write(insert(3)),
+  ]);
+  const next = await commits.write(insert(4));
+  out.groupCommit = {
+    turn: turn.map((r) => (r.status === 'fulfilled' ? r.value : (r.reason as Error).message)),
+    next,
+    rows: (db.query('SELECT v FROM t').all() as Array<{ v: number }>).map((r) => r.v),
+  };
+  db.close();
+}
+
+// Writes keep their order: a result committed before a cancellation stands (the cancel finds
+// the call finished); the oldest queued call of a level is found by an index, not a sort.
+{
+  const path = join(dir, 'h.db');
+  const store = await CallStore.open({ path, maxStored: 10, maxBytes: 10_000, resultTtlMs: 60_000 });
+  const c = await store.submit(sub('o'));
+  await store.start(c.id);
+  const [finished, cancelled] = await Promise.all([store.finish(c.id, { ok: true, value: 1 }), store.cancel(c.id)]);
+  out.ordered = { finished: finished?.status, cancelled: cancelled ?? null, status: store.get(c.id)!.status };
+  const peek = new Database(path, { readonly: true });
+  out.oldestPlan = (peek.query("EXPLAIN QUERY PLAN SELECT submitted_at AS at FROM calls WHERE status = 'queued' AND priority = 1 ORDER BY seq LIMIT 1").all() as Array<{ detail: string }>)
+    .map((r) => r.detail)
+    .join('; ');
+  peek.close();
   await store.close();
 }
 
