@@ -135,7 +135,9 @@ console.log(`| async submits/s @${CONCURRENCY} | ${fmtSpread(figures.asyncSubmit
 console.log(`| raw h2 baseline echo round trips/s @${CONCURRENCY} | ${fmtSpread(figures.baselineEchoPerSecond!, 0)} (submits ÷ baseline ${ratio.median.toFixed(2)}×) |`);
 console.log(`| sync echo p50 / p99 (ms), idle | ${fmtSpread(figures.idleP50!)} / ${fmtSpread(figures.idleP99!)} |`);
 console.log(`| sync echo p50 / p99 (ms), a backlog of ${BACKLOG} running | ${fmtSpread(figures.backlogP50!)} / ${fmtSpread(figures.backlogP99!)} |`);
-console.log(`| sync echo p50 / p99 (ms), async submissions at ${PACED}/s (achieved ${fmtSpread(figures.pacedSubmitsPerSecond!, 0)}) | ${fmtSpread(figures.pacedP50!)} / ${fmtSpread(figures.pacedP99!)} |`);
+console.log(
+  `| sync echo p50 / p99 (ms), async submissions at ${PACED}/s (achieved ${fmtSpread(figures.pacedSubmitsPerSecond!, 0)}) | ${fmtSpread(figures.pacedP50!)} / ${fmtSpread(figures.pacedP99!)} |`,
+);
 writeResults(OUT, { ...resultHeader('calls-async', ROUNDS, {}), figures: { ...figures, submitsToBaseline: ratio }, rounds: got });
 console.log(`\nwrote ${OUT}`);
 process.exit(0);
