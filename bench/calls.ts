@@ -10,13 +10,13 @@
  * Figures go to bench/results/calls.json. Every process started here is stopped by its PID.
  * Env: SKEIN_BENCH_ROUNDS (default 5).
  */
-import http2 from 'node:http2';
 import { join } from 'node:path';
-import { decodeMultiple, Decoder, Encoder } from 'cbor-x';
+import { decodeMultiple } from 'cbor-x';
 import { Procs } from './lib/procs.ts';
+import { backlogRun, call, decoder, Raw, rate } from './lib/raw-h2.ts';
 import { fmtSpread, resultHeader, writeResults } from './lib/rounds.ts';
 import { spread, type Spread } from './lib/stats.ts';
-import { agentConfig, ROOT, startAgent, startBaseline, type AgentHandle } from './lib/skein.ts';
+import { agentConfig, ROOT, startAgent, startBaseline } from './lib/skein.ts';
 import { CONCURRENCY } from './lib/workload.ts';
 
 const ROUNDS = Number(process.env.SKEIN_BENCH_ROUNDS ?? 5);
@@ -25,38 +25,6 @@ const BIG = { n: 64, size: 256 * 1024 };
 const MiB = 1024 * 1024;
 const SUBMITS = 2000;
 const OUT = process.env.SKEIN_BENCH_CALLS_OUT ?? join(ROOT, 'bench/results/calls.json');
-
-const encoder = new Encoder({ useRecords: false, mapsAsObjects: true, tagUint8Array: false });
-const decoder = new Decoder({ useRecords: false, mapsAsObjects: true });
-
-/** One HTTP/2 + mTLS session and the few request shapes the bench needs. */
-class Raw {
-  #s: http2.ClientHttp2Session;
-  constructor(port: number, creds: AgentHandle['creds']) {
-    this.#s = http2.connect(`https://127.0.0.1:${port}`, { ...creds, ALPNProtocols: ['h2'] });
-  }
-  request(path: string, body: unknown, headers: Record<string, string> = {}, method = 'POST'): Promise<{ status: number; body: Buffer }> {
-    return new Promise((resolve, reject) => {
-      const req = this.#s.request({ ':method': method, ':path': path, 'content-type': 'application/cbor', ...headers });
-      const chunks: Buffer[] = [];
-      let status = 0;
-      req.on('response', (h) => (status = Number(h[':status'])));
-      req.on('data', (c: Buffer) => chunks.push(c));
-      req.on('end', () => resolve({ status, body: Buffer.concat(chunks) }));
-      req.on('error', reject);
-      req.end(method === 'POST' ? encoder.encode(body) : undefined);
-    });
-  }
-  close(): void {
-    this.#s.close();
-  }
-}
-
-async function call(raw: Raw, path: string, args: unknown[], want: number, headers?: Record<string, string>): Promise<Buffer> {
-  const res = await raw.request(path, { args }, headers);
-  if (res.status !== want) throw new Error(`${path}: status ${res.status}: ${res.body.toString().slice(0, 300)}`);
-  return res.body;
-}
 
 /** A stream of n items of size bytes: seconds until its last frame, checked to be done. */
 async function stream(raw: Raw, path: string, n: number, size: number): Promise<number> {
@@ -75,38 +43,6 @@ async function bytesRoundTrip(raw: Raw, path: string, data: Uint8Array): Promise
   const ms = performance.now() - t;
   if (out.result.length !== data.length) throw new Error(`${path}: ${out.result.length} bytes came back for ${data.length}`);
   return ms;
-}
-
-/**
- * Waits until the agent has run every async call submitted (they run after their 202, on
- * the same machine): the next round must not share the CPU with this round's backlog.
- */
-async function backlogRun(raw: Raw): Promise<void> {
-  const until = performance.now() + 120_000;
-  while (performance.now() < until) {
-    const left = await Promise.all(
-      ['queued', 'running'].map(
-        async (status) => (decoder.decode((await raw.request(`/v1/calls?status=${status}&limit=1`, undefined, { accept: 'application/cbor' }, 'GET')).body) as { calls: unknown[] }).calls.length,
-      ),
-    );
-    if (left.every((n) => n === 0)) return;
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  throw new Error('the async backlog did not run within 120 s');
-}
-
-async function rate(n: number, one: () => Promise<unknown>): Promise<number> {
-  let issued = 0;
-  const t = performance.now();
-  await Promise.all(
-    Array.from({ length: CONCURRENCY }, async () => {
-      while (issued < n) {
-        issued++;
-        await one();
-      }
-    }),
-  );
-  return n / ((performance.now() - t) / 1000);
 }
 
 const procs = new Procs();

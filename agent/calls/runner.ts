@@ -12,6 +12,13 @@
  * never more than half of limits.queueSize), so the async backlog stays in the store and sync
  * callers keep finding room in the pool's queue.
  *
+ * Durability (the store group-commits every write, group-commit.ts): a call is committed as
+ * `running` before it is handed to the pool, so before any worker can see it — a crash then
+ * finds it running and reports it interrupted (or runs it again if its routine is
+ * idempotent), never runs it silently twice. Its outcome is committed before anything can
+ * report it: long polls are woken after that commit, and GET reads committed rows only. A
+ * write whose commit failed is retried every STORE_RETRY_MS, up to STORE_RETRIES times.
+ *
  * Deadlines: a call's timeoutMs counts from when it starts running. A queued async call waits
  * in the store, where nothing expires it; the pool is given timeoutMs plus `queueSlackMs`
  * (limits.maxTimeoutMs) to cover its own queue, and the runner's own timer, started when the
@@ -57,10 +64,16 @@ export function inFlightBound(workers: number, queueSize: number): number {
 const NOT_RUN = new Set(['SKEIN_ERR_SHUTTING_DOWN', 'SKEIN_ERR_OVERLOADED', 'SKEIN_ERR_DEADLINE_EXCEEDED', 'SKEIN_ERR_ABORTED']);
 /** How long the runner waits before offering calls again to a pool that refused one unrun. */
 const REFUSED_BACKOFF_MS = 100;
+/** After a failed commit: how long until the write is tried again, and how many times. */
+const STORE_RETRY_MS = 1000;
+const STORE_RETRIES = 30;
 
 interface InFlight {
   call: RunnableCall;
   abort: AbortController;
+  /** The pool has it (its `running` status is committed). */
+  handedOff: boolean;
+  /** A worker runs it. */
   started: boolean;
   timer?: ReturnType<typeof setTimeout>;
   /** Why the runner cancelled it: the caller's DELETE or the deadline. */
@@ -96,17 +109,22 @@ export class CallRunner implements Component {
   }
 
   /**
-   * Cancels the call: a queued one never runs, a running one's worker is stopped. Returns the
-   * call as it is afterwards (its final status if it had already ended).
+   * Cancels the call: a queued one never runs, a running one's worker is stopped. Resolves,
+   * once the cancellation is committed, with the call as it is afterwards (its final status
+   * if it had already ended).
    */
-  cancel(id: string): StoredCall | undefined {
-    const before = this.#o.store.cancel(id);
+  async cancel(id: string): Promise<StoredCall | undefined> {
+    const before = await this.#o.store.cancel(id);
     if (before) {
-      const running = this.#inFlight.get(id);
-      if (running) {
-        running.cause = 'cancel';
-        running.abort.abort();
-      } else this.#ended(id, 'SKEIN_ERR_ABORTED', 'cancelled');
+      const f = this.#inFlight.get(id);
+      if (f?.handedOff) {
+        f.cause = 'cancel';
+        f.abort.abort();
+      } else {
+        // Queued, or its `running` still on its way to the disk: that write now finds it
+        // cancelled and changes nothing, and the call is never handed to the pool.
+        this.#ended(id, 'SKEIN_ERR_ABORTED', 'cancelled');
+      }
       this.#wake(id);
     }
     return this.#o.store.get(id);
@@ -170,8 +188,33 @@ export class CallRunner implements Component {
     while (this.#inFlight.size < this.#o.maxInFlight) {
       const call = this.#pick();
       if (!call) return;
-      this.#run(call);
+      this.#begin(call);
     }
+  }
+
+  /** Commits the call as running (with the other writes of this turn), then hands it to the pool. */
+  #begin(call: RunnableCall): void {
+    const f: InFlight = { call, abort: new AbortController(), handedOff: false, started: false };
+    this.#inFlight.set(call.id, f);
+    this.#o.store.start(call.id).then(
+      (running) => {
+        if (this.#inFlight.get(call.id) !== f) return; // destroyed meanwhile
+        if (running && !this.#life.closed) return this.#run(f);
+        this.#inFlight.delete(call.id);
+        // Closed meanwhile: it never reached the pool, so it waits for the next start.
+        if (running) this.#persist(call, 'requeue', () => this.#o.store.requeue(call.id));
+        // Not running: cancelled before its start was committed (the DELETE recorded it).
+        this.#done();
+      },
+      (err: Error) => {
+        // Still queued in the store: offered again once the store can be written.
+        if (this.#inFlight.get(call.id) !== f) return;
+        this.#inFlight.delete(call.id);
+        this.#o.log.error('async call: could not mark it running; it stays queued', { callId: call.id, error: err.message });
+        this.#later(STORE_RETRY_MS);
+        this.#done(false);
+      },
+    );
   }
 
   /** The next call to run (see the module comment for the order), skipping calls already with the pool. */
@@ -203,20 +246,19 @@ export class CallRunner implements Component {
     return undefined;
   }
 
-  #run(call: RunnableCall): void {
-    const { store } = this.#o;
+  #run(f: InFlight): void {
+    const { call } = f;
     if (!this.#o.routine(call.routine)) {
       // Configured when it was submitted, gone since (a restart with another config).
-      store.start(call.id);
+      this.#inFlight.delete(call.id);
       this.#ended(call.id, 'SKEIN_ERR_UNKNOWN_ROUTINE', 'failed', call.routine);
       this.#record(call, {
         ok: false,
         error: { code: 'SKEIN_ERR_UNKNOWN_ROUTINE', message: `no routine named "${call.routine}" is configured any more (it was when the call was submitted)`, meta: { routine: call.routine } },
       });
-      return;
+      return this.#done();
     }
-    const f: InFlight = { call, abort: new AbortController(), started: false };
-    this.#inFlight.set(call.id, f);
+    f.handedOff = true;
     this.#o.pool.call(
       {
         routine: call.routine,
@@ -233,8 +275,6 @@ export class CallRunner implements Component {
       {
         onStart: () => {
           if (this.#inFlight.get(call.id) !== f) return;
-          // Cancelled while it waited in the pool's queue: do not let it run.
-          if (!store.start(call.id)) return f.abort.abort();
           f.started = true;
           f.timer = setTimeout(() => {
             f.cause = 'deadline';
@@ -259,10 +299,9 @@ export class CallRunner implements Component {
     } else if (!f.started && code && NOT_RUN.has(code)) {
       // Never ran: it waits in the store again, and the pool (full, or stopping) is given a
       // moment before it is offered calls again.
-      if (!this.#life.closed && code !== 'SKEIN_ERR_ABORTED') {
-        clearTimeout(this.#backoff);
-        this.#backoff = setTimeout(() => this.#pump(), REFUSED_BACKOFF_MS);
-        this.#backoff.unref?.();
+      this.#persist(call, 'requeue', () => store.requeue(call.id));
+      if (!this.#life.closed) {
+        this.#later(REFUSED_BACKOFF_MS);
         return;
       }
     } else if (f.cause === 'deadline') {
@@ -272,29 +311,57 @@ export class CallRunner implements Component {
       });
     } else if (this.#life.closed && (code === 'SKEIN_ERR_WORKER_CRASHED' || code === 'SKEIN_ERR_SHUTTING_DOWN')) {
       // The agent's drain stopped it: recorded as a crash of the agent would leave it.
-      if (this.#o.routine(call.routine)?.idempotent) store.requeue(call.id);
+      if (this.#o.routine(call.routine)?.idempotent) this.#persist(call, 'requeue', () => store.requeue(call.id));
       else this.#record(call, { interrupted: true });
     } else {
-      if (!f.started) store.start(call.id);
       this.#record(call, outcome);
     }
     this.#done();
   }
 
-  /** One in-flight call fewer: the drain may end, or the next call run. */
-  #done(): void {
+  /** One in-flight call fewer: the drain may end, or (unless told not to) the next call run. */
+  #done(pump = true): void {
     if (this.#life.closed) {
       if (this.#inFlight.size === 0) this.#drained?.();
       return;
     }
-    this.#pump();
+    if (pump) this.#pump();
   }
 
+  /** Offers calls again after `ms` (a pool that refused one, a store that failed a commit). */
+  #later(ms: number): void {
+    if (this.#life.closed) return;
+    clearTimeout(this.#backoff);
+    this.#backoff = setTimeout(() => this.#pump(), ms);
+    this.#backoff.unref?.();
+  }
+
+  /** Writes the outcome; long polls are woken once it is committed, so nothing reports it before it is durable. */
   #record(call: RunnableCall, outcome: Outcome | { interrupted: true }): void {
-    const stored = this.#o.store.finish(call.id, outcome);
-    if (!stored) return;
-    if (stored.error?.code === 'SKEIN_ERR_ROUTINE_RAISED') this.#o.log.info('async call: routine raised', { callId: call.id, routine: call.routine });
-    this.#wake(call.id);
+    this.#persist(
+      call,
+      'outcome',
+      () => this.#o.store.finish(call.id, outcome),
+      (stored) => {
+        if (!stored) return; // cancelled meanwhile: its status stands
+        if (stored.error?.code === 'SKEIN_ERR_ROUTINE_RAISED') this.#o.log.info('async call: routine raised', { callId: call.id, routine: call.routine });
+        this.#wake(call.id);
+      },
+    );
+  }
+
+  /**
+   * Runs a status write; when its commit fails, tries again every STORE_RETRY_MS (at most
+   * STORE_RETRIES times, and not once the runner is stopped). Meanwhile the call keeps its
+   * last committed status; if the write is never committed, the next start finds it as a
+   * crash would have left it.
+   */
+  #persist<T>(call: RunnableCall, what: 'outcome' | 'requeue', write: () => Promise<T>, then?: (value: T) => void, attempt = 1): void {
+    write().then(then, (err: Error) => {
+      const retry = attempt < STORE_RETRIES && !this.#life.closed;
+      this.#o.log.error(`async call: could not store its ${what}${retry ? `; trying again in ${STORE_RETRY_MS} ms` : ''}`, { callId: call.id, attempt, error: err.message });
+      if (retry) setTimeout(() => this.#persist(call, what, write, then, attempt + 1), STORE_RETRY_MS).unref?.();
+    });
   }
 
   /**

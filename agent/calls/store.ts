@@ -11,8 +11,15 @@
  * bounded periodic sweep on an unref'd timer deletes them, and a submission that finds the
  * store full sweeps first; until the sweep runs, an expired call already reads as absent.
  *
+ * Writes are group-committed (group-commit.ts): the submissions, status changes, results
+ * and cancellations asked for in one turn of the event loop share one transaction and one
+ * fsync, and each write's promise settles after the commit holding it — a submission is
+ * answered 202 only once its row is durable, and a failed commit fails every write in it
+ * with SKEIN_ERR_STORE_WRITE (none of them was kept). Reads see committed rows only.
+ *
  * One agent owns the file. Counters of rows and bytes are kept in memory (read once at open),
- * so admission costs no query.
+ * so admission costs no query; they count pending writes too (a submission takes its room
+ * when it is asked for, and gives it back if its commit fails).
  *
  * `bun:sqlite` exists only under Bun: it is imported inside open(), so modules that import
  * this file still load under Node (vitest); tests drive the store through the binary or a Bun
@@ -26,6 +33,7 @@ import { Decoder, Encoder } from 'cbor-x';
 import { SkeinError } from '../../common/errors/index.ts';
 import type { AgentConfig } from '../config/schema.ts';
 import { released, type Component } from '../lifecycle/index.ts';
+import { GroupCommit } from './group-commit.ts';
 import { PRIORITIES, type Priority } from '../workers/call.ts';
 
 export const CALL_STATUSES = ['queued', 'running', 'succeeded', 'failed', 'cancelled', 'interrupted'] as const;
@@ -154,6 +162,9 @@ CREATE TABLE IF NOT EXISTS calls (
 );
 CREATE INDEX IF NOT EXISTS calls_queue ON calls (status, priority, owner, seq);
 CREATE INDEX IF NOT EXISTS calls_owner ON calls (owner, seq);
+-- The oldest queued call of a level (aging, see runner.ts), asked for on every pick: without
+-- it that is a scan and sort of every queued call, and a backlog of N runs in O(N²).
+CREATE INDEX IF NOT EXISTS calls_waiting ON calls (priority, seq) WHERE status = 'queued';
 CREATE INDEX IF NOT EXISTS calls_finished ON calls (finished_at) WHERE finished_at IS NOT NULL;
 `;
 
@@ -168,6 +179,7 @@ export class CallStore implements Component {
   #sweeper: ReturnType<typeof setTimeout> | undefined;
   #life: Component & { readonly closed: boolean };
   #q: Record<string, Statement>;
+  #commits: GroupCommit;
 
   private constructor(db: Database, opts: Required<StoreOptions>) {
     this.#db = db;
@@ -197,8 +209,11 @@ export class CallStore implements Component {
     const totals = db.query('SELECT COUNT(*) AS n, COALESCE(SUM(bytes), 0) AS b FROM calls').get() as { n: number; b: number };
     this.#count = totals.n;
     this.#bytes = totals.b;
+    this.#commits = new GroupCommit(db, (err) => this.#writeFailed(err));
     this.#life = released(() => {
       clearTimeout(this.#sweeper);
+      // What was asked for before the close is committed (and its callers answered) first.
+      this.#commits.flush();
       // Folds the WAL back into the database file so the store is one file at rest.
       db.exec('PRAGMA wal_checkpoint(TRUNCATE)');
       db.close();
@@ -236,7 +251,7 @@ export class CallStore implements Component {
       // already survives kill -9 of the agent, but the WAL is fsynced only at checkpoints, so
       // a power cut or kernel crash could lose calls the caller was told were accepted. FULL
       // fsyncs the WAL on every commit: an accepted call survives both. The price is one
-      // fsync per submission (and per status change), paid off the sync dispatch path.
+      // fsync per commit, shared by every write of its turn (group-commit.ts).
       db.exec('PRAGMA synchronous = FULL');
       db.exec(SCHEMA);
     } catch (err) {
@@ -251,12 +266,21 @@ export class CallStore implements Component {
     return { stored: this.#count, bytes: this.#bytes };
   }
 
+  /** Calls held by status, every status present (for /metrics; one indexed query per scrape). */
+  countByStatus(): Record<CallStatus, number> {
+    const out = Object.fromEntries(CALL_STATUSES.map((s) => [s, 0])) as Record<CallStatus, number>;
+    if (this.#life.closed) return out; // the database may be closed: a scrape during the stop sees none
+    for (const row of this.#db.query('SELECT status, COUNT(*) AS n FROM calls GROUP BY status').all() as Array<{ status: CallStatus; n: number }>) out[row.status] = row.n;
+    return out;
+  }
+
   /**
-   * Writes a new queued call and returns it; throws SKEIN_ERR_STORE_FULL when the store is at
-   * calls.maxStored or the arguments would pass calls.maxBytes (after sweeping what expired).
-   * The row is committed (and fsynced) when this returns.
+   * Stores a new queued call; resolves with it once it is committed (and fsynced). Throws
+   * SKEIN_ERR_STORE_FULL at once when the store is at calls.maxStored or the arguments would
+   * pass calls.maxBytes (after sweeping what expired); rejects with SKEIN_ERR_STORE_WRITE when
+   * its commit fails, and the call was then not stored.
    */
-  submit(s: Submission): StoredCall {
+  submit(s: Submission): Promise<StoredCall> {
     this.#usable();
     const args = encoder.encode([s.args, s.kwargs]);
     if (!this.#fits(1, args.length)) {
@@ -273,7 +297,7 @@ export class CallStore implements Component {
       submittedAt: this.#opts.now(),
       bytes: args.length,
     };
-    this.#q.insert!.run({
+    const row = {
       id: call.id,
       owner: call.owner,
       routine: call.routine,
@@ -284,10 +308,18 @@ export class CallStore implements Component {
       at: call.submittedAt,
       bytes: call.bytes,
       requestId: s.requestId ?? null,
-    });
+    };
+    // Its room is taken now, so the submissions of one turn cannot overfill the store together.
     this.#count++;
     this.#bytes += call.bytes;
-    return call;
+    return this.#write(() => this.#q.insert!.run(row)).then(
+      () => call,
+      (err: Error) => {
+        this.#count--;
+        this.#bytes -= call.bytes;
+        throw err;
+      },
+    );
   }
 
   /** The call, or undefined when there is none (or it expired). */
@@ -333,66 +365,58 @@ export class CallStore implements Component {
     return { owner, ids };
   }
 
-  /** queued → running. False when the call is no longer queued (cancelled meanwhile). */
-  start(id: string): boolean {
-    return this.#q.start!.run({ id, at: this.#opts.now() }).changes === 1;
+  /**
+   * queued → running, committed before the call is handed to a pool (the runner waits for it),
+   * so a crash can never leave a call that a worker may have run reading as queued. False
+   * when the call was no longer queued (cancelled meanwhile).
+   */
+  start(id: string): Promise<boolean> {
+    const at = this.#opts.now();
+    return this.#write(() => this.#q.start!.run({ id, at }).changes === 1);
   }
 
   /** running → queued: the pool never started it (it was shutting down or full). */
-  requeue(id: string): boolean {
-    return this.#q.requeue!.run({ id }).changes === 1;
+  requeue(id: string): Promise<boolean> {
+    return this.#write(() => this.#requeueRow(id));
   }
 
   /**
-   * running → succeeded / failed / interrupted. A result that would pass calls.maxBytes is
-   * stored as a failure saying so (the call is not lost, its result is). False when the call
-   * was no longer running (cancelled meanwhile): its status stands.
+   * running → succeeded / failed / interrupted; resolves with its final status once committed
+   * (so nothing reports a result that is not durable yet). A result that would pass
+   * calls.maxBytes is stored as a failure saying so (the call is not lost, its result is).
+   * Undefined when the call was no longer running (cancelled meanwhile): its status stands.
    */
-  finish(id: string, outcome: Outcome | { interrupted: true }): StoredCall | undefined {
-    let status: CallStatus;
-    let result: Uint8Array | null = null;
-    let error: string | null = null;
-    if ('interrupted' in outcome) {
-      status = 'interrupted';
-      error = JSON.stringify({ code: 'SKEIN_ERR_SHUTTING_DOWN', message: 'the agent stopped while the call ran; the routine is not declared idempotent, so it was not run again' });
-    } else if (outcome.ok) {
-      status = 'succeeded';
-      result = encoder.encode(outcome.value);
-      if (!this.#fits(0, result.length)) {
-        this.sweep(Number.MAX_SAFE_INTEGER);
-        if (!this.#fits(0, result.length)) {
-          status = 'failed';
-          error = JSON.stringify({
-            code: 'SKEIN_ERR_RESULT_TOO_LARGE',
-            message: `the result (${result.length} bytes) does not fit in the async results store: it holds ${this.#bytes} of calls.maxBytes ${this.#opts.maxBytes} bytes; the result was dropped`,
-            meta: { resultBytes: result.length, limit: this.#opts.maxBytes },
-          });
-          result = null;
-        }
-      }
-    } else {
-      status = 'failed';
-      error = JSON.stringify(outcome.error);
-    }
-    const added = (result?.length ?? 0) + (error ? Buffer.byteLength(error) : 0);
-    const changed = this.#q.finish!.run({ id, status, result, error, at: this.#opts.now(), added }).changes === 1;
-    if (!changed) return undefined;
-    this.#bytes += added;
-    return this.get(id);
+  finish(id: string, outcome: Outcome | { interrupted: true }): Promise<{ status: CallStatus; error?: CallError } | undefined> {
+    const row = this.#finishRow(id, outcome);
+    // Taken now, like a submission's room; given back if the call had left `running`.
+    this.#bytes += row.added;
+    return this.#write(() => this.#q.finish!.run(row).changes === 1).then(
+      (changed) => {
+        if (changed) return { status: row.status, ...(row.error ? { error: JSON.parse(row.error) as CallError } : {}) };
+        this.#bytes -= row.added;
+        return undefined;
+      },
+      (err: Error) => {
+        this.#bytes -= row.added;
+        throw err;
+      },
+    );
   }
 
   /**
-   * Cancels a queued or running call; returns the status it had ("queued" / "running"), or
-   * undefined when it had already finished.
+   * Cancels a queued or running call; resolves, once that is committed, with the status it
+   * had ("queued" / "running"), or undefined when it had already finished. It is ordered with
+   * the other writes: a result committed before it stands.
    */
-  cancel(id: string): 'queued' | 'running' | undefined {
-    // RETURNING gives the new row; read the old status first, in the same transaction.
-    return this.#db.transaction(() => {
+  cancel(id: string): Promise<'queued' | 'running' | undefined> {
+    const at = this.#opts.now();
+    return this.#write(() => {
+      // Inside the commit's transaction: the status read is the one the update changes.
       const before = (this.#q.get!.get({ id }) as Row | null)?.status;
       if (before !== 'queued' && before !== 'running') return undefined;
-      this.#q.cancel!.run({ id, at: this.#opts.now() });
+      this.#q.cancel!.run({ id, at });
       return before;
-    })();
+    });
   }
 
   /**
@@ -405,10 +429,11 @@ export class CallStore implements Component {
     this.#db.transaction(() => {
       for (const { id, routine } of running) {
         if (rerun(routine)) {
-          this.requeue(id);
+          this.#requeueRow(id);
           out.requeued.push(id);
         } else {
-          this.finish(id, { interrupted: true });
+          const row = this.#finishRow(id, { interrupted: true });
+          if (this.#q.finish!.run(row).changes === 1) this.#bytes += row.added;
           out.interrupted.push(id);
         }
       }
@@ -437,6 +462,59 @@ export class CallStore implements Component {
 
   destroy(reason?: Error): Promise<void> {
     return this.#life.destroy(reason);
+  }
+
+  /** A write for the next group commit; refused once the store is closing (what came before is flushed by the close). */
+  #write<T>(apply: () => T): Promise<T> {
+    if (this.#life.closed) return Promise.reject(new SkeinError('SKEIN_ERR_SHUTTING_DOWN', 'the agent is shutting down: the async results store takes no more writes'));
+    return this.#commits.write(apply);
+  }
+
+  #requeueRow(id: string): boolean {
+    return this.#q.requeue!.run({ id }).changes === 1;
+  }
+
+  /** The finish statement's parameters for this outcome, and the bytes it adds to the store. */
+  #finishRow(id: string, outcome: Outcome | { interrupted: true }): { id: string; status: CallStatus; result: Uint8Array | null; error: string | null; at: number; added: number } {
+    let status: CallStatus;
+    let result: Uint8Array | null = null;
+    let error: string | null = null;
+    if ('interrupted' in outcome) {
+      status = 'interrupted';
+      error = JSON.stringify({ code: 'SKEIN_ERR_SHUTTING_DOWN', message: 'the agent stopped while the call ran; the routine is not declared idempotent, so it was not run again' });
+    } else if (outcome.ok) {
+      status = 'succeeded';
+      result = encoder.encode(outcome.value);
+      if (!this.#fits(0, result.length)) {
+        this.sweep(Number.MAX_SAFE_INTEGER);
+        if (!this.#fits(0, result.length)) {
+          status = 'failed';
+          error = JSON.stringify({
+            code: 'SKEIN_ERR_RESULT_TOO_LARGE',
+            message: `the result (${result.length} bytes) does not fit in the async results store: it holds ${this.#bytes} of calls.maxBytes ${this.#opts.maxBytes} bytes; the result was dropped`,
+            meta: { resultBytes: result.length, limit: this.#opts.maxBytes },
+          });
+          result = null;
+        }
+      }
+    } else {
+      status = 'failed';
+      error = JSON.stringify(outcome.error);
+    }
+    const added = (result?.length ?? 0) + (error ? Buffer.byteLength(error) : 0);
+    return { id, status, result, error, at: this.#opts.now(), added };
+  }
+
+  /** What every write of a failed commit is rejected with: the store's path and SQLite's own words. */
+  #writeFailed(err: unknown): SkeinError {
+    const e = err as Error & { code?: string };
+    const code = typeof e.code === 'string' ? e.code : undefined;
+    return new SkeinError(
+      'SKEIN_ERR_STORE_WRITE',
+      `the async results store could not commit to ${this.path} (calls.store): ${e.message}${code ? ` (${code})` : ''}; nothing in that commit was stored, so this request had no effect: retry once the store's file system can be written again`,
+      { path: this.path, ...(code ? { sqlite: code } : {}) },
+      { cause: err },
+    );
   }
 
   #scheduleSweep(): void {

@@ -54,6 +54,8 @@ export interface MetricSources {
   stats?: () => { workers: number; idle: number; queued: number; inFlight: number };
   /** Queued calls by the priority level they were queued at (agent/workers PRIORITIES). */
   queueDepth?: () => Record<string, number>;
+  /** Async calls held in the results store, by status (agent/calls CALL_STATUSES), and their bytes. */
+  asyncCalls?: () => { byStatus: Record<string, number>; bytes: number } | undefined;
   /** The start-up canary's result: each probe (agent/sandbox CANARY_PROBES) "blocked" or "allowed", plus errno details. */
   canary?: () => Record<string, unknown> | undefined;
   adverts?: () => Record<string, number> | undefined;
@@ -171,6 +173,25 @@ export class AgentMetrics implements DispatchRecorder, AuthRecorder, WorkerRecor
       collect() {
         const depth = src().queueDepth?.();
         if (depth) for (const [priority, n] of Object.entries(depth)) this.set({ priority }, n);
+      },
+    });
+    new Gauge({
+      name: 'skein_async_calls',
+      help: 'Async calls held in the results store, by status (queued, running, succeeded, failed, cancelled, interrupted).',
+      labelNames: ['status'],
+      registers,
+      collect() {
+        const a = src().asyncCalls?.();
+        if (a) for (const [status, n] of Object.entries(a.byStatus)) this.set({ status }, n);
+      },
+    });
+    new Gauge({
+      name: 'skein_async_store_bytes',
+      help: 'Bytes of arguments, results and errors held in the async results store (bounded by calls.maxBytes).',
+      registers,
+      collect() {
+        const a = src().asyncCalls?.();
+        if (a) this.set(a.bytes);
       },
     });
     new Gauge({

@@ -223,6 +223,7 @@ async function assemble({ config, log, embedded = false, baseDir, reloadConfig }
   metrics.bind({
     stats: () => pool.stats,
     queueDepth: () => pool.queueDepth(),
+    asyncCalls: () => (store ? { byStatus: store.countByStatus(), bytes: store.stats.bytes } : undefined),
     canary: () => sandbox.canary,
     adverts: () => discovery?.counters(),
     peers: () => (discovery ? discovery.peers().length : undefined),

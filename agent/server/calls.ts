@@ -64,8 +64,9 @@ export function registerCallRoutes(app: Hono<AppEnv>, deps: AppDeps, calls: Asyn
       if (abort.signal.aborted) throw new SkeinError('SKEIN_ERR_ABORTED', 'the caller reset the stream before the call was stored');
       const owner = callers.keyOf(admitted.identity);
       const requestId = c.get('requestId');
-      // Committed (and fsynced) when submit returns: only then is the call accepted.
-      const call = store.submit({ owner, routine: name, args: body.args, kwargs: body.kwargs, priority, timeoutMs: admitted.timeoutMs, requestId });
+      // Resolves once the call is committed (and fsynced), with the other submissions of this
+      // turn (group commit): only then is it accepted. A failed commit answers STORE_WRITE.
+      const call = await store.submit({ owner, routine: name, args: body.args, kwargs: body.kwargs, priority, timeoutMs: admitted.timeoutMs, requestId });
       audit?.record('call.submitted', { callId: call.id, requestId, routine: name, shape: 'async', caller: owner, priority });
       runner.submitted();
       c.header('location', `/v1/calls/${call.id}`);
@@ -114,7 +115,7 @@ export function registerCallRoutes(app: Hono<AppEnv>, deps: AppDeps, calls: Asyn
     const identity = await deps.auth.authenticate(info, c.get('peer'));
     const id = idOf(c.req.param('id'));
     await visible(id, identity, info);
-    const call = runner.cancel(id) ?? notFound(id);
+    const call = (await runner.cancel(id)) ?? notFound(id);
     return reply(c, 200, view(call, true));
   });
 

@@ -30,6 +30,7 @@ export const ERROR_TABLE = {
   SKEIN_ERR_OVERLOADED: { status: 503, exit: 3, what: 'all workers busy and the queue is full; retry after Retry-After' },
   SKEIN_ERR_SHUTTING_DOWN: { status: 503, exit: 3, what: 'the agent is draining and accepts no new calls' },
   SKEIN_ERR_STORE_FULL: { status: 503, exit: 3, what: 'the async results store is at calls.maxStored or calls.maxBytes; retry after Retry-After' },
+  SKEIN_ERR_STORE_WRITE: { status: 503, exit: 3, what: 'the async results store could not commit (disk full, I/O error, read-only file system); the request had no effect' },
   SKEIN_ERR_CIRCUIT_OPEN: { status: 503, exit: 3, what: 'this routine kept killing its workers; refused until the cool-down passes (Retry-After)' },
   SKEIN_ERR_INTERNAL: { status: 500, exit: 1, what: 'unexpected agent failure (a bug: please report it)' },
   // Client side: never sent by a server.

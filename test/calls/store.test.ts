@@ -49,6 +49,19 @@ describe('calls store', () => {
     expect(found.tooLarge.message).toMatch(/does not fit in the async results store.*calls\.maxBytes 200/);
   });
 
+  it('group commit: the writes of one turn are one transaction; one failing fails all and keeps none', () => {
+    expect(found.groupCommit).toEqual({ turn: ['commit failed: boom', 'commit failed: boom', 'commit failed: boom'], next: 1, rows: [4] });
+  });
+
+  it('writes keep their order: a result committed before a cancellation stands', () => {
+    expect(found.ordered).toEqual({ finished: 'succeeded', cancelled: null, status: 'succeeded' });
+  });
+
+  it('finds the oldest queued call of a level by an index (a backlog of N runs without an O(N) sort per pick)', () => {
+    expect(found.oldestPlan).toMatch(/USING INDEX calls_waiting/);
+    expect(found.oldestPlan).not.toMatch(/TEMP B-TREE/);
+  });
+
   it('after a restart: running calls become interrupted, or queued for an idempotent routine; queued stay queued', () => {
     expect(found.recovered).toEqual({ a: 'interrupted', b: 'queued', q: 'queued', errorA: 'SKEIN_ERR_SHUTTING_DOWN' });
   });

@@ -251,6 +251,12 @@ describe('a bounded store: full → 503 STORE_FULL, nothing accepted is dropped,
       ['succeeded', 'two'],
       ['succeeded', 'three'],
     ]);
+    // /metrics shows what the store holds, by status.
+    const admin = String((await agent.waitForLog((l) => l.msg === 'admin listening')).address);
+    const metrics = await (await fetch(`http://${admin}/metrics`)).text();
+    expect(metrics).toMatch(/^skein_async_calls\{status="succeeded"\} 3$/m);
+    expect(metrics).toMatch(/^skein_async_calls\{status="queued"\} 0$/m);
+    expect(Number(/^skein_async_store_bytes (\d+)$/m.exec(metrics)?.[1])).toBeGreaterThan(0);
     // resultTtlMs after the last finished, every one of them reads as unknown, and there is room.
     await new Promise((r) => setTimeout(r, Date.parse(done[2]!.finishedAt) + 1100 - Date.now()));
     for (const id of ids) expect((await call(s, 'GET', `/v1/calls/${id}`)).json.code).toBe('SKEIN_ERR_CALL_NOT_FOUND');

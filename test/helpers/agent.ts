@@ -80,13 +80,19 @@ export function baseConfig(overrides: Record<string, unknown> = {}): Record<stri
   );
 }
 
-export async function startAgent(options: { config?: Record<string, unknown>; env?: Record<string, string>; args?: string[]; dir?: string } = {}): Promise<StartedAgent> {
+/**
+ * Starts the agent. `wrap` runs it through a command that ends by exec'ing its arguments
+ * (e.g. `unshare --mount … sh -c '…; exec "$@"'`), so the PID is still the agent's.
+ */
+export async function startAgent(options: { config?: Record<string, unknown>; env?: Record<string, string>; args?: string[]; dir?: string; wrap?: string[] } = {}): Promise<StartedAgent> {
   requireBinary();
   const dir = options.dir ?? tempDir();
   const configPath = join(dir, 'agent.config.json');
   // 0600: configs can hold secrets, and security.strict refuses one readable by others.
   writeFileSync(configPath, JSON.stringify(options.config ?? baseConfig(), null, 2), { mode: 0o600 });
-  const proc = spawn(BINARY, ['agent', '--config', configPath, ...(options.args ?? [])], {
+  const argv = [BINARY, 'agent', '--config', configPath, ...(options.args ?? [])];
+  const [cmd, ...args] = [...(options.wrap ?? []), ...argv];
+  const proc = spawn(cmd!, args, {
     cwd: dir,
     env: { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: process.env.HOME ?? '/root', ...options.env },
     stdio: ['ignore', 'pipe', 'pipe'],

@@ -26,6 +26,7 @@ from .errors import (
     RoutineRaised,
     ShuttingDown,
     StoreFull,
+    StoreWriteFailed,
     SkeinError,
     TLSError,
     TransportError,
@@ -46,7 +47,7 @@ __version__ = "0.1.0"
 __all__ = [
     "AsyncClient", "Client", "Target", "resolve_target", "DEFAULT_PORT", "ERRORS", "error_for",
     "SkeinError", "BadRequest", "UnsupportedMediaType", "MethodNotAllowed", "BodyTooLarge", "NotFound",
-    "UnknownRoutine", "CallNotFound", "StoreFull", "Unauthenticated", "Forbidden", "RoutineRaised", "DeadlineExceeded", "WorkerFailed",
+    "UnknownRoutine", "CallNotFound", "StoreFull", "StoreWriteFailed", "Unauthenticated", "Forbidden", "RoutineRaised", "DeadlineExceeded", "WorkerFailed",
     "WorkerCrashed", "WorkerProtocolError", "ResultTooLarge", "Unavailable", "Overloaded", "ShuttingDown",
     "CircuitOpen", "InternalError", "TransportError", "TLSError", "ClientTimeout", "BadResponse", "UsageError",
 ]

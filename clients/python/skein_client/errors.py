@@ -194,6 +194,12 @@ class StoreFull(Unavailable):
     CODE, HTTP_STATUS = "SKEIN_ERR_STORE_FULL", 503
 
 
+class StoreWriteFailed(Unavailable):
+    """The agent's async results store could not commit (disk full, I/O error): the request had no effect; submit again later."""
+
+    CODE, HTTP_STATUS = "SKEIN_ERR_STORE_WRITE", 503
+
+
 class ShuttingDown(Unavailable):
     CODE, HTTP_STATUS = "SKEIN_ERR_SHUTTING_DOWN", 503
 
@@ -251,7 +257,7 @@ ERRORS: Dict[str, Type[SkeinError]] = {
     for cls in (
         BadRequest, UnsupportedMediaType, MethodNotAllowed, BodyTooLarge, NotFound, UnknownRoutine, CallNotFound,
         Unauthenticated, Forbidden, RoutineRaised, DeadlineExceeded, WorkerCrashed,
-        WorkerProtocolError, ResultTooLarge, Overloaded, StoreFull, ShuttingDown, CircuitOpen, InternalError,
+        WorkerProtocolError, ResultTooLarge, Overloaded, StoreFull, StoreWriteFailed, ShuttingDown, CircuitOpen, InternalError,
         TransportError, TLSError, ClientTimeout, BadResponse, UsageError,
     )
     if cls.CODE is not None
