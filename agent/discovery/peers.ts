@@ -54,7 +54,11 @@ export interface PeerInfo {
 export type UpsertResult = 'added' | 'updated' | 'rekeyed' | 'removed' | 'ignored' | 'conflict';
 
 interface Entry {
+  /** The record as it arrived (shared with the verifier's repeat cache: never changed here). */
   payload: AdvertPayload;
+  /** Sequence number and load of the newest advert applied (the record's, or a later heartbeat's). */
+  seq: number;
+  load: number;
   keyId: string;
   /** Trusted through an endorsement (not the trust store's key list). */
   endorsed: boolean;
@@ -101,7 +105,7 @@ export class PeerTable {
     }
     let rekeyed = false;
     if (current && current.keyId !== keyId) {
-      if (!trust.bound || payload.goodbye || payload.spiffe !== current.payload.spiffe || payload.seq <= current.payload.seq) return 'conflict';
+      if (!trust.bound || payload.goodbye || payload.spiffe !== current.payload.spiffe || payload.seq <= current.seq) return 'conflict';
       rekeyed = true;
     }
     if (payload.goodbye) {
@@ -109,12 +113,22 @@ export class PeerTable {
       this.peers.delete(payload.agent);
       return 'removed';
     }
-    if (current && payload.seq <= current.payload.seq) return 'ignored';
+    if (current && payload.seq <= current.seq) return 'ignored';
     if (!current && this.peers.size >= this.maxPeers) {
       this.expire();
       if (this.peers.size >= this.maxPeers) return 'ignored';
     }
-    this.peers.set(payload.agent, { payload, keyId, endorsed: trust.endorsed ?? false, source: sourceAddress, receivedAt: now, expiresAt: now + payload.ttl, digest: recordDigest(payload) });
+    this.peers.set(payload.agent, {
+      payload,
+      seq: payload.seq,
+      load: payload.load,
+      keyId,
+      endorsed: trust.endorsed ?? false,
+      source: sourceAddress,
+      receivedAt: now,
+      expiresAt: now + payload.ttl,
+      digest: recordDigest(payload),
+    });
     return rekeyed ? 'rekeyed' : current ? 'updated' : 'added';
   }
 
@@ -130,9 +144,12 @@ export class PeerTable {
     const current = this.peers.get(hb.agent);
     if (!current || current.expiresAt <= now) return 'unknown';
     if (current.keyId !== keyId) return 'ignored';
-    if (hb.seq <= current.payload.seq) return 'ignored';
+    if (hb.seq <= current.seq) return 'ignored';
     if (current.digest !== hb.rd) return 'unknown';
-    current.payload = { ...current.payload, load: hb.load, seq: hb.seq, iat: hb.iat, ttl: hb.ttl };
+    // In place, without copying the record: one heartbeat per peer every few seconds is most
+    // of what a large fleet's agent receives (its ttl sets the expiry below).
+    current.seq = hb.seq;
+    current.load = hb.load;
     current.source = sourceAddress;
     current.receivedAt = now;
     current.expiresAt = now + hb.ttl;
@@ -190,10 +207,10 @@ export class PeerTable {
       keyId: e.keyId,
       endpoints: [...p.endpoints],
       routines: [...p.routines],
-      load: p.load,
+      load: e.load,
       capacity: p.capacity,
       tlsFingerprint: p.tlsFingerprint,
-      seq: p.seq,
+      seq: e.seq,
       source: e.source,
       ageMs: Math.max(0, now - e.receivedAt),
       expiresInMs: Math.max(0, e.expiresAt - now),

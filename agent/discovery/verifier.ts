@@ -60,7 +60,7 @@
  *     if (r.ok) peers.upsert(r.payload, r.keyId, rinfo.address);
  *   });
  */
-import { createHash, verify as edVerify, type KeyObject } from 'node:crypto';
+import { hash, verify as edVerify, type KeyObject } from 'node:crypto';
 import { configError } from '../config/schema-dsl.ts';
 import { decodeCanonical, isSigningError, keyId as keyIdOf, publicKeyFromRaw, readPublicKey } from '../../signing/index.ts';
 import { MAX_ADVERT_BYTES, PAYLOAD_LIMITS, checkAdvertPayload, isValidSpiffeId, spiffeTrustDomain, type AdvertPayload } from './advert.ts';
@@ -343,7 +343,7 @@ export function createAdvertVerifier(options: AdvertVerifierOptions): AdvertVeri
       src.all.tokens -= 1;
     }
 
-    const digest = createHash('sha256').update(bytes).digest('base64');
+    const digest = hash('sha256', bytes, 'base64');
     const seen = repeats.get(digest);
     if (seen !== undefined) {
       repeated = true;

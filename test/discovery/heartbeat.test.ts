@@ -88,6 +88,20 @@ describe('heartbeats in the peer table', () => {
     expect(t.heartbeat(hb({ seq: 5 }), key.keyId, '10.0.0.1')).toBe('unknown');
     expect(t.list()).toEqual([]);
   });
+
+  it('leave the record object as it arrived (the verifier keeps it for byte-identical repeats) while the entry moves on', () => {
+    const clock = testClock();
+    const t = new PeerTable({ now: clock.now });
+    const rec = record({ seq: 1, load: 0 });
+    t.upsert(rec, key.keyId, '10.0.0.1');
+    expect(t.heartbeat(hb({ seq: 2, load: 7 }), key.keyId, '10.0.0.1')).toBe('refreshed');
+    expect(rec).toMatchObject({ seq: 1, load: 0 });
+    expect(t.get('h1')).toMatchObject({ seq: 2, load: 7 });
+    // The record's own sequence number no longer counts: the heartbeat's does.
+    expect(t.upsert(record({ seq: 2 }), key.keyId, '10.0.0.1')).toBe('ignored');
+    expect(t.upsert(record({ seq: 3, load: 1 }), key.keyId, '10.0.0.1')).toBe('updated');
+    expect(t.get('h1')).toMatchObject({ seq: 3, load: 1 });
+  });
 });
 
 describe('the advert interval within the fleet budget', () => {
