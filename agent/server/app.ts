@@ -16,25 +16,16 @@ import { encodeBody, mediaTypeOf, type MediaType } from '../codec/index.ts';
 import { SkeinError, toSkeinError } from '../../common/errors/index.ts';
 import type { Logger } from '../log/index.ts';
 import { UNKNOWN_ROUTINE, type DispatchRecorder } from '../metrics/index.ts';
-import type { CallDispatcher, CallRequest, Priority } from '../workers/call.ts';
+import type { CallDispatcher, CallRequest } from '../workers/call.ts';
 import type { AuthPipeline } from '../plugin-host/pipeline.ts';
 import type { Identity, RequestAction, RequestInfo } from '../plugin-host/api.ts';
 import type { IdentityReader, PeerIdentity } from './identity.ts';
 import type { RoutineInfo } from '../sources/routines.ts';
-import { admitCall, PRIORITY_HEADER, readCallBody, type CallLimits } from './call-request.ts';
+import { abortOnClose, admitCall, readCallBody, type CallerPolicy, type CallLimits } from './call-request.ts';
 import { streamReply, streamTypeOf } from './stream.ts';
 import { registerCallRoutes, type AsyncCallDeps } from './calls.ts';
 
 export { TIMEOUT_HEADER } from './call-request.ts';
-
-/** How callers are told apart and weighed in the fair queues (agent/calls/weights.ts). */
-export interface CallerPolicy {
-  /** The x-skein-priority header's level; throws SKEIN_ERR_BAD_REQUEST for an unknown one. */
-  priorityOf(header: string | undefined): Priority;
-  /** The fairness and ownership key of an identity. */
-  keyOf(identity: Identity): string;
-  weightOf(identity: Identity): number;
-}
 
 export interface AppDeps {
   /** Runs calls (agent/calls/service.ts): audit lines and metrics for every shape. */
@@ -116,31 +107,25 @@ export function createApp(deps: AppDeps): Hono<Env> {
   });
 
   const dispatch = async (c: Context<Env>, name: string): Promise<Response> => {
-    const headers = c.env.incoming.headers as Record<string, string | undefined>;
     const info = requestInfo(c, name, 'dispatch') as RequestInfo & { routine: string };
     const admitted = await admitCall(deps, info, c.get('peer'), c.get('mediaType'));
-    const priority = callers.priorityOf(headers[PRIORITY_HEADER]);
-    const streamType = streamTypeOf(headers.accept);
-    // Cancellation: a reset stream or a closed connection aborts the call and its worker. The
-    // listener goes on before the body is read: a stream reset mid-body must never queue work
-    // (a rapid-reset flood would otherwise fill the queue with calls nobody waits for).
-    const abort = new AbortController();
+    const streamType = streamTypeOf(info.headers.accept);
+    // Cancellation: a reset stream or a closed connection aborts the call and its worker.
+    const closed = abortOnClose(c.env.incoming);
     const stream = c.env.incoming.stream;
-    const onClose = () => abort.abort();
-    stream?.once('close', onClose);
     let streaming = false;
     try {
-      const body = await readCallBody(c.env.incoming, admitted.mediaType, limits.maxBodyBytes, abort.signal);
-      if (abort.signal.aborted || stream?.closed || stream?.destroyed) throw new SkeinError('SKEIN_ERR_ABORTED', 'the caller reset the stream before the call started');
+      const body = await readCallBody(c.env.incoming, admitted.mediaType, limits.maxBodyBytes, closed.signal);
+      if (closed.signal.aborted || stream?.closed || stream?.destroyed) throw new SkeinError('SKEIN_ERR_ABORTED', 'the caller reset the stream before the call started');
       const req: CallRequest = {
         routine: name,
         args: body.args,
         kwargs: body.kwargs,
         timeoutMs: admitted.timeoutMs,
-        signal: abort.signal,
+        signal: closed.signal,
         requestId: c.get('requestId'),
-        priority,
-        caller: callers.keyOf(admitted.identity),
+        priority: admitted.priority,
+        caller: admitted.caller,
         weight: callers.weightOf(admitted.identity),
         ...(streamType ? { stream: true, shape: 'stream' as const } : {}),
       };
@@ -157,7 +142,7 @@ export function createApp(deps: AppDeps): Hono<Env> {
       if (log.enabled('debug')) log.debug('dispatched', { requestId: c.get('requestId'), peer: c.get('peer').id, routine: name });
       return reply(c, 200, { result: value });
     } finally {
-      if (!streaming) stream?.off('close', onClose);
+      if (!streaming) closed.release();
     }
   };
 

@@ -8,6 +8,7 @@ import type { Http2ServerRequest } from 'node:http2';
 import { decodeBody, parseCallBody, type CallBody, type MediaType } from '../codec/index.ts';
 import { SkeinError } from '../../common/errors/index.ts';
 import type { Identity, RequestInfo } from '../plugin-host/api.ts';
+import type { Priority } from '../workers/call.ts';
 import type { AuthPipeline } from '../plugin-host/pipeline.ts';
 import type { RoutineInfo } from '../sources/routines.ts';
 import type { PeerIdentity } from './identity.ts';
@@ -21,17 +22,30 @@ export interface CallLimits {
   maxTimeoutMs: number;
 }
 
+/** How callers are told apart and weighed in the fair queues (agent/calls/weights.ts). */
+export interface CallerPolicy {
+  /** The x-skein-priority header's level; throws SKEIN_ERR_BAD_REQUEST for an unknown one. */
+  priorityOf(header: string | undefined): Priority;
+  /** The fairness and ownership key of an identity. */
+  keyOf(identity: Identity): string;
+  weightOf(identity: Identity): number;
+}
+
 export interface Admitted {
   routine: RoutineInfo;
   identity: Identity;
   mediaType: MediaType;
   timeoutMs: number;
+  priority: Priority;
+  /** The caller key (callers.keyOf): the fair-queue lane and the owner of an async call. */
+  caller: string;
 }
 
 export interface AdmitDeps {
   routines: Map<string, RoutineInfo>;
   limits: CallLimits;
   auth: Pick<AuthPipeline, 'authenticate' | 'authorize'>;
+  callers: CallerPolicy;
 }
 
 /** Authenticates and authorizes a call of `info.routine`, and reads its headers; throws SkeinErrors. */
@@ -44,7 +58,21 @@ export async function admitCall(deps: AdmitDeps, info: RequestInfo & { routine: 
   if (!mediaType)
     throw new SkeinError('SKEIN_ERR_UNSUPPORTED_MEDIA_TYPE', `content-type must be application/cbor or application/json, got ${JSON.stringify(info.headers['content-type'] ?? '(none)')}`);
   const timeoutMs = deadlineOf(info.headers[TIMEOUT_HEADER], routine.timeoutMs ?? deps.limits.defaultTimeoutMs, deps.limits.maxTimeoutMs);
-  return { routine, identity, mediaType, timeoutMs };
+  const priority = deps.callers.priorityOf(info.headers[PRIORITY_HEADER]);
+  return { routine, identity, mediaType, timeoutMs, priority, caller: deps.callers.keyOf(identity) };
+}
+
+/**
+ * An AbortSignal that fires when the request's stream closes (the caller reset it or the
+ * connection went): listened for before the body is read, so a stream reset mid-body never
+ * queues or stores work. `release()` stops listening.
+ */
+export function abortOnClose(incoming: Http2ServerRequest): { signal: AbortSignal; release(): void } {
+  const abort = new AbortController();
+  const stream = incoming.stream;
+  const onClose = () => abort.abort();
+  stream?.once('close', onClose);
+  return { signal: abort.signal, release: () => void stream?.off('close', onClose) };
 }
 
 /** Reads and validates `{args, kwargs}`; an empty body is no arguments. */

@@ -24,7 +24,7 @@ import type { CallRunner } from '../calls/runner.ts';
 import type { Identity, RequestAction, RequestInfo } from '../plugin-host/api.ts';
 import type { AuthPipeline } from '../plugin-host/pipeline.ts';
 import type { AppDeps, AppEnv } from './app.ts';
-import { admitCall, PRIORITY_HEADER, readCallBody } from './call-request.ts';
+import { abortOnClose, admitCall, readCallBody } from './call-request.ts';
 
 export interface AsyncCallDeps {
   store: Pick<CallStore, 'submit' | 'get' | 'list'>;
@@ -50,19 +50,14 @@ export function registerCallRoutes(app: Hono<AppEnv>, deps: AppDeps, calls: Asyn
 
   app.post('/v1/calls/:routine', async (c) => {
     const name = c.req.param('routine');
-    const headers = c.env.incoming.headers as Record<string, string | undefined>;
     const info = requestInfo(c, name, 'call.submit') as RequestInfo & { routine: string };
     const admitted = await admitCall(deps, info, c.get('peer'), c.get('mediaType'));
-    const priority = callers.priorityOf(headers[PRIORITY_HEADER]);
     // A stream reset mid-body must store nothing, as it queues nothing for dispatch.
-    const abort = new AbortController();
-    const stream = c.env.incoming.stream;
-    const onClose = () => abort.abort();
-    stream?.once('close', onClose);
+    const closed = abortOnClose(c.env.incoming);
     try {
-      const body = await readCallBody(c.env.incoming, admitted.mediaType, limits.maxBodyBytes, abort.signal);
-      if (abort.signal.aborted) throw new SkeinError('SKEIN_ERR_ABORTED', 'the caller reset the stream before the call was stored');
-      const owner = callers.keyOf(admitted.identity);
+      const body = await readCallBody(c.env.incoming, admitted.mediaType, limits.maxBodyBytes, closed.signal);
+      if (closed.signal.aborted) throw new SkeinError('SKEIN_ERR_ABORTED', 'the caller reset the stream before the call was stored');
+      const { caller: owner, priority } = admitted;
       const requestId = c.get('requestId');
       // Resolves once the call is committed (and fsynced), with the other submissions of this
       // turn (group commit): only then is it accepted. A failed commit answers STORE_WRITE.
@@ -72,7 +67,7 @@ export function registerCallRoutes(app: Hono<AppEnv>, deps: AppDeps, calls: Asyn
       c.header('location', `/v1/calls/${call.id}`);
       return reply(c, 202, { id: call.id, status: call.status });
     } finally {
-      stream?.off('close', onClose);
+      closed.release();
     }
   });
 
@@ -95,14 +90,11 @@ export function registerCallRoutes(app: Hono<AppEnv>, deps: AppDeps, calls: Asyn
     let call = await visible(id, identity, info);
     if (waitMs > 0 && !FINISHED.has(call.status)) {
       // Woken by the call's outcome (or the caller going away), never by polling the store.
-      const gone = new AbortController();
-      const stream = c.env.incoming.stream;
-      const onClose = () => gone.abort();
-      stream?.once('close', onClose);
+      const gone = abortOnClose(c.env.incoming);
       try {
         await runner.wait(id, waitMs, gone.signal);
       } finally {
-        stream?.off('close', onClose);
+        gone.release();
       }
       call = store.get(id) ?? notFound(id);
     }
