@@ -25,6 +25,7 @@ import type { Identity, RequestAction, RequestInfo } from '../plugin-host/api.ts
 import type { AuthPipeline } from '../plugin-host/pipeline.ts';
 import type { AppDeps, AppEnv } from './app.ts';
 import { abortOnClose, admitCall, readCallBody } from './call-request.ts';
+import { acceptedType } from './stream.ts';
 
 export interface AsyncCallDeps {
   store: Pick<CallStore, 'submit' | 'get' | 'list'>;
@@ -130,8 +131,7 @@ function notFound(id: string): never {
 /** A body-less request asks for CBOR with `accept`; the reply and any error then use it. */
 function preferAccept(c: Context<AppEnv>): void {
   if (c.get('mediaType')) return;
-  const accept = c.env.incoming.headers.accept;
-  if (accept && accept.split(',').some((t) => t.split(';', 1)[0]!.trim().toLowerCase() === 'application/cbor')) c.set('mediaType', 'application/cbor');
+  if (acceptedType(c.env.incoming.headers.accept, ['application/cbor'])) c.set('mediaType', 'application/cbor');
 }
 
 /** The call as the API shows it: times as ISO 8601 UTC, result or error when it has one. */

@@ -21,10 +21,17 @@ export type StreamType = 'application/x-ndjson' | 'application/cbor-seq';
 
 /** The stream type an accept header asks for (the first one it lists), or undefined for a plain response. */
 export function streamTypeOf(accept: string | undefined): StreamType | undefined {
+  return acceptedType(accept, STREAM_TYPES);
+}
+
+const STREAM_TYPES = ['application/x-ndjson', 'application/cbor-seq'] as const;
+
+/** The first media type an accept header lists that is one of `types` (parameters such as q= ignored). */
+export function acceptedType<T extends string>(accept: string | undefined, types: readonly T[]): T | undefined {
   if (!accept || !accept.includes('application/')) return undefined;
   for (const part of accept.split(',')) {
     const base = part.split(';', 1)[0]!.trim().toLowerCase();
-    if (base === 'application/x-ndjson' || base === 'application/cbor-seq') return base;
+    if ((types as readonly string[]).includes(base)) return base as T;
   }
   return undefined;
 }
