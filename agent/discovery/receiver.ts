@@ -98,9 +98,14 @@ export class Receiver {
     this.#ownKeyIds.add(keyId);
   }
 
-  receive(data: Buffer, source: string): void {
+  /**
+   * `own`: the kernel says it came from our own send socket. Still verified (a replay of our
+   * own advert by someone else is then recognised as one), but never charged to the source's
+   * bucket: a flood from an address we share must not get our own adverts rate-limited.
+   */
+  receive(data: Buffer, source: string, own = false): void {
     const { verifier, table, report, log, audit } = this.#o;
-    const result = verifier.verify(data, source);
+    const result = verifier.verify(data, source, own);
     if (!result.ok) {
       report.rejected(result.reason, { source, detail: result.detail });
       // Perhaps the heartbeat of an endorsed peer whose record we never saw: ask for it (not

@@ -186,10 +186,10 @@ export class DiscoveryService implements Component, Reloadable<AgentConfig> {
           return { address: host, port };
         }),
         interface: config.interface,
-        onDatagram: (data, from) => receiver?.receive(data, from.address),
+        onDatagram: (data, from) => receiver?.receive(data, from.address, from.own),
         // Counted (and reported) by the verifier as "oversize", which checks the size before
         // reading a byte, like any other rejected advert.
-        onOversize: (data, from) => receiver?.receive(data, from.address),
+        onOversize: (data, from) => receiver?.receive(data, from.address, from.own),
         onError: (err) => log.warn('discovery socket error', { error: err.message }),
       });
     } catch (err) {

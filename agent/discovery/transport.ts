@@ -61,6 +61,8 @@ export interface DatagramSource {
   address: string;
   port: number;
   family: MulticastFamily;
+  /** Sent from this transport's own send socket (its address and port): our own, looped back. */
+  own: boolean;
 }
 
 export interface MulticastTransportOptions {
@@ -387,19 +389,20 @@ export async function createMulticastTransport(opts: MulticastTransportOptions):
       if (msg.length > maxDatagram) {
         stats.dropped++;
         try {
-          opts.onOversize?.(msg, { address: rinfo.address, port: rinfo.port, family });
+          opts.onOversize?.(msg, { address: rinfo.address, port: rinfo.port, family, own: own.has(`${stripScope(rinfo.address)}|${rinfo.port}`) });
         } catch (err) {
           reportError(err);
         }
         return;
       }
-      if (opts.skipOwn && own.has(`${stripScope(rinfo.address)}|${rinfo.port}`)) {
+      const isOwn = own.has(`${stripScope(rinfo.address)}|${rinfo.port}`);
+      if (opts.skipOwn && isOwn) {
         stats.droppedOwn++;
         return;
       }
       stats.received++;
       try {
-        opts.onDatagram(msg, { address: rinfo.address, port: rinfo.port, family });
+        opts.onDatagram(msg, { address: rinfo.address, port: rinfo.port, family, own: isOwn });
       } catch (err) {
         reportError(err);
       }

@@ -137,7 +137,8 @@ export type VerifyResult =
 
 export interface AdvertVerifier {
   /** Never throws for bad input: the answer is accepted or one reason (also counted). */
-  verify(bytes: Uint8Array, sourceAddress: string): VerifyResult;
+  /** `own`: from this agent's own send socket (looped back); exempt from the per-source limits. */
+  verify(bytes: Uint8Array, sourceAddress: string, own?: boolean): VerifyResult;
   /** A snapshot: every reason and 'accepted', zero included. */
   counters(): Record<CounterName, number>;
   /** Replaces the trust store (config reload); sequence numbers seen so far are kept. */
@@ -295,10 +296,10 @@ export function createAdvertVerifier(options: AdvertVerifierOptions): AdvertVeri
     return cached;
   }
 
-  function verify(bytes: Uint8Array, sourceAddress: string): VerifyResult {
+  function verify(bytes: Uint8Array, sourceAddress: string, own = false): VerifyResult {
     const now = clock();
     let src: { unverified: Bucket; all: Bucket } | undefined;
-    if (rate) {
+    if (rate && !own) {
       src = sources.get(sourceAddress);
       if (src === undefined) sources.set(sourceAddress, (src = { unverified: { tokens: burst, last: now }, all: { tokens: capBurst, last: now } }));
       // A source whose rejected datagrams used up its bucket is dropped before anything is read.

@@ -67,9 +67,11 @@ describe('multicast transport on loopback (IPv4, 127.0.0.1)', () => {
     await waitFor(() => a.mine().includes(`${TOKEN} from-b`));
 
     const fromA = b.items.find((i) => i.data === `${TOKEN} from-a`)!.from;
-    expect(fromA).toEqual({ address: '127.0.0.1', port: ta.addresses()[0]!.send.port, family: 'IPv4' });
-    // Loopback on: each also hears itself (the layer above ignores its own agent id).
+    expect(fromA).toEqual({ address: '127.0.0.1', port: ta.addresses()[0]!.send.port, family: 'IPv4', own: false });
+    // Loopback on: each also hears itself, marked own (the layer above exempts it from the
+    // per-source limits and ignores its own agent id).
     await waitFor(() => a.mine().includes(`${TOKEN} from-a`) && b.mine().includes(`${TOKEN} from-b`));
+    expect(a.items.find((i) => i.data === `${TOKEN} from-a`)!.from).toEqual({ address: '127.0.0.1', port: ta.addresses()[0]!.send.port, family: 'IPv4', own: true });
     expect(ta.addresses()[0]).toMatchObject({ group: GROUP4, port, family: 'IPv4', interface: '127.0.0.1', receive: { address: GROUP4, port } });
     expect(ta.stats()).toMatchObject({ sent: 1, dropped: 0 });
   });

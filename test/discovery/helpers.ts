@@ -42,9 +42,9 @@ export function testClock(start = NOW): TestClock {
 }
 
 /** Verifies, asserts the rejection reason AND that exactly that counter moved by one. */
-export function expectRejected(v: AdvertVerifier, bytes: Uint8Array, reason: RejectReason, source = '10.0.0.9'): Extract<VerifyResult, { ok: false }> {
+export function expectRejected(v: AdvertVerifier, bytes: Uint8Array, reason: RejectReason, source = '10.0.0.9', own = false): Extract<VerifyResult, { ok: false }> {
   const before = v.counters();
-  const r = v.verify(bytes, source);
+  const r = v.verify(bytes, source, own);
   expect(r).toMatchObject({ ok: false, reason });
   const after = v.counters();
   for (const name of Object.keys(after) as CounterName[]) expect(after[name], `counter ${name}`).toBe(before[name] + (name === reason ? 1 : 0));
@@ -52,9 +52,9 @@ export function expectRejected(v: AdvertVerifier, bytes: Uint8Array, reason: Rej
 }
 
 /** Verifies and asserts acceptance (and the 'accepted' counter). */
-export function expectAccepted(v: AdvertVerifier, bytes: Uint8Array, source = '10.0.0.9'): Extract<VerifyResult, { ok: true }> {
+export function expectAccepted(v: AdvertVerifier, bytes: Uint8Array, source = '10.0.0.9', own = false): Extract<VerifyResult, { ok: true }> {
   const before = v.counters().accepted;
-  const r = v.verify(bytes, source);
+  const r = v.verify(bytes, source, own);
   expect(r, r.ok ? '' : `${r.reason}: ${r.detail ?? ''}`).toMatchObject({ ok: true });
   expect(v.counters().accepted).toBe(before + 1);
   return r as Extract<VerifyResult, { ok: true }>;

@@ -256,6 +256,18 @@ describe('verifier: each rejection has its reason and its counter', () => {
     expect(results.filter((r) => !r.ok && r.reason === 'rate-limited').length).toBe(450);
   });
 
+  it("our own looped-back adverts (own: the kernel's source is our send socket) skip the buckets a flood from that address emptied", () => {
+    const { v } = setup({ perSourceRate: { burst: 3, perSecond: 2 } });
+    for (let i = 0; i < 3; i++) expectRejected(v, new Uint8Array(5000), 'oversize', '127.0.0.1');
+    expectRejected(v, encodeAdvert(payload({ seq: 1 }), agent), 'rate-limited', '127.0.0.1');
+    // Still verified: a forged or replayed "own" datagram is rejected for what it is.
+    expectAccepted(v, encodeAdvert(payload({ seq: 2 }), agent), '127.0.0.1', true);
+    expectRejected(v, encodeAdvert(payload({ seq: 2 }), agent), 'replay', '127.0.0.1', true);
+    // And it costs nothing: the flood's source stays refused, our own keeps passing.
+    expectRejected(v, new Uint8Array(5000), 'rate-limited', '127.0.0.1');
+    for (let seq = 3; seq < 10; seq++) expectAccepted(v, encodeAdvert(payload({ seq }), agent), '127.0.0.1', true);
+  });
+
   it('every datagram of one source is capped (perSourceCap), however many keys sign them', () => {
     const { v } = setup({ trustedKeys: [], perSourceRate: { burst: 50, perSecond: 20 }, perSourceCap: { burst: 30, perSecond: 10 } });
     const results = Array.from({ length: 40 }, (_, i) => {

@@ -83,7 +83,10 @@ describe('audit file: start-up, code, decisions and workers', () => {
   });
 
   it('every line carries the schema, time, a gap-free sequence and the agent name', async () => {
+    // The stream is written asynchronously: wait for the last start-up line (plugins load after
+    // the workers spawn) so the tests below read the whole start-up.
     await waitForAudit(path, (l) => l.event === 'worker.spawn');
+    await waitForAudit(path, (l) => l.event === 'plugin.loaded' && l.plugin === 'only-echo');
     const lines = readAudit(path);
     lines.forEach((l, i) => {
       expect(Object.keys(l).slice(0, 5)).toEqual(['schema', 'ts', 'seq', 'agent', 'event']);
