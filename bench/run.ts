@@ -9,7 +9,9 @@
  *
  * Env: SKEIN_BENCH_ROUNDS (default 5; 1 for a quick run), SKEIN_BENCH_SEQ (sequential calls
  * per round, 2000), SKEIN_BENCH_CONC_CALLS (calls at 64 concurrent per round, 20000),
- * SKEIN_BENCH_OUT (results file, bench/results/latest.json).
+ * SKEIN_BENCH_OUT (results file, bench/results/latest.json), SKEIN_BENCH_COMPARE (the path of
+ * another skein binary, e.g. one built before a change: measured as target "compare" in the
+ * same interleaved rounds, its ratio to skein printed, for before/after figures of one run).
  */
 import { generateKeyPairSync } from 'node:crypto';
 import { join } from 'node:path';
@@ -24,6 +26,7 @@ const ROUNDS = Number(process.env.SKEIN_BENCH_ROUNDS ?? 5);
 const SIZES: Sizes = { sequential: Number(process.env.SKEIN_BENCH_SEQ ?? 2000), concurrent: Number(process.env.SKEIN_BENCH_CONC_CALLS ?? 20000), warmUp: 300 };
 const OUT = process.env.SKEIN_BENCH_OUT ?? join(ROOT, 'bench/results/latest.json');
 const COLD_STARTS = Math.max(3, ROUNDS);
+const COMPARE = process.env.SKEIN_BENCH_COMPARE;
 if (!(ROUNDS >= 1 && SIZES.sequential >= 100 && SIZES.concurrent >= CONCURRENCY)) {
   console.error(`SKEIN_BENCH_ROUNDS must be ≥ 1, SKEIN_BENCH_SEQ ≥ 100 and SKEIN_BENCH_CONC_CALLS ≥ ${CONCURRENCY}`);
   process.exit(2);
@@ -48,21 +51,25 @@ const authAgent = await startAgent(
     },
   }),
 );
+const compareAgent = COMPARE ? await startAgent(procs, agentConfig('bench-compare'), { bin: [COMPARE] }) : undefined;
 const token = await new SignJWT({ sub: 'bench', aud: 'skein' }).setProtectedHeader({ alg: 'EdDSA' }).setExpirationTime('1h').sign(jwtKey.privateKey);
 
 console.log(`skein bench: ${ROUNDS} interleaved rounds, ${SIZES.sequential} sequential + ${SIZES.concurrent} calls at ${CONCURRENCY} concurrent per round and target; medians of rounds (ranges)\n`);
 const baseClient = client(basePort, agent.creds);
 const skeinClient = client(agent.port, agent.creds);
 const authClient = client(authAgent.port, authAgent.creds, { token });
+const compareClient = compareAgent ? client(compareAgent.port, compareAgent.creds) : undefined;
 const results = await measureRounds(
   [
+    ...(compareClient ? [callTarget('compare', `${COMPARE}: as skein, another build`, echoCall(compareClient), SIZES)] : []),
     callTarget('baseline', 'raw Bun node:http2 + mTLS echo server (bench/baseline-server.ts), same client', echoCall(baseClient), SIZES),
     callTarget('skein', 'dist/skein: mTLS, sandbox strict, audit on (stderr to a file), echo in Python', echoCall(skeinClient), SIZES),
     callTarget('skein+plugins', 'as skein, with bearer-jwt (EdDSA) + routine-policy', echoCall(authClient), SIZES),
   ],
   ROUNDS,
 );
-for (const c of [baseClient, skeinClient, authClient]) await c.close();
+for (const c of [baseClient, skeinClient, authClient, compareClient]) await c?.close();
+if (compareAgent) await procs.stop(compareAgent.started.proc);
 await procs.stop(authAgent.started.proc);
 await procs.stop(agent.started.proc);
 
@@ -129,6 +136,11 @@ console.log(`| sequential p99 (ms) | ${fmtSpread(base.p99)} | ${fmtSpread(sk.p99
 console.log(`| throughput @${CONCURRENCY} (calls/s) | ${fmtSpread(base.throughput, 0)} | ${fmtSpread(sk.throughput, 0)} | ${x(ratios.throughput)} |`);
 console.log(`| with bearer-jwt + routine-policy: p50 (ms) | | ${fmtSpread(auth.p50)} | ${x(ratios.pluginsP50)} of skein |`);
 console.log(`| with bearer-jwt + routine-policy: throughput @${CONCURRENCY} | | ${fmtSpread(auth.throughput, 0)} | ${x(ratios.pluginsThroughput)} of skein |`);
+if (results.compare) {
+  const cmp = results.compare;
+  for (const k of ['p50', 'p99', 'throughput'] as const)
+    console.log(`| compare (${COMPARE}) ${k} | | ${fmtSpread(cmp[k], k === 'throughput' ? 0 : 3)} | skein ÷ compare ${x(ratio(sk.rounds, cmp.rounds, k))} |`);
+}
 console.log(`| cold start: spawn → first mTLS echo (ms, ${COLD_STARTS} starts) | | ${fmtSpread(cold, 1)} | |`);
 console.log(
   `\ngoals: ${Object.entries(goals)
