@@ -1,16 +1,34 @@
 /**
- * A Map with a size limit that forgets the least recently used entry first: the discovery
- * plane's caches (endorsements, verified datagrams, cool-downs, rate buckets) must hold a whole
- * fleet's working set, yet stay bounded whatever a flood sends.
+ * A Map with a size limit that forgets entries nobody used first: the discovery plane's caches
+ * (endorsements, cool-downs, rate buckets) must hold a whole fleet's working set, yet stay
+ * bounded whatever a flood sends.
+ *
+ * Eviction is "second chance" (CLOCK), an approximation of least-recently-used: a lookup only
+ * marks its entry as used; when room is needed, the oldest entries are visited in insertion
+ * order, and one marked since the last visit is unmarked and moved to the back instead of
+ * being forgotten. So entries a fleet keeps using stay, and a flood of one-off keys (spoofed
+ * sources) evicts its own entries first.
+ *
+ * Why not a true LRU (delete and re-insert on every lookup): the discovery plane looks up its
+ * rate buckets by the source address and key id of every datagram, strings made fresh for each
+ * one; re-inserting kept that fresh string (and churned the Map's storage) for seconds, long
+ * enough to be promoted out of the young generation, so at 1,000 peers the heap grew by
+ * hundreds of bytes per datagram until a full collection (docs/benchmarks.md, "Where
+ * discovery's memory goes"). Here a lookup allocates nothing and keeps nothing.
  *
  * @example
  *   const seen = new LruMap<string, number>(4096);
  *   seen.set(key, now);
- *   seen.get(key); // refreshes it: the entries a fleet keeps using are the ones kept
+ *   seen.get(key); // marks it used: it survives the next eviction pass
  */
+interface Slot<V> {
+  value: V;
+  used: boolean;
+}
+
 export class LruMap<K, V> {
   readonly #max: number;
-  readonly #map = new Map<K, V>();
+  readonly #map = new Map<K, Slot<V>>();
 
   constructor(max: number) {
     if (!Number.isSafeInteger(max) || max < 1) throw new RangeError(`LruMap size must be a positive integer, got ${max}`);
@@ -21,25 +39,29 @@ export class LruMap<K, V> {
     return this.#map.size;
   }
 
-  /** The value, refreshed as most recently used. */
+  /** The value, marked as used. */
   get(key: K): V | undefined {
-    const v = this.#map.get(key);
-    if (v !== undefined) {
-      this.#map.delete(key);
-      this.#map.set(key, v);
-    }
-    return v;
+    const slot = this.#map.get(key);
+    if (slot === undefined) return undefined;
+    slot.used = true;
+    return slot.value;
   }
 
-  /** The value without refreshing it. */
+  /** The value without marking it. */
   peek(key: K): V | undefined {
-    return this.#map.get(key);
+    return this.#map.get(key)?.value;
   }
 
+  /** A new key goes to the back (evicting one first when full); an existing one is updated in place and marked used. */
   set(key: K, value: V): void {
-    this.#map.delete(key);
-    if (this.#map.size >= this.#max) this.#map.delete(this.#map.keys().next().value!);
-    this.#map.set(key, value);
+    const slot = this.#map.get(key);
+    if (slot !== undefined) {
+      slot.value = value;
+      slot.used = true;
+      return;
+    }
+    if (this.#map.size >= this.#max) this.#evictOne();
+    this.#map.set(key, { value, used: false });
   }
 
   delete(key: K): boolean {
@@ -50,7 +72,18 @@ export class LruMap<K, V> {
     this.#map.clear();
   }
 
-  entries(): IterableIterator<[K, V]> {
-    return this.#map.entries();
+  /** In insertion order (the order of the last second chance for entries that had one). */
+  *entries(): IterableIterator<[K, V]> {
+    for (const [key, slot] of this.#map) yield [key, slot.value];
+  }
+
+  /** Forgets the oldest entry not used since its last visit; at most one pass over the map. */
+  #evictOne(): void {
+    for (const [key, slot] of this.#map) {
+      this.#map.delete(key);
+      if (!slot.used) return;
+      slot.used = false;
+      this.#map.set(key, slot);
+    }
   }
 }

@@ -54,7 +54,7 @@ export interface PeerInfo {
 export type UpsertResult = 'added' | 'updated' | 'rekeyed' | 'removed' | 'ignored' | 'conflict';
 
 interface Entry {
-  /** The record as it arrived (shared with the verifier's repeat cache: never changed here). */
+  /** The record as it first arrived (never changed here; a resent identical record keeps it). */
   payload: AdvertPayload;
   /** Sequence number and load of the newest advert applied (the record's, or a later heartbeat's). */
   seq: number;
@@ -118,6 +118,15 @@ export class PeerTable {
       this.expire();
       if (this.peers.size >= this.maxPeers) return 'ignored';
     }
+    const digest = recordDigest(payload);
+    if (current && !rekeyed && current.digest === digest) {
+      // The record it already holds, resent (every tenth advert, or asked for): refreshed in
+      // place like a heartbeat, keeping the record object it has. What the digest covers is
+      // equal; sequence number, load and expiry are the new advert's.
+      this.refresh(current, payload, sourceAddress, now);
+      current.endorsed = trust.endorsed ?? false;
+      return 'updated';
+    }
     this.peers.set(payload.agent, {
       payload,
       seq: payload.seq,
@@ -127,7 +136,7 @@ export class PeerTable {
       source: sourceAddress,
       receivedAt: now,
       expiresAt: now + payload.ttl,
-      digest: recordDigest(payload),
+      digest,
     });
     return rekeyed ? 'rekeyed' : current ? 'updated' : 'added';
   }
@@ -147,13 +156,23 @@ export class PeerTable {
     if (hb.seq <= current.seq) return 'ignored';
     if (current.digest !== hb.rd) return 'unknown';
     // In place, without copying the record: one heartbeat per peer every few seconds is most
-    // of what a large fleet's agent receives (its ttl sets the expiry below).
-    current.seq = hb.seq;
-    current.load = hb.load;
-    current.source = sourceAddress;
-    current.receivedAt = now;
-    current.expiresAt = now + hb.ttl;
+    // of what a large fleet's agent receives.
+    this.refresh(current, hb, sourceAddress, now);
     return 'refreshed';
+  }
+
+  /**
+   * Applies what every advert of an entry's current record changes: sequence number, load,
+   * source and expiry (its ttl). Nothing of the advert is kept: the source address, a fresh
+   * string per datagram, replaces the held one only when it differs, so a steady fleet's
+   * adverts leave no garbage behind to outlive a young-generation collection.
+   */
+  private refresh(e: Entry, advert: { seq: number; load: number; ttl: number }, sourceAddress: string, now: number): void {
+    e.seq = advert.seq;
+    e.load = advert.load;
+    if (e.source !== sourceAddress) e.source = sourceAddress;
+    e.receivedAt = now;
+    e.expiresAt = now + advert.ttl;
   }
 
   /**

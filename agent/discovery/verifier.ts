@@ -44,10 +44,13 @@
  * datagram's bytes and the trust store. So once a datagram passed them, the same bytes again
  * (a second group or interface delivering it, a captured advert replayed) skip straight to the
  * checks that depend on time and state, which run on every datagram: the endorsement's
- * notAfter, the issued-at skew and the sequence number (a repeat is therefore always a
- * replay, rejected without a signature check). The cache is keyed by SHA-256 of the exact
- * bytes (no one can make other bytes hash alike), bounded, and emptied when the trust store
- * changes; the rate limits are charged before it is consulted.
+ * notAfter, the issued-at skew and the sequence number — a repeat of an accepted advert is
+ * therefore a replay, rejected without a signature check. (One that would now be accepted,
+ * its first copy having been refused for time or sequence, is verified again: only the
+ * rejection needs nothing more than those facts.) The table (./repeats.ts) is keyed by
+ * SHA-256 of the exact bytes (no one can make other bytes hash alike), bounded, holds no
+ * object per datagram, and is emptied when the trust store changes; the rate limits are
+ * charged before it is consulted.
  *
  * Nothing here throws for bad input; every datagram ends as 'accepted' or one reason, and
  * `counters()` counts them.
@@ -69,6 +72,7 @@ import { REJECT_REASONS, type CounterName, type RejectReason } from './reasons.t
 import { decodeCanonicalFast, FALLBACK } from '../../signing/index.ts';
 import { isUtf8, parseEnvelope, parseFrame } from './wire.ts';
 import { LruMap } from './bounded.ts';
+import { RepeatTable, type RepeatFacts } from './repeats.ts';
 import { checkHeartbeat, isHeartbeatShape, type HeartbeatPayload } from './heartbeat.ts';
 
 /** An agent key: "ed25519:…", "ed25519:…@spiffe://…" (pins its SPIFFE ID), raw bytes, or an object. */
@@ -163,7 +167,7 @@ interface Bucket {
   last: number;
 }
 
-/** What a verified datagram proved, kept for its byte-identical repeats. */
+/** What a verified datagram proved. */
 interface Verified {
   keyId: string;
   payload: AdvertPayload | HeartbeatPayload;
@@ -253,7 +257,7 @@ export function createAdvertVerifier(options: AdvertVerifierOptions): AdvertVeri
   const badEndorsements = new Map<string, string>();
   /** Endorsements by the key they endorse, from verified records: what heartbeats are checked with. */
   const endorsedKeys = new LruMap<string, CachedEndorsement>(positive(options.maxEndorsements ?? 16_384, 'maxEndorsements'));
-  const repeats = new LruMap<string, Verified>(positive(options.maxRepeats ?? 4096, 'maxRepeats'));
+  const repeats = new RepeatTable(positive(options.maxRepeats ?? 4096, 'maxRepeats'));
   /** Per source: what its rejected datagrams may still cost, and its cap on everything. */
   const sources = new LruMap<string, { unverified: Bucket; all: Bucket }>(maxSources);
   const perKey = new LruMap<string, Bucket>(maxSources);
@@ -344,15 +348,18 @@ export function createAdvertVerifier(options: AdvertVerifierOptions): AdvertVeri
       src.all.tokens -= 1;
     }
 
-    const digest = hash('sha256', bytes, 'base64');
-    const seen = repeats.get(digest);
-    if (seen !== undefined) {
-      repeated = true;
-      return current(seen, now);
+    const digest = hash('sha256', bytes, 'buffer');
+    const slot = repeats.find(digest);
+    if (slot >= 0) {
+      const refused = refusedNow(keyId, repeats.facts(slot), now);
+      if (refused !== undefined) {
+        repeated = true;
+        return refused;
+      }
     }
     const verified = verifySigned(frame.version, frame.envelope, env, keyId, endorsement);
     if ('reason' in verified) return verified;
-    repeats.set(digest, verified);
+    repeats.remember(digest, { seq: verified.payload.seq, iat: verified.payload.iat, notAfter: verified.endorsement?.notAfter ?? Infinity });
     return current(verified, now);
   }
 
@@ -425,17 +432,26 @@ export function createAdvertVerifier(options: AdvertVerifierOptions): AdvertVeri
     return { keyId, payload, endorsement, pinned: pinned !== undefined };
   }
 
-  /** What depends on time and on what was accepted before: run for every datagram, repeats included. */
-  function current({ keyId, payload, endorsement, pinned }: Verified, now: number): VerifyResult {
-    if (endorsement && now > endorsement.notAfter) {
-      return reject('endorsement-expired', `endorsement of key ${endorsement.agentKeyId} expired at ${new Date(endorsement.notAfter).toISOString()}`);
-    }
-    const skew = now - payload.iat;
+  /**
+   * What depends on time and on what was accepted before, from the facts alone (a verified
+   * datagram's, or a repeat's): the endorsement's end, the issued-at skew, the sequence number.
+   * undefined when none refuses it. `keyId` signed it (and, when endorsed, is the key endorsed).
+   */
+  function refusedNow(keyId: string, { seq, iat, notAfter }: RepeatFacts, now: number): VerifyResult | undefined {
+    if (now > notAfter) return reject('endorsement-expired', `endorsement of key ${keyId} expired at ${new Date(notAfter).toISOString()}`);
+    const skew = now - iat;
     if (skew > maxSkewMs) return reject('stale', `advert from key ${keyId} issued ${skew} ms ago (limit ${maxSkewMs})`);
     if (-skew > maxSkewMs) return reject('future', `advert from key ${keyId} issued ${-skew} ms in the future (limit ${maxSkewMs})`);
-
     const last = lastSeq.get(keyId);
-    if (last !== undefined && payload.seq <= last) return reject('replay', `seq ${payload.seq} from key ${keyId}, last accepted ${last}`);
+    if (last !== undefined && seq <= last) return reject('replay', `seq ${seq} from key ${keyId}, last accepted ${last}`);
+    return undefined;
+  }
+
+  /** Run for every datagram that verified: refusedNow, then accepted (its sequence number remembered). */
+  function current({ keyId, payload, endorsement, pinned }: Verified, now: number): VerifyResult {
+    const refused = refusedNow(keyId, { seq: payload.seq, iat: payload.iat, notAfter: endorsement?.notAfter ?? Infinity }, now);
+    if (refused !== undefined) return refused;
+    const last = lastSeq.get(keyId);
     if (last === undefined && lastSeq.size >= maxTrackedKeys) lastSeq.delete(lastSeq.keys().next().value!);
     lastSeq.set(keyId, payload.seq);
 
