@@ -11,10 +11,11 @@
  * peers that was most of the agent's heap growth under discovery (measured in
  * docs/benchmarks.md, "Where discovery's memory goes"). Here a datagram leaves nothing behind.
  *
- * The table is direct-mapped: a digest's first bytes pick its slot, and a later verified
- * datagram for the same slot replaces it. A miss only costs a signature check; a hit compares
- * all 32 bytes, so no other bytes can pass for a remembered datagram. Only verified datagrams
- * are stored, so only holders of trusted keys can take slots.
+ * Each digest has two candidate slots (picked by its first and second four bytes); a new one
+ * takes whichever is empty or was written longest ago, so what was verified most recently is
+ * what stays (byte-identical copies arrive together). A miss only costs a signature check; a
+ * hit compares all 32 bytes, so no other bytes can pass for a remembered datagram. Only
+ * verified datagrams are stored, so only holders of trusted keys can take slots.
  *
  * @example
  *   const repeats = new RepeatTable(4096);
@@ -33,13 +34,16 @@ const DIGEST_BYTES = 32;
 const SEQ = 0;
 const IAT = 1;
 const NOT_AFTER = 2;
-const FACTS = 3;
+/** When the slot was written (a counter): the older of two candidates is replaced. */
+const WRITTEN = 3;
+const FACTS = 4;
 
 export class RepeatTable {
   readonly #mask: number;
   readonly #digests: Uint8Array;
-  /** Per slot: seq (NaN while empty), iat, notAfter. */
+  /** Per slot: seq (NaN while empty), iat, notAfter, written. */
   readonly #facts: Float64Array;
+  #writes = 0;
 
   /** `size` slots, rounded up to a power of two (at most 2^24). */
   constructor(size: number) {
@@ -50,17 +54,25 @@ export class RepeatTable {
     this.#facts = new Float64Array(slots * FACTS).fill(NaN);
   }
 
-  #slotOf(digest: Uint8Array): number {
-    return ((digest[0]! | (digest[1]! << 8) | (digest[2]! << 16) | (digest[3]! << 24)) >>> 0) & this.#mask;
+  /** Candidate slot `which` (0 or 1) of a digest: from its bytes 0–3 or 4–7. */
+  #slotOf(digest: Uint8Array, which: 0 | 1): number {
+    const o = which * 4;
+    return ((digest[o]! | (digest[o + 1]! << 8) | (digest[o + 2]! << 16) | (digest[o + 3]! << 24)) >>> 0) & this.#mask;
+  }
+
+  #holds(slot: number, digest: Uint8Array): boolean {
+    if (Number.isNaN(this.#facts[slot * FACTS + SEQ]!)) return false;
+    const at = slot * DIGEST_BYTES;
+    for (let i = 0; i < DIGEST_BYTES; i++) if (this.#digests[at + i] !== digest[i]) return false;
+    return true;
   }
 
   /** The slot remembering exactly this SHA-256 digest, or -1. */
   find(digest: Uint8Array): number {
-    const slot = this.#slotOf(digest);
-    if (Number.isNaN(this.#facts[slot * FACTS + SEQ]!)) return -1;
-    const at = slot * DIGEST_BYTES;
-    for (let i = 0; i < DIGEST_BYTES; i++) if (this.#digests[at + i] !== digest[i]) return -1;
-    return slot;
+    const a = this.#slotOf(digest, 0);
+    if (this.#holds(a, digest)) return a;
+    const b = this.#slotOf(digest, 1);
+    return this.#holds(b, digest) ? b : -1;
   }
 
   /** The facts of a slot `find` returned. */
@@ -69,14 +81,21 @@ export class RepeatTable {
     return { seq: this.#facts[f + SEQ]!, iat: this.#facts[f + IAT]!, notAfter: this.#facts[f + NOT_AFTER]! };
   }
 
-  /** Remembers a verified datagram's digest and facts (replacing whatever held its slot). */
+  /** Remembers a verified datagram's digest and facts, in its slot already, or the empty or older of its two. */
   remember(digest: Uint8Array, facts: RepeatFacts): void {
-    const slot = this.#slotOf(digest);
-    this.#digests.set(digest.subarray(0, DIGEST_BYTES), slot * DIGEST_BYTES);
+    let slot = this.find(digest);
+    if (slot < 0) {
+      const a = this.#slotOf(digest, 0);
+      const b = this.#slotOf(digest, 1);
+      const written = (s: number) => (Number.isNaN(this.#facts[s * FACTS + SEQ]!) ? -1 : this.#facts[s * FACTS + WRITTEN]!);
+      slot = written(b) < written(a) ? b : a;
+      this.#digests.set(digest.subarray(0, DIGEST_BYTES), slot * DIGEST_BYTES);
+    }
     const f = slot * FACTS;
     this.#facts[f + SEQ] = facts.seq;
     this.#facts[f + IAT] = facts.iat;
     this.#facts[f + NOT_AFTER] = facts.notAfter;
+    this.#facts[f + WRITTEN] = ++this.#writes;
   }
 
   /** Forgets everything (the trust store changed: what verified before may not now). */

@@ -158,7 +158,12 @@ interface DirectKey {
   spiffe: string | undefined;
 }
 
-type CachedEndorsement = Endorsement & { verifyKey: KeyObject };
+/**
+ * What an endorsement proved, as the verifier keeps it for the fleet's lifetime: no byte of
+ * the datagram it came in (a view of its agentKey kept the whole ~700-byte datagram alive per
+ * peer).
+ */
+type CachedEndorsement = Pick<Endorsement, 'agentKeyId' | 'spiffe' | 'notAfter'> & { verifyKey: KeyObject };
 
 const ENDORSEMENT_REJECT_CACHE = 256;
 
@@ -295,7 +300,7 @@ export function createAdvertVerifier(options: AdvertVerifierOptions): AdvertVeri
       badEndorsements.set(cacheKey, e.detail);
       return e.detail;
     }
-    const cached: CachedEndorsement = { ...e, verifyKey: publicKeyFromRaw(e.agentKey) };
+    const cached: CachedEndorsement = { agentKeyId: e.agentKeyId, spiffe: e.spiffe, notAfter: e.notAfter, verifyKey: publicKeyFromRaw(e.agentKey) };
     endorsements.set(cacheKey, cached);
     return cached;
   }

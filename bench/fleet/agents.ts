@@ -96,10 +96,19 @@ export function cpuSeconds(pid: number): number {
   return (Number(rest[11]) + Number(rest[12])) / TICKS_PER_SECOND;
 }
 
-/** Resident set size, bytes. */
-export function rssBytes(pid: number): number {
-  const m = /^VmRSS:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-  return m ? Number(m[1]) * 1024 : NaN;
+/**
+ * Resident memory, bytes (/proc/<pid>/status): all of it (VmRSS), and its two parts: anonymous
+ * (RssAnon: the JavaScript heap, malloc'd memory, JIT code, stacks) and file-backed (RssFile:
+ * pages of the binary's code and data the process has touched, clean and shared with every
+ * process running the same binary, which the kernel may drop and read again).
+ */
+export function memoryOf(pid: number): { rss: number; anon: number; file: number } {
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+  const kB = (field: string) => {
+    const m = new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(status);
+    return m ? Number(m[1]) * 1024 : NaN;
+  };
+  return { rss: kB('VmRSS'), anon: kB('RssAnon'), file: kB('RssFile') };
 }
 
 /** SIGTERM, then SIGKILL after graceMs; by PID. */

@@ -52,7 +52,7 @@ export function verdicts(r: ScenarioResult): Verdict[] {
     },
     {
       measure: 'discovery RSS (agent − idle agent)',
-      value: `${MiB(r.rss.discoveryBytes)} (agent ${MiB(r.rss.agentBytes)})`,
+      value: `${MiB(r.rss.discoveryBytes)} (agent ${MiB(r.rss.agentBytes)}; anonymous ${MiB(r.rss.discoveryAnonBytes)}, file-backed ${MiB(r.rss.discoveryFileBytes)}; samples ${MiB(r.rss.discoveryMinBytes)}–${MiB(r.rss.discoveryMaxBytes)})`,
       budget: `≤ ${MiB(BUDGET.rssBytes)}`,
       ok: r.rss.discoveryBytes <= BUDGET.rssBytes,
     },

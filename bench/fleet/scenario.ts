@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import { spiffeId } from '../../agent/pki/index.ts';
 import { ROOT, BIN } from '../lib/skein.ts';
 import { CONFIG_SCHEMA } from '../../agent/config/schema.ts';
-import { ADMIN, AGENT_PORT, cpuSeconds, rssBytes, startRealAgent, stopProcess, waitForLog, type RealAgent } from './agents.ts';
+import { ADMIN, AGENT_PORT, cpuSeconds, memoryOf, startRealAgent, stopProcess, waitForLog, type RealAgent } from './agents.ts';
 import { controlled, type Controlled } from './control.ts';
 import { clientCert, endorsedKey, FLEET, fingerprintOf, newFleet, seedOf, simCertificates, simName, TRUST_DOMAIN } from './material.ts';
 import { createFleetNet, type FleetNet } from './net.ts';
@@ -62,8 +62,22 @@ export interface ScenarioResult {
   };
   /** Over the window (steady state); checks: discovery's share while the new peers' identity checks ran (start-up, before the window), over checksSeconds. */
   cpu: { agent: number; idle: number; discovery: number; checks: number; checksSeconds: number };
-  /** Medians over the window; checksBytes: discovery's RSS while the identity checks ran. */
-  rss: { agentBytes: number; idleBytes: number; discoveryBytes: number; checksBytes: number };
+  /**
+   * Medians over the window; checksBytes: discovery's RSS while the identity checks ran.
+   * discoveryAnonBytes / discoveryFileBytes: the anonymous and file-backed parts of
+   * discoveryBytes (agents.ts, memoryOf); discoveryMin/MaxBytes: the lowest and highest
+   * sample of the window (a − idle), which a collection cycle longer than the samples shows.
+   */
+  rss: {
+    agentBytes: number;
+    idleBytes: number;
+    discoveryBytes: number;
+    discoveryAnonBytes: number;
+    discoveryFileBytes: number;
+    discoveryMinBytes: number;
+    discoveryMaxBytes: number;
+    checksBytes: number;
+  };
   /** Agent a's identity checks of its new peers: dials counted at the simulated endpoints, outcomes from a's log. */
   /** duringWindow: connections a made in the window (0 unless its checks outlasted the settling bound). */
   identityChecks: ResponderStats & { proved: number; unreachable: number; mismatch: number; handshakeTimeouts: number; duringWindow: number };
@@ -264,8 +278,8 @@ export async function runScenario(o: ScenarioOptions, running: Running): Promise
   for (;;) {
     const r = await responder.call<ResponderStats>({ op: 'responder', from: a.address }, 10_000);
     if (Date.now() - r.lastAt > 2000 || Date.now() > checksDeadline) break;
-    checkRss.a.push(rssBytes(a.pid));
-    checkRss.idle.push(rssBytes(idle.pid));
+    checkRss.a.push(memoryOf(a.pid).rss);
+    checkRss.idle.push(memoryOf(idle.pid).rss);
     await sleep(500);
   }
   const k1 = { a: cpuSeconds(a.pid), idle: cpuSeconds(idle.pid), t: performance.now() };
@@ -281,12 +295,12 @@ export async function runScenario(o: ScenarioOptions, running: Running): Promise
   const udp0 = net.udpCounters(a.ns);
   const c0 = { a: cpuSeconds(a.pid), idle: cpuSeconds(idle.pid), t: performance.now() };
   const listed: number[] = [];
-  const rss = { a: [] as number[], idle: [] as number[] };
+  const mem = { a: [] as Array<ReturnType<typeof memoryOf>>, idle: [] as Array<ReturnType<typeof memoryOf>> };
   const windowEnd = Date.now() + o.seconds * 1000;
   while (Date.now() < windowEnd) {
     await sleep(Math.min(2000, Math.max(0, windowEnd - Date.now())));
-    rss.a.push(rssBytes(a.pid));
-    rss.idle.push(rssBytes(idle.pid));
+    mem.a.push(memoryOf(a.pid));
+    mem.idle.push(memoryOf(idle.pid));
     const n = await probe.call<{ count?: number }>({ op: 'count' }, 10_000);
     if (n.count !== undefined) listed.push(n.count);
   }
@@ -298,8 +312,10 @@ export async function runScenario(o: ScenarioOptions, running: Running): Promise
   const simSecs = (s1.at - s0.at) / 1000;
   const cpu = { agent: (c1.a - c0.a) / secs, idle: (c1.idle - c0.idle) / secs, discovery: 0 };
   cpu.discovery = cpu.agent - cpu.idle;
-  const rssA = median(rss.a);
-  const rssIdle = median(rss.idle);
+  const rssA = median(mem.a.map((m) => m.rss));
+  const rssIdle = median(mem.idle.map((m) => m.rss));
+  const part = (k: 'anon' | 'file') => median(mem.a.map((m) => m[k])) - median(mem.idle.map((m) => m[k]));
+  const sampled = mem.a.map((m, i) => m.rss - mem.idle[i]!.rss);
   const simMeanDatagramBytes = (s1.bytes - s0.bytes) / Math.max(1, s1.datagrams - s0.datagrams);
   const advertsPerSec = (udp1.delivered - udp0.delivered + udp1.errors - udp0.errors) / secs;
   const atHost = {
@@ -369,7 +385,16 @@ export async function runScenario(o: ScenarioOptions, running: Running): Promise
     window: { seconds: secs, listedMin: Math.min(...listed), listedMax: Math.max(...listed) },
     atHost,
     cpu: { ...cpu, checks: checksPhase.discovery, checksSeconds: checksPhase.seconds },
-    rss: { agentBytes: rssA, idleBytes: rssIdle, discoveryBytes: rssA - rssIdle, checksBytes: checksPhase.rssBytes },
+    rss: {
+      agentBytes: rssA,
+      idleBytes: rssIdle,
+      discoveryBytes: rssA - rssIdle,
+      discoveryAnonBytes: part('anon'),
+      discoveryFileBytes: part('file'),
+      discoveryMinBytes: Math.min(...sampled),
+      discoveryMaxBytes: Math.max(...sampled),
+      checksBytes: checksPhase.rssBytes,
+    },
     identityChecks: { ...identityChecks, duringWindow: identityChecks.connections - checksBefore },
     wants,
     table: { discovered: lines('peer discovered'), expired: lines('peer expired') },

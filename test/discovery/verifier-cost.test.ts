@@ -8,7 +8,7 @@ import { encodeAdvert } from '../../agent/discovery/advert.ts';
 import { endorse } from '../../agent/discovery/endorse.ts';
 import { createAdvertVerifier } from '../../agent/discovery/verifier.ts';
 import { formatPublicKey, generateKeyPair } from '../../signing/index.ts';
-import { FLEET, NOW, expectAccepted, expectRejected, payload, testClock } from './helpers.ts';
+import { FLEET, NOW, expectAccepted, expectRejected, payload, seededKey, testClock } from './helpers.ts';
 
 const checks = vi.hoisted(() => ({ count: 0 }));
 vi.mock('node:crypto', async (importOriginal) => {
@@ -62,6 +62,41 @@ describe('verification cost per advert', () => {
     expectRejected(v, bytes, 'stale', '10.0.0.3');
     clock.advance(30_000);
     expectRejected(v, bytes, 'endorsement-expired', '10.0.0.3');
+    expect(checks.count).toBe(before);
+  });
+
+  it('a repeat that would now be accepted (its first copy arrived too early) is verified again, and accepted', () => {
+    const clock = testClock();
+    const key = generateKeyPair();
+    const v = createAdvertVerifier({ fleet: FLEET, trustedKeys: [formatPublicKey(key.publicKey)], now: clock.now, perSourceRate: null });
+    // Issued 40 s ahead of our clock: verified, then refused as from the future ...
+    const bytes = encodeAdvert(payload({ seq: 3, iat: NOW + 40_000 }), key);
+    expectRejected(v, bytes, 'future');
+    const before = checks.count;
+    expectRejected(v, bytes, 'future');
+    expect(checks.count).toBe(before); // ... and the repeat refused from what was remembered
+    // Once inside the skew window the same bytes are the peer's advert: checked once more, accepted.
+    clock.advance(15_000);
+    expect(expectAccepted(v, bytes).payload.seq).toBe(3);
+    expect(checks.count).toBe(before + 1);
+    expectRejected(v, bytes, 'replay');
+    expect(checks.count).toBe(before + 1);
+  });
+
+  it('a repeat is recognised among thousands of other verified adverts (4,096 remembered: they share the table)', () => {
+    const keys = Array.from({ length: 40 }, (_, i) => seededKey(i + 1)); // deterministic bytes, so the same slots every run
+    const v = createAdvertVerifier({ fleet: FLEET, trustedKeys: keys.map((k) => formatPublicKey(k.publicKey)), now: () => NOW, perSourceRate: null });
+    const sent: Uint8Array[] = [];
+    for (let seq = 1; seq <= 50; seq++) {
+      keys.forEach((k, i) => {
+        const bytes = encodeAdvert(payload({ agent: `p${i}`, seq }), k);
+        expect(v.verify(bytes, '10.0.0.1').ok).toBe(true);
+        sent.push(bytes);
+      });
+    }
+    // 2,000 verified; repeats of the most recent hundred, in any order, cost no check.
+    const before = checks.count;
+    for (const bytes of sent.slice(-100).reverse()) expectRejected(v, bytes, 'replay');
     expect(checks.count).toBe(before);
   });
 
