@@ -54,7 +54,7 @@ export interface PeerInfo {
 export type UpsertResult = 'added' | 'updated' | 'rekeyed' | 'removed' | 'ignored' | 'conflict';
 
 interface Entry {
-  /** The record as it first arrived (never changed here; a resent identical record keeps it). */
+  /** The record as it first arrived, its fleet id and routine names shared (never changed here; a resent identical record keeps it). */
   payload: AdvertPayload;
   /** Sequence number and load of the newest advert applied (the record's, or a later heartbeat's). */
   seq: number;
@@ -69,8 +69,16 @@ interface Entry {
   digest: string;
 }
 
+/** Distinct fleet ids and routine names shared among entries (further ones are kept as they came). */
+const MAX_NAMES = 4096;
+
 export class PeerTable {
   private readonly peers = new Map<string, Entry>();
+  /**
+   * One string per fleet id and routine name, however many peers carry it: a fleet's agents
+   * mostly offer the same routines, and each record decodes its own copies (~40 bytes each).
+   */
+  private readonly names = new Map<string, string>();
   /** agent → end of its cool-down (kept across re-adverts, dropped once passed). */
   private readonly coolDowns = new Map<string, { until: number; reason?: string }>();
   private readonly now: () => number;
@@ -128,7 +136,7 @@ export class PeerTable {
       return 'updated';
     }
     this.peers.set(payload.agent, {
-      payload,
+      payload: { ...payload, fleet: this.name(payload.fleet), routines: payload.routines.map((r) => this.name(r)) },
       seq: payload.seq,
       load: payload.load,
       keyId,
@@ -159,6 +167,13 @@ export class PeerTable {
     // of what a large fleet's agent receives.
     this.refresh(current, hb, sourceAddress, now);
     return 'refreshed';
+  }
+
+  private name(s: string): string {
+    const held = this.names.get(s);
+    if (held !== undefined) return held;
+    if (this.names.size < MAX_NAMES) this.names.set(s, s);
+    return s;
   }
 
   /**

@@ -416,7 +416,7 @@ export function createAdvertVerifier(options: AdvertVerifierOptions): AdvertVeri
       if (hb.fleet !== fleet) return refuse('wrong-fleet', `key ${keyId} signed fleet "${hb.fleet}" inside a "${fleet}" frame`);
       // Its SPIFFE ID and name were checked with the record it refers to: the peer table applies
       // a heartbeat only to an entry of the same key whose record has this digest.
-      return { keyId, payload: hb, endorsement, pinned: direct.get(keyId)?.spiffe !== undefined };
+      return { keyId: endorsement?.agentKeyId ?? keyId, payload: hb, endorsement, pinned: direct.get(keyId)?.spiffe !== undefined };
     }
     const payload = checkAdvertPayload(decoded);
     if (typeof payload === 'string') return refuse('malformed', `payload from key ${keyId}: ${payload}`);
@@ -434,7 +434,9 @@ export function createAdvertVerifier(options: AdvertVerifierOptions): AdvertVeri
     }
     // Heartbeats of this key are checked with the endorsement its record carried.
     if (endorsement) endorsedKeys.set(keyId, endorsement);
-    return { keyId, payload, endorsement, pinned: pinned !== undefined };
+    // The endorsement's copy of the key id (equal, checked above): what the peer table and the
+    // sequence numbers keep is then one string per peer, not one per record.
+    return { keyId: endorsement?.agentKeyId ?? keyId, payload, endorsement, pinned: pinned !== undefined };
   }
 
   /**
