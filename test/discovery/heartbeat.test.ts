@@ -89,7 +89,7 @@ describe('heartbeats in the peer table', () => {
     expect(t.list()).toEqual([]);
   });
 
-  it('leave the record object as it arrived (the verifier keeps it for byte-identical repeats) while the entry moves on', () => {
+  it('leave the record object as it arrived while the entry moves on', () => {
     const clock = testClock();
     const t = new PeerTable({ now: clock.now });
     const rec = record({ seq: 1, load: 0 });
@@ -101,6 +101,31 @@ describe('heartbeats in the peer table', () => {
     expect(t.upsert(record({ seq: 2 }), key.keyId, '10.0.0.1')).toBe('ignored');
     expect(t.upsert(record({ seq: 3, load: 1 }), key.keyId, '10.0.0.1')).toBe('updated');
     expect(t.get('h1')).toMatchObject({ seq: 3, load: 1 });
+  });
+});
+
+describe('records in the peer table', () => {
+  it('a resent identical record refreshes the entry (sequence, load, source, expiry); a changed one replaces it', () => {
+    const clock = testClock();
+    const t = new PeerTable({ now: clock.now });
+    t.upsert(record({ seq: 1, load: 0 }), key.keyId, '10.0.0.1');
+    const [held] = t.list();
+    clock.advance(4000);
+    expect(t.upsert(record({ seq: 2, load: 3 }), key.keyId, '10.0.0.2')).toBe('updated');
+    expect(t.get('h1')).toMatchObject({ seq: 2, load: 3, source: '10.0.0.2', ageMs: 0, expiresInMs: 6000, routines: held!.routines });
+    expect(t.upsert(record({ seq: 3, routines: ['other'] }), key.keyId, '10.0.0.2')).toBe('updated');
+    expect(t.get('h1')).toMatchObject({ seq: 3, routines: ['other'] });
+  });
+
+  it('routine names come back as advertised when entries share them', () => {
+    const t = new PeerTable({ now: testClock().now });
+    // Strings built at run time, so the two records' names are distinct objects, as decoded ones are.
+    const names = (n: number) => ['echo', 'resize'].map((r) => `${r}${'!'.repeat(n)}`.slice(0, r.length));
+    t.upsert(record({ agent: 'x1', spiffe: 'spiffe://skein.local/agent/x1', routines: names(1) }), 'k000000000000001', '10.0.0.1');
+    t.upsert(record({ agent: 'x2', spiffe: 'spiffe://skein.local/agent/x2', routines: names(2) }), 'k000000000000002', '10.0.0.2');
+    const [a, b] = t.list();
+    expect(a!.routines).toEqual(['echo', 'resize']);
+    expect(b!.routines).toEqual(a!.routines);
   });
 });
 
