@@ -49,13 +49,17 @@ export function devClientCreds(pkiDir: string): Pick<ClientOptions, 'cert' | 'ke
 }
 
 /** The raw baseline with the agent's certificate (its SAN is 127.0.0.1 too). */
-export async function startBaseline(procs: Procs, agent: AgentHandle): Promise<number> {
+export async function startBaseline(procs: Procs, agent: AgentHandle, opts: { oneWay?: boolean } = {}): Promise<number> {
+  return (await startBaselineProc(procs, agent, opts)).port;
+}
+
+/** The baseline's process too, for benches that stop and start it (fresh-start rounds). */
+export async function startBaselineProc(procs: Procs, agent: Pick<AgentHandle, 'name' | 'pkiDir'>, opts: { oneWay?: boolean } = {}): Promise<{ port: number; started: Started }> {
   const p = agent.pkiDir;
-  const started = await procs.start(process.execPath, [join(ROOT, 'bench/baseline-server.ts'), join(p, `agent-${agent.name}.crt`), join(p, `agent-${agent.name}.key`), join(p, 'ca.crt')], /^(\d+)\n/, {
-    stream: 'stdout',
-  });
+  const args = [join(ROOT, 'bench/baseline-server.ts'), join(p, `agent-${agent.name}.crt`), join(p, `agent-${agent.name}.key`), join(p, 'ca.crt'), ...(opts.oneWay ? ['--one-way'] : [])];
+  const started = await procs.start(process.execPath, args, /^(\d+)\n/, { stream: 'stdout' });
   started.proc.stdout?.resume();
-  return Number(started.match[1]);
+  return { port: Number(started.match[1]), started };
 }
 
 export function client(port: number, creds: AgentHandle['creds'], extra: Partial<ClientOptions> = {}): SkeinClient {
