@@ -105,7 +105,8 @@ function deadlineOf(header: string | undefined, fallback: number, max: number): 
  * aborts (the stream was reset: it may never end).
  *
  * The rest of a body over the limit is read and dropped before the 413 is sent, up to
- * DISCARD_LIMIT_BYTES more (past that, the 413 goes at once and the stream is reset after it):
+ * DISCARD_LIMIT_BYTES more (past that, the 413 goes at once and the stream is reset after it,
+ * by dispatch.ts on the stream path and by @hono/node-server for hono's routes):
  * a client that writes its whole body before it reads the response (Python's httpx) would
  * otherwise wait for flow-control credit that never comes, and ignores the reset that ends
  * the stream under it.
