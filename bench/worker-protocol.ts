@@ -56,7 +56,7 @@ async function startTarget(name: string, root: string): Promise<Target> {
 /** CPU seconds run by every process below this one (the workers, bwrap if any): schedstat's nanoseconds, not stat's 10 ms ticks. */
 function descendantsCpu(pid = process.pid): number {
   let total = 0;
-  let children: string[] = [];
+  let children: string[];
   try {
     children = readFileSync(`/proc/${pid}/task/${pid}/children`, 'latin1').trim().split(' ').filter(Boolean);
   } catch {
