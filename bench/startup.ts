@@ -99,6 +99,30 @@ const isPython = (pid: number) => {
   }
 };
 
+// ---- CPU ------------------------------------------------------------------------------
+
+/** CPU time (ms) of a process's threads so far, from /proc/PID/task/TID/schedstat (ns). */
+function cpuOf(pid: number): number {
+  let ns = 0;
+  for (const t of readdirSync(`/proc/${pid}/task`)) {
+    try {
+      ns += Number(readFileSync(`/proc/${pid}/task/${t}/schedstat`, 'utf8').split(' ')[0]);
+    } catch {
+      // the thread ended meanwhile
+    }
+  }
+  return ns / 1e6;
+}
+
+/** CPU time (ms) of the children `pid` has reaped (the start-up's interpreter runs), from /proc/PID/stat (clock ticks). */
+function reapedCpuOf(pid: number): number {
+  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8')
+    .replace(/^.*\) /, '')
+    .split(' ');
+  // After "(comm) ": state is field 3, so cutime (16) and cstime (17) are at 13 and 14.
+  return ((Number(fields[13]) + Number(fields[14])) * 1000) / 100;
+}
+
 // ---- cold starts -----------------------------------------------------------------------
 
 const procs = new Procs();
@@ -107,6 +131,12 @@ type Phase = keyof typeof LOG_PHASES;
 
 interface Start {
   ms: number;
+  /**
+   * CPU spent to the first answered echo by the agent (all threads), its live workers and the
+   * interpreter runs it reaped (10 ms ticks): on a loaded machine, where wall time mostly
+   * measures the wait for a core, this is what a change to the start-up's work shows in.
+   */
+  cpuMs: number;
   phases: Partial<Record<Phase, number>>;
   agent: Mem;
   workers: Mem[];
@@ -124,6 +154,8 @@ async function coldStart(v: (typeof variants)[number]): Promise<Start> {
   try {
     await echoCall(c)();
     const ms = performance.now() - t0;
+    const pid = started.proc.pid!;
+    const cpuMs = cpuOf(pid) + reapedCpuOf(pid) + descendants(pid).reduce((sum, d) => sum + cpuOf(d), 0);
     await c.close();
     const phases: Start['phases'] = {};
     for (const line of readFileSync(started.logFile, 'utf8').split('\n')) {
@@ -132,8 +164,7 @@ async function coldStart(v: (typeof variants)[number]): Promise<Start> {
       for (const [k, msg] of Object.entries(LOG_PHASES)) if (rec.msg === msg && phases[k as Phase] === undefined && rec.ts) phases[k as Phase] = Date.parse(rec.ts) - wall0;
     }
     await new Promise((r) => setTimeout(r, SETTLE_MS));
-    const pid = started.proc.pid!;
-    return { ms, phases, agent: memOf(pid), workers: descendants(pid).filter(isPython).map(memOf) };
+    return { ms, cpuMs, phases, agent: memOf(pid), workers: descendants(pid).filter(isPython).map(memOf) };
   } finally {
     await procs.stop(started.proc);
     // Let the kernel tear the workers' namespaces down before the next start.
@@ -155,7 +186,7 @@ for (let r = 0; r < ROUNDS; r++) {
     const s = await coldStart(v);
     starts.get(v.name)!.push(s);
     process.stderr.write(
-      `  start ${r + 1}/${ROUNDS} ${v.name}: ${s.ms.toFixed(1)} ms (listening at ${s.phases.listening ?? '?'} ms), agent RSS ${(s.agent.rss / MiB).toFixed(1)} MiB, workers ${s.workers.map((w) => (w.rss / MiB).toFixed(1)).join(' ')} MiB\n`,
+      `  start ${r + 1}/${ROUNDS} ${v.name}: ${s.ms.toFixed(1)} ms, CPU ${s.cpuMs.toFixed(0)} ms (listening at ${s.phases.listening ?? '?'} ms), agent RSS ${(s.agent.rss / MiB).toFixed(1)} MiB, workers ${s.workers.map((w) => (w.rss / MiB).toFixed(1)).join(' ')} MiB\n`,
     );
   }
 }
@@ -175,7 +206,7 @@ for (const s of sources) {
     }
   }
 }
-const { times: spawnTimes } = await interleavedSpawns(spawnSpecs, SPAWNS);
+const { times: spawnTimes, cpu: spawnCpu } = await interleavedSpawns(spawnSpecs, SPAWNS);
 
 // ---- figures ----------------------------------------------------------------------------
 
@@ -186,6 +217,7 @@ const summary = Object.fromEntries(
     const spawnOf = (profile: 'none' | 'full') => spawnTimes.get(`${v.name} · ${profile}`) ?? [];
     const none = spawnOf('none');
     const full = spawnOf('full');
+    const cpuOfProfile = (profile: 'none' | 'full') => spawnCpu.get(`${v.name} · ${profile}`) ?? [];
     const phases = Object.fromEntries(Object.keys(LOG_PHASES).map((k) => [k, spread(ss.map((s) => s.phases[k as Phase] ?? NaN))]));
     const workers = ss.flatMap((s) => s.workers);
     return [
@@ -195,10 +227,22 @@ const summary = Object.fromEntries(
         python: v.python,
         executable: v.executable,
         coldStartMs: { ...spread(ss.map((s) => s.ms)), starts: ss.map((s) => s.ms) },
+        coldStartCpuMs: spread(ss.map((s) => s.cpuMs)),
         phasesMs: phases,
         agentMiB: { rss: mib(ss.map((s) => s.agent.rss)), pss: mib(ss.map((s) => s.agent.pss)), uss: mib(ss.map((s) => s.agent.uss)) },
         workerMiB: { count: median(ss.map((s) => s.workers.length)), rss: mib(workers.map((w) => w.rss)), pss: mib(workers.map((w) => w.pss)), uss: mib(workers.map((w) => w.uss)) },
-        spawnMs: none.length && full.length ? { none: spread(none), full: spread(full), addedByFull: median(full) - median(none), spawns: SPAWNS } : null,
+        spawnMs:
+          none.length && full.length
+            ? {
+                none: spread(none),
+                full: spread(full),
+                addedByFull: median(full) - median(none),
+                cpuNone: spread(cpuOfProfile('none')),
+                cpuFull: spread(cpuOfProfile('full')),
+                cpuAddedByFull: median(cpuOfProfile('full')) - median(cpuOfProfile('none')),
+                spawns: SPAWNS,
+              }
+            : null,
         starts: ss,
       },
     ];
@@ -220,6 +264,7 @@ const fmt = (s: Spread, d = 1) => fmtSpread(s, d);
 console.log(`\n| measure | ${names.join(' | ')} |`);
 console.log(`|---|${names.map(() => '---').join('|')}|`);
 row('cold start: spawn → first mTLS echo (ms)', (s) => fmt(s.coldStartMs));
+row('  CPU to the first echo: agent + Python (ms)', (s) => fmt(s.coldStartCpuMs, 0));
 for (const k of Object.keys(LOG_PHASES) as Phase[]) row(`  agent log "${LOG_PHASES[k]}" at (ms)`, (s) => fmt(s.phasesMs[k]!, 0));
 row('agent idle RSS (MiB)', (s) => fmt(s.agentMiB.rss));
 row('agent idle PSS / USS (MiB)', (s) => `${s.agentMiB.pss.median.toFixed(1)} / ${s.agentMiB.uss.median.toFixed(1)}`);
@@ -228,6 +273,8 @@ row('worker idle PSS / USS (MiB, each)', (s) => `${s.workerMiB.pss.median.toFixe
 row('worker spawn → ready, none (ms)', (s) => (s.spawnMs ? fmt(s.spawnMs.none) : '—'));
 row('worker spawn → ready, full (ms)', (s) => (s.spawnMs ? fmt(s.spawnMs.full) : '—'));
 row('full added over none (ms)', (s) => (s.spawnMs ? s.spawnMs.addedByFull.toFixed(1) : '—'));
+row('worker CPU to ready, none / full (ms)', (s) => (s.spawnMs ? `${s.spawnMs.cpuNone.median.toFixed(1)} / ${s.spawnMs.cpuFull.median.toFixed(1)}` : '—'));
+row('full added over none, CPU (ms)', (s) => (s.spawnMs ? s.spawnMs.cpuAddedByFull.toFixed(1) : '—'));
 console.log('\ngoals:');
 for (const [v, g] of Object.entries(goals))
   console.log(

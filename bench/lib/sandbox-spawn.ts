@@ -66,33 +66,49 @@ export async function loadSpawner(root: string): Promise<Spawner> {
   };
 }
 
-/** One spawn to ready, in ms, with the layers the worker reported; the worker is then killed. */
-export async function spawnOnce(s: SpawnSpec, spawner: Spawner, id: string): Promise<{ ms: number; info: ReadyInfo }> {
+/** CPU time (ms) a process has used so far (/proc/PID/schedstat, ns); NaN when it cannot be read. */
+function cpuMsOf(pid: number): number {
+  try {
+    return Number(readFileSync(`/proc/${pid}/schedstat`, 'utf8').split(' ')[0]) / 1e6;
+  } catch {
+    return NaN;
+  }
+}
+
+/**
+ * One spawn to ready, in ms of wall time and of the worker's own CPU (a loaded machine inflates
+ * the first with waits for a core), with the layers the worker reported; the worker is then killed.
+ */
+export async function spawnOnce(s: SpawnSpec, spawner: Spawner, id: string): Promise<{ ms: number; cpuMs: number; info: ReadyInfo }> {
   const t = performance.now();
   const w = new s.Worker!(id, s.spec!, spawner.log, spawner.stderr);
   const info = await w.ready();
   const ms = performance.now() - t;
+  // The pid the worker reports is the host's: its namespaces do not include a PID namespace.
+  const cpuMs = cpuMsOf(info.pid);
   w.kill('shutdown');
   // The kernel tears a dead worker's network namespace down asynchronously; let it finish so
   // it is not billed to the next spawn (real spawns are occasional: start-up, replacements).
   await new Promise((r) => setTimeout(r, 60));
-  return { ms, info };
+  return { ms, cpuMs, info };
 }
 
 /**
  * `n` spawns of every spec, interleaved (spec 1, 2, …, then again) so that machine drift hits
- * them alike; every spawn's time, in ms, per spec name, and the layer count each reported.
+ * them alike; every spawn's wall and CPU time, in ms, per spec name, and the layer count each reported.
  */
-export async function interleavedSpawns(specs: { spec: SpawnSpec; spawner: Spawner }[], n: number): Promise<{ times: Map<string, number[]>; layers: Map<string, number> }> {
+export async function interleavedSpawns(specs: { spec: SpawnSpec; spawner: Spawner }[], n: number): Promise<{ times: Map<string, number[]>; cpu: Map<string, number[]>; layers: Map<string, number> }> {
   const times = new Map<string, number[]>(specs.map((s) => [s.spec.name, []]));
+  const cpu = new Map<string, number[]>(specs.map((s) => [s.spec.name, []]));
   const layers = new Map<string, number>();
   for (let i = 0; i < n; i++) {
     for (const { spec, spawner } of specs) {
       if (!spec.spec) continue;
-      const { ms, info } = await spawnOnce(spec, spawner, `b${i}`);
+      const { ms, cpuMs, info } = await spawnOnce(spec, spawner, `b${i}`);
       times.get(spec.name)!.push(ms);
+      cpu.get(spec.name)!.push(cpuMs);
       layers.set(spec.name, info.layers.length + (spec.wrapped ? 1 : 0));
     }
   }
-  return { times, layers };
+  return { times, cpu, layers };
 }
