@@ -34,12 +34,12 @@ export function agentConfig(name: string, extra: Record<string, unknown> = {}, l
   };
 }
 
-export async function startAgent(procs: Procs, config: Record<string, unknown>, opts: { bin?: string[]; env?: Record<string, string> } = {}): Promise<AgentHandle> {
+export async function startAgent(procs: Procs, config: Record<string, unknown>, opts: { bin?: string[]; env?: Record<string, string>; pollMs?: number } = {}): Promise<AgentHandle> {
   const name = (config.agent as { name: string }).name;
   const file = join(procs.dir, `${name}.config.json`);
   writeFileSync(file, JSON.stringify(config));
   const [cmd, ...pre] = opts.bin ?? [BIN];
-  const started = await procs.start(cmd!, [...pre, 'agent', '--config', file, '--log-level', 'info'], LISTENING, { stream: 'stderr', env: opts.env });
+  const started = await procs.start(cmd!, [...pre, 'agent', '--config', file, '--log-level', 'info'], LISTENING, { stream: 'stderr', env: opts.env, pollMs: opts.pollMs });
   const pkiDir = join(procs.dir, `state-${name}`, 'pki');
   return { name, started, port: Number(started.match[1]), creds: devClientCreds(pkiDir), pkiDir };
 }
