@@ -9,6 +9,7 @@ import { join, resolve } from 'node:path';
 import { SkeinClient, type ClientOptions } from '../../agent/client/index.ts';
 import { PAYLOAD, type Call } from './workload.ts';
 import type { Procs, Started } from './procs.ts';
+import { BENCH_PYTHON } from './machine.ts';
 
 export const ROOT = resolve(import.meta.dir, '../..');
 export const BIN = join(ROOT, 'dist/skein');
@@ -22,10 +23,11 @@ export interface AgentHandle {
   pkiDir: string;
 }
 
-/** The agent config the benches use; `extra` is merged at the top level (plugins, routines). */
+/** The agent config the benches use; `extra` is merged at the top level (plugins, routines, workers). */
 export function agentConfig(name: string, extra: Record<string, unknown> = {}, listen = '127.0.0.1:0'): Record<string, unknown> {
   return {
     agent: { name, listen, stateDir: `state-${name}` },
+    workers: { python: BENCH_PYTHON },
     log: { level: 'warn', format: 'json' },
     // Authorization denies by default: the development client may run the bench routines.
     authorization: { allow: [{ identities: ['spiffe://skein.local/client/dev-client'], routines: ['echo', 'stamp'] }] },
