@@ -37,7 +37,12 @@ mkdirSync('dist', { recursive: true });
 const started = performance.now();
 const result = await Bun.build({
   entrypoints: ['agent/main.ts'],
-  compile: { outfile },
+  // A standalone Bun binary otherwise reads bunfig.toml (whose `preload` runs any script),
+  // .env (which would set SKEIN_* config variables), tsconfig.json and package.json from the
+  // directory it is started in: whoever can write there would configure or run code in the
+  // agent. The agent's configuration comes from its config file, its flags and the real
+  // environment only (test/e2e/autoload.test.ts).
+  compile: { outfile, autoloadBunfig: false, autoloadDotenv: false, autoloadTsconfig: false, autoloadPackageJson: false },
   minify: { syntax: true, whitespace: true },
   sourcemap: 'linked',
   bytecode: true,

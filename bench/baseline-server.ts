@@ -5,21 +5,23 @@
  * A request with `accept: application/cbor-seq` is answered like a streamed call instead:
  * args [n, size] → n frames {item: <size bytes>} and a done frame, written with back-pressure
  * (the transport's share of the calls bench, bench/calls.ts).
- * Usage: bun bench/baseline-server.ts CERT KEY CA → prints the port, serves until SIGTERM.
+ * Usage: bun bench/baseline-server.ts CERT KEY CA [--one-way] → prints the port, serves until
+ * SIGTERM. `--one-way`: no client certificate asked for (the h2load comparison: h2load has none).
  */
 import http2 from 'node:http2';
 import { readFileSync } from 'node:fs';
 import { Decoder, Encoder } from 'cbor-x';
 
-const [cert, key, ca] = process.argv.slice(2);
+const [cert, key, ca, mode] = process.argv.slice(2);
+const mutual = mode !== '--one-way';
 const decoder = new Decoder({ useRecords: false, mapsAsObjects: true });
 const encoder = new Encoder({ useRecords: false, mapsAsObjects: true });
 const server = http2.createSecureServer({
   cert: readFileSync(cert!),
   key: readFileSync(key!),
   ca: readFileSync(ca!),
-  requestCert: true,
-  rejectUnauthorized: true,
+  requestCert: mutual,
+  rejectUnauthorized: mutual,
   allowHTTP1: false,
   minVersion: 'TLSv1.3',
 });

@@ -155,7 +155,7 @@ const stackOf = (id: number) => {
 };
 // The serving window: from the first sample inside a dispatch (after start-up's own work) to
 // the last one; start-up (sandbox probes, PKI, module loading) and shutdown are left out.
-const inDispatch = (s: Node[]) => s.some((n) => /agent\/server\/app\.ts/.test(n.callFrame.url));
+const inDispatch = (s: Node[]) => s.some((n) => /agent\/server\/dispatch\.ts/.test(n.callFrame.url));
 const stacks = prof.samples.map(stackOf);
 const first = stacks.findIndex(inDispatch);
 let last = stacks.length - 1;

@@ -21,6 +21,8 @@ import { fmtSpread, measureRounds, resultHeader, callTarget, writeResults, type 
 import { ratio, spread } from './lib/stats.ts';
 import { agentConfig, client, devClientCreds, echoCall, ROOT, startAgent, startBaseline } from './lib/skein.ts';
 import { CONCURRENCY } from './lib/workload.ts';
+import { freshRounds } from './lib/fresh.ts';
+import { h2loadRounds } from './lib/h2load.ts';
 
 const ROUNDS = Number(process.env.SKEIN_BENCH_ROUNDS ?? 5);
 const SIZES: Sizes = { sequential: Number(process.env.SKEIN_BENCH_SEQ ?? 2000), concurrent: Number(process.env.SKEIN_BENCH_CONC_CALLS ?? 20000), warmUp: 300 };
@@ -102,6 +104,12 @@ async function coldStart(): Promise<number> {
     await procs.stop((await started).started.proc);
   }
 }
+// The first 2,000 calls after a fresh start (the agent's and the baseline's), then h2load.
+console.log(`\nfresh starts: ${ROUNDS} interleaved rounds, a new baseline and a new agent each, 200 warm-up + 2,000 timed sequential calls`);
+const fresh = await freshRounds(procs, ROUNDS);
+console.log(`h2load: ${ROUNDS} interleaved rounds of ${SIZES.concurrent} requests, 1 connection, ${CONCURRENCY} streams, one-way TLS (agent: bearer token)`);
+const h2 = await h2loadRounds(procs, ROUNDS, SIZES.concurrent);
+
 // The first start creates the development PKI (key generation): not part of a cold start.
 await procs.stop((await startAgent(procs, agentConfig('bench-cold', {}, `127.0.0.1:${await freePort()}`))).started.proc);
 const colds: number[] = [];
@@ -124,8 +132,11 @@ const goals = {
   'p99 ≤ 2× raw': ratios.p99.median <= 2,
   'p99 ≤ 1 ms': sk.p99.median <= 1,
   'throughput ≥ 0.6× raw': ratios.throughput.median >= 0.6,
+  'fresh start: p99 ≤ 2× raw': fresh.ratios.p99.median <= 2,
+  'fresh start: p99 ≤ 1 ms': fresh.skein.p99.median <= 1,
+  'h2load ≥ 0.5× raw': h2.ratio.median >= 0.5,
   'cold start ≤ 150 ms': cold.median <= 150,
-  'plugins p50 within 15%': ratios.pluginsP50.median <= 1.15,
+  'plugins p50 within 10%': ratios.pluginsP50.median <= 1.1,
 };
 
 const x = (s: { median: number; min: number; max: number }) => `${s.median.toFixed(2)}× (${s.min.toFixed(2)}–${s.max.toFixed(2)})`;
@@ -141,6 +152,9 @@ if (results.compare) {
   for (const k of ['p50', 'p99', 'throughput'] as const)
     console.log(`| compare (${COMPARE}) ${k} | | ${fmtSpread(cmp[k], k === 'throughput' ? 0 : 3)} | skein ÷ compare ${x(ratio(sk.rounds, cmp.rounds, k))} |`);
 }
+console.log(`| first 2,000 calls after a fresh start: p50 (ms) | ${fmtSpread(fresh.baseline.p50)} | ${fmtSpread(fresh.skein.p50)} | ${x(fresh.ratios.p50)} |`);
+console.log(`| first 2,000 calls after a fresh start: p99 (ms) | ${fmtSpread(fresh.baseline.p99)} | ${fmtSpread(fresh.skein.p99)} | ${x(fresh.ratios.p99)} |`);
+console.log(`| h2load @${CONCURRENCY}, one-way TLS (req/s) | ${fmtSpread(h2.baseline.throughput, 0)} | ${fmtSpread(h2.skein.throughput, 0)} (bearer token) | ${x(h2.ratio)} |`);
 console.log(`| cold start: spawn → first mTLS echo (ms, ${COLD_STARTS} starts) | | ${fmtSpread(cold, 1)} | |`);
 console.log(
   `\ngoals: ${Object.entries(goals)
@@ -148,6 +162,14 @@ console.log(
     .join('; ')}`,
 );
 
-writeResults(OUT, { ...resultHeader('bench', ROUNDS, { baseline: SIZES, skein: SIZES, 'skein+plugins': SIZES }), targets: results, coldStartMs: { ...cold, starts: colds }, ratios, goals });
+writeResults(OUT, {
+  ...resultHeader('bench', ROUNDS, { baseline: SIZES, skein: SIZES, 'skein+plugins': SIZES }),
+  targets: results,
+  fresh,
+  h2load: h2,
+  coldStartMs: { ...cold, starts: colds },
+  ratios,
+  goals,
+});
 console.log(`\nwrote ${OUT}`);
 process.exit(0);

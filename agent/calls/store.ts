@@ -243,7 +243,13 @@ export class CallStore implements Component {
     let db: Database | undefined;
     try {
       db = new sqlite.Database(path, { create: true, strict: true });
-      db.exec('PRAGMA busy_timeout = 5000');
+      // One agent per store: two agents sharing one would both run its queued calls. The
+      // exclusive locking mode keeps the file lock taken by the first write (below) until the
+      // connection closes (the kernel drops it if the process dies), and busy_timeout 0 makes
+      // a second opener fail at once instead of waiting. In this mode WAL keeps its index in
+      // memory instead of a -shm file.
+      db.exec('PRAGMA locking_mode = EXCLUSIVE');
+      db.exec('PRAGMA busy_timeout = 0');
       const mode = db.query('PRAGMA journal_mode = WAL').get() as { journal_mode: string };
       if (mode.journal_mode !== 'wal') throw new Error(`journal_mode is ${mode.journal_mode}, not wal`);
       // Durability before the 202. In WAL mode a commit is an append to the -wal file: with
@@ -253,9 +259,12 @@ export class CallStore implements Component {
       // fsyncs the WAL on every commit: an accepted call survives both. The price is one
       // fsync per commit, shared by every write of its turn (group-commit.ts).
       db.exec('PRAGMA synchronous = FULL');
+      db.exec('BEGIN EXCLUSIVE');
+      db.exec('COMMIT');
       db.exec(SCHEMA);
     } catch (err) {
       db?.close();
+      if (isBusy(err)) throw storeInUse(path, err);
       throw new SkeinError('SKEIN_ERR_CONFIG', `cannot open the calls store ${path} (calls.store): ${(err as Error).message}`, { key: 'calls.store', path }, { cause: err });
     }
     return new CallStore(db, { now: Date.now, ...options, path });
@@ -588,4 +597,20 @@ function plain(v: unknown): unknown {
     return out;
   }
   return v;
+}
+
+/** SQLITE_BUSY (or its extended codes): another connection holds the lock. */
+function isBusy(err: unknown): boolean {
+  const code = (err as { code?: unknown })?.code;
+  return typeof code === 'string' ? code.startsWith('SQLITE_BUSY') : /database is locked/.test((err as Error)?.message ?? '');
+}
+
+/** The store is held by another agent (or another process): start-up stops naming the key. */
+export function storeInUse(path: string, cause?: unknown): SkeinError {
+  return new SkeinError(
+    'SKEIN_ERR_CONFIG',
+    `the calls store ${path} (calls.store) is in use by another agent: two agents must not share one store (each would run the other's queued calls); give each its own agent.stateDir or calls.store`,
+    { key: 'calls.store', path },
+    { cause },
+  );
 }

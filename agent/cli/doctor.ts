@@ -24,11 +24,11 @@ export async function runDoctor(argv: string[], io: Io): Promise<number> {
   }
   const { config, source } = loadConfig({ path: values.config });
   const limits = { memoryBytes: config.workers.memoryLimitMb * 1024 * 1024, openFiles: config.workers.maxOpenFiles };
-  const { python: pythonInfo, caps, launcher } = planSandbox(config, limits);
+  const { python: pythonInfo, caps, launcher, confine } = planSandbox(config, limits);
   const python = pythonInfo.executable;
   const plans = Object.fromEntries(PROFILES.map((p) => [p, planProfile({ ...config.sandbox, profile: p }, caps, limits)])) as Record<string, Plan>;
   const configured = plans[config.sandbox.profile]!;
-  const canary = configured.missing.length === 0 && config.sandbox.profile !== 'none' ? await runCanary(launcher, configured.policy) : undefined;
+  const canary = configured.missing.length === 0 && config.sandbox.profile !== 'none' ? await runCanary(launcher, configured.policy, confine) : undefined;
   const failures = canary ? canaryFailures(canary.canary) : [];
   const ok = configured.missing.length === 0 && (config.sandbox.profile !== 'full' || failures.length === 0);
 

@@ -3,15 +3,17 @@
  * metrics). Events are counted where they happen through the small recorder interfaces
  * below; everything that is a state (queue depth, in-flight calls, peers, canary results,
  * advertisement counters, certificate expiry) is read from its owner at scrape time in
- * collect(), so the dispatch hot path only increments a counter and observes a histogram.
+ * collect(), so the dispatch hot path only increments a counter and observes a histogram
+ * (./dispatch.ts: plain numbers, made into series at scrape time).
  *
  * Label cardinality is bounded: routine names come from the config (an unknown routine a
  * caller names is counted as "_unknown"), outcomes are error codes, reasons are the
  * pipeline's / verifier's fixed vocabularies or plugin reasons (validated /^[A-Z][A-Z0-9_]{0,63}$/).
  */
-import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { Counter, Gauge, Registry } from 'prom-client';
 import { TLS_FAILURE_REASONS, type TlsFailureReason } from '../pki/tls-refusal.ts';
 import { BUILD_DATE, COMMIT, VERSION } from '../version/index.ts';
+import { DispatchSeries } from './dispatch.ts';
 import { registerProcessMetrics } from './process.ts';
 
 /** What the dispatch route records: one call per dispatch, whatever its outcome. */
@@ -70,14 +72,10 @@ export interface MetricSources {
 export const DURATION_BUCKETS = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30];
 export const UNKNOWN_ROUTINE = '_unknown';
 
-type CounterChild = { inc(v?: number): void };
-type HistogramChild = { observe(v: number): void };
-
 export class AgentMetrics implements DispatchRecorder, AuthRecorder, WorkerRecorder, StderrDropRecorder, AuditLossRecorder, TlsFailureRecorder, PluginHttpRecorder {
   readonly registry = new Registry();
   #sources: MetricSources = {};
-  readonly #dispatches: Counter<'routine' | 'outcome'>;
-  readonly #duration: Histogram<'routine'>;
+  readonly #dispatches: DispatchSeries;
   readonly #auth: Counter<'kind' | 'reason'>;
   readonly #workers: Counter<'event' | 'reason'>;
   readonly #recycles: Counter<'reason'>;
@@ -87,20 +85,11 @@ export class AgentMetrics implements DispatchRecorder, AuthRecorder, WorkerRecor
   readonly #auditDropped: Counter<'reason'>;
   readonly #tlsFailures: Counter<'reason'>;
   readonly #pluginHttp: Counter<'plugin' | 'outcome'>;
-  /** Label children cached per routine (and outcome): no label hashing/validation per call on our side. */
-  #children = new Map<string, { duration: HistogramChild; outcomes: Map<string, CounterChild> }>();
 
   constructor() {
     const registers = [this.registry];
     const src = () => this.#sources;
-    this.#dispatches = new Counter({ name: 'skein_dispatches_total', help: 'Dispatch requests by routine and outcome ("ok" or the error code).', labelNames: ['routine', 'outcome'], registers });
-    this.#duration = new Histogram({
-      name: 'skein_dispatch_duration_seconds',
-      help: 'Time from request to reply of dispatch requests, any outcome.',
-      labelNames: ['routine'],
-      buckets: DURATION_BUCKETS,
-      registers,
-    });
+    this.#dispatches = new DispatchSeries(this.registry, DURATION_BUCKETS);
     this.#auth = new Counter({
       name: 'skein_auth_rejections_total',
       help: 'Requests refused by authentication (authn, 401) or authorization (authz, 403), by reason.',
@@ -296,18 +285,7 @@ export class AgentMetrics implements DispatchRecorder, AuthRecorder, WorkerRecor
   }
 
   dispatch(routine: string, outcome: string, seconds: number): void {
-    let c = this.#children.get(routine);
-    if (!c) {
-      c = { duration: this.#duration.labels(routine), outcomes: new Map() };
-      this.#children.set(routine, c);
-    }
-    let counter = c.outcomes.get(outcome);
-    if (!counter) {
-      counter = this.#dispatches.labels(routine, outcome);
-      c.outcomes.set(outcome, counter);
-    }
-    counter.inc();
-    c.duration.observe(seconds);
+    this.#dispatches.record(routine, outcome, seconds);
   }
 
   authRejected(kind: 'authn' | 'authz', reason: string): void {

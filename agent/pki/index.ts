@@ -17,9 +17,18 @@ import { NAME_HINT, NAME_PATTERN } from '../../common/names/index.ts';
 import { parseCertificate, parseOpenSslDate, spiffeIdFromSan } from './describe.ts';
 import { parseSpiffeId, SPIFFE_SCHEME } from '../../common/spiffe/index.ts';
 import { ensurePrivateDir, writeFileAtomic } from '../../common/fs/index.ts';
-import { createCaCertificate, createLeafCertificate, generateKeyPair, privateKeyFromPem, privateKeyToPem } from './x509.ts';
 
 export { describeCertificate, type CertificateSummary } from './describe.ts';
+
+/**
+ * The certificate writer (@peculiar/x509 and its ASN.1 stack), loaded when a key or
+ * certificate is made: an agent whose PKI is already on disk only reads PEM files with
+ * node:crypto, and evaluating the library cost ~13 ms of every start (docs/benchmarks.md).
+ */
+// The polyfill is loaded on its own first: bundled behind a dynamic import, Bun evaluates
+// x509.ts's ESM imports (@peculiar/x509, whose tsyringe throws without the polyfill) before its
+// CommonJS one (reflect-metadata), whatever their order in the file.
+const x509 = () => import('reflect-metadata').then(() => import('./x509.ts'));
 
 export type CertKind = 'agent' | 'client';
 export interface IssuedPaths {
@@ -90,6 +99,7 @@ export async function initCa(dir: string, trustDomain: string, options: { force?
     const now = options.now ?? new Date();
     const notAfter = new Date(now);
     notAfter.setUTCFullYear(notAfter.getUTCFullYear() + CA_YEARS);
+    const { createCaCertificate, generateKeyPair, privateKeyToPem } = await x509();
     const keys = await generateKeyPair();
     const pem = await createCaCertificate({ keys, commonName: `skein CA ${trustDomain}`, trustDomainId: `${SPIFFE_SCHEME}${trustDomain}`, notBefore: new Date(now.getTime() - SKEW_MS), notAfter });
     writeFileAtomic(join(abs, 'ca.key'), pemFile(await privateKeyToPem(keys.privateKey)), 0o600);
@@ -164,6 +174,7 @@ export async function issueCert(dir: string, options: { name: string; kind: Cert
       throw new SkeinError('SKEIN_ERR_PKI', `${join(info.dir, 'ca.key')} does not belong to ${paths.ca}`);
     }
     const now = options.now ?? new Date();
+    const { createLeafCertificate, generateKeyPair, privateKeyFromPem, privateKeyToPem } = await x509();
     const keys = await generateKeyPair();
     const pem = await createLeafCertificate(
       {

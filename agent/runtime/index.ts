@@ -18,7 +18,7 @@ import { liveLogLevel, type Logger } from '../log/index.ts';
 import { Lifecycle, type Component } from '../lifecycle/index.ts';
 import type { Reloadable } from '../lifecycle/reloadable.ts';
 import { StartStack } from '../lifecycle/stack.ts';
-import { DiscoveryService } from '../discovery/service.ts';
+import type { DiscoveryService } from '../discovery/service.ts';
 import { DISCOVERY_RELOAD_KEYS } from '../discovery/reload.ts';
 import { startAdmin, type AdminListener } from '../admin/index.ts';
 import { AgentMetrics } from '../metrics/index.ts';
@@ -167,6 +167,9 @@ async function assemble({ config, log, embedded = false, baseDir, reloadConfig }
 
   if (config.discovery.enabled) {
     const cert = loadedTls.certificate;
+    // Loaded only when enabled (off by default): the service and its DNS source's client are
+    // code a default start never runs.
+    const { DiscoveryService } = await import('../discovery/service.ts');
     discovery = stack.push(
       'discovery',
       await DiscoveryService.start({

@@ -358,8 +358,18 @@ def _probe_userns():
     return False, errno.errorcode.get(code, 'exit %d' % code)
 
 
+def _which(name):
+    """shutil.which for a bare name: the first executable file on PATH (os.defpath when unset,
+    as in the probe's cleared environment). shutil's import (fnmatch, bz2, lzma and their
+    libraries) cost more than the rest of probe() in the start-up's one interpreter run."""
+    for d in os.environ.get('PATH', os.defpath).split(os.pathsep):
+        path = os.path.join(d or os.curdir, name)
+        if os.path.isfile(path) and os.access(path, os.X_OK):
+            return path
+    return None
+
+
 def probe():
-    import shutil
     arch = _arch()
     actions = _seccomp_actions()
     try:
@@ -379,7 +389,7 @@ def probe():
         },
         'landlock': {'abi': _landlock_abi()},
         'userns': userns,
-        'bwrap': shutil.which('bwrap'),
+        'bwrap': _which('bwrap'),
         'noNewPrivs': nnp >= 0,
         'uid': os.geteuid(),
     }

@@ -60,7 +60,7 @@ export async function prepareSandbox<T>(
     return { sandbox: prepared, started: await start(prepared) };
   }
   for (const layer of plan.degraded) log.warn('sandbox layer unavailable on this host', { profile, layer });
-  const proving = runCanary(launcher, plan.policy);
+  const proving = runCanary(launcher, plan.policy, confine);
   const starting = (async () => start(prepared))();
   // Observed now: a worker failing before the canary's verdict must not be an unhandled rejection.
   starting.catch(() => {});

@@ -49,7 +49,18 @@ export interface PythonInspection<Caps> {
  * Hex, not base64: the worker decodes it with the built-in bytes.fromhex instead of
  * importing binascii, which is not built into every interpreter (~0.3 ms per spawn).
  */
-const INSPECT = `import sys, os, json, marshal
+const INSPECT = `import sys, os, marshal
+from _json import encode_basestring_ascii as _str
+def _dump(v):
+    # JSON of what this script outputs, without importing json (re, enum and more: ~6 ms of
+    # this run, which every start waits for); strings go through json's own C encoder.
+    if isinstance(v, str): return _str(v)
+    if v is None: return "null"
+    if isinstance(v, bool): return "true" if v else "false"
+    if isinstance(v, int): return int.__repr__(v)
+    if isinstance(v, dict): return "{" + ",".join(_str(str(k)) + ":" + _dump(x) for k, x in v.items()) + "}"
+    if isinstance(v, (list, tuple)): return "[" + ",".join(map(_dump, v)) + "]"
+    raise TypeError("cannot output %s" % type(v).__name__)
 out = {"executable": sys.executable, "prefix": sys.base_prefix}
 os.environ.clear()
 os.environ["LC_ALL"] = "C.UTF-8"
@@ -62,7 +73,7 @@ try:
     out["caps"] = ns["probe"]()
 except BaseException as e:
     out["error"] = "%s: %s" % (type(e).__name__, e)
-print(json.dumps(out))`;
+print(_dump(out))`;
 
 /**
  * Runs the configured interpreter once at start-up: its real executable (later spawns,

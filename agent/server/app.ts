@@ -1,29 +1,34 @@
 /**
- * HTTP routes (hono). The dispatch route is the hot path: identity comes from a per-session
- * cache, the body is read straight from the HTTP/2 stream with the size limit enforced while
- * reading, and the reply is encoded in the request's own media type.
+ * HTTP routes (hono), and the dispatch route served on the HTTP/2 stream itself.
  *
- *   POST /v1/dispatch/:routine   {args, kwargs} as CBOR or JSON → {result}
+ *   POST /v1/dispatch/:routine   {args, kwargs} as CBOR or JSON → {result} (./dispatch.ts)
  *   /v1/calls…                   async calls (./calls.ts)
  *   GET  /v1/routines            configured routines
  *   GET  /healthz                liveness, worker and queue counts
+ *
+ * The dispatch route is the hot path: the listener offers every new stream to
+ * `app.streamRoute` first, which serves a plain POST /v1/dispatch/<name> straight on the
+ * stream (no compat objects, no adapter, no routing); every other request, and a dispatch
+ * of an unusual shape, goes through the compat layer to hono, whose dispatch route calls the
+ * same implementation. Identity comes from a per-session cache, the body is read with the
+ * size limit enforced while reading, and the reply is encoded in the request's own media type.
  */
-import { randomUUID } from 'node:crypto';
 import { Hono, type Context } from 'hono';
 import type { Http2Bindings } from '@hono/node-server';
 import { RESPONSE_ALREADY_SENT } from '@hono/node-server/utils/response';
 import { encodeBody, mediaTypeOf, type MediaType } from '../codec/index.ts';
-import { SkeinError, toSkeinError } from '../../common/errors/index.ts';
+import { SkeinError } from '../../common/errors/index.ts';
 import type { Logger } from '../log/index.ts';
-import { UNKNOWN_ROUTINE, type DispatchRecorder } from '../metrics/index.ts';
-import type { CallDispatcher, CallRequest } from '../workers/call.ts';
+import type { DispatchRecorder } from '../metrics/index.ts';
+import type { CallDispatcher } from '../workers/call.ts';
 import type { AuthPipeline } from '../plugin-host/pipeline.ts';
 import type { Identity, RequestAction, RequestInfo } from '../plugin-host/api.ts';
 import type { IdentityReader, PeerIdentity } from './identity.ts';
 import type { RoutineInfo } from '../sources/routines.ts';
-import { abortOnClose, admitCall, readCallBody, type CallerPolicy, type CallLimits } from './call-request.ts';
-import { streamReply, streamTypeOf } from './stream.ts';
+import type { CallerPolicy, CallLimits } from './call-request.ts';
 import { registerCallRoutes, type AsyncCallDeps } from './calls.ts';
+import { createDispatch, dispatchOnStream, type StreamRoute } from './dispatch.ts';
+import { failureReply, requestIdOf } from './reply.ts';
 
 export { TIMEOUT_HEADER } from './call-request.ts';
 
@@ -49,23 +54,17 @@ export interface AppDeps {
   asyncCalls?: AsyncCallDeps;
 }
 
-/** A call's own failure, already counted by the call service. */
-class CallFailed extends Error {
-  constructor(readonly error: SkeinError) {
-    super(error.message);
-  }
-}
-
 // mediaType: the request's codec, undefined when its content-type is neither CBOR nor JSON
 // (replies then use JSON).
 type Env = { Bindings: Http2Bindings; Variables: { requestId: string; peer: PeerIdentity; mediaType: MediaType | undefined } };
 export type AppEnv = Env;
 
-const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
+/** The app, with the route the listener serves on the HTTP/2 stream before hono sees it. */
+export type App = Hono<Env> & { streamRoute: StreamRoute };
 
-export function createApp(deps: AppDeps): Hono<Env> {
+export function createApp(deps: AppDeps): App {
   const app = new Hono<Env>();
-  const { log, calls, callers, routines, limits } = deps;
+  const { log, routines } = deps;
 
   const requestInfo = (c: Context<Env>, routine: string | undefined, action: RequestAction | undefined): RequestInfo => ({
     requestId: c.get('requestId'),
@@ -81,8 +80,7 @@ export function createApp(deps: AppDeps): Hono<Env> {
   app.use('*', async (c, next) => {
     // Raw node headers: cheaper than materialising a fetch Headers object per request.
     const headers = c.env.incoming.headers;
-    const given = headers['x-request-id'] as string | undefined;
-    const requestId = given && REQUEST_ID.test(given) ? given : randomUUID();
+    const requestId = requestIdOf(headers['x-request-id']);
     c.set('requestId', requestId);
     c.set('peer', deps.identities.ofSession(c.env.incoming.stream?.session));
     c.set('mediaType', mediaTypeOf(headers['content-type']));
@@ -90,61 +88,15 @@ export function createApp(deps: AppDeps): Hono<Env> {
     await next();
   });
 
-  // Every dispatch is counted once, by routine (a name not configured counts as "_unknown", so
-  // callers cannot grow the label set) and outcome ("ok" or the error code): by the call
-  // service once the call exists, here when it was refused before (401, 403, 404, a bad body).
-  const metrics = deps.metrics;
+  const dispatch = createDispatch(deps);
+  // The dispatches the stream route leaves to hono (a query string, a percent-encoded name,
+  // an expect header): the same implementation, reading the body through the compat request
+  // (so the adapter sees it end) and answering on the stream underneath.
   app.post('/v1/dispatch/:routine', async (c) => {
-    const name = c.req.param('routine');
-    const started = performance.now();
-    try {
-      return await dispatch(c, name);
-    } catch (err) {
-      if (err instanceof CallFailed) throw err.error;
-      metrics?.dispatch(routines.has(name) ? name : UNKNOWN_ROUTINE, toSkeinError(err).code, (performance.now() - started) / 1000);
-      throw err;
-    }
+    const incoming = c.env.incoming;
+    await dispatch({ stream: incoming.stream, body: incoming, headers: incoming.headers, path: c.req.path, routine: c.req.param('routine'), requestId: c.get('requestId'), peer: c.get('peer') });
+    return RESPONSE_ALREADY_SENT;
   });
-
-  const dispatch = async (c: Context<Env>, name: string): Promise<Response> => {
-    const info = requestInfo(c, name, 'dispatch') as RequestInfo & { routine: string };
-    const admitted = await admitCall(deps, info, c.get('peer'), c.get('mediaType'));
-    const streamType = streamTypeOf(info.headers.accept);
-    // Cancellation: a reset stream or a closed connection aborts the call and its worker.
-    const closed = abortOnClose(c.env.incoming);
-    const stream = c.env.incoming.stream;
-    let streaming = false;
-    try {
-      const body = await readCallBody(c.env.incoming, admitted.mediaType, limits.maxBodyBytes, closed.signal);
-      if (closed.signal.aborted || stream?.closed || stream?.destroyed) throw new SkeinError('SKEIN_ERR_ABORTED', 'the caller reset the stream before the call started');
-      const req: CallRequest = {
-        routine: name,
-        args: body.args,
-        kwargs: body.kwargs,
-        timeoutMs: admitted.timeoutMs,
-        signal: closed.signal,
-        requestId: c.get('requestId'),
-        priority: admitted.priority,
-        caller: admitted.caller,
-        weight: callers.weightOf(admitted.identity),
-        ...(streamType ? { stream: true, shape: 'stream' as const } : {}),
-      };
-      if (streamType) {
-        const requestId = c.get('requestId');
-        const { handler, committed } = streamReply(c.env.outgoing, streamType, { 'x-request-id': requestId }, (e) => errorBody(e, requestId, c.get('peer').id));
-        calls.call(req, handler);
-        await committed.catch((e: SkeinError) => Promise.reject(new CallFailed(e)));
-        // From here the handler owns the response, and the close listener the cancellation.
-        streaming = true;
-        return RESPONSE_ALREADY_SENT;
-      }
-      const value = await new Promise<unknown>((resolve, reject) => calls.call(req, { onComplete: resolve, onError: (e) => reject(new CallFailed(e)) }));
-      if (log.enabled('debug')) log.debug('dispatched', { requestId: c.get('requestId'), peer: c.get('peer').id, routine: name });
-      return reply(c, 200, { result: value });
-    } finally {
-      if (!streaming) closed.release();
-    }
-  };
 
   if (deps.asyncCalls) registerCallRoutes(app, deps, deps.asyncCalls, { reply, requestInfo });
 
@@ -170,31 +122,16 @@ export function createApp(deps: AppDeps): Hono<Env> {
   });
 
   app.onError((err, c) => {
-    const e = toSkeinError(err);
-    const requestId = c.get('requestId') ?? randomUUID();
-    const peer = c.get('peer') ?? { id: 'anonymous' };
-    const fields = { requestId, peer: peer.id, code: e.code, path: c.req.path };
-    if (e.code === 'SKEIN_ERR_INTERNAL') log.error('internal error', { ...fields, error: e.message, stack: (e.cause as Error | undefined)?.stack });
-    else if (e.code === 'SKEIN_ERR_ROUTINE_RAISED') log.info('routine raised', { ...fields, exception: e.details.exception, trace: e.details.trace });
-    // A caller that went away is not an operational problem, and a reset flood must not
-    // become a log flood.
-    else if (e.code === 'SKEIN_ERR_ABORTED') log.debug('request aborted by the caller', fields);
-    else log.warn('request failed', { ...fields, message: e.message });
-    if (e.code === 'SKEIN_ERR_OVERLOADED' || e.code === 'SKEIN_ERR_SHUTTING_DOWN' || e.code === 'SKEIN_ERR_CIRCUIT_OPEN' || e.code === 'SKEIN_ERR_STORE_FULL')
-      c.header('retry-after', String(e.details.retryAfterSeconds ?? 1));
-    return reply(c, e.status || 500, errorBody(e, requestId, peer.id));
+    const requestId = c.get('requestId') ?? requestIdOf(undefined);
+    const f = failureReply(err, requestId, (c.get('peer') ?? { id: 'anonymous' }).id, c.req.path, log);
+    if (f.retryAfter !== undefined) c.header('retry-after', f.retryAfter);
+    return reply(c, f.status, f.body);
   });
 
-  return app;
+  return Object.assign(app, { streamRoute: dispatchOnStream(dispatch, deps.identities) });
 }
 
 function reply(c: Context<Env>, status: number, value: unknown): Response {
   const type = c.get('mediaType') ?? 'application/json';
   return c.body(encodeBody(type, value) as Uint8Array<ArrayBuffer>, status as 200, { 'content-type': type });
-}
-
-/** The body of an error response (and of a stream's error frame): code, message, request id, details. */
-function errorBody(e: SkeinError, requestId: string, peer: string): Record<string, unknown> {
-  const { trace: _trace, retryAfterSeconds: _r, ...details } = e.details;
-  return { code: e.code, message: e.message, requestId, meta: { peer, ...details } };
 }

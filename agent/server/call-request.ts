@@ -4,7 +4,8 @@
  * type, and read the deadline, priority and body. Sync, streaming and async submission share
  * it, so a call is admitted the same way whatever its shape.
  */
-import type { Http2ServerRequest } from 'node:http2';
+import type { Http2Stream } from 'node:http2';
+import type { Readable } from 'node:stream';
 import { decodeBody, parseCallBody, type CallBody, type MediaType } from '../codec/index.ts';
 import { SkeinError } from '../../common/errors/index.ts';
 import type { Identity, RequestInfo } from '../plugin-host/api.ts';
@@ -67,17 +68,21 @@ export async function admitCall(deps: AdmitDeps, info: RequestInfo & { routine: 
  * connection went): listened for before the body is read, so a stream reset mid-body never
  * queues or stores work. `release()` stops listening.
  */
-export function abortOnClose(incoming: Http2ServerRequest): { signal: AbortSignal; release(): void } {
+export function abortOnClose(stream: Http2Stream | undefined): { signal: AbortSignal; release(): void } {
   const abort = new AbortController();
-  const stream = incoming.stream;
   const onClose = () => abort.abort();
   stream?.once('close', onClose);
   return { signal: abort.signal, release: () => void stream?.off('close', onClose) };
 }
 
-/** Reads and validates `{args, kwargs}`; an empty body is no arguments. */
-export async function readCallBody(incoming: Http2ServerRequest, mediaType: MediaType, max: number, signal: AbortSignal): Promise<CallBody> {
-  const bytes = await readBody(incoming, max, signal);
+/**
+ * Reads and validates `{args, kwargs}`; an empty body is no arguments. `body` is the request
+ * body as a Readable: the HTTP/2 stream itself, or the compat request reading it (hono routes).
+ * `declaredLength` is its content-length header, which lets a body known to be too large be
+ * refused without keeping any of it.
+ */
+export async function readCallBody(body: Readable, declaredLength: string | undefined, mediaType: MediaType, max: number, signal: AbortSignal): Promise<CallBody> {
+  const bytes = await readBody(body, declaredLength, max, signal);
   return parseCallBody(bytes.length === 0 ? {} : decodeBody(mediaType, bytes));
 }
 
@@ -100,16 +105,17 @@ function deadlineOf(header: string | undefined, fallback: number, max: number): 
  * aborts (the stream was reset: it may never end).
  *
  * The rest of a body over the limit is read and dropped before the 413 is sent, up to
- * DISCARD_LIMIT_BYTES more (past that, the 413 goes at once and the stream is reset after it):
+ * DISCARD_LIMIT_BYTES more (past that, the 413 goes at once and the stream is reset after it,
+ * by dispatch.ts on the stream path and by @hono/node-server for hono's routes):
  * a client that writes its whole body before it reads the response (Python's httpx) would
  * otherwise wait for flow-control credit that never comes, and ignores the reset that ends
  * the stream under it.
  */
-function readBody(incoming: Http2ServerRequest, max: number, signal: AbortSignal): Promise<Buffer> {
+function readBody(incoming: Readable, declaredLength: string | undefined, max: number, signal: AbortSignal): Promise<Buffer> {
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
     let size = 0;
-    let over = Number(incoming.headers['content-length']) > max;
+    let over = Number(declaredLength) > max;
     const onData = (chunk: Buffer) => {
       size += chunk.length;
       if (!over && size > max) {

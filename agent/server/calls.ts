@@ -54,9 +54,9 @@ export function registerCallRoutes(app: Hono<AppEnv>, deps: AppDeps, calls: Asyn
     const info = requestInfo(c, name, 'call.submit') as RequestInfo & { routine: string };
     const admitted = await admitCall(deps, info, c.get('peer'), c.get('mediaType'));
     // A stream reset mid-body must store nothing, as it queues nothing for dispatch.
-    const closed = abortOnClose(c.env.incoming);
+    const closed = abortOnClose(c.env.incoming.stream);
     try {
-      const body = await readCallBody(c.env.incoming, admitted.mediaType, limits.maxBodyBytes, closed.signal);
+      const body = await readCallBody(c.env.incoming, c.env.incoming.headers['content-length'], admitted.mediaType, limits.maxBodyBytes, closed.signal);
       if (closed.signal.aborted) throw new SkeinError('SKEIN_ERR_ABORTED', 'the caller reset the stream before the call was stored');
       const { caller: owner, priority } = admitted;
       const requestId = c.get('requestId');
@@ -91,7 +91,7 @@ export function registerCallRoutes(app: Hono<AppEnv>, deps: AppDeps, calls: Asyn
     let call = await visible(id, identity, info);
     if (waitMs > 0 && !FINISHED.has(call.status)) {
       // Woken by the call's outcome (or the caller going away), never by polling the store.
-      const gone = abortOnClose(c.env.incoming);
+      const gone = abortOnClose(c.env.incoming.stream);
       try {
         await runner.wait(id, waitMs, gone.signal);
       } finally {

@@ -6,12 +6,18 @@
  * With `tls.plaintext` (and only then) it serves h2c instead: plaintext HTTP/2 with prior
  * knowledge, for a TLS-terminating proxy in front. No session has a certificate, so every
  * caller is anonymous and the auth pipeline demands a token. The same hardening applies.
+ *
+ * Requests arrive on the server's `stream` event, not `request`: each new stream is counted
+ * and guarded here (stall and reset limits), then offered to the app's stream route (the
+ * dispatch hot path, served on the stream itself: server/dispatch.ts); any stream it does not
+ * take gets the compat request/response objects built here, as node:http2 would build them
+ * for a `request` listener, and goes to hono through @hono/node-server. The server is created
+ * without a request handler, so node:http2 builds no compat objects of its own.
  */
 import http2 from 'node:http2';
 import type { AddressInfo, Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
-import { createAdaptorServer } from '@hono/node-server';
-import type { Hono } from 'hono';
+import { getRequestListener } from '@hono/node-server';
 import type { Logger } from '../log/index.ts';
 import type { Http2Config } from '../config/schema.ts';
 import type { TlsMaterial } from '../pki/tls.ts';
@@ -22,7 +28,19 @@ import { tlsFailureReason, type TlsFailureReason } from '../pki/tls-refusal.ts';
 
 export type Hardening = Http2Config;
 
-const { NGHTTP2_CANCEL, NGHTTP2_ENHANCE_YOUR_CALM } = http2.constants;
+const { NGHTTP2_CANCEL, NGHTTP2_ENHANCE_YOUR_CALM, HTTP_STATUS_METHOD_NOT_ALLOWED, HTTP_STATUS_EXPECTATION_FAILED } = http2.constants;
+
+/**
+ * A route served on the HTTP/2 stream itself: returns true when it took the stream (and
+ * answers it), false to let the compat layer and hono have it.
+ */
+export type StreamRoute = (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders) => boolean;
+
+/** What the listener serves: hono's fetch for every request, and optionally a route served on the stream first. */
+export interface Servable {
+  fetch: Parameters<typeof getRequestListener>[0];
+  streamRoute?: StreamRoute;
+}
 /** At most one "TLS handshake refused" line per reason this often. */
 const TLS_LOG_EVERY_MS = 10_000;
 
@@ -97,31 +115,29 @@ export interface ListenOptions {
 /** How long destroy() waits for the listening socket to close. */
 const SOCKET_CLOSE_WAIT_MS = 1000;
 
-// eslint-disable-next-line @typescript-eslint/no-explicit-any -- the listener serves any app; its environment type is the app's business
-export async function listen(app: Hono<any>, tls: TlsMaterial, host: string, port: number, log: Logger, limits: Hardening, opts: ListenOptions): Promise<Listener> {
+export async function listen(app: Servable, tls: TlsMaterial, host: string, port: number, log: Logger, limits: Hardening, opts: ListenOptions): Promise<Listener> {
   const { identities } = opts;
   const plaintext = opts.plaintext === true;
   const settings = { maxConcurrentStreams: limits.maxConcurrentStreams, maxHeaderListSize: limits.maxHeaderListBytes };
   // h2c only when asked for; HTTP/1 is refused either way (a plaintext HTTP/1 request gets a
   // GOAWAY, not a response). Typed as the secure server: setTls() is the only TLS-only call.
+  // No request handler: see the module comment.
   const server = plaintext
-    ? (createAdaptorServer({ fetch: app.fetch, createServer: http2.createServer, serverOptions: { settings } }) as unknown as http2.Http2SecureServer)
-    : (createAdaptorServer({
-        fetch: app.fetch,
-        createServer: http2.createSecureServer,
-        serverOptions: {
-          ...contextOptions(tls),
-          requestCert: true,
-          // "optional" lets the handshake finish without (or with an unverifiable) certificate;
-          // identity.ts then marks the peer anonymous and the auth pipeline demands a token.
-          rejectUnauthorized: tls.clientCerts === 'require',
-          allowHTTP1: false,
-          settings,
-          // Honoured by Bun's node:http2 (checked by test/e2e/hardening.test.ts): a socket that
-          // has not finished the handshake in time is destroyed (tlsClientError ERR_TLS_HANDSHAKE_TIMEOUT).
-          handshakeTimeout: limits.handshakeTimeoutMs,
-        },
-      }) as http2.Http2SecureServer);
+    ? (http2.createServer({ settings }) as unknown as http2.Http2SecureServer)
+    : http2.createSecureServer({
+        ...contextOptions(tls),
+        requestCert: true,
+        // "optional" lets the handshake finish without (or with an unverifiable) certificate;
+        // identity.ts then marks the peer anonymous and the auth pipeline demands a token.
+        rejectUnauthorized: tls.clientCerts === 'require',
+        allowHTTP1: false,
+        settings,
+        // Honoured by Bun's node:http2 (checked by test/e2e/hardening.test.ts): a socket that
+        // has not finished the handshake in time is destroyed (tlsClientError ERR_TLS_HANDSHAKE_TIMEOUT).
+        handshakeTimeout: limits.handshakeTimeoutMs,
+      });
+  const toHono = getRequestListener(app.fetch);
+  const streamRoute = app.streamRoute;
 
   const sessions = new Set<http2.ServerHttp2Session>();
   let openStreams = 0;
@@ -193,7 +209,7 @@ export async function listen(app: Hono<any>, tls: TlsMaterial, host: string, por
     }
   });
   const resetsOf = new WeakMap<http2.ServerHttp2Session, { hit(): boolean }>();
-  server.on('stream', (stream: http2.ServerHttp2Stream) => {
+  server.on('stream', (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, _flags: number, rawHeaders: string[]) => {
     openStreams++;
     const session = stream.session as http2.ServerHttp2Session | undefined;
     if (session) streamsOf.set(session, (streamsOf.get(session) ?? 0) + 1);
@@ -240,6 +256,23 @@ export async function listen(app: Hono<any>, tls: TlsMaterial, host: string, por
         if (counter.hit()) calm(session, identities.ofSession(session).id, 'http2.maxResetsPerSecond');
       }
     });
+    if (streamRoute?.(stream, headers)) return;
+    // What node:http2 does for a `request` listener (onServerStream in Node and Bun): the
+    // compat pair, CONNECT refused, `expect` answered, then the request to hono.
+    const req = new http2.Http2ServerRequest(stream, headers, {}, rawHeaders);
+    const res = new http2.Http2ServerResponse(stream);
+    if (headers[':method'] === 'CONNECT') {
+      res.statusCode = HTTP_STATUS_METHOD_NOT_ALLOWED;
+      return void res.end();
+    }
+    if (headers.expect !== undefined) {
+      if (headers.expect !== '100-continue') {
+        res.statusCode = HTTP_STATUS_EXPECTATION_FAILED;
+        return void res.end();
+      }
+      res.writeContinue();
+    }
+    void toHono(req, res);
   });
   // A refused handshake is counted by reason and logged at info (operators need to see why
   // a client cannot connect), at most once per reason every TLS_LOG_EVERY_MS: a scanner must

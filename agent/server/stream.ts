@@ -12,7 +12,7 @@
  * Until the first frame is written nothing is sent: a call that fails before it (the queue is
  * full, the routine raised at once) gets an ordinary error response with its status.
  */
-import type { Http2ServerResponse } from 'node:http2';
+import type { ServerHttp2Stream } from 'node:http2';
 import { encodeBody, type MediaType } from '../codec/index.ts';
 import type { SkeinError } from '../../common/errors/index.ts';
 import type { CallControl, CallHandler } from '../workers/call.ts';
@@ -56,10 +56,10 @@ export interface StreamReply {
 }
 
 /**
- * A CallHandler writing frames to `res`. `errorFrame` renders a failure after the first frame
- * (the same body an error response would carry, without its status).
+ * A CallHandler writing frames to the request's HTTP/2 stream. `errorFrame` renders a failure
+ * after the first frame (the same body an error response would carry, without its status).
  */
-export function streamReply(res: Http2ServerResponse, type: StreamType, headers: Record<string, string>, errorFrame: (e: SkeinError) => unknown): StreamReply {
+export function streamReply(stream: ServerHttp2Stream, type: StreamType, headers: Record<string, string>, errorFrame: (e: SkeinError) => unknown): StreamReply {
   let items = 0;
   let open = false;
   let control: CallControl | undefined;
@@ -72,12 +72,17 @@ export function streamReply(res: Http2ServerResponse, type: StreamType, headers:
   const begin = () => {
     if (open) return;
     open = true;
-    res.writeHead(200, { ...headers, 'content-type': type, 'cache-control': 'no-store' });
+    // A caller that reset the stream before the first item gets nothing: the close listener
+    // has already cancelled the call.
+    if (!stream.destroyed && !stream.closed) stream.respond({ ':status': 200, ...headers, 'content-type': type, 'cache-control': 'no-store' });
     commit(true);
   };
   const write = (frame: unknown): boolean => {
-    if (res.destroyed || res.writableEnded) return true;
-    return res.write(encodeFrame(type, frame));
+    if (stream.destroyed || stream.writableEnded) return true;
+    return stream.write(encodeFrame(type, frame));
+  };
+  const end = () => {
+    if (!stream.destroyed && !stream.writableEnded) stream.end();
   };
   const handler: CallHandler = {
     onStart: (c) => {
@@ -87,18 +92,18 @@ export function streamReply(res: Http2ServerResponse, type: StreamType, headers:
       begin();
       items++;
       if (write({ item: value })) return true;
-      res.once('drain', () => control?.resume());
+      stream.once('drain', () => control?.resume());
       return false;
     },
     onComplete: () => {
       begin();
       write({ done: true, items });
-      res.end();
+      end();
     },
     onError: (error) => {
       if (!open) return fail(error);
       write({ error: errorFrame(error) });
-      res.end();
+      end();
     },
   };
   return { handler, committed };

@@ -35,11 +35,13 @@ _poller = select.poll()
 _poller.register(0, select.POLLIN)
 
 
-def _write_all(data):
-    view = memoryview(data)
-    while view:
-        n = os.write(_proto, view)
-        view = view[n:]
+def _write_all(data, write=os.write):
+    # One write takes a reply whole unless the pipe is full; the loop is for that case.
+    n = write(_proto, data)
+    if n < len(data):
+        view = memoryview(data)[n:]
+        while view:
+            view = view[write(_proto, view):]
 
 
 def _send(kind, cid, enc=E_NONE, payload=b''):
@@ -67,7 +69,18 @@ def _fill(n):
         buf += chunk
 
 
-def _read_frame():
+def _read_frame(read=os.read):
+    if not _inbuf:
+        # The usual case: the agent's one write of a frame arrives as one read, so the frame is
+        # taken from it as it is, without going through the buffer.
+        chunk = read(0, _BIG_WRITE)
+        if not chunk:
+            os._exit(0)  # stdin closed, as in _fill
+        if len(chunk) >= _HEADER_BYTES:
+            n, kind, enc, cid = _unpack_header(chunk)
+            if len(chunk) == _HEADER_BYTES + n:
+                return kind, enc, cid, chunk[_HEADER_BYTES:]
+        _inbuf.extend(chunk)
     _fill(_HEADER_BYTES)
     n, kind, enc, cid = _unpack_header(_inbuf)
     _fill(_HEADER_BYTES + n)
@@ -186,22 +199,20 @@ def _trace(e, limit=4096):
 
 # Bound now, before any routine exists: what _left() calls cannot be swapped through the
 # modules or builtins a routine shares with this bootstrap.
-def _left(getitimer=signal.getitimer, timers=(signal.ITIMER_REAL, signal.ITIMER_VIRTUAL, signal.ITIMER_PROF),
-          idle=(0.0, 0.0), gettrace=sys.gettrace, getprofile=sys.getprofile, threads=_thread._count):
+def _left(getitimer=signal.getitimer, real=signal.ITIMER_REAL, virtual=signal.ITIMER_VIRTUAL,
+          prof=signal.ITIMER_PROF, idle=(0.0, 0.0), gettrace=sys.gettrace, getprofile=sys.getprofile,
+          threads=_thread._count):
     """Live activity a call left behind that could act during a later call: an armed interval
     timer or alarm (its handler runs in the main thread, reading whatever frame it
-    interrupts), a trace or profile function (called on every frame, the bootstrap's
-    included), threads. Child processes and native threads are counted by the agent."""
-    left = []
-    for which in timers:
-        if getitimer(which) != idle:
-            left.append('timer')
-            break
-    if gettrace() is not None or getprofile() is not None:
-        left.append('trace')
-    if threads():
-        left.append('threads')
-    return left
+    interrupts; without one, its signal kills the worker in a later call), a trace or profile
+    function (called on every frame, the bootstrap's included), threads. Child processes and
+    native threads are counted by the agent. None when there is none (every call asks)."""
+    timer = getitimer(real) != idle or getitimer(virtual) != idle or getitimer(prof) != idle
+    trace = gettrace() is not None or getprofile() is not None
+    threaded = threads() > 0
+    if not (timer or trace or threaded):
+        return None
+    return [what for what, live in (('timer', timer), ('trace', trace), ('threads', threaded)) if live]
 
 
 # --- values: JSON, or CBOR when they hold bytes ----------------------------------------------
@@ -507,9 +518,23 @@ def _stream(cid, gen, credits, left):
     _send(K_DONE, cid)
 
 
+def _call_message(enc, payload, scan=json.decoder.JSONDecoder().scan_once, loads=json.loads):
+    """A call frame's {"r","a","k","c"}. JSON goes straight to json's (C) scanner: json.loads
+    spends more than the scan itself finding the encoding of bytes and skipping whitespace,
+    which the agent's JSON.stringify never writes; anything else is left to json.loads."""
+    if enc != E_JSON:
+        return _cbor_loads(payload)
+    text = str(payload, 'utf-8', 'surrogatepass')
+    try:
+        msg, end = scan(text, 0)
+    except StopIteration:
+        end = -1
+    return msg if end == len(text) else loads(text)
+
+
 def _serve(table):
     read_frame = _read_frame
-    loads = json.loads
+    message = _call_message
     encode = _encode
     send = _send
     left = _left
@@ -517,7 +542,7 @@ def _serve(table):
         kind, enc, cid, payload = read_frame()
         if kind != K_CALL:
             continue  # a grant or stop for a call that has ended meanwhile
-        msg = loads(payload) if enc == E_JSON else _cbor_loads(payload)
+        msg = message(enc, payload)
         fn = table.get(msg['r'])
         try:
             if fn is None:

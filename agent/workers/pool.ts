@@ -193,7 +193,8 @@ export class WorkerPool implements Component, CallDispatcher {
       });
     }
     this.#inFlight++;
-    const job: Job = { req, handler, done: false, timer: undefined as unknown as ReturnType<typeof setTimeout>, ...(admission.trial ? { trial: admission.trial } : {}) };
+    const job: Job = { req, handler, done: false, timer: undefined as unknown as ReturnType<typeof setTimeout> };
+    if (admission.trial) job.trial = admission.trial;
     job.timer = setTimeout(() => this.#expire(job), req.timeoutMs);
     if (req.signal) {
       job.onAbort = () => this.#cancel(job);
@@ -279,32 +280,40 @@ export class WorkerPool implements Component, CallDispatcher {
     const id = this.#nextCall;
     // Call ids are u32 on the wire (frames.ts); 0 is the hello's.
     this.#nextCall = id >= MAX_CALL_ID ? 1 : id + 1;
-    const sink = this.#sink(worker, job, async (outcome) => {
+    const sink = this.#sink(worker, job, (outcome) => {
       this.#finish(job, outcome);
       if (worker.state !== 'idle') return;
       // Before the worker serves anything else: whatever the call left running (a thread, a
-      // timer) would run during the next call and could read or answer it.
-      const left = await this.#leftovers(worker);
-      if (worker.state !== 'idle') return;
-      const retire: RetireReason | undefined = left ? { reason: 'leftovers', ...left } : this.#shouldRetire(worker);
-      if (retire) {
-        if (retire.reason === 'leftovers')
-          this.#log.info('call left threads, processes or timers running; recycling its worker', { worker: worker.id, routine: job.req.routine, requestId: job.req.requestId, ...left });
-        this.#opts.audit?.record('worker.recycle', {
-          worker: worker.id,
-          pid: worker.pid,
-          routines: this.#routines,
-          calls: worker.calls,
-          ...(retire.reason === 'leftovers' ? { routine: job.req.routine, requestId: job.req.requestId } : {}),
-          ...retire,
-        });
-        this.#opts.events?.workerRecycled(retire.reason);
-        return worker.kill('recycle');
-      }
-      this.#release(worker);
+      // timer) would run during the next call and could read or answer it. Looked at here,
+      // synchronously: a call that left nothing costs no promise, and the worker is back in
+      // the idle list (or on its next call) before this turn of the event loop ends.
+      const left = worker.leftovers();
+      if (left?.threads && !left.children && !left.activity) void this.#threadsExited(worker, left).then((still) => this.#afterCall(worker, job, still));
+      else this.#afterCall(worker, job, left);
     });
     worker.call(id, job.req, sink);
     job.handler.onStart?.(sink.control);
+  }
+
+  /** Retires the worker for what its call left (or a quota), or gives it the next call. */
+  #afterCall(worker: Worker, job: Job, left: Leftovers | undefined): void {
+    if (worker.state !== 'idle') return;
+    const retire: RetireReason | undefined = left ? { reason: 'leftovers', ...left } : this.#shouldRetire(worker);
+    if (retire) {
+      if (retire.reason === 'leftovers')
+        this.#log.info('call left threads, processes or timers running; recycling its worker', { worker: worker.id, routine: job.req.routine, requestId: job.req.requestId, ...left });
+      this.#opts.audit?.record('worker.recycle', {
+        worker: worker.id,
+        pid: worker.pid,
+        routines: this.#routines,
+        calls: worker.calls,
+        ...(retire.reason === 'leftovers' ? { routine: job.req.routine, requestId: job.req.requestId } : {}),
+        ...retire,
+      });
+      this.#opts.events?.workerRecycled(retire.reason);
+      return worker.kill('recycle');
+    }
+    this.#release(worker);
   }
 
   /**
@@ -390,9 +399,8 @@ export class WorkerPool implements Component, CallDispatcher {
     };
   }
 
-  /** worker.leftovers(), looked at again for THREAD_EXIT_GRACE_MS while only threads remain. */
-  async #leftovers(worker: Worker): Promise<Leftovers | undefined> {
-    let left = worker.leftovers();
+  /** worker.leftovers() that showed only threads, looked at again for THREAD_EXIT_GRACE_MS while only threads remain. */
+  async #threadsExited(worker: Worker, left: Leftovers | undefined): Promise<Leftovers | undefined> {
     const until = performance.now() + THREAD_EXIT_GRACE_MS;
     while (left?.threads && !left.children && !left.activity && performance.now() < until) {
       await new Promise((r) => setTimeout(r, 1));

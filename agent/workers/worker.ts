@@ -10,7 +10,7 @@
  */
 import { isUtf8 } from 'node:buffer';
 import { spawn, type ChildProcessByStdio } from 'node:child_process';
-import { closeSync, constants, fstatSync, openSync, readFileSync, readSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import type { Readable, Writable } from 'node:stream';
 import { SkeinError } from '../../common/errors/index.ts';
 import type { Logger } from '../log/index.ts';
@@ -22,6 +22,7 @@ import { encodeCbor } from './cbor-encode.ts';
 import { DECODE_BUDGET_FACTOR, DECODE_BUDGET_FLOOR } from './decode-cost.ts';
 import { FrameReader, type Frame, type Refusal } from './frame-reader.ts';
 import { ENC, encodeFrame, HEADER_BYTES, KIND, PROTOCOL_VERSION, writeHeader } from './frames.ts';
+import { ProcView } from './proc.ts';
 import { StderrRelay, type StderrBudget } from './stderr.ts';
 import BOOTSTRAP from './bootstrap.py' with { type: 'text' };
 
@@ -80,8 +81,6 @@ export interface ReadyInfo {
 }
 
 type State = 'starting' | 'idle' | 'busy' | 'dead';
-const PAGE_SIZE = 4096;
-const CLOCK_TICKS = 100; // USER_HZ on Linux
 /** At most this many entries of a reply's "left" list are kept (it is untrusted input). */
 const MAX_LEFT = 8;
 
@@ -128,8 +127,8 @@ export class Worker {
   #stderr: StderrRelay;
   /** What the bootstrap reported with the last reply ("left"). */
   #reportedLeft: string[] | undefined;
-  /** Open descriptors of /proc/<pid>/task (fstat) and …/children (pread), read after each call. */
-  #procFds: { task: number; children: number } | undefined;
+  /** The interpreter's /proc files, opened at the first look (undefined again once it exited). */
+  #proc: ProcView | undefined;
   #current: Running | undefined;
   /** The call running when the worker was killed, kept for onExit. */
   #killedCall: ExitInfo['call'];
@@ -137,6 +136,11 @@ export class Worker {
   #onReady!: (info: ReadyInfo) => void;
   #onStartFail!: (err: SkeinError) => void;
   #killReason: KillReason | undefined;
+  /** #onFrame as the frame reader's callback, made once rather than per chunk. */
+  readonly #frameSink = (frame: Frame): boolean => {
+    this.#onFrame(frame);
+    return this.#state !== 'dead' && this.#killReason === undefined;
+  };
   /** Called once when the process has gone, whatever the cause. */
   onExit: (worker: Worker, info: ExitInfo) => void = () => {};
   calls = 0;
@@ -204,8 +208,7 @@ export class Worker {
   /** Resident memory in bytes, from /proc (Linux); undefined if it cannot be read. */
   rssBytes(): number | undefined {
     try {
-      const statm = readFileSync(`/proc/${this.#hostPid()}/statm`, 'latin1');
-      return Number(statm.split(' ', 2)[1]) * PAGE_SIZE;
+      return this.#procView().rssBytes();
     } catch {
       return undefined;
     }
@@ -214,12 +217,17 @@ export class Worker {
   /** User + system CPU seconds used so far, from /proc/<pid>/stat; undefined if unreadable. */
   cpuSeconds(): number | undefined {
     try {
-      const stat = readFileSync(`/proc/${this.#hostPid()}/stat`, 'latin1');
-      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-      return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS;
+      return this.#procView().cpuSeconds();
     } catch {
       return undefined;
     }
+  }
+
+  #procView(): ProcView {
+    if (this.#state === 'dead') throw new Error('the worker has exited');
+    const pid = this.#hostPid();
+    if (pid === undefined) throw new Error('the worker has no pid');
+    return (this.#proc ??= new ProcView(pid));
   }
 
   /**
@@ -243,39 +251,24 @@ export class Worker {
    * What the call that just ended left running (undefined: nothing), for the pool to retire
    * the worker before it serves another call. Threads and children come from /proc, which a
    * routine cannot fake (it can hide a thread from threading.enumerate() with
-   * _thread.start_new_thread, or in a subinterpreter from _thread._count()): the link count
-   * of /proc/<pid>/task is 2 + the kernel's thread count (one fstat, ~1 µs, on a descriptor
-   * opened once; formatting /proc/<pid>/stat cost 5 µs and more with threads), and
-   * /proc/<pid>/task/<pid>/children lists its children (read even where seccomp refuses fork:
-   * the layers a worker reports are its own word).
+   * _thread.start_new_thread, or in a subinterpreter from _thread._count()): one fstat and
+   * one pread (proc.ts), read even where seccomp refuses fork: the layers a worker reports are
+   * its own word.
    */
   leftovers(): Leftovers | undefined {
-    const left: Leftovers = {};
-    if (this.#reportedLeft?.length) left.activity = this.#reportedLeft;
+    const reported = this.#reportedLeft?.length ? this.#reportedLeft : undefined;
+    let threads: number;
+    let children: number;
     try {
-      this.#procFds ??= this.#openProc();
-      const threads = fstatSync(this.#procFds.task).nlink - 2;
-      if (threads < 1) throw new Error('the process is gone');
-      if (threads > 1) left.threads = threads - 1;
-      const buf = Buffer.allocUnsafe(256);
-      const children = buf.toString('latin1', 0, readSync(this.#procFds.children, buf, 0, buf.length, 0)).trim();
-      if (children) left.children = children.split(' ').length;
+      const proc = this.#procView();
+      threads = proc.threads() - 1;
+      children = proc.children();
     } catch {
       // Fail closed: a worker whose process cannot be inspected is not trusted with a call.
-      left.activity = [...(left.activity ?? []), 'unverifiable'];
+      return { activity: [...(reported ?? []), 'unverifiable'] };
     }
-    return left.threads || left.children || left.activity ? left : undefined;
-  }
-
-  #openProc(): { task: number; children: number } {
-    const pid = this.#hostPid();
-    const task = openSync(`/proc/${pid}/task`, constants.O_RDONLY | constants.O_DIRECTORY);
-    try {
-      return { task, children: openSync(`/proc/${pid}/task/${pid}/children`, 'r') };
-    } catch (err) {
-      closeSync(task);
-      throw err;
-    }
+    if (threads === 0 && children === 0 && !reported) return undefined;
+    return { ...(threads ? { threads } : {}), ...(children ? { children } : {}), ...(reported ? { activity: reported } : {}) };
   }
 
   get state(): State {
@@ -398,10 +391,7 @@ export class Worker {
     // Once the worker is being killed, what it still sends is not read: one violation, one
     // log line, however many chunks were already on the socket.
     if (this.#state === 'dead' || this.#killReason !== undefined) return;
-    const refused = this.#frames.push(chunk, (frame) => {
-      this.#onFrame(frame);
-      return this.#state !== 'dead' && this.#killReason === undefined;
-    });
+    const refused = this.#frames.push(chunk, this.#frameSink);
     if (refused) this.#refuse(refused);
   }
 
@@ -559,11 +549,8 @@ export class Worker {
     const call = this.#killedCall ?? (current ? { requestId: current.requestId, routine: current.routine } : undefined);
     this.#state = 'dead';
     if (current?.stopping) clearTimeout(current.stopping.timer);
-    if (this.#procFds) {
-      closeSync(this.#procFds.task);
-      closeSync(this.#procFds.children);
-      this.#procFds = undefined;
-    }
+    this.#proc?.close();
+    this.#proc = undefined;
     if (wasStarting) this.#onStartFail(new SkeinError('SKEIN_ERR_WORKER_CRASHED', `worker ${this.id} exited during start-up (code ${code}, signal ${signal})`));
     if (this.#current) {
       this.#settle({

@@ -1,6 +1,16 @@
 /** What a bench result was measured on and built from, recorded with its figures. */
 import { spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { cpus, loadavg, totalmem, release } from 'node:os';
+
+/**
+ * The interpreter the benches' workers run: SKEIN_BENCH_PYTHON, else the distribution's
+ * /usr/bin/python3 when there is one (what a fresh machine of this kind runs), else python3
+ * on PATH. A pyenv shim on PATH resolves to a locally built interpreter that answered an echo
+ * in 66–79 µs where Debian's took 27–31 µs (docs/benchmarks.md, "Cold start"): figures would
+ * measure the build of Python, not skein.
+ */
+export const BENCH_PYTHON = process.env.SKEIN_BENCH_PYTHON ?? (existsSync('/usr/bin/python3') ? '/usr/bin/python3' : 'python3');
 
 export interface Machine {
   cpu: string;
@@ -31,6 +41,7 @@ export function versions(): Record<string, string | null> {
   return {
     bun: typeof Bun === 'undefined' ? null : Bun.version,
     node: out('node', ['--version']),
-    python: out('python3', ['--version']),
+    // The workers' interpreter, not whatever python3 PATH finds first.
+    python: out(BENCH_PYTHON, ['--version']),
   };
 }

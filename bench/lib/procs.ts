@@ -12,7 +12,7 @@ import { basename, join } from 'node:path';
 export interface Started {
   proc: ChildProcess;
   match: RegExpMatchArray;
-  /** Milliseconds from spawn until the pattern appeared (polled every 5 ms). */
+  /** Milliseconds from spawn until the pattern appeared (polled every `pollMs`, 5 ms by default). */
   readyMs: number;
   logFile: string;
 }
@@ -25,6 +25,8 @@ export interface StartOptions {
   stdin?: boolean;
   timeoutMs?: number;
   cwd?: string;
+  /** How often the log file is read for the pattern (ms); the cold-start bench polls finer. */
+  pollMs?: number;
 }
 
 export class Procs {
@@ -67,7 +69,7 @@ export class Procs {
           res({ proc, match: m, readyMs: performance.now() - started, logFile });
         }
       };
-      const poll = setInterval(check, 5);
+      const poll = setInterval(check, opts.pollMs ?? 5);
       const timer = setTimeout(() => {
         done = true;
         clearInterval(poll);

@@ -9,6 +9,7 @@ import { join, resolve } from 'node:path';
 import { SkeinClient, type ClientOptions } from '../../agent/client/index.ts';
 import { PAYLOAD, type Call } from './workload.ts';
 import type { Procs, Started } from './procs.ts';
+import { BENCH_PYTHON } from './machine.ts';
 
 export const ROOT = resolve(import.meta.dir, '../..');
 export const BIN = join(ROOT, 'dist/skein');
@@ -22,10 +23,11 @@ export interface AgentHandle {
   pkiDir: string;
 }
 
-/** The agent config the benches use; `extra` is merged at the top level (plugins, routines). */
+/** The agent config the benches use; `extra` is merged at the top level (plugins, routines, workers). */
 export function agentConfig(name: string, extra: Record<string, unknown> = {}, listen = '127.0.0.1:0'): Record<string, unknown> {
   return {
     agent: { name, listen, stateDir: `state-${name}` },
+    workers: { python: BENCH_PYTHON },
     log: { level: 'warn', format: 'json' },
     // Authorization denies by default: the development client may run the bench routines.
     authorization: { allow: [{ identities: ['spiffe://skein.local/client/dev-client'], routines: ['echo', 'stamp'] }] },
@@ -34,12 +36,12 @@ export function agentConfig(name: string, extra: Record<string, unknown> = {}, l
   };
 }
 
-export async function startAgent(procs: Procs, config: Record<string, unknown>, opts: { bin?: string[]; env?: Record<string, string> } = {}): Promise<AgentHandle> {
+export async function startAgent(procs: Procs, config: Record<string, unknown>, opts: { bin?: string[]; env?: Record<string, string>; pollMs?: number } = {}): Promise<AgentHandle> {
   const name = (config.agent as { name: string }).name;
   const file = join(procs.dir, `${name}.config.json`);
   writeFileSync(file, JSON.stringify(config));
   const [cmd, ...pre] = opts.bin ?? [BIN];
-  const started = await procs.start(cmd!, [...pre, 'agent', '--config', file, '--log-level', 'info'], LISTENING, { stream: 'stderr', env: opts.env });
+  const started = await procs.start(cmd!, [...pre, 'agent', '--config', file, '--log-level', 'info'], LISTENING, { stream: 'stderr', env: opts.env, pollMs: opts.pollMs });
   const pkiDir = join(procs.dir, `state-${name}`, 'pki');
   return { name, started, port: Number(started.match[1]), creds: devClientCreds(pkiDir), pkiDir };
 }
@@ -49,13 +51,17 @@ export function devClientCreds(pkiDir: string): Pick<ClientOptions, 'cert' | 'ke
 }
 
 /** The raw baseline with the agent's certificate (its SAN is 127.0.0.1 too). */
-export async function startBaseline(procs: Procs, agent: AgentHandle): Promise<number> {
+export async function startBaseline(procs: Procs, agent: AgentHandle, opts: { oneWay?: boolean } = {}): Promise<number> {
+  return (await startBaselineProc(procs, agent, opts)).port;
+}
+
+/** The baseline's process too, for benches that stop and start it (fresh-start rounds). */
+export async function startBaselineProc(procs: Procs, agent: Pick<AgentHandle, 'name' | 'pkiDir'>, opts: { oneWay?: boolean } = {}): Promise<{ port: number; started: Started }> {
   const p = agent.pkiDir;
-  const started = await procs.start(process.execPath, [join(ROOT, 'bench/baseline-server.ts'), join(p, `agent-${agent.name}.crt`), join(p, `agent-${agent.name}.key`), join(p, 'ca.crt')], /^(\d+)\n/, {
-    stream: 'stdout',
-  });
+  const args = [join(ROOT, 'bench/baseline-server.ts'), join(p, `agent-${agent.name}.crt`), join(p, `agent-${agent.name}.key`), join(p, 'ca.crt'), ...(opts.oneWay ? ['--one-way'] : [])];
+  const started = await procs.start(process.execPath, args, /^(\d+)\n/, { stream: 'stdout' });
   started.proc.stdout?.resume();
-  return Number(started.match[1]);
+  return { port: Number(started.match[1]), started };
 }
 
 export function client(port: number, creds: AgentHandle['creds'], extra: Partial<ClientOptions> = {}): SkeinClient {

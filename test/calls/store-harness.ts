@@ -174,12 +174,13 @@ const quiet = { debug() {}, info() {}, warn() {}, error() {}, enabled: () => fal
   await store.start(c.id);
   const [finished, cancelled] = await Promise.all([store.finish(c.id, { ok: true, value: 1 }), store.cancel(c.id)]);
   out.ordered = { finished: finished?.status, cancelled: cancelled ?? null, status: store.get(c.id)!.status };
+  // The store holds its file exclusively while open (one agent per store): peek after it closed.
+  await store.close();
   const peek = new Database(path, { readonly: true });
   out.oldestPlan = (peek.query("EXPLAIN QUERY PLAN SELECT submitted_at AS at FROM calls WHERE status = 'queued' AND priority = 1 ORDER BY seq LIMIT 1").all() as Array<{ detail: string }>)
     .map((r) => r.detail)
     .join('; ');
   peek.close();
-  await store.close();
 }
 
 console.log(JSON.stringify(out));

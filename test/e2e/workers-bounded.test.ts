@@ -111,6 +111,48 @@ describe('a call leaves nothing running behind', () => {
   });
 });
 
+describe('what /proc says about a worker, read after its calls', () => {
+  it('a child process left behind is counted from /proc: the worker and the child are gone before the next call', async () => {
+    // Without the sandbox's seccomp layer, which refuses fork: the count is the agent's own
+    // reading of /proc, whatever the layers.
+    const agent = await startAgent({
+      config: baseConfig({ workers: { poolSize: 1, isolation: 'shared', maxCallsPerWorker: 0 }, sandbox: { profile: 'none' }, routines: fixture(['pid', 'fork_child']) }),
+    });
+    const client = agent.client();
+    try {
+      const left = await client.dispatch<{ pid: number; child: number }>('fork_child');
+      const recycle = await agent.waitForAudit((a) => a.event === 'worker.recycle' && a.pid === left.pid);
+      expect(recycle).toMatchObject({ reason: 'leftovers', routine: 'fork_child', children: 1 });
+      expect(recycle).not.toHaveProperty('threads');
+      expect(await waitUntil(() => !alive(left.child) && !alive(left.pid), 2_000)).toBe(true);
+      expect(await client.dispatch<number>('pid')).not.toBe(left.pid);
+    } finally {
+      await client.close();
+      await agent.stop();
+    }
+  });
+
+  it('a worker whose CPU time nears sandbox.cpuSeconds is replaced before the backstop kills it', async () => {
+    // sandbox.cpuSeconds 2: the worker is retired past 1 CPU-second, checked every 8th call.
+    const agent = await startAgent({
+      config: baseConfig({ workers: { poolSize: 1, isolation: 'shared', maxCallsPerWorker: 0 }, sandbox: { cpuSeconds: 2 }, routines: fixture(['pid', 'burn']) }),
+    });
+    const client = agent.client();
+    try {
+      const first = await client.dispatch<number>('burn', { args: [1.2], timeoutMs: 10_000 });
+      for (let i = 0; i < 6; i++) expect(await client.dispatch<number>('pid')).toBe(first);
+      await client.dispatch('pid');
+      const recycle = await agent.waitForAudit((a) => a.event === 'worker.recycle' && a.pid === first);
+      expect(recycle).toMatchObject({ reason: 'cpu', calls: 8 });
+      expect(recycle.cpuSeconds).toBeGreaterThan(1);
+      expect(await client.dispatch<number>('pid')).not.toBe(first);
+    } finally {
+      await client.close();
+      await agent.stop();
+    }
+  });
+});
+
 requires(tool('bwrap', 'bubblewrap')).describe('a call leaves nothing running behind, under bubblewrap', () => {
   it('the threads of the interpreter (under bwrap and its pid-1 reaper) are the ones counted', async () => {
     const agent = await startAgent({

@@ -77,6 +77,23 @@ describe('worker replies are untrusted', () => {
   });
 });
 
+describe('call frames into the worker', () => {
+  it('a call frame larger than one read of the worker (175 KB of UTF-8, non-ASCII) arrives whole, in JSON and CBOR; the next small call too', async () => {
+    const client = agent.client();
+    try {
+      const pid = await client.dispatch<number>('pid');
+      const text = 'é😀x'.repeat(25_000);
+      for (const encoding of ['json', 'cbor'] as const) {
+        expect(await client.dispatch('echo', { args: [text], kwargs: { k: 'ü' }, encoding })).toEqual({ args: [text], kwargs: { k: 'ü' } });
+        expect(await client.dispatch('echo', { args: ['small'], encoding })).toBe('small');
+      }
+      expect(await client.dispatch<number>('pid')).toBe(pid);
+    } finally {
+      await client.close();
+    }
+  });
+});
+
 describe('cancellation', () => {
   it('a reset stream kills the worker running the call; the routine does not keep running', async () => {
     const client = agent.client();

@@ -558,6 +558,28 @@ out["ns"] = os.readlink("/proc/self/ns/user") == os.readlink("/proc/%d/ns/user" 
         self.assertEqual(p['landlock']['abi'], HOST['landlock']['abi'])
         self.assertTrue(p['noNewPrivs'])
 
+    def test_probe_finds_executables_as_shutil_which_does(self):
+        # probe() reports bwrap through its own PATH walk (shutil's import is too costly for
+        # the start-up's one interpreter run); it must answer as shutil.which would.
+        body = r'''
+import shutil, tempfile
+d = tempfile.mkdtemp()
+os.mkdir(os.path.join(d, "adir"))
+with open(os.path.join(d, "noexec"), "w") as f:
+    f.write("")
+cases = []
+for path in (None, "/bin:/usr/bin", d + ":/usr/bin", ":/bin", "/nonexistent"):
+    if path is None:
+        os.environ.pop("PATH", None)
+    else:
+        os.environ["PATH"] = path
+    for name in ("bwrap", "sh", "python3", "adir", "noexec", "no-such-tool"):
+        cases.append([path, name, _which(name), shutil.which(name)])
+out["cases"] = cases
+'''
+        for path, name, ours, theirs in run_child(None, body)['cases']:
+            self.assertEqual(ours, theirs, (path, name))
+
     def test_probe_as_unprivileged_user(self):
         if not (IS_ROOT and SETPRIV and SYSTEM_PYTHON):
             self.skipTest('needs root, setpriv and /usr/bin/python3 (apt-get install util-linux python3)')

@@ -6,7 +6,7 @@ import { readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it, vi } from 'vitest';
 import { AUDIT_EVENTS, AUDIT_SCHEMA, createAudit, nullAudit, type AuditLoss } from '../../agent/audit/index.ts';
 import { auditedConfig, isSecretName, redactByName, REDACTED } from '../../agent/audit/redact.ts';
 import { loadConfig } from '../../agent/config/load.ts';
@@ -22,7 +22,7 @@ afterAll(() => dirs.forEach((d) => rmSync(d, { recursive: true, force: true })))
 
 const NOW = new Date('2026-11-23T10:00:00.123Z');
 
-function harness(config: { sink: 'file' | 'stderr'; path?: string; maxQueueLines?: number }, extra: { retryMs?: number } = {}) {
+function harness(config: { sink: 'file' | 'stderr'; path?: string; maxQueueLines?: number }, extra: { retryMs?: number; writeIntervalMs?: number } = {}) {
   const logs: Array<Record<string, unknown>> = [];
   const lost: Array<[number, AuditLoss]> = [];
   const out: string[] = [];
@@ -61,6 +61,67 @@ describe('audit lines', () => {
     await audit.close();
     expect(out).toHaveLength(1);
     expect(lines(out[0]!)).toHaveLength(100);
+  });
+
+  it('keep the header first and in place whatever the fields are named (integer-like keys, header names)', async () => {
+    const { audit, out } = harness({ sink: 'stderr' });
+    audit.record('worker.spawn', { '42': 'x', worker: 'w1' });
+    audit.record('worker.spawn', { worker: 'w2', event: 'forged', ts: undefined });
+    audit.record('worker.spawn', {});
+    await audit.close();
+    const [a, b, c] = out.join('').trimEnd().split('\n');
+    expect(a).toBe(`{"schema":"${AUDIT_SCHEMA}","ts":"${NOW.toISOString()}","seq":1,"agent":"edge-1","event":"worker.spawn","42":"x","worker":"w1"}`);
+    expect(b).toBe(`{"schema":"${AUDIT_SCHEMA}","ts":"${NOW.toISOString()}","seq":2,"agent":"edge-1","event":"worker.spawn","worker":"w2"}`);
+    expect(c).toBe(`{"schema":"${AUDIT_SCHEMA}","ts":"${NOW.toISOString()}","seq":3,"agent":"edge-1","event":"worker.spawn"}`);
+  });
+
+  it('are stamped with the clock time in ISO 8601 to the millisecond, across seconds, days and years', async () => {
+    const out: string[] = [];
+    const audit = createAudit({ sink: 'stderr', maxQueueLines: 10_000 }, { log: createLogger({ write: () => {} }), agent: 'a', stderr: (t, done) => (out.push(t), done()) });
+    const stamps = [Date.UTC(2026, 11, 31, 23, 59, 58, 999), Date.UTC(2026, 11, 31, 23, 59, 59, 0), Date.UTC(2026, 11, 31, 23, 59, 59, 7), Date.UTC(2026, 11, 31, 23, 59, 59, 7)];
+    stamps.push(Date.UTC(2026, 11, 31, 23, 59, 59, 42), Date.UTC(2027, 0, 1, 0, 0, 0, 999), Date.UTC(2027, 0, 1, 0, 0, 1, 100), 0);
+    const clock = vi.spyOn(Date, 'now');
+    try {
+      for (const ms of stamps) {
+        clock.mockReturnValue(ms);
+        audit.record('agent.stop', {});
+      }
+    } finally {
+      clock.mockRestore();
+    }
+    await audit.close();
+    expect(lines(out.join('')).map((l) => l.ts)).toEqual(stamps.map((ms) => new Date(ms).toISOString()));
+  });
+
+  it('recorded within writeIntervalMs of the last write wait for one write together; flush() writes at once', async () => {
+    const { audit, out } = harness({ sink: 'stderr' }, { writeIntervalMs: 60_000 });
+    audit.record('authn.decision', { requestId: 'r1' });
+    await tick();
+    expect(out).toHaveLength(1); // nothing written lately: the next turn
+    audit.record('call.completed', { requestId: 'r1' });
+    audit.record('authn.decision', { requestId: 'r2' });
+    await tick();
+    await tick();
+    expect(out).toHaveLength(1); // waiting for the interval
+    await audit.flush();
+    expect(out).toHaveLength(2);
+    expect(lines(out[1]!).map((l) => l.seq)).toEqual([2, 3]);
+    audit.record('call.completed', { requestId: 'r2' });
+    await audit.close(); // close() does not wait for the interval either
+    expect(lines(out.join('')).map((l) => l.seq)).toEqual([1, 2, 3, 4]);
+  });
+
+  it('waiting for the interval are written once it has passed, without a flush()', async () => {
+    const { audit, out } = harness({ sink: 'stderr' }, { writeIntervalMs: 20 });
+    audit.record('authn.decision', { requestId: 'r1' });
+    await tick();
+    audit.record('authz.decision', { requestId: 'r1' });
+    await tick();
+    expect(out).toHaveLength(1);
+    // The interval is a lower bound by design: wait past it (never flaky).
+    await new Promise((r) => setTimeout(r, 40));
+    expect(out).toHaveLength(2);
+    await audit.close();
   });
 
   it('stay one line when a field holds newlines or control characters', async () => {

@@ -100,33 +100,29 @@ class CallNotFound(NotFound):
 
 
 # Identity.
-class Unauthenticated(SkeinError):
+class _Refusal(SkeinError):
+    """A decision against the caller: the ``reason`` code and the ``plugin`` that made it, when given."""
+
+    @property
+    def reason(self) -> Optional[str]:
+        return self._detail("reason")
+
+    @property
+    def plugin(self) -> Optional[str]:
+        """The plugin that refused, when one did."""
+        return self._detail("plugin")
+
+
+class Unauthenticated(_Refusal):
     """No valid credential; ``reason`` says which (CREDENTIAL_REQUIRED, JWT_EXPIRED…; docs/api.md)."""
 
     CODE, HTTP_STATUS = "SKEIN_ERR_UNAUTHENTICATED", 401
 
-    @property
-    def reason(self) -> Optional[str]:
-        return self._detail("reason")
 
-    @property
-    def plugin(self) -> Optional[str]:
-        """The plugin that refused the token, when one did."""
-        return self._detail("plugin")
-
-
-class Forbidden(SkeinError):
+class Forbidden(_Refusal):
     """An authorization hook denied the routine to this identity."""
 
     CODE, HTTP_STATUS = "SKEIN_ERR_FORBIDDEN", 403
-
-    @property
-    def reason(self) -> Optional[str]:
-        return self._detail("reason")
-
-    @property
-    def plugin(self) -> Optional[str]:
-        return self._detail("plugin")
 
 
 # Routine outcomes.
