@@ -3,7 +3,7 @@
  * to its advertised endpoint, with this agent's own certificate, checking that the server
  * presents the advertised certificate (SHA-256) and SPIFFE ID. No request is sent.
  */
-import { connect, type PeerCertificate, type TLSSocket } from 'node:tls';
+import { connect, createSecureContext, type PeerCertificate, type SecureContext, type TLSSocket } from 'node:tls';
 import { parseHostPort } from '../config/load.ts';
 import { pinMismatch, type Pin } from '../pki/pin.ts';
 import { isTlsFailure } from '../pki/tls-refusal.ts';
@@ -21,6 +21,18 @@ export interface TlsCredentials {
  * which says nothing about who is there.
  */
 export type IdentityCheck = { outcome: 'proved' } | { outcome: 'mismatch' | 'unreachable'; reason: string };
+
+/**
+ * One TLS context per set of credentials (they change only when the agent's certificate is
+ * rotated, which brings a new object): building the context — parsing the key, the chain and
+ * the CA — for every check left native memory behind with each of thousands of first checks.
+ */
+const contexts = new WeakMap<TlsCredentials, SecureContext>();
+function contextOf(creds: TlsCredentials): SecureContext {
+  let ctx = contexts.get(creds);
+  if (ctx === undefined) contexts.set(creds, (ctx = createSecureContext({ cert: creds.cert, key: creds.key, ca: creds.ca })));
+  return ctx;
+}
 
 /**
  * One TLS handshake to `endpoint`: does it present `expected`? No request is sent. `expected`
@@ -43,7 +55,9 @@ export function checkPeerIdentity(endpoint: string, expected: Pin | ((cert: Peer
       {
         host,
         port,
-        ...creds,
+        // The agent's own certificate, presented when the peer asks for one (agents do), and
+        // the fleet CA the peer's chain is verified against.
+        secureContext: contextOf(creds),
         ALPNProtocols: ['h2'],
         ...(/^[\d.]+$|:/.test(host) ? {} : { servername: host }),
         // The chain is still verified against the fleet CA; the host-name check is replaced by
