@@ -135,7 +135,7 @@ describe('curl, which reads the answer while it sends', () => {
       proc.stdin.on('error', () => {}); // curl stops reading its input once answered
       proc.on('close', (code) => resolve({ code, stdout, ms: Date.now() - started }));
       const chunk = Buffer.alloc(MiB, 0x20);
-      let left = 40;
+      let left = Math.ceil(size / MiB);
       const pump = () => {
         while (left > 0) {
           left--;
