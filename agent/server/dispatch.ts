@@ -175,7 +175,7 @@ export function dispatchOnStream(dispatch: Dispatch, identities: Pick<IdentityRe
     const exchange: DispatchExchange = { stream, body: stream, headers, path, routine, requestId: requestIdOf(headers['x-request-id']), peer: identities.ofSession(stream.session) };
     void dispatch(exchange).then(() => {
       if (bodyEnded) return;
-      answeredEarly(stream);
+      answeredEarly(stream, headers);
       setTimeout(() => !bodyEnded && setTimeout(() => stream.destroy()));
     });
     return true;

@@ -35,7 +35,11 @@ const { NGHTTP2_CANCEL, NGHTTP2_ENHANCE_YOUR_CALM, HTTP_STATUS_METHOD_NOT_ALLOWE
  * answers it), false to let the compat layer and hono have it. A route that answers before
  * the request body ended (a refusal, a 413) calls `answeredEarly(stream)` once it answered.
  */
-export type StreamRoute = (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, answeredEarly: (stream: http2.ServerHttp2Stream) => void) => boolean;
+export type StreamRoute = (
+  stream: http2.ServerHttp2Stream,
+  headers: http2.IncomingHttpHeaders,
+  answeredEarly: (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders) => void,
+) => boolean;
 
 /** What the listener serves: hono's fetch for every request, and optionally a route served on the stream first. */
 export interface Servable {
@@ -121,6 +125,9 @@ const SOCKET_CLOSE_WAIT_MS = 1000;
  * new stream before it is closed with GOAWAY (see `answeredEarly` in listen()).
  */
 export const EARLY_ANSWER_QUIET_MS = 1000;
+
+/** SETTINGS_INITIAL_WINDOW_SIZE as the listener leaves it (RFC 9113 §6.5.2 default): what a client may send on a stream unread. */
+const INITIAL_WINDOW_BYTES = 65_535;
 
 /** Per connection: streams open now, streams opened so far, and the quiet watch (answeredEarly). */
 interface SessionCounts {
@@ -234,9 +241,13 @@ export async function listen(app: Servable, tls: TlsMaterial, host: string, port
    * connection keeps it; one that went quiet opens a new connection for its next request. No
    * byte more of the body is read.
    */
-  const answeredEarly = (stream: http2.ServerHttp2Stream) => {
-    // remoteClose: the client's END_STREAM arrived, so it is not waiting to send anything.
-    if (stream.state?.remoteClose !== 0) return;
+  const answeredEarly = (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders) => {
+    // Only a client that can be left waiting for credit: no END_STREAM from it yet
+    // (remoteClose), and more body to come than one flow-control window holds — declared so,
+    // or being read when the answer went (a 413). A body that fits the window is sent whole
+    // whatever the answer, and a request whose END_STREAM is merely still in flight (node:http2
+    // sends it in its own empty DATA frame) is not stuck.
+    if (stream.state?.remoteClose !== 0 || !(Number(headers['content-length']) > INITIAL_WINDOW_BYTES || stream.readableFlowing === true)) return;
     const session = stream.session as http2.ServerHttp2Session | undefined;
     const counts = session && countsOf.get(session);
     if (!session || !counts || counts.quiet) return;
@@ -311,7 +322,7 @@ export async function listen(app: Servable, tls: TlsMaterial, host: string, port
     const req = new http2.Http2ServerRequest(stream, headers, {}, rawHeaders);
     const res = new http2.Http2ServerResponse(stream);
     // The adapter resets a stream it answered before the body ended, as the stream route does.
-    stream.once('finish', () => answeredEarly(stream));
+    stream.once('finish', () => answeredEarly(stream, headers));
     if (headers[':method'] === 'CONNECT') {
       res.statusCode = HTTP_STATUS_METHOD_NOT_ALLOWED;
       return void res.end();
