@@ -12,7 +12,9 @@
  * dispatch hot path, served on the stream itself: server/dispatch.ts); any stream it does not
  * take gets the compat request/response objects built here, as node:http2 would build them
  * for a `request` listener, and goes to hono through @hono/node-server. The server is created
- * without a request handler, so node:http2 builds no compat objects of its own.
+ * without a request handler, so node:http2 builds no compat objects of its own. Either way, a
+ * request answered while more of its body was coming puts its connection under watch
+ * (`answeredEarly`): closed with GOAWAY once quiet, for clients that wait to send the rest.
  */
 import http2 from 'node:http2';
 import type { AddressInfo, Socket } from 'node:net';
