@@ -64,7 +64,9 @@ export interface RequestInfo {
   requestId: string;
   /**
    * What the request does; undefined for endpoints that run no routine and touch no call
-   * (GET /v1/routines, GET /v1/peers). An authorize hook asked about `call.read` or
+   * (GET /v1/peers, and GET /v1/routines while it authenticates). GET /v1/routines asks the
+   * authorize hooks `dispatch` once per routine (method GET): an allow lists the routine.
+   * An authorize hook asked about `call.read` or
    * `call.cancel` decides whether this caller may read or cancel ANOTHER caller's async call
    * of `routine`: only an explicit allow opens it (the owner never needs one).
    */

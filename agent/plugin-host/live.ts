@@ -92,6 +92,10 @@ export class LivePipeline implements Component, Reloadable<AgentConfig> {
     return this.#current.authorize(req, identity);
   }
 
+  allowedRoutines(...args: Parameters<AuthPipeline['allowedRoutines']>): Promise<string[]> {
+    return this.#current.allowedRoutines(...args);
+  }
+
   allowsOthers(req: RequestInfo, identity: Identity): Promise<boolean> {
     return this.#current.allowsOthers(req, identity);
   }

@@ -16,7 +16,8 @@
  * often and concurrently they are called; a pipeline holds no calls of its own to drain.
  * Every decision — plain mTLS included — is one line on the audit stream (authn.decision,
  * authz.decision; docs/audit.md), with the request id; an authz.decision names the rule that
- * decided. A 403 tells the caller only the reason code and the request id: rules, patterns
+ * decided. Listing the routines a caller may run (GET /v1/routines) asks about each routine
+ * and records one line for all of them. A 403 tells the caller only the reason code and the request id: rules, patterns
  * and plugin messages would describe the policy, so they go to the audit line alone.
  */
 import type { Audit } from '../audit/index.ts';
@@ -103,22 +104,60 @@ export class AuthPipeline implements Component {
 
   /** Authorizes the call of `req.routine`; throws a 403 SkeinError unless something allows it. */
   async authorize(req: RequestInfo, identity: Identity): Promise<void> {
+    const d = await this.#decide(req, identity);
+    if (d.deny) this.#deny(req, identity, d.deny, d.by);
+    this.#opts.audit?.record('authz.decision', { ...this.#common(req, identity.peer, identity.principals), outcome: 'allow', ...d.by, plugins: this.#authzNames });
+  }
+
+  /**
+   * Which of `routines` the caller may run (`req` carries the action asked about, `dispatch`):
+   * each routine decided exactly as authorize() decides it — every authorize hook once per
+   * routine (each within plugins.hookTimeoutMs), the routines side by side — and a hook that
+   * fails hides its routine (fails closed). Never throws. Unlike authorize(), the whole
+   * question is ONE authz.decision line, naming what was listed and what was hidden by which
+   * rule (docs/audit.md), and nothing counts as a denial: no request was refused. With
+   * `fleetAgent` no hook is asked and every routine is listed (rule "fleet-agent").
+   */
+  async allowedRoutines(req: RequestInfo, identity: Identity, routines: readonly string[], opts: { fleetAgent?: boolean } = {}): Promise<string[]> {
+    if (opts.fleetAgent) {
+      // A fleet agent's certificate (the server decides: agent/server/app.ts) is told every
+      // routine, as GET /v1/routines always told it: DNS discovery reads a peer's routines so.
+      this.#opts.audit?.record('authz.decision', { ...this.#common(req, identity.peer, identity.principals), outcome: 'allow', rule: 'fleet-agent', listed: routines, hidden: [] });
+      return [...routines];
+    }
+    const decisions = await Promise.all(routines.map((routine) => this.#decide({ ...req, routine }, identity)));
+    const listed: string[] = [];
+    const hidden: Array<{ routine: string; reason: string; rule: string }> = [];
+    decisions.forEach((d, i) => {
+      const routine = routines[i]!;
+      if (d.deny) hidden.push({ routine, reason: d.deny, rule: d.by.rule });
+      else listed.push(routine);
+    });
+    this.#opts.audit?.record('authz.decision', { ...this.#common(req, identity.peer, identity.principals), outcome: 'allow', listed, hidden, plugins: this.#authzNames });
+    return listed;
+  }
+
+  /**
+   * What the authorize hooks, then the config's rules and default, say about `req`: the first
+   * deny wins; otherwise the first allow, else the first matching authorization.allow rule,
+   * else authorization.default. A hook that fails or answers nonsense denies (PLUGIN_FAILED).
+   */
+  async #decide(req: RequestInfo, identity: Identity): Promise<{ deny?: undefined; by: Decider & { reason?: string } } | { deny: string; by: Decider }> {
     let allowedBy: (Decider & { reason?: string }) | undefined;
     for (const plugin of this.#authz) {
-      const result = await this.#call(plugin, 'authorize', { ...req, identity }, 'FORBIDDEN', req, identity.peer);
-      const r = checkAuthz(result);
-      if (!r) this.#deny(req, identity, 'PLUGIN_FAILED', { rule: plugin.name, plugin: plugin.name, detail: `plugin "${plugin.name}" returned an invalid authorization result` });
-      else if (r.decision === 'deny') this.#deny(req, identity, r.reason, { rule: ruleOf(plugin.name, r.rule), plugin: plugin.name, ...(r.message !== undefined ? { detail: r.message } : {}) });
-      else if (r.decision === 'allow') allowedBy ??= { rule: ruleOf(plugin.name, r.rule), plugin: plugin.name, ...(r.reason !== undefined ? { reason: r.reason } : {}) };
+      const called = await this.#invoke(plugin, 'authorize', { ...req, identity }, req);
+      if (!called.ok) return { deny: 'PLUGIN_FAILED', by: { rule: plugin.name, plugin: plugin.name, detail: called.message } };
+      const r = checkAuthz(called.value);
+      if (!r) return { deny: 'PLUGIN_FAILED', by: { rule: plugin.name, plugin: plugin.name, detail: `plugin "${plugin.name}" returned an invalid authorization result` } };
+      if (r.decision === 'deny') return { deny: r.reason, by: { rule: ruleOf(plugin.name, r.rule), plugin: plugin.name, ...(r.message !== undefined ? { detail: r.message } : {}) } };
+      if (r.decision === 'allow') allowedBy ??= { rule: ruleOf(plugin.name, r.rule), plugin: plugin.name, ...(r.reason !== undefined ? { reason: r.reason } : {}) };
     }
-    if (!allowedBy) {
-      // Every hook abstained (or none is loaded): the config's rules, then its default.
-      const i = this.#allowRules.match([identity.peer.id, ...identity.principals], req.routine ?? '');
-      if (i !== undefined) allowedBy = { rule: `authorization.allow[${i}]` };
-      else if (this.#opts.authorization.default === 'allow') allowedBy = { rule: 'default' };
-      else this.#deny(req, identity, 'DEFAULT_DENY', { rule: 'default' });
-    }
-    this.#opts.audit?.record('authz.decision', { ...this.#common(req, identity.peer, identity.principals), outcome: 'allow', ...allowedBy, plugins: this.#authzNames });
+    if (allowedBy) return { by: allowedBy };
+    // Every hook abstained (or none is loaded): the config's rules, then its default.
+    const i = this.#allowRules.match([identity.peer.id, ...identity.principals], req.routine ?? '');
+    if (i !== undefined) return { by: { rule: `authorization.allow[${i}]` } };
+    if (this.#opts.authorization.default === 'allow') return { by: { rule: 'default' } };
+    return { deny: 'DEFAULT_DENY', by: { rule: 'default' } };
   }
 
   /**
@@ -162,23 +201,32 @@ export class AuthPipeline implements Component {
 
   /** Calls a hook within its time budget; anything but a result fails closed. */
   async #call(plugin: LoadedPlugin, hook: 'authenticate' | 'authorize', arg: unknown, kind: 'UNAUTHENTICATED' | 'FORBIDDEN', req: RequestInfo, peer: PeerInfo): Promise<unknown> {
+    const called = await this.#invoke(plugin, hook, arg, req);
+    if (called.ok) return called.value;
+    if (kind === 'UNAUTHENTICATED') this.#reject(req, peer, 'PLUGIN_FAILED', plugin.name, called.message);
+    this.#deny(req, { peer, principals: [], claims: {} }, 'PLUGIN_FAILED', { rule: plugin.name, plugin: plugin.name, detail: called.message });
+  }
+
+  /** Calls a hook within plugins.hookTimeoutMs; a throw or a late answer is logged and returned as a failure. */
+  async #invoke(plugin: LoadedPlugin, hook: 'authenticate' | 'authorize', arg: unknown, req: RequestInfo): Promise<{ ok: true; value: unknown } | { ok: false; message: string }> {
     const fn = plugin.hooks[hook] as unknown as (a: unknown) => unknown;
     let timer: ReturnType<typeof setTimeout> | undefined;
     try {
       const value = fn.call(plugin.hooks, arg);
       // Synchronous hooks (most policy checks) need no timer.
-      if (!(value instanceof Promise)) return value;
-      return await Promise.race([
-        value,
-        new Promise((_, reject) => {
-          timer = setTimeout(() => reject(new Error(`no answer within plugins.hookTimeoutMs (${this.#opts.hookTimeoutMs} ms)`)), this.#opts.hookTimeoutMs);
-        }),
-      ]);
+      if (!(value instanceof Promise)) return { ok: true, value };
+      return {
+        ok: true,
+        value: await Promise.race([
+          value,
+          new Promise((_, reject) => {
+            timer = setTimeout(() => reject(new Error(`no answer within plugins.hookTimeoutMs (${this.#opts.hookTimeoutMs} ms)`)), this.#opts.hookTimeoutMs);
+          }),
+        ]),
+      };
     } catch (err) {
       this.#opts.log.error('plugin hook failed; failing closed', { plugin: plugin.name, hook, requestId: req.requestId, error: (err as Error)?.message ?? String(err) });
-      const message = `plugin "${plugin.name}" failed in ${hook}; failing closed`;
-      if (kind === 'UNAUTHENTICATED') this.#reject(req, peer, 'PLUGIN_FAILED', plugin.name, message);
-      this.#deny(req, { peer, principals: [], claims: {} }, 'PLUGIN_FAILED', { rule: plugin.name, plugin: plugin.name, detail: message });
+      return { ok: false, message: `plugin "${plugin.name}" failed in ${hook}; failing closed` };
     } finally {
       if (timer) clearTimeout(timer);
     }

@@ -162,7 +162,10 @@ async function assemble({ config, log, embedded = false, baseDir, reloadConfig }
   const address = listener.address;
   const hostPort = `${address.host.includes(':') ? `[${address.host}]` : address.host}:${address.port}`;
   log.info('listening', { address: hostPort, routines: [...infos.keys()] });
-  const posture = () => computePosture(config, auth.hooks);
+  // The running configuration, as the reloader keeps it (the start-up one until it exists):
+  // the posture follows a reload (plugins, authorization.default); so does the TLS watch below.
+  let reloader: Reloader | undefined;
+  const posture = () => computePosture(reloader?.config ?? config, auth.hooks);
   const postureWarnings = stack.push('posture warnings', warnPosture(posture, log));
 
   if (config.discovery.enabled) {
@@ -192,8 +195,6 @@ async function assemble({ config, log, embedded = false, baseDir, reloadConfig }
   }
 
   let certificate = loadedTls.certificate;
-  // Declared first: the TLS watch reads files with the running configuration the reloader keeps.
-  let reloader: Reloader | undefined;
   const tlsReload = stack.push(
     'tls watch',
     new TlsReload({
@@ -288,7 +289,8 @@ async function assemble({ config, log, embedded = false, baseDir, reloadConfig }
     address,
     pool,
     ...(admin ? { admin: admin.address } : {}),
-    reload: () => running.reload(),
+    // A reload that changed the posture says so (and warns) at once, not at the next hourly turn.
+    reload: () => running.reload().finally(() => postureWarnings.recheck()),
     close: () => life.close(),
     destroy: (reason) => life.destroy(reason),
   };

@@ -2,10 +2,11 @@
  * Security posture of the dispatch listener: how it is reached (mTLS, one-way TLS, h2c),
  * how callers authenticate, whether it is reachable off-host, whether a plugin authorizes
  * and what happens to a call nothing allows. Computed from the config and the hooks of the
- * loaded plugins, reported by the admin /healthz, and — when it serves off-host without
- * client authentication, in plaintext or allowing by default — warned about at start and
- * again every hour, so an insecure agent stays loud in the logs for as long as it runs, not
- * only in the first lines.
+ * loaded plugins of the RUNNING configuration (a SIGHUP reload can change the plugins and
+ * authorization.default), reported by the admin /healthz, and — when it serves off-host
+ * without client authentication, in plaintext or allowing by default — warned about at start,
+ * again every hour and at once after a reload that changed it, so an insecure agent stays loud
+ * in the logs for as long as it runs, not only in the first lines.
  */
 import type { AgentConfig } from '../config/schema.ts';
 import { isLoopbackHost, parseHostPort } from '../config/load.ts';
@@ -72,18 +73,28 @@ const realTimer: IntervalTimer = {
   },
 };
 
+/** The posture warnings' timer; recheck() is called after a reload. */
+export interface PostureWarnings extends Component {
+  /**
+   * Compares the posture with the last one seen: when it changed, logs "security posture
+   * changed" (info, with the new posture) and, when it now has warnings, the warning at once
+   * instead of at the next hourly turn.
+   */
+  recheck(): void;
+}
+
 /**
- * Logs the posture warning now and every POSTURE_WARN_INTERVAL_MS while it has warnings. The
- * returned component's close() or destroy() stops the timer.
+ * Logs the posture warning now and every POSTURE_WARN_INTERVAL_MS while it has warnings,
+ * reading `posture()` each time. The returned component's close() or destroy() stops the timer.
  */
-export function warnPosture(posture: () => Posture, log: Logger, timer: IntervalTimer = realTimer): Component {
-  const warn = () => {
-    const p = posture();
+export function warnPosture(posture: () => Posture, log: Logger, timer: IntervalTimer = realTimer): PostureWarnings {
+  const warn = (p: Posture = posture()) => {
     if (p.warnings.length === 0) return;
     // One constant message, so operators can alert on it; the reasons are in `warnings`.
     log.warn('INSECURE POSTURE', { warnings: p.warnings, transport: p.transport, clientAuth: p.clientAuth, offHost: p.offHost });
   };
   const start = posture();
+  let last = JSON.stringify(start);
   if (start.transport === 'h2c') {
     // Loud even on loopback: nothing on this listener is encrypted, and it is only meant to
     // sit behind a TLS-terminating proxy on the same host.
@@ -92,6 +103,19 @@ export function warnPosture(posture: () => Posture, log: Logger, timer: Interval
       ...(start.clientAuth === 'none' ? { consequence: 'no enabled plugin authenticates tokens: every call will be refused' } : {}),
     });
   }
-  warn();
-  return released(timer.every(POSTURE_WARN_INTERVAL_MS, warn));
+  warn(start);
+  const stopped = released(timer.every(POSTURE_WARN_INTERVAL_MS, () => warn()));
+  return {
+    close: () => stopped.close(),
+    destroy: (reason) => stopped.destroy(reason),
+    recheck() {
+      const p = posture();
+      const now = JSON.stringify(p);
+      if (now === last) return;
+      last = now;
+      const { warnings, ...rest } = p;
+      log.info('security posture changed', { ...rest, warnings: warnings.length });
+      warn(p);
+    },
+  };
 }

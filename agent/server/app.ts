@@ -3,7 +3,7 @@
  *
  *   POST /v1/dispatch/:routine   {args, kwargs} as CBOR or JSON → {result} (./dispatch.ts)
  *   /v1/calls…                   async calls (./calls.ts)
- *   GET  /v1/routines            configured routines
+ *   GET  /v1/routines            the configured routines the caller may dispatch
  *   GET  /healthz                liveness, worker and queue counts
  *
  * The dispatch route is the hot path: the listener offers every new stream to
@@ -43,7 +43,7 @@ export interface AppDeps {
   log: Logger;
   isDraining: () => boolean;
   /** The plugin pipeline; a config reload may swap what is behind it between requests. */
-  auth: Pick<AuthPipeline, 'authenticate' | 'authorize'>;
+  auth: Pick<AuthPipeline, 'authenticate' | 'authorize' | 'allowedRoutines'>;
   /** The discovery plane's view: verified peers and rejection counters. */
   peers: () => { enabled: boolean; peers: unknown[]; rejected?: Record<string, number>; idempotent?: string[] };
   /** Counts dispatches refused before a call existed (the call service counts the rest). */
@@ -100,13 +100,25 @@ export function createApp(deps: AppDeps): App {
 
   if (deps.asyncCalls) registerCallRoutes(app, deps, deps.asyncCalls, { reply, requestInfo });
 
+  // Only the routines the caller may dispatch: each one is put to the authorization a dispatch
+  // of it would meet (action "dispatch", method GET, path /v1/routines), so a caller learns no
+  // name, function or SHA-256 of a routine it may not run. A fleet agent's certificate is told
+  // every routine (DNS discovery reads a peer's routines here; signed adverts carry the names).
   app.get('/v1/routines', async (c) => {
-    await authenticate(c, requestInfo(c, undefined, undefined));
+    const info = requestInfo(c, undefined, undefined);
+    const identity = await authenticate(c, info);
+    const names = await deps.auth.allowedRoutines({ ...info, action: 'dispatch' }, identity, [...routines.keys()], { fleetAgent: isFleetAgent(identity) });
     return reply(c, 200, {
-      routines: [...routines.values()].map((r) => ({ name: r.name, function: r.function, sha256: r.sha256, ...(r.timeoutMs ? { timeoutMs: r.timeoutMs } : {}) })),
+      routines: names.map((name) => {
+        const r = routines.get(name)!;
+        return { name: r.name, function: r.function, sha256: r.sha256, ...(r.timeoutMs ? { timeoutMs: r.timeoutMs } : {}) };
+      }),
     });
   });
 
+  // The fleet's routing table, for every authenticated caller (failover needs it): peers,
+  // their endpoints and routine names as their signed adverts (or DNS) told them, and the
+  // names of this agent's idempotent routines; never a function or a SHA-256 (docs/api.md).
   app.get('/v1/peers', async (c) => {
     await authenticate(c, requestInfo(c, undefined, undefined));
     return reply(c, 200, deps.peers());
@@ -130,6 +142,16 @@ export function createApp(deps: AppDeps): App {
 
   return Object.assign(app, { streamRoute: dispatchOnStream(dispatch, deps.identities) });
 }
+
+/**
+ * A fleet agent: a certificate (not a token) whose SPIFFE ID is spiffe://<trust domain>/agent/<name>,
+ * the form `skein pki issue --kind agent` gives and DNS discovery accepts by default. The trust
+ * domain is one of tls.trustDomains already (agent/server/identity.ts refuses any other).
+ */
+function isFleetAgent(identity: Identity): boolean {
+  return identity.principals.length === 0 && FLEET_AGENT.test(identity.peer.spiffeId ?? '');
+}
+const FLEET_AGENT = /^spiffe:\/\/[^/]+\/agent\/[^/]+$/;
 
 function reply(c: Context<Env>, status: number, value: unknown): Response {
   const type = c.get('mediaType') ?? 'application/json';

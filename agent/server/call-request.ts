@@ -109,7 +109,8 @@ function deadlineOf(header: string | undefined, fallback: number, max: number): 
  * by dispatch.ts on the stream path and by @hono/node-server for hono's routes):
  * a client that writes its whole body before it reads the response (Python's httpx) would
  * otherwise wait for flow-control credit that never comes, and ignores the reset that ends
- * the stream under it.
+ * the stream under it. Past that limit such a client cannot get the 413; the listener closes
+ * its connection once it goes quiet, so it fails instead of hanging (listener.ts answeredEarly).
  */
 function readBody(incoming: Readable, declaredLength: string | undefined, max: number, signal: AbortSignal): Promise<Buffer> {
   return new Promise((resolve, reject) => {

@@ -160,7 +160,7 @@ const PLAIN_SEGMENT = /^[A-Za-z0-9_-][A-Za-z0-9_.-]*$/;
  * shape, else returns false and the listener hands it to the compat layer and hono.
  */
 export function dispatchOnStream(dispatch: Dispatch, identities: Pick<IdentityReader, 'ofSession'>): StreamRoute {
-  return (stream, headers) => {
+  return (stream, headers, answeredEarly) => {
     const path = headers[':path'];
     if (headers[':method'] !== 'POST' || typeof path !== 'string' || !path.startsWith(PREFIX)) return false;
     const routine = path.slice(PREFIX.length);
@@ -168,12 +168,15 @@ export function dispatchOnStream(dispatch: Dispatch, identities: Pick<IdentityRe
     if (!PLAIN_SEGMENT.test(routine) || headers.expect !== undefined || !hostAccepted(headers)) return false;
     // What @hono/node-server does after a response while the body is still coming (a refusal
     // before the body was read, a 413 past the discard limit): two timer turns later, a body
-    // still not ended is given up and the stream reset, so the caller stops sending it.
+    // still not ended is given up and the stream reset, so the caller stops sending it; the
+    // listener then watches for a caller that waits to send it anyway (answeredEarly).
     let bodyEnded = false;
     stream.once('end', () => (bodyEnded = true));
     const exchange: DispatchExchange = { stream, body: stream, headers, path, routine, requestId: requestIdOf(headers['x-request-id']), peer: identities.ofSession(stream.session) };
     void dispatch(exchange).then(() => {
-      if (!bodyEnded) setTimeout(() => !bodyEnded && setTimeout(() => stream.destroy()));
+      if (bodyEnded) return;
+      answeredEarly(stream, headers);
+      setTimeout(() => !bodyEnded && setTimeout(() => stream.destroy()));
     });
     return true;
   };

@@ -12,7 +12,9 @@
  * dispatch hot path, served on the stream itself: server/dispatch.ts); any stream it does not
  * take gets the compat request/response objects built here, as node:http2 would build them
  * for a `request` listener, and goes to hono through @hono/node-server. The server is created
- * without a request handler, so node:http2 builds no compat objects of its own.
+ * without a request handler, so node:http2 builds no compat objects of its own. Either way, a
+ * request answered while more of its body was coming puts its connection under watch
+ * (`answeredEarly`): closed with GOAWAY once quiet, for clients that wait to send the rest.
  */
 import http2 from 'node:http2';
 import type { AddressInfo, Socket } from 'node:net';
@@ -32,9 +34,14 @@ const { NGHTTP2_CANCEL, NGHTTP2_ENHANCE_YOUR_CALM, HTTP_STATUS_METHOD_NOT_ALLOWE
 
 /**
  * A route served on the HTTP/2 stream itself: returns true when it took the stream (and
- * answers it), false to let the compat layer and hono have it.
+ * answers it), false to let the compat layer and hono have it. A route that answers before
+ * the request body ended (a refusal, a 413) calls `answeredEarly(stream)` once it answered.
  */
-export type StreamRoute = (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders) => boolean;
+export type StreamRoute = (
+  stream: http2.ServerHttp2Stream,
+  headers: http2.IncomingHttpHeaders,
+  answeredEarly: (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders) => void,
+) => boolean;
 
 /** What the listener serves: hono's fetch for every request, and optionally a route served on the stream first. */
 export interface Servable {
@@ -115,6 +122,22 @@ export interface ListenOptions {
 /** How long destroy() waits for the listening socket to close. */
 const SOCKET_CLOSE_WAIT_MS = 1000;
 
+/**
+ * How long a connection that had a request answered before its body ended may stay without a
+ * new stream before it is closed with GOAWAY (see `answeredEarly` in listen()).
+ */
+export const EARLY_ANSWER_QUIET_MS = 1000;
+
+/** SETTINGS_INITIAL_WINDOW_SIZE as the listener leaves it (RFC 9113 §6.5.2 default): what a client may send on a stream unread. */
+const INITIAL_WINDOW_BYTES = 65_535;
+
+/** Per connection: streams open now, streams opened so far, and the quiet watch (answeredEarly). */
+interface SessionCounts {
+  open: number;
+  opened: number;
+  quiet?: ReturnType<typeof setTimeout>;
+}
+
 export async function listen(app: Servable, tls: TlsMaterial, host: string, port: number, log: Logger, limits: Hardening, opts: ListenOptions): Promise<Listener> {
   const { identities } = opts;
   const plaintext = opts.plaintext === true;
@@ -177,11 +200,11 @@ export async function listen(app: Servable, tls: TlsMaterial, host: string, port
     session.destroy();
   };
 
-  const streamsOf = new WeakMap<http2.ServerHttp2Session, number>();
+  const countsOf = new WeakMap<http2.ServerHttp2Session, SessionCounts>();
   server.on('session', (session: http2.ServerHttp2Session) => {
     if (refusing) return session.destroy();
     sessions.add(session);
-    streamsOf.set(session, 0);
+    countsOf.set(session, { open: 0, opened: 0 });
     const peer = identities.ofSession(session);
     const remote = (session.socket as TLSSocket | undefined)?.remoteAddress;
     log.info('peer connected', {
@@ -200,7 +223,7 @@ export async function listen(app: Servable, tls: TlsMaterial, host: string, port
       const onIdleSession = () => {
         if (session.destroyed || session.closed) return;
         // A long call is not idle: re-arm while streams are open.
-        if ((streamsOf.get(session) ?? 0) > 0) return session.setTimeout(limits.idleTimeoutMs, onIdleSession);
+        if ((countsOf.get(session)?.open ?? 0) > 0) return session.setTimeout(limits.idleTimeoutMs, onIdleSession);
         log.debug('session idle: closing', { peer: peer.id, remote });
         session.close();
         setTimeout(() => session.destroy(), 1000).unref?.();
@@ -208,11 +231,50 @@ export async function listen(app: Servable, tls: TlsMaterial, host: string, port
       session.setTimeout(limits.idleTimeoutMs, onIdleSession);
     }
   });
+  /**
+   * A request answered before its body ended (a refusal before the body is read, a 413 past
+   * what is read and dropped): after the answer the stream is reset with NO_ERROR, which RFC
+   * 9113 §8.1 lets a server do and tells the client to stop sending and keep the answer. A
+   * client that reads nothing before its whole body is sent (Python's httpx/httpcore) ignores
+   * that and waits for flow-control credit for the rest, which never comes. So the connection
+   * is watched: once it has gone EARLY_ANSWER_QUIET_MS without a new stream and with none open,
+   * it is closed with GOAWAY(NO_ERROR). Such a client then fails at once (httpx:
+   * RemoteProtocolError, ConnectionTerminated) instead of hanging; a client still using the
+   * connection keeps it; one that went quiet opens a new connection for its next request. No
+   * byte more of the body is read.
+   */
+  const answeredEarly = (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders) => {
+    // Only a client that can be left waiting for credit: no END_STREAM from it yet
+    // (remoteClose), and more body to come than one flow-control window holds — declared so,
+    // or being read when the answer went (a 413). A body that fits the window is sent whole
+    // whatever the answer, and a request whose END_STREAM is merely still in flight (node:http2
+    // sends it in its own empty DATA frame) is not stuck.
+    if (stream.state?.remoteClose !== 0 || !(Number(headers['content-length']) > INITIAL_WINDOW_BYTES || stream.readableFlowing === true)) return;
+    const session = stream.session as http2.ServerHttp2Session | undefined;
+    const counts = session && countsOf.get(session);
+    if (!session || !counts || counts.quiet) return;
+    const watch = (seen: number) => {
+      counts.quiet = setTimeout(() => {
+        if (session.closed || session.destroyed) return;
+        if (counts.opened !== seen || counts.open > 0) return watch(counts.opened);
+        log.info('session closed: a request was answered before its body ended and the client went quiet', { peer: identities.ofSession(session).id, remote: session.socket?.remoteAddress });
+        session.close();
+        setTimeout(() => session.destroy(), 1000).unref?.();
+      }, EARLY_ANSWER_QUIET_MS);
+      counts.quiet.unref?.();
+    };
+    watch(counts.opened);
+  };
+
   const resetsOf = new WeakMap<http2.ServerHttp2Session, { hit(): boolean }>();
   server.on('stream', (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, _flags: number, rawHeaders: string[]) => {
     openStreams++;
     const session = stream.session as http2.ServerHttp2Session | undefined;
-    if (session) streamsOf.set(session, (streamsOf.get(session) ?? 0) + 1);
+    const counts = session && countsOf.get(session);
+    if (counts) {
+      counts.open++;
+      counts.opened++;
+    }
     // Without a listener, a stream error (e.g. the session being torn down under it) is an
     // uncaught exception under Bun and takes the agent down.
     stream.on('error', (err) => log.debug('stream error', { error: err.message }));
@@ -245,7 +307,7 @@ export async function listen(app: Servable, tls: TlsMaterial, host: string, port
     stream.once('close', () => {
       if (stall) clearInterval(stall);
       openStreams--;
-      if (session) streamsOf.set(session, Math.max(0, (streamsOf.get(session) ?? 1) - 1));
+      if (counts) counts.open = Math.max(0, counts.open - 1);
       if (openStreams === 0) onIdle?.();
       // Rapid reset (CVE-2023-44487): streams that ended in RST_STREAM rather than a clean
       // end. Under Bun, writableFinished is already true after a client reset, so the reset
@@ -256,11 +318,13 @@ export async function listen(app: Servable, tls: TlsMaterial, host: string, port
         if (counter.hit()) calm(session, identities.ofSession(session).id, 'http2.maxResetsPerSecond');
       }
     });
-    if (streamRoute?.(stream, headers)) return;
+    if (streamRoute?.(stream, headers, answeredEarly)) return;
     // What node:http2 does for a `request` listener (onServerStream in Node and Bun): the
     // compat pair, CONNECT refused, `expect` answered, then the request to hono.
     const req = new http2.Http2ServerRequest(stream, headers, {}, rawHeaders);
     const res = new http2.Http2ServerResponse(stream);
+    // The adapter resets a stream it answered before the body ended, as the stream route does.
+    stream.once('finish', () => answeredEarly(stream, headers));
     if (headers[':method'] === 'CONNECT') {
       res.statusCode = HTTP_STATUS_METHOD_NOT_ALLOWED;
       return void res.end();

@@ -87,3 +87,43 @@ describe('no warning', () => {
     });
   });
 });
+
+describe('a SIGHUP reload that changes the posture', () => {
+  /** Rewrites the agent's config with `over` and sends SIGHUP; resolves once the reload is logged as applied. */
+  async function reload(a: StartedAgent, config: Record<string, unknown>): Promise<void> {
+    const n = a.logs.filter((l) => l.msg === 'config reloaded').length;
+    writeFileSync(a.configPath, JSON.stringify(config, null, 2), { mode: 0o600 });
+    process.kill(a.pid, 'SIGHUP');
+    await a.waitForLog((l) => l.msg === 'config reloaded' && a.logs.filter((m) => m.msg === 'config reloaded').length > n);
+  }
+
+  // Regression: /healthz kept reporting the posture of the start-up config.
+  it('/healthz follows the running config, and the change is logged and warned about at once', async () => {
+    const plugins = { dir: tokenPluginDir(), enabled: [{ name: 'token-only' }] };
+    const start = baseConfig({ ...OFF_HOST, workers: { poolSize: 1 }, tls: { clientCerts: 'optional' }, plugins });
+    const a = await startAgent({ config: start });
+    try {
+      expect((await healthz(a)).posture).toEqual({ transport: 'tls', clientAuth: 'token', offHost: true, authorization: false, authorizationDefault: 'deny', warnings: [] });
+      expect(warnings(a)).toEqual([]);
+
+      // authorization.default "allow" and the token plugin switched off: both apply live.
+      await reload(a, { ...start, authorization: { default: 'allow', allow: [] }, plugins: { ...plugins, enabled: [] } });
+      const after = (await healthz(a)).posture;
+      expect(after).toMatchObject({ transport: 'tls', clientAuth: 'none', offHost: true, authorization: false, authorizationDefault: 'allow' });
+      expect(after.warnings).toEqual([expect.stringMatching(/without client authentication/), expect.stringMatching(/with authorization.default "allow"/)]);
+      const changed = await a.waitForLog((l) => l.msg === 'security posture changed');
+      expect(changed).toMatchObject({ level: 'info', clientAuth: 'none', authorizationDefault: 'allow', warnings: 2 });
+      // Warned right after the reload, not an hour later.
+      const warned = await a.waitForLog((l) => l.msg === 'INSECURE POSTURE');
+      expect(warned.warnings).toEqual(after.warnings);
+
+      // And back: the warnings go, no new INSECURE POSTURE line.
+      await reload(a, start);
+      expect((await healthz(a)).posture).toEqual({ transport: 'tls', clientAuth: 'token', offHost: true, authorization: false, authorizationDefault: 'deny', warnings: [] });
+      expect(warnings(a)).toHaveLength(1);
+      expect(a.logs.filter((l) => l.msg === 'security posture changed')).toHaveLength(2);
+    } finally {
+      await a.stop();
+    }
+  });
+});

@@ -137,6 +137,31 @@ describe('warnPosture', () => {
     expect(lines.map((l) => l.msg)).toEqual([expect.stringMatching(/^PLAINTEXT: serving HTTP\/2 without TLS/)]);
   });
 
+  it('recheck() after a reload: quiet while nothing changed; a change is logged, warned at once when insecure, and the hourly warning follows the new posture', async () => {
+    const { lines, log } = capture();
+    const clock = manualTimer();
+    let current = computePosture(config(OFF), none);
+    const warnings = warnPosture(() => current, log, clock.timer);
+    const msgs = () => lines.map((l) => l.msg);
+    warnings.recheck();
+    expect(msgs()).toEqual([]);
+    current = computePosture(config({ ...OFF, authorization: { default: 'allow' } }), none);
+    warnings.recheck();
+    expect(msgs()).toEqual(['security posture changed', 'INSECURE POSTURE']);
+    expect(lines[0]).toMatchObject({ level: 'info', authorizationDefault: 'allow', warnings: 1 });
+    expect(lines[1]).toMatchObject({ level: 'warn', warnings: current.warnings });
+    warnings.recheck();
+    expect(msgs()).toHaveLength(2);
+    clock.advance(POSTURE_WARN_INTERVAL_MS);
+    expect(msgs()).toHaveLength(3);
+    current = computePosture(config(OFF), none);
+    warnings.recheck();
+    expect(msgs().at(-1)).toBe('security posture changed');
+    clock.advance(POSTURE_WARN_INTERVAL_MS);
+    expect(msgs()).toHaveLength(4);
+    await warnings.close();
+  });
+
   it('the period is one hour, and no environment variable changes it (no test-only knob in the binary)', () => {
     expect(POSTURE_WARN_INTERVAL_MS).toBe(3_600_000);
     const clock = manualTimer();
