@@ -61,7 +61,7 @@ export default definePlugin<Options>({
       // Hooks may be async; each call has plugins.hookTimeoutMs. Throwing, returning
       // something that is not an AuthzResult, or running late fails closed (403, PLUGIN_FAILED).
       authorize(req): AuthzResult {
-        // Not a routine call (e.g. GET /v1/routines), or a routine these rules do not cover.
+        // A request that names no routine, or a routine these rules do not cover.
         const allowed = req.routine === undefined ? undefined : allow.get(req.routine);
         if (allowed === undefined) return { decision: 'abstain' };
         const match = namesOf(req.identity).find((n) => allowed.includes(n));

@@ -52,13 +52,13 @@ export function authnRequest(routine: string, headers: Record<string, string> = 
   return { ...base, action: 'dispatch', routine, path: `/v1/dispatch/${routine}`, headers, peer: { id: peerId, ...(peerId.startsWith('spiffe://') ? { spiffeId: peerId } : {}) } };
 }
 
-/** A request as an authorize hook sees it: `routine` undefined for other endpoints (GET /v1/routines). */
+/** A request as an authorize hook sees it: `routine` undefined for one that names no routine. */
 export function authzRequest(routine: string | undefined, principals: string[] = [], peerId = 'anonymous'): AuthzRequest {
   return {
     ...base,
     action: routine === undefined ? undefined : 'dispatch',
     routine,
-    path: routine === undefined ? '/v1/routines' : `/v1/dispatch/${routine}`,
+    path: routine === undefined ? '/v1/peers' : `/v1/dispatch/${routine}`,
     headers: {},
     identity: { peer: { id: peerId }, principals, claims: {} },
   };
