@@ -3,18 +3,19 @@
  * time per profile and the per-call round trip (agent → Python → agent, no HTTP) versus
  * `none`. Workers are driven directly through agent/workers/worker.ts (bench/lib/sandbox-spawn.ts),
  * so the figures are the sandbox's own cost. Medians over SKEIN_BENCH_SPAWNS spawns and
- * SKEIN_BENCH_CALLS calls; SKEIN_PYTHON picks the interpreter (default python3 on PATH).
+ * SKEIN_BENCH_CALLS calls; SKEIN_PYTHON picks the interpreter (default: the benches' own, bench/lib/machine.ts BENCH_PYTHON).
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import type { WorkerOutcome } from '../agent/workers/worker.ts';
 import { interleavedSpawns, loadSpawner } from './lib/sandbox-spawn.ts';
+import { BENCH_PYTHON } from './lib/machine.ts';
 
 const ROOT = resolve(import.meta.dir, '..');
 const SPAWNS = Number(process.env.SKEIN_BENCH_SPAWNS ?? 60);
 const CALLS = Number(process.env.SKEIN_BENCH_CALLS ?? 3000);
-const PYTHON = process.env.SKEIN_PYTHON ?? 'python3';
+const PYTHON = process.env.SKEIN_PYTHON ?? BENCH_PYTHON;
 const dir = mkdtempSync(join(tmpdir(), 'skein-bench-sandbox-'));
 process.on('exit', () => rmSync(dir, { recursive: true, force: true }));
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;

@@ -21,7 +21,9 @@
  *
  * Env: SKEIN_BENCH_ROUNDS (cold starts per variant, at least 5), SKEIN_BENCH_SETTLE_MS (idle
  * wait before memory is read, 2000), SKEIN_BENCH_SPAWNS (spawns per profile, 30),
- * SKEIN_BENCH_OUT (bench/results/startup-latest.json). Every process is stopped by PID.
+ * SKEIN_BENCH_STARTUP_OUT (bench/results/startup-latest.json; its own variable, as calls.ts has,
+ * so SKEIN_BENCH_OUT given to `npm run bench` does not make two benches write one file). Every
+ * process is stopped by PID.
  */
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, readdirSync, realpathSync, rmSync } from 'node:fs';
@@ -36,7 +38,7 @@ import { median, spread, type Spread } from './lib/stats.ts';
 const ROUNDS = Math.max(5, Number(process.env.SKEIN_BENCH_ROUNDS ?? 5));
 const SETTLE_MS = Number(process.env.SKEIN_BENCH_SETTLE_MS ?? 2000);
 const SPAWNS = Number(process.env.SKEIN_BENCH_SPAWNS ?? 30);
-const OUT = process.env.SKEIN_BENCH_OUT ?? join(ROOT, 'bench/results/startup-latest.json');
+const OUT = process.env.SKEIN_BENCH_STARTUP_OUT ?? join(ROOT, 'bench/results/startup-latest.json');
 const COMPARE = process.env.SKEIN_BENCH_COMPARE;
 const COMPARE_SRC = process.env.SKEIN_BENCH_COMPARE_SRC;
 const GOALS = { coldStartMs: 150, agentRssMiB: 60, workerRssMiB: 10, spawnAddedMs: 3 };
