@@ -259,6 +259,16 @@ describe('Python client: every call shape (docs/calls.md)', () => {
     });
   });
 
+  it('a body far over limits.maxBodyBytes on a new connection fails promptly as a transport error (GOAWAY), not as a refused certificate', async () => {
+    // 2 MiB limit + the 16 MiB the agent reads and drops before it stops reading (docs/api.md).
+    const r = await py('far_over_limit', { client: creds(calls), size: 19 * 1024 * 1024 });
+    expect(r.failed).toMatchObject({ class: 'TransportError', code: 'SKEIN_ERR_TRANSPORT', details: { goaway: true, sent: true } });
+    expect(r.failed.message).toMatch(/the agent closed the connection \(GOAWAY NO_ERROR\) before this call was answered$/);
+    // Without the GOAWAY it hung until limits.idleTimeoutMs (120 s).
+    expect(r.seconds).toBeLessThan(60);
+    expect(r.next).toEqual([0, 1, 2]);
+  }, 120_000);
+
   it('submit → wait, cancel, get with wait_ms, calls(), and an unknown id as CallNotFound', async () => {
     const r = await py('async_calls', { client: creds(calls) });
     expect(r.submitted).toMatchObject({ id: expect.any(String), status: 'queued' });

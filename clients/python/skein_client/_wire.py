@@ -261,6 +261,17 @@ def translate(err: httpx.HTTPError, call: Call, target: Target, connect_timeout:
         if reason is not None:
             return TLSError("SKEIN_ERR_TLS", f"the agent refused the client certificate: {reason} ({tls})", {"reason": reason, "sent": False})
         return TLSError("SKEIN_ERR_TLS", f"TLS with {target.peer} failed: {tls}", {"cause": getattr(tls, "reason", None) or type(tls).__name__, "sent": False})
+    goaway = _goaway(err)
+    if goaway is not None:
+        # The agent spoke HTTP/2 and ended the connection (GOAWAY): not a refused certificate,
+        # even on a connection this call opened — e.g. a request it answered before the body
+        # ended (413, docs/api.md), whose answer httpx does not read while it still sends.
+        code = getattr(goaway, "error_code", None)
+        return TransportError(
+            "SKEIN_ERR_TRANSPORT",
+            f"{target.peer}: the agent closed the connection (GOAWAY {getattr(code, 'name', code)}) before this call was answered",
+            {"sent": not unprocessed(err, call), "goaway": True},
+        )
     if isinstance(err, (httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError)) and call.handshake and not call.answered and not target.plaintext:
         # An agent checks the client certificate after the TLS 1.3 handshake and then drops the
         # connection without an alert (agent/client/tls-refusal.ts). A connection this call
@@ -281,14 +292,21 @@ def unprocessed(err: httpx.HTTPError, call: Call) -> bool:
     """True when the agent had closed the connection (GOAWAY, e.g. after limits.idleTimeoutMs)
     before this call's stream: a stream above GOAWAY's last stream id was never processed and
     may be sent again on a new connection (RFC 9113 section 6.8)."""
-    if not isinstance(err, httpx.RemoteProtocolError) or call.stream_id is None or call.answered:
+    if call.stream_id is None or call.answered:
         return False
+    goaway = _goaway(err)
+    return goaway is not None and call.stream_id > goaway.last_stream_id
+
+
+def _goaway(err: BaseException) -> Optional[Any]:
+    """The h2 ConnectionTerminated event (a GOAWAY from the agent) behind ``err``, if any."""
+    if not isinstance(err, httpx.RemoteProtocolError):
+        return None
     for cause in _chain(err):
         for arg in cause.args:
-            last = getattr(arg, "last_stream_id", None)
-            if type(arg).__name__ == "ConnectionTerminated" and isinstance(last, int):
-                return call.stream_id > last
-    return False
+            if type(arg).__name__ == "ConnectionTerminated" and isinstance(getattr(arg, "last_stream_id", None), int):
+                return arg
+    return None
 
 
 def _chain(err: BaseException) -> List[BaseException]:

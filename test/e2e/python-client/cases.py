@@ -280,6 +280,18 @@ def bytes_roundtrip(p: Dict[str, Any]) -> Dict[str, Any]:
         }
 
 
+def far_over_limit(p: Dict[str, Any]) -> Dict[str, Any]:
+    """A body far past the agent's limit on a new connection: the agent answers 413 before the
+    body ended, httpx cannot read it while it still sends, and the agent ends the quiet
+    connection with GOAWAY — reported as a transport failure, not a refused certificate."""
+    with sk.Client(**p["client"]) as client:
+        started = time.monotonic()
+        failed = outcome(lambda: client.dispatch("blob", b"x" * p["size"]))
+        seconds = time.monotonic() - started
+    with sk.Client(**p["client"]) as again:
+        return {"failed": failed, "seconds": seconds, "next": list(again.dispatch("blob", 3))}
+
+
 def async_calls(p: Dict[str, Any]) -> Dict[str, Any]:
     """submit → wait; submit → cancel; get with wait_ms; calls(); an unknown id."""
     with sk.Client(**p["client"]) as client:
@@ -303,7 +315,7 @@ def async_calls(p: Dict[str, Any]) -> Dict[str, Any]:
 
 CASES: Dict[str, Callable[[Dict[str, Any]], Any]] = {
     f.__name__: f
-    for f in (sync_basics, async_basics, cancel, closed, many, dispatch, jwt_call, idle, silent, overloaded, error_table, target, stream_basics, async_stream, priority, bytes_roundtrip, async_calls)
+    for f in (sync_basics, async_basics, cancel, closed, many, dispatch, jwt_call, idle, silent, overloaded, error_table, target, stream_basics, async_stream, priority, bytes_roundtrip, far_over_limit, async_calls)
 }
 
 if __name__ == "__main__":
