@@ -12,7 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SkeinError } from '../../common/errors/index.ts';
 import { connect, postJson, request } from '../helpers/h2.ts';
 import { pythonModules, requires } from '../helpers/requires.ts';
-import { baseConfig, failure, FIXTURES, runCli, startAgent, stopAll, tempDir, type StartedAgent } from '../helpers/agent.ts';
+import { baseConfig, curlMtls, failure, FIXTURES, runCli, startAgent, stopAll, tempDir, type StartedAgent } from '../helpers/agent.ts';
 
 const exec = promisify(execFile);
 const withHttpx = requires(pythonModules(['httpx', 'h2'], 'python3-httpx python3-h2'));
@@ -44,7 +44,7 @@ async function curl(args: string[]): Promise<{ code: number; stdout: string; std
   }
 }
 
-const curlCreds = () => ['--cert', agent.pki.cert, '--key', agent.pki.key, '--cacert', agent.pki.ca];
+const curlCreds = () => curlMtls(agent);
 
 describe('client library', () => {
   it('dispatches echo and add in CBOR and JSON over one connection', async () => {

@@ -18,7 +18,7 @@ import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { connect, postJson, request } from '../helpers/h2.ts';
 import { pythonModules, requires } from '../helpers/requires.ts';
-import { baseConfig, startAgent, stopAll, tempDir, type StartedAgent } from '../helpers/agent.ts';
+import { baseConfig, curlMtls, startAgent, stopAll, tempDir, type StartedAgent } from '../helpers/agent.ts';
 
 const exec = promisify(execFile);
 const withHttpx = requires(pythonModules(['httpx', 'h2'], 'python3-httpx python3-h2'));
@@ -116,12 +116,7 @@ describe('curl, which reads the answer while it sends', () => {
         '--http2',
         '--max-time',
         '30',
-        '--cert',
-        agent.pki.cert,
-        '--key',
-        agent.pki.key,
-        '--cacert',
-        agent.pki.ca,
+        ...curlMtls(agent),
         '-H',
         'content-type: application/json',
         '--data-binary',

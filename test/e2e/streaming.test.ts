@@ -9,7 +9,7 @@ import http2 from 'node:http2';
 import { join } from 'node:path';
 import { decodeMultiple, Encoder } from 'cbor-x';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { baseConfig, FIXTURES, startAgent, stopAll, type StartedAgent } from '../helpers/agent.ts';
+import { baseConfig, curlMtls, FIXTURES, startAgent, stopAll, type StartedAgent } from '../helpers/agent.ts';
 import { connect, request } from '../helpers/h2.ts';
 import { requires, tool } from '../helpers/requires.ts';
 
@@ -137,12 +137,7 @@ describe('curl --no-buffer', () => {
       '--no-buffer',
       '--silent',
       '--show-error',
-      '--cert',
-      agent.pki.cert,
-      '--key',
-      agent.pki.key,
-      '--cacert',
-      agent.pki.ca,
+      ...curlMtls(agent),
       '-H',
       'content-type: application/json',
       '-H',

@@ -253,6 +253,11 @@ export async function startMustFail(config: Record<string, unknown>): Promise<st
   return r.stderr;
 }
 
+/** curl's arguments for mutual TLS with the agent's development PKI (the dev client's certificate). */
+export function curlMtls(agent: Pick<StartedAgent, 'pki'>): string[] {
+  return ['--cert', agent.pki.cert, '--key', agent.pki.key, '--cacert', agent.pki.ca];
+}
+
 /** True while a process with this pid exists (signal 0 probes without signalling). */
 export function alive(pid: number): boolean {
   try {
