@@ -9,7 +9,7 @@ import { execFile } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { baseConfig, BINARY, DEV_CLIENT, failure, FIXTURES, runCli, startAgent, stopAll, tempDir, type StartedAgent } from '../helpers/agent.ts';
+import { baseConfig, BINARY, DEV_CLIENT, failure, FIXTURES, runCli, startAgent, stopAll, tempDir, workerStderr, type StartedAgent } from '../helpers/agent.ts';
 
 const STREAMS = join(FIXTURES, 'http-streams.py');
 const BYTES = join(FIXTURES, 'bytes_routines.py');
@@ -39,7 +39,7 @@ afterAll(async () => {
 });
 
 const target = () => ['--peer', `127.0.0.1:${agent.port}`, '--cert', agent.pki.cert, '--key', agent.pki.key, '--ca', agent.pki.ca];
-const stderrLine = (text: string) => agent.waitForLog((l) => l.msg === 'worker stderr' && String(l.line).startsWith(text), 15_000);
+const stderrLine = (text: string) => agent.waitForLog((l) => workerStderr(l).some((line) => line.startsWith(text)), 15_000);
 
 /** Runs the binary in a shell pipeline (`pipefail` carries its exit code out). */
 function pipeline(args: string[], reader: string): Promise<{ code: number; stdout: string; stderr: string }> {

@@ -13,7 +13,7 @@ import { join, relative } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ERROR_TABLE } from '../../common/errors/index.ts';
-import { baseConfig, FIXTURES, ROOT, runCli, startAgent, stopAll, tempDir, type StartedAgent } from '../helpers/agent.ts';
+import { baseConfig, FIXTURES, ROOT, runCli, startAgent, stopAll, tempDir, workerStderr, type StartedAgent } from '../helpers/agent.ts';
 
 const run = promisify(execFile);
 const CASES = join(ROOT, 'test/e2e/python-client/cases.py');
@@ -217,7 +217,7 @@ describe('Python client: every call shape (docs/calls.md)', () => {
     });
   });
   afterAll(() => calls?.stop());
-  const finallyRan = (tag: string) => calls.waitForLog((l) => l.msg === 'worker stderr' && String(l.line).startsWith(`${tag} finally ran after`));
+  const finallyRan = (tag: string) => calls.waitForLog((l) => workerStderr(l).some((line) => line.startsWith(`${tag} finally ran after`)));
 
   it('Client.stream: items as they are produced, an error frame after items, and leaving the loop stops the generator', async () => {
     const r = await py('stream_basics', { client: creds(calls) });

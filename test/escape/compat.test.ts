@@ -16,7 +16,7 @@ import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { SkeinClient } from '../../agent/client/index.ts';
-import { baseConfig, failure, startAgent, stopAll, type StartedAgent } from '../helpers/agent.ts';
+import { baseConfig, failure, startAgent, stopAll, workerStderr, type StartedAgent } from '../helpers/agent.ts';
 
 const COMPAT = join(import.meta.dirname, 'routines/compat.py');
 const PKGS = join(import.meta.dirname, 'pkgs');
@@ -146,8 +146,8 @@ describe('standard library under the full profile', () => {
     const marker = `m${Date.now()}`;
     const { result, requestId } = await client.dispatchDetailed('use_logging', { args: [marker] });
     expect(result).toBe('logged');
-    const info = await agent.waitForLog((l) => l.msg === 'worker stderr' && l.line === `INFO skein.compat compat log line ${marker}`);
-    const warning = await agent.waitForLog((l) => l.msg === 'worker stderr' && l.line === `WARNING skein.compat compat warning ${marker}`);
+    const info = await agent.waitForLog((l) => workerStderr(l).includes(`INFO skein.compat compat log line ${marker}`));
+    const warning = await agent.waitForLog((l) => workerStderr(l).includes(`WARNING skein.compat compat warning ${marker}`));
     expect(info.requestId).toBe(requestId);
     expect(warning.requestId).toBe(requestId);
   });

@@ -253,6 +253,14 @@ export async function startMustFail(config: Record<string, unknown>): Promise<st
   return r.stderr;
 }
 
+/**
+ * The worker's stderr lines a log record carries: one, or several when the agent coalesced a
+ * burst into one record (`lines`: how many), so a test looking for a line must split them.
+ */
+export function workerStderr(l: LogLine): string[] {
+  return l.msg === 'worker stderr' ? String(l.line).split('\n') : [];
+}
+
 /** curl's arguments for mutual TLS with the agent's development PKI (the dev client's certificate). */
 export function curlMtls(agent: Pick<StartedAgent, 'pki'>): string[] {
   return ['--cert', agent.pki.cert, '--key', agent.pki.key, '--cacert', agent.pki.ca];
