@@ -110,29 +110,3 @@ export function memoryOf(pid: number): { rss: number; anon: number; file: number
   };
   return { rss: kB('VmRSS'), anon: kB('RssAnon'), file: kB('RssFile') };
 }
-
-/** SIGTERM, then SIGKILL after graceMs; by PID. */
-export function stopProcess(proc: ChildProcess | undefined, graceMs = 3000): Promise<void> {
-  return new Promise((resolve) => {
-    if (!proc || proc.pid === undefined || proc.exitCode !== null || proc.signalCode !== null) return resolve();
-    const pid = proc.pid;
-    const hard = setTimeout(() => {
-      try {
-        process.kill(pid, 'SIGKILL');
-      } catch {
-        /* gone */
-      }
-    }, graceMs);
-    const giveUp = setTimeout(resolve, graceMs + 2000);
-    proc.once('exit', () => {
-      clearTimeout(hard);
-      clearTimeout(giveUp);
-      resolve();
-    });
-    try {
-      process.kill(pid, 'SIGTERM');
-    } catch {
-      resolve();
-    }
-  });
-}

@@ -19,6 +19,7 @@
  * `tag` is `fl<pid>`: leftovers of a run that died (its PID gone) are deleted before a new one.
  */
 import { spawn, spawnSync, type ChildProcess, type SpawnOptions } from 'node:child_process';
+import { killInsideNamespace, removeOrphanNamespaces } from '../../test/helpers/netns.ts';
 
 export interface FleetNet {
   tag: string;
@@ -52,44 +53,9 @@ function ip(args: string[], input?: string): string {
   return r.stdout;
 }
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
-
-function namespaces(): string[] {
-  const r = spawnSync('ip', ['netns', 'list'], { encoding: 'utf8', timeout: IP_TIMEOUT_MS });
-  return (r.stdout ?? '')
-    .split('\n')
-    .map((l) => l.trim().split(/\s+/)[0] ?? '')
-    .filter(Boolean);
-}
-
-function killInside(ns: string): void {
-  const r = spawnSync('ip', ['netns', 'pids', ns], { encoding: 'utf8', timeout: IP_TIMEOUT_MS });
-  for (const pid of (r.stdout ?? '').split(/\s+/).filter(Boolean).map(Number)) {
-    try {
-      process.kill(pid, 'SIGKILL');
-    } catch {
-      /* gone */
-    }
-  }
-}
-
 /** Deletes the namespaces of earlier runs whose process is gone, after killing what they left inside. */
 export function cleanupLeftovers(): string[] {
-  const removed: string[] = [];
-  for (const ns of namespaces()) {
-    const m = /^fl(\d+)-[a-z0-9]+$/.exec(ns);
-    if (!m || alive(Number(m[1]))) continue;
-    killInside(ns);
-    if (spawnSync('ip', ['netns', 'delete', ns], { timeout: IP_TIMEOUT_MS }).status === 0) removed.push(ns);
-  }
-  return removed;
+  return removeOrphanNamespaces(/^fl(\d+)-[a-z0-9]+$/);
 }
 
 /** Whether this process may make namespaces (root and iproute2). */
@@ -130,7 +96,7 @@ export function createFleetNet(hosts: string[], simAddresses: number): FleetNet 
     }
     procs.clear();
     for (const ns of made.reverse()) {
-      killInside(ns);
+      killInsideNamespace(ns);
       spawnSync('ip', ['netns', 'delete', ns], { timeout: IP_TIMEOUT_MS });
     }
     made.length = 0;

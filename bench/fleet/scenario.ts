@@ -13,7 +13,8 @@ import { join } from 'node:path';
 import { spiffeId } from '../../agent/pki/index.ts';
 import { ROOT, BIN } from '../lib/skein.ts';
 import { CONFIG_SCHEMA } from '../../agent/config/schema.ts';
-import { ADMIN, AGENT_PORT, cpuSeconds, memoryOf, startRealAgent, stopProcess, waitForLog, type RealAgent } from './agents.ts';
+import { stopProcess } from '../../test/helpers/netns.ts';
+import { ADMIN, AGENT_PORT, cpuSeconds, memoryOf, startRealAgent, waitForLog, type RealAgent } from './agents.ts';
 import { controlled, type Controlled } from './control.ts';
 import { clientCert, endorsedKey, FLEET, fingerprintOf, newFleet, seedOf, simCertificates, simName, TRUST_DOMAIN } from './material.ts';
 import { createFleetNet, type FleetNet } from './net.ts';
@@ -122,7 +123,7 @@ export class Running {
 
   async stop(): Promise<void> {
     this.probe?.proc.stdin?.end();
-    await Promise.all(this.agents.map((a) => stopProcess(a.proc)));
+    await Promise.all(this.agents.map((a) => stopProcess(a.proc, 3000)));
     await Promise.all([stopProcess(this.sim?.proc, 2000), stopProcess(this.responder?.proc, 2000), stopProcess(this.probe?.proc, 1000)]);
     this.net?.destroy();
     this.net = undefined;

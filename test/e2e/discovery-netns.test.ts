@@ -34,7 +34,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { BINARY, EXAMPLES, FIXTURES, ROOT, baseConfig, runCli, stopAll, tempDir } from '../helpers/agent.ts';
 import { REJECT_REASONS } from '../../agent/discovery/reasons.ts';
-import { createNetwork, netnsNeed, type NetHost, type Network } from '../helpers/netns.ts';
+import { createNetwork, netnsNeed, stopProcess, type NetHost, type Network } from '../helpers/netns.ts';
 import { file, requires } from '../helpers/requires.ts';
 
 const BUN = join(ROOT, 'node_modules/.bin/bun');
@@ -89,30 +89,6 @@ async function waitFor(check: () => boolean, what: string, ms = 4000, explain: (
   }
 }
 const exited = (p: ChildProcess) => p.exitCode !== null || p.signalCode !== null;
-function stopProc(p: ChildProcess | undefined, signal: NodeJS.Signals = 'SIGTERM', graceMs = 3000): Promise<void> {
-  return new Promise((resolve) => {
-    if (!p || p.pid === undefined || exited(p)) return resolve();
-    const pid = p.pid;
-    const hard = setTimeout(() => {
-      try {
-        process.kill(pid, 'SIGKILL');
-      } catch {
-        /* gone */
-      }
-    }, graceMs);
-    const giveUp = setTimeout(resolve, graceMs + 2000);
-    p.once('exit', () => {
-      clearTimeout(hard);
-      clearTimeout(giveUp);
-      resolve();
-    });
-    try {
-      process.kill(pid, signal);
-    } catch {
-      resolve();
-    }
-  });
-}
 
 interface Agent {
   name: Name;
@@ -308,8 +284,8 @@ requires(netnsNeed(), file(BUN, { why: 'npm install puts it there' })).describe(
     attacker?.proc.stdin?.end();
     honeypot?.proc.stdin?.end();
     // Agents first (SIGTERM: goodbye, drain), then the attacker's processes; all by PID.
-    await Promise.all(NAMES.map((n) => stopProc(agents[n]?.out.proc)));
-    await Promise.all([stopProc(attacker?.proc, 'SIGTERM', 1000), stopProc(honeypot?.proc, 'SIGTERM', 1000)]);
+    await Promise.all(NAMES.map((n) => stopProcess(agents[n]?.out.proc, 3000)));
+    await Promise.all([stopProcess(attacker?.proc, 1000), stopProcess(honeypot?.proc, 1000)]);
     if (net) {
       // Anything still running inside our namespaces (e.g. a worker of the SIGKILLed agent)
       // was started by this test: kill it by PID before the namespaces go.

@@ -150,19 +150,28 @@ function alive(pid: number): boolean {
  * with SIGKILL), after killing what that run left running inside them. Best effort.
  */
 export function cleanupLeftovers(name: string): string[] {
-  const re = new RegExp(`^${name}-(\\d+)-\\d+-(sw|h\\d+)$`);
+  return removeOrphanNamespaces(new RegExp(`^${name}-(\\d+)-\\d+-(sw|h\\d+)$`));
+}
+
+/** SIGKILL to every process inside namespace `ns`, by PID (`ip netns pids`). */
+export function killInsideNamespace(ns: string): void {
+  for (const pid of ipSync(['netns', 'pids', ns]).out.split(/\s+/).filter(Boolean).map(Number)) {
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {
+      /* already gone */
+    }
+  }
+}
+
+/** Deletes the namespaces `re` matches (its first group: the PID of the run that made them) whose run is gone. */
+export function removeOrphanNamespaces(re: RegExp): string[] {
   const removed: string[] = [];
   for (const ns of listNamespaces()) {
     const m = re.exec(ns);
     if (!m || alive(Number(m[1]))) continue;
     // Processes a crashed run left inside its own namespace (they keep it alive otherwise).
-    for (const pid of ipSync(['netns', 'pids', ns]).out.split(/\s+/).filter(Boolean).map(Number)) {
-      try {
-        process.kill(pid, 'SIGKILL');
-      } catch {
-        /* already gone */
-      }
-    }
+    killInsideNamespace(ns);
     if (ipSync(['netns', 'delete', ns]).ok) removed.push(ns);
   }
   return removed;
@@ -178,9 +187,10 @@ function parseSubnet(subnet: string): string {
   return o.join('.');
 }
 
-function stopProcess(child: ChildProcess, graceMs = 1000): Promise<void> {
+/** Stops a process by its PID: `signal`, SIGKILL after `graceMs`, and gives up waiting 2 s later. */
+export function stopProcess(child: ChildProcess | undefined, graceMs = 1000, signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
   return new Promise((resolve) => {
-    if (child.exitCode !== null || child.signalCode !== null || child.pid === undefined) return resolve();
+    if (!child || child.exitCode !== null || child.signalCode !== null || child.pid === undefined) return resolve();
     const pid = child.pid;
     const done = () => {
       clearTimeout(hard);
@@ -197,7 +207,7 @@ function stopProcess(child: ChildProcess, graceMs = 1000): Promise<void> {
     }, graceMs);
     const giveUp = setTimeout(done, graceMs + 2000);
     try {
-      process.kill(pid, 'SIGTERM');
+      process.kill(pid, signal);
     } catch {
       done();
     }

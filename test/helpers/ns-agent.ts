@@ -12,7 +12,7 @@ import type { ChildProcess } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { BINARY, tempDir } from './agent.ts';
-import type { NetHost } from './netns.ts';
+import { stopProcess, type NetHost } from './netns.ts';
 
 export type Line = Record<string, unknown>;
 
@@ -60,27 +60,7 @@ export function nsProcess(host: NetHost, cmd: string, args: string[], cwd?: stri
       await new Promise((r) => setTimeout(r, 25));
     }
   };
-  const stop = (signal: NodeJS.Signals = 'SIGTERM', graceMs = 3000): Promise<void> =>
-    new Promise((resolve) => {
-      if (proc.pid === undefined || exited(proc)) return resolve();
-      const pid = proc.pid;
-      const hard = setTimeout(() => {
-        try {
-          process.kill(pid, 'SIGKILL');
-        } catch {
-          /* gone */
-        }
-      }, graceMs);
-      proc.once('exit', () => {
-        clearTimeout(hard);
-        resolve();
-      });
-      try {
-        process.kill(pid, signal);
-      } catch {
-        resolve();
-      }
-    });
+  const stop = (signal: NodeJS.Signals = 'SIGTERM', graceMs = 3000): Promise<void> => stopProcess(proc, graceMs, signal);
   return { proc, lines, raw, waitForLog, stop };
 }
 
