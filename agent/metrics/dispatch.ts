@@ -43,23 +43,14 @@ export class DispatchSeries {
 
   constructor(registry: Registry, bounds: readonly number[]) {
     this.#bounds = bounds;
-    const counter = {
-      name: 'skein_dispatches_total',
-      help: 'Dispatch requests by routine and outcome ("ok" or the error code).',
-      type: 'counter',
-      aggregator: 'sum',
-      get: () => Promise.resolve({ name: counter.name, help: counter.help, type: counter.type, aggregator: counter.aggregator, values: this.#counterValues() }),
-    };
-    const histogram = {
-      name: 'skein_dispatch_duration_seconds',
-      help: 'Time from request to reply of dispatch requests, any outcome.',
-      type: 'histogram',
-      aggregator: 'sum',
-      get: () => Promise.resolve({ name: histogram.name, help: histogram.help, type: histogram.type, aggregator: histogram.aggregator, values: this.#histogramValues(histogram.name) }),
-    };
     // The registry takes anything with a name, a type and get(); prom-client's types only name its own classes.
-    registry.registerMetric(counter as unknown as Metric);
-    registry.registerMetric(histogram as unknown as Metric);
+    const register = (name: string, help: string, type: 'counter' | 'histogram', values: () => Value[]) => {
+      const head = { name, help, type, aggregator: 'sum' };
+      registry.registerMetric({ ...head, get: () => Promise.resolve({ ...head, values: values() }) } as unknown as Metric);
+    };
+    register('skein_dispatches_total', 'Dispatch requests by routine and outcome ("ok" or the error code).', 'counter', () => this.#counterValues());
+    const histogram = 'skein_dispatch_duration_seconds';
+    register(histogram, 'Time from request to reply of dispatch requests, any outcome.', 'histogram', () => this.#histogramValues(histogram));
   }
 
   /** One dispatch: its routine label, outcome label and duration. */
