@@ -139,9 +139,7 @@ class AuditStream implements Audit {
   readonly #interval: number;
   /** The end of the header, `,"agent":…,"event":…`, per event kind: built once. */
   readonly #tails = new Map<string, string>();
-  /** The timestamp of the current millisecond, and the ISO text of its second up to the milliseconds: one toISOString() per second, not per line. */
-  #tsMs = Number.NaN;
-  #tsText = '';
+  /** The current second and its ISO text up to the milliseconds: one toISOString() per second, not per line. */
   #secondMs = Number.NaN;
   #secondText = '';
   #opened = false;
@@ -219,8 +217,6 @@ class AuditStream implements Audit {
   #timestamp(): string {
     if (this.#deps.now) return this.#deps.now().toISOString();
     const ms = Date.now();
-    if (ms === this.#tsMs) return this.#tsText;
-    this.#tsMs = ms;
     let frac = ms - this.#secondMs;
     if (!(frac >= 0 && frac < 1000)) {
       frac = ((ms % 1000) + 1000) % 1000;
@@ -228,8 +224,7 @@ class AuditStream implements Audit {
       // "2026-11-23T10:00:00." of "2026-11-23T10:00:00.000Z" (whatever the year's width).
       this.#secondText = new Date(this.#secondMs).toISOString().slice(0, -4);
     }
-    this.#tsText = `${this.#secondText}${frac < 10 ? '00' : frac < 100 ? '0' : ''}${frac}Z`;
-    return this.#tsText;
+    return `${this.#secondText}${frac < 10 ? '00' : frac < 100 ? '0' : ''}${frac}Z`;
   }
 
   reopen(): void {
