@@ -142,6 +142,9 @@ export interface AdvertPayload {
   want?: string[];
 }
 
+/** What every listed peer carries, however it was found (advert, DNS record, static config): GET /v1/peers. */
+export type PeerFields = Pick<AdvertPayload, 'agent' | 'spiffe' | 'endpoints' | 'routines' | 'load' | 'capacity' | 'tlsFingerprint'>;
+
 const FINGERPRINT_PATTERN = /^[0-9a-f]{64}$/;
 const MAX_SPIFFE_LENGTH = 512;
 const ENDPOINT_PATTERN = /^(?:\[([0-9A-Fa-f:.]{2,45})\]|([A-Za-z0-9.-]{1,253})):([1-9][0-9]{0,4})$/;

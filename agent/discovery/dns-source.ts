@@ -26,7 +26,7 @@ import type { Logger } from '../log/index.ts';
 import { presentedIdentity } from '../pki/pin.ts';
 import { compileIdentityPattern, type Pattern } from '../plugin-host/api.ts';
 import { compilePatternList } from '../plugin-host/allow-rules.ts';
-import type { AdvertPayload } from './advert.ts';
+import type { PeerFields } from './advert.ts';
 import { checkPeerIdentity, type TlsCredentials } from './identity-check.ts';
 import { createResolver, resolveEndpoints, type DnsEndpoint } from './dns-resolve.ts';
 
@@ -43,7 +43,7 @@ const RESOLVE_RETRY_MS = 1000;
 const REQUEST_TIMEOUT_MS = 3000;
 
 /** A peer found through DNS, as GET /v1/peers lists it: the fields an advert would carry, read from the peer. */
-export interface DnsPeer extends Pick<AdvertPayload, 'agent' | 'spiffe' | 'endpoints' | 'routines' | 'load' | 'capacity' | 'tlsFingerprint'> {
+export interface DnsPeer extends PeerFields {
   source: 'dns';
   /** The SRV record it was found through. */
   from: string;

@@ -17,6 +17,7 @@ import type { Logger } from '../log/index.ts';
 import { Lifecycle, type Component } from '../lifecycle/index.ts';
 import type { Reloadable, Staged } from '../lifecycle/reloadable.ts';
 import { Advertiser, type SelfDescription } from './advertiser.ts';
+import type { PeerFields } from './advert.ts';
 import { PeerTable, type PeerInfo } from './peers.ts';
 import { checkPeerIdentity, type TlsCredentials } from './identity-check.ts';
 import { Receiver } from './receiver.ts';
@@ -29,14 +30,7 @@ import { createAdvertVerifier, type AdvertVerifier } from './verifier.ts';
 export type { SelfDescription };
 
 /** A peer from discovery.static: trusted by configuration, pinned on connect. */
-export interface StaticPeer {
-  agent: string;
-  spiffe: string;
-  endpoints: string[];
-  routines: string[];
-  tlsFingerprint: string;
-  load: number;
-  capacity: number;
+export interface StaticPeer extends PeerFields {
   source: 'static';
   static: true;
 }

@@ -23,6 +23,7 @@ import { BINARY, EXAMPLES, FIXTURES, baseConfig, runCli, stopAll, tempDir } from
 import { createNetwork, netnsNeed, type Network } from '../helpers/netns.ts';
 import { nsProcess, startNsAgent, type NsProcess } from '../helpers/ns-agent.ts';
 import { requires, tool } from '../helpers/requires.ts';
+import type { PeerFields } from '../../agent/discovery/advert.ts';
 
 const SUBNET = `10.233.${1 + Math.floor(Math.random() * 250)}.0/24`;
 const TD = 'fleet.test';
@@ -31,17 +32,7 @@ const PORT = 7443;
 const ROUTINES_FIX = join(FIXTURES, 'routines.py');
 const KEEP_STALE_MS = 6000;
 
-interface Peer {
-  agent: string;
-  spiffe: string;
-  endpoints: string[];
-  routines: string[];
-  load: number;
-  capacity: number;
-  source: string;
-  from?: string;
-  tlsFingerprint: string;
-}
+type Peer = PeerFields & { source: string; from?: string };
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
