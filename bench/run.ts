@@ -3,9 +3,9 @@
  * `echo` routine, next to the raw baseline (bench/baseline-server.ts) measured in the same run
  * with the same client, and the agent with bearer-jwt + routine-policy. Rounds are
  * interleaved; prints medians of rounds with their ranges and writes the figures to
- * bench/results/latest.json (docs/benchmarks.md describes the file). Then the cold start:
- * spawn of the binary to its first answered mTLS dispatch. Every process started here is
- * stopped by PID.
+ * bench/results/latest.json (docs/benchmarks.md describes the file). Then the first 2,000
+ * calls after a fresh start and h2load; the cold start is bench/startup.ts's. Every process
+ * started here is stopped by PID.
  *
  * Env: SKEIN_BENCH_ROUNDS (default 5; 1 for a quick run), SKEIN_BENCH_SEQ (sequential calls
  * per round, 2000), SKEIN_BENCH_CONC_CALLS (calls at 64 concurrent per round, 20000),
@@ -16,10 +16,10 @@
 import { generateKeyPairSync } from 'node:crypto';
 import { join } from 'node:path';
 import { SignJWT } from 'jose';
-import { Procs, freePort } from './lib/procs.ts';
+import { Procs } from './lib/procs.ts';
 import { fmtSpread, measureRounds, resultHeader, callTarget, writeResults, type Sizes } from './lib/rounds.ts';
-import { ratio, spread } from './lib/stats.ts';
-import { agentConfig, client, devClientCreds, echoCall, ROOT, startAgent, startBaseline } from './lib/skein.ts';
+import { ratio } from './lib/stats.ts';
+import { agentConfig, client, echoCall, ROOT, startAgent, startBaseline } from './lib/skein.ts';
 import { CONCURRENCY } from './lib/workload.ts';
 import { freshRounds } from './lib/fresh.ts';
 import { h2loadRounds } from './lib/h2load.ts';
@@ -27,7 +27,6 @@ import { h2loadRounds } from './lib/h2load.ts';
 const ROUNDS = Number(process.env.SKEIN_BENCH_ROUNDS ?? 5);
 const SIZES: Sizes = { sequential: Number(process.env.SKEIN_BENCH_SEQ ?? 2000), concurrent: Number(process.env.SKEIN_BENCH_CONC_CALLS ?? 20000), warmUp: 300 };
 const OUT = process.env.SKEIN_BENCH_OUT ?? join(ROOT, 'bench/results/latest.json');
-const COLD_STARTS = Math.max(3, ROUNDS);
 const COMPARE = process.env.SKEIN_BENCH_COMPARE;
 if (!(ROUNDS >= 1 && SIZES.sequential >= 100 && SIZES.concurrent >= CONCURRENCY)) {
   console.error(`SKEIN_BENCH_ROUNDS must be ≥ 1, SKEIN_BENCH_SEQ ≥ 100 and SKEIN_BENCH_CONC_CALLS ≥ ${CONCURRENCY}`);
@@ -75,46 +74,11 @@ if (compareAgent) await procs.stop(compareAgent.started.proc);
 await procs.stop(authAgent.started.proc);
 await procs.stop(agent.started.proc);
 
-/**
- * Cold start: the binary spawned on a free port with its state (PKI) already on disk, timed to
- * its first answered `echo` over mTLS (workers started and confined, as for any first call).
- */
-async function coldStart(): Promise<number> {
-  const port = await freePort();
-  const cfg = agentConfig('bench-cold', {}, `127.0.0.1:${port}`);
-  const t0 = performance.now();
-  const started = startAgent(procs, cfg);
-  started.catch(() => {});
-  const creds = devClientCreds(join(procs.dir, 'state-bench-cold', 'pki'));
-  const until = t0 + 20_000;
-  try {
-    while (performance.now() < until) {
-      const c = client(port, creds);
-      try {
-        await echoCall(c)();
-        return performance.now() - t0;
-      } catch {
-        await new Promise((r) => setTimeout(r, 2));
-      } finally {
-        await c.destroy();
-      }
-    }
-    throw new Error('the agent did not answer within 20 s of its start');
-  } finally {
-    await procs.stop((await started).started.proc);
-  }
-}
 // The first 2,000 calls after a fresh start (the agent's and the baseline's), then h2load.
 console.log(`\nfresh starts: ${ROUNDS} interleaved rounds, a new baseline and a new agent each, 200 warm-up + 2,000 timed sequential calls`);
 const fresh = await freshRounds(procs, ROUNDS);
 console.log(`h2load: ${ROUNDS} interleaved rounds of ${SIZES.concurrent} requests, 1 connection, ${CONCURRENCY} streams, one-way TLS (agent: bearer token)`);
 const h2 = await h2loadRounds(procs, ROUNDS, SIZES.concurrent);
-
-// The first start creates the development PKI (key generation): not part of a cold start.
-await procs.stop((await startAgent(procs, agentConfig('bench-cold', {}, `127.0.0.1:${await freePort()}`))).started.proc);
-const colds: number[] = [];
-for (let i = 0; i < COLD_STARTS; i++) colds.push(await coldStart());
-const cold = spread(colds);
 
 const base = results.baseline!;
 const sk = results.skein!;
@@ -135,7 +99,6 @@ const goals = {
   'fresh start: p99 ≤ 2× raw': fresh.ratios.p99.median <= 2,
   'fresh start: p99 ≤ 1 ms': fresh.skein.p99.median <= 1,
   'h2load ≥ 0.5× raw': h2.ratio.median >= 0.5,
-  'cold start ≤ 150 ms': cold.median <= 150,
   'plugins p50 within 10%': ratios.pluginsP50.median <= 1.1,
 };
 
@@ -155,7 +118,6 @@ if (results.compare) {
 console.log(`| first 2,000 calls after a fresh start: p50 (ms) | ${fmtSpread(fresh.baseline.p50)} | ${fmtSpread(fresh.skein.p50)} | ${x(fresh.ratios.p50)} |`);
 console.log(`| first 2,000 calls after a fresh start: p99 (ms) | ${fmtSpread(fresh.baseline.p99)} | ${fmtSpread(fresh.skein.p99)} | ${x(fresh.ratios.p99)} |`);
 console.log(`| h2load @${CONCURRENCY}, one-way TLS (req/s) | ${fmtSpread(h2.baseline.throughput, 0)} | ${fmtSpread(h2.skein.throughput, 0)} (bearer token) | ${x(h2.ratio)} |`);
-console.log(`| cold start: spawn → first mTLS echo (ms, ${COLD_STARTS} starts) | | ${fmtSpread(cold, 1)} | |`);
 console.log(
   `\ngoals: ${Object.entries(goals)
     .map(([k, v]) => `${k} → ${v ? 'met' : 'NOT met'}`)
@@ -167,7 +129,6 @@ writeResults(OUT, {
   targets: results,
   fresh,
   h2load: h2,
-  coldStartMs: { ...cold, starts: colds },
   ratios,
   goals,
 });
