@@ -53,9 +53,13 @@ export interface PeerInfo {
 
 export type UpsertResult = 'added' | 'updated' | 'rekeyed' | 'removed' | 'ignored' | 'conflict';
 
-interface Entry {
-  /** The record as it first arrived, its fleet id and routine names shared (never changed here; a resent identical record keeps it). */
-  payload: AdvertPayload;
+/**
+ * One peer, in one object: what its record says (set when the record arrives, never changed
+ * here; a resent identical record keeps it — routine names shared among entries), then what
+ * each advert of that record changes. Nothing else of the advert is kept (its fleet id,
+ * issued-at, "want" list): a fleet of 1,000 holds 1,000 of these.
+ */
+interface Entry extends Pick<AdvertPayload, 'spiffe' | 'endpoints' | 'routines' | 'capacity' | 'tlsFingerprint'> {
   /** Sequence number and load of the newest advert applied (the record's, or a later heartbeat's). */
   seq: number;
   load: number;
@@ -69,13 +73,13 @@ interface Entry {
   digest: string;
 }
 
-/** Distinct fleet ids and routine names shared among entries (further ones are kept as they came). */
+/** Distinct routine names shared among entries (further ones are kept as they came). */
 const MAX_NAMES = 4096;
 
 export class PeerTable {
   private readonly peers = new Map<string, Entry>();
   /**
-   * One string per fleet id and routine name, however many peers carry it: a fleet's agents
+   * One string per routine name, however many peers carry it: a fleet's agents
    * mostly offer the same routines, and each record decodes its own copies (~40 bytes each).
    */
   private readonly names = new Map<string, string>();
@@ -113,7 +117,7 @@ export class PeerTable {
     }
     let rekeyed = false;
     if (current && current.keyId !== keyId) {
-      if (!trust.bound || payload.goodbye || payload.spiffe !== current.payload.spiffe || payload.seq <= current.seq) return 'conflict';
+      if (!trust.bound || payload.goodbye || payload.spiffe !== current.spiffe || payload.seq <= current.seq) return 'conflict';
       rekeyed = true;
     }
     if (payload.goodbye) {
@@ -136,7 +140,11 @@ export class PeerTable {
       return 'updated';
     }
     this.peers.set(payload.agent, {
-      payload: { ...payload, fleet: this.name(payload.fleet), routines: payload.routines.map((r) => this.name(r)) },
+      spiffe: payload.spiffe,
+      endpoints: payload.endpoints,
+      routines: payload.routines.map((r) => this.name(r)),
+      capacity: payload.capacity,
+      tlsFingerprint: payload.tlsFingerprint,
       seq: payload.seq,
       load: payload.load,
       keyId,
@@ -232,18 +240,17 @@ export class PeerTable {
   }
 
   private info(agent: string, e: Entry, now: number): PeerInfo {
-    const p = e.payload;
     const cool = this.coolDowns.get(agent);
     const cooling = cool !== undefined && cool.until > now;
     return {
       agent,
-      spiffe: p.spiffe,
+      spiffe: e.spiffe,
       keyId: e.keyId,
-      endpoints: [...p.endpoints],
-      routines: [...p.routines],
+      endpoints: [...e.endpoints],
+      routines: [...e.routines],
       load: e.load,
-      capacity: p.capacity,
-      tlsFingerprint: p.tlsFingerprint,
+      capacity: e.capacity,
+      tlsFingerprint: e.tlsFingerprint,
       seq: e.seq,
       source: e.source,
       ageMs: Math.max(0, now - e.receivedAt),

@@ -172,6 +172,29 @@ interface Bucket {
   last: number;
 }
 
+/**
+ * What one source address may still send, in one flat object (a fleet of 1,000 keeps 1,000 of
+ * them): the bucket its rejected datagrams draw from (u…), the cap on all its datagrams (a…),
+ * and the bucket of the first signing key it sent (k…) — most sources are one agent, so most
+ * (source, key) buckets need no map entry and no "source key" string of their own. A source's
+ * further keys (agents behind one address) have their buckets in `perKey`.
+ */
+class SourceState {
+  uTokens: number;
+  uLast: number;
+  aTokens: number;
+  aLast: number;
+  key: string | undefined = undefined;
+  kTokens = 0;
+  kLast = 0;
+  constructor(burst: number, capBurst: number, now: number) {
+    this.uTokens = burst;
+    this.uLast = now;
+    this.aTokens = capBurst;
+    this.aLast = now;
+  }
+}
+
 /** What a verified datagram proved. */
 interface Verified {
   keyId: string;
@@ -263,8 +286,8 @@ export function createAdvertVerifier(options: AdvertVerifierOptions): AdvertVeri
   /** Endorsements by the key they endorse, from verified records: what heartbeats are checked with. */
   const endorsedKeys = new LruMap<string, CachedEndorsement>(positive(options.maxEndorsements ?? 16_384, 'maxEndorsements'));
   const repeats = new RepeatTable(positive(options.maxRepeats ?? 4096, 'maxRepeats'));
-  /** Per source: what its rejected datagrams may still cost, and its cap on everything. */
-  const sources = new LruMap<string, { unverified: Bucket; all: Bucket }>(maxSources);
+  const sources = new LruMap<string, SourceState>(maxSources);
+  /** (source, key) buckets of each source's keys after its first, by "source key". */
   const perKey = new LruMap<string, Bucket>(maxSources);
   const lastSeq = new Map<string, number>();
   const counts = Object.fromEntries([...REJECT_REASONS, 'accepted'].map((r) => [r, 0])) as Record<CounterName, number>;
@@ -279,17 +302,13 @@ export function createAdvertVerifier(options: AdvertVerifierOptions): AdvertVeri
     return detail === undefined ? CHEAP[reason] : { ok: false, reason, detail };
   }
 
-  /** Refills `b` up to `size` at `rate` per ms; true when a token is left. */
-  function refill(b: Bucket, now: number, size: number, rate: number): boolean {
-    if (now > b.last) {
-      b.tokens = Math.min(size, b.tokens + (now - b.last) * rate);
-      b.last = now;
-    }
-    return b.tokens >= 1;
-  }
+  /** `tokens` refilled from `last` to `now`, up to `size`, at `rate` per ms. */
+  const refilled = (tokens: number, last: number, now: number, size: number, rate: number) => (now > last ? Math.min(size, tokens + (now - last) * rate) : tokens);
 
   function endorsementOf(bytes: Uint8Array): CachedEndorsement | string {
-    const cacheKey = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('latin1');
+    // Keyed by the SHA-256 of its exact bytes (32 characters), not by the bytes (~200): one
+    // entry per peer of the fleet. Only records carry an endorsement, so few datagrams pay it.
+    const cacheKey = hash('sha256', bytes, 'binary');
     const hit = endorsements.get(cacheKey);
     if (hit) return hit;
     const miss = badEndorsements.get(cacheKey);
@@ -307,25 +326,57 @@ export function createAdvertVerifier(options: AdvertVerifierOptions): AdvertVeri
 
   function verify(bytes: Uint8Array, sourceAddress: string, own = false): VerifyResult {
     const now = clock();
-    let src: { unverified: Bucket; all: Bucket } | undefined;
+    let src: SourceState | undefined;
     if (rate && !own) {
       src = sources.get(sourceAddress);
-      if (src === undefined) sources.set(sourceAddress, (src = { unverified: { tokens: burst, last: now }, all: { tokens: capBurst, last: now } }));
+      if (src === undefined) sources.set(sourceAddress, (src = new SourceState(burst, capBurst, now)));
       // A source whose rejected datagrams used up its bucket is dropped before anything is read.
-      if (!refill(src.unverified, now, burst, perMs)) return reject('rate-limited');
+      src.uTokens = refilled(src.uTokens, src.uLast, now, burst, perMs);
+      src.uLast = Math.max(src.uLast, now);
+      if (src.uTokens < 1) return reject('rate-limited');
     }
     repeated = false;
     const r = check(bytes, sourceAddress, src, now);
     // Verify-then-count: only what ends rejected (and was not a repeat of verified bytes) costs
     // the source's bucket, so legitimate agents sharing an address never drain it.
-    if (src && !r.ok && !repeated && r.reason !== 'rate-limited') src.unverified.tokens -= 1;
+    if (src && !r.ok && !repeated && r.reason !== 'rate-limited') src.uTokens -= 1;
     return r;
+  }
+
+  /**
+   * Takes a token from the (source, key) bucket and one from the source's cap; false, taking
+   * none, when either is empty. The source's first key has its bucket inline.
+   */
+  function charged(src: SourceState, sourceAddress: string, keyId: string, now: number): boolean {
+    src.aTokens = refilled(src.aTokens, src.aLast, now, capBurst, capPerMs);
+    src.aLast = Math.max(src.aLast, now);
+    if (src.key === undefined) {
+      src.key = keyId;
+      src.kTokens = burst;
+      src.kLast = now;
+    }
+    if (src.key === keyId) {
+      src.kTokens = refilled(src.kTokens, src.kLast, now, burst, perMs);
+      src.kLast = Math.max(src.kLast, now);
+      if (src.kTokens < 1 || src.aTokens < 1) return false;
+      src.kTokens -= 1;
+    } else {
+      const k = `${sourceAddress} ${keyId}`;
+      let kb = perKey.get(k);
+      if (kb === undefined) perKey.set(k, (kb = { tokens: burst, last: now }));
+      kb.tokens = refilled(kb.tokens, kb.last, now, burst, perMs);
+      kb.last = Math.max(kb.last, now);
+      if (kb.tokens < 1 || src.aTokens < 1) return false;
+      kb.tokens -= 1;
+    }
+    src.aTokens -= 1;
+    return true;
   }
 
   /** Set by check(): the datagram repeated bytes whose signature already verified. */
   let repeated = false;
 
-  function check(bytes: Uint8Array, sourceAddress: string, src: { unverified: Bucket; all: Bucket } | undefined, now: number): VerifyResult {
+  function check(bytes: Uint8Array, sourceAddress: string, src: SourceState | undefined, now: number): VerifyResult {
     if (!(bytes instanceof Uint8Array)) return reject('malformed');
     if (bytes.length > maxBytes) return reject('oversize');
     const frame = parseFrame(bytes);
@@ -344,14 +395,7 @@ export function createAdvertVerifier(options: AdvertVerifierOptions): AdvertVeri
     if (typeof env === 'string') return reject('malformed', env === 'context' ? 'envelope signed for another context' : 'envelope is not canonical CBOR of the expected shape');
     const keyId = env.keyId;
 
-    if (src) {
-      const k = `${sourceAddress} ${keyId}`;
-      let kb = perKey.get(k);
-      if (kb === undefined) perKey.set(k, (kb = { tokens: burst, last: now }));
-      if (!refill(kb, now, burst, perMs) || !refill(src.all, now, capBurst, capPerMs)) return reject('rate-limited');
-      kb.tokens -= 1;
-      src.all.tokens -= 1;
-    }
+    if (src && !charged(src, sourceAddress, keyId, now)) return reject('rate-limited');
 
     const digest = hash('sha256', bytes, 'buffer');
     const slot = repeats.find(digest);

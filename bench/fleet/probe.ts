@@ -4,6 +4,7 @@
  *
  *   count       the admin /metrics gauge skein_peers (plain HTTP on loopback; the cheapest
  *               look: the agent counts its table, no per-peer JSON) — for convergence;
+ *   scrape      the same read a number of times (the idle agent is scraped as a is);
  *   peers       GET /v1/peers over mTLS (the whole table) — for who is listed, with what.
  *
  *   bun bench/fleet/probe.ts '{"admin":"http://127.0.0.1:9464","peer":"10.240.0.10:7443","cert":…,"key":…,"ca":…}'
@@ -18,6 +19,8 @@ export type ProbeCommand =
   | { op: 'count' }
   /** Polls the gauge every everyMs until it reaches atLeast; answers when, and the most seen. */
   | { op: 'until-count'; atLeast: number; timeoutMs: number; everyMs: number }
+  /** Reads the gauge `times` times, every everyMs: another agent's until-count, mirrored. */
+  | { op: 'scrape'; times: number; everyMs: number }
   /**
    * Polls /v1/peers until each of `agents` is listed (with `routine`, when given) or, with
    * present false, gone; answers when each was first seen so (null: not within timeoutMs).
@@ -60,6 +63,13 @@ async function handle(cmd: ProbeCommand): Promise<Record<string, unknown>> {
         if (at > end) return { metAt: null, max, polls };
         await sleep(cmd.everyMs);
       }
+    }
+    case 'scrape': {
+      for (let i = 0; i < Math.min(cmd.times, 10_000); i++) {
+        if (i > 0) await sleep(cmd.everyMs);
+        await count();
+      }
+      return { polls: cmd.times };
     }
     case 'until-peers': {
       const end = Date.now() + cmd.timeoutMs;

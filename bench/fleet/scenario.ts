@@ -7,7 +7,7 @@
  * stopped by PID, and the namespaces deleted, before this returns (Running.stop on a throw).
  */
 import { spawn } from 'node:child_process';
-import { closeSync, mkdtempSync, openSync, readFileSync, writeFileSync } from 'node:fs';
+import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { spiffeId } from '../../agent/pki/index.ts';
@@ -118,20 +118,21 @@ export class Running {
   net: FleetNet | undefined;
   sim: Controlled | undefined;
   responder: Controlled | undefined;
-  probe: Controlled | undefined;
+  /** a's probe, and the idle agent's (scraped alike, so what monitoring costs is not counted as discovery). */
+  probes: Controlled[] = [];
   agents: RealAgent[] = [];
 
   async stop(): Promise<void> {
-    this.probe?.proc.stdin?.end();
+    for (const p of this.probes) p.proc.stdin?.end();
     await Promise.all(this.agents.map((a) => stopProcess(a.proc, 3000)));
-    await Promise.all([stopProcess(this.sim?.proc, 2000), stopProcess(this.responder?.proc, 2000), stopProcess(this.probe?.proc, 1000)]);
+    await Promise.all([stopProcess(this.sim?.proc, 2000), stopProcess(this.responder?.proc, 2000), ...this.probes.map((p) => stopProcess(p.proc, 1000))]);
     this.net?.destroy();
     this.net = undefined;
   }
 
   /** Synchronous last resort (process exit): SIGKILL by PID, then the namespaces. */
   kill(): void {
-    for (const p of [...this.agents.map((a) => a.proc), this.sim?.proc, this.responder?.proc, this.probe?.proc]) {
+    for (const p of [...this.agents.map((a) => a.proc), this.sim?.proc, this.responder?.proc, ...this.probes.map((c) => c.proc)]) {
       if (p?.pid !== undefined && p.exitCode === null && p.signalCode === null) {
         try {
           process.kill(p.pid, 'SIGKILL');
@@ -234,20 +235,28 @@ export async function runScenario(o: ScenarioOptions, running: Running): Promise
   running.agents.push(b, idle);
   await Promise.all([waitForLog(b, 'discovery started', 30_000), waitForLog(idle, 'discovery started', 30_000)]);
 
-  // The probe first (it polls until the agent answers), so its own start-up is not timed.
+  // The probes first (each polls until its agent answers), so their own start-up is not timed.
+  // The idle agent is scraped as often as a (monitoring scrapes every agent): what serving
+  // /metrics costs — its compiled code, its garbage — is then in both, not counted as discovery.
   const aHost = net.hosts.get('a')!;
-  const probeLog = join(dir, 'probe.log');
-  const probeFd = openSync(probeLog, 'w');
-  const probeProc = net.exec(
-    aHost.ns,
-    BUN,
-    [join(ROOT, 'bench/fleet/probe.ts'), JSON.stringify({ admin: `http://${ADMIN}`, peer: `${aHost.address}:${AGENT_PORT}`, cert: client.cert, key: client.key, ca: client.ca })],
-    { stdio: ['pipe', 'pipe', probeFd], env: { ...process.env, CBOR_NATIVE_ACCELERATION_DISABLED: 'true' } },
-  );
-  closeSync(probeFd);
-  const probe = controlled(probeProc, 'probe', () => tail(probeLog));
-  running.probe = probe;
-  await probe.event('ready', 30_000);
+  const startProbe = (name: string) => {
+    const host = net.hosts.get(name)!;
+    const log = join(dir, `probe-${name}.log`);
+    const fd = openSync(log, 'w');
+    const proc = net.exec(
+      host.ns,
+      BUN,
+      [join(ROOT, 'bench/fleet/probe.ts'), JSON.stringify({ admin: `http://${ADMIN}`, peer: `${host.address}:${AGENT_PORT}`, cert: client.cert, key: client.key, ca: client.ca })],
+      { stdio: ['pipe', 'pipe', fd], env: { ...process.env, CBOR_NATIVE_ACCELERATION_DISABLED: 'true' } },
+    );
+    closeSync(fd);
+    const probe = controlled(proc, `probe of ${name}`, () => tail(log));
+    running.probes.push(probe);
+    return probe;
+  };
+  const probe = startProbe('a');
+  const idleProbe = startProbe('idle');
+  await Promise.all([probe.event('ready', 30_000), idleProbe.event('ready', 30_000)]);
 
   // The simulated fleet has been advertising for at least one (stretched) interval: its steady state.
   await sleep(Math.max(0, simReady + Math.max(o.discovery.intervalMs, o.discovery.ttlMs / 3) * 1.5 - Date.now()));
@@ -257,7 +266,11 @@ export async function runScenario(o: ScenarioOptions, running: Running): Promise
   const a = await startRealAgent(net, fleet, o.cache, dir, { ...base, name: 'a', groups: [group, pair] });
   running.agents.push(a);
   const expected = o.agents + 1;
-  const converged = await probe.call<{ metAt: number | null; max: number }>({ op: 'until-count', atLeast: expected, timeoutMs: o.convergeTimeoutMs, everyMs: 100 }, o.convergeTimeoutMs + 15_000);
+  const converged = await probe.call<{ metAt: number | null; max: number; polls: number }>(
+    { op: 'until-count', atLeast: expected, timeoutMs: o.convergeTimeoutMs, everyMs: 100 },
+    o.convergeTimeoutMs + 15_000,
+  );
+  await idleProbe.call({ op: 'scrape', times: converged.polls, everyMs: 100 }, converged.polls * 1000 + 15_000);
   const discoveryStartedAt = await waitForLog(a, 'discovery started', 5000).catch(() => NaN);
   const convergence = {
     reached: converged.metAt !== null,
@@ -302,7 +315,7 @@ export async function runScenario(o: ScenarioOptions, running: Running): Promise
     await sleep(Math.min(2000, Math.max(0, windowEnd - Date.now())));
     mem.a.push(memoryOf(a.pid));
     mem.idle.push(memoryOf(idle.pid));
-    const n = await probe.call<{ count?: number }>({ op: 'count' }, 10_000);
+    const [n] = await Promise.all([probe.call<{ count?: number }>({ op: 'count' }, 10_000), idleProbe.call({ op: 'count' }, 10_000)]);
     if (n.count !== undefined) listed.push(n.count);
   }
   const c1 = { a: cpuSeconds(a.pid), idle: cpuSeconds(idle.pid), t: performance.now() };
@@ -377,6 +390,9 @@ export async function runScenario(o: ScenarioOptions, running: Running): Promise
   const wants = await sim.call<{ requests: number; asked: number }>({ op: 'wants' }, 10_000);
   await running.stop();
   running.agents = [];
+  running.probes = [];
+  // Its logs and configs are kept only when the scenario failed (the error names the logs).
+  rmSync(dir, { recursive: true, force: true });
   return {
     agents: o.agents,
     sources,
