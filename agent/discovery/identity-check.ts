@@ -17,8 +17,8 @@ export interface TlsCredentials {
 /**
  * What one handshake showed: the advertised identity; another one (the endpoint answered with
  * another certificate, or one the fleet CA did not sign) — an impostor or a misconfiguration;
- * or nothing, because the endpoint could not be reached at all (down, restarting, filtered),
- * which says nothing about who is there.
+ * or nothing, because the endpoint could not be reached at all (down, restarting, filtered)
+ * or did not finish the handshake in time (overloaded), which says nothing about who is there.
  */
 export type IdentityCheck = { outcome: 'proved' } | { outcome: 'mismatch' | 'unreachable'; reason: string };
 
@@ -74,7 +74,9 @@ export function checkPeerIdentity(endpoint: string, expected: Pin | ((cert: Peer
     // connection at all, or one dropped before TLS said anything, is unreachable.
     socket.once('connect', () => (connected = true));
     socket.on('error', (err: Error) => finish(`${endpoint}: ${err.message}`, socket, !connected || !isTlsFailure(err)));
-    const timer = setTimeout(() => finish(`${endpoint}: no TLS handshake within ${timeoutMs} ms`, socket, !connected), timeoutMs);
+    // A handshake that does not finish proves nothing either way: an agent too busy to answer
+    // in time is no impostor (it used to be cooled down for 5 minutes as one).
+    const timer = setTimeout(() => finish(`${endpoint}: no TLS handshake within ${timeoutMs} ms`, socket, true), timeoutMs);
     timer.unref?.();
   });
 }

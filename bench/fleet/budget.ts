@@ -61,7 +61,7 @@ export function verdicts(r: ScenarioResult): Verdict[] {
     { measure: 'changed routines listed (slowest)', value: ms(r.churn.changeMs), budget: `≤ ttl ${ms(churn)}`, ok: within(r.churn.changeMs, churn) },
     {
       measure: 'identity checks (peers dialled in the first minute)',
-      value: `${r.identityChecks.firstMinute} (peak ${r.identityChecks.peakConcurrent} at once, ${r.identityChecks.peakPerSecond}/s; proved ${r.identityChecks.proved}, failed ${r.identityChecks.mismatch} of which ${r.identityChecks.handshakeTimeouts} handshake timeouts, unreachable ${r.identityChecks.unreachable})`,
+      value: `${r.identityChecks.firstMinute} (peak ${r.identityChecks.peakConcurrent} at once, ${r.identityChecks.peakPerSecond}/s; proved ${r.identityChecks.proved}, failed ${r.identityChecks.mismatch}, unreachable ${r.identityChecks.unreachable} of which ${r.identityChecks.handshakeTimeouts} handshake timeouts)`,
       budget: `≤ ${BUDGET.dialsPerMinute}`,
       ok: r.identityChecks.firstMinute <= BUDGET.dialsPerMinute,
     },

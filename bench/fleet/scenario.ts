@@ -352,8 +352,8 @@ export async function runScenario(o: ScenarioOptions, running: Running): Promise
     proved: lines('peer proved its identity'),
     unreachable: lines('peer unreachable for its identity check'),
     mismatch: lines('peer failed its identity check'),
-    // Connected, but no handshake in time: the agent counts it as a mismatch (a cool-down).
-    handshakeTimeouts: lines('peer failed its identity check', 'no TLS handshake within'),
+    // No handshake in time (a peer too busy to answer): counted among the unreachable.
+    handshakeTimeouts: lines('peer unreachable for its identity check', 'no TLS handshake within'),
   };
 
   const snapshot = await probe.call<{ count: number | null; rejected: Record<string, number>; fetchMs: number | null; failed?: string }>({ op: 'peers' }, 60_000);
@@ -391,9 +391,7 @@ export async function runScenario(o: ScenarioOptions, running: Running): Promise
   await running.stop();
   running.agents = [];
   running.probes = [];
-  // Its logs and configs are kept only when the scenario failed (the error names the logs).
-  rmSync(dir, { recursive: true, force: true });
-  return {
+  const result: ScenarioResult = {
     agents: o.agents,
     sources,
     discovery: o.discovery,
@@ -421,6 +419,9 @@ export async function runScenario(o: ScenarioOptions, running: Running): Promise
     dispatch,
     setup: { certificatesMs: generatedMs },
   };
+  // Its logs and configs are kept only when the scenario failed (the error names the logs).
+  rmSync(dir, { recursive: true, force: true });
+  return result;
 }
 
 /**

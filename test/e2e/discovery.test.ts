@@ -8,6 +8,7 @@ import { chmodSync, existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createSocket } from 'node:dgram';
+import { createServer, type AddressInfo, type Socket } from 'node:net';
 import { encodeAdvert } from '../../agent/discovery/advert.ts';
 import { describeCertificate } from '../../agent/pki/index.ts';
 import { readPrivateKey } from '../../signing/index.ts';
@@ -299,6 +300,29 @@ describe('discovery on loopback multicast', () => {
       expect(again).toBeDefined();
     } finally {
       await down.stop();
+    }
+  });
+
+  it('a peer that accepts the connection but never finishes the TLS handshake is unreachable, not an impostor (regression: 5-minute cool-down)', async () => {
+    // gamma's endpoint: a TCP listener that accepts and says nothing (an agent too busy to answer).
+    const held: Socket[] = [];
+    const mute = createServer((s) => held.push(s.on('error', () => undefined)));
+    await new Promise<void>((resolve) => mute.listen(0, '127.0.0.1', resolve));
+    const endpoint = `127.0.0.1:${(mute.address() as AddressInfo).port}`;
+    const mark = alpha.logs.length;
+    const since = (l: (typeof alpha.logs)[number]) => alpha.logs.indexOf(l) >= mark;
+    const slow = await fleetMember('gamma', { echo: { file: EXAMPLES } }, [`${pub('gamma')}@spiffe://fleet.test/agent/gamma`], { advertise: [endpoint] });
+    try {
+      const line = await alpha.waitForLog((l) => since(l) && String(l.msg).startsWith('peer unreachable for its identity check') && l.peer === 'gamma', 10_000);
+      expect(line).toMatchObject({ level: 'info', endpoint, reason: `${endpoint}: no TLS handshake within 3000 ms`, retryInMs: 2000 });
+      expect(held.length).toBeGreaterThan(0);
+      const answer = JSON.parse((await runCli(['peers', '--peer', `127.0.0.1:${alpha.port}`, ...clientFlags(), '--json'])).stdout);
+      expect(answer.peers.find((p: { agent: string }) => p.agent === 'gamma')).toMatchObject({ coolDownMs: 0 });
+      expect(alpha.logs.some((l) => since(l) && l.msg === 'peer failed its identity check; untrusted for a while' && l.peer === 'gamma')).toBe(false);
+    } finally {
+      await slow.stop();
+      for (const s of held) s.destroy();
+      await new Promise<void>((resolve) => mute.close(() => resolve()));
     }
   });
 
