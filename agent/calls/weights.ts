@@ -9,6 +9,7 @@ import type { AgentConfig } from '../config/schema.ts';
 import { compilePatternList } from '../plugin-host/allow-rules.ts';
 import { compileIdentityPattern, type Identity, type Pattern } from '../plugin-host/api.ts';
 import { DEFAULT_PRIORITY, PRIORITIES, type Priority } from '../workers/call.ts';
+import type { Reloadable, Staged } from '../lifecycle/reloadable.ts';
 
 export const PRIORITY_HEADER = 'x-skein-priority';
 
@@ -40,13 +41,36 @@ export function parsePriority(header: string | undefined): Priority {
   });
 }
 
-/** calls.weights compiled: the fair-share weight of a caller identity. */
-export class CallerWeights {
-  #rules: Array<{ identities: Pattern[]; weight: number }>;
+type Rules = Array<{ identities: Pattern[]; weight: number }>;
 
-  /** Compiles the rules; throws SKEIN_ERR_CONFIG naming the key of a malformed pattern. */
+/** The calls keys a running agent applies (agent/lifecycle/reloadable.ts). */
+export const CALLS_RELOAD_KEYS = ['calls.weights'] as const;
+
+/** Compiles the rules; throws SKEIN_ERR_CONFIG naming the key of a malformed pattern. */
+function compileRules(rules: AgentConfig['calls']['weights']): Rules {
+  return rules.map((rule, i) => ({ identities: compilePatternList(rule.identities, `calls.weights[${i}].identities`, compileIdentityPattern), weight: rule.weight }));
+}
+
+/**
+ * calls.weights compiled: the fair-share weight of a caller identity. It applies live
+ * (agent/lifecycle/reloadable.ts): a reload that changes calls.weights weighs every call
+ * submitted after it; calls already queued keep the weight they were given.
+ */
+export class CallerWeights implements Reloadable<{ calls: Pick<AgentConfig['calls'], 'weights'> }> {
+  readonly name = 'calls.weights';
+  readonly reloadKeys = CALLS_RELOAD_KEYS;
+  #rules: Rules;
+
+  /** Throws SKEIN_ERR_CONFIG naming the key of a malformed pattern. */
   constructor(rules: AgentConfig['calls']['weights']) {
-    this.#rules = rules.map((rule, i) => ({ identities: compilePatternList(rule.identities, `calls.weights[${i}].identities`, compileIdentityPattern), weight: rule.weight }));
+    this.#rules = compileRules(rules);
+  }
+
+  /** A malformed pattern refuses the reload (SKEIN_ERR_CONFIG naming its key). */
+  stage(next: { calls: Pick<AgentConfig['calls'], 'weights'> }, changed: readonly string[]): Staged | undefined {
+    if (!changed.length) return undefined;
+    const rules = compileRules(next.calls.weights);
+    return { commit: () => (this.#rules = rules) };
   }
 
   /**

@@ -218,7 +218,7 @@ async function assemble({ config, log, embedded = false, baseDir, reloadConfig }
       config,
       load: reloadConfig ?? (() => ({ config, source: 'embedded' })),
       // Staged in this order (plugins load before TLS files are swapped; undone in reverse).
-      components: [auth, tlsReload, discovery ?? discoveryOff, liveLogLevel(log), liveStrictMode],
+      components: [auth, tlsReload, discovery ?? discoveryOff, weights, liveLogLevel(log), liveStrictMode],
       log,
       audit,
       metrics,

@@ -8,6 +8,7 @@
  * Service order is read from the call.completed audit lines (their seq), one worker serving
  * one call at a time; the queued calls are submitted (call.submitted) while a sleep blocks it.
  */
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type http2 from 'node:http2';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -110,6 +111,35 @@ describe('a saturated pool of one worker', () => {
     // H: the weight-3 caller, b: the weight-1 one; once H's 12 are served, b's rest follow.
     const shape = order.map((l) => (l.startsWith('w3') ? 'H' : 'b'));
     expect(shape.join('')).toBe('HHHb'.repeat(4) + 'b'.repeat(8));
+  });
+
+  it('calls.weights applies on SIGHUP: after the reload the two callers alternate; a malformed pattern is refused and the weights stay', async () => {
+    const reloadWith = (weights: unknown[]) => {
+      const config = JSON.parse(readFileSync(agent.configPath, 'utf8')) as { calls: { weights: unknown[] } };
+      config.calls.weights = weights;
+      writeFileSync(agent.configPath, JSON.stringify(config), { mode: 0o600 });
+      const mark = agent.logs.length;
+      agent.proc.kill('SIGHUP');
+      return agent.waitForLog((l) => agent.logs.indexOf(l) >= mark && String(l.msg).startsWith('config reload'));
+    };
+    const shape = async (round: string) => {
+      const order = await servedOrder(agent, a, () => [
+        ...Array.from({ length: 6 }, (_, i) => labelled(`${round}-H${i}`, call(heavy, `${round}-H${i}`, 'sleep', [0.01]))),
+        ...Array.from({ length: 6 }, (_, i) => labelled(`${round}-b${i}`, call(b, `${round}-b${i}`, 'sleep', [0.01]))),
+      ]);
+      return order.map((l) => (l.startsWith(`${round}-H`) ? 'H' : 'b')).join('');
+    };
+    try {
+      const bad = await reloadWith([{ identities: ['spiffe://skein.local/**/x'], weight: 1 }]);
+      expect(bad).toMatchObject({ msg: 'config reload refused; the running configuration stays', code: 'SKEIN_ERR_CONFIG' });
+      expect(String(bad.error)).toContain('calls.weights[0].identities[0]');
+      expect(await shape('before')).toBe('HHHbHHHbbbbb');
+      const applied = await reloadWith([{ identities: ['spiffe://skein.local/client/heavy'], weight: 1 }]);
+      expect(applied).toMatchObject({ msg: 'config reloaded', applied: ['calls.weights'], pending: [] });
+      expect(await shape('after')).toBe('HbHbHbHbHbHb');
+    } finally {
+      await reloadWith([{ identities: ['spiffe://skein.local/client/heavy'], weight: 3 }]);
+    }
   });
 
   it('an unknown x-skein-priority is a 400 naming the levels, and the agent keeps serving', async () => {

@@ -13,6 +13,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SkeinClient } from '../../agent/client/index.ts';
 import { encodeAdvert } from '../../agent/discovery/advert.ts';
+import { CALLS_RELOAD_KEYS } from '../../agent/calls/weights.ts';
 import { DISCOVERY_RELOAD_KEYS } from '../../agent/discovery/reload.ts';
 import { createAdvertVerifier } from '../../agent/discovery/verifier.ts';
 import { createLogger, liveLogLevel } from '../../agent/log/index.ts';
@@ -327,6 +328,20 @@ const ROWS: Row[] = [
     },
   },
   {
+    key: 'calls.weights',
+    // How the new weights share a busy routine is test/e2e/priorities.test.ts's; here: the
+    // key is applied, and a malformed pattern in it now refuses the reload (naming the key)
+    // instead of waiting for a restart to fail.
+    change: () => (config.calls = { ...config.calls, weights: [{ identities: ['spiffe://skein.local/client/*'], weight: 2 }] }),
+    effect: async () => {
+      config.calls.weights = [{ identities: ['spiffe://skein.local/**/x'], weight: 2 }];
+      const refused = await hup();
+      expect(refused).toMatchObject({ msg: 'config reload refused; the running configuration stays', code: 'SKEIN_ERR_CONFIG' });
+      expect(String(refused.error)).toContain('calls.weights[0].identities[0]');
+      config.calls.weights = [{ identities: ['spiffe://skein.local/client/*'], weight: 2 }];
+    },
+  },
+  {
     key: 'log.level',
     change: () => (config.log.level = 'debug'),
     effect: async (from) => {
@@ -360,7 +375,7 @@ const ROWS: Row[] = [
 describe('SIGHUP reloads every live key', () => {
   it('the rows cover exactly the keys the components declare', () => {
     const log = createLogger({ level: 'error', write: () => {} });
-    const declared = [...TLS_RELOAD_KEYS, ...DISCOVERY_RELOAD_KEYS, ...PIPELINE_RELOAD_KEYS, ...liveLogLevel(log).reloadKeys, ...liveStrictMode.reloadKeys];
+    const declared = [...TLS_RELOAD_KEYS, ...DISCOVERY_RELOAD_KEYS, ...PIPELINE_RELOAD_KEYS, ...CALLS_RELOAD_KEYS, ...liveLogLevel(log).reloadKeys, ...liveStrictMode.reloadKeys];
     expect(ROWS.map((r) => r.key).sort()).toEqual([...declared].sort());
   });
 
