@@ -386,16 +386,16 @@ export async function createMulticastTransport(opts: MulticastTransportOptions):
     const own = entry.ownSources;
     recv.on('message', (msg, rinfo) => {
       if (closed) return;
+      const isOwn = own.has(`${stripScope(rinfo.address)}|${rinfo.port}`);
       if (msg.length > maxDatagram) {
         stats.dropped++;
         try {
-          opts.onOversize?.(msg, { address: rinfo.address, port: rinfo.port, family, own: own.has(`${stripScope(rinfo.address)}|${rinfo.port}`) });
+          opts.onOversize?.(msg, { address: rinfo.address, port: rinfo.port, family, own: isOwn });
         } catch (err) {
           reportError(err);
         }
         return;
       }
-      const isOwn = own.has(`${stripScope(rinfo.address)}|${rinfo.port}`);
       if (opts.skipOwn && isOwn) {
         stats.droppedOwn++;
         return;

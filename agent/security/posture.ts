@@ -104,10 +104,7 @@ export function warnPosture(posture: () => Posture, log: Logger, timer: Interval
     });
   }
   warn(start);
-  const stopped = released(timer.every(POSTURE_WARN_INTERVAL_MS, () => warn()));
-  return {
-    close: () => stopped.close(),
-    destroy: (reason) => stopped.destroy(reason),
+  return Object.assign(released(timer.every(POSTURE_WARN_INTERVAL_MS, () => warn())), {
     recheck() {
       const p = posture();
       const now = JSON.stringify(p);
@@ -117,5 +114,5 @@ export function warnPosture(posture: () => Posture, log: Logger, timer: Interval
       log.info('security posture changed', { ...rest, warnings: warnings.length });
       warn(p);
     },
-  };
+  });
 }

@@ -23,7 +23,6 @@ export function errorBody(e: SkeinError, requestId: string, peer: string): Recor
 }
 
 export interface FailureReply {
-  error: SkeinError;
   status: number;
   /** Retry-After for the refusals a caller should retry (overload, drain, open circuit, full store). */
   retryAfter?: string;
@@ -43,7 +42,6 @@ export function failureReply(err: unknown, requestId: string, peer: string, path
   else if (e.code === 'SKEIN_ERR_ABORTED') log.debug('request aborted by the caller', fields);
   else log.warn('request failed', { ...fields, message: e.message });
   return {
-    error: e,
     status: e.status || 500,
     ...(RETRYABLE.has(e.code) ? { retryAfter: String(e.details.retryAfterSeconds ?? 1) } : {}),
     body: errorBody(e, requestId, peer),
