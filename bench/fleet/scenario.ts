@@ -205,25 +205,19 @@ export async function runScenario(o: ScenarioOptions, running: Running): Promise
   writeFileSync(specFile, JSON.stringify(spec), { mode: 0o600 });
 
   const maxSeconds = String(600 + o.seconds * 4);
-  const respLog = join(dir, 'responder.log');
-  const respFd = openSync(respLog, 'w');
-  const respProc = net.exec(net.simNs, BUN, [join(ROOT, 'bench/fleet/responder-proc.ts'), specFile, maxSeconds], {
-    stdio: ['pipe', 'pipe', respFd],
-    env: { ...process.env, CBOR_NATIVE_ACCELERATION_DISABLED: 'true' },
-  });
-  closeSync(respFd);
-  const responder = controlled(respProc, 'responder', () => tail(respLog));
+  /** A Bun script of the harness in namespace `ns`, driven over stdin/stdout, its stderr in `<log>.log` of the scenario's folder. */
+  const startScript = (ns: string, script: string, args: string[], label: string, log: string) => {
+    const file = join(dir, `${log}.log`);
+    const fd = openSync(file, 'w');
+    const proc = net.exec(ns, BUN, [join(ROOT, 'bench/fleet', script), ...args], { stdio: ['pipe', 'pipe', fd], env: { ...process.env, CBOR_NATIVE_ACCELERATION_DISABLED: 'true' } });
+    closeSync(fd);
+    return controlled(proc, label, () => tail(file));
+  };
+  const responder = startScript(net.simNs, 'responder-proc.ts', [specFile, maxSeconds], 'responder', 'responder');
   running.responder = responder;
   await responder.event('ready', 60_000);
 
-  const simLog = join(dir, 'simulator.log');
-  const simFd = openSync(simLog, 'w');
-  const simProc = net.exec(net.simNs, BUN, [join(ROOT, 'bench/fleet/simulator.ts'), specFile, maxSeconds], {
-    stdio: ['pipe', 'pipe', simFd],
-    env: { ...process.env, CBOR_NATIVE_ACCELERATION_DISABLED: 'true' },
-  });
-  closeSync(simFd);
-  const sim = controlled(simProc, 'simulator', () => tail(simLog));
+  const sim = startScript(net.simNs, 'simulator.ts', [specFile, maxSeconds], 'simulator', 'simulator');
   running.sim = sim;
   const simReady = Number((await sim.event('ready', 120_000)).at);
 
@@ -241,16 +235,8 @@ export async function runScenario(o: ScenarioOptions, running: Running): Promise
   const aHost = net.hosts.get('a')!;
   const startProbe = (name: string) => {
     const host = net.hosts.get(name)!;
-    const log = join(dir, `probe-${name}.log`);
-    const fd = openSync(log, 'w');
-    const proc = net.exec(
-      host.ns,
-      BUN,
-      [join(ROOT, 'bench/fleet/probe.ts'), JSON.stringify({ admin: `http://${ADMIN}`, peer: `${host.address}:${AGENT_PORT}`, cert: client.cert, key: client.key, ca: client.ca })],
-      { stdio: ['pipe', 'pipe', fd], env: { ...process.env, CBOR_NATIVE_ACCELERATION_DISABLED: 'true' } },
-    );
-    closeSync(fd);
-    const probe = controlled(proc, `probe of ${name}`, () => tail(log));
+    const args = [JSON.stringify({ admin: `http://${ADMIN}`, peer: `${host.address}:${AGENT_PORT}`, cert: client.cert, key: client.key, ca: client.ca })];
+    const probe = startScript(host.ns, 'probe.ts', args, `probe of ${name}`, `probe-${name}`);
     running.probes.push(probe);
     return probe;
   };
